@@ -1,0 +1,15 @@
+//! Compiles the .proto files with protox (pure Rust, so no `protoc` is needed on the machine)
+//! and generates prost messages and tonic clients and servers.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let protos = ["proto/workload.proto", "proto/agent.proto"];
+    for p in protos {
+        println!("cargo:rerun-if-changed={p}");
+    }
+    let fds = protox::compile(protos, ["proto"])?;
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .compile_fds(fds)?;
+    Ok(())
+}

@@ -1,0 +1,21 @@
+//! Generated protocol code: the SPIFFE Workload API (`workload`) and Sigil's agent API
+//! (`agent::v1`). Nothing else lives here.
+
+/// The SPIFFE Workload API, package-less as the standard defines it.
+#[expect(clippy::all, reason = "generated code")]
+#[expect(clippy::pedantic, reason = "generated code")]
+pub mod workload {
+    include!(concat!(env!("OUT_DIR"), "/_.rs"));
+}
+
+/// Sigil's agent <-> server API.
+pub mod agent {
+    /// Version 1.
+    #[expect(clippy::all, reason = "generated code")]
+    pub mod v1 {
+        include!(concat!(env!("OUT_DIR"), "/sigil.agent.v1.rs"));
+    }
+}
+
+/// gRPC metadata key the Workload API requires on every call, with value `true`.
+pub const WORKLOAD_API_HEADER: &str = "workload.spiffe.io";

@@ -1,0 +1,23 @@
+//! SPIFFE vocabulary shared by every Sigil crate: identifiers, selectors, TTLs, bundle documents,
+//! JWT-SVID claim rules and the injected clock. No I/O and no cryptography live here.
+//!
+//! Everything is "parse, don't validate": once a caller holds a [`SpiffeId`], [`TrustDomain`],
+//! [`Selector`] or [`Ttl`], it is valid and no other code re-checks it.
+
+#![forbid(unsafe_code)]
+
+pub mod bundle;
+pub mod id;
+pub mod jwt;
+pub mod selector;
+pub mod time;
+pub mod ttl;
+
+pub use bundle::{
+    BundleDocument, BundleError, Jwk, JwtAuthorityKey, MAX_BUNDLE_DOCUMENT_BYTES, TrustBundle,
+};
+pub use id::{SpiffeId, SpiffeIdError, TrustDomain};
+pub use jwt::{Audience, JwtClaimError, JwtSvidClaims};
+pub use selector::{Selector, SelectorError};
+pub use time::{Clock, FakeClock, SystemClock};
+pub use ttl::{Ttl, TtlError};

@@ -1,0 +1,125 @@
+//! The datastore: one async [`Datastore`] trait, the records it keeps, its change feed, and the
+//! backends that implement it (SQLite now; PostgreSQL later, against the same conformance suite).
+//!
+//! Design: every mutation appends a [`ChangeEvent`] in the same transaction as the mutation, so a
+//! reader that has applied events up to sequence `n` can catch up with
+//! [`Datastore::changes_since`]`(n)` and never needs a full rescan. [`Datastore::watch_changes`]
+//! wakes readers when the newest sequence moves (in-process for SQLite; LISTEN/NOTIFY for
+//! PostgreSQL replicas).
+
+#![forbid(unsafe_code)]
+
+pub mod model;
+
+use async_trait::async_trait;
+use tokio::sync::watch;
+
+pub use model::*;
+
+/// What went wrong in a datastore call.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{kind} `{id}` not found")]
+    NotFound { kind: &'static str, id: String },
+    #[error("{kind} already exists: {detail}")]
+    AlreadyExists { kind: &'static str, detail: String },
+    #[error("{kind} `{id}` was changed concurrently (expected revision {expected}, found {found})")]
+    RevisionConflict {
+        kind: &'static str,
+        id: String,
+        expected: i64,
+        found: i64,
+    },
+    #[error("join token has expired")]
+    JoinTokenExpired,
+    #[error("join token was already used")]
+    JoinTokenUsed,
+    #[error("stored {kind} `{id}` is corrupt: {detail}")]
+    Corrupt {
+        kind: &'static str,
+        id: String,
+        detail: String,
+    },
+    #[error("datastore backend failed: {0}")]
+    Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// Result alias for datastore calls.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// The persistence interface of the server. Every backend passes the conformance suite in
+/// [`conformance`] (feature `conformance`).
+#[async_trait]
+pub trait Datastore: Send + Sync + 'static {
+    // ---- registration entries ----
+
+    /// Stores a new entry with revision 1 and returns it. Fails with `AlreadyExists` when an entry
+    /// with the same spiffe_id, parent_id and selector set exists.
+    async fn create_entry(&self, entry: NewEntry, now: i64) -> StoreResult<Entry>;
+    /// The entry with `id`, if any.
+    async fn get_entry(&self, id: &str) -> StoreResult<Option<Entry>>;
+    /// Entries matching `filter`, ordered by id.
+    async fn list_entries(&self, filter: &EntryFilter) -> StoreResult<Vec<Entry>>;
+    /// Replaces the mutable fields of entry `id`. When `expected_revision` is given and differs
+    /// from the stored one, fails with `RevisionConflict` and changes nothing. Bumps the revision.
+    async fn update_entry(
+        &self,
+        id: &str,
+        update: NewEntry,
+        expected_revision: Option<i64>,
+        now: i64,
+    ) -> StoreResult<Entry>;
+    /// Deletes entry `id` and returns what it was.
+    async fn delete_entry(&self, id: &str) -> StoreResult<Entry>;
+
+    // ---- join tokens ----
+
+    /// Stores a join token (only its hash is kept).
+    async fn create_join_token(&self, token: JoinToken) -> StoreResult<()>;
+    /// Atomically marks the token with `token_hash` used and returns it. `NotFound` if unknown,
+    /// `JoinTokenUsed` if already used, `JoinTokenExpired` if `expires_at <= now`; in every
+    /// failure case nothing changes.
+    async fn consume_join_token(&self, token_hash: &str, now: i64) -> StoreResult<JoinToken>;
+    /// Deletes tokens that expired before `before`; returns how many.
+    async fn prune_join_tokens(&self, before: i64) -> StoreResult<u64>;
+
+    // ---- attested agents ----
+
+    /// Stores a newly attested agent; `AlreadyExists` if the SPIFFE ID is taken.
+    async fn create_agent(&self, agent: AttestedAgent) -> StoreResult<()>;
+    /// The agent with this SPIFFE ID, if any.
+    async fn get_agent(&self, spiffe_id: &str) -> StoreResult<Option<AttestedAgent>>;
+    /// Every agent, ordered by SPIFFE ID.
+    async fn list_agents(&self) -> StoreResult<Vec<AttestedAgent>>;
+    /// Replaces an existing agent record (serials, expiry, banned, last_seen...).
+    async fn update_agent(&self, agent: AttestedAgent) -> StoreResult<()>;
+    /// Deletes an agent and returns what it was.
+    async fn delete_agent(&self, spiffe_id: &str) -> StoreResult<AttestedAgent>;
+
+    // ---- signing authorities ----
+
+    /// Inserts or replaces an authority record (keyed by `id`).
+    async fn put_authority(&self, authority: AuthorityRecord) -> StoreResult<()>;
+    /// Every authority, ordered by creation time then id.
+    async fn list_authorities(&self) -> StoreResult<Vec<AuthorityRecord>>;
+
+    // ---- trust bundles (own and federated) ----
+
+    /// Inserts or replaces the bundle of `bundle.trust_domain`.
+    async fn put_bundle(&self, bundle: StoredBundle) -> StoreResult<()>;
+    /// The bundle of `trust_domain`, if any.
+    async fn get_bundle(&self, trust_domain: &str) -> StoreResult<Option<StoredBundle>>;
+    /// Every bundle, ordered by trust domain.
+    async fn list_bundles(&self) -> StoreResult<Vec<StoredBundle>>;
+    /// Deletes the bundle of `trust_domain`.
+    async fn delete_bundle(&self, trust_domain: &str) -> StoreResult<()>;
+
+    // ---- change feed ----
+
+    /// Events with sequence greater than `after`, oldest first, at most `limit`.
+    async fn changes_since(&self, after: u64, limit: u32) -> StoreResult<Vec<ChangeEvent>>;
+    /// The newest event sequence (0 when there is none).
+    async fn latest_change(&self) -> StoreResult<u64>;
+    /// A receiver whose value is the newest event sequence; it changes after every mutation.
+    fn watch_changes(&self) -> watch::Receiver<u64>;
+}
