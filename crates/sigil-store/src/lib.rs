@@ -9,12 +9,16 @@
 
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "conformance")]
+pub mod conformance;
 pub mod model;
+pub mod sqlite;
 
 use async_trait::async_trait;
 use tokio::sync::watch;
 
 pub use model::*;
+pub use sqlite::SqliteStore;
 
 /// What went wrong in a datastore call.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +44,14 @@ pub enum StoreError {
         id: String,
         detail: String,
     },
+    /// A record was refused before anything was stored (empty owner, no selectors, ...).
+    #[error("invalid {field}: {reason}")]
+    Invalid { field: &'static str, reason: String },
+    /// The database was written by a newer build; opening it could corrupt it.
+    #[error(
+        "datastore schema version {found} is newer than the newest this build knows ({supported}): upgrade sigil or restore a backup"
+    )]
+    SchemaTooNew { found: i64, supported: i64 },
     #[error("datastore backend failed: {0}")]
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
@@ -47,8 +59,8 @@ pub enum StoreError {
 /// Result alias for datastore calls.
 pub type StoreResult<T> = Result<T, StoreError>;
 
-/// The persistence interface of the server. Every backend passes the conformance suite in
-/// [`conformance`] (feature `conformance`).
+/// The persistence interface of the server. Every backend passes the conformance suite in the
+/// `conformance` module (feature `conformance`).
 #[async_trait]
 pub trait Datastore: Send + Sync + 'static {
     // ---- registration entries ----

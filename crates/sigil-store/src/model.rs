@@ -3,12 +3,18 @@
 //! report `StoreError::Corrupt` if the bytes on disk no longer parse.
 
 use serde::{Deserialize, Serialize};
+use sigil_spiffe::bundle::MAX_BUNDLE_DOCUMENT_BYTES;
+use sigil_spiffe::ttl::MAX_TTL_SECS;
 use sigil_spiffe::{Selector, SpiffeId, TrustDomain};
+
+use crate::{StoreError, StoreResult};
 
 /// Longest `owner` accepted, in bytes.
 pub const MAX_OWNER_BYTES: usize = 256;
 /// Longest `description` accepted, in bytes.
 pub const MAX_DESCRIPTION_BYTES: usize = 4096;
+/// Longest join token id accepted, in bytes.
+pub const MAX_JOIN_TOKEN_ID_BYTES: usize = 256;
 
 /// A registration entry: which workloads (by selectors, under which parent) get which SPIFFE ID.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -179,4 +185,352 @@ pub enum Change {
     BundleChanged(String),
     BundleDeleted(String),
     JoinTokenChanged(String),
+}
+
+impl NewEntry {
+    /// The canonical form every backend stores: selectors sorted and deduplicated, `dns_names` and
+    /// `federates_with` deduplicated (first occurrence kept, since the first DNS name may become
+    /// the certificate's common name).
+    ///
+    /// Fails with [`StoreError::Invalid`] when the owner is blank or longer than
+    /// [`MAX_OWNER_BYTES`], the description is longer than [`MAX_DESCRIPTION_BYTES`], there is no
+    /// selector, or a TTL is above [`MAX_TTL_SECS`].
+    pub fn normalized(mut self) -> StoreResult<Self> {
+        if self.owner.trim().is_empty() {
+            return Err(invalid("owner", "must not be empty"));
+        }
+        if self.owner.len() > MAX_OWNER_BYTES {
+            return Err(invalid(
+                "owner",
+                format!("is longer than {MAX_OWNER_BYTES} bytes"),
+            ));
+        }
+        if self.description.len() > MAX_DESCRIPTION_BYTES {
+            return Err(invalid(
+                "description",
+                format!("is longer than {MAX_DESCRIPTION_BYTES} bytes"),
+            ));
+        }
+        if self.selectors.is_empty() {
+            return Err(invalid("selectors", "at least one selector is required"));
+        }
+        for (field, ttl) in [
+            ("x509_svid_ttl", self.x509_svid_ttl),
+            ("jwt_svid_ttl", self.jwt_svid_ttl),
+        ] {
+            if ttl > MAX_TTL_SECS {
+                return Err(invalid(
+                    field,
+                    format!("`{ttl}` seconds is above the maximum of {MAX_TTL_SECS}"),
+                ));
+            }
+        }
+        self.selectors.sort();
+        self.selectors.dedup();
+        dedup_keep_first(&mut self.dns_names);
+        dedup_keep_first(&mut self.federates_with);
+        Ok(self)
+    }
+}
+
+impl JoinToken {
+    /// Checks what every backend relies on: an id of 1 to [`MAX_JOIN_TOKEN_ID_BYTES`] bytes and a
+    /// `token_hash` of 64 lowercase hex digits, which also catches a caller passing the secret
+    /// instead of its hash. Fails with [`StoreError::Invalid`].
+    pub fn validate(&self) -> StoreResult<()> {
+        if self.id.is_empty() || self.id.len() > MAX_JOIN_TOKEN_ID_BYTES {
+            return Err(invalid(
+                "id",
+                format!("join token id must be 1 to {MAX_JOIN_TOKEN_ID_BYTES} bytes"),
+            ));
+        }
+        let is_sha256_hex = self.token_hash.len() == 64
+            && self
+                .token_hash
+                .bytes()
+                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        if !is_sha256_hex {
+            return Err(invalid(
+                "token_hash",
+                "must be a SHA-256 digest in lowercase hex",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl StoredBundle {
+    /// Checks the bounds every backend relies on: the document is at most
+    /// [`MAX_BUNDLE_DOCUMENT_BYTES`] and the sequence fits a signed 64-bit column. The document
+    /// is not parsed here. Fails with [`StoreError::Invalid`].
+    pub fn validate(&self) -> StoreResult<()> {
+        if self.document.len() > MAX_BUNDLE_DOCUMENT_BYTES {
+            return Err(invalid(
+                "document",
+                format!("bundle document is larger than {MAX_BUNDLE_DOCUMENT_BYTES} bytes"),
+            ));
+        }
+        if i64::try_from(self.sequence).is_err() {
+            return Err(invalid(
+                "sequence",
+                format!("`{}` is larger than {}", self.sequence, i64::MAX),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl AuthorityKind {
+    /// The stable name stored and shown (`x509_root`, `x509_intermediate`, `jwt`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::X509Root => "x509_root",
+            Self::X509Intermediate => "x509_intermediate",
+            Self::Jwt => "jwt",
+        }
+    }
+
+    /// The kind named `name` (as returned by [`AuthorityKind::as_str`]), or `None`.
+    pub fn from_name(name: &str) -> Option<Self> {
+        [Self::X509Root, Self::X509Intermediate, Self::Jwt]
+            .into_iter()
+            .find(|kind| kind.as_str() == name)
+    }
+}
+
+impl AuthorityState {
+    /// The stable name stored and shown (`prepared`, `active`, `old`, `tainted`, `revoked`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Prepared => "prepared",
+            Self::Active => "active",
+            Self::Old => "old",
+            Self::Tainted => "tainted",
+            Self::Revoked => "revoked",
+        }
+    }
+
+    /// The state named `name` (as returned by [`AuthorityState::as_str`]), or `None`.
+    pub fn from_name(name: &str) -> Option<Self> {
+        [
+            Self::Prepared,
+            Self::Active,
+            Self::Old,
+            Self::Tainted,
+            Self::Revoked,
+        ]
+        .into_iter()
+        .find(|state| state.as_str() == name)
+    }
+}
+
+impl Change {
+    /// The stable name of the change kind, as stored in the change feed (`entry_created`, ...).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::EntryCreated(_) => "entry_created",
+            Self::EntryUpdated(_) => "entry_updated",
+            Self::EntryDeleted(_) => "entry_deleted",
+            Self::AgentChanged(_) => "agent_changed",
+            Self::AgentDeleted(_) => "agent_deleted",
+            Self::AuthorityChanged(_) => "authority_changed",
+            Self::BundleChanged(_) => "bundle_changed",
+            Self::BundleDeleted(_) => "bundle_deleted",
+            Self::JoinTokenChanged(_) => "join_token_changed",
+        }
+    }
+
+    /// The key of the changed record (entry id, agent SPIFFE ID, authority id, trust domain or
+    /// join token id).
+    pub fn key(&self) -> &str {
+        match self {
+            Self::EntryCreated(key)
+            | Self::EntryUpdated(key)
+            | Self::EntryDeleted(key)
+            | Self::AgentChanged(key)
+            | Self::AgentDeleted(key)
+            | Self::AuthorityChanged(key)
+            | Self::BundleChanged(key)
+            | Self::BundleDeleted(key)
+            | Self::JoinTokenChanged(key) => key,
+        }
+    }
+
+    /// Rebuilds a change from its [`Change::kind`] and [`Change::key`]; `None` for an unknown
+    /// kind.
+    pub fn from_kind_and_key(kind: &str, key: String) -> Option<Self> {
+        let build: fn(String) -> Self = match kind {
+            "entry_created" => Self::EntryCreated,
+            "entry_updated" => Self::EntryUpdated,
+            "entry_deleted" => Self::EntryDeleted,
+            "agent_changed" => Self::AgentChanged,
+            "agent_deleted" => Self::AgentDeleted,
+            "authority_changed" => Self::AuthorityChanged,
+            "bundle_changed" => Self::BundleChanged,
+            "bundle_deleted" => Self::BundleDeleted,
+            "join_token_changed" => Self::JoinTokenChanged,
+            _ => return None,
+        };
+        Some(build(key))
+    }
+}
+
+fn invalid(field: &'static str, reason: impl Into<String>) -> StoreError {
+    StoreError::Invalid {
+        field,
+        reason: reason.into(),
+    }
+}
+
+/// Removes later duplicates, keeping the first occurrence of each value in place.
+fn dedup_keep_first<T: PartialEq>(items: &mut Vec<T>) {
+    let mut kept: Vec<T> = Vec::with_capacity(items.len());
+    for item in items.drain(..) {
+        if !kept.contains(&item) {
+            kept.push(item);
+        }
+    }
+    *items = kept;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(selectors: &[&str]) -> NewEntry {
+        NewEntry {
+            spiffe_id: SpiffeId::parse("spiffe://example.org/web").unwrap(),
+            parent_id: SpiffeId::parse("spiffe://example.org/agent").unwrap(),
+            selectors: selectors
+                .iter()
+                .map(|s| Selector::parse(s).unwrap())
+                .collect(),
+            x509_svid_ttl: 0,
+            jwt_svid_ttl: 0,
+            dns_names: vec![],
+            federates_with: vec![],
+            admin: false,
+            downstream: false,
+            hint: String::new(),
+            owner: "team-web".to_owned(),
+            description: String::new(),
+            expires_at: None,
+        }
+    }
+
+    fn invalid_field(result: StoreResult<NewEntry>) -> &'static str {
+        match result {
+            Err(StoreError::Invalid { field, .. }) => field,
+            other => panic!("expected an invalid-field error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn normalized_sorts_and_deduplicates_selectors() {
+        let entry = spec(&["unix:uid:1000", "docker:label:a", "unix:uid:1000"])
+            .normalized()
+            .unwrap();
+        let names: Vec<String> = entry.selectors.iter().map(ToString::to_string).collect();
+        assert_eq!(names, ["docker:label:a", "unix:uid:1000"]);
+    }
+
+    #[test]
+    fn normalized_deduplicates_dns_names_keeping_first_order() {
+        let mut entry = spec(&["unix:uid:1"]);
+        entry.dns_names = ["b.example", "a.example", "b.example"]
+            .map(String::from)
+            .to_vec();
+        entry.federates_with = ["b.org", "a.org", "b.org"]
+            .map(|td| TrustDomain::parse(td).unwrap())
+            .to_vec();
+        let entry = entry.normalized().unwrap();
+        assert_eq!(entry.dns_names, ["b.example", "a.example"]);
+        let tds: Vec<&str> = entry
+            .federates_with
+            .iter()
+            .map(TrustDomain::as_str)
+            .collect();
+        assert_eq!(tds, ["b.org", "a.org"]);
+    }
+
+    #[test]
+    fn rejects_blank_owner() {
+        let mut entry = spec(&["unix:uid:1"]);
+        entry.owner = "  ".to_owned();
+        assert_eq!(invalid_field(entry.normalized()), "owner");
+    }
+
+    #[test]
+    fn rejects_owner_over_limit_but_accepts_owner_at_limit() {
+        let mut entry = spec(&["unix:uid:1"]);
+        entry.owner = "o".repeat(MAX_OWNER_BYTES);
+        assert!(entry.clone().normalized().is_ok());
+        entry.owner.push('o');
+        assert_eq!(invalid_field(entry.normalized()), "owner");
+    }
+
+    #[test]
+    fn rejects_description_over_limit() {
+        let mut entry = spec(&["unix:uid:1"]);
+        entry.description = "d".repeat(MAX_DESCRIPTION_BYTES + 1);
+        assert_eq!(invalid_field(entry.normalized()), "description");
+    }
+
+    #[test]
+    fn rejects_entry_without_selectors() {
+        assert_eq!(invalid_field(spec(&[]).normalized()), "selectors");
+    }
+
+    #[test]
+    fn rejects_ttl_above_maximum() {
+        let mut entry = spec(&["unix:uid:1"]);
+        entry.jwt_svid_ttl = MAX_TTL_SECS + 1;
+        assert_eq!(invalid_field(entry.normalized()), "jwt_svid_ttl");
+    }
+
+    #[test]
+    fn change_kind_and_key_round_trip() {
+        let changes = [
+            Change::EntryCreated("e".into()),
+            Change::EntryUpdated("e".into()),
+            Change::EntryDeleted("e".into()),
+            Change::AgentChanged("a".into()),
+            Change::AgentDeleted("a".into()),
+            Change::AuthorityChanged("k".into()),
+            Change::BundleChanged("td".into()),
+            Change::BundleDeleted("td".into()),
+            Change::JoinTokenChanged("t".into()),
+        ];
+        for change in changes {
+            let back = Change::from_kind_and_key(change.kind(), change.key().to_owned());
+            assert_eq!(back, Some(change.clone()));
+            // The stored kind is the serde tag, so JSON and the database agree.
+            let json = serde_json::to_value(&change).unwrap();
+            assert_eq!(json["kind"], change.kind());
+        }
+        assert_eq!(Change::from_kind_and_key("nope", String::new()), None);
+    }
+
+    #[test]
+    fn authority_names_round_trip() {
+        for kind in [
+            AuthorityKind::X509Root,
+            AuthorityKind::X509Intermediate,
+            AuthorityKind::Jwt,
+        ] {
+            assert_eq!(AuthorityKind::from_name(kind.as_str()), Some(kind));
+            assert_eq!(serde_json::to_value(kind).unwrap(), kind.as_str());
+        }
+        for state in [
+            AuthorityState::Prepared,
+            AuthorityState::Active,
+            AuthorityState::Old,
+            AuthorityState::Tainted,
+            AuthorityState::Revoked,
+        ] {
+            assert_eq!(AuthorityState::from_name(state.as_str()), Some(state));
+            assert_eq!(serde_json::to_value(state).unwrap(), state.as_str());
+        }
+        assert_eq!(AuthorityKind::from_name("X509Root"), None);
+    }
 }

@@ -1,0 +1,194 @@
+//! The backend-agnostic conformance suite: every [`Datastore`] must pass it unchanged.
+//!
+//! A backend's test file expands [`datastore_conformance_tests!`](crate::datastore_conformance_tests)
+//! with an async expression that yields `(store, guard)` (the guard lives until the case ends, e.g.
+//! a temporary directory), and gets one named `#[tokio::test]` per case:
+//!
+//! ```ignore
+//! mod on_disk {
+//!     sigil_store::datastore_conformance_tests!(async {
+//!         let dir = tempfile::tempdir().unwrap();
+//!         let store = sigil_store::SqliteStore::open(&dir.path().join("db")).unwrap();
+//!         (store, dir)
+//!     });
+//! }
+//! ```
+//!
+//! Every case takes a fresh, empty store. Each case is also a public async function here, so a
+//! backend can run one by hand.
+
+#![expect(
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a conformance case reports a broken expectation by failing the test"
+)]
+
+mod change_feed;
+mod entries;
+mod records;
+
+use sigil_spiffe::{Selector, SpiffeId, TrustDomain};
+
+use crate::{
+    AttestedAgent, AuthorityKind, AuthorityRecord, AuthorityState, Datastore, JoinToken, NewEntry,
+    StoredBundle,
+};
+
+pub use change_feed::{
+    changes_since_paginates_with_limit, concurrent_consumers_of_one_join_token_one_wins,
+    concurrent_creates_of_one_entry_one_wins, each_mutation_appends_one_event_in_order,
+    failed_mutations_append_no_event, watch_changes_sees_each_new_sequence,
+};
+pub use entries::{
+    duplicate_entry_is_rejected_and_nothing_stored, entry_crud_round_trips,
+    entry_is_stored_normalised, invalid_entry_is_rejected_and_nothing_stored,
+    list_entries_applies_every_filter, missing_entry_is_not_found,
+    stale_revision_is_rejected_and_entry_unchanged, update_bumps_revision_and_replaces_selectors,
+    update_into_existing_identity_is_rejected,
+};
+pub use records::{
+    agent_lifecycle, authorities_put_replace_and_list_in_order, bundles_put_get_list_delete,
+    duplicate_join_token_is_rejected, expired_join_token_is_rejected_and_stays_unused,
+    invalid_join_token_is_rejected, join_token_is_consumed_once,
+    prune_removes_only_tokens_expired_before_cutoff, unknown_join_token_is_not_found,
+};
+
+/// Expands to one `#[tokio::test]` per conformance case, each on a fresh store made by
+/// `$fixture`: an expression of type `impl Future<Output = (S, G)>` where `S: Datastore` and `G`
+/// is dropped after the case. The caller's crate needs `tokio` with `macros` and
+/// `rt-multi-thread`. Expand it once per module.
+#[macro_export]
+macro_rules! datastore_conformance_tests {
+    ($fixture:expr) => {
+        $crate::datastore_conformance_tests!(@cases $fixture;
+            entry_crud_round_trips,
+            entry_is_stored_normalised,
+            duplicate_entry_is_rejected_and_nothing_stored,
+            invalid_entry_is_rejected_and_nothing_stored,
+            list_entries_applies_every_filter,
+            update_bumps_revision_and_replaces_selectors,
+            stale_revision_is_rejected_and_entry_unchanged,
+            update_into_existing_identity_is_rejected,
+            missing_entry_is_not_found,
+            join_token_is_consumed_once,
+            expired_join_token_is_rejected_and_stays_unused,
+            unknown_join_token_is_not_found,
+            duplicate_join_token_is_rejected,
+            invalid_join_token_is_rejected,
+            prune_removes_only_tokens_expired_before_cutoff,
+            agent_lifecycle,
+            authorities_put_replace_and_list_in_order,
+            bundles_put_get_list_delete,
+            each_mutation_appends_one_event_in_order,
+            failed_mutations_append_no_event,
+            changes_since_paginates_with_limit,
+            watch_changes_sees_each_new_sequence,
+            concurrent_consumers_of_one_join_token_one_wins,
+            concurrent_creates_of_one_entry_one_wins,
+        );
+    };
+    (@cases $fixture:expr; $($case:ident),+ $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let (store, _guard) = $fixture.await;
+                $crate::conformance::$case(store).await;
+            }
+        )+
+    };
+}
+
+/// The `now` the cases pass to the store (2023-11-14T22:13:20Z).
+pub const NOW: i64 = 1_700_000_000;
+
+/// A valid entry spec owned by `team-test`, with no TTLs or extras.
+pub fn new_entry(spiffe_id: &str, parent_id: &str, selectors: &[&str]) -> NewEntry {
+    NewEntry {
+        spiffe_id: spiffe_id_of(spiffe_id),
+        parent_id: spiffe_id_of(parent_id),
+        selectors: selectors.iter().map(|s| selector(s)).collect(),
+        x509_svid_ttl: 0,
+        jwt_svid_ttl: 0,
+        dns_names: Vec::new(),
+        federates_with: Vec::new(),
+        admin: false,
+        downstream: false,
+        hint: String::new(),
+        owner: "team-test".to_owned(),
+        description: String::new(),
+        expires_at: None,
+    }
+}
+
+/// An unused join token `id` expiring at `expires_at`; its hash is derived from `id`.
+pub fn join_token(id: &str, expires_at: i64) -> JoinToken {
+    JoinToken {
+        id: id.to_owned(),
+        token_hash: token_hash(id),
+        expires_at,
+        used_at: None,
+        created_at: NOW - 60,
+    }
+}
+
+/// A 64-hex-digit stand-in for the SHA-256 of token `id`'s secret (distinct per id).
+pub fn token_hash(id: &str) -> String {
+    let mut digits: String = id.bytes().map(|b| format!("{b:02x}")).collect();
+    digits.truncate(64);
+    format!("{digits:0>64}")
+}
+
+/// A freshly attested, unbanned agent.
+pub fn agent(spiffe_id: &str) -> AttestedAgent {
+    AttestedAgent {
+        spiffe_id: spiffe_id_of(spiffe_id),
+        attestation_type: "join_token".to_owned(),
+        selectors: vec![selector("join_token:abc")],
+        serial: "01".to_owned(),
+        new_serial: None,
+        expires_at: NOW + 3600,
+        banned: false,
+        can_reattest: false,
+        created_at: NOW,
+        last_seen: NOW,
+    }
+}
+
+/// An authority record of `kind` created at `created_at`.
+pub fn authority(id: &str, kind: AuthorityKind, created_at: i64) -> AuthorityRecord {
+    AuthorityRecord {
+        id: id.to_owned(),
+        kind,
+        state: AuthorityState::Active,
+        cert_der: (kind != AuthorityKind::Jwt).then(|| vec![0x30, 0x03, 0x02, 0x01, 0x01]),
+        public_key_der: vec![0x30, 0x00],
+        key_id: format!("key-{id}"),
+        issuer_id: None,
+        not_before: created_at,
+        not_after: created_at + 86_400,
+        created_at,
+    }
+}
+
+/// A bundle for `trust_domain` with `sequence`.
+pub fn bundle(trust_domain: &str, sequence: u64) -> StoredBundle {
+    StoredBundle {
+        trust_domain: TrustDomain::parse(trust_domain).expect("fixture trust domain parses"),
+        document: format!(r#"{{"keys":[],"spiffe_sequence":{sequence}}}"#).into_bytes(),
+        sequence,
+        updated_at: NOW,
+    }
+}
+
+fn spiffe_id_of(id: &str) -> SpiffeId {
+    SpiffeId::parse(id).expect("fixture SPIFFE ID parses")
+}
+
+fn selector(s: &str) -> Selector {
+    Selector::parse(s).expect("fixture selector parses")
+}
+
+/// The newest sequence, read through the trait.
+async fn latest<S: Datastore>(store: &S) -> u64 {
+    store.latest_change().await.expect("latest_change")
+}

@@ -1,0 +1,274 @@
+//! Conformance cases for join tokens, attested agents, authorities and trust bundles.
+
+use sigil_spiffe::bundle::MAX_BUNDLE_DOCUMENT_BYTES;
+
+use super::{NOW, agent, authority, bundle, join_token, latest, token_hash};
+use crate::{AuthorityKind, AuthorityState, Datastore, StoreError};
+
+const AGENT_A: &str = "spiffe://example.org/sigil/agent/join_token/a";
+const AGENT_B: &str = "spiffe://example.org/sigil/agent/join_token/b";
+
+/// The first consume returns the token marked used at `now`; the second fails.
+pub async fn join_token_is_consumed_once<S: Datastore>(store: S) {
+    let token = join_token("t1", NOW + 600);
+    store
+        .create_join_token(token.clone())
+        .await
+        .expect("create");
+    let consumed = store
+        .consume_join_token(&token.token_hash, NOW)
+        .await
+        .expect("first consume");
+    assert_eq!(consumed.used_at, Some(NOW));
+    assert_eq!(consumed.id, token.id);
+    assert_eq!(consumed.expires_at, token.expires_at);
+    let again = store.consume_join_token(&token.token_hash, NOW + 1).await;
+    assert!(matches!(again, Err(StoreError::JoinTokenUsed)), "{again:?}");
+}
+
+/// A token is expired once `expires_at <= now`; the failed consume leaves it unused.
+pub async fn expired_join_token_is_rejected_and_stays_unused<S: Datastore>(store: S) {
+    let token = join_token("t1", NOW);
+    store
+        .create_join_token(token.clone())
+        .await
+        .expect("create");
+    let before = latest(&store).await;
+    let expired = store.consume_join_token(&token.token_hash, NOW).await;
+    assert!(
+        matches!(expired, Err(StoreError::JoinTokenExpired)),
+        "{expired:?}"
+    );
+    assert_eq!(latest(&store).await, before);
+    // Still unused: a consume before expiry succeeds.
+    let consumed = store
+        .consume_join_token(&token.token_hash, NOW - 1)
+        .await
+        .expect("consume before expiry");
+    assert_eq!(consumed.used_at, Some(NOW - 1));
+}
+
+/// A hash that was never stored is `NotFound`.
+pub async fn unknown_join_token_is_not_found<S: Datastore>(store: S) {
+    store
+        .create_join_token(join_token("t1", NOW + 600))
+        .await
+        .expect("create");
+    let unknown = store.consume_join_token(&token_hash("t2"), NOW).await;
+    assert!(
+        matches!(unknown, Err(StoreError::NotFound { .. })),
+        "{unknown:?}"
+    );
+}
+
+/// A second token with the same id, or the same hash, is `AlreadyExists`.
+pub async fn duplicate_join_token_is_rejected<S: Datastore>(store: S) {
+    let first = join_token("t1", NOW + 600);
+    store
+        .create_join_token(first.clone())
+        .await
+        .expect("create");
+    let before = latest(&store).await;
+
+    let mut same_id = join_token("t2", NOW + 600);
+    same_id.id = first.id.clone();
+    let mut same_hash = join_token("t3", NOW + 600);
+    same_hash.token_hash = first.token_hash.clone();
+    for token in [same_id, same_hash] {
+        let result = store.create_join_token(token).await;
+        assert!(
+            matches!(result, Err(StoreError::AlreadyExists { .. })),
+            "{result:?}"
+        );
+    }
+    assert_eq!(latest(&store).await, before);
+}
+
+/// A token whose hash is not 64 lowercase hex digits (say, the secret itself) is refused.
+pub async fn invalid_join_token_is_rejected<S: Datastore>(store: S) {
+    let mut plaintext = join_token("t1", NOW + 600);
+    plaintext.token_hash = "correct-horse-battery-staple".to_owned();
+    let mut uppercase = join_token("t2", NOW + 600);
+    uppercase.token_hash = "AB".repeat(32);
+    let mut no_id = join_token("t3", NOW + 600);
+    no_id.id = String::new();
+    for token in [plaintext, uppercase, no_id] {
+        let result = store.create_join_token(token.clone()).await;
+        assert!(
+            matches!(result, Err(StoreError::Invalid { .. })),
+            "{token:?}: {result:?}"
+        );
+    }
+    assert_eq!(latest(&store).await, 0);
+}
+
+/// Pruning deletes exactly the tokens with `expires_at < before`, used or not.
+pub async fn prune_removes_only_tokens_expired_before_cutoff<S: Datastore>(store: S) {
+    for (id, expires_at) in [
+        ("old", NOW - 10),
+        ("older", NOW - 1),
+        ("edge", NOW),
+        ("new", NOW + 10),
+    ] {
+        store
+            .create_join_token(join_token(id, expires_at))
+            .await
+            .expect("create");
+    }
+    let pruned = store.prune_join_tokens(NOW).await.expect("prune");
+    assert_eq!(pruned, 2);
+    for id in ["old", "older"] {
+        let result = store.consume_join_token(&token_hash(id), NOW - 100).await;
+        assert!(
+            matches!(result, Err(StoreError::NotFound { .. })),
+            "{id}: {result:?}"
+        );
+    }
+    for id in ["edge", "new"] {
+        store
+            .consume_join_token(&token_hash(id), NOW - 100)
+            .await
+            .expect("kept token is still consumable");
+    }
+    assert_eq!(store.prune_join_tokens(NOW).await.expect("prune"), 0);
+}
+
+/// Agents: create, duplicate refused, get, list by SPIFFE ID, update, delete.
+pub async fn agent_lifecycle<S: Datastore>(store: S) {
+    store.create_agent(agent(AGENT_B)).await.expect("create b");
+    store.create_agent(agent(AGENT_A)).await.expect("create a");
+    let duplicate = store.create_agent(agent(AGENT_A)).await;
+    assert!(
+        matches!(
+            duplicate,
+            Err(StoreError::AlreadyExists { kind: "agent", .. })
+        ),
+        "{duplicate:?}"
+    );
+    assert_eq!(
+        store.get_agent(AGENT_A).await.expect("get"),
+        Some(agent(AGENT_A))
+    );
+    let listed = store.list_agents().await.expect("list");
+    assert_eq!(listed, [agent(AGENT_A), agent(AGENT_B)]);
+
+    let mut renewed = agent(AGENT_A);
+    renewed.serial = "02".to_owned();
+    renewed.new_serial = Some("03".to_owned());
+    renewed.banned = true;
+    renewed.can_reattest = true;
+    renewed.expires_at = NOW + 7200;
+    renewed.last_seen = NOW + 30;
+    store.update_agent(renewed.clone()).await.expect("update");
+    assert_eq!(
+        store.get_agent(AGENT_A).await.expect("get"),
+        Some(renewed.clone())
+    );
+
+    let missing = store
+        .update_agent(agent("spiffe://example.org/sigil/agent/join_token/none"))
+        .await;
+    assert!(
+        matches!(missing, Err(StoreError::NotFound { .. })),
+        "{missing:?}"
+    );
+
+    assert_eq!(store.delete_agent(AGENT_A).await.expect("delete"), renewed);
+    assert_eq!(store.get_agent(AGENT_A).await.expect("get"), None);
+    let again = store.delete_agent(AGENT_A).await;
+    assert!(
+        matches!(again, Err(StoreError::NotFound { .. })),
+        "{again:?}"
+    );
+    assert_eq!(store.list_agents().await.expect("list"), [agent(AGENT_B)]);
+}
+
+/// Several authorities of several kinds are kept side by side, listed by creation time then id;
+/// putting an existing id replaces that one record.
+pub async fn authorities_put_replace_and_list_in_order<S: Datastore>(store: S) {
+    let jwt = authority("jwt-1", AuthorityKind::Jwt, NOW + 5);
+    let root = authority("root-1", AuthorityKind::X509Root, NOW);
+    let mut intermediate = authority("int-1", AuthorityKind::X509Intermediate, NOW + 5);
+    intermediate.issuer_id = Some(root.id.clone());
+    let mut next_root = authority("root-2", AuthorityKind::X509Root, NOW + 10);
+    next_root.state = AuthorityState::Prepared;
+    for record in [&jwt, &next_root, &intermediate, &root] {
+        store.put_authority(record.clone()).await.expect("put");
+    }
+    let listed = store.list_authorities().await.expect("list");
+    assert_eq!(
+        listed,
+        [
+            root.clone(),
+            intermediate.clone(),
+            jwt.clone(),
+            next_root.clone()
+        ]
+    );
+
+    let mut activated = next_root;
+    activated.state = AuthorityState::Active;
+    let mut retired = root;
+    retired.state = AuthorityState::Old;
+    store.put_authority(activated.clone()).await.expect("put");
+    store.put_authority(retired.clone()).await.expect("put");
+    let listed = store.list_authorities().await.expect("list");
+    assert_eq!(listed, [retired, intermediate, jwt, activated]);
+}
+
+/// Bundles: put, get, list by trust domain, replace, delete, `NotFound` after, size limit.
+pub async fn bundles_put_get_list_delete<S: Datastore>(store: S) {
+    store
+        .put_bundle(bundle("example.org", 1))
+        .await
+        .expect("put");
+    store.put_bundle(bundle("b.example", 7)).await.expect("put");
+    assert_eq!(
+        store.get_bundle("example.org").await.expect("get"),
+        Some(bundle("example.org", 1))
+    );
+    assert_eq!(store.get_bundle("other.org").await.expect("get"), None);
+    assert_eq!(
+        store.list_bundles().await.expect("list"),
+        [bundle("b.example", 7), bundle("example.org", 1)]
+    );
+
+    store
+        .put_bundle(bundle("example.org", 2))
+        .await
+        .expect("replace");
+    assert_eq!(
+        store.get_bundle("example.org").await.expect("get"),
+        Some(bundle("example.org", 2))
+    );
+    assert_eq!(store.list_bundles().await.expect("list").len(), 2);
+
+    store.delete_bundle("example.org").await.expect("delete");
+    assert_eq!(store.get_bundle("example.org").await.expect("get"), None);
+    let again = store.delete_bundle("example.org").await;
+    assert!(
+        matches!(again, Err(StoreError::NotFound { .. })),
+        "{again:?}"
+    );
+    assert_eq!(
+        store.list_bundles().await.expect("list"),
+        [bundle("b.example", 7)]
+    );
+
+    let before = latest(&store).await;
+    let mut huge = bundle("big.example", 1);
+    huge.document = vec![b' '; MAX_BUNDLE_DOCUMENT_BYTES + 1];
+    let result = store.put_bundle(huge).await;
+    assert!(
+        matches!(
+            result,
+            Err(StoreError::Invalid {
+                field: "document",
+                ..
+            })
+        ),
+        "{result:?}"
+    );
+    assert_eq!(store.get_bundle("big.example").await.expect("get"), None);
+    assert_eq!(latest(&store).await, before);
+}
