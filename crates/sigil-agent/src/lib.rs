@@ -7,4 +7,14 @@
 
 #![forbid(unsafe_code)]
 
+pub mod attestor;
+pub mod config;
+pub mod jwt;
+pub mod manager;
+pub mod server_client;
 pub mod snapshot;
+pub mod state;
+pub mod workload;
+
+pub use config::AgentConfig;
+pub use manager::{Agent, AgentError};

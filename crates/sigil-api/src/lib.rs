@@ -1,1 +1,30 @@
-//! placeholder
+//! Wire types of Sigil's admin REST API (`/api/v1`): request and response bodies, the error body,
+//! the route paths, the query-string encoding of entry filters, and the OpenAPI 3.1 document.
+//!
+//! This crate is serde only: no I/O, no validation of SPIFFE vocabulary. Request types carry raw
+//! strings so the server can parse each field itself and name the field in its error message;
+//! the server is the single place that decides what is valid.
+
+#![forbid(unsafe_code)]
+
+pub mod agents;
+pub mod entries;
+pub mod error;
+pub mod join_tokens;
+pub mod openapi;
+pub mod paths;
+pub mod query;
+pub mod status;
+pub mod ttl;
+
+pub use agents::{Agent, AgentList};
+pub use entries::{Entry, EntryList, EntryRequest};
+pub use error::{ErrorBody, ErrorCode, ErrorDetail, WireError};
+pub use join_tokens::{CreateJoinTokenRequest, JoinTokenCreated};
+pub use openapi::openapi_document;
+pub use query::EntryQuery;
+pub use status::Health;
+pub use ttl::TtlValue;
+
+/// Largest request body the admin API reads, in bytes (larger bodies get 413).
+pub const MAX_REQUEST_BODY_BYTES: usize = 1024 * 1024;

@@ -1,1 +1,19 @@
-//! placeholder
+//! Server-side issuance: X.509 authorities (self-signed roots and intermediates), X509-SVID leaves
+//! signed from CSRs with the exact SPIFFE leaf profile, and JWT-SVID minting, all on a caller-given
+//! time so rotation and expiry are testable on a fake clock.
+//!
+//! Keys come from `sigil-keys` ([`sigil_keys::PrivateKey`] behind an `Arc`); this crate never
+//! names the crypto library itself.
+
+#![forbid(unsafe_code)]
+
+mod authority;
+mod error;
+mod jwt;
+mod validity;
+mod x509_svid;
+
+pub use authority::{X509Authority, intermediate, self_signed_root};
+pub use error::CaError;
+pub use jwt::{JwtAuthority, KID_LEN, MintedJwt, new_kid};
+pub use validity::BACKDATE_SECS;

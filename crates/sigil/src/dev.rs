@@ -1,6 +1,23 @@
-//! `sigil dev`: server and agent in one process on an embedded store in a state directory.
+//! `sigil dev`: server and agent in one process on an embedded SQLite store in a state
+//! directory, with an entry that gives the calling user an identity. A rerun reuses the state
+//! (same root CA, same agent, same entry); Ctrl-C stops both cleanly.
 
-use std::path::PathBuf;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use sigil_server::ServerConfig;
+use sigil_server::agent_api::IssuanceDefaults;
+use sigil_server::ca::CaLifetimes;
+use sigil_spiffe::{Clock, Selector, SpiffeId, SystemClock, TrustDomain};
+use sigil_store::{EntryFilter, NewEntry};
+
+use crate::server_cmd::{LoadedServerConfig, create_private_dir, shutdown_signal};
+
+/// Longest Unix socket path the kernel accepts (sun_path less its terminating NUL).
+const MAX_SOCKET_PATH: usize = 107;
 
 /// Options of `sigil dev`.
 #[derive(Debug, Clone)]
@@ -11,7 +28,189 @@ pub struct DevOptions {
     pub trust_domain: String,
 }
 
+/// Paths of a dev state directory.
+struct DevLayout {
+    root: PathBuf,
+    server_dir: PathBuf,
+    agent_dir: PathBuf,
+    admin_socket: PathBuf,
+    workload_socket: PathBuf,
+    marker: PathBuf,
+}
+
+impl DevLayout {
+    fn new(root: PathBuf) -> Self {
+        Self {
+            server_dir: root.join("server"),
+            agent_dir: root.join("agent"),
+            admin_socket: root.join("admin.sock"),
+            workload_socket: root.join("agent").join("workload.sock"),
+            marker: root.join("trust-domain"),
+            root,
+        }
+    }
+}
+
+/// Refuses to reuse a state directory made for another trust domain.
+fn check_trust_domain(layout: &DevLayout, td: &TrustDomain) -> anyhow::Result<()> {
+    match std::fs::read_to_string(&layout.marker) {
+        Ok(existing) if existing.trim() == td.as_str() => Ok(()),
+        Ok(existing) => bail!(
+            "state directory {} belongs to trust domain `{}`; pass --trust-domain {} or use another --state-dir",
+            layout.root.display(),
+            existing.trim(),
+            existing.trim()
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::write(&layout.marker, td.as_str())
+                .with_context(|| format!("cannot write {}", layout.marker.display()))
+        }
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", layout.marker.display())),
+    }
+}
+
+fn check_socket_path(path: &Path) -> anyhow::Result<()> {
+    if path.as_os_str().len() > MAX_SOCKET_PATH {
+        bail!(
+            "socket path {} is longer than {MAX_SOCKET_PATH} bytes; use a shorter --state-dir",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+/// The dev workload's SPIFFE ID and selector for `uid`.
+fn dev_identity(td: &TrustDomain, uid: u32) -> anyhow::Result<(SpiffeId, Selector)> {
+    let id = td
+        .id_with_path(&format!("/dev/uid/{uid}"))
+        .context("cannot form the dev SPIFFE ID")?;
+    let selector = Selector::new("unix", &format!("uid:{uid}")).context("cannot form the selector")?;
+    Ok((id, selector))
+}
+
 /// Runs dev mode until Ctrl-C/SIGTERM.
 pub async fn run(opts: DevOptions) -> anyhow::Result<()> {
-    anyhow::bail!("`sigil dev --state-dir {}` is not built yet", opts.state_dir.display())
+    let td = TrustDomain::parse(&opts.trust_domain)
+        .map_err(|e| anyhow::anyhow!("invalid --trust-domain `{}`: {e}", opts.trust_domain))?;
+    let root = std::path::absolute(&opts.state_dir)
+        .with_context(|| format!("invalid --state-dir {}", opts.state_dir.display()))?;
+    let layout = DevLayout::new(root);
+    create_private_dir(&layout.root)?;
+    check_trust_domain(&layout, &td)?;
+    check_socket_path(&layout.admin_socket)?;
+    check_socket_path(&layout.workload_socket)?;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+
+    let server_config = LoadedServerConfig {
+        server: ServerConfig {
+            trust_domain: td.clone(),
+            bind_address: SocketAddr::from(([127, 0, 0, 1], 0)),
+            admin_socket: layout.admin_socket.clone(),
+            key_dir: layout.server_dir.join("keys"),
+            ca: CaLifetimes::default(),
+            issuance: IssuanceDefaults::default(),
+        },
+        datastore_path: layout.server_dir.join("datastore.sqlite3"),
+        data_dir: layout.server_dir.clone(),
+    };
+    let server = crate::server_cmd::start(&server_config, clock.clone()).await?;
+
+    let has_agent_state = sigil_agent::state::AgentIdentity::load(&layout.agent_dir)
+        .ok()
+        .flatten()
+        .is_some_and(|id| id.expires_at > clock.unix_secs());
+    let join_token = if has_agent_state {
+        None
+    } else {
+        let issued = sigil_server::join_token::create(
+            server.store.as_ref(),
+            &td,
+            600,
+            clock.unix_secs(),
+        )
+        .await
+        .context("cannot create a join token for the dev agent")?;
+        Some(issued.token)
+    };
+    let agent_config = sigil_agent::AgentConfig {
+        trust_domain: td.clone(),
+        server_address: server.agent_api_addr.to_string(),
+        bootstrap_roots: server.bundle().x509_authorities.clone(),
+        join_token,
+        data_dir: layout.agent_dir.clone(),
+        socket_path: layout.workload_socket.clone(),
+        max_hash_bytes: 256 * 1024 * 1024,
+        max_backoff: Duration::from_secs(5),
+    };
+    let mut agent = match crate::agent_cmd::start(agent_config, clock.clone()).await {
+        Ok(a) => a,
+        Err(e) => {
+            server.shutdown().await;
+            return Err(e);
+        }
+    };
+
+    let uid = nix::unistd::getuid().as_raw();
+    let (workload_id, selector) = dev_identity(&td, uid)?;
+    let existing = server
+        .store
+        .list_entries(&EntryFilter {
+            spiffe_id: Some(workload_id.clone()),
+            parent_id: Some(agent.spiffe_id.clone()),
+            ..EntryFilter::default()
+        })
+        .await
+        .context("cannot read entries")?;
+    if existing.is_empty() {
+        let owner = nix::unistd::User::from_uid(nix::unistd::getuid())
+            .ok()
+            .flatten()
+            .map(|u| u.name)
+            .unwrap_or_else(|| format!("uid-{uid}"));
+        server
+            .store
+            .create_entry(
+                NewEntry {
+                    spiffe_id: workload_id.clone(),
+                    parent_id: agent.spiffe_id.clone(),
+                    selectors: vec![selector.clone()],
+                    x509_svid_ttl: 0,
+                    jwt_svid_ttl: 0,
+                    dns_names: Vec::new(),
+                    federates_with: Vec::new(),
+                    admin: false,
+                    downstream: false,
+                    hint: String::new(),
+                    owner,
+                    description: "registered by `sigil dev` for the user who started it".into(),
+                    expires_at: None,
+                },
+                clock.unix_secs(),
+            )
+            .await
+            .context("cannot register the dev entry")?;
+    }
+
+    println!(
+        "export SPIFFE_ENDPOINT_SOCKET=unix://{}",
+        layout.workload_socket.display()
+    );
+    eprintln!("sigil dev: trust domain {td}");
+    eprintln!("  agent            {}", agent.spiffe_id);
+    eprintln!("  workload         {workload_id} (selector {selector})");
+    eprintln!("  admin socket     {}", layout.admin_socket.display());
+    eprintln!("  state directory  {}", layout.root.display());
+    eprintln!("Run the export line above, then `sigil svid fetch`. Ctrl-C stops.");
+
+    let failed = tokio::select! {
+        () = shutdown_signal() => None,
+        r = agent.wait() => Some(r),
+    };
+    let agent_result = agent.shutdown().await;
+    server.shutdown().await;
+    eprintln!("sigil dev: stopped");
+    match failed {
+        Some(r) => r,
+        None => agent_result,
+    }
 }

@@ -1,16 +1,312 @@
-//! The `sigil` binary: clap CLI and dispatch. (Skeleton: the admin-API helper fills in the tree.)
+//! The `sigil` binary: the clap command tree, logging setup, the tokio runtime, and the one place
+//! that turns a failure into exactly one `error: …` line on stderr and a non-zero exit code
+//! (1 for failures, 2 for usage errors).
 
+mod admin_cli;
 mod agent_cmd;
 mod dev;
 mod server_cmd;
 mod workload_cmd;
 
-/// `--output` of list/show/fetch commands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+use crate::admin_cli::{AdminConnection, agent, bundle, entry, token};
+
+/// `--output` of list/show/create/fetch commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum OutputFormat {
+    /// Aligned `Key : value` blocks for people.
     #[default]
     Text,
+    /// The API's JSON, pretty-printed.
     Json,
 }
 
-fn main() {}
+/// Environment variable holding the log filter (tracing-subscriber `EnvFilter` syntax).
+const LOG_ENV: &str = "SIGIL_LOG";
+
+/// Sigil: a SPIFFE-compatible workload identity provider.
+#[derive(Debug, Parser)]
+#[command(name = "sigil", version, about, max_term_width = 100)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server.
+    #[command(subcommand)]
+    Server(ServerCommand),
+    /// Run the node agent, or inspect attested agents through the admin API.
+    #[command(subcommand)]
+    Agent(AgentCommand),
+    /// Run server and agent in one process with a local state directory (zero configuration).
+    Dev(DevArgs),
+    /// Manage registration entries.
+    #[command(subcommand)]
+    Entry(entry::EntryCommand),
+    /// Manage join tokens.
+    #[command(subcommand)]
+    Token(token::TokenCommand),
+    /// Show the server's trust bundle.
+    #[command(subcommand)]
+    Bundle(bundle::BundleCommand),
+    /// Fetch X509-SVIDs from the Workload API (as a workload).
+    #[command(subcommand)]
+    Svid(SvidCommand),
+    /// Fetch or validate JWT-SVIDs through the Workload API (as a workload).
+    #[command(subcommand)]
+    Jwt(JwtCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ServerCommand {
+    /// Run the server until Ctrl-C or SIGTERM.
+    Run(ConfigArg),
+}
+
+#[derive(Debug, Subcommand)]
+enum AgentCommand {
+    /// Run the agent until Ctrl-C or SIGTERM.
+    Run(ConfigArg),
+    /// List attested agents.
+    List(agent::ListArgs),
+    /// Show one attested agent.
+    Show(agent::ShowArgs),
+}
+
+#[derive(Debug, Args)]
+struct ConfigArg {
+    /// Configuration file (TOML).
+    #[arg(short = 'c', long = "config", value_name = "FILE")]
+    config: PathBuf,
+}
+
+#[derive(Debug, Args)]
+struct DevArgs {
+    /// State directory: datastore, keys, sockets.
+    #[arg(long, value_name = "DIR", default_value = ".sigil")]
+    state_dir: PathBuf,
+    /// Trust domain of the dev server.
+    #[arg(long, value_name = "TD", default_value = "example.org")]
+    trust_domain: String,
+}
+
+#[derive(Debug, Subcommand)]
+enum SvidCommand {
+    /// Fetch this process's X509-SVIDs (and optionally write them as PEM files).
+    Fetch {
+        /// Write svid.pem, svid.key and bundle.pem into this directory.
+        #[arg(long = "write", value_name = "DIR")]
+        write_dir: Option<PathBuf>,
+        #[command(flatten)]
+        workload: WorkloadArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum JwtCommand {
+    /// Fetch a JWT-SVID for one or more audiences.
+    Fetch {
+        /// Audience of the token (repeat for several).
+        #[arg(long = "audience", value_name = "AUD")]
+        audiences: Vec<String>,
+        /// Which of this workload's identities to use (default: the first).
+        #[arg(long, value_name = "ID")]
+        spiffe_id: Option<String>,
+        #[command(flatten)]
+        workload: WorkloadArgs,
+    },
+    /// Validate a JWT-SVID for an audience.
+    Validate {
+        /// The audience the token must carry.
+        #[arg(long, value_name = "AUD")]
+        audience: String,
+        /// The JWT-SVID (compact JWS).
+        #[arg(long, value_name = "JWT")]
+        token: String,
+    #[command(flatten)]
+        workload: WorkloadArgs,
+    },
+}
+
+/// Options shared by the workload-side commands.
+#[derive(Debug, Args)]
+struct WorkloadArgs {
+    /// Workload API socket (`unix:///path` or a path).
+    #[arg(long, value_name = "SOCKET", env = "SPIFFE_ENDPOINT_SOCKET")]
+    socket: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    output: OutputFormat,
+}
+
+impl Command {
+    /// Long-running commands log at `info` by default; one-shot commands only at `warn`.
+    fn default_log_filter(&self) -> &'static str {
+        match self {
+            Self::Server(_) | Self::Dev(_) | Self::Agent(AgentCommand::Run(_)) => "info",
+            _ => "warn",
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => return usage_error(&err),
+    };
+    init_logging(cli.command.default_log_filter());
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            return failure(&anyhow::Error::new(err).context("cannot start the async runtime"));
+        }
+    };
+    match runtime.block_on(dispatch(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => failure(&err),
+    }
+}
+
+async fn dispatch(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Server(ServerCommand::Run(args)) => server_cmd::run(&args.config).await,
+        Command::Agent(AgentCommand::Run(args)) => agent_cmd::run(&args.config).await,
+        Command::Agent(AgentCommand::List(args)) => agent::list(args).await,
+        Command::Agent(AgentCommand::Show(args)) => agent::show(args).await,
+        Command::Dev(args) => {
+            dev::run(dev::DevOptions {
+                state_dir: args.state_dir,
+                trust_domain: args.trust_domain,
+            })
+            .await
+        }
+        Command::Entry(cmd) => entry::run(cmd).await,
+        Command::Token(cmd) => token::run(cmd).await,
+        Command::Bundle(cmd) => bundle::run(cmd).await,
+        Command::Svid(SvidCommand::Fetch {
+            write_dir,
+            workload,
+        }) => workload_cmd::svid_fetch(workload.socket, write_dir, workload.output).await,
+        Command::Jwt(JwtCommand::Fetch {
+            audiences,
+            spiffe_id,
+            workload,
+        }) => workload_cmd::jwt_fetch(workload.socket, audiences, spiffe_id, workload.output).await,
+        Command::Jwt(JwtCommand::Validate {
+            audience,
+            token,
+            workload,
+        }) => workload_cmd::jwt_validate(workload.socket, audience, token, workload.output).await,
+    }
+}
+
+/// Logs go to stderr, filtered by `SIGIL_LOG` (falling back to `default` when unset or invalid).
+fn init_logging(default: &str) {
+    let filter = std::env::var(LOG_ENV)
+        .ok()
+        .and_then(|spec| EnvFilter::try_new(spec).ok())
+        .unwrap_or_else(|| EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Prints one `error: …` line for `err` (its context chain joined on one line) and returns 1.
+fn failure(err: &anyhow::Error) -> ExitCode {
+    eprintln!("error: {}", one_line(&format!("{err:#}")));
+    ExitCode::FAILURE
+}
+
+/// `--help` and `--version` print normally and succeed; every other clap error prints its first
+/// line only and returns 2.
+fn usage_error(err: &clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    match err.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+            let _ = err.print();
+            ExitCode::SUCCESS
+        }
+        ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let rendered = err.render().to_string();
+            let usage = rendered
+                .lines()
+                .find_map(|l| l.strip_prefix("Usage: "))
+                .unwrap_or("sigil <COMMAND>");
+            eprintln!("error: a subcommand is required: {usage} (see --help)");
+            ExitCode::from(2)
+        }
+        _ => {
+            let rendered = err.render().to_string();
+            let first = rendered.lines().next().unwrap_or("error: invalid arguments");
+            let first = if first.starts_with("error:") {
+                first.to_owned()
+            } else {
+                format!("error: {first}")
+            };
+            eprintln!("{first}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// `text` with line breaks replaced, so a failure is always exactly one line.
+fn one_line(text: &str) -> String {
+    text.split(['\n', '\r'])
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn command_tree_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn multi_line_errors_become_one_line() {
+        assert_eq!(one_line("a\nb\r\n  c\n"), "a b c");
+    }
+
+    #[test]
+    fn admin_socket_defaults_to_the_dev_location_and_may_follow_the_subcommand() {
+        let cli = Cli::try_parse_from(["sigil", "entry", "list"]).unwrap();
+        let Command::Entry(entry::EntryCommand::List(args)) = cli.command else {
+            panic!("parsed as {cli:?}");
+        };
+        assert_eq!(args.conn.admin_socket, PathBuf::from(".sigil/admin.sock"));
+        let cli = Cli::try_parse_from([
+            "sigil", "token", "create", "--ttl", "10m", "--admin-socket", "/x.sock",
+        ])
+        .unwrap();
+        let Command::Token(token::TokenCommand::Create(args)) = cli.command else {
+            panic!("parsed as {cli:?}");
+        };
+        assert_eq!(args.conn.admin_socket, PathBuf::from("/x.sock"));
+    }
+
+    #[test]
+    fn run_commands_log_at_info_and_the_rest_at_warn() {
+        let run = Cli::try_parse_from(["sigil", "server", "run", "-c", "s.toml"]).unwrap();
+        assert_eq!(run.command.default_log_filter(), "info");
+        let list = Cli::try_parse_from(["sigil", "agent", "list"]).unwrap();
+        assert_eq!(list.command.default_log_filter(), "warn");
+    }
+}

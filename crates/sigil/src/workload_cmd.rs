@@ -1,9 +1,113 @@
 //! Workload-side commands that talk to the SPIFFE Workload API: `sigil svid fetch`,
-//! `sigil jwt fetch`, `sigil jwt validate`.
+//! `sigil jwt fetch`, `sigil jwt validate`. They use the socket named by `--socket` or
+//! `SPIFFE_ENDPOINT_SOCKET` (`unix:///path`), exactly like any other SPIFFE client.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use serde_json::{Value, json};
+use sigil_proto::workload as wl;
+use sigil_proto::workload::spiffe_workload_api_client::SpiffeWorkloadApiClient;
+use tokio::net::UnixStream;
+use tonic::transport::{Channel, Endpoint};
+use x509_parser::prelude::FromDer;
 
 use crate::OutputFormat;
+
+/// Longest DER chain we split, in certificates.
+const MAX_CHAIN: usize = 16;
+
+/// The socket path from `--socket` or `SPIFFE_ENDPOINT_SOCKET`.
+fn socket_path(socket: Option<String>) -> anyhow::Result<PathBuf> {
+    let raw = match socket.or_else(|| std::env::var("SPIFFE_ENDPOINT_SOCKET").ok()) {
+        Some(s) if !s.is_empty() => s,
+        _ => bail!("no Workload API socket: set SPIFFE_ENDPOINT_SOCKET or pass --socket"),
+    };
+    let path = if let Some(rest) = raw.strip_prefix("unix://") {
+        rest
+    } else if let Some(rest) = raw.strip_prefix("unix:") {
+        rest
+    } else if raw.contains("://") {
+        bail!("unsupported Workload API address `{raw}` (expected unix:///path)");
+    } else {
+        raw.as_str()
+    };
+    if !path.starts_with('/') {
+        bail!("Workload API socket `{raw}` must be an absolute unix:///path");
+    }
+    Ok(PathBuf::from(path))
+}
+
+async fn connect(socket: Option<String>) -> anyhow::Result<SpiffeWorkloadApiClient<Channel>> {
+    let path = socket_path(socket)?;
+    let target = path.clone();
+    let connector = tower::service_fn(move |_uri: http::Uri| {
+        let target = target.clone();
+        async move {
+            let stream = UnixStream::connect(&target).await?;
+            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+        }
+    });
+    let channel = Endpoint::from_static("http://localhost")
+        .connect_with_connector(connector)
+        .await
+        .map_err(|e| {
+            let cause = std::error::Error::source(&e)
+                .map(ToString::to_string)
+                .unwrap_or_else(|| e.to_string());
+            anyhow::anyhow!(
+                "cannot reach the Workload API at unix://{}: {cause} (is the agent running?)",
+                path.display()
+            )
+        })?;
+    Ok(SpiffeWorkloadApiClient::new(channel).max_decoding_message_size(16 * 1024 * 1024))
+}
+
+fn request<T>(msg: T) -> tonic::Request<T> {
+    let mut req = tonic::Request::new(msg);
+    req.metadata_mut().insert(
+        sigil_proto::WORKLOAD_API_HEADER,
+        tonic::metadata::MetadataValue::from_static("true"),
+    );
+    req
+}
+
+fn status_error(what: &str, s: &tonic::Status) -> anyhow::Error {
+    match s.code() {
+        tonic::Code::PermissionDenied => anyhow::anyhow!(
+            "{what}: permission denied: {} (no registration entry matches this process)",
+            s.message()
+        ),
+        code => anyhow::anyhow!("{what}: {code:?}: {}", s.message()),
+    }
+}
+
+/// Splits concatenated DER certificates.
+fn split_der_chain(bytes: &[u8]) -> anyhow::Result<Vec<Vec<u8>>> {
+    let mut out = Vec::new();
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        if out.len() >= MAX_CHAIN {
+            bail!("certificate chain is longer than {MAX_CHAIN} certificates");
+        }
+        let (tail, _) = x509_parser::certificate::X509Certificate::from_der(rest)
+            .map_err(|e| anyhow::anyhow!("the Workload API returned a bad certificate: {e}"))?;
+        let used = rest.len() - tail.len();
+        out.push(rest.get(..used).unwrap_or_default().to_vec());
+        rest = tail;
+    }
+    Ok(out)
+}
+
+fn not_after(der: &[u8]) -> String {
+    x509_parser::certificate::X509Certificate::from_der(der)
+        .map(|(_, c)| c.validity().not_after.to_string())
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+fn write_public(path: &Path, text: &str) -> anyhow::Result<()> {
+    std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
+}
 
 /// `sigil svid fetch [--write DIR]`.
 pub async fn svid_fetch(
@@ -11,8 +115,83 @@ pub async fn svid_fetch(
     write_dir: Option<PathBuf>,
     output: OutputFormat,
 ) -> anyhow::Result<()> {
-    let _ = (socket, write_dir, output);
-    anyhow::bail!("`sigil svid fetch` is not built yet")
+    let mut client = connect(socket).await?;
+    let mut stream = client
+        .fetch_x509svid(request(wl::X509svidRequest {}))
+        .await
+        .map_err(|s| status_error("cannot fetch X509-SVIDs", &s))?
+        .into_inner();
+    let resp = stream
+        .message()
+        .await
+        .map_err(|s| status_error("cannot fetch X509-SVIDs", &s))?
+        .context("the Workload API closed the stream without an answer")?;
+    let Some(first) = resp.svids.first() else {
+        bail!("the Workload API returned no X509-SVID");
+    };
+    let mut report = Vec::new();
+    for svid in &resp.svids {
+        let chain = split_der_chain(&svid.x509_svid)?;
+        let bundle = split_der_chain(&svid.bundle)?;
+        report.push((svid, chain, bundle));
+    }
+    if let Some(dir) = &write_dir {
+        let chain = split_der_chain(&first.x509_svid)?;
+        let bundle = split_der_chain(&first.bundle)?;
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let key = sigil_keys::pem::encode_secret("PRIVATE KEY", &first.x509_svid_key);
+        sigil_keys::files::write_private_file(&dir.join("svid.key"), key.as_bytes())
+            .with_context(|| format!("cannot write {}", dir.join("svid.key").display()))?;
+        write_public(
+            &dir.join("svid.pem"),
+            &sigil_keys::pem::encode_many("CERTIFICATE", chain.iter().map(Vec::as_slice)),
+        )?;
+        write_public(
+            &dir.join("bundle.pem"),
+            &sigil_keys::pem::encode_many("CERTIFICATE", bundle.iter().map(Vec::as_slice)),
+        )?;
+    }
+    match output {
+        OutputFormat::Json => {
+            let svids: Vec<Value> = report
+                .iter()
+                .map(|(svid, chain, bundle)| {
+                    json!({
+                        "spiffe_id": svid.spiffe_id,
+                        "hint": svid.hint,
+                        "expires_at": chain.first().map(|c| not_after(c)),
+                        "cert_chain_pem": sigil_keys::pem::encode_many("CERTIFICATE", chain.iter().map(Vec::as_slice)),
+                        "bundle_pem": sigil_keys::pem::encode_many("CERTIFICATE", bundle.iter().map(Vec::as_slice)),
+                    })
+                })
+                .collect();
+            println!("{}", serde_json::to_string_pretty(&json!({ "svids": svids }))?);
+        }
+        OutputFormat::Text => {
+            for (i, (svid, chain, bundle)) in report.iter().enumerate() {
+                if i > 0 {
+                    println!();
+                }
+                println!("SPIFFE ID        : {}", svid.spiffe_id);
+                if !svid.hint.is_empty() {
+                    println!("Hint             : {}", svid.hint);
+                }
+                println!(
+                    "SVID valid until : {}",
+                    chain.first().map(|c| not_after(c)).unwrap_or_default()
+                );
+                println!("Chain length     : {}", chain.len());
+                println!("Bundle CAs       : {}", bundle.len());
+            }
+            if let Some(dir) = &write_dir {
+                println!(
+                    "Wrote {}/svid.pem, svid.key (mode 0600) and bundle.pem",
+                    dir.display()
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `sigil jwt fetch --audience A [--spiffe-id ID]`.
@@ -22,8 +201,63 @@ pub async fn jwt_fetch(
     spiffe_id: Option<String>,
     output: OutputFormat,
 ) -> anyhow::Result<()> {
-    let _ = (socket, audiences, spiffe_id, output);
-    anyhow::bail!("`sigil jwt fetch` is not built yet")
+    if audiences.is_empty() {
+        bail!("at least one --audience is required");
+    }
+    let mut client = connect(socket).await?;
+    let resp = client
+        .fetch_jwtsvid(request(wl::JwtsvidRequest {
+            audience: audiences,
+            spiffe_id: spiffe_id.unwrap_or_default(),
+        }))
+        .await
+        .map_err(|s| status_error("cannot fetch a JWT-SVID", &s))?
+        .into_inner();
+    match output {
+        OutputFormat::Json => {
+            let svids: Vec<Value> = resp
+                .svids
+                .iter()
+                .map(|s| json!({"spiffe_id": s.spiffe_id, "hint": s.hint, "token": s.svid}))
+                .collect();
+            println!("{}", serde_json::to_string_pretty(&json!({ "svids": svids }))?);
+        }
+        OutputFormat::Text => {
+            for s in &resp.svids {
+                println!("{}", s.svid);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Converts a protobuf Struct to JSON.
+fn struct_to_json(s: &prost_types::Struct) -> Value {
+    Value::Object(
+        s.fields
+            .iter()
+            .map(|(k, v)| (k.clone(), value_to_json(v)))
+            .collect(),
+    )
+}
+
+fn value_to_json(v: &prost_types::Value) -> Value {
+    use prost_types::value::Kind;
+    match &v.kind {
+        None | Some(Kind::NullValue(_)) => Value::Null,
+        Some(Kind::NumberValue(n)) => {
+            if n.fract() == 0.0 && n.abs() < 9.0e15 {
+                #[expect(clippy::cast_possible_truncation, reason = "checked integral and in range")]
+                Value::from(*n as i64)
+            } else {
+                serde_json::Number::from_f64(*n).map_or(Value::Null, Value::Number)
+            }
+        }
+        Some(Kind::StringValue(s)) => Value::String(s.clone()),
+        Some(Kind::BoolValue(b)) => Value::Bool(*b),
+        Some(Kind::StructValue(s)) => struct_to_json(s),
+        Some(Kind::ListValue(l)) => Value::Array(l.values.iter().map(value_to_json).collect()),
+    }
 }
 
 /// `sigil jwt validate --audience A --token T`.
@@ -33,6 +267,25 @@ pub async fn jwt_validate(
     token: String,
     output: OutputFormat,
 ) -> anyhow::Result<()> {
-    let _ = (socket, audience, token, output);
-    anyhow::bail!("`sigil jwt validate` is not built yet")
+    let mut client = connect(socket).await?;
+    let resp = client
+        .validate_jwtsvid(request(wl::ValidateJwtsvidRequest {
+            audience,
+            svid: token.trim().to_owned(),
+        }))
+        .await
+        .map_err(|s| status_error("the JWT-SVID is not valid", &s))?
+        .into_inner();
+    let claims = resp.claims.as_ref().map(struct_to_json).unwrap_or(Value::Null);
+    match output {
+        OutputFormat::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({"spiffe_id": resp.spiffe_id, "claims": claims}))?
+        ),
+        OutputFormat::Text => {
+            println!("SPIFFE ID : {}", resp.spiffe_id);
+            println!("Claims    : {claims}");
+        }
+    }
+    Ok(())
 }

@@ -1,0 +1,68 @@
+//! The agent's connection to the server: a tonic channel over mutual TLS, the server verified as
+//! `spiffe://<td>/sigil/server` against the live trust roots, the agent presenting its live SVID
+//! (or nothing, for the first attestation).
+
+use std::sync::Arc;
+
+use rustls::pki_types::ServerName;
+use sigil_proto::agent::v1::agent_service_client::AgentServiceClient;
+use sigil_spiffe::{SpiffeId, TrustDomain};
+use sigil_tls::{LiveRoots, LiveSvid, SpiffeServerVerifier};
+use tokio::net::TcpStream;
+use tonic::transport::{Channel, Endpoint};
+
+/// What went wrong connecting to the server.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("server ID: {0}")]
+    ServerId(#[from] sigil_spiffe::SpiffeIdError),
+    #[error("TLS configuration: {0}")]
+    Tls(#[from] sigil_tls::TlsError),
+    #[error("cannot connect to the server at `{addr}`: {source}")]
+    Transport {
+        addr: String,
+        source: tonic::transport::Error,
+    },
+}
+
+/// The server's SPIFFE ID in `td`.
+pub fn server_id(td: &TrustDomain) -> Result<SpiffeId, sigil_spiffe::SpiffeIdError> {
+    td.id_with_path("/sigil/server")
+}
+
+/// Opens a channel to the server at `addr` (`host:port`).
+pub async fn connect(
+    addr: &str,
+    td: &TrustDomain,
+    roots: Arc<LiveRoots>,
+    svid: Option<Arc<LiveSvid>>,
+) -> Result<AgentServiceClient<Channel>, ConnectError> {
+    let verifier = Arc::new(SpiffeServerVerifier::new(roots, server_id(td)?));
+    let config = Arc::new(sigil_tls::client_config(svid, verifier)?);
+    let target = addr.to_owned();
+    let connector = tower::service_fn(move |_uri: http::Uri| {
+        let config = config.clone();
+        let target = target.clone();
+        async move {
+            let tcp = TcpStream::connect(&target).await?;
+            let _ = tcp.set_nodelay(true);
+            // The name is not checked (the verifier checks the SPIFFE ID) but rustls needs one.
+            let name = ServerName::try_from("sigil-server")
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+            let tls = tokio_rustls::TlsConnector::from(config).connect(name, tcp).await?;
+            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tls))
+        }
+    });
+    let channel = Endpoint::from_static("http://sigil-server")
+        .connect_timeout(std::time::Duration::from_secs(10))
+        .http2_keep_alive_interval(std::time::Duration::from_secs(30))
+        .keep_alive_while_idle(true)
+        .connect_with_connector(connector)
+        .await
+        .map_err(|source| ConnectError::Transport {
+            addr: addr.to_owned(),
+            source,
+        })?;
+    Ok(AgentServiceClient::new(channel)
+        .max_decoding_message_size(64 * 1024 * 1024))
+}

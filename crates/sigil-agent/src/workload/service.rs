@@ -1,0 +1,256 @@
+//! [`WorkloadApi`]: the five RPCs of the SPIFFE Workload API (X.509-SVID and JWT-SVID profiles),
+//! answered from the agent's identity snapshot for the attested caller.
+//!
+//! Every call must carry the `workload.spiffe.io: true` metadata (else `InvalidArgument`); the
+//! caller is attested per call from the connection's [`CallerInfo`] and receives the identities
+//! whose selectors it has. Status codes are the ones the Workload API and Workload Endpoint
+//! standards name; internal causes are logged, not returned.
+
+use std::sync::Arc;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use sigil_proto::WORKLOAD_API_HEADER;
+use sigil_proto::workload::spiffe_workload_api_server::SpiffeWorkloadApi;
+use sigil_proto::workload::{
+    JwtBundlesRequest, JwtBundlesResponse, Jwtsvid, JwtsvidRequest, JwtsvidResponse, ValidateJwtsvidRequest,
+    ValidateJwtsvidResponse, X509BundlesRequest, X509BundlesResponse, X509svidRequest, X509svidResponse,
+};
+use sigil_spiffe::{Selector, SpiffeId, TrustBundle, TrustDomain};
+use tokio::sync::watch;
+use tonic::{Request, Response, Status};
+
+use super::claims::to_struct;
+use super::responses::{
+    federated_bundles, jwt_bundles_response, with_unique_hints, x509_bundles_response, x509_svid_response,
+};
+use super::stream::{NO_IDENTITY, ResponseStream, watch_stream};
+use crate::attestor::{CallerInfo, UnixAttestor, WorkloadAttestor};
+use crate::snapshot::{IdentitySnapshot, JwtMintError, WorkloadApiContext};
+
+/// The status message of a request without the security header (Workload Endpoint §6).
+pub const MISSING_HEADER: &str = "security header missing from request";
+
+/// The SPIFFE Workload API service. Build one with [`WorkloadApi::new`] and hand it to
+/// [`serve`](super::serve), which also wires the connection's [`CallerInfo`] into each request.
+pub struct WorkloadApi {
+    ctx: WorkloadApiContext,
+    attestor: Arc<dyn WorkloadAttestor>,
+    /// Turns true when the server shuts down, ending every open stream.
+    stop: watch::Receiver<bool>,
+}
+
+impl std::fmt::Debug for WorkloadApi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkloadApi").finish_non_exhaustive()
+    }
+}
+
+impl WorkloadApi {
+    /// A service over `ctx` that attests callers with the default `unix` attestor.
+    pub fn new(ctx: WorkloadApiContext) -> Self {
+        Self::with_attestor(ctx, Arc::new(UnixAttestor::default()))
+    }
+
+    /// A service over `ctx` that attests callers with `attestor`.
+    pub fn with_attestor(ctx: WorkloadApiContext, attestor: Arc<dyn WorkloadAttestor>) -> Self {
+        // A sender dropped at once never signals: streams end only when `serve` installs its own.
+        let (_never, stop) = watch::channel(false);
+        Self { ctx, attestor, stop }
+    }
+
+    /// The same service, whose streams end when `stop` turns true.
+    pub(crate) fn with_stop_signal(mut self, stop: watch::Receiver<bool>) -> Self {
+        self.stop = stop;
+        self
+    }
+
+    /// The selectors of the caller of `request`, attested off the executor.
+    async fn attest<T>(&self, request: &Request<T>) -> Result<Vec<Selector>, Status> {
+        let Some(caller) = request.extensions().get::<CallerInfo>().copied() else {
+            tracing::warn!("workload api request without caller credentials");
+            return Err(Status::permission_denied("the caller cannot be identified"));
+        };
+        let attestor = Arc::clone(&self.attestor);
+        let attested = tokio::task::spawn_blocking(move || attestor.attest(&caller))
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "workload attestation task failed");
+                Status::internal("workload attestation failed")
+            })?;
+        attested.map_err(|e| {
+            tracing::warn!(pid = caller.pid, uid = caller.uid, error = %e, "workload attestation failed");
+            Status::permission_denied("workload attestation failed")
+        })
+    }
+
+    fn snapshot(&self) -> Arc<IdentitySnapshot> {
+        Arc::clone(&self.ctx.snapshots.borrow())
+    }
+
+    /// A stream for the attested caller of a streaming RPC: the first message now (or
+    /// `PermissionDenied` if there is none), then one per relevant snapshot change.
+    fn follow<T>(
+        &self,
+        selectors: Vec<Selector>,
+        build: fn(&IdentitySnapshot, &[&crate::snapshot::WorkloadIdentity]) -> Option<T>,
+    ) -> Result<ResponseStream<T>, Status>
+    where
+        T: Clone + PartialEq + Send + Sync + 'static,
+    {
+        let for_caller = move |snapshot: &IdentitySnapshot| build(snapshot, &snapshot.identities_for(&selectors));
+        let mut snapshots = self.ctx.snapshots.clone();
+        let current = Arc::clone(&snapshots.borrow_and_update());
+        let first = for_caller(&current).ok_or_else(|| Status::permission_denied(NO_IDENTITY))?;
+        Ok(watch_stream(snapshots, self.stop.clone(), first, Box::new(for_caller)))
+    }
+}
+
+/// Refuses requests without `workload.spiffe.io: true` (Workload Endpoint §3, §6).
+fn check_header<T>(request: &Request<T>) -> Result<(), Status> {
+    match request.metadata().get(WORKLOAD_API_HEADER) {
+        Some(v) if v.as_bytes() == b"true" => Ok(()),
+        _ => Err(Status::invalid_argument(MISSING_HEADER)),
+    }
+}
+
+fn mint_status(e: &JwtMintError) -> Status {
+    tracing::warn!(error = %e, "cannot mint a JWT-SVID");
+    match e {
+        JwtMintError::Unavailable(_) => Status::unavailable("the server cannot be reached to mint a JWT-SVID"),
+        JwtMintError::Refused(_) => Status::permission_denied("the server refused to mint a JWT-SVID"),
+    }
+}
+
+/// The trust domain of the token's `sub`, read without verification only to pick the bundle the
+/// token is then verified with. Bounded by the JWS size limit.
+fn unverified_subject_trust_domain(token: &str) -> Result<TrustDomain, String> {
+    if token.len() > sigil_keys::jws::MAX_JWS_BYTES {
+        return Err(format!("token is longer than {} bytes", sigil_keys::jws::MAX_JWS_BYTES));
+    }
+    let payload = token.split('.').nth(1).ok_or("token is not a compact JWS")?;
+    let json = URL_SAFE_NO_PAD
+        .decode(payload)
+        .map_err(|_| "token payload is not base64url")?;
+    let claims: serde_json::Value = serde_json::from_slice(&json).map_err(|_| "token payload is not JSON")?;
+    let sub = claims
+        .get("sub")
+        .and_then(serde_json::Value::as_str)
+        .ok_or("token has no `sub` claim")?;
+    SpiffeId::parse(sub)
+        .map(|id| id.trust_domain())
+        .map_err(|e| format!("token subject is not a SPIFFE ID: {e}"))
+}
+
+#[tonic::async_trait]
+impl SpiffeWorkloadApi for WorkloadApi {
+    type FetchX509SVIDStream = ResponseStream<X509svidResponse>;
+    type FetchX509BundlesStream = ResponseStream<X509BundlesResponse>;
+    type FetchJWTBundlesStream = ResponseStream<JwtBundlesResponse>;
+
+    async fn fetch_x509svid(
+        &self,
+        request: Request<X509svidRequest>,
+    ) -> Result<Response<Self::FetchX509SVIDStream>, Status> {
+        check_header(&request)?;
+        let selectors = self.attest(&request).await?;
+        Ok(Response::new(self.follow(selectors, x509_svid_response)?))
+    }
+
+    async fn fetch_x509_bundles(
+        &self,
+        request: Request<X509BundlesRequest>,
+    ) -> Result<Response<Self::FetchX509BundlesStream>, Status> {
+        check_header(&request)?;
+        let selectors = self.attest(&request).await?;
+        Ok(Response::new(self.follow(selectors, x509_bundles_response)?))
+    }
+
+    async fn fetch_jwtsvid(&self, request: Request<JwtsvidRequest>) -> Result<Response<JwtsvidResponse>, Status> {
+        check_header(&request)?;
+        let req = request.get_ref();
+        if req.audience.is_empty() || req.audience.iter().any(String::is_empty) {
+            return Err(Status::invalid_argument("audience must be specified"));
+        }
+        let wanted = match req.spiffe_id.as_str() {
+            "" => None,
+            id => Some(
+                SpiffeId::parse(id)
+                    .map_err(|e| Status::invalid_argument(format!("`spiffe_id` is not a valid SPIFFE ID: {e}")))?,
+            ),
+        };
+        let selectors = self.attest(&request).await?;
+        let snapshot = self.snapshot();
+        let mut identities = snapshot.identities_for(&selectors);
+        if identities.is_empty() {
+            return Err(Status::permission_denied(NO_IDENTITY));
+        }
+        if let Some(wanted) = &wanted {
+            identities.retain(|id| id.spiffe_id == *wanted);
+            if identities.is_empty() {
+                return Err(Status::permission_denied(format!("no identity `{wanted}` for this workload")));
+            }
+        }
+        let mut svids = Vec::new();
+        for id in with_unique_hints(&identities) {
+            let token = self.ctx.jwt.mint(&id.entry_id, &req.audience).await.map_err(|e| mint_status(&e))?;
+            svids.push(Jwtsvid {
+                spiffe_id: id.spiffe_id.to_string(),
+                svid: token,
+                hint: id.hint.clone(),
+            });
+        }
+        Ok(Response::new(JwtsvidResponse { svids }))
+    }
+
+    async fn fetch_jwt_bundles(
+        &self,
+        request: Request<JwtBundlesRequest>,
+    ) -> Result<Response<Self::FetchJWTBundlesStream>, Status> {
+        check_header(&request)?;
+        let selectors = self.attest(&request).await?;
+        Ok(Response::new(self.follow(selectors, jwt_bundles_response)?))
+    }
+
+    /// Validation needs no identity of the caller (the standard does not ask for one), but the
+    /// foreign bundles it may use are those its identities federate with, as for
+    /// `FetchJWTBundles`.
+    async fn validate_jwtsvid(
+        &self,
+        request: Request<ValidateJwtsvidRequest>,
+    ) -> Result<Response<ValidateJwtsvidResponse>, Status> {
+        check_header(&request)?;
+        let req = request.get_ref();
+        if req.audience.is_empty() {
+            return Err(Status::invalid_argument("audience must be specified"));
+        }
+        if req.svid.is_empty() {
+            return Err(Status::invalid_argument("svid must be specified"));
+        }
+        let selectors = self.attest(&request).await?;
+        let snapshot = self.snapshot();
+        let td = unverified_subject_trust_domain(&req.svid)
+            .map_err(|e| Status::invalid_argument(format!("invalid JWT-SVID: {e}")))?;
+        let bundle: &TrustBundle = if td == snapshot.trust_domain {
+            &snapshot.bundle
+        } else {
+            let identities = snapshot.identities_for(&selectors);
+            let federated = federated_bundles(&snapshot, &identities);
+            match federated.get(&td) {
+                Some(b) => b,
+                None => {
+                    return Err(Status::invalid_argument(format!(
+                        "invalid JWT-SVID: no bundle for trust domain `{td}`"
+                    )));
+                }
+            }
+        };
+        let validated =
+            sigil_keys::jwt_svid::validate(&req.svid, bundle, &req.audience, self.ctx.clock.unix_secs())
+                .map_err(|e| Status::invalid_argument(format!("invalid JWT-SVID: {e}")))?;
+        Ok(Response::new(ValidateJwtsvidResponse {
+            spiffe_id: validated.spiffe_id.to_string(),
+            claims: Some(to_struct(&validated.claims)),
+        }))
+    }
+}

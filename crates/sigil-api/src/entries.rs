@@ -1,0 +1,174 @@
+//! Registration entries on the wire: the request body of `POST /api/v1/entries` and
+//! `PUT /api/v1/entries/{id}`, the entry as answered, and the list answer.
+
+use serde::{Deserialize, Serialize};
+
+use crate::TtlValue;
+
+/// Most selectors one entry may have.
+pub const MAX_ENTRY_SELECTORS: usize = 128;
+/// Most DNS names one entry may have.
+pub const MAX_ENTRY_DNS_NAMES: usize = 128;
+/// Most federated trust domains one entry may name.
+pub const MAX_ENTRY_FEDERATES_WITH: usize = 64;
+/// Longest `hint`, in bytes.
+pub const MAX_HINT_BYTES: usize = 1024;
+/// Longest `owner`, in bytes (the datastore's limit).
+pub const MAX_OWNER_BYTES: usize = 256;
+/// Longest `description`, in bytes (the datastore's limit).
+pub const MAX_DESCRIPTION_BYTES: usize = 4096;
+
+/// Body of entry create (`POST`) and full replacement (`PUT`). Every field is raw: the server
+/// parses each one and answers 400 naming the field when it is missing or invalid. Unknown fields
+/// are rejected, so a misspelt field is an error rather than silently ignored.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EntryRequest {
+    /// Required: the SPIFFE ID to issue, in the server's trust domain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spiffe_id: Option<String>,
+    /// Required: an agent ID, a node alias or another entry's SPIFFE ID.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_id: Option<String>,
+    /// Required, non-empty: `type:value` selectors such as `unix:uid:1000`.
+    #[serde(default)]
+    pub selectors: Vec<String>,
+    /// X509-SVID lifetime; absent or `0` = server default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub x509_svid_ttl: Option<TtlValue>,
+    /// JWT-SVID lifetime; absent or `0` = server default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwt_svid_ttl: Option<TtlValue>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns_names: Vec<String>,
+    /// Trust domain names whose bundles the workload also receives.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub federates_with: Vec<String>,
+    #[serde(default)]
+    pub admin: bool,
+    #[serde(default)]
+    pub downstream: bool,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub hint: String,
+    /// Required, non-empty: the team or contact accountable for this identity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+    /// Unix seconds after which the entry is no longer served; absent = never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<i64>,
+    /// `PUT` only: the revision the caller read; a mismatch answers 409 `conflict`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<i64>,
+}
+
+/// A registration entry as the API answers it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    pub id: String,
+    pub spiffe_id: String,
+    pub parent_id: String,
+    pub selectors: Vec<String>,
+    /// Seconds; `0` = server default.
+    pub x509_svid_ttl: u64,
+    /// Seconds; `0` = server default.
+    pub jwt_svid_ttl: u64,
+    pub dns_names: Vec<String>,
+    pub federates_with: Vec<String>,
+    pub admin: bool,
+    pub downstream: bool,
+    pub hint: String,
+    pub owner: String,
+    pub description: String,
+    /// Unix seconds, or `null` for never.
+    pub expires_at: Option<i64>,
+    /// Starts at 1, +1 on every update.
+    pub revision: i64,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds.
+    pub updated_at: i64,
+}
+
+/// Answer of `GET /api/v1/entries`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntryList {
+    pub entries: Vec<Entry>,
+}
+
+impl Entry {
+    /// The `PUT` body that replaces this entry with itself, guarded by its current revision:
+    /// the starting point of a read-modify-write update.
+    pub fn to_update_request(&self) -> EntryRequest {
+        EntryRequest {
+            spiffe_id: Some(self.spiffe_id.clone()),
+            parent_id: Some(self.parent_id.clone()),
+            selectors: self.selectors.clone(),
+            x509_svid_ttl: Some(TtlValue::Seconds(self.x509_svid_ttl)),
+            jwt_svid_ttl: Some(TtlValue::Seconds(self.jwt_svid_ttl)),
+            dns_names: self.dns_names.clone(),
+            federates_with: self.federates_with.clone(),
+            admin: self.admin,
+            downstream: self.downstream,
+            hint: self.hint.clone(),
+            owner: Some(self.owner.clone()),
+            description: self.description.clone(),
+            expires_at: self.expires_at,
+            revision: Some(self.revision),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minimal_request_decodes_with_defaults() {
+        let req: EntryRequest = serde_json::from_str(
+            r#"{"spiffe_id":"spiffe://td/a","parent_id":"spiffe://td/p","selectors":["unix:uid:1"],"owner":"team"}"#,
+        )
+        .unwrap();
+        assert_eq!(req.x509_svid_ttl, None);
+        assert!(!req.admin);
+        assert!(req.dns_names.is_empty());
+        assert_eq!(req.owner.as_deref(), Some("team"));
+    }
+
+    #[test]
+    fn misspelt_fields_are_rejected() {
+        let err = serde_json::from_str::<EntryRequest>(r#"{"selector":["unix:uid:1"]}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown field `selector`"), "{err}");
+    }
+
+    #[test]
+    fn update_request_round_trips_the_entry_and_pins_its_revision() {
+        let entry = Entry {
+            id: "e1".into(),
+            spiffe_id: "spiffe://td/a".into(),
+            parent_id: "spiffe://td/p".into(),
+            selectors: vec!["unix:uid:1".into()],
+            x509_svid_ttl: 0,
+            jwt_svid_ttl: 300,
+            dns_names: vec!["a.example".into()],
+            federates_with: vec![],
+            admin: true,
+            downstream: false,
+            hint: String::new(),
+            owner: "team".into(),
+            description: "d".into(),
+            expires_at: None,
+            revision: 4,
+            created_at: 1,
+            updated_at: 2,
+        };
+        let req = entry.to_update_request();
+        assert_eq!(req.revision, Some(4));
+        assert_eq!(req.x509_svid_ttl, Some(TtlValue::Seconds(0)));
+        assert_eq!(req.jwt_svid_ttl, Some(TtlValue::Seconds(300)));
+        assert!(req.admin);
+    }
+}

@@ -1,0 +1,596 @@
+//! The OpenAPI 3.1 document of the admin API, served at `GET /api/v1/openapi.json`. Hand-written
+//! as JSON; the tests below check it against the serde types of this crate, and the server's
+//! tests check that its paths and methods are exactly the router's.
+
+use serde_json::{Map, Value, json};
+
+use crate::entries::{
+    MAX_DESCRIPTION_BYTES, MAX_ENTRY_DNS_NAMES, MAX_ENTRY_FEDERATES_WITH, MAX_ENTRY_SELECTORS,
+    MAX_HINT_BYTES, MAX_OWNER_BYTES,
+};
+use crate::join_tokens::{DEFAULT_JOIN_TOKEN_TTL_SECS, MAX_JOIN_TOKEN_TTL_SECS};
+use crate::{ErrorCode, MAX_REQUEST_BODY_BYTES, paths};
+
+/// The OpenAPI 3.1 document describing every route, parameter, body and error of the admin API.
+pub fn openapi_document() -> Value {
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Sigil admin API",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": format!(
+                "Administration of a Sigil server: registration entries, join tokens, agents and \
+                 the trust bundle. Served on the server's local admin Unix socket. Request bodies \
+                 are JSON, at most {MAX_REQUEST_BODY_BYTES} bytes. Every error answers an \
+                 ErrorBody."
+            ),
+        },
+        "paths": path_items(),
+        "components": {
+            "schemas": schemas(),
+            "responses": error_responses(),
+        },
+    })
+}
+
+fn path_items() -> Value {
+    let mut items = Map::new();
+    items.insert(
+        paths::OPENAPI.into(),
+        json!({
+            "get": {
+                "operationId": "getOpenApiDocument",
+                "summary": "This OpenAPI document",
+                "responses": {"200": ok_json("The document", json!({"type": "object"}))},
+            },
+        }),
+    );
+    items.insert(
+        paths::HEALTH.into(),
+        json!({
+            "get": {
+                "operationId": "getHealth",
+                "summary": "Liveness and trust domain",
+                "responses": {"200": ok_json("The server is up", schema_ref("Health"))},
+            },
+        }),
+    );
+    items.insert(paths::ENTRIES.into(), json!({
+        "post": {
+            "operationId": "createEntry",
+            "summary": "Create a registration entry",
+            "requestBody": {"required": true, "content": {"application/json": {"schema": schema_ref("EntryRequest")}}},
+            "responses": {
+                "201": ok_json("The created entry", schema_ref("Entry")),
+                "400": error_ref("InvalidArgument"),
+                "409": error_ref("AlreadyExists"),
+                "413": error_ref("PayloadTooLarge"),
+                "500": error_ref("Internal"),
+            },
+        },
+        "get": {
+            "operationId": "listEntries",
+            "summary": "List registration entries, optionally filtered",
+            "parameters": [
+                query_param("spiffe_id", "Only entries with this SPIFFE ID", json!({"type": "string"})),
+                query_param("parent_id", "Only entries with this parent ID", json!({"type": "string"})),
+                {
+                    "name": "selector", "in": "query", "required": false,
+                    "description": "Only entries having this selector; repeat for several (all must match)",
+                    "schema": {"type": "array", "items": {"type": "string"}},
+                    "style": "form", "explode": true,
+                },
+                query_param("owner", "Only entries with this owner", json!({"type": "string"})),
+            ],
+            "responses": {
+                "200": ok_json("Matching entries, ordered by id", schema_ref("EntryList")),
+                "400": error_ref("InvalidArgument"),
+                "500": error_ref("Internal"),
+            },
+        },
+    }));
+    items.insert(paths::ENTRY.into(), json!({
+        "parameters": [{
+            "name": "id", "in": "path", "required": true,
+            "description": "Entry id", "schema": {"type": "string"},
+        }],
+        "get": {
+            "operationId": "getEntry",
+            "summary": "One registration entry",
+            "responses": {
+                "200": ok_json("The entry", schema_ref("Entry")),
+                "404": error_ref("NotFound"),
+                "500": error_ref("Internal"),
+            },
+        },
+        "put": {
+            "operationId": "replaceEntry",
+            "summary": "Replace a registration entry; `revision` guards against lost updates",
+            "requestBody": {"required": true, "content": {"application/json": {"schema": schema_ref("EntryRequest")}}},
+            "responses": {
+                "200": ok_json("The entry after the update", schema_ref("Entry")),
+                "400": error_ref("InvalidArgument"),
+                "404": error_ref("NotFound"),
+                "409": error_ref("Conflict"),
+                "413": error_ref("PayloadTooLarge"),
+                "500": error_ref("Internal"),
+            },
+        },
+        "delete": {
+            "operationId": "deleteEntry",
+            "summary": "Delete a registration entry",
+            "responses": {
+                "200": ok_json("The deleted entry", schema_ref("Entry")),
+                "404": error_ref("NotFound"),
+                "500": error_ref("Internal"),
+            },
+        },
+    }));
+    items.insert(paths::JOIN_TOKENS.into(), json!({
+        "post": {
+            "operationId": "createJoinToken",
+            "summary": "Create a one-time join token for attesting an agent",
+            "requestBody": {"required": false, "content": {"application/json": {"schema": schema_ref("CreateJoinTokenRequest")}}},
+            "responses": {
+                "201": ok_json("The token; its secret is shown only this once", schema_ref("JoinTokenCreated")),
+                "400": error_ref("InvalidArgument"),
+                "413": error_ref("PayloadTooLarge"),
+                "500": error_ref("Internal"),
+            },
+        },
+    }));
+    items.insert(
+        paths::AGENTS.into(),
+        json!({
+            "get": {
+                "operationId": "listAgents",
+                "summary": "List attested agents, ordered by SPIFFE ID",
+                "responses": {
+                    "200": ok_json("Every agent", schema_ref("AgentList")),
+                    "500": error_ref("Internal"),
+                },
+            },
+        }),
+    );
+    items.insert(paths::AGENT.into(), json!({
+        "parameters": [{
+            "name": "spiffe_id", "in": "path", "required": true,
+            "description": "The agent's SPIFFE ID, percent-encoded as one segment (`/` as `%2F`)",
+            "schema": {"type": "string"},
+        }],
+        "get": {
+            "operationId": "getAgent",
+            "summary": "One attested agent",
+            "responses": {
+                "200": ok_json("The agent", schema_ref("Agent")),
+                "400": error_ref("InvalidArgument"),
+                "404": error_ref("NotFound"),
+                "500": error_ref("Internal"),
+            },
+        },
+    }));
+    items.insert(
+        paths::BUNDLE.into(),
+        json!({
+            "get": {
+                "operationId": "getBundle",
+                "summary": "The server's own trust bundle (SPIFFE bundle format)",
+                "responses": {
+                    "200": ok_json("The bundle document", schema_ref("BundleDocument")),
+                    "404": error_ref("NotFound"),
+                    "500": error_ref("Internal"),
+                },
+            },
+        }),
+    );
+    Value::Object(items)
+}
+
+fn schemas() -> Value {
+    let string_array = json!({"type": "array", "items": {"type": "string"}});
+    json!({
+        "Ttl": {
+            "description": "Whole seconds (0 = server default) or a duration such as `90s`, `15m`, `1h`, `2d`",
+            "oneOf": [
+                {"type": "integer", "minimum": 0},
+                {"type": "string", "pattern": "^[0-9]{1,12}[smhd]?$"},
+            ],
+        },
+        "EntryRequest": {
+            "type": "object",
+            "additionalProperties": false,
+            "required": ["spiffe_id", "parent_id", "selectors", "owner"],
+            "properties": {
+                "spiffe_id": {"type": "string", "description": "SPIFFE ID in the server's trust domain, outside the reserved `/sigil/` path"},
+                "parent_id": {"type": "string", "description": "An agent ID, a node alias or another entry's SPIFFE ID, in the server's trust domain"},
+                "selectors": {"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": MAX_ENTRY_SELECTORS, "description": "`type:value`, such as `unix:uid:1000`"},
+                "x509_svid_ttl": schema_ref("Ttl"),
+                "jwt_svid_ttl": schema_ref("Ttl"),
+                "dns_names": {"type": "array", "items": {"type": "string"}, "maxItems": MAX_ENTRY_DNS_NAMES},
+                "federates_with": {"type": "array", "items": {"type": "string"}, "maxItems": MAX_ENTRY_FEDERATES_WITH, "description": "Trust domain names"},
+                "admin": {"type": "boolean", "default": false},
+                "downstream": {"type": "boolean", "default": false},
+                "hint": {"type": "string", "maxLength": MAX_HINT_BYTES},
+                "owner": {"type": "string", "minLength": 1, "maxLength": MAX_OWNER_BYTES, "description": "Team or contact accountable for this identity"},
+                "description": {"type": "string", "maxLength": MAX_DESCRIPTION_BYTES},
+                "expires_at": {"type": "integer", "description": "Unix seconds after which the entry is no longer served"},
+                "revision": {"type": "integer", "description": "PUT only: the revision last read; a mismatch answers 409 conflict"},
+            },
+        },
+        "Entry": {
+            "type": "object",
+            "required": ["id", "spiffe_id", "parent_id", "selectors", "x509_svid_ttl", "jwt_svid_ttl",
+                         "dns_names", "federates_with", "admin", "downstream", "hint", "owner",
+                         "description", "expires_at", "revision", "created_at", "updated_at"],
+            "properties": {
+                "id": {"type": "string"},
+                "spiffe_id": {"type": "string"},
+                "parent_id": {"type": "string"},
+                "selectors": string_array,
+                "x509_svid_ttl": {"type": "integer", "minimum": 0, "description": "Seconds; 0 = server default"},
+                "jwt_svid_ttl": {"type": "integer", "minimum": 0, "description": "Seconds; 0 = server default"},
+                "dns_names": string_array,
+                "federates_with": string_array,
+                "admin": {"type": "boolean"},
+                "downstream": {"type": "boolean"},
+                "hint": {"type": "string"},
+                "owner": {"type": "string"},
+                "description": {"type": "string"},
+                "expires_at": {"type": ["integer", "null"], "description": "Unix seconds; null = never"},
+                "revision": {"type": "integer", "minimum": 1},
+                "created_at": {"type": "integer", "description": "Unix seconds"},
+                "updated_at": {"type": "integer", "description": "Unix seconds"},
+            },
+        },
+        "EntryList": {
+            "type": "object",
+            "required": ["entries"],
+            "properties": {"entries": {"type": "array", "items": schema_ref("Entry")}},
+        },
+        "CreateJoinTokenRequest": {
+            "type": "object",
+            "additionalProperties": false,
+            "properties": {
+                "ttl": {
+                    "allOf": [schema_ref("Ttl")],
+                    "description": format!("Lifetime; default {DEFAULT_JOIN_TOKEN_TTL_SECS} seconds, at most {MAX_JOIN_TOKEN_TTL_SECS}"),
+                },
+            },
+        },
+        "JoinTokenCreated": {
+            "type": "object",
+            "required": ["id", "token", "agent_id", "expires_at"],
+            "properties": {
+                "id": {"type": "string", "description": "Public id; the last segment of agent_id"},
+                "token": {"type": "string", "description": "The secret (base64url); the server keeps only its SHA-256"},
+                "agent_id": {"type": "string", "description": "SPIFFE ID an agent attesting with this token receives"},
+                "expires_at": {"type": "integer", "description": "Unix seconds"},
+            },
+        },
+        "Agent": {
+            "type": "object",
+            "required": ["spiffe_id", "attestation_type", "selectors", "serial", "expires_at",
+                         "banned", "can_reattest", "created_at", "last_seen"],
+            "properties": {
+                "spiffe_id": {"type": "string"},
+                "attestation_type": {"type": "string"},
+                "selectors": string_array,
+                "serial": {"type": "string", "description": "Hex serial of the current agent SVID"},
+                "expires_at": {"type": "integer", "description": "Unix seconds"},
+                "banned": {"type": "boolean"},
+                "can_reattest": {"type": "boolean"},
+                "created_at": {"type": "integer", "description": "Unix seconds"},
+                "last_seen": {"type": "integer", "description": "Unix seconds"},
+            },
+        },
+        "AgentList": {
+            "type": "object",
+            "required": ["agents"],
+            "properties": {"agents": {"type": "array", "items": schema_ref("Agent")}},
+        },
+        "Jwk": {
+            "type": "object",
+            "required": ["kty"],
+            "properties": {
+                "kty": {"type": "string"},
+                "use": {"type": "string", "enum": ["x509-svid", "jwt-svid"]},
+                "kid": {"type": "string"},
+                "alg": {"type": "string"},
+                "crv": {"type": "string"},
+                "x": {"type": "string"},
+                "y": {"type": "string"},
+                "n": {"type": "string"},
+                "e": {"type": "string"},
+                "x5c": {"type": "array", "items": {"type": "string"}, "description": "Standard base64 DER certificates"},
+            },
+        },
+        "BundleDocument": {
+            "type": "object",
+            "description": "SPIFFE bundle format: a JWK Set with spiffe_sequence and spiffe_refresh_hint",
+            "required": ["keys"],
+            "properties": {
+                "keys": {"type": "array", "items": schema_ref("Jwk")},
+                "spiffe_sequence": {"type": "integer", "minimum": 0},
+                "spiffe_refresh_hint": {"type": "integer", "minimum": 0},
+            },
+        },
+        "Health": {
+            "type": "object",
+            "required": ["status", "trust_domain"],
+            "properties": {
+                "status": {"type": "string", "const": "ok"},
+                "trust_domain": {"type": "string"},
+            },
+        },
+        "ErrorBody": {
+            "type": "object",
+            "required": ["error"],
+            "properties": {
+                "error": {
+                    "type": "object",
+                    "required": ["code", "message"],
+                    "properties": {
+                        "code": {"type": "string", "enum": ErrorCode::ALL.map(ErrorCode::as_str)},
+                        "message": {"type": "string", "description": "One line for people"},
+                    },
+                },
+            },
+        },
+    })
+}
+
+fn error_responses() -> Value {
+    let mut out = Map::new();
+    for (name, description) in [
+        (
+            "InvalidArgument",
+            "invalid_argument: a field or parameter is missing or invalid",
+        ),
+        ("NotFound", "not_found: no such record"),
+        ("AlreadyExists", "already_exists: an equal record exists"),
+        ("Conflict", "conflict (revision mismatch) or already_exists"),
+        (
+            "PayloadTooLarge",
+            "payload_too_large: the body is over the limit",
+        ),
+        (
+            "Internal",
+            "internal: the server failed; details are in its log",
+        ),
+    ] {
+        out.insert(
+            name.into(),
+            json!({"description": description, "content": {"application/json": {"schema": schema_ref("ErrorBody")}}}),
+        );
+    }
+    Value::Object(out)
+}
+
+fn schema_ref(name: &str) -> Value {
+    json!({"$ref": format!("#/components/schemas/{name}")})
+}
+
+fn error_ref(name: &str) -> Value {
+    json!({"$ref": format!("#/components/responses/{name}")})
+}
+
+fn ok_json(description: &str, schema: Value) -> Value {
+    json!({"description": description, "content": {"application/json": {"schema": schema}}})
+}
+
+fn query_param(name: &str, description: &str, schema: Value) -> Value {
+    json!({"name": name, "in": "query", "required": false, "description": description, "schema": schema})
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use serde::Serialize;
+
+    use super::*;
+    use crate::{
+        Agent, AgentList, CreateJoinTokenRequest, Entry, EntryList, EntryQuery, EntryRequest,
+        ErrorBody, Health, JoinTokenCreated, TtlValue,
+    };
+
+    fn sample_entry() -> Entry {
+        Entry {
+            id: "e1".into(),
+            spiffe_id: "spiffe://td/a".into(),
+            parent_id: "spiffe://td/p".into(),
+            selectors: vec!["unix:uid:1".into()],
+            x509_svid_ttl: 0,
+            jwt_svid_ttl: 0,
+            dns_names: vec!["a.example".into()],
+            federates_with: vec!["other.org".into()],
+            admin: false,
+            downstream: false,
+            hint: "h".into(),
+            owner: "team".into(),
+            description: "d".into(),
+            expires_at: Some(5),
+            revision: 1,
+            created_at: 1,
+            updated_at: 1,
+        }
+    }
+
+    fn sample_agent() -> Agent {
+        Agent {
+            spiffe_id: "spiffe://td/sigil/agent/join_token/x".into(),
+            attestation_type: "join_token".into(),
+            selectors: vec![],
+            serial: "01".into(),
+            expires_at: 1,
+            banned: false,
+            can_reattest: false,
+            created_at: 1,
+            last_seen: 1,
+        }
+    }
+
+    fn full_entry_request() -> EntryRequest {
+        EntryRequest {
+            spiffe_id: Some("s".into()),
+            parent_id: Some("p".into()),
+            selectors: vec!["a:b".into()],
+            x509_svid_ttl: Some(TtlValue::Seconds(1)),
+            jwt_svid_ttl: Some(TtlValue::Text("1h".into())),
+            dns_names: vec!["d".into()],
+            federates_with: vec!["f".into()],
+            admin: true,
+            downstream: true,
+            hint: "h".into(),
+            owner: Some("o".into()),
+            description: "d".into(),
+            expires_at: Some(1),
+            revision: Some(1),
+        }
+    }
+
+    fn schema<'a>(doc: &'a Value, name: &str) -> &'a Value {
+        &doc["components"]["schemas"][name]
+    }
+
+    fn keys_of(value: &Value) -> BTreeSet<String> {
+        value.as_object().unwrap().keys().cloned().collect()
+    }
+
+    fn assert_schema_matches<T: Serialize>(doc: &Value, name: &str, sample: &T) {
+        let schema = schema(doc, name);
+        let properties = keys_of(&schema["properties"]);
+        let serialized = keys_of(&serde_json::to_value(sample).unwrap());
+        assert_eq!(properties, serialized, "schema {name} vs its Rust type");
+        for required in schema["required"].as_array().into_iter().flatten() {
+            assert!(
+                properties.contains(required.as_str().unwrap()),
+                "{name}: required {required} is not a property"
+            );
+        }
+    }
+
+    fn collect_refs(value: &Value, out: &mut Vec<String>) {
+        match value {
+            Value::Object(map) => {
+                for (k, v) in map {
+                    if k == "$ref" {
+                        out.push(v.as_str().unwrap().to_owned());
+                    } else {
+                        collect_refs(v, out);
+                    }
+                }
+            }
+            Value::Array(items) => items.iter().for_each(|v| collect_refs(v, out)),
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn every_reference_resolves() {
+        let doc = openapi_document();
+        let mut refs = Vec::new();
+        collect_refs(&doc, &mut refs);
+        assert!(!refs.is_empty());
+        for r in refs {
+            let pointer = r.strip_prefix('#').unwrap();
+            assert!(doc.pointer(pointer).is_some(), "dangling {r}");
+        }
+    }
+
+    #[test]
+    fn schemas_list_exactly_the_fields_of_the_wire_types() {
+        let doc = openapi_document();
+        assert_schema_matches(&doc, "Entry", &sample_entry());
+        assert_schema_matches(&doc, "EntryRequest", &full_entry_request());
+        assert_schema_matches(&doc, "EntryList", &EntryList { entries: vec![] });
+        assert_schema_matches(&doc, "Agent", &sample_agent());
+        assert_schema_matches(&doc, "AgentList", &AgentList { agents: vec![] });
+        assert_schema_matches(
+            &doc,
+            "CreateJoinTokenRequest",
+            &CreateJoinTokenRequest {
+                ttl: Some(TtlValue::Seconds(5)),
+            },
+        );
+        assert_schema_matches(
+            &doc,
+            "JoinTokenCreated",
+            &JoinTokenCreated {
+                id: "i".into(),
+                token: "t".into(),
+                agent_id: "a".into(),
+                expires_at: 1,
+            },
+        );
+        assert_schema_matches(
+            &doc,
+            "Health",
+            &Health {
+                status: "ok".into(),
+                trust_domain: "td".into(),
+            },
+        );
+        assert_schema_matches(&doc, "ErrorBody", &ErrorBody::new(ErrorCode::Internal, "x"));
+        let jwk = sigil_spiffe::Jwk {
+            kty: "EC".into(),
+            key_use: Some("x509-svid".into()),
+            kid: Some("k".into()),
+            alg: Some("ES256".into()),
+            crv: Some("P-256".into()),
+            x: Some("x".into()),
+            y: Some("y".into()),
+            n: Some("n".into()),
+            e: Some("e".into()),
+            x5c: Some(vec!["AA".into()]),
+        };
+        assert_schema_matches(&doc, "Jwk", &jwk);
+        let bundle = sigil_spiffe::BundleDocument {
+            keys: vec![jwk],
+            spiffe_sequence: Some(1),
+            spiffe_refresh_hint: Some(1),
+        };
+        assert_schema_matches(&doc, "BundleDocument", &bundle);
+    }
+
+    #[test]
+    fn entry_list_parameters_match_the_query_encoding() {
+        let doc = openapi_document();
+        let documented: BTreeSet<String> = doc["paths"][paths::ENTRIES]["get"]["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["name"].as_str().unwrap().to_owned())
+            .collect();
+        let query = EntryQuery {
+            spiffe_id: Some("a".into()),
+            parent_id: Some("b".into()),
+            selectors: vec!["c:d".into()],
+            owner: Some("e".into()),
+        }
+        .to_query_string();
+        let encoded: BTreeSet<String> = query
+            .split('&')
+            .map(|p| p.split_once('=').unwrap().0.to_owned())
+            .collect();
+        assert_eq!(documented, encoded);
+    }
+
+    #[test]
+    fn every_operation_documents_its_success_and_has_an_id() {
+        let doc = openapi_document();
+        let mut ids = BTreeSet::new();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            assert!(path.starts_with(paths::API_PREFIX), "{path}");
+            for (method, op) in item.as_object().unwrap() {
+                if method == "parameters" {
+                    continue;
+                }
+                let id = op["operationId"].as_str().unwrap();
+                assert!(ids.insert(id.to_owned()), "duplicate operationId {id}");
+                let codes = keys_of(&op["responses"]);
+                assert!(codes.iter().any(|c| c.starts_with('2')), "{method} {path}");
+            }
+        }
+    }
+}

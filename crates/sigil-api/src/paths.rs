@@ -1,0 +1,64 @@
+//! The admin API's route paths, in the `{param}` template syntax shared by axum 0.8 and OpenAPI,
+//! and builders for concrete request paths.
+
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+
+/// Prefix of every admin API route.
+pub const API_PREFIX: &str = "/api/v1";
+/// `GET`: the OpenAPI 3.1 document.
+pub const OPENAPI: &str = "/api/v1/openapi.json";
+/// `POST`: create an entry; `GET`: list entries.
+pub const ENTRIES: &str = "/api/v1/entries";
+/// `GET`, `PUT`, `DELETE`: one entry by id.
+pub const ENTRY: &str = "/api/v1/entries/{id}";
+/// `POST`: create a join token.
+pub const JOIN_TOKENS: &str = "/api/v1/join-tokens";
+/// `GET`: list attested agents.
+pub const AGENTS: &str = "/api/v1/agents";
+/// `GET`: one agent by SPIFFE ID (percent-encoded as a single path segment).
+pub const AGENT: &str = "/api/v1/agents/{spiffe_id}";
+/// `GET`: the server's own trust bundle document.
+pub const BUNDLE: &str = "/api/v1/bundle";
+/// `GET`: liveness and trust domain.
+pub const HEALTH: &str = "/api/v1/health";
+
+/// Bytes escaped in a path segment: everything but RFC 3986 unreserved characters.
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// The path of entry `id`, with `id` percent-encoded as one segment.
+pub fn entry(id: &str) -> String {
+    format!("{ENTRIES}/{}", encode_segment(id))
+}
+
+/// The path of the agent `spiffe_id`, percent-encoded as one segment (so its `/` become `%2F`).
+pub fn agent(spiffe_id: &str) -> String {
+    format!("{AGENTS}/{}", encode_segment(spiffe_id))
+}
+
+/// `value` percent-encoded so that it is exactly one path segment.
+pub fn encode_segment(value: &str) -> String {
+    utf8_percent_encode(value, SEGMENT).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn agent_path_keeps_the_spiffe_id_in_one_segment() {
+        assert_eq!(
+            agent("spiffe://example.org/sigil/agent/join_token/ab"),
+            "/api/v1/agents/spiffe%3A%2F%2Fexample.org%2Fsigil%2Fagent%2Fjoin_token%2Fab"
+        );
+    }
+
+    #[test]
+    fn entry_path_escapes_reserved_characters() {
+        assert_eq!(entry("a/b?c"), "/api/v1/entries/a%2Fb%3Fc");
+        assert_eq!(entry("abc-_.~"), "/api/v1/entries/abc-_.~");
+    }
+}

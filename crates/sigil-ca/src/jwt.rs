@@ -1,0 +1,218 @@
+//! JWT-SVID minting (SPIFFE JWT-SVID spec): compact JWS with header
+//! `{"alg":"ES256","kid":…,"typ":"JWT"}` and claims `sub`, `aud` (always an array), `exp` (never
+//! past the authority's NotAfter), `iat` and a random `jti`.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::Serialize;
+use sigil_keys::{PrivateKey, jws};
+use sigil_spiffe::time::unix_secs;
+use sigil_spiffe::{JwtAuthorityKey, SpiffeId};
+
+use crate::CaError;
+use crate::validity::end_of_ttl;
+
+/// Length of a key id made by [`new_kid`], in characters.
+pub const KID_LEN: usize = 32;
+/// Random bytes in a `jti`.
+const JTI_BYTES: usize = 16;
+
+/// A JWT signing authority: key id, private key and the time after which it must not sign.
+#[derive(Debug)]
+pub struct JwtAuthority {
+    kid: String,
+    key: Arc<PrivateKey>,
+    not_after: i64,
+    /// The header JSON, built once: it never changes for an authority.
+    header_json: Vec<u8>,
+}
+
+/// A freshly minted JWT-SVID.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MintedJwt {
+    /// The compact JWS.
+    pub token: String,
+    /// `iat`, Unix seconds.
+    pub issued_at: i64,
+    /// `exp`, Unix seconds.
+    pub expires_at: i64,
+}
+
+#[derive(Serialize)]
+struct Claims<'a> {
+    sub: &'a str,
+    aud: &'a [String],
+    exp: i64,
+    iat: i64,
+    jti: &'a str,
+}
+
+/// A new random key id: 24 random bytes, base64url without padding (32 characters).
+pub fn new_kid() -> Result<String, CaError> {
+    Ok(URL_SAFE_NO_PAD.encode(sigil_keys::random_bytes(KID_LEN / 4 * 3)?))
+}
+
+impl JwtAuthority {
+    /// An authority signing with `key` under `kid` until `not_after` (Unix seconds).
+    pub fn new(kid: String, key: Arc<PrivateKey>, not_after: i64) -> Self {
+        let header = serde_json::json!({"alg": jws::ES256, "kid": kid, "typ": "JWT"});
+        Self { header_json: header.to_string().into_bytes(), kid, key, not_after }
+    }
+
+    /// The key id, sent as the `kid` header and published in the bundle.
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+
+    /// The private key.
+    pub fn key(&self) -> &Arc<PrivateKey> {
+        &self.key
+    }
+
+    /// Unix seconds after which this authority must not sign.
+    pub fn not_after(&self) -> i64 {
+        self.not_after
+    }
+
+    /// The public half as published in a trust bundle.
+    pub fn bundle_key(&self) -> JwtAuthorityKey {
+        JwtAuthorityKey {
+            kid: self.kid.clone(),
+            public_key_der: self.key.public_key_ref().spki_der().to_vec(),
+            expires_at: self.not_after,
+        }
+    }
+
+    /// Mints a JWT-SVID for `sub` and `audience` valid from `now` for `ttl_secs`, cut at the
+    /// authority's `not_after`. Fails with [`CaError::EmptyAudience`] or
+    /// [`CaError::EmptyAudienceValue`], [`CaError::ZeroTtl`], [`CaError::AuthorityExpired`] when
+    /// `now` is at or past `not_after`, or a signing error.
+    pub fn mint(
+        &self,
+        sub: &SpiffeId,
+        audience: &[String],
+        ttl_secs: u64,
+        now: SystemTime,
+    ) -> Result<MintedJwt, CaError> {
+        if audience.is_empty() {
+            return Err(CaError::EmptyAudience);
+        }
+        if audience.iter().any(String::is_empty) {
+            return Err(CaError::EmptyAudienceValue);
+        }
+        let now = unix_secs(now);
+        if self.not_after <= now {
+            return Err(CaError::AuthorityExpired { not_after: self.not_after, now });
+        }
+        let expires_at = end_of_ttl(now, ttl_secs)?.min(self.not_after);
+        let jti = URL_SAFE_NO_PAD.encode(sigil_keys::random_bytes(JTI_BYTES)?);
+        let claims = Claims { sub: sub.as_str(), aud: audience, exp: expires_at, iat: now, jti: &jti };
+        let claims_json = serde_json::to_vec(&claims)?;
+        let token = jws::sign_json_parts(&self.header_json, &claims_json, &self.key)?;
+        Ok(MintedJwt { token, issued_at: now, expires_at })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{Value, json};
+    use sigil_keys::jwt_svid::{self, JwtSvidError};
+    use sigil_spiffe::time::from_unix_secs;
+    use sigil_spiffe::{TrustBundle, TrustDomain};
+
+    const NOW: i64 = 1_700_000_000;
+
+    fn authority() -> JwtAuthority {
+        JwtAuthority::new(new_kid().unwrap(), Arc::new(PrivateKey::generate().unwrap()), NOW + 3_600)
+    }
+
+    fn bundle(a: &JwtAuthority) -> TrustBundle {
+        TrustBundle {
+            trust_domain: TrustDomain::parse("example.org").unwrap(),
+            x509_authorities: vec![],
+            jwt_authorities: vec![a.bundle_key()],
+            sequence: 1,
+            refresh_hint: 60,
+        }
+    }
+
+    fn sub() -> SpiffeId {
+        SpiffeId::parse("spiffe://example.org/w").unwrap()
+    }
+
+    #[test]
+    fn kids_are_32_random_url_safe_characters() {
+        let kid = new_kid().unwrap();
+        assert_eq!(kid.len(), KID_LEN);
+        assert!(kid.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+        assert_ne!(kid, new_kid().unwrap());
+    }
+
+    #[test]
+    fn minted_token_has_the_spiffe_header_and_claims() {
+        let a = authority();
+        let minted = a.mint(&sub(), &["svc".to_owned()], 300, from_unix_secs(NOW)).unwrap();
+        assert_eq!(minted.issued_at, NOW);
+        assert_eq!(minted.expires_at, NOW + 300);
+        let (header, claims) = jws::verify_compact(&minted.token, |kid| {
+            (kid == Some(a.kid())).then(|| a.key().public_key())
+        })
+        .unwrap();
+        assert_eq!(Value::Object(header), json!({"alg": "ES256", "kid": a.kid(), "typ": "JWT"}));
+        assert_eq!(claims.get("sub"), Some(&json!("spiffe://example.org/w")));
+        assert_eq!(claims.get("aud"), Some(&json!(["svc"])), "aud is an array even for one");
+        assert_eq!(claims.get("exp"), Some(&json!(NOW + 300)));
+        assert_eq!(claims.get("iat"), Some(&json!(NOW)));
+        let jti = claims.get("jti").and_then(Value::as_str).unwrap();
+        assert_eq!(jti.len(), 22);
+    }
+
+    #[test]
+    fn minted_token_validates_as_a_jwt_svid() {
+        let a = authority();
+        let auds = vec!["a".to_owned(), "b".to_owned()];
+        let minted = a.mint(&sub(), &auds, 300, from_unix_secs(NOW)).unwrap();
+        let v = jwt_svid::validate(&minted.token, &bundle(&a), "b", NOW + 10).unwrap();
+        assert_eq!(v.spiffe_id, sub());
+        assert!(matches!(
+            jwt_svid::validate(&minted.token, &bundle(&a), "c", NOW + 10),
+            Err(JwtSvidError::AudienceMismatch { .. })
+        ));
+    }
+
+    #[test]
+    fn exp_is_clamped_to_the_authority() {
+        let a = authority();
+        let minted = a.mint(&sub(), &["x".to_owned()], 86_400, from_unix_secs(NOW)).unwrap();
+        assert_eq!(minted.expires_at, a.not_after());
+    }
+
+    #[test]
+    fn refuses_empty_audience_zero_ttl_and_expired_authority() {
+        let a = authority();
+        let now = from_unix_secs(NOW);
+        assert!(matches!(a.mint(&sub(), &[], 300, now), Err(CaError::EmptyAudience)));
+        assert!(matches!(
+            a.mint(&sub(), &[String::new()], 300, now),
+            Err(CaError::EmptyAudienceValue)
+        ));
+        assert!(matches!(a.mint(&sub(), &["x".to_owned()], 0, now), Err(CaError::ZeroTtl)));
+        assert!(matches!(
+            a.mint(&sub(), &["x".to_owned()], 300, from_unix_secs(NOW + 3_600)),
+            Err(CaError::AuthorityExpired { .. })
+        ));
+    }
+
+    #[test]
+    fn jtis_are_unique() {
+        let a = authority();
+        let now = from_unix_secs(NOW);
+        let t1 = a.mint(&sub(), &["x".to_owned()], 300, now).unwrap().token;
+        let t2 = a.mint(&sub(), &["x".to_owned()], 300, now).unwrap().token;
+        assert_ne!(t1, t2);
+    }
+}

@@ -1,0 +1,171 @@
+//! PEM (RFC 7468) encoding and decoding of DER blocks: certificates, CSRs and PKCS#8 private keys.
+//! Decoding is strict (standard base64, matching labels) and bounded by [`MAX_PEM_BYTES`]; the
+//! functions that handle private keys return zeroising buffers.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use zeroize::Zeroizing;
+
+use crate::KeyError;
+
+/// Largest PEM text accepted, in bytes.
+pub const MAX_PEM_BYTES: usize = 1024 * 1024;
+/// PEM label of a PKCS#8 private key.
+pub const PRIVATE_KEY_LABEL: &str = "PRIVATE KEY";
+/// PEM label of an X.509 certificate.
+pub const CERTIFICATE_LABEL: &str = "CERTIFICATE";
+/// PEM label of a PKCS#10 CSR.
+pub const CSR_LABEL: &str = "CERTIFICATE REQUEST";
+
+const LINE_LEN: usize = 64;
+
+/// Encodes `der` as one PEM block with `label`, base64 lines of 64 characters, ending in `\n`.
+pub fn encode(label: &str, der: &[u8]) -> String {
+    let mut out = String::new();
+    encode_into(&mut out, label, der);
+    out
+}
+
+/// Encodes secret DER (a private key) like [`encode`], into a buffer that is zeroised on drop.
+pub fn encode_secret(label: &str, der: &[u8]) -> Zeroizing<String> {
+    let mut out = Zeroizing::new(String::new());
+    encode_into(&mut out, label, der);
+    out
+}
+
+/// Encodes several DER blocks with the same label, concatenated (a certificate chain or bundle).
+pub fn encode_many<'a>(label: &str, ders: impl IntoIterator<Item = &'a [u8]>) -> String {
+    let mut out = String::new();
+    for der in ders {
+        encode_into(&mut out, label, der);
+    }
+    out
+}
+
+/// Decodes every block labelled `label` in `text`, in order, ignoring text between blocks and
+/// blocks with other labels. Fails with [`KeyError::InvalidPem`] on oversized input, an
+/// unterminated block or bad base64.
+pub fn decode_all(label: &str, text: &str) -> Result<Vec<Vec<u8>>, KeyError> {
+    let mut out = Vec::new();
+    for_each_block(label, text, |body| {
+        out.push(decode_body(body)?.to_vec());
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// Decodes exactly one block labelled `label` (other blocks are ignored) into a zeroising buffer,
+/// for private keys. No block or more than one gives [`KeyError::InvalidPem`].
+pub fn decode_secret(label: &str, text: &str) -> Result<Zeroizing<Vec<u8>>, KeyError> {
+    let mut found: Option<Zeroizing<Vec<u8>>> = None;
+    for_each_block(label, text, |body| {
+        if found.is_some() {
+            return Err(KeyError::InvalidPem { reason: "more than one block with the label" });
+        }
+        found = Some(decode_body(body)?);
+        Ok(())
+    })?;
+    found.ok_or(KeyError::InvalidPem { reason: "no block with the expected label" })
+}
+
+fn encode_into(out: &mut String, label: &str, der: &[u8]) {
+    let body = Zeroizing::new(STANDARD.encode(der));
+    out.push_str("-----BEGIN ");
+    out.push_str(label);
+    out.push_str("-----\n");
+    let mut rest = body.as_str();
+    while !rest.is_empty() {
+        // base64 output is ASCII, so any byte offset is a char boundary.
+        let (line, tail) = rest.split_at(rest.len().min(LINE_LEN));
+        out.push_str(line);
+        out.push('\n');
+        rest = tail;
+    }
+    out.push_str("-----END ");
+    out.push_str(label);
+    out.push_str("-----\n");
+}
+
+fn for_each_block(
+    label: &str,
+    text: &str,
+    mut on_body: impl FnMut(&str) -> Result<(), KeyError>,
+) -> Result<(), KeyError> {
+    if text.len() > MAX_PEM_BYTES {
+        return Err(KeyError::InvalidPem { reason: "text is larger than 1 MiB" });
+    }
+    let begin = format!("-----BEGIN {label}-----");
+    let end = format!("-----END {label}-----");
+    let mut rest = text;
+    while let Some(start) = rest.find(&begin) {
+        let after_begin = rest.get(start + begin.len()..).unwrap_or_default();
+        let stop = after_begin
+            .find(&end)
+            .ok_or(KeyError::InvalidPem { reason: "a block has no END line" })?;
+        on_body(after_begin.get(..stop).unwrap_or_default())?;
+        rest = after_begin.get(stop + end.len()..).unwrap_or_default();
+    }
+    Ok(())
+}
+
+fn decode_body(body: &str) -> Result<Zeroizing<Vec<u8>>, KeyError> {
+    let compact: Zeroizing<String> =
+        Zeroizing::new(body.chars().filter(|c| !c.is_ascii_whitespace()).collect());
+    STANDARD
+        .decode(compact.as_bytes())
+        .map(Zeroizing::new)
+        .map_err(|_| KeyError::InvalidPem { reason: "block body is not base64" })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodes_64_char_lines_and_round_trips() {
+        let der: Vec<u8> = (0..=255u8).collect();
+        let pem = encode(CERTIFICATE_LABEL, &der);
+        assert!(pem.starts_with("-----BEGIN CERTIFICATE-----\n"));
+        assert!(pem.ends_with("-----END CERTIFICATE-----\n"));
+        assert!(pem.lines().all(|l| l.len() <= 64));
+        assert_eq!(decode_all(CERTIFICATE_LABEL, &pem).unwrap(), vec![der]);
+    }
+
+    #[test]
+    fn decodes_chains_in_order_and_skips_other_labels() {
+        let text = format!(
+            "junk\n{}{}{}",
+            encode(CERTIFICATE_LABEL, b"one"),
+            encode(PRIVATE_KEY_LABEL, b"key"),
+            encode(CERTIFICATE_LABEL, b"two")
+        );
+        assert_eq!(
+            decode_all(CERTIFICATE_LABEL, &text).unwrap(),
+            vec![b"one".to_vec(), b"two".to_vec()]
+        );
+        assert_eq!(decode_secret(PRIVATE_KEY_LABEL, &text).unwrap().as_slice(), b"key");
+    }
+
+    #[test]
+    fn secret_decoding_requires_exactly_one_block() {
+        assert!(decode_secret(PRIVATE_KEY_LABEL, "").is_err());
+        let two = format!(
+            "{}{}",
+            encode(PRIVATE_KEY_LABEL, b"a"),
+            encode(PRIVATE_KEY_LABEL, b"b")
+        );
+        assert!(decode_secret(PRIVATE_KEY_LABEL, &two).is_err());
+    }
+
+    #[test]
+    fn rejects_unterminated_blocks_and_bad_base64() {
+        assert!(decode_all(CERTIFICATE_LABEL, "-----BEGIN CERTIFICATE-----\nAAAA\n").is_err());
+        assert!(
+            decode_all(
+                CERTIFICATE_LABEL,
+                "-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n"
+            )
+            .is_err()
+        );
+    }
+}

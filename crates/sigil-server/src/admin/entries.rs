@@ -1,0 +1,381 @@
+//! `/api/v1/entries` and `/api/v1/entries/{id}`: create, list, show, replace and delete
+//! registration entries.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
+use sigil_api::{EntryList, EntryQuery, EntryRequest};
+use sigil_spiffe::{Selector, SpiffeId};
+use sigil_store::{Entry, EntryFilter};
+
+use super::AdminState;
+use super::api_error::ApiError;
+use super::body::decode_json;
+use super::entry_fields::{Mode, parse_entry_request};
+
+/// `POST /api/v1/entries` → 201 and the stored entry.
+pub(crate) async fn create(
+    State(state): State<AdminState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<sigil_api::Entry>), ApiError> {
+    let req: EntryRequest = decode_json(body, None)?;
+    let now = state.clock.unix_secs();
+    let valid = parse_entry_request(req, &state.trust_domain, now, Mode::Create)?;
+    let entry = state.store.create_entry(valid.spec, now).await?;
+    tracing::info!(entry_id = %entry.id, spiffe_id = %entry.spec.spiffe_id, "entry created");
+    Ok((StatusCode::CREATED, Json(to_wire(&entry))))
+}
+
+/// `GET /api/v1/entries?spiffe_id=&parent_id=&selector=&owner=` → the matching entries.
+pub(crate) async fn list(
+    State(state): State<AdminState>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<EntryList>, ApiError> {
+    let query = EntryQuery::parse(query.as_deref().unwrap_or_default())?;
+    let filter = EntryFilter {
+        spiffe_id: parse_filter_id("spiffe_id", query.spiffe_id.as_deref())?,
+        parent_id: parse_filter_id("parent_id", query.parent_id.as_deref())?,
+        selectors: query
+            .selectors
+            .iter()
+            .map(|s| Selector::parse(s).map_err(|err| ApiError::invalid_value("selector", s, err)))
+            .collect::<Result<_, _>>()?,
+        owner: query.owner,
+    };
+    let entries = state.store.list_entries(&filter).await?;
+    Ok(Json(EntryList {
+        entries: entries.iter().map(to_wire).collect(),
+    }))
+}
+
+/// `GET /api/v1/entries/{id}` → the entry, or 404.
+pub(crate) async fn show(
+    State(state): State<AdminState>,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Json<sigil_api::Entry>, ApiError> {
+    let id = entry_id(id)?;
+    let entry = state.store.get_entry(&id).await?.ok_or_else(|| {
+        ApiError::not_found(format!(
+            "entry `{}` not found",
+            super::api_error::quote(&id)
+        ))
+    })?;
+    Ok(Json(to_wire(&entry)))
+}
+
+/// `PUT /api/v1/entries/{id}` → the entry after full replacement; 409 `conflict` when
+/// `revision` is given and stale.
+pub(crate) async fn replace(
+    State(state): State<AdminState>,
+    id: Result<Path<String>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<sigil_api::Entry>, ApiError> {
+    let id = entry_id(id)?;
+    let req: EntryRequest = decode_json(body, None)?;
+    let now = state.clock.unix_secs();
+    let valid = parse_entry_request(req, &state.trust_domain, now, Mode::Replace)?;
+    let entry = state
+        .store
+        .update_entry(&id, valid.spec, valid.revision, now)
+        .await?;
+    tracing::info!(entry_id = %entry.id, revision = entry.revision, "entry updated");
+    Ok(Json(to_wire(&entry)))
+}
+
+/// `DELETE /api/v1/entries/{id}` → the deleted entry, or 404.
+pub(crate) async fn delete(
+    State(state): State<AdminState>,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Json<sigil_api::Entry>, ApiError> {
+    let id = entry_id(id)?;
+    let entry = state.store.delete_entry(&id).await?;
+    tracing::info!(entry_id = %entry.id, "entry deleted");
+    Ok(Json(to_wire(&entry)))
+}
+
+/// The entry as the API answers it.
+pub(crate) fn to_wire(entry: &Entry) -> sigil_api::Entry {
+    let spec = &entry.spec;
+    sigil_api::Entry {
+        id: entry.id.clone(),
+        spiffe_id: spec.spiffe_id.to_string(),
+        parent_id: spec.parent_id.to_string(),
+        selectors: spec.selectors.iter().map(ToString::to_string).collect(),
+        x509_svid_ttl: spec.x509_svid_ttl,
+        jwt_svid_ttl: spec.jwt_svid_ttl,
+        dns_names: spec.dns_names.clone(),
+        federates_with: spec
+            .federates_with
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
+        admin: spec.admin,
+        downstream: spec.downstream,
+        hint: spec.hint.clone(),
+        owner: spec.owner.clone(),
+        description: spec.description.clone(),
+        expires_at: spec.expires_at,
+        revision: entry.revision,
+        created_at: entry.created_at,
+        updated_at: entry.updated_at,
+    }
+}
+
+fn entry_id(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+    path.map(|Path(id)| id).map_err(|rejection| {
+        ApiError::invalid(format!("invalid entry id: {}", rejection.body_text()))
+    })
+}
+
+fn parse_filter_id(field: &str, raw: Option<&str>) -> Result<Option<SpiffeId>, ApiError> {
+    raw.map(|s| SpiffeId::parse(s).map_err(|err| ApiError::invalid_value(field, s, err)))
+        .transpose()
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::{Method, StatusCode};
+    use serde_json::{Value, json};
+
+    use crate::admin::test_support::{Harness, entry_body};
+
+    #[tokio::test]
+    async fn create_then_show_returns_the_stored_entry() {
+        let h = Harness::new().await;
+        let (status, created) = h
+            .call(Method::POST, "/api/v1/entries", Some(entry_body("web")))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{created}");
+        assert_eq!(created["spiffe_id"], "spiffe://example.org/web");
+        assert_eq!(created["revision"], 1);
+        assert_eq!(created["owner"], "team-web");
+        assert_eq!(created["x509_svid_ttl"], 3600);
+        assert_eq!(created["expires_at"], Value::Null);
+        let id = created["id"].as_str().unwrap();
+        let (status, shown) = h
+            .call(Method::GET, &format!("/api/v1/entries/{id}"), None)
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(shown, created);
+    }
+
+    #[tokio::test]
+    async fn invalid_requests_store_nothing_and_name_the_field() {
+        let h = Harness::new().await;
+        let cases = [
+            (
+                "spiffe_id",
+                json!("spiffe://Bad/x"),
+                "invalid spiffe_id `spiffe://Bad/x`: trust domain has the character `B`",
+            ),
+            ("selectors", json!(["unix"]), "invalid selector `unix`: "),
+            ("x509_svid_ttl", json!("0"), "invalid x509_svid_ttl `0`: "),
+            ("owner", json!(""), "owner is required"),
+        ];
+        for (field, value, expected) in cases {
+            let mut body = entry_body("web");
+            body[field] = value;
+            let (status, err) = h.call(Method::POST, "/api/v1/entries", Some(body)).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{field}");
+            assert_eq!(err["error"]["code"], "invalid_argument");
+            let message = err["error"]["message"].as_str().unwrap();
+            assert!(message.starts_with(expected), "{field}: {message}");
+        }
+        let mut body = entry_body("web");
+        body.as_object_mut().unwrap().remove("owner");
+        let (status, _) = h.call(Method::POST, "/api/v1/entries", Some(body)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        let (_, list) = h.call(Method::GET, "/api/v1/entries", None).await;
+        assert_eq!(list, json!({"entries": []}));
+    }
+
+    #[tokio::test]
+    async fn malformed_json_and_unknown_fields_are_400() {
+        let h = Harness::new().await;
+        let (status, err) = h
+            .call_raw(Method::POST, "/api/v1/entries", "{not json")
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(
+            err["error"]["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("request body is not valid")
+        );
+        let mut body = entry_body("web");
+        body["selector"] = json!(["unix:uid:1"]);
+        let (status, err) = h.call(Method::POST, "/api/v1/entries", Some(body)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(
+            err["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("unknown field `selector`")
+        );
+        let (status, _) = h.call_raw(Method::POST, "/api/v1/entries", "").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+    }
+
+    #[tokio::test]
+    async fn oversized_bodies_are_413() {
+        let h = Harness::new().await;
+        let mut body = entry_body("web");
+        body["description"] = json!("d".repeat(sigil_api::MAX_REQUEST_BODY_BYTES));
+        let (status, err) = h.call(Method::POST, "/api/v1/entries", Some(body)).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(err["error"]["code"], "payload_too_large");
+    }
+
+    #[tokio::test]
+    async fn duplicate_entries_are_409_already_exists() {
+        let h = Harness::new().await;
+        let (status, _) = h
+            .call(Method::POST, "/api/v1/entries", Some(entry_body("web")))
+            .await;
+        assert_eq!(status, StatusCode::CREATED);
+        let (status, err) = h
+            .call(Method::POST, "/api/v1/entries", Some(entry_body("web")))
+            .await;
+        assert_eq!(status, StatusCode::CONFLICT);
+        assert_eq!(err["error"]["code"], "already_exists");
+    }
+
+    #[tokio::test]
+    async fn list_filters_by_every_parameter() {
+        let h = Harness::new().await;
+        h.call(Method::POST, "/api/v1/entries", Some(entry_body("web")))
+            .await;
+        let mut db = entry_body("db");
+        db["selectors"] = json!(["unix:uid:2000", "unix:gid:50"]);
+        db["owner"] = json!("team db");
+        h.call(Method::POST, "/api/v1/entries", Some(db)).await;
+
+        let count = |v: &Value| v["entries"].as_array().unwrap().len();
+        let (_, all) = h.call(Method::GET, "/api/v1/entries", None).await;
+        assert_eq!(count(&all), 2);
+        let (_, by_id) = h
+            .call(
+                Method::GET,
+                "/api/v1/entries?spiffe_id=spiffe%3A%2F%2Fexample.org%2Fdb",
+                None,
+            )
+            .await;
+        assert_eq!(count(&by_id), 1);
+        assert_eq!(by_id["entries"][0]["spiffe_id"], "spiffe://example.org/db");
+        let (_, by_selectors) = h
+            .call(
+                Method::GET,
+                "/api/v1/entries?selector=unix:uid:2000&selector=unix:gid:50",
+                None,
+            )
+            .await;
+        assert_eq!(count(&by_selectors), 1);
+        let (_, by_owner) = h
+            .call(Method::GET, "/api/v1/entries?owner=team+db", None)
+            .await;
+        assert_eq!(count(&by_owner), 1);
+        let (_, by_parent) = h
+            .call(
+                Method::GET,
+                "/api/v1/entries?parent_id=spiffe://example.org/sigil/agent/join_token/abc",
+                None,
+            )
+            .await;
+        assert_eq!(count(&by_parent), 2);
+    }
+
+    #[tokio::test]
+    async fn list_rejects_bad_filters() {
+        let h = Harness::new().await;
+        for (uri, expected) in [
+            (
+                "/api/v1/entries?spiffe_id=spiffe://Bad",
+                "invalid spiffe_id `spiffe://Bad`",
+            ),
+            ("/api/v1/entries?selector=unix", "invalid selector `unix`"),
+            (
+                "/api/v1/entries?colour=blue",
+                "unknown query parameter `colour`",
+            ),
+        ] {
+            let (status, err) = h.call(Method::GET, uri, None).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}");
+            let message = err["error"]["message"].as_str().unwrap();
+            assert!(message.starts_with(expected), "{uri}: {message}");
+        }
+    }
+
+    #[tokio::test]
+    async fn put_replaces_and_checks_the_revision() {
+        let h = Harness::new().await;
+        let (_, created) = h
+            .call(Method::POST, "/api/v1/entries", Some(entry_body("web")))
+            .await;
+        let uri = format!("/api/v1/entries/{}", created["id"].as_str().unwrap());
+
+        let mut body = entry_body("web");
+        body["description"] = json!("now described");
+        body["revision"] = json!(1);
+        let (status, updated) = h.call(Method::PUT, &uri, Some(body.clone())).await;
+        assert_eq!(status, StatusCode::OK, "{updated}");
+        assert_eq!(updated["revision"], 2);
+        assert_eq!(updated["description"], "now described");
+
+        let (status, err) = h.call(Method::PUT, &uri, Some(body)).await;
+        assert_eq!(status, StatusCode::CONFLICT);
+        assert_eq!(err["error"]["code"], "conflict");
+
+        let mut unguarded = entry_body("web");
+        unguarded["hint"] = json!("h");
+        let (status, updated) = h.call(Method::PUT, &uri, Some(unguarded)).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(updated["revision"], 3);
+        assert_eq!(updated["description"], "", "PUT replaces every field");
+    }
+
+    #[tokio::test]
+    async fn put_with_invalid_body_changes_nothing() {
+        let h = Harness::new().await;
+        let (_, created) = h
+            .call(Method::POST, "/api/v1/entries", Some(entry_body("web")))
+            .await;
+        let uri = format!("/api/v1/entries/{}", created["id"].as_str().unwrap());
+        let mut body = entry_body("web");
+        body["selectors"] = json!([]);
+        let (status, _) = h.call(Method::PUT, &uri, Some(body)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        let (_, shown) = h.call(Method::GET, &uri, None).await;
+        assert_eq!(shown, created);
+    }
+
+    #[tokio::test]
+    async fn unknown_entries_are_404_for_every_method() {
+        let h = Harness::new().await;
+        for method in [Method::GET, Method::DELETE] {
+            let (status, err) = h.call(method.clone(), "/api/v1/entries/nope", None).await;
+            assert_eq!(status, StatusCode::NOT_FOUND, "{method}");
+            assert_eq!(err["error"]["code"], "not_found");
+            assert_eq!(err["error"]["message"], "entry `nope` not found");
+        }
+        let (status, _) = h
+            .call(Method::PUT, "/api/v1/entries/nope", Some(entry_body("web")))
+            .await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+    }
+
+    #[tokio::test]
+    async fn delete_returns_the_entry_and_removes_it() {
+        let h = Harness::new().await;
+        let (_, created) = h
+            .call(Method::POST, "/api/v1/entries", Some(entry_body("web")))
+            .await;
+        let uri = format!("/api/v1/entries/{}", created["id"].as_str().unwrap());
+        let (status, deleted) = h.call(Method::DELETE, &uri, None).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(deleted["id"], created["id"]);
+        let (status, _) = h.call(Method::GET, &uri, None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+    }
+}

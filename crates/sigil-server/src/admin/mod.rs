@@ -1,0 +1,61 @@
+//! The admin API: REST + JSON under `/api/v1` on a local Unix socket whose filesystem
+//! permissions (directory 0700, socket 0600) are the access control. Wire types and the OpenAPI
+//! document live in `sigil-api`; this module validates requests into the parsed types of
+//! `sigil-spiffe`, calls the datastore, and maps failures to the documented error bodies.
+
+mod agents;
+mod api_error;
+mod body;
+mod bundle;
+mod entries;
+mod entry_fields;
+mod join_tokens;
+mod routes;
+mod socket;
+#[cfg(test)]
+mod test_support;
+
+use std::sync::Arc;
+
+use sigil_spiffe::{Clock, TrustDomain};
+use sigil_store::Datastore;
+
+pub use routes::router;
+pub use socket::{BoundSocket, bind, serve, serve_bound};
+
+/// What the admin handlers share: the datastore, the server's trust domain and the clock.
+#[derive(Clone)]
+pub struct AdminState {
+    pub store: Arc<dyn Datastore>,
+    pub trust_domain: TrustDomain,
+    pub clock: Arc<dyn Clock>,
+}
+
+/// Why the admin API could not be served.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("cannot create the admin socket directory `{path}`: {source}")]
+    CreateDir {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("`{path}` exists and is not a socket: refusing to replace it with the admin socket")]
+    NotASocket { path: String },
+    #[error("admin socket `{path}` is in use by a running server")]
+    InUse { path: String },
+    #[error("cannot remove the stale admin socket `{path}`: {source}")]
+    RemoveStale {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot bind the admin socket `{path}`: {source}")]
+    Bind {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("admin API server failed: {0}")]
+    Serve(#[source] std::io::Error),
+}

@@ -1,0 +1,188 @@
+//! The admin router: one table of (method, path, handler) from which the router is built, so the
+//! OpenAPI document can be checked against exactly what is served. Also the two routes that
+//! describe the API itself (`openapi.json`, `health`) and the JSON fallbacks for unknown routes.
+
+use axum::extract::{DefaultBodyLimit, State};
+use axum::handler::Handler;
+use axum::http::{Method, Uri};
+use axum::routing::{self, MethodRouter};
+use axum::{Json, Router};
+use serde_json::Value;
+use sigil_api::{ErrorCode, Health, MAX_REQUEST_BODY_BYTES, paths};
+
+use super::api_error::{ApiError, quote};
+use super::{AdminState, agents, bundle, entries, join_tokens};
+
+/// One served route.
+pub(crate) struct Route {
+    #[cfg_attr(
+        not(test),
+        expect(
+            dead_code,
+            reason = "read by the test that checks the OpenAPI document"
+        )
+    )]
+    pub(crate) method: Method,
+    pub(crate) path: &'static str,
+    handler: MethodRouter<AdminState>,
+}
+
+/// The admin API router over `state`: every route of [`route_table`], request bodies limited to
+/// [`MAX_REQUEST_BODY_BYTES`], and JSON error bodies for unknown paths (404) and methods (405).
+pub fn router(state: AdminState) -> Router {
+    route_table()
+        .into_iter()
+        .fold(Router::new(), |router, route| {
+            router.route(route.path, route.handler)
+        })
+        .fallback(unknown_route)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_REQUEST_BODY_BYTES))
+        .with_state(state)
+}
+
+/// Every route the admin API serves.
+pub(crate) fn route_table() -> Vec<Route> {
+    vec![
+        get(paths::OPENAPI, openapi),
+        get(paths::HEALTH, health),
+        post(paths::ENTRIES, entries::create),
+        get(paths::ENTRIES, entries::list),
+        get(paths::ENTRY, entries::show),
+        put(paths::ENTRY, entries::replace),
+        delete(paths::ENTRY, entries::delete),
+        post(paths::JOIN_TOKENS, join_tokens::create),
+        get(paths::AGENTS, agents::list),
+        get(paths::AGENT, agents::show),
+        get(paths::BUNDLE, bundle::show),
+    ]
+}
+
+/// Builders that set the documented method and the axum method filter together, so the table
+/// cannot disagree with itself.
+macro_rules! route_builder {
+    ($name:ident, $method:expr, $filter:path) => {
+        fn $name<H, T>(path: &'static str, handler: H) -> Route
+        where
+            H: Handler<T, AdminState>,
+            T: 'static,
+        {
+            Route {
+                method: $method,
+                path,
+                handler: $filter(handler),
+            }
+        }
+    };
+}
+route_builder!(get, Method::GET, routing::get);
+route_builder!(post, Method::POST, routing::post);
+route_builder!(put, Method::PUT, routing::put);
+route_builder!(delete, Method::DELETE, routing::delete);
+
+/// `GET /api/v1/openapi.json`.
+async fn openapi() -> Json<Value> {
+    Json(sigil_api::openapi_document())
+}
+
+/// `GET /api/v1/health` → `{"status": "ok", "trust_domain": …}`.
+async fn health(State(state): State<AdminState>) -> Json<Health> {
+    Json(Health {
+        status: "ok".to_owned(),
+        trust_domain: state.trust_domain.to_string(),
+    })
+}
+
+async fn unknown_route(method: Method, uri: Uri) -> ApiError {
+    ApiError::not_found(format!("no route for {method} `{}`", quote(uri.path())))
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError {
+        code: ErrorCode::MethodNotAllowed,
+        message: format!("{method} is not allowed on `{}`", quote(uri.path())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use axum::http::{Method, StatusCode};
+    use serde_json::json;
+
+    use super::*;
+    use crate::admin::test_support::Harness;
+
+    fn documented_routes() -> BTreeSet<(String, String)> {
+        let doc = sigil_api::openapi_document();
+        let mut out = BTreeSet::new();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for method in item.as_object().unwrap().keys() {
+                if method != "parameters" {
+                    out.insert((method.to_uppercase(), path.clone()));
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn openapi_document_lists_exactly_the_served_routes() {
+        let served: BTreeSet<(String, String)> = route_table()
+            .iter()
+            .map(|r| (r.method.to_string(), r.path.to_owned()))
+            .collect();
+        assert_eq!(served, documented_routes());
+    }
+
+    #[tokio::test]
+    async fn every_documented_route_is_answered_by_its_handler() {
+        let h = Harness::new().await;
+        for (method, path) in documented_routes() {
+            let uri = path
+                .replace("{id}", "some-id")
+                .replace("{spiffe_id}", "spiffe%3A%2F%2Fexample.org%2Fa");
+            let method = Method::from_bytes(method.as_bytes()).unwrap();
+            let body = (method == Method::POST || method == Method::PUT).then(|| json!({}));
+            let (status, body) = h.call(method.clone(), &uri, body).await;
+            assert_ne!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {uri}");
+            let message = body["error"]["message"].as_str().unwrap_or_default();
+            assert!(
+                !message.starts_with("no route"),
+                "{method} {uri}: {message}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn unknown_routes_and_methods_answer_json_errors() {
+        let h = Harness::new().await;
+        let (status, body) = h.call(Method::GET, "/api/v1/nothing", None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(body["error"]["code"], "not_found");
+        assert_eq!(
+            body["error"]["message"],
+            "no route for GET `/api/v1/nothing`"
+        );
+        let (status, body) = h.call(Method::DELETE, "/api/v1/health", None).await;
+        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(body["error"]["code"], "method_not_allowed");
+    }
+
+    #[tokio::test]
+    async fn serves_the_openapi_document() {
+        let h = Harness::new().await;
+        let (status, doc) = h.call(Method::GET, "/api/v1/openapi.json", None).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(doc, sigil_api::openapi_document());
+    }
+
+    #[tokio::test]
+    async fn health_reports_the_trust_domain() {
+        let h = Harness::new().await;
+        let (status, body) = h.call(Method::GET, "/api/v1/health", None).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body, json!({"status": "ok", "trust_domain": "example.org"}));
+    }
+}

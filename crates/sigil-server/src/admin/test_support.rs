@@ -1,0 +1,98 @@
+//! Test harness for the admin handlers: the router over an in-memory SQLite store, a fake clock
+//! and trust domain `example.org`, driven with `tower::ServiceExt::oneshot`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode, header};
+use serde_json::{Value, json};
+use sigil_spiffe::{FakeClock, TrustDomain};
+use sigil_store::{Datastore, SqliteStore};
+use tower::ServiceExt;
+
+use super::{AdminState, router};
+
+/// Unix time the fake clock starts at.
+pub(crate) const START: i64 = 1_700_000_000;
+
+/// Fresh admin state over an empty in-memory store.
+pub(crate) async fn state() -> AdminState {
+    let store: Arc<dyn Datastore> = Arc::new(SqliteStore::open_in_memory().unwrap());
+    let start = std::time::UNIX_EPOCH + Duration::from_secs(START.unsigned_abs());
+    AdminState {
+        store,
+        trust_domain: TrustDomain::parse("example.org").unwrap(),
+        clock: Arc::new(FakeClock::new(start)),
+    }
+}
+
+/// A router plus direct access to its store.
+pub(crate) struct Harness {
+    pub(crate) store: Arc<dyn Datastore>,
+    router: Router,
+}
+
+impl Harness {
+    pub(crate) async fn new() -> Self {
+        let state = state().await;
+        Self {
+            store: state.store.clone(),
+            router: router(state),
+        }
+    }
+
+    /// Sends `body` as JSON (when given) and decodes the JSON answer (`null` when empty).
+    pub(crate) async fn call(
+        &self,
+        method: Method,
+        uri: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let raw = body.map(|b| b.to_string()).unwrap_or_default();
+        self.call_raw(method, uri, &raw).await
+    }
+
+    /// Sends `raw` bytes as the body and decodes the JSON answer (`null` when empty).
+    pub(crate) async fn call_raw(
+        &self,
+        method: Method,
+        uri: &str,
+        raw: &str,
+    ) -> (StatusCode, Value) {
+        let request = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(raw.to_owned()))
+            .unwrap();
+        let response = self.router.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        let value = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or_else(|err| {
+                panic!(
+                    "answer is not JSON ({err}): {}",
+                    String::from_utf8_lossy(&bytes)
+                )
+            })
+        };
+        (status, value)
+    }
+}
+
+/// A valid entry request for `spiffe://example.org/<name>`.
+pub(crate) fn entry_body(name: &str) -> Value {
+    json!({
+        "spiffe_id": format!("spiffe://example.org/{name}"),
+        "parent_id": "spiffe://example.org/sigil/agent/join_token/abc",
+        "selectors": ["unix:uid:1000"],
+        "x509_svid_ttl": "1h",
+        "owner": "team-web",
+    })
+}

@@ -1,0 +1,117 @@
+//! The agent API's TLS listener: accepts TCP connections, completes the TLS handshake off the
+//! accept loop, and hands tonic a stream of connections that carry the peer's verified
+//! certificate chain (as [`AgentPeer`]) into every request's extensions.
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use rustls::pki_types::CertificateDer;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+use tonic::transport::server::Connected;
+
+/// How long a client may take to finish the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the server knows about the other end of an agent API connection.
+#[derive(Debug, Clone)]
+pub struct AgentPeer {
+    /// The client's certificate chain (leaf first), verified by the TLS layer; `None` when the
+    /// client sent no certificate (only `AttestAgent` accepts that).
+    pub certs: Option<Arc<Vec<CertificateDer<'static>>>>,
+    pub remote: SocketAddr,
+}
+
+/// A TLS connection from an agent.
+pub struct AgentConn {
+    inner: TlsStream<TcpStream>,
+    peer: AgentPeer,
+}
+
+impl Connected for AgentConn {
+    type ConnectInfo = AgentPeer;
+    fn connect_info(&self) -> AgentPeer {
+        self.peer.clone()
+    }
+}
+
+impl AsyncRead for AgentConn {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for AgentConn {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+/// Accepts connections on `listener` until the returned stream's receiver is dropped; each
+/// handshake runs in its own task so a slow client cannot stall the others.
+pub fn accept_tls(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+) -> (tokio_stream::wrappers::ReceiverStream<io::Result<AgentConn>>, tokio::task::JoinHandle<()>) {
+    let (tx, rx) = mpsc::channel(64);
+    let task = tokio::spawn(async move {
+        loop {
+            let (tcp, remote) = match listener.accept().await {
+                Ok(conn) => conn,
+                Err(e) => {
+                    tracing::warn!(error = %e, "agent API accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let _ = tcp.set_nodelay(true);
+            let acceptor = acceptor.clone();
+            let conn_tx = tx.clone();
+            tokio::spawn(async move {
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    Ok(Ok(tls)) => {
+                        let certs = tls
+                            .get_ref()
+                            .1
+                            .peer_certificates()
+                            .map(|c| Arc::new(c.iter().map(|c| c.clone().into_owned()).collect()));
+                        let conn = AgentConn {
+                            inner: tls,
+                            peer: AgentPeer { certs, remote },
+                        };
+                        let _ = conn_tx.send(Ok(conn)).await;
+                    }
+                    Ok(Err(e)) => tracing::info!(%remote, error = %e, "agent TLS handshake failed"),
+                    Err(_) => tracing::info!(%remote, "agent TLS handshake timed out"),
+                }
+            });
+            if tx.is_closed() {
+                return;
+            }
+        }
+    });
+    (tokio_stream::wrappers::ReceiverStream::new(rx), task)
+}

@@ -1,0 +1,246 @@
+//! Server composition: opens the datastore and key manager, loads the CA, builds the entry index,
+//! and runs the agent API, the admin API and the background loops (change feed, CA rotation,
+//! the server's own SVID) as owned tasks that stop together on shutdown.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sigil_keys::{KeyManager, PrivateKey};
+use sigil_spiffe::{Clock, TrustBundle, TrustDomain};
+use sigil_store::Datastore;
+use sigil_tls::{LiveRoots, LiveSvid, SpiffeClientVerifier};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::agent_api::{AgentApi, IssuanceDefaults};
+use crate::ca::{CaLifetimes, CaManager};
+use crate::entry_index::EntryIndex;
+use crate::{admin, agent_listener, naming};
+
+/// Lifetime of the server's own TLS SVID, in seconds.
+const SERVER_SVID_TTL: u64 = 3600;
+/// How often the CA checks whether an authority is due for rotation.
+const ROTATION_CHECK: Duration = Duration::from_secs(10);
+
+/// Everything the server needs to run (the CLI builds this from `server.toml`).
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub trust_domain: TrustDomain,
+    /// Where the agent API listens (TLS).
+    pub bind_address: SocketAddr,
+    /// The admin API's Unix socket (mode 0600, in a 0700 directory).
+    pub admin_socket: PathBuf,
+    /// Directory of private key files (mode 0600).
+    pub key_dir: PathBuf,
+    pub ca: CaLifetimes,
+    pub issuance: IssuanceDefaults,
+}
+
+/// What went wrong starting the server.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Ca(#[from] crate::ca::CaManagerError),
+    #[error(transparent)]
+    Store(#[from] sigil_store::StoreError),
+    #[error(transparent)]
+    Keys(#[from] sigil_keys::KeyError),
+    #[error(transparent)]
+    Tls(#[from] sigil_tls::TlsError),
+    #[error("admin API: {0}")]
+    Admin(String),
+}
+
+/// A running server. Dropping it does not stop it; call [`ServerHandle::shutdown`].
+pub struct ServerHandle {
+    /// The address the agent API actually listens on (useful with port 0).
+    pub agent_api_addr: SocketAddr,
+    pub ca: Arc<CaManager>,
+    pub store: Arc<dyn Datastore>,
+    pub index: Arc<EntryIndex>,
+    pub trust_domain: TrustDomain,
+    shutdown: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+}
+
+impl std::fmt::Debug for ServerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerHandle")
+            .field("agent_api_addr", &self.agent_api_addr)
+            .field("trust_domain", &self.trust_domain)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServerHandle {
+    /// The current trust bundle.
+    pub fn bundle(&self) -> Arc<TrustBundle> {
+        self.ca.bundle()
+    }
+
+    /// Signals every task to stop and waits for them.
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown.send(true);
+        while let Some(res) = self.tasks.join_next().await {
+            if let Err(e) = res {
+                if e.is_panic() {
+                    tracing::error!("a server task panicked during shutdown");
+                }
+            }
+        }
+    }
+
+    /// Waits until any server task ends (which means something failed) — or forever.
+    pub async fn wait_any(&mut self) {
+        if self.tasks.join_next().await.is_none() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+fn issue_server_svid(ca: &CaManager) -> Result<(Vec<Vec<u8>>, PrivateKey), ServerError> {
+    let key = PrivateKey::generate()?;
+    let chain = ca.sign_x509_svid_for_key(
+        &key.public_key(),
+        &naming::server_id(ca.trust_domain()),
+        SERVER_SVID_TTL,
+        &[],
+    )?;
+    Ok((chain, key))
+}
+
+/// Starts the server on `store` with keys from `keys`; returns once every listener is bound.
+pub async fn start(
+    config: ServerConfig,
+    store: Arc<dyn Datastore>,
+    keys: Arc<dyn KeyManager>,
+    clock: Arc<dyn Clock>,
+) -> Result<ServerHandle, ServerError> {
+    sigil_tls::install_default_provider();
+    let td = config.trust_domain.clone();
+    let ca = CaManager::load_or_init(td.clone(), keys, store.clone(), clock.clone(), config.ca).await?;
+    let (index, position) = EntryIndex::load(store.as_ref(), &td, clock.clone()).await?;
+
+    let (chain, key) = issue_server_svid(&ca)?;
+    let svid = Arc::new(LiveSvid::new(&chain, key.pkcs8_der())?);
+    let roots = Arc::new(LiveRoots::new(&ca.bundle().x509_authorities));
+    let verifier = Arc::new(SpiffeClientVerifier::new(roots.clone(), td.clone(), true));
+    let tls = sigil_tls::server_config(svid.clone(), verifier)?;
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+
+    let listener = TcpListener::bind(config.bind_address)
+        .await
+        .map_err(|source| ServerError::Bind {
+            addr: config.bind_address,
+            source,
+        })?;
+    let agent_api_addr = listener
+        .local_addr()
+        .map_err(|source| ServerError::Bind {
+            addr: config.bind_address,
+            source,
+        })?;
+
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let mut tasks = JoinSet::new();
+
+    // Change feed -> entry index.
+    tasks.spawn(index.clone().follow(store.clone(), position, shutdown_rx.clone()));
+
+    // CA rotation, trust roots and the server's own SVID.
+    {
+        let ca = ca.clone();
+        let roots = roots.clone();
+        let svid = svid.clone();
+        let clock = clock.clone();
+        let mut stop = shutdown_rx.clone();
+        tasks.spawn(async move {
+            let mut svid_renew_at = clock.unix_secs() + i64::try_from(SERVER_SVID_TTL / 2).unwrap_or(0);
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep(ROTATION_CHECK) => {}
+                    _ = stop.changed() => return,
+                }
+                match ca.rotate_if_due().await {
+                    Ok(true) => {
+                        roots.replace(&ca.bundle().x509_authorities);
+                        svid_renew_at = 0;
+                    }
+                    Ok(false) => {}
+                    Err(e) => tracing::error!(error = %e, "CA rotation check failed"),
+                }
+                if clock.unix_secs() >= svid_renew_at {
+                    match issue_server_svid(&ca).and_then(|(chain, key)| {
+                        svid.replace(&chain, key.pkcs8_der()).map_err(ServerError::from)
+                    }) {
+                        Ok(()) => {
+                            svid_renew_at = clock.unix_secs() + i64::try_from(SERVER_SVID_TTL / 2).unwrap_or(0);
+                            tracing::debug!("renewed the server SVID");
+                        }
+                        Err(e) => tracing::error!(error = %e, "cannot renew the server SVID"),
+                    }
+                }
+            }
+        });
+    }
+
+    // Agent API.
+    {
+        let api = AgentApi::new(ca.clone(), store.clone(), index.clone(), clock.clone(), config.issuance);
+        let (incoming, accept_task) = agent_listener::accept_tls(listener, acceptor);
+        let mut stop = shutdown_rx.clone();
+        tasks.spawn(async move {
+            let server = tonic::transport::Server::builder()
+                .http2_keepalive_interval(Some(Duration::from_secs(30)))
+                .add_service(
+                    sigil_proto::agent::v1::agent_service_server::AgentServiceServer::new(api),
+                )
+                .serve_with_incoming_shutdown(incoming, async move {
+                    let _ = stop.changed().await;
+                });
+            if let Err(e) = server.await {
+                tracing::error!(error = %e, "agent API stopped");
+            }
+            accept_task.abort();
+        });
+    }
+
+    // Admin API.
+    {
+        let state = admin::AdminState {
+            store: store.clone(),
+            trust_domain: td.clone(),
+            clock: clock.clone(),
+        };
+        let mut stop = shutdown_rx.clone();
+        let path = config.admin_socket.clone();
+        let ready = admin::bind(&path).await.map_err(|e| ServerError::Admin(e.to_string()))?;
+        tasks.spawn(async move {
+            let stopped = async move {
+                let _ = stop.changed().await;
+            };
+            if let Err(e) = admin::serve_bound(ready, &path, state, stopped).await {
+                tracing::error!(error = %e, "admin API stopped");
+            }
+        });
+    }
+
+    tracing::info!(trust_domain = %td, agent_api = %agent_api_addr, admin_socket = %config.admin_socket.display(), "sigil server started");
+    Ok(ServerHandle {
+        agent_api_addr,
+        ca,
+        store,
+        index,
+        trust_domain: td,
+        shutdown,
+        tasks,
+    })
+}

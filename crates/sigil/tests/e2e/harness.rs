@@ -1,0 +1,286 @@
+//! Test harness for end-to-end tests: runs the real `sigil` binary as separate processes (server,
+//! agent, CLI, workloads) on temporary directories and free loopback ports, and talks to them only
+//! through their public interfaces (admin socket via the CLI, Workload API socket).
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// Path of the `sigil` binary under test.
+pub fn sigil_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_sigil")
+}
+
+/// The target directory holding the workspace's other binaries (e.g. interop clients).
+pub fn target_bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    // target/<profile>/deps/e2e-<hash> -> target/<profile>
+    exe.parent().and_then(Path::parent).expect("target dir").to_path_buf()
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// Polls `f` until it returns `Some`, or panics after `timeout` with `what`.
+pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A child process stopped with SIGTERM (then SIGKILL) when dropped.
+pub struct Daemon {
+    pub child: Child,
+    pub name: &'static str,
+    pub log: PathBuf,
+}
+
+impl Daemon {
+    pub fn spawn(name: &'static str, dir: &Path, args: &[&str]) -> Self {
+        let log = dir.join(format!("{name}.log"));
+        let out = std::fs::File::create(&log).expect("log file");
+        let err = out.try_clone().expect("log file");
+        let child = Command::new(sigil_bin())
+            .args(args)
+            .env("SIGIL_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .expect("spawn sigil");
+        Self { child, name, log }
+    }
+
+    /// The process log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM and waits up to 10 s; returns the exit status.
+    pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(10) {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        self.child.wait().ok();
+        None
+    }
+
+    /// Whether the process has exited, with its status.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.exited().is_none() {
+            self.terminate();
+        }
+        if std::thread::panicking() {
+            eprintln!("----- {} log -----\n{}", self.name, self.log());
+        }
+    }
+}
+
+/// Runs `sigil args...` to completion.
+pub fn sigil(args: &[&str]) -> Output {
+    Command::new(sigil_bin())
+        .args(args)
+        .env_remove("SPIFFE_ENDPOINT_SOCKET")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run sigil")
+}
+
+/// Runs `sigil args...` as a workload of the agent at `socket`.
+pub fn workload(socket: &Path, args: &[&str]) -> Output {
+    Command::new(sigil_bin())
+        .args(args)
+        .env("SPIFFE_ENDPOINT_SOCKET", format!("unix://{}", socket.display()))
+        .stdin(Stdio::null())
+        .output()
+        .expect("run sigil")
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Asserts the command failed with exactly one line on stderr containing `needle`.
+pub fn assert_one_line_error(o: &Output, needle: &str) {
+    let err = stderr(o);
+    assert!(!o.status.success(), "expected failure, got success: {}", stdout(o));
+    assert_eq!(err.trim_end().lines().count(), 1, "stderr is not one line: {err:?}");
+    assert!(err.contains(needle), "stderr {err:?} does not mention {needle:?}");
+}
+
+/// A server started from a config file, with its admin socket ready.
+pub struct TestServer {
+    pub daemon: Daemon,
+    pub dir: PathBuf,
+    pub admin_socket: PathBuf,
+    pub port: u16,
+    pub trust_domain: String,
+}
+
+impl TestServer {
+    pub fn start(dir: &Path) -> Self {
+        let trust_domain = "example.org".to_owned();
+        let port = free_port();
+        let data_dir = dir.join("server");
+        let admin_socket = dir.join("admin").join("admin.sock");
+        let config = dir.join("server.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[server]\ntrust_domain = \"{trust_domain}\"\nbind_address = \"127.0.0.1:{port}\"\n\
+                 data_dir = \"{}\"\nadmin_socket_path = \"{}\"\n",
+                data_dir.display(),
+                admin_socket.display()
+            ),
+        )
+        .expect("write server.toml");
+        let daemon = Daemon::spawn("server", dir, &["server", "run", "-c", config.to_str().unwrap()]);
+        let server = Self {
+            daemon,
+            dir: dir.to_owned(),
+            admin_socket,
+            port,
+            trust_domain,
+        };
+        wait_for(Duration::from_secs(30), "the server's admin API", || {
+            let o = server.admin(&["bundle", "show"]);
+            o.status.success().then_some(())
+        });
+        server
+    }
+
+    /// Runs an admin CLI command against this server.
+    pub fn admin(&self, args: &[&str]) -> Output {
+        let mut all: Vec<&str> = args.to_vec();
+        all.push("--admin-socket");
+        let sock = self.admin_socket.to_str().unwrap().to_owned();
+        let sock: &'static str = Box::leak(sock.into_boxed_str());
+        all.push(sock);
+        sigil(&all)
+    }
+
+    /// Creates a join token; returns (token, agent_id).
+    pub fn join_token(&self, ttl: &str) -> (String, String) {
+        let o = self.admin(&["token", "create", "--ttl", ttl, "--output", "json"]);
+        assert!(o.status.success(), "token create: {}", stderr(&o));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("token json");
+        (
+            v["token"].as_str().expect("token").to_owned(),
+            v["agent_id"].as_str().expect("agent_id").to_owned(),
+        )
+    }
+
+    /// Writes the server's bundle as PEM to `path`.
+    pub fn write_bundle(&self, path: &Path) {
+        let o = self.admin(&["bundle", "show"]);
+        assert!(o.status.success(), "bundle show: {}", stderr(&o));
+        std::fs::write(path, &o.stdout).expect("write bundle");
+    }
+}
+
+/// Paths of an agent under test.
+pub struct AgentPaths {
+    pub dir: PathBuf,
+    pub config: PathBuf,
+    pub socket: PathBuf,
+}
+
+/// Writes an agent config for `server` under `dir`, with `token` if given.
+pub fn agent_config(dir: &Path, server: &TestServer, token: Option<&str>) -> AgentPaths {
+    std::fs::create_dir_all(dir).expect("agent dir");
+    let bundle = dir.join("bootstrap-bundle.pem");
+    server.write_bundle(&bundle);
+    // The socket lives in a world-traversable directory so workloads of other uids can reach it.
+    let public = dir.join("public");
+    std::fs::create_dir_all(&public).expect("public dir");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&public, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let socket = public.join("workload.sock");
+    let config = dir.join("agent.toml");
+    let token_line = token.map(|t| format!("join_token = \"{t}\"\n")).unwrap_or_default();
+    std::fs::write(
+        &config,
+        format!(
+            "[agent]\ntrust_domain = \"{}\"\nserver_address = \"127.0.0.1:{}\"\n\
+             trust_bundle_path = \"{}\"\ndata_dir = \"{}\"\nsocket_path = \"{}\"\n{token_line}",
+            server.trust_domain,
+            server.port,
+            bundle.display(),
+            dir.join("data").display(),
+            socket.display()
+        ),
+    )
+    .expect("write agent.toml");
+    AgentPaths {
+        dir: dir.to_owned(),
+        config,
+        socket,
+    }
+}
+
+/// Starts an agent and waits for its Workload API socket.
+pub fn start_agent(paths: &AgentPaths) -> Daemon {
+    let _ = std::fs::remove_file(&paths.socket);
+    let mut daemon = Daemon::spawn("agent", &paths.dir, &["agent", "run", "-c", paths.config.to_str().unwrap()]);
+    wait_for(Duration::from_secs(30), "the agent's Workload API socket", || {
+        if let Some(status) = daemon.exited() {
+            panic!("agent exited early ({status}):\n{}", daemon.log());
+        }
+        paths.socket.exists().then_some(())
+    });
+    daemon
+}
+
+/// The uid of this test process.
+pub fn my_uid() -> u32 {
+    nix::unistd::getuid().as_raw()
+}
+
+/// Creates an entry for this test process's uid under `parent`; returns its id.
+pub fn create_uid_entry(server: &TestServer, spiffe_id: &str, parent: &str) -> String {
+    let selector = format!("unix:uid:{}", my_uid());
+    let o = server.admin(&[
+        "entry", "create", "--spiffe-id", spiffe_id, "--parent-id", parent, "--selector", &selector,
+        "--owner", "team-e2e", "--output", "json",
+    ]);
+    assert!(o.status.success(), "entry create: {}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("entry json");
+    v["id"].as_str().expect("entry id").to_owned()
+}
+
+/// Fetches SVIDs into `out` as a workload, retrying until the entry has propagated.
+pub fn fetch_svid_files(socket: &Path, out: &Path) -> Output {
+    wait_for(Duration::from_secs(30), "an X509-SVID for the workload", || {
+        let o = workload(socket, &["svid", "fetch", "--write", out.to_str().unwrap()]);
+        o.status.success().then_some(o)
+    })
+}

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The whole test suite. Installs what the tests need (a Python venv with the pinned py-spiffe
+# client, the openssl CLI), builds once, then runs every Rust test: unit, property, conformance,
+# end-to-end (the real `sigil` binary as separate processes) and interop (third-party clients).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v openssl >/dev/null 2>&1; then
+    echo "installing openssl (for the X.509 verification tests)"
+    if [ "$(id -u)" = 0 ]; then
+        apt-get update -qq && apt-get install -y -qq openssl >/dev/null
+    else
+        sudo apt-get update -qq && sudo apt-get install -y -qq openssl >/dev/null
+    fi
+fi
+
+./interop/python/setup.sh
+
+export SIGIL_INTEROP_PYTHON="$PWD/interop/python/.venv/bin/python"
+export SIGIL_REQUIRE_INTEROP=1
+
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo build --workspace --all-targets --locked
+cargo test --workspace --locked -- --test-threads 2
