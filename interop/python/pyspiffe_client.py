@@ -87,6 +87,28 @@ def run(args, report):
             report, "validate_wrong_audience", wrong_audience_is_refused
         )
 
+        def tampered_is_refused():
+            header, payload, signature = token.token.split(".")
+            flipped = payload[:4] + ("B" if payload[4] == "A" else "A") + payload[5:]
+            forged = ".".join([header, flipped, signature])
+            errors = {}
+            try:
+                client.validate_jwt_svid(forged, args.audience)
+            except Exception as e:
+                errors["workload_api"] = f"{type(e).__name__}: {e}"
+            try:
+                td = token.spiffe_id.trust_domain
+                JwtSvid.parse_and_validate(
+                    forged, jwt_bundles.get_bundle_for_trust_domain(td), {args.audience}
+                )
+            except Exception as e:
+                errors["local"] = f"{type(e).__name__}: {e}"
+            if set(errors) != {"workload_api", "local"}:
+                raise RuntimeError(f"a tampered JWT-SVID was accepted: {errors}")
+            return errors
+
+        report["tampered_errors"] = step(report, "validate_tampered", tampered_is_refused)
+
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__)

@@ -46,12 +46,11 @@ impl JwtSvidMinter for ServerJwtMinter {
         audiences.dedup();
         let key = (entry_id.to_owned(), audiences.clone());
         let now = self.clock.unix_secs();
-        if let Ok(cache) = self.cache.lock() {
-            if let Some(hit) = cache.get(&key) {
-                if hit.refresh_at > now {
-                    return Ok(hit.token.clone());
-                }
-            }
+        if let Ok(cache) = self.cache.lock()
+            && let Some(hit) = cache.get(&key)
+            && hit.refresh_at > now
+        {
+            return Ok(hit.token.clone());
         }
         let client = self
             .client

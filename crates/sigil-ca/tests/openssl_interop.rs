@@ -2,6 +2,8 @@
 //! and CSRs made by OpenSSL (P-256 and P-384) must be accepted. Each test is skipped, with a note,
 //! only when `/usr/bin/openssl` is absent.
 
+#![cfg(test)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Arc;

@@ -2,8 +2,8 @@
 //! (`agent::v1`). Nothing else lives here.
 
 /// The SPIFFE Workload API, package-less as the standard defines it.
-#[expect(clippy::all, reason = "generated code")]
-#[expect(clippy::pedantic, reason = "generated code")]
+#[allow(clippy::all, reason = "generated code")]
+#[allow(clippy::pedantic, reason = "generated code")]
 pub mod workload {
     include!(concat!(env!("OUT_DIR"), "/_.rs"));
 }
@@ -11,7 +11,7 @@ pub mod workload {
 /// Sigil's agent <-> server API.
 pub mod agent {
     /// Version 1.
-    #[expect(clippy::all, reason = "generated code")]
+    #[allow(clippy::all, reason = "generated code")]
     pub mod v1 {
         include!(concat!(env!("OUT_DIR"), "/sigil.agent.v1.rs"));
     }

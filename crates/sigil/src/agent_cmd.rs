@@ -127,12 +127,15 @@ pub async fn start(config: AgentConfig, clock: Arc<dyn Clock>) -> anyhow::Result
             .with_context(|| format!("cannot create directory {}", parent.display()))?;
     }
     let socket_path = config.socket_path.clone();
-    let attestor = sigil_agent::attestor::UnixAttestor::new(config.max_hash_bytes);
+    let attestor = sigil_agent::attestor::UnixAttestor::new(sigil_agent::attestor::UnixAttestorConfig {
+        max_hash_bytes: config.max_hash_bytes,
+    });
     let agent = sigil_agent::Agent::start(config, clock)
         .await
         .context("cannot start the agent")?;
     let spiffe_id = agent.spiffe_id().clone();
-    let api = sigil_agent::workload::WorkloadApi::new(agent.workload_context(), attestor);
+    let api =
+        sigil_agent::workload::WorkloadApi::with_attestor(agent.workload_context(), Arc::new(attestor));
     let (stop, stop_rx) = watch::channel(false);
     let mut workload_stop = stop_rx.clone();
     let path = socket_path.clone();
@@ -142,7 +145,10 @@ pub async fn start(config: AgentConfig, clock: Arc<dyn Clock>) -> anyhow::Result
         let stopped = async move {
             let _ = workload_stop.changed().await;
         };
-        if let Err(e) = sigil_agent::workload::serve_listener(listener, &path, api, stopped).await {
+        let options = sigil_agent::workload::ServeOptions::default();
+        if let Err(e) =
+            sigil_agent::workload::serve_listener(listener, &path, api, options, stopped).await
+        {
             tracing::error!(error = %e, "workload API stopped");
         }
     });

@@ -14,7 +14,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
-use crate::admin_cli::{AdminConnection, agent, bundle, entry, token};
+use crate::admin_cli::{agent, bundle, entry, token};
 
 /// `--output` of list/show/create/fetch commands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -38,6 +38,10 @@ struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "parsed once at startup; boxing would only obscure the command tree"
+)]
 enum Command {
     /// Run the server.
     #[command(subcommand)]
@@ -130,7 +134,7 @@ enum JwtCommand {
         /// The JWT-SVID (compact JWS).
         #[arg(long, value_name = "JWT")]
         token: String,
-    #[command(flatten)]
+        #[command(flatten)]
         workload: WorkloadArgs,
     },
 }
@@ -228,8 +232,8 @@ fn failure(err: &anyhow::Error) -> ExitCode {
     ExitCode::FAILURE
 }
 
-/// `--help` and `--version` print normally and succeed; every other clap error prints its first
-/// line only and returns 2.
+/// `--help` and `--version` print normally and succeed; every other clap error prints one line
+/// (its first paragraph, or the usage when a subcommand is missing) and returns 2.
 fn usage_error(err: &clap::Error) -> ExitCode {
     use clap::error::ErrorKind;
     match err.kind() {
@@ -247,16 +251,25 @@ fn usage_error(err: &clap::Error) -> ExitCode {
             ExitCode::from(2)
         }
         _ => {
-            let rendered = err.render().to_string();
-            let first = rendered.lines().next().unwrap_or("error: invalid arguments");
-            let first = if first.starts_with("error:") {
-                first.to_owned()
-            } else {
-                format!("error: {first}")
-            };
-            eprintln!("{first}");
+            eprintln!("{}", first_paragraph(&err.render().to_string()));
             ExitCode::from(2)
         }
+    }
+}
+
+/// The first paragraph of a clap error on one line: `error: …` plus its indented details (the
+/// missing argument, the possible values), without the usage and tips that follow.
+fn first_paragraph(rendered: &str) -> String {
+    let joined = rendered
+        .lines()
+        .take_while(|l| !l.trim().is_empty())
+        .map(str::trim)
+        .collect::<Vec<_>>()
+        .join(" ");
+    if joined.starts_with("error:") {
+        joined
+    } else {
+        format!("error: {joined}")
     }
 }
 
@@ -281,6 +294,25 @@ mod tests {
     }
 
     #[test]
+    fn usage_errors_keep_their_details_on_one_line() {
+        let err = Cli::try_parse_from(["sigil", "entry", "show"]).unwrap_err();
+        assert_eq!(
+            first_paragraph(&err.render().to_string()),
+            "error: the following required arguments were not provided: --id <ID>"
+        );
+        let err = Cli::try_parse_from(["sigil", "bundle", "show", "--format", "der"]).unwrap_err();
+        assert_eq!(
+            first_paragraph(&err.render().to_string()),
+            "error: invalid value 'der' for '--format <FORMAT>' [possible values: pem, spiffe]"
+        );
+        let err = Cli::try_parse_from(["sigil", "entry", "list", "--bogus"]).unwrap_err();
+        assert_eq!(
+            first_paragraph(&err.render().to_string()),
+            "error: unexpected argument '--bogus' found"
+        );
+    }
+
+    #[test]
     fn multi_line_errors_become_one_line() {
         assert_eq!(one_line("a\nb\r\n  c\n"), "a b c");
     }
@@ -293,7 +325,13 @@ mod tests {
         };
         assert_eq!(args.conn.admin_socket, PathBuf::from(".sigil/admin.sock"));
         let cli = Cli::try_parse_from([
-            "sigil", "token", "create", "--ttl", "10m", "--admin-socket", "/x.sock",
+            "sigil",
+            "token",
+            "create",
+            "--ttl",
+            "10m",
+            "--admin-socket",
+            "/x.sock",
         ])
         .unwrap();
         let Command::Token(token::TokenCommand::Create(args)) = cli.command else {

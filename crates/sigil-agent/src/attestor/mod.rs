@@ -42,7 +42,9 @@ pub enum AttestError {
     UnknownPid,
     #[error("process {pid} exited before it could be attested")]
     ProcessGone { pid: i32 },
-    #[error("process {pid} is no longer the process that connected (uid, gid or start time changed)")]
+    #[error(
+        "process {pid} is no longer the process that connected (uid, gid or start time changed)"
+    )]
     ProcessChanged { pid: i32 },
     #[error("cannot read `{path}`: {source}")]
     Proc {

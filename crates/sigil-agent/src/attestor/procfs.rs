@@ -31,13 +31,19 @@ pub(super) fn read_facts(pid: i32) -> Result<ProcessFacts, AttestError> {
     let status = read_small(pid, &status_path)?;
     let stat_path = proc_path(pid, "stat");
     let stat = read_small(pid, &stat_path)?;
-    let malformed = |p: &PathBuf| AttestError::Malformed { path: p.display().to_string() };
+    let malformed = |p: &PathBuf| AttestError::Malformed {
+        path: p.display().to_string(),
+    };
     let effective_uid = id_field(&status, "Uid:").ok_or_else(|| malformed(&status_path))?;
     let effective_gid = id_field(&status, "Gid:").ok_or_else(|| malformed(&status_path))?;
     let supplementary_gids = status
         .lines()
         .find_map(|l| l.strip_prefix("Groups:"))
-        .map(|rest| rest.split_whitespace().filter_map(|g| g.parse().ok()).collect())
+        .map(|rest| {
+            rest.split_whitespace()
+                .filter_map(|g| g.parse().ok())
+                .collect()
+        })
         .unwrap_or_default();
     let start_time = start_time(&stat).ok_or_else(|| malformed(&stat_path))?;
     Ok(ProcessFacts {
@@ -92,7 +98,8 @@ mod tests {
 
     #[test]
     fn parses_effective_ids_and_groups_from_status() {
-        let status = "Name:\tx\nUid:\t1000\t1001\t1002\t1003\nGid:\t20\t21\t22\t23\nGroups:\t4 24 27 \n";
+        let status =
+            "Name:\tx\nUid:\t1000\t1001\t1002\t1003\nGid:\t20\t21\t22\t23\nGroups:\t4 24 27 \n";
         assert_eq!(id_field(status, "Uid:"), Some(1001));
         assert_eq!(id_field(status, "Gid:"), Some(21));
     }
@@ -117,6 +124,9 @@ mod tests {
 
     #[test]
     fn missing_process_is_reported_as_gone() {
-        assert!(matches!(read_facts(1 << 30), Err(AttestError::ProcessGone { .. })));
+        assert!(matches!(
+            read_facts(1 << 30),
+            Err(AttestError::ProcessGone { .. })
+        ));
     }
 }

@@ -119,7 +119,10 @@ impl UnixAttestor {
             Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => return Ok(out),
             Err(e) => return Err(io_error(pid, &exe, e)),
         };
-        if let Some(hex) = self.hash_bounded(file).map_err(|e| io_error(pid, &exe, e))? {
+        if let Some(hex) = self
+            .hash_bounded(file)
+            .map_err(|e| io_error(pid, &exe, e))?
+        {
             out.extend(selector("sha256", &hex));
         }
         Ok(out)
@@ -236,7 +239,9 @@ mod tests {
 
     #[test]
     fn skips_the_hash_of_binaries_above_the_limit() {
-        let attestor = UnixAttestor::new(UnixAttestorConfig { max_hash_bytes: 1024 });
+        let attestor = UnixAttestor::new(UnixAttestorConfig {
+            max_hash_bytes: 1024,
+        });
         let selectors = attestor.attest(&me()).unwrap();
         assert!(values(&selectors, "sha256").is_empty());
         assert_eq!(values(&selectors, "path").len(), 1);
@@ -254,7 +259,10 @@ mod tests {
     fn refuses_a_process_whose_uid_differs_from_the_connection() {
         let mut caller = me();
         caller.uid = caller.uid.wrapping_add(1);
-        assert!(matches!(attest_unix(&caller), Err(AttestError::ProcessChanged { .. })));
+        assert!(matches!(
+            attest_unix(&caller),
+            Err(AttestError::ProcessChanged { .. })
+        ));
     }
 
     #[test]
@@ -263,6 +271,9 @@ mod tests {
         caller.pid = 0;
         assert!(matches!(attest_unix(&caller), Err(AttestError::UnknownPid)));
         caller.pid = 1 << 30;
-        assert!(matches!(attest_unix(&caller), Err(AttestError::ProcessGone { .. })));
+        assert!(matches!(
+            attest_unix(&caller),
+            Err(AttestError::ProcessGone { .. })
+        ));
     }
 }

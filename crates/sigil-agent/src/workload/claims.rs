@@ -9,7 +9,10 @@ use serde_json::Map;
 /// `claims` as a protobuf `Struct`.
 pub(crate) fn to_struct(claims: &Map<String, serde_json::Value>) -> Struct {
     Struct {
-        fields: claims.iter().map(|(k, v)| (k.clone(), to_value(v))).collect(),
+        fields: claims
+            .iter()
+            .map(|(k, v)| (k.clone(), to_value(v)))
+            .collect(),
     }
 }
 
@@ -45,15 +48,24 @@ mod tests {
         });
         let s = to_struct(claims.as_object().unwrap());
         let kind = |k: &str| s.fields[k].kind.clone().unwrap();
-        assert_eq!(kind("sub"), Kind::StringValue("spiffe://example.org/w".into()));
+        assert_eq!(
+            kind("sub"),
+            Kind::StringValue("spiffe://example.org/w".into())
+        );
         assert_eq!(kind("exp"), Kind::NumberValue(1_700_000_000.0));
         assert_eq!(kind("ratio"), Kind::NumberValue(0.5));
         assert_eq!(kind("admin"), Kind::BoolValue(true));
         assert_eq!(kind("nothing"), Kind::NullValue(0));
-        let Kind::ListValue(aud) = kind("aud") else { panic!("aud is not a list") };
+        let Kind::ListValue(aud) = kind("aud") else {
+            panic!("aud is not a list")
+        };
         assert_eq!(aud.values.len(), 2);
-        let Kind::StructValue(nested) = kind("nested") else { panic!("nested is not a struct") };
-        let Some(Kind::ListValue(k)) = nested.fields["k"].kind.clone() else { panic!() };
+        let Kind::StructValue(nested) = kind("nested") else {
+            panic!("nested is not a struct")
+        };
+        let Some(Kind::ListValue(k)) = nested.fields["k"].kind.clone() else {
+            panic!()
+        };
         assert_eq!(k.values[0].kind, Some(Kind::NumberValue(1.0)));
         assert!(matches!(k.values[1].kind, Some(Kind::StructValue(_))));
     }

@@ -12,5 +12,7 @@ pub mod service;
 mod stream;
 
 pub use authority::{AuthorityRewrite, HeaderRewriteError};
-pub use server::{ServeOptions, WorkloadServerError, serve, serve_with_options};
+pub use server::{
+    ServeOptions, WorkloadServerError, bind, serve, serve_listener, serve_with_options,
+};
 pub use service::WorkloadApi;

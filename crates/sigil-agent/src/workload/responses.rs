@@ -12,7 +12,9 @@ use crate::snapshot::{IdentitySnapshot, WorkloadIdentity};
 
 /// `identities` without those whose non-empty hint an earlier one already used: hints must be
 /// unique within a response (Workload API §5.2.1, §6.2.1), and the first one wins.
-pub(crate) fn with_unique_hints<'a>(identities: &[&'a WorkloadIdentity]) -> Vec<&'a WorkloadIdentity> {
+pub(crate) fn with_unique_hints<'a>(
+    identities: &[&'a WorkloadIdentity],
+) -> Vec<&'a WorkloadIdentity> {
     let mut seen = HashSet::new();
     identities
         .iter()
@@ -46,7 +48,10 @@ pub(crate) fn federated_bundles<'a>(
 }
 
 /// `FetchX509SVID`'s message, or `None` when the caller has no identity.
-pub(crate) fn x509_svid_response(snapshot: &IdentitySnapshot, identities: &[&WorkloadIdentity]) -> Option<X509svidResponse> {
+pub(crate) fn x509_svid_response(
+    snapshot: &IdentitySnapshot,
+    identities: &[&WorkloadIdentity],
+) -> Option<X509svidResponse> {
     if identities.is_empty() {
         return None;
     }
@@ -74,21 +79,33 @@ pub(crate) fn x509_svid_response(snapshot: &IdentitySnapshot, identities: &[&Wor
 
 /// `FetchX509Bundles`' message (own and federated X.509 authorities), or `None` when the caller
 /// has no identity.
-pub(crate) fn x509_bundles_response(snapshot: &IdentitySnapshot, identities: &[&WorkloadIdentity]) -> Option<X509BundlesResponse> {
+pub(crate) fn x509_bundles_response(
+    snapshot: &IdentitySnapshot,
+    identities: &[&WorkloadIdentity],
+) -> Option<X509BundlesResponse> {
     if identities.is_empty() {
         return None;
     }
     let mut bundles = HashMap::new();
-    bundles.insert(snapshot.trust_domain.id_string(), snapshot.bundle.x509_authorities_der());
+    bundles.insert(
+        snapshot.trust_domain.id_string(),
+        snapshot.bundle.x509_authorities_der(),
+    );
     for (td, b) in federated_bundles(snapshot, identities) {
         bundles.insert(td.id_string(), b.x509_authorities_der());
     }
-    Some(X509BundlesResponse { crl: Vec::new(), bundles })
+    Some(X509BundlesResponse {
+        crl: Vec::new(),
+        bundles,
+    })
 }
 
 /// `FetchJWTBundles`' message (JWK Sets of JWT authorities only), or `None` when the caller has
 /// no identity.
-pub(crate) fn jwt_bundles_response(snapshot: &IdentitySnapshot, identities: &[&WorkloadIdentity]) -> Option<JwtBundlesResponse> {
+pub(crate) fn jwt_bundles_response(
+    snapshot: &IdentitySnapshot,
+    identities: &[&WorkloadIdentity],
+) -> Option<JwtBundlesResponse> {
     if identities.is_empty() {
         return None;
     }

@@ -65,7 +65,9 @@ pub struct ServeOptions {
 
 impl Default for ServeOptions {
     fn default() -> Self {
-        Self { rewrite_authority: true }
+        Self {
+            rewrite_authority: true,
+        }
     }
 }
 
@@ -90,6 +92,18 @@ pub async fn serve_with_options(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), WorkloadServerError> {
     let listener = bind(path)?;
+    serve_listener(listener, path, api, options, shutdown).await
+}
+
+/// Serves `api` on a listener from [`bind`] (so callers can report bind errors before
+/// spawning); `path` is removed on shutdown. Otherwise as [`serve_with_options`].
+pub async fn serve_listener(
+    listener: UnixListener,
+    path: &Path,
+    api: WorkloadApi,
+    options: ServeOptions,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), WorkloadServerError> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let api = api.with_stop_signal(stop_rx);
     let signal = async move {
@@ -103,16 +117,16 @@ pub async fn serve_with_options(
             signal,
         )
         .await;
-    if let Err(e) = std::fs::remove_file(path) {
-        if e.kind() != io::ErrorKind::NotFound {
-            tracing::warn!(path = %path.display(), error = %e, "cannot remove the workload api socket");
-        }
+    if let Err(e) = std::fs::remove_file(path)
+        && e.kind() != io::ErrorKind::NotFound
+    {
+        tracing::warn!(path = %path.display(), error = %e, "cannot remove the workload api socket");
     }
     result.map_err(WorkloadServerError::from)
 }
 
 /// Replaces a stale socket at `path`, binds it and opens it to every user.
-fn bind(path: &Path) -> Result<UnixListener, WorkloadServerError> {
+pub fn bind(path: &Path) -> Result<UnixListener, WorkloadServerError> {
     match std::fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_socket() => {
             std::fs::remove_file(path).map_err(|source| WorkloadServerError::RemoveStale {
@@ -120,7 +134,11 @@ fn bind(path: &Path) -> Result<UnixListener, WorkloadServerError> {
                 source,
             })?;
         }
-        Ok(_) => return Err(WorkloadServerError::NotASocket { path: path.to_owned() }),
+        Ok(_) => {
+            return Err(WorkloadServerError::NotASocket {
+                path: path.to_owned(),
+            });
+        }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(source) => {
             return Err(WorkloadServerError::Bind {
@@ -133,12 +151,12 @@ fn bind(path: &Path) -> Result<UnixListener, WorkloadServerError> {
         path: path.to_owned(),
         source,
     })?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(SOCKET_MODE)).map_err(|source| {
-        WorkloadServerError::Permissions {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(SOCKET_MODE)).map_err(
+        |source| WorkloadServerError::Permissions {
             path: path.to_owned(),
             source,
-        }
-    })?;
+        },
+    )?;
     Ok(listener)
 }
 
@@ -155,13 +173,15 @@ fn connections(
                     Ok(cred) => {
                         let caller = CallerInfo::from_ucred(&cred);
                         let io = if options.rewrite_authority {
-                            ConnectionIo::Rewritten(AuthorityRewrite::new(stream))
+                            ConnectionIo::Rewritten(Box::new(AuthorityRewrite::new(stream)))
                         } else {
                             ConnectionIo::Plain(stream)
                         };
                         return Some((Ok(WorkloadConnection { io, caller }), listener));
                     }
-                    Err(e) => tracing::warn!(error = %e, "cannot read a workload's peer credentials"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot read a workload's peer credentials")
+                    }
                 },
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot accept a workload api connection");
@@ -179,7 +199,7 @@ struct WorkloadConnection {
 }
 
 enum ConnectionIo {
-    Rewritten(AuthorityRewrite<UnixStream>),
+    Rewritten(Box<AuthorityRewrite<UnixStream>>),
     Plain(UnixStream),
 }
 
@@ -192,7 +212,11 @@ impl Connected for WorkloadConnection {
 }
 
 impl AsyncRead for WorkloadConnection {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         match &mut self.get_mut().io {
             ConnectionIo::Rewritten(s) => Pin::new(s).poll_read(cx, buf),
             ConnectionIo::Plain(s) => Pin::new(s).poll_read(cx, buf),
@@ -201,7 +225,11 @@ impl AsyncRead for WorkloadConnection {
 }
 
 impl AsyncWrite for WorkloadConnection {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         match &mut self.get_mut().io {
             ConnectionIo::Rewritten(s) => Pin::new(s).poll_write(cx, buf),
             ConnectionIo::Plain(s) => Pin::new(s).poll_write(cx, buf),

@@ -13,8 +13,9 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sigil_proto::WORKLOAD_API_HEADER;
 use sigil_proto::workload::spiffe_workload_api_server::SpiffeWorkloadApi;
 use sigil_proto::workload::{
-    JwtBundlesRequest, JwtBundlesResponse, Jwtsvid, JwtsvidRequest, JwtsvidResponse, ValidateJwtsvidRequest,
-    ValidateJwtsvidResponse, X509BundlesRequest, X509BundlesResponse, X509svidRequest, X509svidResponse,
+    JwtBundlesRequest, JwtBundlesResponse, Jwtsvid, JwtsvidRequest, JwtsvidResponse,
+    ValidateJwtsvidRequest, ValidateJwtsvidResponse, X509BundlesRequest, X509BundlesResponse,
+    X509svidRequest, X509svidResponse,
 };
 use sigil_spiffe::{Selector, SpiffeId, TrustBundle, TrustDomain};
 use tokio::sync::watch;
@@ -22,7 +23,8 @@ use tonic::{Request, Response, Status};
 
 use super::claims::to_struct;
 use super::responses::{
-    federated_bundles, jwt_bundles_response, with_unique_hints, x509_bundles_response, x509_svid_response,
+    federated_bundles, jwt_bundles_response, with_unique_hints, x509_bundles_response,
+    x509_svid_response,
 };
 use super::stream::{NO_IDENTITY, ResponseStream, watch_stream};
 use crate::attestor::{CallerInfo, UnixAttestor, WorkloadAttestor};
@@ -56,7 +58,11 @@ impl WorkloadApi {
     pub fn with_attestor(ctx: WorkloadApiContext, attestor: Arc<dyn WorkloadAttestor>) -> Self {
         // A sender dropped at once never signals: streams end only when `serve` installs its own.
         let (_never, stop) = watch::channel(false);
-        Self { ctx, attestor, stop }
+        Self {
+            ctx,
+            attestor,
+            stop,
+        }
     }
 
     /// The same service, whose streams end when `stop` turns true.
@@ -98,11 +104,18 @@ impl WorkloadApi {
     where
         T: Clone + PartialEq + Send + Sync + 'static,
     {
-        let for_caller = move |snapshot: &IdentitySnapshot| build(snapshot, &snapshot.identities_for(&selectors));
+        let for_caller = move |snapshot: &IdentitySnapshot| {
+            build(snapshot, &snapshot.identities_for(&selectors))
+        };
         let mut snapshots = self.ctx.snapshots.clone();
         let current = Arc::clone(&snapshots.borrow_and_update());
         let first = for_caller(&current).ok_or_else(|| Status::permission_denied(NO_IDENTITY))?;
-        Ok(watch_stream(snapshots, self.stop.clone(), first, Box::new(for_caller)))
+        Ok(watch_stream(
+            snapshots,
+            self.stop.clone(),
+            first,
+            Box::new(for_caller),
+        ))
     }
 }
 
@@ -117,8 +130,12 @@ fn check_header<T>(request: &Request<T>) -> Result<(), Status> {
 fn mint_status(e: &JwtMintError) -> Status {
     tracing::warn!(error = %e, "cannot mint a JWT-SVID");
     match e {
-        JwtMintError::Unavailable(_) => Status::unavailable("the server cannot be reached to mint a JWT-SVID"),
-        JwtMintError::Refused(_) => Status::permission_denied("the server refused to mint a JWT-SVID"),
+        JwtMintError::Unavailable(_) => {
+            Status::unavailable("the server cannot be reached to mint a JWT-SVID")
+        }
+        JwtMintError::Refused(_) => {
+            Status::permission_denied("the server refused to mint a JWT-SVID")
+        }
     }
 }
 
@@ -126,13 +143,20 @@ fn mint_status(e: &JwtMintError) -> Status {
 /// token is then verified with. Bounded by the JWS size limit.
 fn unverified_subject_trust_domain(token: &str) -> Result<TrustDomain, String> {
     if token.len() > sigil_keys::jws::MAX_JWS_BYTES {
-        return Err(format!("token is longer than {} bytes", sigil_keys::jws::MAX_JWS_BYTES));
+        return Err(format!(
+            "token is longer than {} bytes",
+            sigil_keys::jws::MAX_JWS_BYTES
+        ));
     }
-    let payload = token.split('.').nth(1).ok_or("token is not a compact JWS")?;
+    let payload = token
+        .split('.')
+        .nth(1)
+        .ok_or("token is not a compact JWS")?;
     let json = URL_SAFE_NO_PAD
         .decode(payload)
         .map_err(|_| "token payload is not base64url")?;
-    let claims: serde_json::Value = serde_json::from_slice(&json).map_err(|_| "token payload is not JSON")?;
+    let claims: serde_json::Value =
+        serde_json::from_slice(&json).map_err(|_| "token payload is not JSON")?;
     let sub = claims
         .get("sub")
         .and_then(serde_json::Value::as_str)
@@ -163,10 +187,15 @@ impl SpiffeWorkloadApi for WorkloadApi {
     ) -> Result<Response<Self::FetchX509BundlesStream>, Status> {
         check_header(&request)?;
         let selectors = self.attest(&request).await?;
-        Ok(Response::new(self.follow(selectors, x509_bundles_response)?))
+        Ok(Response::new(
+            self.follow(selectors, x509_bundles_response)?,
+        ))
     }
 
-    async fn fetch_jwtsvid(&self, request: Request<JwtsvidRequest>) -> Result<Response<JwtsvidResponse>, Status> {
+    async fn fetch_jwtsvid(
+        &self,
+        request: Request<JwtsvidRequest>,
+    ) -> Result<Response<JwtsvidResponse>, Status> {
         check_header(&request)?;
         let req = request.get_ref();
         if req.audience.is_empty() || req.audience.iter().any(String::is_empty) {
@@ -174,10 +203,9 @@ impl SpiffeWorkloadApi for WorkloadApi {
         }
         let wanted = match req.spiffe_id.as_str() {
             "" => None,
-            id => Some(
-                SpiffeId::parse(id)
-                    .map_err(|e| Status::invalid_argument(format!("`spiffe_id` is not a valid SPIFFE ID: {e}")))?,
-            ),
+            id => Some(SpiffeId::parse(id).map_err(|e| {
+                Status::invalid_argument(format!("`spiffe_id` is not a valid SPIFFE ID: {e}"))
+            })?),
         };
         let selectors = self.attest(&request).await?;
         let snapshot = self.snapshot();
@@ -188,12 +216,19 @@ impl SpiffeWorkloadApi for WorkloadApi {
         if let Some(wanted) = &wanted {
             identities.retain(|id| id.spiffe_id == *wanted);
             if identities.is_empty() {
-                return Err(Status::permission_denied(format!("no identity `{wanted}` for this workload")));
+                return Err(Status::permission_denied(format!(
+                    "no identity `{wanted}` for this workload"
+                )));
             }
         }
         let mut svids = Vec::new();
         for id in with_unique_hints(&identities) {
-            let token = self.ctx.jwt.mint(&id.entry_id, &req.audience).await.map_err(|e| mint_status(&e))?;
+            let token = self
+                .ctx
+                .jwt
+                .mint(&id.entry_id, &req.audience)
+                .await
+                .map_err(|e| mint_status(&e))?;
             svids.push(Jwtsvid {
                 spiffe_id: id.spiffe_id.to_string(),
                 svid: token,
@@ -245,9 +280,13 @@ impl SpiffeWorkloadApi for WorkloadApi {
                 }
             }
         };
-        let validated =
-            sigil_keys::jwt_svid::validate(&req.svid, bundle, &req.audience, self.ctx.clock.unix_secs())
-                .map_err(|e| Status::invalid_argument(format!("invalid JWT-SVID: {e}")))?;
+        let validated = sigil_keys::jwt_svid::validate(
+            &req.svid,
+            bundle,
+            &req.audience,
+            self.ctx.clock.unix_secs(),
+        )
+        .map_err(|e| Status::invalid_argument(format!("invalid JWT-SVID: {e}")))?;
         Ok(Response::new(ValidateJwtsvidResponse {
             spiffe_id: validated.spiffe_id.to_string(),
             claims: Some(to_struct(&validated.claims)),

@@ -2,7 +2,10 @@
 //! JWT signing key each), X509-SVIDs issued by them, a fake JWT-SVID minter, and a harness that
 //! serves the real [`WorkloadApi`] on a temporary Unix socket with a snapshot the test controls.
 
-#![allow(dead_code, reason = "each test binary uses a different part of the fixture")]
+#![allow(
+    dead_code,
+    reason = "each test binary uses a different part of the fixture"
+)]
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -15,12 +18,15 @@ use hyper_util::rt::TokioIo;
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyUsagePurpose, SanType};
 use serde_json::json;
 use sigil_agent::snapshot::{
-    IdentitySnapshot, JwtMintError, JwtSvidMinter, WorkloadApiContext, WorkloadIdentity, X509SvidMaterial,
+    IdentitySnapshot, JwtMintError, JwtSvidMinter, WorkloadApiContext, WorkloadIdentity,
+    X509SvidMaterial,
 };
 use sigil_agent::workload::{ServeOptions, WorkloadApi, WorkloadServerError, serve_with_options};
 use sigil_keys::PrivateKey;
 use sigil_proto::workload::spiffe_workload_api_client::SpiffeWorkloadApiClient;
-use sigil_spiffe::{Clock, JwtAuthorityKey, Selector, SpiffeId, SystemClock, TrustBundle, TrustDomain};
+use sigil_spiffe::{
+    Clock, JwtAuthorityKey, Selector, SpiffeId, SystemClock, TrustBundle, TrustDomain,
+};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use tonic::transport::{Channel, Endpoint};
@@ -60,7 +66,15 @@ impl Domain {
             sequence: 1,
             refresh_hint: 300,
         });
-        Self { td, ca_params, ca_key, ca_der, jwt_key, kid, bundle }
+        Self {
+            td,
+            ca_params,
+            ca_key,
+            ca_der,
+            jwt_key,
+            kid,
+            bundle,
+        }
     }
 
     pub fn id(&self, path: &str) -> SpiffeId {
@@ -115,7 +129,9 @@ impl JwtSvidMinter for FakeMinter {
         }
         let id = self.entries.lock().unwrap().get(entry_id).cloned();
         let id = id.ok_or_else(|| JwtMintError::Refused(format!("unknown entry `{entry_id}`")))?;
-        Ok(self.domain.sign_jwt(id.as_str(), audience, SystemClock.unix_secs() + 300))
+        Ok(self
+            .domain
+            .sign_jwt(id.as_str(), audience, SystemClock.unix_secs() + 300))
     }
 }
 
@@ -126,7 +142,11 @@ pub fn my_uid_selector() -> Selector {
 
 /// A selector nobody in the test has.
 pub fn foreign_selector() -> Selector {
-    Selector::parse(&format!("unix:uid:{}", nix::unistd::geteuid().as_raw().wrapping_add(4242))).unwrap()
+    Selector::parse(&format!(
+        "unix:uid:{}",
+        nix::unistd::geteuid().as_raw().wrapping_add(4242)
+    ))
+    .unwrap()
 }
 
 /// A Workload API server on a temporary socket, serving snapshots the test publishes.
@@ -151,7 +171,8 @@ impl Harness {
             entries: Mutex::new(HashMap::new()),
             unavailable: AtomicBool::new(false),
         });
-        let (snapshots, rx) = watch::channel(Arc::new(IdentitySnapshot::empty(Arc::clone(&home.bundle))));
+        let (snapshots, rx) =
+            watch::channel(Arc::new(IdentitySnapshot::empty(Arc::clone(&home.bundle))));
         let ctx = WorkloadApiContext {
             snapshots: rx,
             jwt: Arc::clone(&minter) as Arc<dyn JwtSvidMinter>,
@@ -187,7 +208,13 @@ impl Harness {
     }
 
     /// An identity in the home trust domain with a fresh SVID; the minter learns its entry.
-    pub fn identity(&self, entry_id: &str, path: &str, selectors: Vec<Selector>, hint: &str) -> WorkloadIdentity {
+    pub fn identity(
+        &self,
+        entry_id: &str,
+        path: &str,
+        selectors: Vec<Selector>,
+        hint: &str,
+    ) -> WorkloadIdentity {
         let spiffe_id = self.home.id(path);
         self.minter
             .entries
@@ -216,6 +243,11 @@ impl Harness {
         }));
     }
 
+    /// How many receivers watch the snapshot (the service holds one; each open stream one more).
+    pub fn watchers(&self) -> usize {
+        self.snapshots.receiver_count()
+    }
+
     /// A tonic client over the socket.
     pub async fn client(&self) -> SpiffeWorkloadApiClient<Channel> {
         let path = self.socket.clone();
@@ -223,7 +255,11 @@ impl Harness {
             .unwrap()
             .connect_with_connector(tower::service_fn(move |_| {
                 let path = path.clone();
-                async move { tokio::net::UnixStream::connect(path).await.map(TokioIo::new) }
+                async move {
+                    tokio::net::UnixStream::connect(path)
+                        .await
+                        .map(TokioIo::new)
+                }
             }))
             .await
             .unwrap();

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{Context, anyhow, bail};
+use anyhow::{Context, anyhow};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Bytes;
 use hyper::{Method, Request, StatusCode, header};
@@ -45,12 +45,20 @@ impl AdminClient {
     }
 
     /// `POST path` with `body` as JSON, answer decoded as `T`.
-    pub async fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> anyhow::Result<T> {
+    pub async fn post<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> anyhow::Result<T> {
         decode(&self.call(Method::POST, path, Some(encode(body)?)).await?)
     }
 
     /// `PUT path` with `body` as JSON, answer decoded as `T`.
-    pub async fn put<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> anyhow::Result<T> {
+    pub async fn put<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> anyhow::Result<T> {
         decode(&self.call(Method::PUT, path, Some(encode(body)?)).await?)
     }
 
@@ -59,7 +67,12 @@ impl AdminClient {
         decode(&self.call(Method::DELETE, path, None).await?)
     }
 
-    async fn call(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> anyhow::Result<Bytes> {
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> anyhow::Result<Bytes> {
         tokio::time::timeout(CALL_TIMEOUT, self.exchange(method, path, body))
             .await
             .map_err(|_| {
@@ -71,7 +84,12 @@ impl AdminClient {
             })?
     }
 
-    async fn exchange(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> anyhow::Result<Bytes> {
+    async fn exchange(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> anyhow::Result<Bytes> {
         let stream = UnixStream::connect(&self.socket).await.map_err(|err| {
             anyhow!(
                 "cannot reach the admin API at {}: {} (is the server running?)",
@@ -127,7 +145,8 @@ fn encode<B: Serialize>(body: &B) -> anyhow::Result<Vec<u8>> {
 }
 
 fn decode<T: DeserializeOwned>(bytes: &[u8]) -> anyhow::Result<T> {
-    serde_json::from_slice(bytes).map_err(|err| anyhow!("the admin API answered unexpected JSON: {err}"))
+    serde_json::from_slice(bytes)
+        .map_err(|err| anyhow!("the admin API answered unexpected JSON: {err}"))
 }
 
 /// An I/O error as a lowercase phrase without the `(os error N)` suffix, e.g.
@@ -163,13 +182,19 @@ mod tests {
         let err = server_error(StatusCode::BAD_REQUEST, body);
         assert_eq!(err.to_string(), "owner is required");
         let err = server_error(StatusCode::BAD_GATEWAY, b"<html>");
-        assert_eq!(err.to_string(), "the admin API answered HTTP 502 Bad Gateway");
+        assert_eq!(
+            err.to_string(),
+            "the admin API answered HTTP 502 Bad Gateway"
+        );
     }
 
     #[tokio::test]
     async fn missing_socket_is_one_actionable_message() {
         let client = AdminClient::new(Path::new("/nonexistent/sigil/admin.sock"));
-        let err = client.get::<serde_json::Value>("/api/v1/health").await.unwrap_err();
+        let err = client
+            .get::<serde_json::Value>("/api/v1/health")
+            .await
+            .unwrap_err();
         assert_eq!(
             err.to_string(),
             "cannot reach the admin API at /nonexistent/sigil/admin.sock: no such file or directory (is the server running?)"

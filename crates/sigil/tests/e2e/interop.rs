@@ -65,11 +65,20 @@ fn py_spiffe_on_grpcio_fetches_and_validates() {
     let (_tmp, socket, spiffe_id, _server, _agent) = running_agent();
     let o = Command::new(&python)
         .arg(root.join("pyspiffe_client.py"))
+        .args(["--audience", "interop-audience"])
         .env("SPIFFE_ENDPOINT_SOCKET", format!("unix://{}", socket.display()))
-        .env("SIGIL_EXPECT_SPIFFE_ID", spiffe_id)
         .output()
         .unwrap();
     assert!(o.status.success(), "py-spiffe client failed: {}{}", stdout(&o), stderr(&o));
-    let text = stdout(&o);
-    assert!(text.contains(spiffe_id), "{text}");
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(report["ok"], true, "{report}");
+    assert_eq!(report["x509_svid"]["spiffe_id"], spiffe_id);
+    assert_eq!(report["x509_svid"]["chain_length"], 2);
+    assert_eq!(report["x509_bundles"]["example.org"], 1, "{report}");
+    assert_eq!(report["jwt_svid"]["spiffe_id"], spiffe_id);
+    assert_eq!(report["validated_spiffe_id"], spiffe_id);
+    assert_eq!(report["locally_validated_spiffe_id"], spiffe_id);
+    assert!(report["wrong_audience_error"].is_string(), "{report}");
+    assert!(report["tampered_errors"]["workload_api"].is_string(), "{report}");
+    assert!(report["tampered_errors"]["local"].is_string(), "{report}");
 }

@@ -131,9 +131,14 @@ impl Decoder {
             if first & 0x80 != 0 {
                 let index = reader.integer(7)?;
                 let (name, value) = self.lookup(index)?;
-                out.fields.push(HeaderField { name, value, never_indexed: false });
+                out.fields.push(HeaderField {
+                    name,
+                    value,
+                    never_indexed: false,
+                });
             } else if first & 0xc0 == 0x40 {
-                let field = self.literal(&mut reader, 6, max_list_size.saturating_sub(list_size))?;
+                let field =
+                    self.literal(&mut reader, 6, max_list_size.saturating_sub(list_size))?;
                 self.insert(field.name.clone(), field.value.clone());
                 out.fields.push(field);
             } else if first & 0xe0 == 0x20 {
@@ -142,7 +147,9 @@ impl Decoder {
                 }
                 let new_max = usize::try_from(reader.integer(5)?).unwrap_or(usize::MAX);
                 if new_max > self.settings_max {
-                    return Err(HeaderRewriteError::Hpack("table size update above the limit"));
+                    return Err(HeaderRewriteError::Hpack(
+                        "table size update above the limit",
+                    ));
                 }
                 self.max_size = new_max;
                 self.evict_to(new_max);
@@ -181,7 +188,11 @@ impl Decoder {
             self.lookup(name_index)?.0
         };
         let value = reader.string(budget.saturating_sub(name.len()))?;
-        Ok(HeaderField { name, value, never_indexed: false })
+        Ok(HeaderField {
+            name,
+            value,
+            never_indexed: false,
+        })
     }
 
     fn lookup(&self, index: u64) -> Result<(Vec<u8>, Vec<u8>), HeaderRewriteError> {
@@ -221,7 +232,9 @@ impl Decoder {
         while self.size > limit {
             match self.table.pop_back() {
                 Some((name, value)) => {
-                    self.size = self.size.saturating_sub(name.len() + value.len() + ENTRY_OVERHEAD);
+                    self.size = self
+                        .size
+                        .saturating_sub(name.len() + value.len() + ENTRY_OVERHEAD);
                 }
                 None => self.size = 0,
             }
@@ -289,7 +302,9 @@ impl Reader<'_> {
     }
 
     fn byte(&mut self) -> Result<u8, HeaderRewriteError> {
-        let b = self.peek().ok_or(HeaderRewriteError::Hpack("truncated header block"))?;
+        let b = self
+            .peek()
+            .ok_or(HeaderRewriteError::Hpack("truncated header block"))?;
         self.pos += 1;
         Ok(b)
     }
@@ -299,11 +314,15 @@ impl Reader<'_> {
             .pos
             .checked_add(len)
             .filter(|&end| end <= self.buf.len())
-            .ok_or(HeaderRewriteError::Hpack("string longer than the header block"))?;
+            .ok_or(HeaderRewriteError::Hpack(
+                "string longer than the header block",
+            ))?;
         let bytes = self
             .buf
             .get(self.pos..end)
-            .ok_or(HeaderRewriteError::Hpack("string longer than the header block"))?;
+            .ok_or(HeaderRewriteError::Hpack(
+                "string longer than the header block",
+            ))?;
         self.pos = end;
         Ok(bytes)
     }
@@ -339,7 +358,8 @@ impl Reader<'_> {
         let len = usize::try_from(self.integer(7)?).unwrap_or(usize::MAX);
         let bytes = self.take(len)?;
         if huffman {
-            huffman::decode(bytes, max_len).map_err(|_| HeaderRewriteError::Hpack("bad huffman string"))
+            huffman::decode(bytes, max_len)
+                .map_err(|_| HeaderRewriteError::Hpack("bad huffman string"))
         } else if bytes.len() > max_len {
             Err(HeaderRewriteError::HeaderListTooLarge)
         } else {
@@ -424,25 +444,40 @@ mod tests {
             .fields
             .iter()
             .map(|f| {
-                (String::from_utf8(f.name.clone()).unwrap(), String::from_utf8(f.value.clone()).unwrap())
+                (
+                    String::from_utf8(f.name.clone()).unwrap(),
+                    String::from_utf8(f.value.clone()).unwrap(),
+                )
             })
             .collect()
     }
 
     fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
-        list.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect()
+        list.iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
     fn decodes_rfc7541_c4_request_sequence_with_dynamic_table() {
         let mut d = Decoder::new(4096);
-        let b1 = [0x82, 0x86, 0x84, 0x41, 0x8c, 0xf1, 0xe3, 0xc2, 0xe5, 0xf2, 0x3a, 0x6b, 0xa0, 0xab, 0x90, 0xf4, 0xff];
+        let b1 = [
+            0x82, 0x86, 0x84, 0x41, 0x8c, 0xf1, 0xe3, 0xc2, 0xe5, 0xf2, 0x3a, 0x6b, 0xa0, 0xab,
+            0x90, 0xf4, 0xff,
+        ];
         let out = d.decode(&b1, 1 << 16).unwrap();
         assert_eq!(
             fields(&out),
-            pairs(&[(":method", "GET"), (":scheme", "http"), (":path", "/"), (":authority", "www.example.com")])
+            pairs(&[
+                (":method", "GET"),
+                (":scheme", "http"),
+                (":path", "/"),
+                (":authority", "www.example.com")
+            ])
         );
-        let b2 = [0x82, 0x86, 0x84, 0xbe, 0x58, 0x86, 0xa8, 0xeb, 0x10, 0x64, 0x9c, 0xbf];
+        let b2 = [
+            0x82, 0x86, 0x84, 0xbe, 0x58, 0x86, 0xa8, 0xeb, 0x10, 0x64, 0x9c, 0xbf,
+        ];
         let out = d.decode(&b2, 1 << 16).unwrap();
         assert_eq!(
             fields(&out),
@@ -466,7 +501,14 @@ mod tests {
                     (Repr::Indexed(2), "", ""),
                     (Repr::Incremental { huffman: true }, "x-custom", "v1"),
                     (Repr::NeverIndexed { huffman: false }, "secret", "s"),
-                    (Repr::IncrementalNamed { index: 1, huffman: true }, "", "tmp%2Fa.sock"),
+                    (
+                        Repr::IncrementalNamed {
+                            index: 1,
+                            huffman: true,
+                        },
+                        "",
+                        "tmp%2Fa.sock",
+                    ),
                 ]),
                 1 << 16,
             )
@@ -484,9 +526,15 @@ mod tests {
     #[test]
     fn size_update_evicts_and_is_kept_in_the_block() {
         let mut d = Decoder::new(4096);
-        d.decode(&encode(&[(Repr::Incremental { huffman: false }, "a", "b")]), 1 << 16).unwrap();
+        d.decode(
+            &encode(&[(Repr::Incremental { huffman: false }, "a", "b")]),
+            1 << 16,
+        )
+        .unwrap();
         assert_eq!(d.table.len(), 1);
-        let block = d.decode(&encode(&[(Repr::SizeUpdate(0), "", "")]), 1 << 16).unwrap();
+        let block = d
+            .decode(&encode(&[(Repr::SizeUpdate(0), "", "")]), 1 << 16)
+            .unwrap();
         assert_eq!(block.size_updates, vec![0]);
         assert!(d.table.is_empty());
     }
@@ -494,7 +542,10 @@ mod tests {
     #[test]
     fn rejects_size_update_above_settings_and_after_fields() {
         let mut d = Decoder::new(4096);
-        assert!(d.decode(&encode(&[(Repr::SizeUpdate(4097), "", "")]), 1 << 16).is_err());
+        assert!(
+            d.decode(&encode(&[(Repr::SizeUpdate(4097), "", "")]), 1 << 16)
+                .is_err()
+        );
         let late = encode(&[(Repr::Indexed(2), "", ""), (Repr::SizeUpdate(0), "", "")]);
         assert!(d.decode(&late, 1 << 16).is_err());
     }
@@ -503,16 +554,26 @@ mod tests {
     fn rejects_unknown_and_zero_indexes() {
         let mut d = Decoder::new(4096);
         assert!(d.decode(&[0x80], 1 << 16).is_err());
-        assert!(d.decode(&encode(&[(Repr::Indexed(62), "", "")]), 1 << 16).is_err());
+        assert!(
+            d.decode(&encode(&[(Repr::Indexed(62), "", "")]), 1 << 16)
+                .is_err()
+        );
     }
 
     #[test]
     fn references_cannot_expand_beyond_the_list_limit() {
         let mut d = Decoder::new(4096);
         let big = "v".repeat(3000);
-        d.decode(&encode(&[(Repr::Incremental { huffman: false }, "big", &big)]), 1 << 16).unwrap();
+        d.decode(
+            &encode(&[(Repr::Incremental { huffman: false }, "big", &big)]),
+            1 << 16,
+        )
+        .unwrap();
         let refs = vec![0xbe; 100]; // 100 references to a 3 KB entry
-        assert!(matches!(d.decode(&refs, 1 << 16), Err(HeaderRewriteError::HeaderListTooLarge)));
+        assert!(matches!(
+            d.decode(&refs, 1 << 16),
+            Err(HeaderRewriteError::HeaderListTooLarge)
+        ));
     }
 
     #[test]

@@ -24,8 +24,8 @@ use std::task::{Context, Poll, ready};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-pub use rewriter::{MAX_HEADER_BLOCK_BYTES, MAX_HEADER_LIST_BYTES, REPLACEMENT_AUTHORITY};
 use rewriter::FrameRewriter;
+pub use rewriter::{MAX_HEADER_BLOCK_BYTES, MAX_HEADER_LIST_BYTES, REPLACEMENT_AUTHORITY};
 
 /// Size of each read from the wrapped stream.
 const READ_CHUNK: usize = 16 * 1024;
@@ -87,7 +87,11 @@ impl<S> AuthorityRewrite<S> {
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for AuthorityRewrite<S> {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         loop {
             let pending_out = this.out.get(this.out_pos..).unwrap_or_default();
@@ -124,7 +128,11 @@ impl<S: AsyncRead + Unpin> AsyncRead for AuthorityRewrite<S> {
 }
 
 impl<S: AsyncWrite + Unpin> AsyncWrite for AuthorityRewrite<S> {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
     }
 
@@ -146,5 +154,89 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for AuthorityRewrite<S> {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::hpack::client_encoder::{Repr, encode};
+    use super::rewriter::PREFACE;
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    fn headers_frame(block: &[u8]) -> Vec<u8> {
+        let len = u32::try_from(block.len()).unwrap().to_be_bytes();
+        let mut out = vec![len[1], len[2], len[3], 0x1, 0x4, 0, 0, 0, 1];
+        out.extend_from_slice(block);
+        out
+    }
+
+    #[tokio::test]
+    async fn reads_rewritten_bytes_through_small_buffers_and_passes_writes_through() {
+        let (client, server) = tokio::io::duplex(64);
+        let mut server = AuthorityRewrite::new(server);
+        let block = encode(&[(
+            Repr::IncrementalNamed {
+                index: 1,
+                huffman: true,
+            },
+            "",
+            "tmp%2Fx.sock",
+        )]);
+        let mut sent = PREFACE.to_vec();
+        sent.extend_from_slice(&headers_frame(&block));
+        let writer = tokio::spawn(async move {
+            let mut client = client;
+            client.write_all(&sent).await.unwrap();
+            let mut reply = [0u8; 5];
+            client.read_exact(&mut reply).await.unwrap();
+            assert_eq!(&reply, b"hello");
+            client.shutdown().await.unwrap();
+        });
+
+        let mut expected = PREFACE.to_vec();
+        let mut literal = Vec::new();
+        hpack::encode_integer(0x00, 4, 1, &mut literal);
+        hpack::encode_raw_string(REPLACEMENT_AUTHORITY.as_bytes(), &mut literal);
+        expected.extend_from_slice(&headers_frame(&literal));
+
+        let mut got = Vec::new();
+        let mut small = [0u8; 7];
+        while got.len() < expected.len() {
+            let n = server.read(&mut small).await.unwrap();
+            assert!(n > 0, "early end of stream");
+            got.extend_from_slice(&small[..n]);
+        }
+        assert_eq!(got, expected);
+        server.write_all(b"hello").await.unwrap();
+        server.flush().await.unwrap();
+        assert_eq!(
+            server.read(&mut small).await.unwrap(),
+            0,
+            "end of stream after the client closes"
+        );
+        writer.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn malformed_input_ends_the_connection_with_invalid_data() {
+        let (mut client, server) = tokio::io::duplex(1024);
+        let mut server = AuthorityRewrite::new(server);
+        client
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = [0u8; 64];
+        let err = server.read(&mut buf).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        assert_eq!(
+            err.get_ref()
+                .and_then(|e| e.downcast_ref::<HeaderRewriteError>()),
+            Some(&HeaderRewriteError::PrefaceMismatch)
+        );
+        assert_eq!(
+            server.read(&mut buf).await.unwrap_err().kind(),
+            io::ErrorKind::InvalidData
+        );
     }
 }

@@ -80,7 +80,11 @@ impl FrameRewriter {
 
     /// Consumes `input`, appending to `out` the bytes the server should see. An error is a
     /// connection error: the caller must stop feeding and close.
-    pub(crate) fn feed(&mut self, mut input: &[u8], out: &mut Vec<u8>) -> Result<(), HeaderRewriteError> {
+    pub(crate) fn feed(
+        &mut self,
+        mut input: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), HeaderRewriteError> {
         loop {
             match self.state {
                 State::Preface { matched } => {
@@ -118,7 +122,9 @@ impl FrameRewriter {
                     let (chunk, rest) = input.split_at(remaining.min(input.len()));
                     out.extend_from_slice(chunk);
                     input = rest;
-                    self.state = State::PassThrough { remaining: remaining - chunk.len() };
+                    self.state = State::PassThrough {
+                        remaining: remaining - chunk.len(),
+                    };
                 }
                 State::Collect(header) => {
                     input = fill(&mut self.partial, header.length, input);
@@ -133,7 +139,11 @@ impl FrameRewriter {
         }
     }
 
-    fn on_frame_header(&mut self, header: FrameHeader, out: &mut Vec<u8>) -> Result<State, HeaderRewriteError> {
+    fn on_frame_header(
+        &mut self,
+        header: FrameHeader,
+        out: &mut Vec<u8>,
+    ) -> Result<State, HeaderRewriteError> {
         match header.kind {
             TYPE_HEADERS | TYPE_CONTINUATION => {
                 if header.length > MAX_IN_PAYLOAD {
@@ -149,12 +159,19 @@ impl FrameRewriter {
                     return Err(HeaderRewriteError::InterleavedFrame(kind));
                 }
                 out.extend_from_slice(&self.partial);
-                Ok(State::PassThrough { remaining: header.length })
+                Ok(State::PassThrough {
+                    remaining: header.length,
+                })
             }
         }
     }
 
-    fn on_header_frame(&mut self, header: FrameHeader, payload: &[u8], out: &mut Vec<u8>) -> Result<(), HeaderRewriteError> {
+    fn on_header_frame(
+        &mut self,
+        header: FrameHeader,
+        payload: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), HeaderRewriteError> {
         if header.kind == TYPE_HEADERS {
             if self.pending.is_some() {
                 return Err(HeaderRewriteError::InterleavedFrame(TYPE_HEADERS));
@@ -173,10 +190,10 @@ impl FrameRewriter {
                 _ => return Err(HeaderRewriteError::UnexpectedContinuation(header.stream_id)),
             }
         }
-        if header.flags & FLAG_END_HEADERS != 0 {
-            if let Some(block) = self.pending.take() {
-                self.finish(block, out)?;
-            }
+        if header.flags & FLAG_END_HEADERS != 0
+            && let Some(block) = self.pending.take()
+        {
+            self.finish(block, out)?;
         }
         Ok(())
     }
@@ -195,7 +212,9 @@ impl FrameRewriter {
 
     /// Decodes, rewrites and re-emits one complete header block.
     fn finish(&mut self, block: PendingBlock, out: &mut Vec<u8>) -> Result<(), HeaderRewriteError> {
-        let mut decoded = self.decoder.decode(&block.fragment, MAX_HEADER_LIST_BYTES)?;
+        let mut decoded = self
+            .decoder
+            .decode(&block.fragment, MAX_HEADER_LIST_BYTES)?;
         replace_invalid_authority(&mut decoded);
         let mut encoded = Vec::with_capacity(block.fragment.len() * 2);
         encode_literal_block(&decoded, &mut encoded);
@@ -208,7 +227,9 @@ impl FrameRewriter {
 /// percent-encoded socket path) with [`REPLACEMENT_AUTHORITY`].
 fn replace_invalid_authority(block: &mut HeaderBlock) {
     for field in &mut block.fields {
-        if field.name == b":authority" && http::uri::Authority::try_from(field.value.as_slice()).is_err() {
+        if field.name == b":authority"
+            && http::uri::Authority::try_from(field.value.as_slice()).is_err()
+        {
             tracing::trace!(
                 authority = %String::from_utf8_lossy(&field.value),
                 "replacing an :authority that is not a URI authority"
@@ -236,13 +257,25 @@ fn write_header_frames(pending: &PendingBlock, block: &[u8], out: &mut Vec<u8>) 
     if rest.is_empty() {
         flags |= FLAG_END_HEADERS;
     }
-    write_frame_header(priority.len() + first.len(), TYPE_HEADERS, flags, pending.stream_id, out);
+    write_frame_header(
+        priority.len() + first.len(),
+        TYPE_HEADERS,
+        flags,
+        pending.stream_id,
+        out,
+    );
     out.extend_from_slice(priority);
     out.extend_from_slice(first);
     while !rest.is_empty() {
         let (chunk, tail) = rest.split_at(MAX_OUT_PAYLOAD.min(rest.len()));
         let flags = if tail.is_empty() { FLAG_END_HEADERS } else { 0 };
-        write_frame_header(chunk.len(), TYPE_CONTINUATION, flags, pending.stream_id, out);
+        write_frame_header(
+            chunk.len(),
+            TYPE_CONTINUATION,
+            flags,
+            pending.stream_id,
+            out,
+        );
         out.extend_from_slice(chunk);
         rest = tail;
     }
@@ -277,7 +310,10 @@ fn parse_frame_header(bytes: &[u8]) -> Result<FrameHeader, HeaderRewriteError> {
 
 /// Splits a HEADERS payload into its priority fields (if flagged) and the block fragment,
 /// dropping the padding (RFC 9113 §6.2).
-fn split_headers_payload(flags: u8, payload: &[u8]) -> Result<(Option<[u8; 5]>, &[u8]), HeaderRewriteError> {
+fn split_headers_payload(
+    flags: u8,
+    payload: &[u8],
+) -> Result<(Option<[u8; 5]>, &[u8]), HeaderRewriteError> {
     let mut body = payload;
     let mut pad_len = 0usize;
     if flags & FLAG_PADDED != 0 {
@@ -287,11 +323,16 @@ fn split_headers_payload(flags: u8, payload: &[u8]) -> Result<(Option<[u8; 5]>, 
     }
     let mut priority = None;
     if flags & FLAG_PRIORITY != 0 {
-        let (fields, rest) = body.split_first_chunk::<5>().ok_or(HeaderRewriteError::BadPadding)?;
+        let (fields, rest) = body
+            .split_first_chunk::<5>()
+            .ok_or(HeaderRewriteError::BadPadding)?;
         priority = Some(*fields);
         body = rest;
     }
-    let fragment_len = body.len().checked_sub(pad_len).ok_or(HeaderRewriteError::BadPadding)?;
+    let fragment_len = body
+        .len()
+        .checked_sub(pad_len)
+        .ok_or(HeaderRewriteError::BadPadding)?;
     let (fragment, _padding) = body.split_at(fragment_len);
     Ok((priority, fragment))
 }
@@ -375,13 +416,25 @@ mod tests {
 
     fn grpc_request(authority_repr: Repr, huffman: bool) -> Vec<u8> {
         encode(&[
-            (Repr::Incremental { huffman }, ":path", "/SpiffeWorkloadAPI/FetchX509SVID"),
+            (
+                Repr::Incremental { huffman },
+                ":path",
+                "/SpiffeWorkloadAPI/FetchX509SVID",
+            ),
             (authority_repr, ":authority", "tmp%2Fsigil%2Fagent.sock"),
             (Repr::Indexed(3), "", ""),
             (Repr::Indexed(6), "", ""),
-            (Repr::Incremental { huffman }, "content-type", "application/grpc"),
+            (
+                Repr::Incremental { huffman },
+                "content-type",
+                "application/grpc",
+            ),
             (Repr::Incremental { huffman }, "te", "trailers"),
-            (Repr::WithoutIndexing { huffman }, "workload.spiffe.io", "true"),
+            (
+                Repr::WithoutIndexing { huffman },
+                "workload.spiffe.io",
+                "true",
+            ),
         ])
     }
 
@@ -411,7 +464,10 @@ mod tests {
 
     #[test]
     fn rejects_a_stream_without_the_preface() {
-        assert_eq!(rewrite_all(b"GET / HTTP/1.1\r\n"), Err(HeaderRewriteError::PrefaceMismatch));
+        assert_eq!(
+            rewrite_all(b"GET / HTTP/1.1\r\n"),
+            Err(HeaderRewriteError::PrefaceMismatch)
+        );
     }
 
     #[test]
@@ -419,7 +475,13 @@ mod tests {
         let mut input = PREFACE.to_vec();
         input.extend_from_slice(&SETTINGS);
         // First request: Huffman literals added to the client's table (as grpcio does).
-        let first = grpc_request(Repr::IncrementalNamed { index: 1, huffman: true }, true);
+        let first = grpc_request(
+            Repr::IncrementalNamed {
+                index: 1,
+                huffman: true,
+            },
+            true,
+        );
         input.extend_from_slice(&frame(TYPE_HEADERS, FLAG_END_HEADERS, 1, &first));
         input.extend_from_slice(&frame(0x0, FLAG_END_STREAM, 1, b"\0\0\0\0\0"));
         // Second request: everything by reference into the client's dynamic table.
@@ -431,16 +493,31 @@ mod tests {
             (Repr::Indexed(6), "", ""),
             (Repr::Indexed(63), "", ""),
             (Repr::Indexed(62), "", ""),
-            (Repr::WithoutIndexing { huffman: true }, "workload.spiffe.io", "true"),
+            (
+                Repr::WithoutIndexing { huffman: true },
+                "workload.spiffe.io",
+                "true",
+            ),
         ]);
-        input.extend_from_slice(&frame(TYPE_HEADERS, FLAG_END_HEADERS | FLAG_END_STREAM, 3, &second));
+        input.extend_from_slice(&frame(
+            TYPE_HEADERS,
+            FLAG_END_HEADERS | FLAG_END_STREAM,
+            3,
+            &second,
+        ));
 
         let out = rewrite_all(&input).unwrap();
         let view = server_view(&out);
-        assert_eq!(view.header_lists(), vec![expected_list("localhost"), expected_list("localhost")]);
+        assert_eq!(
+            view.header_lists(),
+            vec![expected_list("localhost"), expected_list("localhost")]
+        );
         // Non-header frames are byte-for-byte what the client sent, in order.
         assert_eq!(view.frames[0], (0x4, 0, 0, SETTINGS[9..].to_vec()));
-        assert_eq!(view.frames[2], (0x0, FLAG_END_STREAM, 1, b"\0\0\0\0\0".to_vec()));
+        assert_eq!(
+            view.frames[2],
+            (0x0, FLAG_END_STREAM, 1, b"\0\0\0\0\0".to_vec())
+        );
         assert_eq!(view.frames[3].1, FLAG_END_HEADERS | FLAG_END_STREAM);
         assert_eq!(view.frames[3].2, 3);
     }
@@ -448,24 +525,48 @@ mod tests {
     #[test]
     fn valid_authority_is_kept() {
         let mut input = PREFACE.to_vec();
-        let block = encode(&[(Repr::IncrementalNamed { index: 1, huffman: false }, "", "localhost:8080")]);
+        let block = encode(&[(
+            Repr::IncrementalNamed {
+                index: 1,
+                huffman: false,
+            },
+            "",
+            "localhost:8080",
+        )]);
         input.extend_from_slice(&frame(TYPE_HEADERS, FLAG_END_HEADERS, 1, &block));
         let lists = server_view(&rewrite_all(&input).unwrap()).header_lists();
-        assert_eq!(lists[0], vec![(":authority".to_string(), "localhost:8080".to_string())]);
+        assert_eq!(
+            lists[0],
+            vec![(":authority".to_string(), "localhost:8080".to_string())]
+        );
     }
 
     #[test]
     fn padded_and_prioritised_headers_keep_priority_and_lose_padding() {
-        let block = grpc_request(Repr::IncrementalNamed { index: 1, huffman: false }, false);
+        let block = grpc_request(
+            Repr::IncrementalNamed {
+                index: 1,
+                huffman: false,
+            },
+            false,
+        );
         let mut payload = vec![7u8]; // pad length
         payload.extend_from_slice(&[0x80, 0, 0, 1, 200]); // exclusive dependency on 1, weight 200
         payload.extend_from_slice(&block);
         payload.extend_from_slice(&[0; 7]);
         let mut input = PREFACE.to_vec();
-        input.extend_from_slice(&frame(TYPE_HEADERS, FLAG_END_HEADERS | FLAG_PADDED | FLAG_PRIORITY, 5, &payload));
+        input.extend_from_slice(&frame(
+            TYPE_HEADERS,
+            FLAG_END_HEADERS | FLAG_PADDED | FLAG_PRIORITY,
+            5,
+            &payload,
+        ));
         let view = server_view(&rewrite_all(&input).unwrap());
         let (kind, flags, stream, payload) = &view.frames[0];
-        assert_eq!((*kind, *flags, *stream), (TYPE_HEADERS, FLAG_END_HEADERS | FLAG_PRIORITY, 5));
+        assert_eq!(
+            (*kind, *flags, *stream),
+            (TYPE_HEADERS, FLAG_END_HEADERS | FLAG_PRIORITY, 5)
+        );
         assert_eq!(&payload[..5], &[0x80, 0, 0, 1, 200]);
         assert_eq!(view.header_lists(), vec![expected_list("localhost")]);
     }
@@ -473,7 +574,12 @@ mod tests {
     #[test]
     fn padding_longer_than_the_frame_is_an_error() {
         let mut input = PREFACE.to_vec();
-        input.extend_from_slice(&frame(TYPE_HEADERS, FLAG_END_HEADERS | FLAG_PADDED, 1, &[10, 0x82]));
+        input.extend_from_slice(&frame(
+            TYPE_HEADERS,
+            FLAG_END_HEADERS | FLAG_PADDED,
+            1,
+            &[10, 0x82],
+        ));
         assert_eq!(rewrite_all(&input), Err(HeaderRewriteError::BadPadding));
     }
 
@@ -481,7 +587,14 @@ mod tests {
     fn continuation_frames_are_joined_and_large_blocks_split() {
         let big = "x".repeat(20_000);
         let block = encode(&[
-            (Repr::IncrementalNamed { index: 1, huffman: true }, "", "tmp%2Fa.sock"),
+            (
+                Repr::IncrementalNamed {
+                    index: 1,
+                    huffman: true,
+                },
+                "",
+                "tmp%2Fa.sock",
+            ),
             (Repr::WithoutIndexing { huffman: false }, "x-big", &big),
         ]);
         let (a, b) = block.split_at(10);
@@ -491,11 +604,18 @@ mod tests {
         input.extend_from_slice(&frame(TYPE_CONTINUATION, 0, 1, b));
         input.extend_from_slice(&frame(TYPE_CONTINUATION, FLAG_END_HEADERS, 1, c));
         let view = server_view(&rewrite_all(&input).unwrap());
-        assert_eq!(view.frames.len(), 2, "20 KB block needs one continuation at 16 KB frames");
+        assert_eq!(
+            view.frames.len(),
+            2,
+            "20 KB block needs one continuation at 16 KB frames"
+        );
         assert_eq!(view.frames[0].0, TYPE_HEADERS);
         assert_eq!(view.frames[0].1, FLAG_END_STREAM);
         assert_eq!(view.frames[0].3.len(), MAX_OUT_PAYLOAD);
-        assert_eq!((view.frames[1].0, view.frames[1].1), (TYPE_CONTINUATION, FLAG_END_HEADERS));
+        assert_eq!(
+            (view.frames[1].0, view.frames[1].1),
+            (TYPE_CONTINUATION, FLAG_END_HEADERS)
+        );
         let lists = view.header_lists();
         assert_eq!(lists[0][0].1, "localhost");
         assert_eq!(lists[0][1].1, big);
@@ -506,14 +626,20 @@ mod tests {
         let mut input = PREFACE.to_vec();
         input.extend_from_slice(&frame(TYPE_HEADERS, 0, 1, &[0x82]));
         input.extend_from_slice(&frame(0x8, 0, 0, &[0, 0, 0, 1]));
-        assert_eq!(rewrite_all(&input), Err(HeaderRewriteError::InterleavedFrame(0x8)));
+        assert_eq!(
+            rewrite_all(&input),
+            Err(HeaderRewriteError::InterleavedFrame(0x8))
+        );
     }
 
     #[test]
     fn continuation_without_headers_is_an_error() {
         let mut input = PREFACE.to_vec();
         input.extend_from_slice(&frame(TYPE_CONTINUATION, FLAG_END_HEADERS, 1, &[0x82]));
-        assert_eq!(rewrite_all(&input), Err(HeaderRewriteError::UnexpectedContinuation(1)));
+        assert_eq!(
+            rewrite_all(&input),
+            Err(HeaderRewriteError::UnexpectedContinuation(1))
+        );
     }
 
     #[test]
@@ -524,17 +650,29 @@ mod tests {
         for _ in 0..4 {
             input.extend_from_slice(&frame(TYPE_CONTINUATION, 0, 1, &chunk));
         }
-        assert_eq!(rewrite_all(&input), Err(HeaderRewriteError::HeaderBlockTooLarge));
+        assert_eq!(
+            rewrite_all(&input),
+            Err(HeaderRewriteError::HeaderBlockTooLarge)
+        );
         let mut huge_frame = PREFACE.to_vec();
         write_frame_header(MAX_IN_PAYLOAD + 1, TYPE_HEADERS, 0, 1, &mut huge_frame);
-        assert_eq!(rewrite_all(&huge_frame), Err(HeaderRewriteError::HeaderBlockTooLarge));
+        assert_eq!(
+            rewrite_all(&huge_frame),
+            Err(HeaderRewriteError::HeaderBlockTooLarge)
+        );
     }
 
     #[test]
     fn byte_at_a_time_feeding_gives_the_same_output() {
         let mut input = PREFACE.to_vec();
         input.extend_from_slice(&SETTINGS);
-        let block = grpc_request(Repr::IncrementalNamed { index: 1, huffman: true }, true);
+        let block = grpc_request(
+            Repr::IncrementalNamed {
+                index: 1,
+                huffman: true,
+            },
+            true,
+        );
         input.extend_from_slice(&frame(TYPE_HEADERS, FLAG_END_HEADERS, 1, &block));
         input.extend_from_slice(&frame(0x0, FLAG_END_STREAM, 1, b"\0\0\0\0\0"));
         let whole = rewrite_all(&input).unwrap();

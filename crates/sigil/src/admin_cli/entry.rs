@@ -1,0 +1,336 @@
+//! `sigil entry create|list|show|update|delete`. The server validates every field; these
+//! commands only shape the request, so a bad value gets the server's own message.
+
+use clap::{Args, Subcommand};
+use sigil_api::{Entry, EntryList, EntryQuery, EntryRequest, TtlValue, paths};
+
+use super::client::AdminClient;
+use super::output::{Block, emit, emit_json, format_time, format_ttl, render_found, yes_no};
+use super::{AdminConnection, OutputArg};
+use crate::OutputFormat;
+
+/// TTL flag value that asks for the server default.
+const DEFAULT_TTL_WORD: &str = "default";
+
+#[derive(Debug, Subcommand)]
+pub enum EntryCommand {
+    /// Create a registration entry.
+    Create(CreateArgs),
+    /// List registration entries, optionally filtered.
+    List(ListArgs),
+    /// Show one registration entry.
+    Show(IdArgs),
+    /// Change the given fields of an entry (others are kept).
+    Update(UpdateArgs),
+    /// Delete a registration entry.
+    Delete(IdArgs),
+}
+
+/// The fields of an entry, all optional on the command line.
+#[derive(Debug, Clone, Default, Args)]
+pub struct EntryFields {
+    /// SPIFFE ID to issue, e.g. spiffe://example.org/web.
+    #[arg(long, value_name = "ID")]
+    pub spiffe_id: Option<String>,
+    /// Parent: an agent's SPIFFE ID or a node alias.
+    #[arg(long, value_name = "ID")]
+    pub parent_id: Option<String>,
+    /// Selector `type:value`, e.g. unix:uid:1000 (repeat for several; all must match).
+    #[arg(long = "selector", value_name = "SELECTOR")]
+    pub selectors: Vec<String>,
+    /// X509-SVID lifetime, e.g. 1h, or `default`.
+    #[arg(long, value_name = "TTL")]
+    pub x509_svid_ttl: Option<String>,
+    /// JWT-SVID lifetime, e.g. 5m, or `default`.
+    #[arg(long, value_name = "TTL")]
+    pub jwt_svid_ttl: Option<String>,
+    /// DNS name for the X509-SVID (repeat for several).
+    #[arg(long = "dns-name", value_name = "NAME")]
+    pub dns_names: Vec<String>,
+    /// Trust domain whose bundle the workload also receives (repeat for several).
+    #[arg(long = "federates-with", value_name = "TD")]
+    pub federates_with: Vec<String>,
+    /// Grant admin rights (`--admin` or `--admin=false`).
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub admin: Option<bool>,
+    /// Entry for a downstream server (`--downstream` or `--downstream=false`).
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub downstream: Option<bool>,
+    /// Hint that tells workloads apart when they receive several identities.
+    #[arg(long, value_name = "TEXT")]
+    pub hint: Option<String>,
+    /// Team or contact accountable for this identity (required on create).
+    #[arg(long, value_name = "OWNER")]
+    pub owner: Option<String>,
+    /// Free-text description.
+    #[arg(long, value_name = "TEXT")]
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    #[command(flatten)]
+    pub fields: EntryFields,
+    #[command(flatten)]
+    pub out: OutputArg,
+    #[command(flatten)]
+    pub conn: AdminConnection,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Only entries with this SPIFFE ID.
+    #[arg(long, value_name = "ID")]
+    pub spiffe_id: Option<String>,
+    /// Only entries with this parent ID.
+    #[arg(long, value_name = "ID")]
+    pub parent_id: Option<String>,
+    /// Only entries having this selector (repeat: all must be present).
+    #[arg(long = "selector", value_name = "SELECTOR")]
+    pub selectors: Vec<String>,
+    /// Only entries with this owner.
+    #[arg(long, value_name = "OWNER")]
+    pub owner: Option<String>,
+    #[command(flatten)]
+    pub out: OutputArg,
+    #[command(flatten)]
+    pub conn: AdminConnection,
+}
+
+#[derive(Debug, Args)]
+pub struct IdArgs {
+    /// Entry id.
+    #[arg(long, value_name = "ID")]
+    pub id: String,
+    #[command(flatten)]
+    pub out: OutputArg,
+    #[command(flatten)]
+    pub conn: AdminConnection,
+}
+
+#[derive(Debug, Args)]
+pub struct UpdateArgs {
+    /// Entry id.
+    #[arg(long, value_name = "ID")]
+    pub id: String,
+    #[command(flatten)]
+    pub fields: EntryFields,
+    #[command(flatten)]
+    pub out: OutputArg,
+    #[command(flatten)]
+    pub conn: AdminConnection,
+}
+
+/// Runs one `sigil entry` command.
+pub async fn run(command: EntryCommand) -> anyhow::Result<()> {
+    match command {
+        EntryCommand::Create(args) => {
+            let client = AdminClient::new(&args.conn.admin_socket);
+            let request = args.fields.apply_to(EntryRequest::default());
+            let entry: Entry = client.post(paths::ENTRIES, &request).await?;
+            print_entry(&entry, args.out.output)
+        }
+        EntryCommand::List(args) => {
+            let client = AdminClient::new(&args.conn.admin_socket);
+            let query = EntryQuery {
+                spiffe_id: args.spiffe_id,
+                parent_id: args.parent_id,
+                selectors: args.selectors,
+                owner: args.owner,
+            }
+            .to_query_string();
+            let path = if query.is_empty() {
+                paths::ENTRIES.to_owned()
+            } else {
+                format!("{}?{query}", paths::ENTRIES)
+            };
+            let list: EntryList = client.get(&path).await?;
+            match args.out.output {
+                OutputFormat::Json => emit_json(&list),
+                OutputFormat::Text => {
+                    let blocks: Vec<Block> = list.entries.iter().map(entry_block).collect();
+                    emit(&render_found(
+                        list.entries.len(),
+                        "entry",
+                        "entries",
+                        &blocks,
+                    ))
+                }
+            }
+        }
+        EntryCommand::Show(args) => {
+            let client = AdminClient::new(&args.conn.admin_socket);
+            let entry: Entry = client.get(&paths::entry(&args.id)).await?;
+            print_entry(&entry, args.out.output)
+        }
+        EntryCommand::Update(args) => {
+            let client = AdminClient::new(&args.conn.admin_socket);
+            let path = paths::entry(&args.id);
+            let current: Entry = client.get(&path).await?;
+            let request = args.fields.apply_to(current.to_update_request());
+            let updated: Entry = client.put(&path, &request).await?;
+            print_entry(&updated, args.out.output)
+        }
+        EntryCommand::Delete(args) => {
+            let client = AdminClient::new(&args.conn.admin_socket);
+            let deleted: Entry = client.delete(&paths::entry(&args.id)).await?;
+            match args.out.output {
+                OutputFormat::Json => emit_json(&deleted),
+                OutputFormat::Text => emit(&format!(
+                    "Deleted entry {} ({})\n",
+                    deleted.id, deleted.spiffe_id
+                )),
+            }
+        }
+    }
+}
+
+impl EntryFields {
+    /// `request` with every field given on the command line replaced (lists replace whole).
+    pub fn apply_to(self, mut request: EntryRequest) -> EntryRequest {
+        if let Some(v) = self.spiffe_id {
+            request.spiffe_id = Some(v);
+        }
+        if let Some(v) = self.parent_id {
+            request.parent_id = Some(v);
+        }
+        if !self.selectors.is_empty() {
+            request.selectors = self.selectors;
+        }
+        if let Some(v) = self.x509_svid_ttl {
+            request.x509_svid_ttl = Some(ttl_value(v));
+        }
+        if let Some(v) = self.jwt_svid_ttl {
+            request.jwt_svid_ttl = Some(ttl_value(v));
+        }
+        if !self.dns_names.is_empty() {
+            request.dns_names = self.dns_names;
+        }
+        if !self.federates_with.is_empty() {
+            request.federates_with = self.federates_with;
+        }
+        if let Some(v) = self.admin {
+            request.admin = v;
+        }
+        if let Some(v) = self.downstream {
+            request.downstream = v;
+        }
+        if let Some(v) = self.hint {
+            request.hint = v;
+        }
+        if let Some(v) = self.owner {
+            request.owner = Some(v);
+        }
+        if let Some(v) = self.description {
+            request.description = v;
+        }
+        request
+    }
+}
+
+/// `default` asks for the server default (0); anything else goes to the server to parse.
+fn ttl_value(flag: String) -> TtlValue {
+    if flag == DEFAULT_TTL_WORD {
+        TtlValue::Seconds(0)
+    } else {
+        TtlValue::Text(flag)
+    }
+}
+
+fn print_entry(entry: &Entry, output: OutputFormat) -> anyhow::Result<()> {
+    match output {
+        OutputFormat::Json => emit_json(entry),
+        OutputFormat::Text => emit(&entry_block(entry).render()),
+    }
+}
+
+fn entry_block(e: &Entry) -> Block {
+    Block::default()
+        .line("Entry ID", e.id.clone())
+        .line("SPIFFE ID", e.spiffe_id.clone())
+        .line("Parent ID", e.parent_id.clone())
+        .line("Revision", e.revision.to_string())
+        .line("Owner", e.owner.clone())
+        .line("X509-SVID TTL", format_ttl(e.x509_svid_ttl))
+        .line("JWT-SVID TTL", format_ttl(e.jwt_svid_ttl))
+        .lines("Selector", e.selectors.iter().cloned())
+        .lines("DNS name", e.dns_names.iter().cloned())
+        .lines("FederatesWith", e.federates_with.iter().cloned())
+        .line("Admin", yes_no(e.admin))
+        .line("Downstream", yes_no(e.downstream))
+        .optional("Hint", &e.hint)
+        .optional("Description", &e.description)
+        .line(
+            "Expires at",
+            e.expires_at.map_or_else(|| "never".to_owned(), format_time),
+        )
+        .line("Created at", format_time(e.created_at))
+        .line("Updated at", format_time(e.updated_at))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stored() -> Entry {
+        Entry {
+            id: "e1".into(),
+            spiffe_id: "spiffe://example.org/web".into(),
+            parent_id: "spiffe://example.org/agent".into(),
+            selectors: vec!["unix:uid:1000".into()],
+            x509_svid_ttl: 3600,
+            jwt_svid_ttl: 0,
+            dns_names: vec!["web.example".into()],
+            federates_with: vec![],
+            admin: true,
+            downstream: false,
+            hint: String::new(),
+            owner: "team-web".into(),
+            description: "old".into(),
+            expires_at: None,
+            revision: 2,
+            created_at: 0,
+            updated_at: 0,
+        }
+    }
+
+    #[test]
+    fn update_changes_only_the_given_fields_and_pins_the_revision() {
+        let fields = EntryFields {
+            selectors: vec!["unix:uid:2000".into()],
+            admin: Some(false),
+            description: Some("new".into()),
+            jwt_svid_ttl: Some("5m".into()),
+            ..EntryFields::default()
+        };
+        let req = fields.apply_to(stored().to_update_request());
+        assert_eq!(req.revision, Some(2));
+        assert_eq!(req.selectors, ["unix:uid:2000"]);
+        assert!(!req.admin);
+        assert_eq!(req.description, "new");
+        assert_eq!(req.jwt_svid_ttl, Some(TtlValue::Text("5m".into())));
+        assert_eq!(req.x509_svid_ttl, Some(TtlValue::Seconds(3600)));
+        assert_eq!(req.dns_names, ["web.example"]);
+        assert_eq!(req.owner.as_deref(), Some("team-web"));
+    }
+
+    #[test]
+    fn default_ttl_word_asks_for_the_server_default() {
+        assert_eq!(ttl_value("default".into()), TtlValue::Seconds(0));
+        assert_eq!(ttl_value("0".into()), TtlValue::Text("0".into()));
+    }
+
+    #[test]
+    fn text_block_reads_like_spire_server() {
+        let text = entry_block(&stored()).render();
+        assert!(
+            text.starts_with("Entry ID      : e1\nSPIFFE ID     : spiffe://example.org/web\n"),
+            "{text}"
+        );
+        assert!(text.contains("Selector      : unix:uid:1000\n"), "{text}");
+        assert!(text.contains("JWT-SVID TTL  : default\n"), "{text}");
+        assert!(text.contains("X509-SVID TTL : 1h\n"), "{text}");
+        assert!(text.contains("Expires at    : never\n"), "{text}");
+        assert!(!text.contains("Hint"), "{text}");
+    }
+}

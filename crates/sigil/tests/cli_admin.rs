@@ -1,0 +1,393 @@
+//! The admin CLI end to end: the real `sigil` binary, run as a separate process, against an
+//! admin API served in this test process (`sigil_server::admin::serve` on a temporary socket over
+//! an in-memory store). Checks outputs, exit codes and the one-line error contract.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use sigil_server::admin::{AdminState, serve};
+use sigil_spiffe::{SystemClock, TrustDomain};
+use sigil_store::{Datastore, SqliteStore, StoredBundle};
+use tokio::net::UnixStream;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// An admin API on a temporary socket, stopped when dropped.
+struct AdminServer {
+    dir: tempfile::TempDir,
+    socket: PathBuf,
+    store: Arc<dyn Datastore>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl AdminServer {
+    async fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("run").join("admin.sock");
+        let store: Arc<dyn Datastore> = Arc::new(SqliteStore::open_in_memory().unwrap());
+        let state = AdminState {
+            store: store.clone(),
+            trust_domain: TrustDomain::parse("example.org").unwrap(),
+            clock: Arc::new(SystemClock),
+        };
+        let (stop, stopped) = oneshot::channel::<()>();
+        let path = socket.clone();
+        let task = tokio::spawn(async move {
+            serve(&path, state, async move {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap();
+        });
+        for _ in 0..500 {
+            if UnixStream::connect(&socket).await.is_ok() {
+                return Self {
+                    dir,
+                    socket,
+                    store,
+                    stop: Some(stop),
+                    task: Some(task),
+                };
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the admin socket never answered");
+    }
+
+    /// Runs `sigil <args> --admin-socket <socket>`.
+    async fn admin(&self, args: &[&str]) -> Output {
+        let mut all: Vec<&str> = args.to_vec();
+        all.push("--admin-socket");
+        all.push(self.socket.to_str().unwrap());
+        sigil(self.dir.path(), &all).await
+    }
+
+    async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.unwrap();
+        }
+        assert!(!self.socket.exists(), "the socket is removed on shutdown");
+    }
+}
+
+/// Runs the `sigil` binary in `cwd` with a clean environment for the variables it reads.
+async fn sigil(cwd: &Path, args: &[&str]) -> Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_sigil"))
+        .args(args)
+        .current_dir(cwd)
+        .env_remove("SIGIL_ADMIN_SOCKET")
+        .env_remove("SIGIL_LOG")
+        .env_remove("SPIFFE_ENDPOINT_SOCKET")
+        .output()
+        .await
+        .unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn json(o: &Output) -> Value {
+    assert!(o.status.success(), "failed: {}", stderr(o));
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", stdout(o)))
+}
+
+/// Asserts `o` failed with `code` and exactly one stderr line starting with `prefix`.
+fn assert_one_line_failure(o: &Output, code: i32, prefix: &str) {
+    let err = stderr(o);
+    assert_eq!(o.status.code(), Some(code), "stderr: {err}");
+    assert_eq!(
+        err.lines().count(),
+        1,
+        "exactly one line expected, got: {err:?}"
+    );
+    assert!(err.ends_with('\n'), "{err:?}");
+    assert!(err.starts_with(prefix), "expected `{prefix}…`, got: {err}");
+}
+
+/// The flags of a valid `entry create`.
+const WEB_ENTRY: &[(&str, &str)] = &[
+    ("--spiffe-id", "spiffe://example.org/web"),
+    (
+        "--parent-id",
+        "spiffe://example.org/sigil/agent/join_token/abc",
+    ),
+    ("--selector", "unix:uid:1000"),
+    ("--x509-svid-ttl", "1h"),
+    ("--dns-name", "web.example.org"),
+    ("--owner", "team-web"),
+    ("--description", "the web tier"),
+];
+
+/// `entry create` with [`WEB_ENTRY`]'s flags, `flag` set to `value` (or dropped when `None`),
+/// followed by `extra`.
+fn create_args<'a>(change: Option<(&'a str, Option<&'a str>)>, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["entry", "create"];
+    let mut changed = false;
+    for &(flag, value) in WEB_ENTRY {
+        match change {
+            Some((f, replacement)) if f == flag => {
+                changed = true;
+                if let Some(v) = replacement {
+                    args.extend([flag, v]);
+                }
+            }
+            _ => args.extend([flag, value]),
+        }
+    }
+    assert!(change.is_none() || changed, "unknown flag in {change:?}");
+    args.extend(extra);
+    args
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entry_create_list_show_update_delete() {
+    let server = AdminServer::start().await;
+
+    let created = json(
+        &server
+            .admin(&create_args(None, &["--output", "json"]))
+            .await,
+    );
+    let id = created["id"].as_str().unwrap().to_owned();
+    assert_eq!(created["spiffe_id"], "spiffe://example.org/web");
+    assert_eq!(created["x509_svid_ttl"], 3600);
+    assert_eq!(created["revision"], 1);
+
+    let list = json(&server.admin(&["entry", "list", "--output", "json"]).await);
+    assert_eq!(list["entries"].as_array().unwrap().len(), 1);
+    assert_eq!(list["entries"][0], created);
+    let filtered = json(
+        &server
+            .admin(&[
+                "entry",
+                "list",
+                "--selector",
+                "unix:uid:2",
+                "--output",
+                "json",
+            ])
+            .await,
+    );
+    assert_eq!(filtered["entries"].as_array().unwrap().len(), 0);
+
+    let shown = server.admin(&["entry", "show", "--id", &id]).await;
+    assert!(shown.status.success(), "{}", stderr(&shown));
+    let text = stdout(&shown);
+    assert!(
+        text.starts_with(&format!("Entry ID      : {id}\n")),
+        "{text}"
+    );
+    assert!(
+        text.contains("SPIFFE ID     : spiffe://example.org/web\n"),
+        "{text}"
+    );
+    assert!(text.contains("Selector      : unix:uid:1000\n"), "{text}");
+    assert!(text.contains("X509-SVID TTL : 1h\n"), "{text}");
+    assert!(text.contains("Owner         : team-web\n"), "{text}");
+
+    let listed = server.admin(&["entry", "list"]).await;
+    assert!(
+        stdout(&listed).starts_with("Found 1 entry\n\nEntry ID"),
+        "{}",
+        stdout(&listed)
+    );
+
+    let updated = json(
+        &server
+            .admin(&[
+                "entry",
+                "update",
+                "--id",
+                &id,
+                "--selector",
+                "unix:uid:2000",
+                "--admin",
+                "--jwt-svid-ttl",
+                "5m",
+                "--output",
+                "json",
+            ])
+            .await,
+    );
+    assert_eq!(updated["revision"], 2);
+    assert_eq!(updated["selectors"], serde_json::json!(["unix:uid:2000"]));
+    assert_eq!(updated["admin"], true);
+    assert_eq!(updated["jwt_svid_ttl"], 300);
+    assert_eq!(updated["owner"], "team-web", "fields not given are kept");
+    assert_eq!(updated["description"], "the web tier");
+    assert_eq!(updated["dns_names"], serde_json::json!(["web.example.org"]));
+    assert_eq!(updated["x509_svid_ttl"], 3600);
+
+    let deleted = server.admin(&["entry", "delete", "--id", &id]).await;
+    assert!(deleted.status.success(), "{}", stderr(&deleted));
+    assert_eq!(
+        stdout(&deleted),
+        format!("Deleted entry {id} (spiffe://example.org/web)\n")
+    );
+    let list = json(&server.admin(&["entry", "list", "--output", "json"]).await);
+    assert_eq!(list, serde_json::json!({"entries": []}));
+    let gone = server.admin(&["entry", "show", "--id", &id]).await;
+    assert_one_line_failure(&gone, 1, &format!("error: entry `{id}` not found"));
+
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_entries_fail_with_one_line_and_store_nothing() {
+    let server = AdminServer::start().await;
+    let cases = [
+        (
+            create_args(Some(("--spiffe-id", Some("spiffe://Bad/x"))), &[]),
+            "error: invalid spiffe_id `spiffe://Bad/x`: trust domain has the character `B`",
+        ),
+        (
+            create_args(None, &["--selector", "unix"]),
+            "error: invalid selector `unix`: ",
+        ),
+        (
+            create_args(Some(("--x509-svid-ttl", Some("soon"))), &[]),
+            "error: invalid x509_svid_ttl `soon`: ",
+        ),
+        (
+            create_args(Some(("--x509-svid-ttl", Some("0"))), &[]),
+            "error: invalid x509_svid_ttl `0`: ",
+        ),
+        (
+            create_args(Some(("--owner", None)), &[]),
+            "error: owner is required",
+        ),
+    ];
+    for (args, expected) in cases {
+        let o = server.admin(&args).await;
+        assert_one_line_failure(&o, 1, expected);
+        assert!(o.stdout.is_empty(), "{}", stdout(&o));
+    }
+    let list = json(&server.admin(&["entry", "list", "--output", "json"]).await);
+    assert_eq!(list, serde_json::json!({"entries": []}));
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_create_returns_the_secret_once() {
+    let server = AdminServer::start().await;
+    let created = json(
+        &server
+            .admin(&["token", "create", "--ttl", "10m", "--output", "json"])
+            .await,
+    );
+    let token = created["token"].as_str().unwrap();
+    assert!(token.len() >= 43, "{token}");
+    let id = created["id"].as_str().unwrap();
+    assert_eq!(
+        created["agent_id"],
+        format!("spiffe://example.org/sigil/agent/join_token/{id}")
+    );
+
+    let text = server.admin(&["token", "create"]).await;
+    assert!(text.status.success(), "{}", stderr(&text));
+    assert!(
+        stdout(&text).starts_with("Token      : "),
+        "{}",
+        stdout(&text)
+    );
+    assert!(stdout(&text).contains("Agent ID   : spiffe://example.org/sigil/agent/join_token/"));
+
+    let too_long = server.admin(&["token", "create", "--ttl", "30d"]).await;
+    assert_one_line_failure(&too_long, 1, "error: invalid ttl `30d`: ");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_and_bundle_are_shown() {
+    let server = AdminServer::start().await;
+    let agents = server.admin(&["agent", "list"]).await;
+    assert_eq!(stdout(&agents), "Found 0 agents\n", "{}", stderr(&agents));
+    let unknown = server
+        .admin(&[
+            "agent",
+            "show",
+            "--spiffe-id",
+            "spiffe://example.org/sigil/agent/join_token/x",
+        ])
+        .await;
+    assert_one_line_failure(
+        &unknown,
+        1,
+        "error: agent `spiffe://example.org/sigil/agent/join_token/x` not found",
+    );
+
+    let missing = server.admin(&["bundle", "show"]).await;
+    assert_one_line_failure(&missing, 1, "error: no trust bundle for `example.org` yet");
+    let document = serde_json::json!({
+        "keys": [{"use": "x509-svid", "kty": "EC", "crv": "P-256", "x": "AA", "y": "AA", "x5c": ["MIIBAQID"]}],
+        "spiffe_sequence": 1,
+    });
+    server
+        .store
+        .put_bundle(StoredBundle {
+            trust_domain: TrustDomain::parse("example.org").unwrap(),
+            document: serde_json::to_vec(&document).unwrap(),
+            sequence: 1,
+            updated_at: 1,
+        })
+        .await
+        .unwrap();
+    let pem = server.admin(&["bundle", "show"]).await;
+    assert_eq!(
+        stdout(&pem),
+        "-----BEGIN CERTIFICATE-----\nMIIBAQID\n-----END CERTIFICATE-----\n",
+        "{}",
+        stderr(&pem)
+    );
+    let spiffe = json(
+        &server
+            .admin(&["bundle", "show", "--format", "spiffe"])
+            .await,
+    );
+    assert_eq!(spiffe, document);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_admin_socket_is_one_actionable_line() {
+    let cwd = tempfile::tempdir().unwrap();
+    let o = sigil(cwd.path(), &["entry", "list"]).await;
+    assert_one_line_failure(
+        &o,
+        1,
+        "error: cannot reach the admin API at .sigil/admin.sock: no such file or directory (is the server running?)\n",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_errors_are_one_line_with_exit_code_2() {
+    let cwd = tempfile::tempdir().unwrap();
+    for args in [
+        &["entry", "create", "--bogus"][..],
+        &["entry", "show"][..],
+        &["bundle", "show", "--format", "der"][..],
+        &["entry"][..],
+        &[][..],
+    ] {
+        let o = sigil(cwd.path(), args).await;
+        assert_one_line_failure(&o, 2, "error: ");
+    }
+    let help = sigil(cwd.path(), &["entry", "create", "--help"]).await;
+    assert_eq!(help.status.code(), Some(0));
+    assert!(stdout(&help).contains("--owner"), "{}", stdout(&help));
+    let version = sigil(cwd.path(), &["--version"]).await;
+    assert_eq!(version.status.code(), Some(0));
+    assert!(stdout(&version).starts_with("sigil "));
+}
