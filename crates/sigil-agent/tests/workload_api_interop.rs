@@ -41,6 +41,10 @@ fn venv_python() -> Option<PathBuf> {
                 Ok(s) if s.success() => Some(python),
                 _ if python.exists() => panic!("interop/python/setup.sh failed on an existing venv"),
                 other => {
+                    assert!(
+                        std::env::var_os("SIGIL_REQUIRE_INTEROP").is_none(),
+                        "SIGIL_REQUIRE_INTEROP is set but interop/python/setup.sh failed ({other:?})"
+                    );
                     eprintln!("SKIPPED: interop/python/.venv is missing and setup.sh cannot create it ({other:?})");
                     None
                 }

@@ -129,7 +129,9 @@ impl X509Authority {
             .map_err(|_| invalid("duplicate basicConstraints"))?
             .is_some_and(|bc| bc.value.ca);
         if !is_ca {
-            return Err(invalid("certificate is not a CA (basicConstraints CA:TRUE missing)"));
+            return Err(invalid(
+                "certificate is not a CA (basicConstraints CA:TRUE missing)",
+            ));
         }
         let subject_key_id = cert
             .iter_extensions()
@@ -146,7 +148,10 @@ impl X509Authority {
         let not_before = cert.validity().not_before.timestamp();
         let not_after = cert.validity().not_after.timestamp();
         let self_signed = cert.subject().as_raw() == cert.issuer().as_raw()
-            && key.public_key_ref().verify_x509(cert.tbs_certificate.as_ref(), &cert.signature_value.data).is_ok();
+            && key
+                .public_key_ref()
+                .verify_x509(cert.tbs_certificate.as_ref(), &cert.signature_value.data)
+                .is_ok();
         drop(cert);
 
         let issuer = rcgen::Issuer::from_ca_cert_der(
@@ -223,7 +228,10 @@ impl X509Authority {
     /// Fails if this authority has expired at `now`.
     pub(crate) fn clamp_not_after(&self, now: i64, ttl_secs: u64) -> Result<i64, CaError> {
         if self.not_after <= now {
-            return Err(CaError::AuthorityExpired { not_after: self.not_after, now });
+            return Err(CaError::AuthorityExpired {
+                not_after: self.not_after,
+                now,
+            });
         }
         Ok(end_of_ttl(now, ttl_secs)?.min(self.not_after))
     }
@@ -277,8 +285,12 @@ fn ca_params(
     params.not_after = to_datetime(not_after)?;
     params.serial_number = Some(random_serial()?);
     params.distinguished_name = rcgen::DistinguishedName::new();
-    params.distinguished_name.push(DnType::OrganizationName, ORGANIZATION);
-    params.distinguished_name.push(DnType::CommonName, common_name(td.as_str(), role));
+    params
+        .distinguished_name
+        .push(DnType::OrganizationName, ORGANIZATION);
+    params
+        .distinguished_name
+        .push(DnType::CommonName, common_name(td.as_str(), role));
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     params.subject_alt_names = vec![SanType::URI(td.id_string().try_into()?)];
@@ -301,10 +313,14 @@ fn single_trust_domain_san(cert: &X509Certificate<'_>) -> Result<TrustDomain, Ca
         .subject_alternative_name()
         .map_err(|_| invalid("duplicate subjectAltName"))?
         .ok_or(invalid("certificate has no URI SAN"))?;
-    let mut uris = san.value.general_names.iter().filter_map(|name| match name {
-        GeneralName::URI(uri) => Some(*uri),
-        _ => None,
-    });
+    let mut uris = san
+        .value
+        .general_names
+        .iter()
+        .filter_map(|name| match name {
+            GeneralName::URI(uri) => Some(*uri),
+            _ => None,
+        });
     let (Some(uri), None) = (uris.next(), uris.next()) else {
         return Err(invalid("certificate must have exactly one URI SAN"));
     };
@@ -346,8 +362,15 @@ mod tests {
         assert!(ku.critical && ku.value.key_cert_sign() && ku.value.crl_sign());
         assert!(!ku.value.digital_signature());
         let san = cert.subject_alternative_name().unwrap().unwrap();
-        assert_eq!(san.value.general_names, vec![GeneralName::URI("spiffe://example.org")]);
-        let cn: Vec<_> = cert.subject().iter_common_name().map(|a| a.as_str().unwrap()).collect();
+        assert_eq!(
+            san.value.general_names,
+            vec![GeneralName::URI("spiffe://example.org")]
+        );
+        let cn: Vec<_> = cert
+            .subject()
+            .iter_common_name()
+            .map(|a| a.as_str().unwrap())
+            .collect();
         assert_eq!(cn, vec![format!("example.org {role}")]);
         let not_before = cert.validity().not_before.timestamp();
         assert!(not_before <= NOW && NOW - not_before <= BACKDATE_SECS);
@@ -356,12 +379,13 @@ mod tests {
 
     fn aki(der: &[u8]) -> Option<Vec<u8>> {
         let (_, cert) = X509Certificate::from_der(der).unwrap();
-        cert.iter_extensions().find_map(|e| match e.parsed_extension() {
-            ParsedExtension::AuthorityKeyIdentifier(aki) => {
-                aki.key_identifier.as_ref().map(|k| k.0.to_vec())
-            }
-            _ => None,
-        })
+        cert.iter_extensions()
+            .find_map(|e| match e.parsed_extension() {
+                ParsedExtension::AuthorityKeyIdentifier(aki) => {
+                    aki.key_identifier.as_ref().map(|k| k.0.to_vec())
+                }
+                _ => None,
+            })
     }
 
     #[test]
@@ -383,14 +407,20 @@ mod tests {
             intermediate(&td(), new_key(), &root, 10 * 86_400, from_unix_secs(NOW)).unwrap();
         assert_ca_profile(inter.cert_der(), "intermediate");
         assert!(!inter.is_self_signed());
-        assert_eq!(sigil_keys::digest::hex(&aki(inter.cert_der()).unwrap()), root.subject_key_id());
+        assert_eq!(
+            sigil_keys::digest::hex(&aki(inter.cert_der()).unwrap()),
+            root.subject_key_id()
+        );
         assert_ne!(inter.subject_key_id(), root.subject_key_id());
         assert_eq!(inter.not_after(), root.not_after());
         let (_, cert) = X509Certificate::from_der(inter.cert_der()).unwrap();
         let (_, root_cert) = X509Certificate::from_der(root.cert_der()).unwrap();
         cert.verify_signature(Some(root_cert.public_key())).unwrap();
         assert!(inter.upstream_chain().is_empty());
-        assert_eq!(inter.svid_chain(b"leaf".to_vec()), vec![b"leaf".to_vec(), inter.cert_der().to_vec()]);
+        assert_eq!(
+            inter.svid_chain(b"leaf".to_vec()),
+            vec![b"leaf".to_vec(), inter.cert_der().to_vec()]
+        );
     }
 
     #[test]
@@ -402,7 +432,11 @@ mod tests {
         assert_eq!(second.upstream_chain(), &[first.cert_der().to_vec()]);
         assert_eq!(
             second.svid_chain(b"leaf".to_vec()),
-            vec![b"leaf".to_vec(), second.cert_der().to_vec(), first.cert_der().to_vec()]
+            vec![
+                b"leaf".to_vec(),
+                second.cert_der().to_vec(),
+                first.cert_der().to_vec()
+            ]
         );
     }
 

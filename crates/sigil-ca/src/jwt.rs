@@ -26,8 +26,8 @@ pub struct JwtAuthority {
     kid: String,
     key: Arc<PrivateKey>,
     not_after: i64,
-    /// The header JSON, built once: it never changes for an authority.
-    header_json: Vec<u8>,
+    /// The base64url header, built once: it never changes for an authority.
+    encoded_header: String,
 }
 
 /// A freshly minted JWT-SVID.
@@ -59,7 +59,12 @@ impl JwtAuthority {
     /// An authority signing with `key` under `kid` until `not_after` (Unix seconds).
     pub fn new(kid: String, key: Arc<PrivateKey>, not_after: i64) -> Self {
         let header = serde_json::json!({"alg": jws::ES256, "kid": kid, "typ": "JWT"});
-        Self { header_json: header.to_string().into_bytes(), kid, key, not_after }
+        Self {
+            encoded_header: jws::encode_header(header.to_string().as_bytes()),
+            kid,
+            key,
+            not_after,
+        }
     }
 
     /// The key id, sent as the `kid` header and published in the bundle.
@@ -105,14 +110,27 @@ impl JwtAuthority {
         }
         let now = unix_secs(now);
         if self.not_after <= now {
-            return Err(CaError::AuthorityExpired { not_after: self.not_after, now });
+            return Err(CaError::AuthorityExpired {
+                not_after: self.not_after,
+                now,
+            });
         }
         let expires_at = end_of_ttl(now, ttl_secs)?.min(self.not_after);
         let jti = URL_SAFE_NO_PAD.encode(sigil_keys::random_bytes(JTI_BYTES)?);
-        let claims = Claims { sub: sub.as_str(), aud: audience, exp: expires_at, iat: now, jti: &jti };
+        let claims = Claims {
+            sub: sub.as_str(),
+            aud: audience,
+            exp: expires_at,
+            iat: now,
+            jti: &jti,
+        };
         let claims_json = serde_json::to_vec(&claims)?;
-        let token = jws::sign_json_parts(&self.header_json, &claims_json, &self.key)?;
-        Ok(MintedJwt { token, issued_at: now, expires_at })
+        let token = jws::sign_with_encoded_header(&self.encoded_header, &claims_json, &self.key)?;
+        Ok(MintedJwt {
+            token,
+            issued_at: now,
+            expires_at,
+        })
     }
 }
 
@@ -127,7 +145,11 @@ mod tests {
     const NOW: i64 = 1_700_000_000;
 
     fn authority() -> JwtAuthority {
-        JwtAuthority::new(new_kid().unwrap(), Arc::new(PrivateKey::generate().unwrap()), NOW + 3_600)
+        JwtAuthority::new(
+            new_kid().unwrap(),
+            Arc::new(PrivateKey::generate().unwrap()),
+            NOW + 3_600,
+        )
     }
 
     fn bundle(a: &JwtAuthority) -> TrustBundle {
@@ -148,23 +170,35 @@ mod tests {
     fn kids_are_32_random_url_safe_characters() {
         let kid = new_kid().unwrap();
         assert_eq!(kid.len(), KID_LEN);
-        assert!(kid.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+        assert!(
+            kid.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        );
         assert_ne!(kid, new_kid().unwrap());
     }
 
     #[test]
     fn minted_token_has_the_spiffe_header_and_claims() {
         let a = authority();
-        let minted = a.mint(&sub(), &["svc".to_owned()], 300, from_unix_secs(NOW)).unwrap();
+        let minted = a
+            .mint(&sub(), &["svc".to_owned()], 300, from_unix_secs(NOW))
+            .unwrap();
         assert_eq!(minted.issued_at, NOW);
         assert_eq!(minted.expires_at, NOW + 300);
         let (header, claims) = jws::verify_compact(&minted.token, |kid| {
             (kid == Some(a.kid())).then(|| a.key().public_key())
         })
         .unwrap();
-        assert_eq!(Value::Object(header), json!({"alg": "ES256", "kid": a.kid(), "typ": "JWT"}));
+        assert_eq!(
+            Value::Object(header),
+            json!({"alg": "ES256", "kid": a.kid(), "typ": "JWT"})
+        );
         assert_eq!(claims.get("sub"), Some(&json!("spiffe://example.org/w")));
-        assert_eq!(claims.get("aud"), Some(&json!(["svc"])), "aud is an array even for one");
+        assert_eq!(
+            claims.get("aud"),
+            Some(&json!(["svc"])),
+            "aud is an array even for one"
+        );
         assert_eq!(claims.get("exp"), Some(&json!(NOW + 300)));
         assert_eq!(claims.get("iat"), Some(&json!(NOW)));
         let jti = claims.get("jti").and_then(Value::as_str).unwrap();
@@ -187,7 +221,9 @@ mod tests {
     #[test]
     fn exp_is_clamped_to_the_authority() {
         let a = authority();
-        let minted = a.mint(&sub(), &["x".to_owned()], 86_400, from_unix_secs(NOW)).unwrap();
+        let minted = a
+            .mint(&sub(), &["x".to_owned()], 86_400, from_unix_secs(NOW))
+            .unwrap();
         assert_eq!(minted.expires_at, a.not_after());
     }
 
@@ -195,12 +231,18 @@ mod tests {
     fn refuses_empty_audience_zero_ttl_and_expired_authority() {
         let a = authority();
         let now = from_unix_secs(NOW);
-        assert!(matches!(a.mint(&sub(), &[], 300, now), Err(CaError::EmptyAudience)));
+        assert!(matches!(
+            a.mint(&sub(), &[], 300, now),
+            Err(CaError::EmptyAudience)
+        ));
         assert!(matches!(
             a.mint(&sub(), &[String::new()], 300, now),
             Err(CaError::EmptyAudienceValue)
         ));
-        assert!(matches!(a.mint(&sub(), &["x".to_owned()], 0, now), Err(CaError::ZeroTtl)));
+        assert!(matches!(
+            a.mint(&sub(), &["x".to_owned()], 0, now),
+            Err(CaError::ZeroTtl)
+        ));
         assert!(matches!(
             a.mint(&sub(), &["x".to_owned()], 300, from_unix_secs(NOW + 3_600)),
             Err(CaError::AuthorityExpired { .. })

@@ -6,9 +6,7 @@
 
 use std::time::SystemTime;
 
-use rcgen::{
-    CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyUsagePurpose, SanType,
-};
+use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyUsagePurpose, SanType};
 use sigil_keys::PublicKey;
 use sigil_keys::csr::verify_csr;
 use sigil_spiffe::SpiffeId;
@@ -63,9 +61,13 @@ impl X509Authority {
         params.not_after = to_datetime(not_after)?;
         params.serial_number = Some(random_serial()?);
         params.distinguished_name = rcgen::DistinguishedName::new();
-        params.distinguished_name.push(DnType::OrganizationName, ORGANIZATION);
+        params
+            .distinguished_name
+            .push(DnType::OrganizationName, ORGANIZATION);
         if let Some(first) = dns_names.first().filter(|n| n.len() <= MAX_COMMON_NAME_LEN) {
-            params.distinguished_name.push(DnType::CommonName, first.as_str());
+            params
+                .distinguished_name
+                .push(DnType::CommonName, first.as_str());
         }
         let mut sans = Vec::with_capacity(1 + dns_names.len());
         sans.push(SanType::URI(spiffe_id.as_str().try_into()?));
@@ -80,8 +82,10 @@ impl X509Authority {
             KeyUsagePurpose::KeyEncipherment,
             KeyUsagePurpose::KeyAgreement,
         ];
-        params.extended_key_usages =
-            vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
         params.use_authority_key_identifier_extension = true;
 
         let cert = params.signed_by(public_key, &self.issuer)?;
@@ -97,7 +101,9 @@ fn check_dns_name(name: &str) -> Result<(), CaError> {
             && label.len() <= MAX_DNS_LABEL_LEN
             && !label.starts_with('-')
             && !label.ends_with('-')
-            && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
     };
     let ok = !name.is_empty()
         && name.len() <= MAX_DNS_NAME_LEN
@@ -108,7 +114,9 @@ fn check_dns_name(name: &str) -> Result<(), CaError> {
     if ok {
         Ok(())
     } else {
-        Err(CaError::InvalidDnsName { name: name.chars().take(MAX_DNS_NAME_LEN).collect() })
+        Err(CaError::InvalidDnsName {
+            name: name.chars().take(MAX_DNS_NAME_LEN).collect(),
+        })
     }
 }
 
@@ -140,8 +148,14 @@ mod tests {
         let now = from_unix_secs(NOW);
         let root =
             self_signed_root(&td, Arc::new(PrivateKey::generate().unwrap()), 86_400, now).unwrap();
-        let inter =
-            intermediate(&td, Arc::new(PrivateKey::generate().unwrap()), &root, 3_600, now).unwrap();
+        let inter = intermediate(
+            &td,
+            Arc::new(PrivateKey::generate().unwrap()),
+            &root,
+            3_600,
+            now,
+        )
+        .unwrap();
         Ca { root, inter }
     }
 
@@ -154,7 +168,10 @@ mod tests {
         let other_id = SpiffeId::parse("spiffe://evil.org/requested").unwrap();
         let csr = key.csr_der(&other_id).unwrap();
         let dns: Vec<String> = dns.iter().map(|s| (*s).to_owned()).collect();
-        let der = ca.inter.sign_x509_svid(&csr, &id(), ttl, &dns, from_unix_secs(NOW)).unwrap();
+        let der = ca
+            .inter
+            .sign_x509_svid(&csr, &id(), ttl, &dns, from_unix_secs(NOW))
+            .unwrap();
         (key, der)
     }
 
@@ -175,18 +192,36 @@ mod tests {
             .value
             .general_names
             .iter()
-            .filter_map(|n| if let GeneralName::URI(u) = n { Some(*u) } else { None })
+            .filter_map(|n| {
+                if let GeneralName::URI(u) = n {
+                    Some(*u)
+                } else {
+                    None
+                }
+            })
             .collect();
         assert_eq!(uris, vec!["spiffe://example.org/ns/prod/sa/api"]);
         let dns: Vec<_> = san
             .value
             .general_names
             .iter()
-            .filter_map(|n| if let GeneralName::DNSName(d) = n { Some(*d) } else { None })
+            .filter_map(|n| {
+                if let GeneralName::DNSName(d) = n {
+                    Some(*d)
+                } else {
+                    None
+                }
+            })
             .collect();
         assert_eq!(dns, vec!["api.example.org", "api"]);
         assert_eq!(san.value.general_names.len(), 3);
-        assert!(!cert.get_extension_unique(&OID_X509_EXT_SUBJECT_ALT_NAME).unwrap().unwrap().critical);
+        assert!(
+            !cert
+                .get_extension_unique(&OID_X509_EXT_SUBJECT_ALT_NAME)
+                .unwrap()
+                .unwrap()
+                .critical
+        );
 
         // CA:FALSE, critical.
         let bc = cert.basic_constraints().unwrap().unwrap();
@@ -227,9 +262,17 @@ mod tests {
         assert_eq!(cert.issuer().as_raw(), inter_cert.subject().as_raw());
 
         // Subject O=Sigil, CN = first DNS name.
-        let org: Vec<_> = cert.subject().iter_organization().map(|a| a.as_str().unwrap()).collect();
+        let org: Vec<_> = cert
+            .subject()
+            .iter_organization()
+            .map(|a| a.as_str().unwrap())
+            .collect();
         assert_eq!(org, vec!["Sigil"]);
-        let cn: Vec<_> = cert.subject().iter_common_name().map(|a| a.as_str().unwrap()).collect();
+        let cn: Vec<_> = cert
+            .subject()
+            .iter_common_name()
+            .map(|a| a.as_str().unwrap())
+            .collect();
         assert_eq!(cn, vec!["api.example.org"]);
 
         // Serial: positive, at least 64 bits.
@@ -243,7 +286,8 @@ mod tests {
         assert_eq!(cert.validity().not_after.timestamp(), NOW + 600);
 
         // Signed by the intermediate.
-        cert.verify_signature(Some(inter_cert.public_key())).unwrap();
+        cert.verify_signature(Some(inter_cert.public_key()))
+            .unwrap();
     }
 
     #[test]
@@ -270,7 +314,13 @@ mod tests {
         let ca = ca();
         let (_, a) = leaf(&ca, 600, &[]);
         let (_, b) = leaf(&ca, 600, &[]);
-        let serial = |der: &[u8]| X509Certificate::from_der(der).unwrap().1.raw_serial().to_vec();
+        let serial = |der: &[u8]| {
+            X509Certificate::from_der(der)
+                .unwrap()
+                .1
+                .raw_serial()
+                .to_vec()
+        };
         assert_ne!(serial(&a), serial(&b));
     }
 
@@ -281,8 +331,14 @@ mod tests {
         let mut csr = key.csr_der(&id()).unwrap();
         let last = csr.len() - 1;
         csr[last] ^= 0x01;
-        let err = ca.inter.sign_x509_svid(&csr, &id(), 600, &[], from_unix_secs(NOW)).unwrap_err();
-        assert!(matches!(err, CaError::Key(KeyError::BadCsrSignature)), "{err:?}");
+        let err = ca
+            .inter
+            .sign_x509_svid(&csr, &id(), 600, &[], from_unix_secs(NOW))
+            .unwrap_err();
+        assert!(
+            matches!(err, CaError::Key(KeyError::BadCsrSignature)),
+            "{err:?}"
+        );
     }
 
     #[test]
@@ -318,26 +374,40 @@ mod tests {
             ca.inter.sign_x509_svid_for_key(&key, &id(), 0, &[], now),
             Err(CaError::ZeroTtl)
         ));
-        for bad in ["", "a..b", "-a.b", "a b", "é.org", "*", "a.*.b", &"a".repeat(64)] {
+        for bad in [
+            "",
+            "a..b",
+            "-a.b",
+            "a b",
+            "é.org",
+            "*",
+            "a.*.b",
+            &"a".repeat(64),
+        ] {
             let names = vec![bad.to_owned()];
             assert!(
                 matches!(
-                    ca.inter.sign_x509_svid_for_key(&key, &id(), 60, &names, now),
+                    ca.inter
+                        .sign_x509_svid_for_key(&key, &id(), 60, &names, now),
                     Err(CaError::InvalidDnsName { .. })
                 ),
                 "{bad:?}"
             );
         }
         let ok = vec!["*.example.org".to_owned(), "localhost".to_owned()];
-        ca.inter.sign_x509_svid_for_key(&key, &id(), 60, &ok, now).unwrap();
+        ca.inter
+            .sign_x509_svid_for_key(&key, &id(), 60, &ok, now)
+            .unwrap();
     }
 
     #[test]
     fn root_can_issue_leaves_directly() {
         let ca = ca();
         let key = PrivateKey::generate().unwrap().public_key();
-        let der =
-            ca.root.sign_x509_svid_for_key(&key, &id(), 60, &[], from_unix_secs(NOW)).unwrap();
+        let der = ca
+            .root
+            .sign_x509_svid_for_key(&key, &id(), 60, &[], from_unix_secs(NOW))
+            .unwrap();
         let (_, cert) = X509Certificate::from_der(&der).unwrap();
         let (_, root) = X509Certificate::from_der(ca.root.cert_der()).unwrap();
         cert.verify_signature(Some(root.public_key())).unwrap();

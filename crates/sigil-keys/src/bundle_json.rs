@@ -66,7 +66,9 @@ pub fn from_document(td: TrustDomain, doc: &BundleDocument) -> Result<TrustBundl
             Some(USE_X509_SVID) => {
                 let chain = jwk.x5c.as_deref().unwrap_or_default();
                 let [cert_b64] = chain else {
-                    return Err(invalid("an `x509-svid` key must have exactly one `x5c` entry"));
+                    return Err(invalid(
+                        "an `x509-svid` key must have exactly one `x5c` entry",
+                    ));
                 };
                 let der = STANDARD
                     .decode(cert_b64)
@@ -101,19 +103,27 @@ pub fn from_document(td: TrustDomain, doc: &BundleDocument) -> Result<TrustBundl
 
 fn jwt_authority_jwk(authority: &JwtAuthorityKey) -> Result<Jwk, KeyError> {
     let key = PublicKey::from_spki_der(&authority.public_key_der).map_err(|e| {
-        KeyError::InvalidBundle { reason: format!("JWT authority `{}`: {e}", authority.kid) }
+        KeyError::InvalidBundle {
+            reason: format!("JWT authority `{}`: {e}", authority.kid),
+        }
     })?;
     Ok(key.to_jwk(Some(&authority.kid), USE_JWT_SVID))
 }
 
 fn parse_certificate(der: &[u8]) -> Result<X509Certificate<'_>, KeyError> {
     if der.len() > MAX_CERTIFICATE_BYTES {
-        return Err(KeyError::InvalidCertificate { reason: "larger than 64 KiB" });
+        return Err(KeyError::InvalidCertificate {
+            reason: "larger than 64 KiB",
+        });
     }
     match X509Certificate::from_der(der) {
         Ok(([], cert)) => Ok(cert),
-        Ok(_) => Err(KeyError::InvalidCertificate { reason: "trailing bytes after the certificate" }),
-        Err(_) => Err(KeyError::InvalidCertificate { reason: "not a DER X.509 certificate" }),
+        Ok(_) => Err(KeyError::InvalidCertificate {
+            reason: "trailing bytes after the certificate",
+        }),
+        Err(_) => Err(KeyError::InvalidCertificate {
+            reason: "not a DER X.509 certificate",
+        }),
     }
 }
 
@@ -184,7 +194,10 @@ mod tests {
         assert_eq!(doc.spiffe_refresh_hint, Some(300));
         let x509: Vec<_> = doc.keys_for(USE_X509_SVID).collect();
         assert_eq!(x509.len(), 1);
-        assert_eq!(x509[0].x5c.as_ref().unwrap()[0], STANDARD.encode(&b.x509_authorities[0]));
+        assert_eq!(
+            x509[0].x5c.as_ref().unwrap()[0],
+            STANDARD.encode(&b.x509_authorities[0])
+        );
         assert_eq!(PublicKey::from_jwk(x509[0]).unwrap(), ca_key.public_key());
         assert!(x509[0].kid.is_none());
         let jwt: Vec<_> = doc.keys_for(USE_JWT_SVID).collect();

@@ -32,14 +32,20 @@ pub fn verify_csr(der: &[u8]) -> Result<VerifiedCsr, KeyError> {
     if der.len() > MAX_CSR_BYTES {
         return Err(KeyError::CsrTooLarge { len: der.len() });
     }
-    let (rest, csr) = X509CertificationRequest::from_der(der)
-        .map_err(|_| KeyError::MalformedCsr { reason: "not a DER PKCS#10 request" })?;
+    let (rest, csr) =
+        X509CertificationRequest::from_der(der).map_err(|_| KeyError::MalformedCsr {
+            reason: "not a DER PKCS#10 request",
+        })?;
     if !rest.is_empty() {
-        return Err(KeyError::MalformedCsr { reason: "trailing bytes after the request" });
+        return Err(KeyError::MalformedCsr {
+            reason: "trailing bytes after the request",
+        });
     }
     let info = &csr.certification_request_info;
     if info.version.0 != 0 {
-        return Err(KeyError::MalformedCsr { reason: "version is not v1" });
+        return Err(KeyError::MalformedCsr {
+            reason: "version is not v1",
+        });
     }
     let public_key = PublicKey::from_spki_der(info.subject_pki.raw)?;
 
@@ -49,10 +55,14 @@ pub fn verify_csr(der: &[u8]) -> Result<VerifiedCsr, KeyError> {
         Curve::P384 => &OID_SIG_ECDSA_WITH_SHA384,
     };
     if sig_alg.algorithm != *expected_oid || sig_alg.parameters.is_some() {
-        return Err(KeyError::UnsupportedCsrSignature { oid: sig_alg.algorithm.to_id_string() });
+        return Err(KeyError::UnsupportedCsrSignature {
+            oid: sig_alg.algorithm.to_id_string(),
+        });
     }
     if csr.signature_value.unused_bits != 0 {
-        return Err(KeyError::MalformedCsr { reason: "signature has unused bits" });
+        return Err(KeyError::MalformedCsr {
+            reason: "signature has unused bits",
+        });
     }
     public_key
         .verify_x509(info.raw, &csr.signature_value.data)
@@ -72,7 +82,10 @@ pub fn verify_csr(der: &[u8]) -> Result<VerifiedCsr, KeyError> {
             _ => None,
         })
         .collect();
-    Ok(VerifiedCsr { public_key, uri_sans })
+    Ok(VerifiedCsr {
+        public_key,
+        uri_sans,
+    })
 }
 
 #[cfg(test)]
@@ -111,7 +124,10 @@ mod tests {
         let pos = der.windows(7).position(|w| w == b"example").unwrap();
         let mut altered = der.clone();
         altered[pos] = b'f';
-        assert!(matches!(verify_csr(&altered), Err(KeyError::BadCsrSignature)));
+        assert!(matches!(
+            verify_csr(&altered),
+            Err(KeyError::BadCsrSignature)
+        ));
     }
 
     #[test]
@@ -121,10 +137,16 @@ mod tests {
             verify_csr(&vec![0x30; MAX_CSR_BYTES + 1]),
             Err(KeyError::CsrTooLarge { .. })
         ));
-        assert!(matches!(verify_csr(&der[..der.len() - 3]), Err(KeyError::MalformedCsr { .. })));
+        assert!(matches!(
+            verify_csr(&der[..der.len() - 3]),
+            Err(KeyError::MalformedCsr { .. })
+        ));
         let mut trailing = der.clone();
         trailing.push(0);
-        assert!(matches!(verify_csr(&trailing), Err(KeyError::MalformedCsr { .. })));
+        assert!(matches!(
+            verify_csr(&trailing),
+            Err(KeyError::MalformedCsr { .. })
+        ));
         assert!(verify_csr(b"").is_err());
     }
 
@@ -150,6 +172,9 @@ mod tests {
             }
         };
         spliced.extend_from_slice(&body);
-        assert!(matches!(verify_csr(&spliced), Err(KeyError::BadCsrSignature)));
+        assert!(matches!(
+            verify_csr(&spliced),
+            Err(KeyError::BadCsrSignature)
+        ));
     }
 }

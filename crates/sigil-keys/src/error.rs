@@ -59,7 +59,9 @@ pub enum KeyError {
     #[error("invalid bundle: {reason}")]
     InvalidBundle { reason: String },
     /// A key id is not `[A-Za-z0-9._-]{{1,128}}` or starts with a dot.
-    #[error("invalid key id `{key_id}`: use 1 to 128 of `A-Z a-z 0-9 . _ -`, not starting with `.`")]
+    #[error(
+        "invalid key id `{key_id}`: use 1 to 128 of `A-Z a-z 0-9 . _ -`, not starting with `.`"
+    )]
     BadKeyId { key_id: String },
     /// Reading or writing a key file failed.
     #[error("cannot access key file `{path}`: {source}")]

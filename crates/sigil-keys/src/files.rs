@@ -16,15 +16,18 @@ pub const PRIVATE_DIR_MODE: u32 = 0o700;
 /// mode 0700. An existing file at `path` is replaced (its old mode does not survive). On error the
 /// temporary file is removed and the target is left as it was.
 pub fn write_private_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let file_name = path.file_name().ok_or_else(|| {
-        io::Error::new(io::ErrorKind::InvalidInput, "path has no file name")
-    })?;
+    let file_name = path
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
     let dir = match path.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
         _ => PathBuf::from("."),
     };
     if !dir.exists() {
-        DirBuilder::new().recursive(true).mode(PRIVATE_DIR_MODE).create(&dir)?;
+        DirBuilder::new()
+            .recursive(true)
+            .mode(PRIVATE_DIR_MODE)
+            .create(&dir)?;
     }
 
     let suffix = crate::random_bytes(8)
@@ -94,7 +97,10 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         write_private_file(&tmp.path().join("a.key"), b"x").unwrap();
         write_private_file(&tmp.path().join("a.key"), b"y").unwrap();
-        let names: Vec<_> = fs::read_dir(tmp.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> = fs::read_dir(tmp.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("a.key")]);
     }
 
@@ -105,7 +111,10 @@ mod tests {
         fs::create_dir(path.join("")).unwrap();
         fs::write(path.join("inner"), b"x").unwrap();
         assert!(write_private_file(&path, b"x").is_err());
-        let names: Vec<_> = fs::read_dir(tmp.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> = fs::read_dir(tmp.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("d")]);
     }
 }

@@ -47,41 +47,70 @@ pub enum JwsError {
 /// `ES256`; it is used as given (add `kid` and `typ` there). Fails with [`KeyError::Jws`] when the
 /// header or claims are not objects or `alg` is wrong, or [`KeyError::Sign`].
 pub fn sign_compact(header: &Value, claims: &Value, key: &PrivateKey) -> Result<String, KeyError> {
-    let header_obj = header
-        .as_object()
-        .ok_or(JwsError::Malformed { reason: "header is not a JSON object" })?;
+    let header_obj = header.as_object().ok_or(JwsError::Malformed {
+        reason: "header is not a JSON object",
+    })?;
     match header_obj.get("alg").and_then(Value::as_str) {
         Some(ES256) => {}
-        Some(other) => return Err(JwsError::UnsupportedAlgorithm { alg: other.to_owned() }.into()),
-        None => return Err(JwsError::Malformed { reason: "header has no string `alg`" }.into()),
+        Some(other) => {
+            return Err(JwsError::UnsupportedAlgorithm {
+                alg: other.to_owned(),
+            }
+            .into());
+        }
+        None => {
+            return Err(JwsError::Malformed {
+                reason: "header has no string `alg`",
+            }
+            .into());
+        }
     }
     if !claims.is_object() {
-        return Err(JwsError::Malformed { reason: "claims are not a JSON object" }.into());
+        return Err(JwsError::Malformed {
+            reason: "claims are not a JSON object",
+        }
+        .into());
     }
-    let header_json = serde_json::to_vec(header)
-        .map_err(|_| JwsError::Malformed { reason: "header cannot be serialised" })?;
-    let claims_json = serde_json::to_vec(claims)
-        .map_err(|_| JwsError::Malformed { reason: "claims cannot be serialised" })?;
+    let header_json = serde_json::to_vec(header).map_err(|_| JwsError::Malformed {
+        reason: "header cannot be serialised",
+    })?;
+    let claims_json = serde_json::to_vec(claims).map_err(|_| JwsError::Malformed {
+        reason: "claims cannot be serialised",
+    })?;
     sign_json_parts(&header_json, &claims_json, key)
 }
 
 /// Signs already-serialised header and claims JSON (trusted, produced by the caller). The building
-/// block of [`sign_compact`] for callers that cache their encoded header.
+/// block of [`sign_compact`].
 pub fn sign_json_parts(
     header_json: &[u8],
     claims_json: &[u8],
     key: &PrivateKey,
 ) -> Result<String, KeyError> {
-    let mut token = String::with_capacity(
-        (header_json.len() + claims_json.len()) * 4 / 3 + 4 + 86 + 2,
-    );
-    URL_SAFE_NO_PAD.encode_string(header_json, &mut token);
+    sign_with_encoded_header(&URL_SAFE_NO_PAD.encode(header_json), claims_json, key)
+}
+
+/// Signs claims JSON under an already base64url-encoded header (from [`encode_header`]), for
+/// signers whose header never changes and is encoded once.
+pub fn sign_with_encoded_header(
+    encoded_header: &str,
+    claims_json: &[u8],
+    key: &PrivateKey,
+) -> Result<String, KeyError> {
+    // header . claims (4/3 expansion) . 64-byte signature (86 characters)
+    let mut token = String::with_capacity(encoded_header.len() + claims_json.len() * 4 / 3 + 92);
+    token.push_str(encoded_header);
     token.push('.');
     URL_SAFE_NO_PAD.encode_string(claims_json, &mut token);
     let signature = key.sign_jws(token.as_bytes())?;
     token.push('.');
     URL_SAFE_NO_PAD.encode_string(signature, &mut token);
     Ok(token)
+}
+
+/// The base64url (no padding) encoding of a header's JSON, for [`sign_with_encoded_header`].
+pub fn encode_header(header_json: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(header_json)
 }
 
 /// Verifies a compact JWS and returns its header and claims.
@@ -100,54 +129,84 @@ pub fn verify_compact(
     let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
     else {
-        return Err(JwsError::Malformed { reason: "token must have exactly three parts" });
+        return Err(JwsError::Malformed {
+            reason: "token must have exactly three parts",
+        });
     };
 
     let header = decode_object(header_b64, "header")?;
     let alg = header
         .get("alg")
         .and_then(Value::as_str)
-        .ok_or(JwsError::Malformed { reason: "header has no string `alg`" })?;
+        .ok_or(JwsError::Malformed {
+            reason: "header has no string `alg`",
+        })?;
     if alg != ES256 {
-        return Err(JwsError::UnsupportedAlgorithm { alg: alg.to_owned() });
+        return Err(JwsError::UnsupportedAlgorithm {
+            alg: alg.to_owned(),
+        });
     }
     match header.get("typ") {
         None => {}
         Some(Value::String(typ)) if typ == "JWT" || typ == "JOSE" => {}
         Some(Value::String(typ)) => return Err(JwsError::UnsupportedType { typ: typ.clone() }),
-        Some(_) => return Err(JwsError::Malformed { reason: "`typ` is not a string" }),
+        Some(_) => {
+            return Err(JwsError::Malformed {
+                reason: "`typ` is not a string",
+            });
+        }
     }
     if header.contains_key("crit") {
-        return Err(JwsError::Malformed { reason: "critical header parameters are not supported" });
+        return Err(JwsError::Malformed {
+            reason: "critical header parameters are not supported",
+        });
     }
     let kid = match header.get("kid") {
         None => None,
         Some(Value::String(kid)) => Some(kid.as_str()),
-        Some(_) => return Err(JwsError::Malformed { reason: "`kid` is not a string" }),
+        Some(_) => {
+            return Err(JwsError::Malformed {
+                reason: "`kid` is not a string",
+            });
+        }
     };
     let key = find_key(kid).ok_or_else(|| match kid {
-        Some(kid) => JwsError::UnknownKeyId { kid: kid.to_owned() },
+        Some(kid) => JwsError::UnknownKeyId {
+            kid: kid.to_owned(),
+        },
         None => JwsError::MissingKeyId,
     })?;
 
     let signature = URL_SAFE_NO_PAD
         .decode(signature_b64)
-        .map_err(|_| JwsError::Malformed { reason: "signature is not base64url" })?;
+        .map_err(|_| JwsError::Malformed {
+            reason: "signature is not base64url",
+        })?;
     let signing_input_len = header_b64.len() + 1 + payload_b64.len();
-    let signing_input = token.as_bytes().get(..signing_input_len).unwrap_or_default();
-    key.verify_jws(alg, signing_input, &signature).map_err(|e| match e {
-        KeyError::UnsupportedAlgorithm { alg } => JwsError::UnsupportedAlgorithm { alg },
-        _ => JwsError::BadSignature,
-    })?;
+    let signing_input = token
+        .as_bytes()
+        .get(..signing_input_len)
+        .unwrap_or_default();
+    key.verify_jws(alg, signing_input, &signature)
+        .map_err(|e| match e {
+            KeyError::UnsupportedAlgorithm { alg } => JwsError::UnsupportedAlgorithm { alg },
+            _ => JwsError::BadSignature,
+        })?;
 
     let claims = decode_object(payload_b64, "payload")?;
     Ok((header, claims))
 }
 
 fn decode_object(part: &str, what: &'static str) -> Result<JsonObject, JwsError> {
-    let bytes = URL_SAFE_NO_PAD.decode(part).map_err(|_| JwsError::Malformed {
-        reason: if what == "header" { "header is not base64url" } else { "payload is not base64url" },
-    })?;
+    let bytes = URL_SAFE_NO_PAD
+        .decode(part)
+        .map_err(|_| JwsError::Malformed {
+            reason: if what == "header" {
+                "header is not base64url"
+            } else {
+                "payload is not base64url"
+            },
+        })?;
     match serde_json::from_slice::<Value>(&bytes) {
         Ok(Value::Object(map)) => Ok(map),
         _ => Err(JwsError::Malformed {
@@ -203,7 +262,10 @@ mod tests {
     #[test]
     fn sign_refuses_other_algorithms_and_non_objects() {
         let err = sign_compact(&json!({"alg": "HS256"}), &json!({}), key()).unwrap_err();
-        assert!(matches!(err, KeyError::Jws(JwsError::UnsupportedAlgorithm { .. })));
+        assert!(matches!(
+            err,
+            KeyError::Jws(JwsError::UnsupportedAlgorithm { .. })
+        ));
         assert!(sign_compact(&json!({}), &json!({}), key()).is_err());
         assert!(sign_compact(&header(), &json!([1]), key()).is_err());
     }
@@ -214,7 +276,9 @@ mod tests {
             let token = forge(&json!({"alg": alg, "kid": "k1"}), &json!({}));
             assert_eq!(
                 verify_compact(&token, finder),
-                Err(JwsError::UnsupportedAlgorithm { alg: alg.to_owned() })
+                Err(JwsError::UnsupportedAlgorithm {
+                    alg: alg.to_owned()
+                })
             );
         }
         let unsigned = format!(
@@ -230,12 +294,27 @@ mod tests {
 
     #[test]
     fn rejects_unexpected_typ_and_crit() {
-        let token = forge(&json!({"alg": "ES256", "kid": "k1", "typ": "at+jwt"}), &json!({}));
-        assert!(matches!(verify_compact(&token, finder), Err(JwsError::UnsupportedType { .. })));
-        let token = forge(&json!({"alg": "ES256", "kid": "k1", "typ": "JOSE"}), &json!({}));
+        let token = forge(
+            &json!({"alg": "ES256", "kid": "k1", "typ": "at+jwt"}),
+            &json!({}),
+        );
+        assert!(matches!(
+            verify_compact(&token, finder),
+            Err(JwsError::UnsupportedType { .. })
+        ));
+        let token = forge(
+            &json!({"alg": "ES256", "kid": "k1", "typ": "JOSE"}),
+            &json!({}),
+        );
         assert!(verify_compact(&token, finder).is_ok());
-        let token = forge(&json!({"alg": "ES256", "kid": "k1", "crit": ["x"]}), &json!({}));
-        assert!(matches!(verify_compact(&token, finder), Err(JwsError::Malformed { .. })));
+        let token = forge(
+            &json!({"alg": "ES256", "kid": "k1", "crit": ["x"]}),
+            &json!({}),
+        );
+        assert!(matches!(
+            verify_compact(&token, finder),
+            Err(JwsError::Malformed { .. })
+        ));
     }
 
     #[test]
@@ -243,7 +322,9 @@ mod tests {
         let token = forge(&json!({"alg": "ES256", "kid": "other"}), &json!({}));
         assert_eq!(
             verify_compact(&token, finder),
-            Err(JwsError::UnknownKeyId { kid: "other".into() })
+            Err(JwsError::UnknownKeyId {
+                kid: "other".into()
+            })
         );
         let token = forge(&json!({"alg": "ES256"}), &json!({}));
         assert_eq!(verify_compact(&token, finder), Err(JwsError::MissingKeyId));
@@ -264,13 +345,19 @@ mod tests {
             Err(JwsError::Malformed { .. })
         ));
         let two = token.rsplit_once('.').unwrap().0;
-        assert!(matches!(verify_compact(two, finder), Err(JwsError::Malformed { .. })));
+        assert!(matches!(
+            verify_compact(two, finder),
+            Err(JwsError::Malformed { .. })
+        ));
         assert!(matches!(
             verify_compact(&format!("{token}="), finder),
             Err(JwsError::Malformed { .. })
         ));
         let big = "a".repeat(MAX_JWS_BYTES + 1);
-        assert!(matches!(verify_compact(&big, finder), Err(JwsError::TooLarge { .. })));
+        assert!(matches!(
+            verify_compact(&big, finder),
+            Err(JwsError::TooLarge { .. })
+        ));
     }
 
     proptest! {

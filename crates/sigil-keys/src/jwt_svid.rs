@@ -29,7 +29,10 @@ pub enum JwtSvidError {
     MissingKeyId,
     /// The bundle has no JWT authority with the token's `kid`.
     #[error("no JWT authority with key id `{kid}` in the bundle of `{trust_domain}`")]
-    UnknownKeyId { kid: String, trust_domain: TrustDomain },
+    UnknownKeyId {
+        kid: String,
+        trust_domain: TrustDomain,
+    },
     /// The signature does not verify with the authority's key.
     #[error("JWT-SVID signature does not verify")]
     BadSignature,
@@ -50,7 +53,10 @@ pub enum JwtSvidError {
     BadSubject { sub: String },
     /// `sub` is a SPIFFE ID of another trust domain than the bundle's.
     #[error("JWT-SVID subject `{sub}` is not in trust domain `{trust_domain}`")]
-    SubjectNotInTrustDomain { sub: String, trust_domain: TrustDomain },
+    SubjectNotInTrustDomain {
+        sub: String,
+        trust_domain: TrustDomain,
+    },
 }
 
 /// Validates `token` against `bundle` for `audience` at Unix time `now`.
@@ -81,8 +87,12 @@ pub fn validate(
         other => JwtSvidError::Malformed(other),
     })?;
 
-    let typed: JwtSvidClaims = serde_json::from_value(Value::Object(claims.clone()))
-        .map_err(|e| JwtSvidError::MalformedClaims { reason: e.to_string() })?;
+    let typed: JwtSvidClaims =
+        serde_json::from_value(Value::Object(claims.clone())).map_err(|e| {
+            JwtSvidError::MalformedClaims {
+                reason: e.to_string(),
+            }
+        })?;
     let spiffe_id = typed.validate(audience, now).map_err(|e| match e {
         JwtClaimError::MissingAudience => JwtSvidError::MissingAudience,
         JwtClaimError::AudienceMismatch { expected, got } => {
@@ -131,7 +141,12 @@ mod tests {
     }
 
     fn token(f: &Fixture, kid: &str, claims: Value) -> String {
-        sign_compact(&json!({"alg": "ES256", "kid": kid, "typ": "JWT"}), &claims, &f.key).unwrap()
+        sign_compact(
+            &json!({"alg": "ES256", "kid": kid, "typ": "JWT"}),
+            &claims,
+            &f.key,
+        )
+        .unwrap()
     }
 
     fn claims(sub: &str, aud: Value, exp: i64) -> Value {
@@ -141,7 +156,11 @@ mod tests {
     #[test]
     fn accepts_a_valid_token() {
         let f = fixture();
-        let t = token(&f, "k1", claims("spiffe://example.org/w", json!(["a", "b"]), 1000));
+        let t = token(
+            &f,
+            "k1",
+            claims("spiffe://example.org/w", json!(["a", "b"]), 1000),
+        );
         let v = validate(&t, &f.bundle, "b", 950).unwrap();
         assert_eq!(v.spiffe_id.as_str(), "spiffe://example.org/w");
         assert_eq!(v.claims.get("jti"), Some(&json!("j")));
@@ -176,8 +195,15 @@ mod tests {
             Err(JwtSvidError::UnknownKeyId { .. })
         ));
         let other = fixture();
-        let forged = token(&other, "k1", claims("spiffe://example.org/w", json!("a"), 1000));
-        assert_eq!(validate(&forged, &f.bundle, "a", 950), Err(JwtSvidError::BadSignature));
+        let forged = token(
+            &other,
+            "k1",
+            claims("spiffe://example.org/w", json!("a"), 1000),
+        );
+        assert_eq!(
+            validate(&forged, &f.bundle, "a", 950),
+            Err(JwtSvidError::BadSignature)
+        );
     }
 
     #[test]
@@ -189,7 +215,10 @@ mod tests {
             Err(JwtSvidError::SubjectNotInTrustDomain { .. })
         ));
         let t = token(&f, "k1", claims("not-an-id", json!("a"), 1000));
-        assert!(matches!(validate(&t, &f.bundle, "a", 950), Err(JwtSvidError::BadSubject { .. })));
+        assert!(matches!(
+            validate(&t, &f.bundle, "a", 950),
+            Err(JwtSvidError::BadSubject { .. })
+        ));
     }
 
     #[test]
@@ -199,12 +228,19 @@ mod tests {
             validate("a.b", &f.bundle, "a", 950),
             Err(JwtSvidError::Malformed(_))
         ));
-        let t = token(&f, "k1", json!({"sub": "spiffe://example.org/w", "aud": "a"}));
+        let t = token(
+            &f,
+            "k1",
+            json!({"sub": "spiffe://example.org/w", "aud": "a"}),
+        );
         assert!(matches!(
             validate(&t, &f.bundle, "a", 950),
             Err(JwtSvidError::MalformedClaims { .. })
         ));
         let t = token(&f, "k1", claims("spiffe://example.org/w", json!([]), 1000));
-        assert_eq!(validate(&t, &f.bundle, "a", 950), Err(JwtSvidError::MissingAudience));
+        assert_eq!(
+            validate(&t, &f.bundle, "a", 950),
+            Err(JwtSvidError::MissingAudience)
+        );
     }
 }

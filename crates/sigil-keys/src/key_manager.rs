@@ -46,7 +46,9 @@ pub fn validate_key_id(key_id: &str) -> Result<(), KeyError> {
     if ok {
         Ok(())
     } else {
-        Err(KeyError::BadKeyId { key_id: key_id.chars().take(MAX_KEY_ID_LEN + 1).collect() })
+        Err(KeyError::BadKeyId {
+            key_id: key_id.chars().take(MAX_KEY_ID_LEN + 1).collect(),
+        })
     }
 }
 
@@ -73,7 +75,9 @@ impl fmt::Debug for MemoryKeyManager {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut ids: Vec<String> = self.keys().keys().cloned().collect();
         ids.sort();
-        f.debug_struct("MemoryKeyManager").field("key_ids", &ids).finish()
+        f.debug_struct("MemoryKeyManager")
+            .field("key_ids", &ids)
+            .finish()
     }
 }
 
@@ -137,12 +141,25 @@ impl KeyManager for DiskKeyManager {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(source) => return Err(KeyError::Io { path, source }),
         };
-        let mut text = Zeroizing::new(String::new());
+        // Sized from the file length so the key text is never copied by a reallocation.
+        let len = file
+            .metadata()
+            .map(|m| m.len())
+            .unwrap_or(0)
+            .min(MAX_KEY_FILE_BYTES);
+        let mut text = Zeroizing::new(String::with_capacity(
+            usize::try_from(len).unwrap_or(0).saturating_add(1),
+        ));
         file.take(MAX_KEY_FILE_BYTES + 1)
             .read_to_string(&mut text)
-            .map_err(|source| KeyError::Io { path: path.clone(), source })?;
+            .map_err(|source| KeyError::Io {
+                path: path.clone(),
+                source,
+            })?;
         if text.len() as u64 > MAX_KEY_FILE_BYTES {
-            return Err(KeyError::InvalidPrivateKey { reason: "key file is larger than 64 KiB" });
+            return Err(KeyError::InvalidPrivateKey {
+                reason: "key file is larger than 64 KiB",
+            });
         }
         Ok(Some(Arc::new(PrivateKey::from_pkcs8_pem(&text)?)))
     }
@@ -182,8 +199,13 @@ mod tests {
     #[test]
     fn disk_keys_survive_a_new_manager() {
         let tmp = tempfile::tempdir().unwrap();
-        let key = DiskKeyManager::new(tmp.path().to_path_buf()).generate("jwt.a").unwrap();
-        let again = DiskKeyManager::new(tmp.path().to_path_buf()).load("jwt.a").unwrap().unwrap();
+        let key = DiskKeyManager::new(tmp.path().to_path_buf())
+            .generate("jwt.a")
+            .unwrap();
+        let again = DiskKeyManager::new(tmp.path().to_path_buf())
+            .load("jwt.a")
+            .unwrap()
+            .unwrap();
         assert_eq!(again.public_key(), key.public_key());
     }
 
@@ -196,9 +218,17 @@ mod tests {
         assert_eq!(path, tmp.path().join("keys/agent.key"));
         let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
-        let dir_mode = fs::metadata(tmp.path().join("keys")).unwrap().permissions().mode() & 0o777;
+        let dir_mode = fs::metadata(tmp.path().join("keys"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
         assert_eq!(dir_mode, 0o700);
-        assert!(fs::read_to_string(&path).unwrap().starts_with("-----BEGIN PRIVATE KEY-----"));
+        assert!(
+            fs::read_to_string(&path)
+                .unwrap()
+                .starts_with("-----BEGIN PRIVATE KEY-----")
+        );
     }
 
     #[test]
@@ -208,7 +238,10 @@ mod tests {
             let first = manager.generate("k").unwrap();
             let second = manager.generate("k").unwrap();
             assert_ne!(first.public_key(), second.public_key());
-            assert_eq!(manager.load("k").unwrap().unwrap().public_key(), second.public_key());
+            assert_eq!(
+                manager.load("k").unwrap().unwrap().public_key(),
+                second.public_key()
+            );
             manager.delete("k").unwrap();
             assert!(manager.load("k").unwrap().is_none());
             manager.delete("k").unwrap();
@@ -220,10 +253,30 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let long = "a".repeat(MAX_KEY_ID_LEN + 1);
         for manager in managers(tmp.path()) {
-            for bad in ["", ".", "..", "../x", "a/b", ".hidden", "a b", "é", "a\0b", long.as_str()] {
-                assert!(matches!(manager.generate(bad), Err(KeyError::BadKeyId { .. })), "{bad:?}");
-                assert!(matches!(manager.load(bad), Err(KeyError::BadKeyId { .. })), "{bad:?}");
-                assert!(matches!(manager.delete(bad), Err(KeyError::BadKeyId { .. })), "{bad:?}");
+            for bad in [
+                "",
+                ".",
+                "..",
+                "../x",
+                "a/b",
+                ".hidden",
+                "a b",
+                "é",
+                "a\0b",
+                long.as_str(),
+            ] {
+                assert!(
+                    matches!(manager.generate(bad), Err(KeyError::BadKeyId { .. })),
+                    "{bad:?}"
+                );
+                assert!(
+                    matches!(manager.load(bad), Err(KeyError::BadKeyId { .. })),
+                    "{bad:?}"
+                );
+                assert!(
+                    matches!(manager.delete(bad), Err(KeyError::BadKeyId { .. })),
+                    "{bad:?}"
+                );
             }
         }
         assert!(validate_key_id(&"a".repeat(MAX_KEY_ID_LEN)).is_ok());

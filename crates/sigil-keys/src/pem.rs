@@ -60,16 +60,23 @@ pub fn decode_secret(label: &str, text: &str) -> Result<Zeroizing<Vec<u8>>, KeyE
     let mut found: Option<Zeroizing<Vec<u8>>> = None;
     for_each_block(label, text, |body| {
         if found.is_some() {
-            return Err(KeyError::InvalidPem { reason: "more than one block with the label" });
+            return Err(KeyError::InvalidPem {
+                reason: "more than one block with the label",
+            });
         }
         found = Some(decode_body(body)?);
         Ok(())
     })?;
-    found.ok_or(KeyError::InvalidPem { reason: "no block with the expected label" })
+    found.ok_or(KeyError::InvalidPem {
+        reason: "no block with the expected label",
+    })
 }
 
 fn encode_into(out: &mut String, label: &str, der: &[u8]) {
     let body = Zeroizing::new(STANDARD.encode(der));
+    // Reserve everything up front: a secret must not be left behind in a reallocated buffer.
+    let lines = body.len().div_ceil(LINE_LEN);
+    out.reserve(2 * label.len() + "-----BEGIN -----\n-----END -----\n".len() + body.len() + lines);
     out.push_str("-----BEGIN ");
     out.push_str(label);
     out.push_str("-----\n");
@@ -92,16 +99,18 @@ fn for_each_block(
     mut on_body: impl FnMut(&str) -> Result<(), KeyError>,
 ) -> Result<(), KeyError> {
     if text.len() > MAX_PEM_BYTES {
-        return Err(KeyError::InvalidPem { reason: "text is larger than 1 MiB" });
+        return Err(KeyError::InvalidPem {
+            reason: "text is larger than 1 MiB",
+        });
     }
     let begin = format!("-----BEGIN {label}-----");
     let end = format!("-----END {label}-----");
     let mut rest = text;
     while let Some(start) = rest.find(&begin) {
         let after_begin = rest.get(start + begin.len()..).unwrap_or_default();
-        let stop = after_begin
-            .find(&end)
-            .ok_or(KeyError::InvalidPem { reason: "a block has no END line" })?;
+        let stop = after_begin.find(&end).ok_or(KeyError::InvalidPem {
+            reason: "a block has no END line",
+        })?;
         on_body(after_begin.get(..stop).unwrap_or_default())?;
         rest = after_begin.get(stop + end.len()..).unwrap_or_default();
     }
@@ -109,12 +118,15 @@ fn for_each_block(
 }
 
 fn decode_body(body: &str) -> Result<Zeroizing<Vec<u8>>, KeyError> {
-    let compact: Zeroizing<String> =
-        Zeroizing::new(body.chars().filter(|c| !c.is_ascii_whitespace()).collect());
+    // Sized once so the (possibly secret) base64 text is never copied by a reallocation.
+    let mut compact = Zeroizing::new(String::with_capacity(body.len()));
+    compact.extend(body.chars().filter(|c| !c.is_ascii_whitespace()));
     STANDARD
         .decode(compact.as_bytes())
         .map(Zeroizing::new)
-        .map_err(|_| KeyError::InvalidPem { reason: "block body is not base64" })
+        .map_err(|_| KeyError::InvalidPem {
+            reason: "block body is not base64",
+        })
 }
 
 #[cfg(test)]
@@ -132,6 +144,16 @@ mod tests {
     }
 
     #[test]
+    fn secret_encoding_never_reallocates() {
+        let der = vec![7u8; 138];
+        let pem = encode_secret(PRIVATE_KEY_LABEL, &der);
+        assert!(pem.len() <= pem.capacity());
+        let mut exact = String::new();
+        encode_into(&mut exact, PRIVATE_KEY_LABEL, &der);
+        assert_eq!(exact.len(), exact.capacity(), "the reservation is exact");
+    }
+
+    #[test]
     fn decodes_chains_in_order_and_skips_other_labels() {
         let text = format!(
             "junk\n{}{}{}",
@@ -143,7 +165,10 @@ mod tests {
             decode_all(CERTIFICATE_LABEL, &text).unwrap(),
             vec![b"one".to_vec(), b"two".to_vec()]
         );
-        assert_eq!(decode_secret(PRIVATE_KEY_LABEL, &text).unwrap().as_slice(), b"key");
+        assert_eq!(
+            decode_secret(PRIVATE_KEY_LABEL, &text).unwrap().as_slice(),
+            b"key"
+        );
     }
 
     #[test]

@@ -44,7 +44,9 @@ impl PrivateKey {
     /// malformed input give [`KeyError::InvalidPrivateKey`].
     pub fn from_pkcs8_der(der: &[u8]) -> Result<Self, KeyError> {
         if der.len() > MAX_PKCS8_BYTES {
-            return Err(KeyError::InvalidPrivateKey { reason: "larger than 8 KiB" });
+            return Err(KeyError::InvalidPrivateKey {
+                reason: "larger than 8 KiB",
+            });
         }
         let rejected = |_| KeyError::InvalidPrivateKey {
             reason: "not a well-formed PKCS#8 document for a P-256 key",
@@ -91,14 +93,20 @@ impl PrivateKey {
     /// Signs `msg` with ECDSA P-256 SHA-256 and returns the ASN.1 DER signature, as X.509
     /// certificates, CRLs and CSRs carry it (`ecdsa-with-SHA256`).
     pub fn sign_x509(&self, msg: &[u8]) -> Result<Vec<u8>, KeyError> {
-        let sig = self.asn1.sign(&SystemRandom::new(), msg).map_err(|_| KeyError::Sign)?;
+        let sig = self
+            .asn1
+            .sign(&SystemRandom::new(), msg)
+            .map_err(|_| KeyError::Sign)?;
         Ok(sig.as_ref().to_vec())
     }
 
     /// Signs `msg` with ECDSA P-256 SHA-256 and returns the 64-byte `r || s` signature of JWS
     /// `ES256` (RFC 7518 §3.4).
     pub fn sign_jws(&self, msg: &[u8]) -> Result<Vec<u8>, KeyError> {
-        let sig = self.fixed.sign(&SystemRandom::new(), msg).map_err(|_| KeyError::Sign)?;
+        let sig = self
+            .fixed
+            .sign(&SystemRandom::new(), msg)
+            .map_err(|_| KeyError::Sign)?;
         Ok(sig.as_ref().to_vec())
     }
 
@@ -136,7 +144,8 @@ impl rcgen::PublicKeyData for PrivateKey {
 
 impl rcgen::SigningKey for PrivateKey {
     fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
-        self.sign_x509(msg).map_err(|_| rcgen::Error::RingUnspecified)
+        self.sign_x509(msg)
+            .map_err(|_| rcgen::Error::RingUnspecified)
     }
 }
 
@@ -191,7 +200,9 @@ mod tests {
         key.public_key().verify_x509(b"tbs", &der_sig).unwrap();
         let jws_sig = key.sign_jws(b"input").unwrap();
         assert_eq!(jws_sig.len(), 64);
-        key.public_key().verify_jws("ES256", b"input", &jws_sig).unwrap();
+        key.public_key()
+            .verify_jws("ES256", b"input", &jws_sig)
+            .unwrap();
         assert!(key.public_key().verify_x509(b"tbs", &jws_sig).is_err());
     }
 

@@ -124,15 +124,24 @@ impl PublicKey {
         if point.len() != 1 + 2 * curve.coordinate_len()
             || point.first() != Some(&UNCOMPRESSED_POINT_TAG)
         {
-            return Err(KeyError::InvalidPublicKey { reason: "not an uncompressed point" });
+            return Err(KeyError::InvalidPublicKey {
+                reason: "not an uncompressed point",
+            });
         }
-        let rejected = |_| KeyError::InvalidPublicKey { reason: "point is not on the curve" };
+        let rejected = |_| KeyError::InvalidPublicKey {
+            reason: "point is not on the curve",
+        };
         let asn1 = ParsedPublicKey::new(curve.asn1_algorithm(), point).map_err(rejected)?;
         let fixed = ParsedPublicKey::new(curve.fixed_algorithm(), point).map_err(rejected)?;
         let mut spki = Vec::with_capacity(curve.spki_prefix().len() + point.len());
         spki.extend_from_slice(curve.spki_prefix());
         spki.extend_from_slice(point);
-        Ok(Self { curve, spki, asn1, fixed })
+        Ok(Self {
+            curve,
+            spki,
+            asn1,
+            fixed,
+        })
     }
 
     /// The DER SubjectPublicKeyInfo, in canonical form.
@@ -147,14 +156,18 @@ impl PublicKey {
 
     /// The uncompressed SEC1 point `04 || x || y`.
     pub fn point(&self) -> &[u8] {
-        self.spki.get(self.curve.spki_prefix().len()..).unwrap_or_default()
+        self.spki
+            .get(self.curve.spki_prefix().len()..)
+            .unwrap_or_default()
     }
 
     /// Verifies an ASN.1 DER ECDSA signature over `msg`, hashed with SHA-256 on P-256 or SHA-384
     /// on P-384 (`ecdsa-with-SHA256` / `ecdsa-with-SHA384`). Fails with
     /// [`KeyError::BadSignature`].
     pub fn verify_x509(&self, msg: &[u8], sig_der: &[u8]) -> Result<(), KeyError> {
-        self.asn1.verify_sig(msg, sig_der).map_err(|_| KeyError::BadSignature)
+        self.asn1
+            .verify_sig(msg, sig_der)
+            .map_err(|_| KeyError::BadSignature)
     }
 
     /// Verifies a JWS signature (fixed-width `r || s`, RFC 7518 §3.4) over `msg`. `alg` must be
@@ -162,9 +175,13 @@ impl PublicKey {
     /// [`KeyError::UnsupportedAlgorithm`]; a wrong signature gives [`KeyError::BadSignature`].
     pub fn verify_jws(&self, alg: &str, msg: &[u8], sig: &[u8]) -> Result<(), KeyError> {
         if alg != self.curve.jws_alg() {
-            return Err(KeyError::UnsupportedAlgorithm { alg: alg.to_owned() });
+            return Err(KeyError::UnsupportedAlgorithm {
+                alg: alg.to_owned(),
+            });
         }
-        self.fixed.verify_sig(msg, sig).map_err(|_| KeyError::BadSignature)
+        self.fixed
+            .verify_sig(msg, sig)
+            .map_err(|_| KeyError::BadSignature)
     }
 
     /// The key as a JWK: `kty: EC`, `crv`, `x`, `y` (base64url, no padding), `use: use_` and
@@ -190,20 +207,32 @@ impl PublicKey {
     /// coordinate long). Other key types and malformed keys give [`KeyError::InvalidJwk`].
     pub fn from_jwk(jwk: &Jwk) -> Result<Self, KeyError> {
         if jwk.kty != "EC" {
-            return Err(KeyError::InvalidJwk { reason: "`kty` is not `EC`" });
+            return Err(KeyError::InvalidJwk {
+                reason: "`kty` is not `EC`",
+            });
         }
         let curve = match jwk.crv.as_deref() {
             Some("P-256") => Curve::P256,
             Some("P-384") => Curve::P384,
-            _ => return Err(KeyError::InvalidJwk { reason: "`crv` is not `P-256` or `P-384`" }),
+            _ => {
+                return Err(KeyError::InvalidJwk {
+                    reason: "`crv` is not `P-256` or `P-384`",
+                });
+            }
         };
         let coordinate = |value: Option<&String>| -> Result<Vec<u8>, KeyError> {
-            let text = value.ok_or(KeyError::InvalidJwk { reason: "missing `x` or `y`" })?;
+            let text = value.ok_or(KeyError::InvalidJwk {
+                reason: "missing `x` or `y`",
+            })?;
             let bytes = URL_SAFE_NO_PAD
                 .decode(text)
-                .map_err(|_| KeyError::InvalidJwk { reason: "`x` or `y` is not base64url" })?;
+                .map_err(|_| KeyError::InvalidJwk {
+                    reason: "`x` or `y` is not base64url",
+                })?;
             if bytes.len() != curve.coordinate_len() {
-                return Err(KeyError::InvalidJwk { reason: "`x` or `y` has the wrong length" });
+                return Err(KeyError::InvalidJwk {
+                    reason: "`x` or `y` has the wrong length",
+                });
             }
             Ok(bytes)
         };
@@ -213,8 +242,9 @@ impl PublicKey {
         point.push(UNCOMPRESSED_POINT_TAG);
         point.extend_from_slice(&x);
         point.extend_from_slice(&y);
-        Self::from_point(curve, &point)
-            .map_err(|_| KeyError::InvalidJwk { reason: "the point is not on the curve" })
+        Self::from_point(curve, &point).map_err(|_| KeyError::InvalidJwk {
+            reason: "the point is not on the curve",
+        })
     }
 }
 
@@ -302,7 +332,10 @@ mod tests {
 
     #[test]
     fn from_jwk_rejects_wrong_type_curve_and_lengths() {
-        let good = PrivateKey::generate().unwrap().public_key().to_jwk(None, "x");
+        let good = PrivateKey::generate()
+            .unwrap()
+            .public_key()
+            .to_jwk(None, "x");
         let mut rsa = good.clone();
         rsa.kty = "RSA".into();
         assert!(PublicKey::from_jwk(&rsa).is_err());
@@ -327,15 +360,20 @@ mod tests {
             public.verify_jws("ES384", b"msg", &sig),
             Err(KeyError::UnsupportedAlgorithm { .. })
         ));
-        assert!(matches!(public.verify_jws("ES256", b"msh", &sig), Err(KeyError::BadSignature)));
+        assert!(matches!(
+            public.verify_jws("ES256", b"msh", &sig),
+            Err(KeyError::BadSignature)
+        ));
     }
 
     #[test]
     fn verifies_p384_keys() {
         let rng = aws_lc_rs::rand::SystemRandom::new();
-        let pkcs8 =
-            signature::EcdsaKeyPair::generate_pkcs8(&signature::ECDSA_P384_SHA384_ASN1_SIGNING, &rng)
-                .unwrap();
+        let pkcs8 = signature::EcdsaKeyPair::generate_pkcs8(
+            &signature::ECDSA_P384_SHA384_ASN1_SIGNING,
+            &rng,
+        )
+        .unwrap();
         let pair = signature::EcdsaKeyPair::from_pkcs8(
             &signature::ECDSA_P384_SHA384_ASN1_SIGNING,
             pkcs8.as_ref(),
@@ -345,11 +383,17 @@ mod tests {
         let point = pair.public_key().as_ref().to_vec();
         let public = PublicKey::from_point(Curve::P384, &point).unwrap();
         use aws_lc_rs::encoding::AsDer as _;
-        assert_eq!(pair.public_key().as_der().unwrap().as_ref(), public.spki_der());
+        assert_eq!(
+            pair.public_key().as_der().unwrap().as_ref(),
+            public.spki_der()
+        );
         assert_eq!(PublicKey::from_spki_der(public.spki_der()).unwrap(), public);
         let sig = pair.sign(&rng, b"hello").unwrap();
         public.verify_x509(b"hello", sig.as_ref()).unwrap();
         assert!(public.verify_x509(b"hellO", sig.as_ref()).is_err());
-        assert_eq!(PublicKey::from_jwk(&public.to_jwk(None, "x")).unwrap(), public);
+        assert_eq!(
+            PublicKey::from_jwk(&public.to_jwk(None, "x")).unwrap(),
+            public
+        );
     }
 }

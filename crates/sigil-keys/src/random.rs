@@ -12,7 +12,9 @@ pub const TOKEN_BYTES: usize = 32;
 /// `n` random bytes. Fails with [`KeyError::Random`] only if the system generator fails.
 pub fn random_bytes(n: usize) -> Result<Vec<u8>, KeyError> {
     let mut out = vec![0u8; n];
-    SystemRandom::new().fill(&mut out).map_err(|_| KeyError::Random)?;
+    SystemRandom::new()
+        .fill(&mut out)
+        .map_err(|_| KeyError::Random)?;
     Ok(out)
 }
 
@@ -37,7 +39,10 @@ mod tests {
     fn tokens_are_43_url_safe_characters() {
         let t = random_token().unwrap();
         assert_eq!(t.len(), 43);
-        assert!(t.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
+        assert!(
+            t.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        );
         assert_ne!(t, random_token().unwrap());
     }
 }

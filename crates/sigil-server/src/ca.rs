@@ -53,9 +53,9 @@ pub enum CaManagerError {
 }
 
 struct ActiveAuthorities {
-    root: X509Authority,
-    intermediate: X509Authority,
-    jwt: JwtAuthority,
+    root: Arc<X509Authority>,
+    intermediate: Arc<X509Authority>,
+    jwt: Arc<JwtAuthority>,
     bundle: Arc<TrustBundle>,
 }
 
@@ -115,7 +115,7 @@ impl CaManager {
                         kind: AuthorityKind::X509Root,
                         state: AuthorityState::Active,
                         cert_der: Some(root.cert_der().to_vec()),
-                        public_key_der: root.public_key_der(),
+                        public_key_der: root.key().public_key().spki_der().to_vec(),
                         key_id,
                         issuer_id: None,
                         not_before: now,
@@ -162,9 +162,9 @@ impl CaManager {
             clock,
             lifetimes,
             active: ArcSwap::from_pointee(ActiveAuthorities {
-                root,
-                intermediate,
-                jwt,
+                root: Arc::new(root),
+                intermediate: Arc::new(intermediate),
+                jwt: Arc::new(jwt),
                 bundle: placeholder,
             }),
             rotation: Mutex::new(()),
@@ -196,7 +196,7 @@ impl CaManager {
             .cert_der
             .clone()
             .ok_or_else(|| CaManagerError::MissingCertificate(rec.id.clone()))?;
-        Ok(Some(X509Authority::from_parts(cert, key)?))
+        Ok(Some(X509Authority::from_parts(cert, key, Vec::new())?))
     }
 
     fn still_fresh(rec: &AuthorityRecord, now: i64) -> bool {
@@ -232,7 +232,7 @@ impl CaManager {
             .cert_der
             .clone()
             .ok_or_else(|| CaManagerError::MissingCertificate(rec.id.clone()))?;
-        Ok(Some(X509Authority::from_parts(cert, key)?))
+        Ok(Some(X509Authority::from_parts(cert, key, Vec::new())?))
     }
 
     fn load_jwt(
@@ -292,7 +292,7 @@ impl CaManager {
                 kind: AuthorityKind::X509Intermediate,
                 state: AuthorityState::Active,
                 cert_der: Some(ca.cert_der().to_vec()),
-                public_key_der: ca.public_key_der(),
+                public_key_der: ca.key().public_key().spki_der().to_vec(),
                 key_id,
                 issuer_id: Some(root.subject_key_id()),
                 not_before: now,
@@ -379,8 +379,8 @@ impl CaManager {
         }
         let next = ActiveAuthorities {
             root: current.root.clone(),
-            intermediate: intermediate.unwrap_or_else(|| current.intermediate.clone()),
-            jwt: jwt.unwrap_or_else(|| current.jwt.clone()),
+            intermediate: intermediate.map_or_else(|| current.intermediate.clone(), Arc::new),
+            jwt: jwt.map_or_else(|| current.jwt.clone(), Arc::new),
             bundle: current.bundle.clone(),
         };
         self.active.store(Arc::new(next));
