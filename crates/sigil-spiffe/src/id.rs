@@ -326,7 +326,7 @@ mod tests {
             let s = format!("spiffe://{td}{}", segs.iter().map(|s| format!("/{s}")).collect::<String>());
             let id = SpiffeId::parse(&s).unwrap();
             prop_assert_eq!(id.as_str(), s.as_str());
-            prop_assert_eq!(id.trust_domain().as_str(), td.as_str());
+            prop_assert_eq!(id.trust_domain_str(), td.as_str());
             let reparsed = SpiffeId::parse(&id.to_string()).unwrap();
             prop_assert_eq!(reparsed, id);
         }

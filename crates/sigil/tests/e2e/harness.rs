@@ -139,8 +139,8 @@ pub fn assert_one_line_error(o: &Output, needle: &str) {
 
 /// A server started from a config file, with its admin socket ready.
 pub struct TestServer {
-    pub daemon: Daemon,
-    pub dir: PathBuf,
+    /// Kept so the server runs as long as the test holds this value.
+    _daemon: Daemon,
     pub admin_socket: PathBuf,
     pub port: u16,
     pub trust_domain: String,
@@ -165,8 +165,7 @@ impl TestServer {
         .expect("write server.toml");
         let daemon = Daemon::spawn("server", dir, &["server", "run", "-c", config.to_str().unwrap()]);
         let server = Self {
-            daemon,
-            dir: dir.to_owned(),
+            _daemon: daemon,
             admin_socket,
             port,
             trust_domain,
