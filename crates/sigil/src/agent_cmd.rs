@@ -183,3 +183,43 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         None => stopped,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ROOT_PEM: &str = "-----BEGIN CERTIFICATE-----\nMIIBSTCB8KADAgECAgEBMAoGCCqGSM49BAMCMA0xCzAJBgNVBAMMAmNhMB4XDTI2MDEwMTAwMDAwMFoXDTI3MDEwMTAwMDAwMFowDTELMAkGA1UEAwwCY2EwWTATBgcqhkjOPQIBBggqhkjOPQMBBwNCAAQAAQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyAhIiMkJSYnKCkqKywtLi8wMTIzNDU2Nzg5Ojs8PT4/MAoGCCqGSM49BAMCA0gAMEUCIQAA\n-----END CERTIFICATE-----\n";
+
+    #[test]
+    fn full_example_config_parses_with_every_option() {
+        let dir = tempfile::tempdir().unwrap();
+        let bundle = dir.path().join("bundle.pem");
+        std::fs::write(&bundle, ROOT_PEM).unwrap();
+        let text = include_str!("../../../conf/agent.full.toml")
+            .replace("/etc/sigil/bundle.pem", bundle.to_str().unwrap());
+        let c = parse_agent_config(&text).unwrap();
+        assert_eq!(c.trust_domain.as_str(), "example.org");
+        assert_eq!(c.server_address, "127.0.0.1:8081");
+        assert_eq!(c.bootstrap_roots.len(), 1);
+        assert_eq!(c.join_token, None, "an empty join_token means none");
+        assert_eq!(c.socket_path, PathBuf::from("/run/sigil/agent/workload.sock"));
+        assert_eq!(c.max_hash_bytes, 268_435_456);
+    }
+
+    #[test]
+    fn rejects_bad_address_missing_bundle_and_unknown_keys() {
+        let base = "[agent]\ntrust_domain = \"td\"\ndata_dir = \"/x\"\n";
+        let cases = [
+            (format!("{base}server_address = \"nohost\"\n"), "server_address"),
+            (
+                format!("{base}server_address = \"h:1\"\ntrust_bundle_path = \"/nonexistent/b.pem\"\n"),
+                "/nonexistent/b.pem",
+            ),
+            (format!("{base}server_address = \"h:1\"\nbogus = true\n"), "unknown field"),
+        ];
+        for (text, needle) in cases {
+            let err = format!("{:#}", parse_agent_config(&text).unwrap_err());
+            assert!(err.contains(needle), "{err:?} should mention {needle:?}");
+        }
+    }
+}

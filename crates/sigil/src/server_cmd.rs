@@ -252,3 +252,56 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     server.shutdown().await;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn full_example_config_parses_with_every_option() {
+        let text = include_str!("../../../conf/server.full.toml");
+        let c = parse_server_config(text).unwrap();
+        assert_eq!(c.server.trust_domain.as_str(), "example.org");
+        assert_eq!(c.server.bind_address.port(), 8081);
+        assert_eq!(c.server.ca.intermediate_ttl, 24 * 3600);
+        assert_eq!(c.server.ca.root_ttl, 365 * 24 * 3600);
+        assert_eq!(c.server.issuance.jwt_svid_ttl, 300);
+        assert_eq!(
+            c.datastore_path,
+            PathBuf::from("/var/lib/sigil/server/datastore.sqlite3")
+        );
+    }
+
+    #[test]
+    fn minimal_config_takes_defaults() {
+        let c = parse_server_config(
+            "[server]\ntrust_domain = \"td.example\"\ndata_dir = \"/tmp/x\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.server.admin_socket, PathBuf::from("/tmp/x/admin.sock"));
+        assert_eq!(c.server.issuance.x509_svid_ttl, 3600);
+    }
+
+    #[test]
+    fn rejects_unknown_keys_bad_values_and_missing_fields() {
+        let bad = [
+            ("[server]\ntrust_domain = \"Bad\"\ndata_dir = \"/x\"\n", "trust_domain"),
+            ("[server]\ntrust_domain = \"td\"\ndata_dir = \"/x\"\ntypo = 1\n", "unknown field"),
+            ("[server]\ntrust_domain = \"td\"\n", "data_dir"),
+            (
+                "[server]\ntrust_domain = \"td\"\ndata_dir = \"/x\"\nbind_address = \"nope\"\n",
+                "bind_address",
+            ),
+            ("[server]\ntrust_domain = \"td\"\ndata_dir = \"/x\"\n[ca]\nca_ttl = \"0\"\n", "ca_ttl"),
+            (
+                "[server]\ntrust_domain = \"td\"\ndata_dir = \"/x\"\n[datastore]\nkind = \"mysql\"\n",
+                "datastore.kind",
+            ),
+        ];
+        for (text, needle) in bad {
+            let err = parse_server_config(text).unwrap_err().to_string();
+            assert!(err.contains(needle), "{err:?} should mention {needle:?}");
+            assert_eq!(err.lines().count(), 1, "one-line error: {err:?}");
+        }
+    }
+}
