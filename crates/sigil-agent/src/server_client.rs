@@ -49,7 +49,9 @@ pub async fn connect(
             // The name is not checked (the verifier checks the SPIFFE ID) but rustls needs one.
             let name = ServerName::try_from("sigil-server")
                 .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-            let tls = tokio_rustls::TlsConnector::from(config).connect(name, tcp).await?;
+            let tls = tokio_rustls::TlsConnector::from(config)
+                .connect(name, tcp)
+                .await?;
             Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tls))
         }
     });
@@ -63,6 +65,5 @@ pub async fn connect(
             addr: addr.to_owned(),
             source,
         })?;
-    Ok(AgentServiceClient::new(channel)
-        .max_decoding_message_size(64 * 1024 * 1024))
+    Ok(AgentServiceClient::new(channel).max_decoding_message_size(64 * 1024 * 1024))
 }

@@ -57,7 +57,10 @@ impl IdentitySnapshot {
     }
 
     /// The identities whose selectors are all among `workload_selectors`, in snapshot order.
-    pub fn identities_for<'a>(&'a self, workload_selectors: &[Selector]) -> Vec<&'a WorkloadIdentity> {
+    pub fn identities_for<'a>(
+        &'a self,
+        workload_selectors: &[Selector],
+    ) -> Vec<&'a WorkloadIdentity> {
         self.identities
             .iter()
             .filter(|id| id.selectors.iter().all(|s| workload_selectors.contains(s)))

@@ -38,12 +38,12 @@ impl IndexState {
     }
 
     fn remove(&mut self, id: &str) {
-        if let Some(old) = self.entries.remove(id) {
-            if let Some(ids) = self.by_parent.get_mut(&old.spec.parent_id) {
-                ids.retain(|i| i != id);
-                if ids.is_empty() {
-                    self.by_parent.remove(&old.spec.parent_id);
-                }
+        if let Some(old) = self.entries.remove(id)
+            && let Some(ids) = self.by_parent.get_mut(&old.spec.parent_id)
+        {
+            ids.retain(|i| i != id);
+            if ids.is_empty() {
+                self.by_parent.remove(&old.spec.parent_id);
             }
         }
     }

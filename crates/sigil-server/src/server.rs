@@ -90,10 +90,10 @@ impl ServerHandle {
     pub async fn shutdown(mut self) {
         let _ = self.shutdown.send(true);
         while let Some(res) = self.tasks.join_next().await {
-            if let Err(e) = res {
-                if e.is_panic() {
-                    tracing::error!("a server task panicked during shutdown");
-                }
+            if let Err(e) = res
+                && e.is_panic()
+            {
+                tracing::error!("a server task panicked during shutdown");
             }
         }
     }

@@ -125,7 +125,8 @@ mod tests {
 
     #[test]
     fn parses_spec_shaped_document() {
-        let doc = br#"{"keys":[{"use":"jwt-svid","kty":"EC","kid":"k1","crv":"P-256","x":"AA","y":"AA"},
+        let doc =
+            br#"{"keys":[{"use":"jwt-svid","kty":"EC","kid":"k1","crv":"P-256","x":"AA","y":"AA"},
             {"use":"x509-svid","kty":"EC","crv":"P-256","x":"AA","y":"AA","x5c":["AAAA"]}],
             "spiffe_sequence":7,"spiffe_refresh_hint":300}"#;
         let b = BundleDocument::parse(doc).unwrap();
@@ -137,6 +138,9 @@ mod tests {
     #[test]
     fn rejects_oversized_document() {
         let big = vec![b' '; MAX_BUNDLE_DOCUMENT_BYTES + 1];
-        assert!(matches!(BundleDocument::parse(&big), Err(BundleError::TooLarge)));
+        assert!(matches!(
+            BundleDocument::parse(&big),
+            Err(BundleError::TooLarge)
+        ));
     }
 }

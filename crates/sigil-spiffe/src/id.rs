@@ -255,8 +255,17 @@ mod tests {
 
     #[test]
     fn rejects_wrong_scheme() {
-        for bad in ["SPIFFE://example.org/a", "https://example.org/a", "example.org/a", "spiffe:/x"] {
-            assert_eq!(SpiffeId::parse(bad), Err(SpiffeIdError::WrongScheme), "{bad}");
+        for bad in [
+            "SPIFFE://example.org/a",
+            "https://example.org/a",
+            "example.org/a",
+            "spiffe:/x",
+        ] {
+            assert_eq!(
+                SpiffeId::parse(bad),
+                Err(SpiffeIdError::WrongScheme),
+                "{bad}"
+            );
         }
     }
 
@@ -274,24 +283,54 @@ mod tests {
             SpiffeId::parse("spiffe://Example.org/a"),
             Err(SpiffeIdError::BadTrustDomainChar('E'))
         );
-        assert_eq!(SpiffeId::parse("spiffe:///a"), Err(SpiffeIdError::MissingTrustDomain));
+        assert_eq!(
+            SpiffeId::parse("spiffe:///a"),
+            Err(SpiffeIdError::MissingTrustDomain)
+        );
     }
 
     #[test]
     fn rejects_dot_empty_and_trailing_segments() {
-        assert_eq!(SpiffeId::parse("spiffe://td/a/./b"), Err(SpiffeIdError::DotSegment));
-        assert_eq!(SpiffeId::parse("spiffe://td/a/.."), Err(SpiffeIdError::DotSegment));
-        assert_eq!(SpiffeId::parse("spiffe://td/a//b"), Err(SpiffeIdError::EmptySegment));
-        assert_eq!(SpiffeId::parse("spiffe://td/a/"), Err(SpiffeIdError::EmptySegment));
-        assert_eq!(SpiffeId::parse("spiffe://td/"), Err(SpiffeIdError::EmptySegment));
+        assert_eq!(
+            SpiffeId::parse("spiffe://td/a/./b"),
+            Err(SpiffeIdError::DotSegment)
+        );
+        assert_eq!(
+            SpiffeId::parse("spiffe://td/a/.."),
+            Err(SpiffeIdError::DotSegment)
+        );
+        assert_eq!(
+            SpiffeId::parse("spiffe://td/a//b"),
+            Err(SpiffeIdError::EmptySegment)
+        );
+        assert_eq!(
+            SpiffeId::parse("spiffe://td/a/"),
+            Err(SpiffeIdError::EmptySegment)
+        );
+        assert_eq!(
+            SpiffeId::parse("spiffe://td/"),
+            Err(SpiffeIdError::EmptySegment)
+        );
     }
 
     #[test]
     fn rejects_query_fragment_and_percent_encoding() {
-        assert_eq!(SpiffeId::parse("spiffe://td/a?x=1"), Err(SpiffeIdError::BadPathChar('?')));
-        assert_eq!(SpiffeId::parse("spiffe://td/a#f"), Err(SpiffeIdError::BadPathChar('#')));
-        assert_eq!(SpiffeId::parse("spiffe://td/a%20b"), Err(SpiffeIdError::BadPathChar('%')));
-        assert_eq!(SpiffeId::parse("spiffe://td?x"), Err(SpiffeIdError::BadTrustDomainChar('?')));
+        assert_eq!(
+            SpiffeId::parse("spiffe://td/a?x=1"),
+            Err(SpiffeIdError::BadPathChar('?'))
+        );
+        assert_eq!(
+            SpiffeId::parse("spiffe://td/a#f"),
+            Err(SpiffeIdError::BadPathChar('#'))
+        );
+        assert_eq!(
+            SpiffeId::parse("spiffe://td/a%20b"),
+            Err(SpiffeIdError::BadPathChar('%'))
+        );
+        assert_eq!(
+            SpiffeId::parse("spiffe://td?x"),
+            Err(SpiffeIdError::BadTrustDomainChar('?'))
+        );
     }
 
     #[test]
@@ -306,8 +345,14 @@ mod tests {
 
     #[test]
     fn trust_domain_accepts_name_or_id() {
-        assert_eq!(TrustDomain::parse("example.org").unwrap().as_str(), "example.org");
-        assert_eq!(TrustDomain::parse("spiffe://example.org").unwrap().as_str(), "example.org");
+        assert_eq!(
+            TrustDomain::parse("example.org").unwrap().as_str(),
+            "example.org"
+        );
+        assert_eq!(
+            TrustDomain::parse("spiffe://example.org").unwrap().as_str(),
+            "example.org"
+        );
         assert!(TrustDomain::parse("spiffe://example.org/x").is_err());
         assert!(TrustDomain::parse("Example.org").is_err());
         assert!(TrustDomain::parse("").is_err());

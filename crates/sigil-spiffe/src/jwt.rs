@@ -98,7 +98,10 @@ mod tests {
 
     #[test]
     fn accepts_matching_audience_before_expiry() {
-        assert_eq!(claims().validate("b", 950).unwrap().as_str(), "spiffe://example.org/w");
+        assert_eq!(
+            claims().validate("b", 950).unwrap().as_str(),
+            "spiffe://example.org/w"
+        );
     }
 
     #[test]
@@ -112,7 +115,10 @@ mod tests {
     #[test]
     fn rejects_expired_beyond_leeway() {
         assert!(claims().validate("a", 1000 + EXP_LEEWAY_SECS - 1).is_ok());
-        assert!(matches!(claims().validate("a", 1000 + EXP_LEEWAY_SECS), Err(JwtClaimError::Expired { .. })));
+        assert!(matches!(
+            claims().validate("a", 1000 + EXP_LEEWAY_SECS),
+            Err(JwtClaimError::Expired { .. })
+        ));
     }
 
     #[test]

@@ -25,9 +25,7 @@ pub enum SelectorError {
     TypeTooLong,
     #[error("selector value is longer than {MAX_SELECTOR_VALUE_BYTES} bytes")]
     ValueTooLong,
-    #[error(
-        "selector type `{0}` may only hold lowercase letters, digits, `_` and `-`"
-    )]
+    #[error("selector type `{0}` may only hold lowercase letters, digits, `_` and `-`")]
     BadType(String),
     #[error("selector value has a control or whitespace character")]
     BadValue,
@@ -130,10 +128,16 @@ mod tests {
 
     #[test]
     fn rejects_missing_parts() {
-        assert!(matches!(Selector::parse("unix"), Err(SelectorError::MissingSeparator(_))));
+        assert!(matches!(
+            Selector::parse("unix"),
+            Err(SelectorError::MissingSeparator(_))
+        ));
         assert_eq!(Selector::parse(":uid"), Err(SelectorError::EmptyType));
         assert_eq!(Selector::parse("unix:"), Err(SelectorError::EmptyValue));
-        assert!(matches!(Selector::parse("Un ix:uid:1"), Err(SelectorError::BadType(_))));
+        assert!(matches!(
+            Selector::parse("Un ix:uid:1"),
+            Err(SelectorError::BadType(_))
+        ));
         assert_eq!(Selector::parse("unix:uid 1"), Err(SelectorError::BadValue));
     }
 

@@ -33,7 +33,10 @@ pub fn from_unix_secs(secs: i64) -> SystemTime {
 pub struct SystemClock;
 
 impl Clock for SystemClock {
-    #[expect(clippy::disallowed_methods, reason = "the one place that reads the real clock")]
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "the one place that reads the real clock"
+    )]
     fn now(&self) -> SystemTime {
         SystemTime::now()
     }

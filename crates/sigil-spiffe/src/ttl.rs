@@ -17,7 +17,9 @@ pub const MAX_TTL_SECS: u64 = 366 * 24 * 3600;
 pub enum TtlError {
     #[error("TTL `{0}` is not a number of seconds or a duration such as `90s`, `15m`, `1h`, `2d`")]
     Malformed(String),
-    #[error("TTL must be between {MIN_TTL_SECS} second and {MAX_TTL_SECS} seconds (366 days), got {0}")]
+    #[error(
+        "TTL must be between {MIN_TTL_SECS} second and {MAX_TTL_SECS} seconds (366 days), got {0}"
+    )]
     OutOfRange(u64),
 }
 
@@ -123,7 +125,10 @@ mod tests {
         assert!(matches!(Ttl::parse("-5"), Err(TtlError::Malformed(_))));
         assert!(matches!(Ttl::parse("10x"), Err(TtlError::Malformed(_))));
         assert!(matches!(Ttl::parse("h"), Err(TtlError::Malformed(_))));
-        assert!(matches!(Ttl::parse("999999999999999d"), Err(TtlError::Malformed(_))));
+        assert!(matches!(
+            Ttl::parse("999999999999999d"),
+            Err(TtlError::Malformed(_))
+        ));
         assert!(matches!(Ttl::parse("400d"), Err(TtlError::OutOfRange(_))));
     }
 

@@ -6,11 +6,11 @@ use std::fmt;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use rustls::SignatureScheme;
 use rustls::client::ResolvesClientCert;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
-use rustls::SignatureScheme;
 
 use crate::{TlsError, provider};
 
@@ -42,7 +42,9 @@ fn certified_key(chain: &[Vec<u8>], pkcs8_der: &[u8]) -> Result<CertifiedKey, Tl
 impl LiveSvid {
     /// Starts with the DER `chain` (leaf first) and its PKCS#8 private key.
     pub fn new(chain: &[Vec<u8>], pkcs8_der: &[u8]) -> Result<Self, TlsError> {
-        Ok(Self(ArcSwap::from_pointee(certified_key(chain, pkcs8_der)?)))
+        Ok(Self(ArcSwap::from_pointee(certified_key(
+            chain, pkcs8_der,
+        )?)))
     }
 
     /// Replaces the SVID; handshakes started afterwards present the new one.

@@ -64,16 +64,8 @@ fn verify_chain(
     }
     let cert = webpki::EndEntityCert::try_from(end_entity)
         .map_err(|e| rustls::Error::InvalidCertificate(cert_error(e)))?;
-    cert.verify_for_usage(
-        algs.all,
-        &anchors,
-        intermediates,
-        now,
-        usage,
-        None,
-        None,
-    )
-    .map_err(|e| rustls::Error::InvalidCertificate(cert_error(e)))?;
+    cert.verify_for_usage(algs.all, &anchors, intermediates, now, usage, None, None)
+        .map_err(|e| rustls::Error::InvalidCertificate(cert_error(e)))?;
     peer_spiffe_id(end_entity).map_err(|e| {
         rustls::Error::InvalidCertificate(rustls::CertificateError::Other(rustls::OtherError(
             Arc::new(e),

@@ -37,13 +37,15 @@ struct RawAgent {
 
 /// Parses and validates agent configuration text; reads the bootstrap bundle it names.
 pub fn parse_agent_config(text: &str) -> anyhow::Result<AgentConfig> {
-    let raw: RawAgentFile = toml::from_str(text).map_err(|e| {
-        anyhow::anyhow!("{}", e.to_string().lines().collect::<Vec<_>>().join(" "))
-    })?;
+    let raw: RawAgentFile = toml::from_str(text)
+        .map_err(|e| anyhow::anyhow!("{}", e.to_string().lines().collect::<Vec<_>>().join(" ")))?;
     let a = raw.agent;
     let trust_domain = TrustDomain::parse(&a.trust_domain)
         .map_err(|e| anyhow::anyhow!("invalid agent.trust_domain `{}`: {e}", a.trust_domain))?;
-    if a.server_address.rsplit_once(':').is_none_or(|(_, p)| p.parse::<u16>().is_err()) {
+    if a.server_address
+        .rsplit_once(':')
+        .is_none_or(|(_, p)| p.parse::<u16>().is_err())
+    {
         anyhow::bail!(
             "invalid agent.server_address `{}`: expected host:port",
             a.server_address
@@ -127,15 +129,18 @@ pub async fn start(config: AgentConfig, clock: Arc<dyn Clock>) -> anyhow::Result
             .with_context(|| format!("cannot create directory {}", parent.display()))?;
     }
     let socket_path = config.socket_path.clone();
-    let attestor = sigil_agent::attestor::UnixAttestor::new(sigil_agent::attestor::UnixAttestorConfig {
-        max_hash_bytes: config.max_hash_bytes,
-    });
+    let attestor =
+        sigil_agent::attestor::UnixAttestor::new(sigil_agent::attestor::UnixAttestorConfig {
+            max_hash_bytes: config.max_hash_bytes,
+        });
     let agent = sigil_agent::Agent::start(config, clock)
         .await
         .context("cannot start the agent")?;
     let spiffe_id = agent.spiffe_id().clone();
-    let api =
-        sigil_agent::workload::WorkloadApi::with_attestor(agent.workload_context(), Arc::new(attestor));
+    let api = sigil_agent::workload::WorkloadApi::with_attestor(
+        agent.workload_context(),
+        Arc::new(attestor),
+    );
     let (stop, stop_rx) = watch::channel(false);
     let mut workload_stop = stop_rx.clone();
     let path = socket_path.clone();
@@ -202,7 +207,10 @@ mod tests {
         assert_eq!(c.server_address, "127.0.0.1:8081");
         assert_eq!(c.bootstrap_roots.len(), 1);
         assert_eq!(c.join_token, None, "an empty join_token means none");
-        assert_eq!(c.socket_path, PathBuf::from("/run/sigil/agent/workload.sock"));
+        assert_eq!(
+            c.socket_path,
+            PathBuf::from("/run/sigil/agent/workload.sock")
+        );
         assert_eq!(c.max_hash_bytes, 268_435_456);
     }
 
@@ -210,12 +218,20 @@ mod tests {
     fn rejects_bad_address_missing_bundle_and_unknown_keys() {
         let base = "[agent]\ntrust_domain = \"td\"\ndata_dir = \"/x\"\n";
         let cases = [
-            (format!("{base}server_address = \"nohost\"\n"), "server_address"),
             (
-                format!("{base}server_address = \"h:1\"\ntrust_bundle_path = \"/nonexistent/b.pem\"\n"),
+                format!("{base}server_address = \"nohost\"\n"),
+                "server_address",
+            ),
+            (
+                format!(
+                    "{base}server_address = \"h:1\"\ntrust_bundle_path = \"/nonexistent/b.pem\"\n"
+                ),
                 "/nonexistent/b.pem",
             ),
-            (format!("{base}server_address = \"h:1\"\nbogus = true\n"), "unknown field"),
+            (
+                format!("{base}server_address = \"h:1\"\nbogus = true\n"),
+                "unknown field",
+            ),
         ];
         for (text, needle) in cases {
             let err = format!("{:#}", parse_agent_config(&text).unwrap_err());

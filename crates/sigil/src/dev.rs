@@ -84,7 +84,8 @@ fn dev_identity(td: &TrustDomain, uid: u32) -> anyhow::Result<(SpiffeId, Selecto
     let id = td
         .id_with_path(&format!("/dev/uid/{uid}"))
         .context("cannot form the dev SPIFFE ID")?;
-    let selector = Selector::new("unix", &format!("uid:{uid}")).context("cannot form the selector")?;
+    let selector =
+        Selector::new("unix", &format!("uid:{uid}")).context("cannot form the selector")?;
     Ok((id, selector))
 }
 
@@ -122,14 +123,10 @@ pub async fn run(opts: DevOptions) -> anyhow::Result<()> {
     let join_token = if has_agent_state {
         None
     } else {
-        let issued = sigil_server::join_token::create(
-            server.store.as_ref(),
-            &td,
-            600,
-            clock.unix_secs(),
-        )
-        .await
-        .context("cannot create a join token for the dev agent")?;
+        let issued =
+            sigil_server::join_token::create(server.store.as_ref(), &td, 600, clock.unix_secs())
+                .await
+                .context("cannot create a join token for the dev agent")?;
         Some(issued.token)
     };
     let agent_config = sigil_agent::AgentConfig {

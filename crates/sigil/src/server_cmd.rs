@@ -128,11 +128,13 @@ pub fn read_config_file(path: &Path) -> anyhow::Result<String> {
 
 /// Parses and validates server configuration text.
 pub fn parse_server_config(text: &str) -> anyhow::Result<LoadedServerConfig> {
-    let raw: RawServerFile = toml::from_str(text).map_err(|e| {
-        anyhow::anyhow!("{}", e.to_string().lines().collect::<Vec<_>>().join(" "))
-    })?;
+    let raw: RawServerFile = toml::from_str(text)
+        .map_err(|e| anyhow::anyhow!("{}", e.to_string().lines().collect::<Vec<_>>().join(" ")))?;
     let trust_domain = TrustDomain::parse(&raw.server.trust_domain).map_err(|e| {
-        anyhow::anyhow!("invalid server.trust_domain `{}`: {e}", raw.server.trust_domain)
+        anyhow::anyhow!(
+            "invalid server.trust_domain `{}`: {e}",
+            raw.server.trust_domain
+        )
     })?;
     let bind_address: SocketAddr = raw.server.bind_address.parse().map_err(|_| {
         anyhow::anyhow!(
@@ -140,10 +142,10 @@ pub fn parse_server_config(text: &str) -> anyhow::Result<LoadedServerConfig> {
             raw.server.bind_address
         )
     })?;
-    if let Some(kind) = raw.datastore.kind.as_deref() {
-        if kind != "sqlite" {
-            bail!("unsupported datastore.kind `{kind}` (supported: `sqlite`)");
-        }
+    if let Some(kind) = raw.datastore.kind.as_deref()
+        && kind != "sqlite"
+    {
+        bail!("unsupported datastore.kind `{kind}` (supported: `sqlite`)");
     }
     let data_dir = raw.server.data_dir.clone();
     let ca = CaLifetimes {
@@ -157,8 +159,14 @@ pub fn parse_server_config(text: &str) -> anyhow::Result<LoadedServerConfig> {
     }
     let issuance = IssuanceDefaults {
         agent_svid_ttl: ttl("server.agent_svid_ttl", &raw.server.agent_svid_ttl)?,
-        x509_svid_ttl: ttl("server.default_x509_svid_ttl", &raw.server.default_x509_svid_ttl)?,
-        jwt_svid_ttl: ttl("server.default_jwt_svid_ttl", &raw.server.default_jwt_svid_ttl)?,
+        x509_svid_ttl: ttl(
+            "server.default_x509_svid_ttl",
+            &raw.server.default_x509_svid_ttl,
+        )?,
+        jwt_svid_ttl: ttl(
+            "server.default_jwt_svid_ttl",
+            &raw.server.default_jwt_svid_ttl,
+        )?,
     };
     Ok(LoadedServerConfig {
         server: ServerConfig {
@@ -202,7 +210,10 @@ pub async fn start(
         .await
         .context("datastore open task failed")?
         .with_context(|| {
-            format!("cannot open datastore sqlite://{}", config.datastore_path.display())
+            format!(
+                "cannot open datastore sqlite://{}",
+                config.datastore_path.display()
+            )
         })?;
     let keys = sigil_keys::DiskKeyManager::new(config.server.key_dir.clone());
     sigil_server::start(
@@ -274,10 +285,9 @@ mod tests {
 
     #[test]
     fn minimal_config_takes_defaults() {
-        let c = parse_server_config(
-            "[server]\ntrust_domain = \"td.example\"\ndata_dir = \"/tmp/x\"\n",
-        )
-        .unwrap();
+        let c =
+            parse_server_config("[server]\ntrust_domain = \"td.example\"\ndata_dir = \"/tmp/x\"\n")
+                .unwrap();
         assert_eq!(c.server.admin_socket, PathBuf::from("/tmp/x/admin.sock"));
         assert_eq!(c.server.issuance.x509_svid_ttl, 3600);
     }
@@ -285,14 +295,23 @@ mod tests {
     #[test]
     fn rejects_unknown_keys_bad_values_and_missing_fields() {
         let bad = [
-            ("[server]\ntrust_domain = \"Bad\"\ndata_dir = \"/x\"\n", "trust_domain"),
-            ("[server]\ntrust_domain = \"td\"\ndata_dir = \"/x\"\ntypo = 1\n", "unknown field"),
+            (
+                "[server]\ntrust_domain = \"Bad\"\ndata_dir = \"/x\"\n",
+                "trust_domain",
+            ),
+            (
+                "[server]\ntrust_domain = \"td\"\ndata_dir = \"/x\"\ntypo = 1\n",
+                "unknown field",
+            ),
             ("[server]\ntrust_domain = \"td\"\n", "data_dir"),
             (
                 "[server]\ntrust_domain = \"td\"\ndata_dir = \"/x\"\nbind_address = \"nope\"\n",
                 "bind_address",
             ),
-            ("[server]\ntrust_domain = \"td\"\ndata_dir = \"/x\"\n[ca]\nca_ttl = \"0\"\n", "ca_ttl"),
+            (
+                "[server]\ntrust_domain = \"td\"\ndata_dir = \"/x\"\n[ca]\nca_ttl = \"0\"\n",
+                "ca_ttl",
+            ),
             (
                 "[server]\ntrust_domain = \"td\"\ndata_dir = \"/x\"\n[datastore]\nkind = \"mysql\"\n",
                 "datastore.kind",

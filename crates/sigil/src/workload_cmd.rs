@@ -165,7 +165,10 @@ pub async fn svid_fetch(
                     })
                 })
                 .collect();
-            println!("{}", serde_json::to_string_pretty(&json!({ "svids": svids }))?);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&json!({ "svids": svids }))?
+            );
         }
         OutputFormat::Text => {
             for (i, (svid, chain, bundle)) in report.iter().enumerate() {
@@ -220,7 +223,10 @@ pub async fn jwt_fetch(
                 .iter()
                 .map(|s| json!({"spiffe_id": s.spiffe_id, "hint": s.hint, "token": s.svid}))
                 .collect();
-            println!("{}", serde_json::to_string_pretty(&json!({ "svids": svids }))?);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&json!({ "svids": svids }))?
+            );
         }
         OutputFormat::Text => {
             for s in &resp.svids {
@@ -247,7 +253,10 @@ fn value_to_json(v: &prost_types::Value) -> Value {
         None | Some(Kind::NullValue(_)) => Value::Null,
         Some(Kind::NumberValue(n)) => {
             if n.fract() == 0.0 && n.abs() < 9.0e15 {
-                #[expect(clippy::cast_possible_truncation, reason = "checked integral and in range")]
+                #[expect(
+                    clippy::cast_possible_truncation,
+                    reason = "checked integral and in range"
+                )]
                 Value::from(*n as i64)
             } else {
                 serde_json::Number::from_f64(*n).map_or(Value::Null, Value::Number)
@@ -276,7 +285,11 @@ pub async fn jwt_validate(
         .await
         .map_err(|s| status_error("the JWT-SVID is not valid", &s))?
         .into_inner();
-    let claims = resp.claims.as_ref().map(struct_to_json).unwrap_or(Value::Null);
+    let claims = resp
+        .claims
+        .as_ref()
+        .map(struct_to_json)
+        .unwrap_or(Value::Null);
     match output {
         OutputFormat::Json => println!(
             "{}",

@@ -102,7 +102,13 @@ fn tamper(token: &str) -> String {
         let flipped: String = payload
             .chars()
             .enumerate()
-            .map(|(i, c)| if i == 5 { if c == 'A' { 'B' } else { 'A' } } else { c })
+            .map(|(i, c)| {
+                if i == 5 {
+                    if c == 'A' { 'B' } else { 'A' }
+                } else {
+                    c
+                }
+            })
             .collect();
         *payload = flipped;
     }

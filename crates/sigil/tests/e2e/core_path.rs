@@ -26,7 +26,11 @@ fn workload_gets_x509_and_jwt_svids_through_server_agent_and_cli() {
     let out = tmp.path().join("svid");
     let fetched = fetch_svid_files(&agent_paths.socket, &out);
     assert!(stdout(&fetched).contains(spiffe_id), "{}", stdout(&fetched));
-    let key_mode = std::fs::metadata(out.join("svid.key")).unwrap().permissions().mode() & 0o777;
+    let key_mode = std::fs::metadata(out.join("svid.key"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
     assert_eq!(key_mode, 0o600, "svid.key must be private");
 
     // openssl, strict mode: the chain verifies against the bundle.
@@ -60,13 +64,22 @@ fn workload_gets_x509_and_jwt_svids_through_server_agent_and_cli() {
     assert!(jwt.status.success(), "jwt fetch: {}", stderr(&jwt));
     let token = stdout(&jwt).trim().to_owned();
     assert_eq!(token.split('.').count(), 3);
-    let ok = workload(&agent_paths.socket, &["jwt", "validate", "--audience", "db", "--token", &token]);
+    let ok = workload(
+        &agent_paths.socket,
+        &["jwt", "validate", "--audience", "db", "--token", &token],
+    );
     assert!(ok.status.success(), "jwt validate: {}", stderr(&ok));
     assert!(stdout(&ok).contains(spiffe_id));
-    let wrong = workload(&agent_paths.socket, &["jwt", "validate", "--audience", "other", "--token", &token]);
+    let wrong = workload(
+        &agent_paths.socket,
+        &["jwt", "validate", "--audience", "other", "--token", &token],
+    );
     assert_one_line_error(&wrong, "audience");
     let tampered = tamper_payload(&token);
-    let bad = workload(&agent_paths.socket, &["jwt", "validate", "--audience", "db", "--token", &tampered]);
+    let bad = workload(
+        &agent_paths.socket,
+        &["jwt", "validate", "--audience", "db", "--token", &tampered],
+    );
     assert_one_line_error(&bad, "InvalidArgument");
 
     // The agent and entry are visible through the admin CLI.
@@ -76,10 +89,14 @@ fn workload_gets_x509_and_jwt_svids_through_server_agent_and_cli() {
     // Deleting the entry is pushed to the agent: the workload loses its identity.
     let del = server.admin(&["entry", "delete", "--id", &entry_id]);
     assert!(del.status.success(), "entry delete: {}", stderr(&del));
-    wait_for(Duration::from_secs(10), "the deleted entry to stop being served", || {
-        let o = workload(&agent_paths.socket, &["svid", "fetch"]);
-        (!o.status.success() && stderr(&o).contains("permission denied")).then_some(())
-    });
+    wait_for(
+        Duration::from_secs(10),
+        "the deleted entry to stop being served",
+        || {
+            let o = workload(&agent_paths.socket, &["svid", "fetch"]);
+            (!o.status.success() && stderr(&o).contains("permission denied")).then_some(())
+        },
+    );
 }
 
 fn assert_leaf_profile(leaf: &X509Certificate<'_>, spiffe_id: &str) {
@@ -100,21 +117,34 @@ fn assert_leaf_profile(leaf: &X509Certificate<'_>, spiffe_id: &str) {
     assert!(ku.critical);
     assert!(ku.value.digital_signature());
     assert!(!ku.value.key_cert_sign());
-    let eku = leaf.extended_key_usage().unwrap().expect("extendedKeyUsage");
+    let eku = leaf
+        .extended_key_usage()
+        .unwrap()
+        .expect("extendedKeyUsage");
     assert!(eku.value.server_auth && eku.value.client_auth);
-    assert!(leaf.raw_serial().len() >= 8, "serial must carry at least 64 bits");
+    assert!(
+        leaf.raw_serial().len() >= 8,
+        "serial must carry at least 64 bits"
+    );
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs() as i64;
     let nbf = leaf.validity().not_before.timestamp();
-    assert!(nbf <= now && now - nbf <= 70, "NotBefore back-dated by at most 10 s at issuance");
+    assert!(
+        nbf <= now && now - nbf <= 70,
+        "NotBefore back-dated by at most 10 s at issuance"
+    );
 }
 
 fn tamper_payload(token: &str) -> String {
     let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
     let payload = &mut parts[1];
-    let c = if payload.as_bytes()[4] == b'A' { "B" } else { "A" };
+    let c = if payload.as_bytes()[4] == b'A' {
+        "B"
+    } else {
+        "A"
+    };
     payload.replace_range(4..5, c);
     parts.join(".")
 }
@@ -156,7 +186,11 @@ fn agent_restarts_from_its_stored_svid_without_a_new_token() {
     create_uid_entry(&server, "spiffe://example.org/e2e/restart", &agent_id);
     fetch_svid_files(&paths.socket, &tmp.path().join("before"));
     let status = agent.terminate().expect("agent stops on SIGTERM");
-    assert!(status.success(), "agent exit status {status}: {}", agent.log());
+    assert!(
+        status.success(),
+        "agent exit status {status}: {}",
+        agent.log()
+    );
     drop(agent);
 
     // Same data dir, no token this time.
@@ -171,7 +205,10 @@ fn process_of_another_uid_gets_permission_denied() {
     if !nix::unistd::getuid().is_root() {
         // Switching uid needs root; CI runs as root, so this branch is for developer machines.
         eprintln!("skipped: needs root to run a workload as another uid");
-        assert!(std::env::var("SIGIL_REQUIRE_INTEROP").is_err(), "CI must run this test as root");
+        assert!(
+            std::env::var("SIGIL_REQUIRE_INTEROP").is_err(),
+            "CI must run this test as root"
+        );
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
@@ -187,7 +224,10 @@ fn process_of_another_uid_gets_permission_denied() {
 
     let other = Command::new(sigil_bin())
         .args(["svid", "fetch"])
-        .env("SPIFFE_ENDPOINT_SOCKET", format!("unix://{}", paths.socket.display()))
+        .env(
+            "SPIFFE_ENDPOINT_SOCKET",
+            format!("unix://{}", paths.socket.display()),
+        )
         .uid(65534)
         .gid(65534)
         .output()

@@ -27,17 +27,32 @@ fn required() -> bool {
 fn rust_spiffe_crate_fetches_and_validates() {
     let bin = target_bin_dir().join("interop-rust-spiffe");
     if !bin.exists() {
-        assert!(!required(), "{} is missing: build the workspace first", bin.display());
-        eprintln!("skipped: {} not built (run `cargo build --workspace`)", bin.display());
+        assert!(
+            !required(),
+            "{} is missing: build the workspace first",
+            bin.display()
+        );
+        eprintln!(
+            "skipped: {} not built (run `cargo build --workspace`)",
+            bin.display()
+        );
         return;
     }
     let (_tmp, socket, spiffe_id, _server, _agent) = running_agent();
     let o = Command::new(&bin)
         .arg("interop-audience")
-        .env("SPIFFE_ENDPOINT_SOCKET", format!("unix://{}", socket.display()))
+        .env(
+            "SPIFFE_ENDPOINT_SOCKET",
+            format!("unix://{}", socket.display()),
+        )
         .output()
         .unwrap();
-    assert!(o.status.success(), "rust spiffe client failed: {}{}", stdout(&o), stderr(&o));
+    assert!(
+        o.status.success(),
+        "rust spiffe client failed: {}{}",
+        stdout(&o),
+        stderr(&o)
+    );
     let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(report["x509_svid"]["spiffe_id"], spiffe_id);
     assert_eq!(report["x509_svid"]["chain_length"], 2);
@@ -58,7 +73,11 @@ fn py_spiffe_on_grpcio_fetches_and_validates() {
         .map(PathBuf::from)
         .unwrap_or_else(|_| root.join(".venv/bin/python"));
     if !python.exists() {
-        assert!(!required(), "{} is missing: run interop/python/setup.sh", python.display());
+        assert!(
+            !required(),
+            "{} is missing: run interop/python/setup.sh",
+            python.display()
+        );
         eprintln!("skipped: no py-spiffe venv (run interop/python/setup.sh)");
         return;
     }
@@ -66,10 +85,18 @@ fn py_spiffe_on_grpcio_fetches_and_validates() {
     let o = Command::new(&python)
         .arg(root.join("pyspiffe_client.py"))
         .args(["--audience", "interop-audience"])
-        .env("SPIFFE_ENDPOINT_SOCKET", format!("unix://{}", socket.display()))
+        .env(
+            "SPIFFE_ENDPOINT_SOCKET",
+            format!("unix://{}", socket.display()),
+        )
         .output()
         .unwrap();
-    assert!(o.status.success(), "py-spiffe client failed: {}{}", stdout(&o), stderr(&o));
+    assert!(
+        o.status.success(),
+        "py-spiffe client failed: {}{}",
+        stdout(&o),
+        stderr(&o)
+    );
     let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(report["ok"], true, "{report}");
     assert_eq!(report["x509_svid"]["spiffe_id"], spiffe_id);
@@ -79,6 +106,9 @@ fn py_spiffe_on_grpcio_fetches_and_validates() {
     assert_eq!(report["validated_spiffe_id"], spiffe_id);
     assert_eq!(report["locally_validated_spiffe_id"], spiffe_id);
     assert!(report["wrong_audience_error"].is_string(), "{report}");
-    assert!(report["tampered_errors"]["workload_api"].is_string(), "{report}");
+    assert!(
+        report["tampered_errors"]["workload_api"].is_string(),
+        "{report}"
+    );
     assert!(report["tampered_errors"]["local"].is_string(), "{report}");
 }

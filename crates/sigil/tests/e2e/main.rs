@@ -2,6 +2,15 @@
 //! workloads), and third-party SPIFFE clients against the agent. One test binary, so the
 //! workspace builds it once.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::disallowed_methods,
+    reason = "test code: a failed expectation should panic, and tests read the real clock"
+)]
+
 mod core_path;
 mod harness;
 mod interop;
