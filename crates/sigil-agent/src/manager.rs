@@ -22,7 +22,7 @@ use tonic::transport::Channel;
 use crate::config::AgentConfig;
 use crate::jwt::ServerJwtMinter;
 use crate::server_client::{self, ConnectError};
-use crate::snapshot::{IdentitySnapshot, WorkloadIdentity, WorkloadApiContext, X509SvidMaterial};
+use crate::snapshot::{IdentitySnapshot, WorkloadApiContext, WorkloadIdentity, X509SvidMaterial};
 use crate::state::{AgentIdentity, StateError};
 
 /// What stops the agent.
@@ -81,7 +81,10 @@ pub fn renew_at(now: i64, expires_at: i64) -> i64 {
         sigil_keys::random_bytes(8)
             .ok()
             .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
-            .map(|b| i64::try_from(u64::from_le_bytes(b) % u64::try_from(jitter_span).unwrap_or(1)).unwrap_or(0))
+            .map(|b| {
+                i64::try_from(u64::from_le_bytes(b) % u64::try_from(jitter_span).unwrap_or(1))
+                    .unwrap_or(0)
+            })
             .unwrap_or(0)
     } else {
         0
@@ -124,7 +127,9 @@ impl Agent {
                 tracing::info!(agent = %id.spiffe_id, "resuming with the stored agent SVID");
                 id
             }
-            Some(id) if config.join_token.is_none() => return Err(AgentError::SvidExpired(id.expires_at)),
+            Some(id) if config.join_token.is_none() => {
+                return Err(AgentError::SvidExpired(id.expires_at));
+            }
             _ => {
                 let token = config.join_token.clone().ok_or(AgentError::NoJoinToken)?;
                 let id = attest(&config, &token).await?;
@@ -134,7 +139,10 @@ impl Agent {
             }
         };
         let roots = Arc::new(LiveRoots::new(&identity.bundle.x509_authorities));
-        let svid = Arc::new(LiveSvid::new(&identity.cert_chain, identity.key.pkcs8_der())?);
+        let svid = Arc::new(LiveSvid::new(
+            &identity.cert_chain,
+            identity.key.pkcs8_der(),
+        )?);
         let bundle = Arc::new(identity.bundle.clone());
         let (snapshot_tx, _) = watch::channel(Arc::new(IdentitySnapshot::empty(bundle.clone())));
         Ok(Self {
@@ -161,7 +169,10 @@ impl Agent {
     pub fn workload_context(&self) -> WorkloadApiContext {
         WorkloadApiContext {
             snapshots: self.snapshot_tx.subscribe(),
-            jwt: Arc::new(ServerJwtMinter::new(self.client.clone(), self.clock.clone())),
+            jwt: Arc::new(ServerJwtMinter::new(
+                self.client.clone(),
+                self.clock.clone(),
+            )),
             clock: self.clock.clone(),
         }
     }
@@ -197,7 +208,10 @@ impl Agent {
         }
     }
 
-    async fn session(&mut self, shutdown: &mut watch::Receiver<bool>) -> Result<SessionEnd, SessionError> {
+    async fn session(
+        &mut self,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<SessionEnd, SessionError> {
         let mut client = server_client::connect(
             &self.config.server_address,
             &self.config.trust_domain,
@@ -245,21 +259,30 @@ impl Agent {
         }
     }
 
-    async fn apply(&mut self, client: &mut Client, msg: pb::SyncAuthorizedEntriesResponse) -> Result<(), SessionError> {
+    async fn apply(
+        &mut self,
+        client: &mut Client,
+        msg: pb::SyncAuthorizedEntriesResponse,
+    ) -> Result<(), SessionError> {
         if let Some(b) = &msg.bundle {
             let bundle = bundle_from_pb(b).map_err(SessionError::Fatal)?;
             if bundle.trust_domain != self.config.trust_domain {
-                return Err(SessionError::Fatal(AgentError::BadResponse("bundle trust domain")));
+                return Err(SessionError::Fatal(AgentError::BadResponse(
+                    "bundle trust domain",
+                )));
             }
             if bundle != *self.bundle {
                 self.roots.replace(&bundle.x509_authorities);
                 self.identity.bundle = bundle.clone();
-                self.identity.save(&self.config.data_dir).map_err(|e| SessionError::Fatal(e.into()))?;
+                self.identity
+                    .save(&self.config.data_dir)
+                    .map_err(|e| SessionError::Fatal(e.into()))?;
                 self.bundle = Arc::new(bundle);
             }
         }
         self.entries = msg.entries;
-        let live: std::collections::HashSet<&str> = self.entries.iter().map(|e| e.id.as_str()).collect();
+        let live: std::collections::HashSet<&str> =
+            self.entries.iter().map(|e| e.id.as_str()).collect();
         self.cache.retain(|id, _| live.contains(id.as_str()));
         // Publish removals before signing anything new, so a deleted entry stops being served now.
         self.publish();
@@ -286,7 +309,9 @@ impl Agent {
                 continue;
             };
             let key = PrivateKey::generate().map_err(|e| SessionError::Fatal(e.into()))?;
-            let csr = key.csr_der(&id).map_err(|e| SessionError::Fatal(e.into()))?;
+            let csr = key
+                .csr_der(&id)
+                .map_err(|e| SessionError::Fatal(e.into()))?;
             params.push(pb::NewX509SvidParams {
                 entry_id: e.id.clone(),
                 csr,
@@ -348,7 +373,9 @@ impl Agent {
         self.identity.cert_chain = svid.cert_chain;
         self.identity.expires_at = svid.expires_at;
         self.identity.key = key;
-        self.identity.save(&self.config.data_dir).map_err(|e| SessionError::Fatal(e.into()))?;
+        self.identity
+            .save(&self.config.data_dir)
+            .map_err(|e| SessionError::Fatal(e.into()))?;
         let now = self.clock.unix_secs();
         self.identity_renew_at = renew_at(now, svid.expires_at);
         tracing::info!(expires_at = svid.expires_at, "renewed the agent SVID");
@@ -402,7 +429,12 @@ impl Agent {
                     .identities
                     .iter()
                     .zip(&snapshot.identities)
-                    .all(|(a, b)| a.entry_id == b.entry_id && Arc::ptr_eq(&a.svid, &b.svid) && a.selectors == b.selectors && a.hint == b.hint);
+                    .all(|(a, b)| {
+                        a.entry_id == b.entry_id
+                            && Arc::ptr_eq(&a.svid, &b.svid)
+                            && a.selectors == b.selectors
+                            && a.hint == b.hint
+                    });
             if same {
                 false
             } else {
@@ -441,7 +473,8 @@ async fn attest(config: &AgentConfig, token: &str) -> Result<AgentIdentity, Agen
         ));
     }
     let roots = Arc::new(LiveRoots::new(&config.bootstrap_roots));
-    let mut client = server_client::connect(&config.server_address, &config.trust_domain, roots, None).await?;
+    let mut client =
+        server_client::connect(&config.server_address, &config.trust_domain, roots, None).await?;
     let key = PrivateKey::generate()?;
     // The CSR's subject is ignored by the server, which assigns the agent ID; any valid ID will do.
     let placeholder = config
@@ -459,12 +492,431 @@ async fn attest(config: &AgentConfig, token: &str) -> Result<AgentIdentity, Agen
         .map_err(|s| AgentError::AttestationRefused(s.message().to_owned()))?
         .into_inner();
     let svid = resp.svid.ok_or(AgentError::BadResponse("agent SVID"))?;
-    let bundle = bundle_from_pb(resp.bundle.as_ref().ok_or(AgentError::BadResponse("bundle"))?)?;
+    let bundle = bundle_from_pb(
+        resp.bundle
+            .as_ref()
+            .ok_or(AgentError::BadResponse("bundle"))?,
+    )?;
     Ok(AgentIdentity {
-        spiffe_id: SpiffeId::parse(&svid.spiffe_id).map_err(|_| AgentError::BadResponse("agent SPIFFE ID"))?,
+        spiffe_id: SpiffeId::parse(&svid.spiffe_id)
+            .map_err(|_| AgentError::BadResponse("agent SPIFFE ID"))?,
         cert_chain: svid.cert_chain,
         expires_at: svid.expires_at,
         key: Arc::new(key),
         bundle,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+    use std::path::Path;
+
+    use proptest::prelude::*;
+    use sigil_spiffe::FakeClock;
+    use sigil_spiffe::time::from_unix_secs;
+
+    use super::*;
+    use crate::state::tests::{sample_identity, self_signed};
+
+    const NOW: i64 = 1_700_000_000;
+
+    proptest! {
+        #[test]
+        fn renewal_falls_between_four_and_five_tenths_of_the_remaining_life(
+            now in -10_000_000_000i64..10_000_000_000,
+            remaining in 0i64..10_000_000_000,
+        ) {
+            let offset = renew_at(now, now + remaining) - now;
+            prop_assert!(offset <= remaining / 2, "{offset} > half of {remaining}");
+            // Whole seconds: at least 0.4 of the remaining life, rounded down.
+            prop_assert!(offset >= remaining * 4 / 10, "{offset} < 0.4 of {remaining}");
+        }
+
+        #[test]
+        fn renewal_is_never_before_now_nor_after_expiry(now in any::<i64>(), expires_at in any::<i64>()) {
+            let at = renew_at(now, expires_at);
+            prop_assert!(at >= now);
+            prop_assert!(at <= now.max(expires_at));
+        }
+    }
+
+    #[test]
+    fn expired_or_expiring_input_renews_now() {
+        assert_eq!(renew_at(NOW, NOW), NOW);
+        assert_eq!(renew_at(NOW, NOW - 1), NOW);
+        assert_eq!(renew_at(NOW, i64::MIN), NOW);
+        assert_eq!(renew_at(i64::MAX, i64::MIN), i64::MAX);
+        assert_eq!(renew_at(NOW, NOW + 1), NOW);
+    }
+
+    #[test]
+    fn svids_issued_together_renew_at_spread_out_times() {
+        let times: HashSet<i64> = (0..64).map(|_| renew_at(NOW, NOW + 3_600)).collect();
+        assert!(times.len() > 1, "no jitter: {times:?}");
+    }
+
+    fn config(dir: &Path) -> AgentConfig {
+        // Nothing listens on a port just released: any server call fails fast.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        AgentConfig {
+            trust_domain: TrustDomain::parse("example.org").unwrap(),
+            server_address: format!("127.0.0.1:{port}"),
+            bootstrap_roots: Vec::new(),
+            join_token: None,
+            data_dir: dir.join("data"),
+            socket_path: dir.join("workload.sock"),
+            max_hash_bytes: 1 << 20,
+            max_backoff: Duration::from_secs(1),
+        }
+    }
+
+    /// An agent resumed from a stored identity valid for an hour, on a fake clock at `NOW`.
+    async fn resumed_agent(dir: &Path) -> (Agent, FakeClock) {
+        let config = config(dir);
+        sample_identity(NOW + 3_600).save(&config.data_dir).unwrap();
+        let clock = FakeClock::new(from_unix_secs(NOW));
+        let agent = Agent::start(config, Arc::new(clock.clone())).await.unwrap();
+        (agent, clock)
+    }
+
+    /// A client whose every call fails as unreachable.
+    fn unreachable_client(agent: &Agent) -> Client {
+        let uri = format!("http://{}", agent.config.server_address);
+        AgentServiceClient::new(Channel::from_shared(uri).unwrap().connect_lazy())
+    }
+
+    fn entry(id: &str, spiffe_id: &str, revision: i64) -> pb::Entry {
+        pb::Entry {
+            id: id.into(),
+            spiffe_id: spiffe_id.into(),
+            selectors: vec![pb::Selector {
+                r#type: "unix".into(),
+                value: "uid:1000".into(),
+            }],
+            revision,
+            ..Default::default()
+        }
+    }
+
+    fn material(spiffe_id: &str, expires_at: i64) -> Arc<X509SvidMaterial> {
+        let key = PrivateKey::generate().unwrap();
+        let cert = self_signed(&SpiffeId::parse(spiffe_id).unwrap(), &key);
+        Arc::new(X509SvidMaterial {
+            cert_chain: vec![cert],
+            key,
+            expires_at,
+        })
+    }
+
+    /// Gives `agent` entry `e` with a current SVID that is not yet due for renewal.
+    fn hold(agent: &mut Agent, e: pb::Entry) {
+        agent.cache.insert(
+            e.id.clone(),
+            CachedSvid {
+                revision: e.revision,
+                material: material(&e.spiffe_id, NOW + 600),
+                renew_at: NOW + 300,
+            },
+        );
+        agent.entries.push(e);
+    }
+
+    fn served(agent: &Agent) -> Vec<String> {
+        agent
+            .snapshot_tx
+            .borrow()
+            .identities
+            .iter()
+            .map(|i| i.entry_id.clone())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn publishes_entries_with_a_current_svid_in_spiffe_id_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut agent, _clock) = resumed_agent(dir.path()).await;
+        hold(&mut agent, entry("e-b", "spiffe://example.org/b", 1));
+        hold(&mut agent, entry("e-a", "spiffe://example.org/a", 1));
+        // Not yet signed.
+        agent
+            .entries
+            .push(entry("e-unsigned", "spiffe://example.org/c", 1));
+        // Signed, but expired.
+        let expired = entry("e-expired", "spiffe://example.org/d", 1);
+        hold(&mut agent, expired.clone());
+        if let Some(c) = agent.cache.get_mut(&expired.id) {
+            c.material = material(&expired.spiffe_id, NOW - 1);
+        }
+        // A selector the agent cannot parse: never served (it could widen the match).
+        let mut bad = entry("e-bad-selector", "spiffe://example.org/e", 1);
+        bad.selectors.push(pb::Selector {
+            r#type: "Unix".into(),
+            value: "uid:0".into(),
+        });
+        hold(&mut agent, bad);
+        // No selectors at all: would match every workload.
+        let mut none = entry("e-no-selector", "spiffe://example.org/f", 1);
+        none.selectors.clear();
+        hold(&mut agent, none);
+
+        agent.publish();
+        assert_eq!(served(&agent), vec!["e-a", "e-b"]);
+        let snapshot = agent.snapshot_tx.borrow().clone();
+        assert_eq!(snapshot.trust_domain.as_str(), "example.org");
+        assert_eq!(
+            snapshot.identities.first().unwrap().spiffe_id.as_str(),
+            "spiffe://example.org/a"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_svid_that_expires_stops_being_served_at_the_next_publish() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut agent, clock) = resumed_agent(dir.path()).await;
+        hold(&mut agent, entry("e-a", "spiffe://example.org/a", 1));
+        agent.publish();
+        assert_eq!(served(&agent), vec!["e-a"]);
+        clock.advance(Duration::from_secs(600));
+        agent.publish();
+        assert!(served(&agent).is_empty());
+    }
+
+    #[tokio::test]
+    async fn republishing_an_unchanged_state_does_not_wake_workload_streams() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut agent, _clock) = resumed_agent(dir.path()).await;
+        let mut rx = agent.workload_context().snapshots;
+        hold(&mut agent, entry("e-a", "spiffe://example.org/a", 1));
+        agent.publish();
+        assert!(rx.has_changed().unwrap());
+        rx.mark_unchanged();
+
+        agent.publish();
+        assert!(!rx.has_changed().unwrap(), "same state, no new message");
+
+        // A rotated SVID is a change, even for the same entry.
+        if let Some(c) = agent.cache.get_mut("e-a") {
+            c.material = material("spiffe://example.org/a", NOW + 900);
+        }
+        agent.publish();
+        assert!(rx.has_changed().unwrap());
+    }
+
+    #[tokio::test]
+    async fn entries_the_server_no_longer_sends_stop_being_served() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut agent, _clock) = resumed_agent(dir.path()).await;
+        let mut client = unreachable_client(&agent);
+        let a = entry("e-a", "spiffe://example.org/a", 1);
+        let b = entry("e-b", "spiffe://example.org/b", 1);
+        hold(&mut agent, a.clone());
+        hold(&mut agent, b);
+        agent.publish();
+        assert_eq!(served(&agent), vec!["e-a", "e-b"]);
+
+        // Every remaining entry has a current SVID, so this needs no server call.
+        let msg = pb::SyncAuthorizedEntriesResponse {
+            entries: vec![a],
+            ..Default::default()
+        };
+        assert!(agent.apply(&mut client, msg).await.is_ok());
+        assert_eq!(served(&agent), vec!["e-a"]);
+        assert!(!agent.cache.contains_key("e-b"), "its key is dropped");
+    }
+
+    #[tokio::test]
+    async fn held_svids_keep_being_served_while_the_server_is_unreachable() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut agent, _clock) = resumed_agent(dir.path()).await;
+        let mut client = unreachable_client(&agent);
+        hold(&mut agent, entry("e-a", "spiffe://example.org/a", 1));
+        agent.publish();
+
+        // A new revision needs a new SVID; the server cannot be reached.
+        let msg = pb::SyncAuthorizedEntriesResponse {
+            entries: vec![entry("e-a", "spiffe://example.org/a", 2)],
+            ..Default::default()
+        };
+        let result = agent.apply(&mut client, msg).await;
+        assert!(matches!(result, Err(SessionError::Retry(_))));
+        assert_eq!(served(&agent), vec!["e-a"], "the old SVID is still valid");
+    }
+
+    fn pb_bundle(identity_bundle: &TrustBundle, trust_domain: &str, root: Vec<u8>) -> pb::Bundle {
+        pb::Bundle {
+            trust_domain: trust_domain.into(),
+            x509_authorities: vec![root],
+            jwt_authorities: Vec::new(),
+            sequence: identity_bundle.sequence + 1,
+            refresh_hint: 60,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_new_bundle_replaces_the_roots_and_is_saved() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut agent, _clock) = resumed_agent(dir.path()).await;
+        let mut client = unreachable_client(&agent);
+        let mut rx = agent.workload_context().snapshots;
+        let new_root = self_signed(
+            &SpiffeId::parse("spiffe://example.org/new-root").unwrap(),
+            &PrivateKey::generate().unwrap(),
+        );
+        let msg = pb::SyncAuthorizedEntriesResponse {
+            bundle: Some(pb_bundle(&agent.bundle, "example.org", new_root.clone())),
+            ..Default::default()
+        };
+        assert!(agent.apply(&mut client, msg).await.is_ok());
+
+        assert_eq!(
+            agent
+                .roots
+                .current()
+                .iter()
+                .map(|c| c.as_ref().to_vec())
+                .collect::<Vec<_>>(),
+            vec![new_root.clone()]
+        );
+        assert!(rx.has_changed().unwrap());
+        assert_eq!(
+            rx.borrow_and_update().bundle.x509_authorities,
+            vec![new_root.clone()]
+        );
+        let stored = AgentIdentity::load(&agent.config.data_dir)
+            .unwrap()
+            .unwrap();
+        assert_eq!(stored.bundle.x509_authorities, vec![new_root]);
+        assert_eq!(stored.bundle.refresh_hint, 60);
+    }
+
+    #[tokio::test]
+    async fn a_bundle_of_another_trust_domain_is_fatal_and_not_applied() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut agent, _clock) = resumed_agent(dir.path()).await;
+        let mut client = unreachable_client(&agent);
+        let before = agent.roots.current();
+        let msg = pb::SyncAuthorizedEntriesResponse {
+            bundle: Some(pb_bundle(&agent.bundle, "evil.org", vec![1, 2, 3])),
+            ..Default::default()
+        };
+        let result = agent.apply(&mut client, msg).await;
+        assert!(matches!(
+            result,
+            Err(SessionError::Fatal(AgentError::BadResponse(_)))
+        ));
+        assert_eq!(agent.roots.current(), before);
+    }
+
+    #[test]
+    fn wire_bundles_are_checked_and_negative_refresh_hints_ignored() {
+        let mut b = pb::Bundle {
+            trust_domain: "example.org".into(),
+            x509_authorities: vec![vec![1]],
+            jwt_authorities: vec![pb::JwtKey {
+                kid: "k1".into(),
+                public_key: vec![2],
+                expires_at: 5,
+            }],
+            sequence: 4,
+            refresh_hint: -1,
+        };
+        let bundle = bundle_from_pb(&b).unwrap();
+        assert_eq!(bundle.refresh_hint, 0);
+        assert_eq!(bundle.sequence, 4);
+        assert_eq!(bundle.jwt_authorities.first().unwrap().kid, "k1");
+        b.trust_domain = "Not A Domain".into();
+        assert!(matches!(
+            bundle_from_pb(&b),
+            Err(AgentError::BadResponse(_))
+        ));
+    }
+
+    #[test]
+    fn only_permission_denied_ends_the_agent() {
+        assert!(matches!(
+            classify(tonic::Status::permission_denied("banned")),
+            SessionError::Fatal(AgentError::Rejected(m)) if m == "banned"
+        ));
+        for status in [
+            tonic::Status::unavailable("down"),
+            tonic::Status::internal("oops"),
+            tonic::Status::unauthenticated("who"),
+        ] {
+            assert!(matches!(classify(status), SessionError::Retry(_)));
+        }
+    }
+
+    #[tokio::test]
+    async fn resumes_from_the_stored_identity_without_a_join_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let (agent, _clock) = resumed_agent(dir.path()).await;
+        assert_eq!(
+            agent.spiffe_id().as_str(),
+            "spiffe://example.org/sigil/agent/join_token/n1"
+        );
+        let renew = agent.identity_renew_at;
+        assert!((NOW + 1_440..=NOW + 1_800).contains(&renew), "{renew}");
+        assert!(agent.snapshot_tx.borrow().identities.is_empty());
+    }
+
+    #[tokio::test]
+    async fn start_without_state_or_join_token_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(FakeClock::new(from_unix_secs(NOW)));
+        let result = Agent::start(config(dir.path()), clock).await;
+        assert!(matches!(result, Err(AgentError::NoJoinToken)));
+    }
+
+    #[tokio::test]
+    async fn start_with_an_expired_svid_and_no_join_token_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config(dir.path());
+        sample_identity(NOW - 1).save(&config.data_dir).unwrap();
+        let clock = Arc::new(FakeClock::new(from_unix_secs(NOW)));
+        let result = Agent::start(config, clock).await;
+        assert!(matches!(result, Err(AgentError::SvidExpired(t)) if t == NOW - 1));
+    }
+
+    #[tokio::test]
+    async fn attestation_without_bootstrap_roots_is_refused_before_connecting() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = config(dir.path());
+        config.join_token = Some("token".into());
+        let clock = Arc::new(FakeClock::new(from_unix_secs(NOW)));
+        let result = Agent::start(config, clock).await;
+        assert!(matches!(result, Err(AgentError::AttestationRefused(_))));
+    }
+
+    #[tokio::test]
+    async fn run_ends_when_the_agent_svid_has_expired() {
+        let dir = tempfile::tempdir().unwrap();
+        let (agent, clock) = resumed_agent(dir.path()).await;
+        clock.advance(Duration::from_secs(3_600));
+        let (_tx, rx) = watch::channel(false);
+        let result = tokio::time::timeout(Duration::from_secs(5), agent.run(rx))
+            .await
+            .unwrap();
+        assert!(matches!(result, Err(AgentError::SvidExpired(t)) if t == NOW + 3_600));
+    }
+
+    #[tokio::test]
+    async fn run_keeps_retrying_an_unreachable_server_until_shutdown() {
+        let dir = tempfile::tempdir().unwrap();
+        let (agent, _clock) = resumed_agent(dir.path()).await;
+        let (tx, rx) = watch::channel(false);
+        let running = tokio::spawn(agent.run(rx));
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert!(!running.is_finished(), "an unreachable server is not fatal");
+        tx.send(true).unwrap();
+        let result = tokio::time::timeout(Duration::from_secs(5), running)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(result.is_ok());
+    }
 }

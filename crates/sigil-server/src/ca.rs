@@ -518,3 +518,252 @@ impl CaManager {
             .mint(sub, audience, ttl_secs, self.clock.now())?)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use rustls::pki_types::{CertificateDer, UnixTime};
+    use rustls::server::danger::ClientCertVerifier;
+    use sigil_keys::{MemoryKeyManager, PrivateKey};
+    use sigil_spiffe::FakeClock;
+    use sigil_spiffe::time::from_unix_secs;
+    use sigil_store::SqliteStore;
+    use sigil_tls::{LiveRoots, SpiffeClientVerifier};
+    use x509_parser::prelude::{FromDer, X509Certificate};
+
+    use super::*;
+
+    const START: i64 = 1_700_000_000;
+
+    fn td() -> TrustDomain {
+        TrustDomain::parse("example.org").unwrap()
+    }
+
+    /// Short lifetimes so rotation is reached with small clock moves: 1/6 of 600 s is 100 s.
+    fn lifetimes() -> CaLifetimes {
+        CaLifetimes {
+            root_ttl: 365 * 24 * 3600,
+            intermediate_ttl: 600,
+            jwt_key_ttl: 600,
+            bundle_refresh_hint: 60,
+        }
+    }
+
+    struct Fixture {
+        keys: Arc<MemoryKeyManager>,
+        store: Arc<SqliteStore>,
+        clock: FakeClock,
+    }
+
+    impl Fixture {
+        fn new() -> Self {
+            Self {
+                keys: Arc::new(MemoryKeyManager::new()),
+                store: Arc::new(SqliteStore::open_in_memory().unwrap()),
+                clock: FakeClock::new(from_unix_secs(START)),
+            }
+        }
+
+        async fn ca(&self) -> Arc<CaManager> {
+            CaManager::load_or_init(
+                td(),
+                self.keys.clone(),
+                self.store.clone(),
+                Arc::new(self.clock.clone()),
+                lifetimes(),
+            )
+            .await
+            .unwrap()
+        }
+
+        async fn active(&self, kind: AuthorityKind) -> Vec<AuthorityRecord> {
+            self.store
+                .list_authorities()
+                .await
+                .unwrap()
+                .into_iter()
+                .filter(|r| r.kind == kind && r.state == AuthorityState::Active)
+                .collect()
+        }
+
+        fn now(&self) -> UnixTime {
+            UnixTime::since_unix_epoch(Duration::from_secs(
+                u64::try_from(self.clock.unix_secs()).unwrap(),
+            ))
+        }
+    }
+
+    fn workload_id() -> SpiffeId {
+        SpiffeId::parse("spiffe://example.org/web").unwrap()
+    }
+
+    /// Verifies `chain` (leaf first) as a client X509-SVID against `roots` at `now`.
+    fn verify(chain: &[Vec<u8>], roots: &[Vec<u8>], now: UnixTime) -> Result<(), rustls::Error> {
+        let verifier = SpiffeClientVerifier::new(Arc::new(LiveRoots::new(roots)), td(), false);
+        let (leaf, rest) = chain.split_first().unwrap();
+        let intermediates: Vec<CertificateDer<'_>> =
+            rest.iter().map(|c| CertificateDer::from(c.as_slice())).collect();
+        verifier
+            .verify_client_cert(&CertificateDer::from(leaf.as_slice()), &intermediates, now)
+            .map(|_| ())
+    }
+
+    fn authority_key_id(der: &[u8]) -> Vec<u8> {
+        let (_, cert) = X509Certificate::from_der(der).unwrap();
+        match cert
+            .extensions()
+            .iter()
+            .find_map(|e| match e.parsed_extension() {
+                x509_parser::extensions::ParsedExtension::AuthorityKeyIdentifier(aki) => {
+                    aki.key_identifier.as_ref().map(|k| k.0.to_vec())
+                }
+                _ => None,
+            }) {
+            Some(aki) => aki,
+            None => panic!("certificate has no authority key identifier"),
+        }
+    }
+
+    fn subject_key_id_hex(der: &[u8]) -> String {
+        let (_, cert) = X509Certificate::from_der(der).unwrap();
+        cert.extensions()
+            .iter()
+            .find_map(|e| match e.parsed_extension() {
+                x509_parser::extensions::ParsedExtension::SubjectKeyIdentifier(ski) => {
+                    Some(hex(ski.0))
+                }
+                _ => None,
+            })
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn load_or_init_creates_every_authority_and_publishes_bundle_sequence_one() {
+        let f = Fixture::new();
+        let ca = f.ca().await;
+
+        let roots = f.active(AuthorityKind::X509Root).await;
+        let intermediates = f.active(AuthorityKind::X509Intermediate).await;
+        let jwts = f.active(AuthorityKind::Jwt).await;
+        assert_eq!((roots.len(), intermediates.len(), jwts.len()), (1, 1, 1));
+        let (root, intermediate, jwt) = (&roots[0], &intermediates[0], &jwts[0]);
+        assert_eq!(intermediate.issuer_id.as_deref(), Some(root.id.as_str()));
+        for rec in [root, intermediate, jwt] {
+            assert!(f.keys.load(&rec.key_id).unwrap().is_some(), "key of {}", rec.id);
+        }
+
+        let bundle = ca.bundle();
+        assert_eq!(bundle.sequence, 1);
+        assert_eq!(bundle.trust_domain, td());
+        assert_eq!(bundle.x509_authorities, vec![root.cert_der.clone().unwrap()]);
+        let kids: Vec<&str> = bundle.jwt_authorities.iter().map(|k| k.kid.as_str()).collect();
+        assert_eq!(kids, [jwt.id.as_str()]);
+        let stored = f.store.get_bundle("example.org").await.unwrap().unwrap();
+        assert_eq!(stored.sequence, 1);
+    }
+
+    #[tokio::test]
+    async fn second_load_or_init_reuses_the_stored_authorities() {
+        let f = Fixture::new();
+        let first = f.ca().await;
+        let before = f.store.list_authorities().await.unwrap();
+
+        f.clock.advance(Duration::from_secs(30));
+        let second = f.ca().await;
+
+        assert_eq!(f.store.list_authorities().await.unwrap(), before);
+        assert_eq!(second.bundle().sequence, 1);
+        assert_eq!(second.bundle().x509_authorities, first.bundle().x509_authorities);
+        let root = &f.active(AuthorityKind::X509Root).await[0];
+        assert_eq!(
+            subject_key_id_hex(&second.bundle().x509_authorities[0]),
+            root.id
+        );
+        // The reloaded intermediate signs, and its SVIDs chain to the same root.
+        let key = PrivateKey::generate().unwrap();
+        let chain = second
+            .sign_x509_svid_for_key(&key.public_key(), &workload_id(), 60, &[])
+            .unwrap();
+        let intermediate = &f.active(AuthorityKind::X509Intermediate).await[0];
+        assert_eq!(Some(&chain[1]), intermediate.cert_der.as_ref());
+        verify(&chain, &first.bundle().x509_authorities, f.now()).unwrap();
+    }
+
+    #[tokio::test]
+    async fn rotate_if_due_rotates_with_a_sixth_of_life_left_and_keeps_the_old_jwt_key() {
+        let f = Fixture::new();
+        let ca = f.ca().await;
+        let old_intermediate = f.active(AuthorityKind::X509Intermediate).await[0].clone();
+        let old_kid = f.active(AuthorityKind::Jwt).await[0].id.clone();
+        let key = PrivateKey::generate().unwrap();
+        let old_chain = ca
+            .sign_x509_svid_for_key(&key.public_key(), &workload_id(), 600, &[])
+            .unwrap();
+
+        // 499 s in: 101 s of 600 s left, more than a sixth.
+        f.clock.advance(Duration::from_secs(499));
+        assert!(!ca.rotate_if_due().await.unwrap());
+        assert_eq!(ca.bundle().sequence, 1);
+
+        // 500 s in: exactly a sixth left.
+        f.clock.advance(Duration::from_secs(1));
+        assert!(ca.rotate_if_due().await.unwrap());
+
+        let new_intermediate = f.active(AuthorityKind::X509Intermediate).await;
+        assert_eq!(new_intermediate.len(), 1);
+        assert_ne!(new_intermediate[0].id, old_intermediate.id);
+        let retired = f.store.list_authorities().await.unwrap();
+        let retired = retired.iter().find(|r| r.id == old_intermediate.id).unwrap();
+        assert_eq!(retired.state, AuthorityState::Old);
+
+        let new_kid = f.active(AuthorityKind::Jwt).await[0].id.clone();
+        assert_ne!(new_kid, old_kid);
+        let bundle = ca.bundle();
+        assert_eq!(bundle.sequence, 2);
+        let kids: Vec<&str> = bundle.jwt_authorities.iter().map(|k| k.kid.as_str()).collect();
+        assert!(kids.contains(&old_kid.as_str()), "old JWT key still published");
+        assert!(kids.contains(&new_kid.as_str()));
+        assert_eq!(f.store.get_bundle("example.org").await.unwrap().unwrap().sequence, 2);
+
+        // New SVIDs come from the new intermediate; both old and new chain to the bundle.
+        let new_chain = ca
+            .sign_x509_svid_for_key(&key.public_key(), &workload_id(), 60, &[])
+            .unwrap();
+        assert_eq!(Some(&new_chain[1]), new_intermediate[0].cert_der.as_ref());
+        verify(&new_chain, &bundle.x509_authorities, f.now()).unwrap();
+        verify(&old_chain, &bundle.x509_authorities, f.now()).unwrap();
+        let minted = ca.mint_jwt_svid(&workload_id(), &["aud".to_owned()], 60).unwrap();
+        assert!(minted.token.len() > 10);
+
+        // Right after a rotation nothing is due again.
+        assert!(!ca.rotate_if_due().await.unwrap());
+        assert_eq!(ca.bundle().sequence, 2);
+    }
+
+    #[tokio::test]
+    async fn issued_svid_chains_to_the_bundle_root_and_not_to_another_ca() {
+        let f = Fixture::new();
+        let ca = f.ca().await;
+        let key = PrivateKey::generate().unwrap();
+        let csr = key.csr_der(&workload_id()).unwrap();
+        let chain = ca.sign_x509_svid(&csr, &workload_id(), 300, &[]).unwrap();
+        assert_eq!(chain.len(), 2);
+
+        verify(&chain, &ca.bundle().x509_authorities, f.now()).unwrap();
+        assert_eq!(
+            sigil_tls::peer_spiffe_id(&chain[0]).unwrap(),
+            workload_id()
+        );
+        let intermediate = &f.active(AuthorityKind::X509Intermediate).await[0];
+        assert_eq!(hex(&authority_key_id(&chain[0])), intermediate.id);
+        let root = &f.active(AuthorityKind::X509Root).await[0];
+        assert_eq!(hex(&authority_key_id(&chain[1])), root.id);
+
+        let stranger = Fixture::new().ca().await;
+        assert!(verify(&chain, &stranger.bundle().x509_authorities, f.now()).is_err());
+        // Expiry is enforced by the same verification.
+        f.clock.advance(Duration::from_secs(301));
+        assert!(verify(&chain, &ca.bundle().x509_authorities, f.now()).is_err());
+    }
+}

@@ -208,3 +208,255 @@ impl EntryIndex {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use sigil_spiffe::FakeClock;
+    use sigil_spiffe::time::from_unix_secs;
+    use sigil_store::{NewEntry, SqliteStore};
+
+    use super::*;
+
+    const START: i64 = 1_700_000_000;
+    const AGENT: &str = "spiffe://example.org/sigil/agent/join_token/a1";
+    const OTHER_AGENT: &str = "spiffe://example.org/sigil/agent/join_token/b2";
+    const SERVER: &str = "spiffe://example.org/sigil/server";
+
+    fn td() -> TrustDomain {
+        TrustDomain::parse("example.org").unwrap()
+    }
+
+    fn id(s: &str) -> SpiffeId {
+        SpiffeId::parse(s).unwrap()
+    }
+
+    fn selectors(list: &[&str]) -> Vec<Selector> {
+        list.iter().map(|s| Selector::parse(s).unwrap()).collect()
+    }
+
+    fn spec(spiffe_id: &str, parent_id: &str, sels: &[&str]) -> NewEntry {
+        NewEntry {
+            spiffe_id: id(spiffe_id),
+            parent_id: id(parent_id),
+            selectors: selectors(sels),
+            x509_svid_ttl: 0,
+            jwt_svid_ttl: 0,
+            dns_names: vec![],
+            federates_with: vec![],
+            admin: false,
+            downstream: false,
+            hint: String::new(),
+            owner: "team-test".to_owned(),
+            description: String::new(),
+            expires_at: None,
+        }
+    }
+
+    struct Fixture {
+        store: SqliteStore,
+        clock: FakeClock,
+    }
+
+    impl Fixture {
+        fn new() -> Self {
+            Self {
+                store: SqliteStore::open_in_memory().unwrap(),
+                clock: FakeClock::new(from_unix_secs(START)),
+            }
+        }
+
+        async fn create(&self, spec: NewEntry) -> Entry {
+            self.store.create_entry(spec, START).await.unwrap()
+        }
+
+        async fn index(&self) -> (Arc<EntryIndex>, u64) {
+            EntryIndex::load(&self.store, &td(), Arc::new(self.clock.clone()))
+                .await
+                .unwrap()
+        }
+    }
+
+    fn ids(entries: &[Arc<Entry>]) -> Vec<String> {
+        let mut ids: Vec<String> = entries.iter().map(|e| e.spec.spiffe_id.to_string()).collect();
+        ids.sort();
+        ids
+    }
+
+    #[tokio::test]
+    async fn serves_direct_children_of_the_agent_only() {
+        let f = Fixture::new();
+        let mine = f.create(spec("spiffe://example.org/web", AGENT, &["unix:uid:1"])).await;
+        f.create(spec("spiffe://example.org/db", OTHER_AGENT, &["unix:uid:2"]))
+            .await;
+        let (index, _) = f.index().await;
+
+        let got = index.authorized_entries(&id(AGENT), &[]);
+        assert_eq!(ids(&got), ["spiffe://example.org/web"]);
+        assert!(index.authorized_entry(&id(AGENT), &[], &mine.id).is_some());
+        assert_eq!(
+            ids(&index.authorized_entries(&id(OTHER_AGENT), &[])),
+            ["spiffe://example.org/db"]
+        );
+        assert!(index.authorized_entry(&id(OTHER_AGENT), &[], &mine.id).is_none());
+    }
+
+    #[tokio::test]
+    async fn node_alias_children_are_served_when_alias_selectors_are_a_subset_of_the_agents() {
+        let f = Fixture::new();
+        f.create(spec(
+            "spiffe://example.org/nodes/eu",
+            SERVER,
+            &["region:eu", "tier:web"],
+        ))
+        .await;
+        let child = f
+            .create(spec(
+                "spiffe://example.org/eu-web",
+                "spiffe://example.org/nodes/eu",
+                &["unix:uid:1"],
+            ))
+            .await;
+        let (index, _) = f.index().await;
+
+        let matching = selectors(&["region:eu", "tier:web", "zone:a"]);
+        let got = index.authorized_entries(&id(AGENT), &matching);
+        // The alias itself is not served, only what hangs under it.
+        assert_eq!(ids(&got), ["spiffe://example.org/eu-web"]);
+        assert!(index.authorized_entry(&id(AGENT), &matching, &child.id).is_some());
+
+        let partial = selectors(&["region:eu"]);
+        assert!(index.authorized_entries(&id(AGENT), &partial).is_empty());
+        let other = selectors(&["region:us", "tier:web"]);
+        assert!(index.authorized_entries(&id(AGENT), &other).is_empty());
+        assert!(index.authorized_entry(&id(AGENT), &other, &child.id).is_none());
+    }
+
+    #[tokio::test]
+    async fn descendants_of_authorized_entries_are_served_transitively() {
+        let f = Fixture::new();
+        f.create(spec("spiffe://example.org/a", AGENT, &["unix:uid:1"])).await;
+        f.create(spec("spiffe://example.org/b", "spiffe://example.org/a", &["k8s:ns:b"]))
+            .await;
+        f.create(spec("spiffe://example.org/c", "spiffe://example.org/b", &["k8s:ns:c"]))
+            .await;
+        // Hangs under an entry that no agent-authorized chain reaches.
+        f.create(spec("spiffe://example.org/x", "spiffe://example.org/elsewhere", &["k8s:ns:x"]))
+            .await;
+        let (index, _) = f.index().await;
+
+        assert_eq!(
+            ids(&index.authorized_entries(&id(AGENT), &[])),
+            [
+                "spiffe://example.org/a",
+                "spiffe://example.org/b",
+                "spiffe://example.org/c"
+            ]
+        );
+        assert!(index.authorized_entries(&id(OTHER_AGENT), &[]).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_parent_cycle_terminates_and_serves_each_entry_once() {
+        let f = Fixture::new();
+        f.create(spec("spiffe://example.org/a", AGENT, &["unix:uid:1"])).await;
+        f.create(spec("spiffe://example.org/b", "spiffe://example.org/a", &["k8s:ns:b"]))
+            .await;
+        // Closes the loop a -> b -> a (a second entry for /a, parented by /b).
+        f.create(spec("spiffe://example.org/a", "spiffe://example.org/b", &["k8s:ns:a"]))
+            .await;
+        let (index, _) = f.index().await;
+
+        let got = index.authorized_entries(&id(AGENT), &[]);
+        assert_eq!(
+            ids(&got),
+            [
+                "spiffe://example.org/a",
+                "spiffe://example.org/a",
+                "spiffe://example.org/b"
+            ]
+        );
+        let mut entry_ids: Vec<&str> = got.iter().map(|e| e.id.as_str()).collect();
+        entry_ids.dedup();
+        assert_eq!(entry_ids.len(), 3, "entries are listed once each");
+    }
+
+    #[tokio::test]
+    async fn expired_entries_and_their_descendants_are_not_served() {
+        let f = Fixture::new();
+        let mut parent = spec("spiffe://example.org/a", AGENT, &["unix:uid:1"]);
+        parent.expires_at = Some(START + 60);
+        f.create(parent).await;
+        f.create(spec("spiffe://example.org/b", "spiffe://example.org/a", &["k8s:ns:b"]))
+            .await;
+        let mut alias = spec("spiffe://example.org/nodes/eu", SERVER, &["region:eu"]);
+        alias.expires_at = Some(START + 60);
+        f.create(alias).await;
+        f.create(spec(
+            "spiffe://example.org/eu-web",
+            "spiffe://example.org/nodes/eu",
+            &["unix:uid:2"],
+        ))
+        .await;
+        let (index, _) = f.index().await;
+        let node = selectors(&["region:eu"]);
+
+        assert_eq!(index.authorized_entries(&id(AGENT), &node).len(), 3);
+
+        f.clock.advance(std::time::Duration::from_secs(60));
+        assert!(index.authorized_entries(&id(AGENT), &node).is_empty());
+        // Unrelated to expiry: the index itself still holds every entry.
+        assert_eq!(index.len(), 4);
+    }
+
+    #[tokio::test]
+    async fn apply_changes_follows_creates_updates_and_deletes_and_bumps_the_version() {
+        let f = Fixture::new();
+        let (index, start) = f.index().await;
+        let mut version = index.subscribe();
+        assert!(index.is_empty());
+
+        let created = f.create(spec("spiffe://example.org/web", AGENT, &["unix:uid:1"])).await;
+        // Not visible until the change is applied: the index never reads the store on its own.
+        assert!(index.get(&created.id).is_none());
+        let after_create = index.apply_changes(&f.store, start).await.unwrap();
+        assert!(after_create > start);
+        assert!(version.has_changed().unwrap());
+        assert_eq!(*version.borrow_and_update(), after_create);
+        assert!(index.authorized_entry(&id(AGENT), &[], &created.id).is_some());
+
+        let mut moved = created.spec.clone();
+        moved.parent_id = id(OTHER_AGENT);
+        f.store
+            .update_entry(&created.id, moved, Some(created.revision), START)
+            .await
+            .unwrap();
+        let after_update = index.apply_changes(&f.store, after_create).await.unwrap();
+        assert!(after_update > after_create);
+        assert_eq!(*version.borrow_and_update(), after_update);
+        assert!(index.authorized_entries(&id(AGENT), &[]).is_empty());
+        assert!(index.authorized_entry(&id(OTHER_AGENT), &[], &created.id).is_some());
+        assert_eq!(index.get(&created.id).unwrap().revision, created.revision + 1);
+
+        f.store.delete_entry(&created.id).await.unwrap();
+        let after_delete = index.apply_changes(&f.store, after_update).await.unwrap();
+        assert!(after_delete > after_update);
+        assert_eq!(*version.borrow_and_update(), after_delete);
+        assert!(index.get(&created.id).is_none());
+        assert!(index.authorized_entries(&id(OTHER_AGENT), &[]).is_empty());
+
+        // Nothing new: the position stays and no version is published.
+        let idle = index.apply_changes(&f.store, after_delete).await.unwrap();
+        assert_eq!(idle, after_delete);
+        assert!(!version.has_changed().unwrap());
+    }
+
+    #[tokio::test]
+    async fn load_reflects_entries_already_in_the_store() {
+        let f = Fixture::new();
+        let entry = f.create(spec("spiffe://example.org/web", AGENT, &["unix:uid:1"])).await;
+        let (index, position) = f.index().await;
+        assert_eq!(position, f.store.latest_change().await.unwrap());
+        assert_eq!(index.len(), 1);
+        assert_eq!(index.get(&entry.id).as_deref(), Some(&entry));
+    }
+}

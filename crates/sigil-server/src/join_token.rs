@@ -10,11 +10,21 @@ use crate::naming;
 pub const MAX_JOIN_TOKEN_TTL: u64 = 7 * 24 * 3600;
 
 /// A join token just created: the secret (shown once), its record, and the agent ID it yields.
-#[derive(Debug)]
+/// `Debug` redacts the secret.
 pub struct IssuedJoinToken {
     pub token: String,
     pub record: JoinToken,
     pub agent_id: SpiffeId,
+}
+
+impl std::fmt::Debug for IssuedJoinToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuedJoinToken")
+            .field("token", &"<redacted>")
+            .field("record", &self.record)
+            .field("agent_id", &self.agent_id)
+            .finish()
+    }
 }
 
 /// Why a join token could not be created.

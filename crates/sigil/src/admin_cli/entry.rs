@@ -65,6 +65,26 @@ pub struct EntryFields {
     /// Free-text description.
     #[arg(long, value_name = "TEXT")]
     pub description: Option<String>,
+    /// When the entry stops being served: Unix seconds, or `never`.
+    #[arg(long, value_name = "WHEN", value_parser = parse_expires_at)]
+    pub expires_at: Option<Expiry>,
+}
+
+/// `--expires-at`: a Unix time or `never`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expiry {
+    Never,
+    At(i64),
+}
+
+fn parse_expires_at(value: &str) -> Result<Expiry, String> {
+    if value == "never" {
+        return Ok(Expiry::Never);
+    }
+    value
+        .parse::<i64>()
+        .map(Expiry::At)
+        .map_err(|_| format!("`{value}` is neither Unix seconds nor `never`"))
 }
 
 #[derive(Debug, Args)]
@@ -224,6 +244,11 @@ impl EntryFields {
         if let Some(v) = self.description {
             request.description = v;
         }
+        match self.expires_at {
+            Some(Expiry::Never) => request.expires_at = None,
+            Some(Expiry::At(t)) => request.expires_at = Some(t),
+            None => {}
+        }
         request
     }
 }
@@ -312,6 +337,23 @@ mod tests {
         assert_eq!(req.x509_svid_ttl, Some(TtlValue::Seconds(3600)));
         assert_eq!(req.dns_names, ["web.example"]);
         assert_eq!(req.owner.as_deref(), Some("team-web"));
+    }
+
+    #[test]
+    fn expiry_is_unix_seconds_or_never() {
+        assert_eq!(parse_expires_at("never"), Ok(Expiry::Never));
+        assert_eq!(
+            parse_expires_at("1700000000"),
+            Ok(Expiry::At(1_700_000_000))
+        );
+        assert!(parse_expires_at("tomorrow").is_err());
+        let mut entry = stored();
+        entry.expires_at = Some(5);
+        let fields = EntryFields {
+            expires_at: Some(Expiry::Never),
+            ..EntryFields::default()
+        };
+        assert_eq!(fields.apply_to(entry.to_update_request()).expires_at, None);
     }
 
     #[test]

@@ -2,12 +2,6 @@
 //! admin API served in this test process (`sigil_server::admin::serve` on a temporary socket over
 //! an in-memory store). Checks outputs, exit codes and the one-line error contract.
 
-#![expect(
-    clippy::unwrap_used,
-    clippy::panic,
-    reason = "fixtures outside #[test] functions: a failed unwrap is a failed test"
-)]
-
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::sync::Arc;

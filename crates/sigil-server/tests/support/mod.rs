@@ -1,0 +1,219 @@
+//! Fixture for the agent API tests: an in-process server on a fake clock (set to the real time at
+//! start) bound to 127.0.0.1:0, and a tonic client over mutual TLS built the way the real agent
+//! builds it (a tokio-rustls connector verifying the server as `spiffe://<td>/sigil/server`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::pki_types::ServerName;
+use sigil_keys::{MemoryKeyManager, PrivateKey};
+use sigil_proto::agent::v1 as pb;
+use sigil_proto::agent::v1::agent_service_client::AgentServiceClient;
+use sigil_server::{ServerConfig, ServerHandle};
+use sigil_spiffe::{Clock, FakeClock, Selector, SpiffeId, SystemClock, TrustDomain};
+use sigil_store::{Entry, NewEntry, SqliteStore};
+use sigil_tls::{LiveRoots, LiveSvid, SpiffeServerVerifier};
+use tokio::net::TcpStream;
+use tonic::transport::{Channel, Endpoint};
+
+/// Longest a test waits for something the server pushes or answers; only ever a failure bound.
+pub const PATIENCE: Duration = Duration::from_secs(5);
+
+/// An agent's credentials: its SPIFFE ID, X509-SVID chain (leaf first) and private key.
+pub struct AgentSvid {
+    pub id: SpiffeId,
+    pub chain: Vec<Vec<u8>>,
+    pub key: PrivateKey,
+}
+
+/// A running server with its fake clock; shut down when [`TestServer::stop`] is awaited.
+pub struct TestServer {
+    pub handle: ServerHandle,
+    pub clock: FakeClock,
+    _dir: tempfile::TempDir,
+}
+
+impl TestServer {
+    /// Starts a server for `example.org` on an in-memory store and key manager.
+    pub async fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        // The fake clock starts at the real time so certificates are valid for rustls, which
+        // reads the real clock; tests then move it to expire tokens or back-date SVIDs.
+        let clock = FakeClock::new(SystemClock.now());
+        let config = ServerConfig {
+            trust_domain: td(),
+            bind_address: "127.0.0.1:0".parse().unwrap(),
+            admin_socket: dir.path().join("admin").join("admin.sock"),
+            key_dir: dir.path().join("keys"),
+            ca: sigil_server::ca::CaLifetimes::default(),
+            issuance: sigil_server::agent_api::IssuanceDefaults::default(),
+        };
+        let handle = sigil_server::start(
+            config,
+            Arc::new(SqliteStore::open_in_memory().unwrap()),
+            Arc::new(MemoryKeyManager::new()),
+            Arc::new(clock.clone()),
+        )
+        .await
+        .unwrap();
+        Self {
+            handle,
+            clock,
+            _dir: dir,
+        }
+    }
+
+    /// Stops every server task.
+    pub async fn stop(self) {
+        self.handle.shutdown().await;
+    }
+
+    /// Opens a channel presenting `svid` (or no client certificate). A server that refuses the
+    /// client certificate makes this fail or makes the first call fail.
+    pub async fn connect(
+        &self,
+        svid: Option<&AgentSvid>,
+    ) -> Result<AgentServiceClient<Channel>, tonic::transport::Error> {
+        let roots = Arc::new(LiveRoots::new(&self.handle.bundle().x509_authorities));
+        let verifier = Arc::new(SpiffeServerVerifier::new(
+            roots,
+            sigil_server::naming::server_id(&td()),
+        ));
+        let live = svid.map(|s| Arc::new(LiveSvid::new(&s.chain, s.key.pkcs8_der()).unwrap()));
+        let config = Arc::new(sigil_tls::client_config(live, verifier).unwrap());
+        let target = self.handle.agent_api_addr;
+        let connector = tower::service_fn(move |_uri: http::Uri| {
+            let config = config.clone();
+            async move {
+                let tcp = TcpStream::connect(target).await?;
+                // Any name: the verifier checks the SPIFFE ID, not the DNS name.
+                let name = ServerName::try_from("sigil-server")
+                    .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+                let tls = tokio_rustls::TlsConnector::from(config)
+                    .connect(name, tcp)
+                    .await?;
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tls))
+            }
+        });
+        let channel = Endpoint::from_static("http://sigil-server")
+            .connect_timeout(PATIENCE)
+            .timeout(PATIENCE)
+            .connect_with_connector(connector)
+            .await?;
+        Ok(AgentServiceClient::new(channel))
+    }
+
+    /// A client without a client certificate.
+    pub async fn anonymous(&self) -> AgentServiceClient<Channel> {
+        self.connect(None).await.unwrap()
+    }
+
+    /// A client presenting `svid`.
+    pub async fn client(&self, svid: &AgentSvid) -> AgentServiceClient<Channel> {
+        self.connect(Some(svid)).await.unwrap()
+    }
+
+    /// A fresh join token (valid for `ttl_secs` on the server's clock).
+    pub async fn join_token(&self, ttl_secs: u64) -> String {
+        sigil_server::join_token::create(
+            self.handle.store.as_ref(),
+            &td(),
+            ttl_secs,
+            self.clock.unix_secs(),
+        )
+        .await
+        .unwrap()
+        .token
+    }
+
+    /// Attests a new agent with a fresh join token and returns its credentials.
+    pub async fn attest(&self) -> AgentSvid {
+        let token = self.join_token(600).await;
+        let key = PrivateKey::generate().unwrap();
+        let response = self
+            .anonymous()
+            .await
+            .attest_agent(attest_request(&token, &key))
+            .await
+            .unwrap()
+            .into_inner();
+        let svid = response.svid.unwrap();
+        AgentSvid {
+            id: SpiffeId::parse(&svid.spiffe_id).unwrap(),
+            chain: svid.cert_chain,
+            key,
+        }
+    }
+
+    /// An SVID for `id` signed by the server's CA, bypassing attestation.
+    pub fn forge_signed_svid(&self, id: &SpiffeId, ttl_secs: u64) -> AgentSvid {
+        let key = PrivateKey::generate().unwrap();
+        let chain = self
+            .handle
+            .ca
+            .sign_x509_svid_for_key(&key.public_key(), id, ttl_secs, &[])
+            .unwrap();
+        AgentSvid {
+            id: id.clone(),
+            chain,
+            key,
+        }
+    }
+
+    /// Registers `spiffe_id` under `parent`.
+    pub async fn create_entry(&self, spiffe_id: &str, parent: &SpiffeId) -> Entry {
+        self.handle
+            .store
+            .create_entry(
+                NewEntry {
+                    spiffe_id: SpiffeId::parse(spiffe_id).unwrap(),
+                    parent_id: parent.clone(),
+                    selectors: vec![Selector::parse("unix:uid:1000").unwrap()],
+                    x509_svid_ttl: 0,
+                    jwt_svid_ttl: 0,
+                    dns_names: vec![],
+                    federates_with: vec![],
+                    admin: false,
+                    downstream: false,
+                    hint: String::new(),
+                    owner: "team-test".to_owned(),
+                    description: String::new(),
+                    expires_at: None,
+                },
+                self.clock.unix_secs(),
+            )
+            .await
+            .unwrap()
+    }
+}
+
+/// The trust domain every test server runs.
+pub fn td() -> TrustDomain {
+    TrustDomain::parse("example.org").unwrap()
+}
+
+/// A join-token attestation request for `token` with a CSR from `key`.
+pub fn attest_request(token: &str, key: &PrivateKey) -> pb::AttestAgentRequest {
+    pb::AttestAgentRequest {
+        attestation_type: "join_token".to_owned(),
+        attestation_data: token.as_bytes().to_vec(),
+        csr: csr(key),
+    }
+}
+
+/// A CSR for `key` (the requested name is ignored by the server).
+pub fn csr(key: &PrivateKey) -> Vec<u8> {
+    key.csr_der(&SpiffeId::parse("spiffe://example.org/csr").unwrap())
+        .unwrap()
+}
+
+/// Hex of the leaf certificate's serial, as the server records it.
+pub fn serial_hex(chain: &[Vec<u8>]) -> String {
+    use x509_parser::prelude::FromDer;
+    let (_, cert) = x509_parser::certificate::X509Certificate::from_der(&chain[0]).unwrap();
+    cert.tbs_certificate
+        .raw_serial()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
