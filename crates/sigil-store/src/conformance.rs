@@ -103,21 +103,12 @@ pub const NOW: i64 = 1_700_000_000;
 
 /// A valid entry spec owned by `team-test`, with no TTLs or extras.
 pub fn new_entry(spiffe_id: &str, parent_id: &str, selectors: &[&str]) -> NewEntry {
-    NewEntry {
-        spiffe_id: spiffe_id_of(spiffe_id),
-        parent_id: spiffe_id_of(parent_id),
-        selectors: selectors.iter().map(|s| selector(s)).collect(),
-        x509_svid_ttl: 0,
-        jwt_svid_ttl: 0,
-        dns_names: Vec::new(),
-        federates_with: Vec::new(),
-        admin: false,
-        downstream: false,
-        hint: String::new(),
-        owner: "team-test".to_owned(),
-        description: String::new(),
-        expires_at: None,
-    }
+    NewEntry::new(
+        spiffe_id_of(spiffe_id),
+        spiffe_id_of(parent_id),
+        selectors.iter().map(|s| selector(s)).collect(),
+        "team-test",
+    )
 }
 
 /// An unused join token `id` expiring at `expires_at`; its hash is derived from `id`.

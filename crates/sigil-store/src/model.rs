@@ -188,6 +188,31 @@ pub enum Change {
 }
 
 impl NewEntry {
+    /// An entry giving `spiffe_id` to workloads under `parent_id` that have every one of
+    /// `selectors`, owned by `owner`, with server-default TTLs and no extras.
+    pub fn new(
+        spiffe_id: SpiffeId,
+        parent_id: SpiffeId,
+        selectors: Vec<Selector>,
+        owner: impl Into<String>,
+    ) -> Self {
+        Self {
+            spiffe_id,
+            parent_id,
+            selectors,
+            x509_svid_ttl: 0,
+            jwt_svid_ttl: 0,
+            dns_names: Vec::new(),
+            federates_with: Vec::new(),
+            admin: false,
+            downstream: false,
+            hint: String::new(),
+            owner: owner.into(),
+            description: String::new(),
+            expires_at: None,
+        }
+    }
+
     /// The canonical form every backend stores: selectors sorted and deduplicated, `dns_names` and
     /// `federates_with` deduplicated (first occurrence kept, since the first DNS name may become
     /// the certificate's common name).

@@ -44,33 +44,77 @@ pub fn peer_spiffe_id(cert_der: &[u8]) -> Result<SpiffeId, TlsError> {
     SpiffeId::parse(first).map_err(|e| TlsError::NotAnSvid(format!("URI SAN `{first}`: {e}")))
 }
 
-fn verify_chain(
-    algs: &WebPkiSupportedAlgorithms,
-    roots: &LiveRoots,
-    end_entity: &CertificateDer<'_>,
-    intermediates: &[CertificateDer<'_>],
-    now: UnixTime,
-    usage: webpki::KeyUsage,
-) -> Result<SpiffeId, rustls::Error> {
-    let current = roots.current();
-    let anchors: Vec<_> = current
-        .iter()
-        .filter_map(|c| webpki::anchor_from_trusted_cert(c).ok())
-        .collect();
-    if anchors.is_empty() {
-        return Err(rustls::Error::InvalidCertificate(
-            rustls::CertificateError::UnknownIssuer,
-        ));
+/// What both verifiers share: the live roots and the signature algorithms, and the checks
+/// made with them.
+struct ChainCheck {
+    roots: Arc<LiveRoots>,
+    algs: WebPkiSupportedAlgorithms,
+}
+
+impl ChainCheck {
+    fn new(roots: Arc<LiveRoots>) -> Self {
+        Self {
+            roots,
+            algs: provider().signature_verification_algorithms,
+        }
     }
-    let cert = webpki::EndEntityCert::try_from(end_entity)
+
+    /// Verifies the chain for `usage` and returns the leaf's SPIFFE ID.
+    fn verify(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+        usage: webpki::KeyUsage,
+    ) -> Result<SpiffeId, rustls::Error> {
+        let current = self.roots.current();
+        let anchors: Vec<_> = current
+            .iter()
+            .filter_map(|c| webpki::anchor_from_trusted_cert(c).ok())
+            .collect();
+        if anchors.is_empty() {
+            return Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::UnknownIssuer,
+            ));
+        }
+        let cert = webpki::EndEntityCert::try_from(end_entity)
+            .map_err(|e| rustls::Error::InvalidCertificate(cert_error(e)))?;
+        cert.verify_for_usage(
+            self.algs.all,
+            &anchors,
+            intermediates,
+            now,
+            usage,
+            None,
+            None,
+        )
         .map_err(|e| rustls::Error::InvalidCertificate(cert_error(e)))?;
-    cert.verify_for_usage(algs.all, &anchors, intermediates, now, usage, None, None)
-        .map_err(|e| rustls::Error::InvalidCertificate(cert_error(e)))?;
-    peer_spiffe_id(end_entity).map_err(|e| {
-        rustls::Error::InvalidCertificate(rustls::CertificateError::Other(rustls::OtherError(
-            Arc::new(e),
-        )))
-    })
+        peer_spiffe_id(end_entity).map_err(|e| {
+            rustls::Error::InvalidCertificate(rustls::CertificateError::Other(rustls::OtherError(
+                Arc::new(e),
+            )))
+        })
+    }
+
+    fn tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algs)
+    }
+
+    fn schemes(&self) -> Vec<SignatureScheme> {
+        self.algs.supported_schemes()
+    }
+}
+
+/// TLS 1.2 is never negotiated (the configs pin TLS 1.3), so its signatures are never accepted.
+fn no_tls12() -> Result<HandshakeSignatureValid, rustls::Error> {
+    Err(rustls::Error::PeerIncompatible(
+        rustls::PeerIncompatible::Tls12NotOffered,
+    ))
 }
 
 fn cert_error(e: webpki::Error) -> rustls::CertificateError {
@@ -86,9 +130,8 @@ fn cert_error(e: webpki::Error) -> rustls::CertificateError {
 
 /// Verifies a server's X509-SVID against the live roots and requires an exact SPIFFE ID.
 pub struct SpiffeServerVerifier {
-    roots: Arc<LiveRoots>,
+    check: ChainCheck,
     expected: SpiffeId,
-    algs: WebPkiSupportedAlgorithms,
 }
 
 impl fmt::Debug for SpiffeServerVerifier {
@@ -103,9 +146,8 @@ impl SpiffeServerVerifier {
     /// Accepts only a server whose SVID chains to `roots` and names `expected`.
     pub fn new(roots: Arc<LiveRoots>, expected: SpiffeId) -> Self {
         Self {
-            roots,
+            check: ChainCheck::new(roots),
             expected,
-            algs: provider().signature_verification_algorithms,
         }
     }
 }
@@ -119,9 +161,7 @@ impl ServerCertVerifier for SpiffeServerVerifier {
         _ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let id = verify_chain(
-            &self.algs,
-            &self.roots,
+        let id = self.check.verify(
             end_entity,
             intermediates,
             now,
@@ -142,9 +182,7 @@ impl ServerCertVerifier for SpiffeServerVerifier {
         _cert: &CertificateDer<'_>,
         _dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::PeerIncompatible(
-            rustls::PeerIncompatible::Tls12NotOffered,
-        ))
+        no_tls12()
     }
 
     fn verify_tls13_signature(
@@ -153,11 +191,11 @@ impl ServerCertVerifier for SpiffeServerVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algs)
+        self.check.tls13_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algs.supported_schemes()
+        self.check.schemes()
     }
 }
 
@@ -165,10 +203,9 @@ impl ServerCertVerifier for SpiffeServerVerifier {
 /// With `optional`, a client may also connect without a certificate (the application then
 /// decides what such a connection may do).
 pub struct SpiffeClientVerifier {
-    roots: Arc<LiveRoots>,
+    check: ChainCheck,
     trust_domain: TrustDomain,
     optional: bool,
-    algs: WebPkiSupportedAlgorithms,
 }
 
 impl fmt::Debug for SpiffeClientVerifier {
@@ -184,10 +221,9 @@ impl SpiffeClientVerifier {
     /// A verifier for clients of `trust_domain` chaining to `roots`.
     pub fn new(roots: Arc<LiveRoots>, trust_domain: TrustDomain, optional: bool) -> Self {
         Self {
-            roots,
+            check: ChainCheck::new(roots),
             trust_domain,
             optional,
-            algs: provider().signature_verification_algorithms,
         }
     }
 }
@@ -211,9 +247,7 @@ impl ClientCertVerifier for SpiffeClientVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        let id = verify_chain(
-            &self.algs,
-            &self.roots,
+        let id = self.check.verify(
             end_entity,
             intermediates,
             now,
@@ -233,9 +267,7 @@ impl ClientCertVerifier for SpiffeClientVerifier {
         _cert: &CertificateDer<'_>,
         _dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::PeerIncompatible(
-            rustls::PeerIncompatible::Tls12NotOffered,
-        ))
+        no_tls12()
     }
 
     fn verify_tls13_signature(
@@ -244,10 +276,10 @@ impl ClientCertVerifier for SpiffeClientVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algs)
+        self.check.tls13_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algs.supported_schemes()
+        self.check.schemes()
     }
 }

@@ -168,19 +168,13 @@ pub async fn run(opts: DevOptions) -> anyhow::Result<()> {
             .store
             .create_entry(
                 NewEntry {
-                    spiffe_id: workload_id.clone(),
-                    parent_id: agent.spiffe_id.clone(),
-                    selectors: vec![selector.clone()],
-                    x509_svid_ttl: 0,
-                    jwt_svid_ttl: 0,
-                    dns_names: Vec::new(),
-                    federates_with: Vec::new(),
-                    admin: false,
-                    downstream: false,
-                    hint: String::new(),
-                    owner,
                     description: "registered by `sigil dev` for the user who started it".into(),
-                    expires_at: None,
+                    ..NewEntry::new(
+                        workload_id.clone(),
+                        agent.spiffe_id.clone(),
+                        vec![selector.clone()],
+                        owner,
+                    )
                 },
                 clock.unix_secs(),
             )
