@@ -59,6 +59,9 @@ pub struct AgentApi {
     index: Arc<EntryIndex>,
     clock: Arc<dyn Clock>,
     defaults: IssuanceDefaults,
+    /// Becomes `true` when the server stops; open sync streams end then, so a graceful shutdown
+    /// does not wait for agents to hang up.
+    shutdown: Option<watch::Receiver<bool>>,
 }
 
 /// A caller that passed agent authentication.
@@ -137,7 +140,12 @@ fn to_pb_entry(e: &Entry) -> pb::Entry {
         x509_svid_ttl: i64::try_from(e.spec.x509_svid_ttl).unwrap_or(i64::MAX),
         jwt_svid_ttl: i64::try_from(e.spec.jwt_svid_ttl).unwrap_or(i64::MAX),
         dns_names: e.spec.dns_names.clone(),
-        federates_with: e.spec.federates_with.iter().map(ToString::to_string).collect(),
+        federates_with: e
+            .spec
+            .federates_with
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
         admin: e.spec.admin,
         downstream: e.spec.downstream,
         hint: e.spec.hint.clone(),
@@ -173,7 +181,15 @@ impl AgentApi {
             index,
             clock,
             defaults,
+            shutdown: None,
         }
+    }
+
+    /// The same service, ending every open sync stream with `UNAVAILABLE` once `shutdown` turns
+    /// `true` (or its sender is dropped). Without it, streams last until the agent hangs up.
+    pub fn with_shutdown(mut self, shutdown: watch::Receiver<bool>) -> Self {
+        self.shutdown = Some(shutdown);
+        self
     }
 
     async fn authenticate<T>(&self, request: &Request<T>) -> Result<AuthenticatedAgent, Status> {
@@ -191,7 +207,9 @@ impl AgentApi {
         let id = sigil_tls::peer_spiffe_id(leaf)
             .map_err(|e| Status::unauthenticated(format!("client certificate: {e}")))?;
         if !naming::is_agent_id(&id) || !id.is_member_of(self.ca.trust_domain()) {
-            return Err(Status::permission_denied(format!("`{id}` is not an agent ID")));
+            return Err(Status::permission_denied(format!(
+                "`{id}` is not an agent ID"
+            )));
         }
         let (serial, not_after) = cert_serial_and_expiry(leaf)?;
         let now = self.clock.unix_secs();
@@ -262,8 +280,13 @@ impl AgentService for AgentApi {
             )));
         }
         check_csr(&req.csr)?;
+        // Checked before the one-time token is consumed, so a bad CSR does not burn it.
+        sigil_keys::csr::verify_csr(&req.csr)
+            .map_err(|e| Status::invalid_argument(format!("csr is not acceptable: {e}")))?;
         if req.attestation_data.is_empty() || req.attestation_data.len() > 256 {
-            return Err(Status::invalid_argument("join token is missing or malformed"));
+            return Err(Status::invalid_argument(
+                "join token is missing or malformed",
+            ));
         }
         let hash = sigil_keys::sha256_hex(&req.attestation_data);
         let now = self.clock.unix_secs();
@@ -328,7 +351,10 @@ impl AgentService for AgentApi {
         let (serial, _) = cert_serial_and_expiry(&leaf)?;
         let mut record = agent.record;
         record.new_serial = Some(serial);
-        self.store.update_agent(record).await.map_err(store_status)?;
+        self.store
+            .update_agent(record)
+            .await
+            .map_err(store_status)?;
         tracing::debug!(agent = %id, "renewed agent SVID");
         Ok(Response::new(pb::RenewAgentResponse { svid: Some(svid) }))
     }
@@ -365,7 +391,10 @@ impl AgentService for AgentApi {
         let mut results = Vec::with_capacity(req.params.len());
         for p in req.params {
             let result = match authorized.iter().find(|e| e.id == p.entry_id) {
-                None => Err(format!("entry `{}` is not authorized for this agent", p.entry_id)),
+                None => Err(format!(
+                    "entry `{}` is not authorized for this agent",
+                    p.entry_id
+                )),
                 Some(entry) => check_csr(&p.csr)
                     .map_err(|s| s.message().to_owned())
                     .and_then(|()| {
@@ -374,7 +403,12 @@ impl AgentService for AgentApi {
                             t => t,
                         };
                         self.ca
-                            .sign_x509_svid(&p.csr, &entry.spec.spiffe_id, ttl, &entry.spec.dns_names)
+                            .sign_x509_svid(
+                                &p.csr,
+                                &entry.spec.spiffe_id,
+                                ttl,
+                                &entry.spec.dns_names,
+                            )
                             .map_err(|e| e.to_string())
                     })
                     .and_then(|chain| {
@@ -411,7 +445,11 @@ impl AgentService for AgentApi {
         }
         let entry = self
             .index
-            .authorized_entry(&agent.record.spiffe_id, &agent.record.selectors, &req.entry_id)
+            .authorized_entry(
+                &agent.record.spiffe_id,
+                &agent.record.selectors,
+                &req.entry_id,
+            )
             .ok_or_else(|| {
                 Status::permission_denied(format!(
                     "entry `{}` is not authorized for this agent",
@@ -446,6 +484,7 @@ fn async_stream_sync(
     mut versions: watch::Receiver<u64>,
 ) -> impl Stream<Item = Result<pb::SyncAuthorizedEntriesResponse, Status>> + Send + 'static {
     let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let mut shutdown = api.shutdown.clone();
     tokio::spawn(async move {
         let mut last_sent: Option<pb::SyncAuthorizedEntriesResponse> = None;
         loop {
@@ -474,8 +513,22 @@ fn async_stream_sync(
             tokio::select! {
                 changed = versions.changed() => if changed.is_err() { return },
                 () = tx.closed() => return,
+                () = server_stopping(shutdown.as_mut()) => {
+                    let _ = tx.send(Err(Status::unavailable("server is shutting down"))).await;
+                    return;
+                }
             }
         }
     });
     tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
+/// Resolves once `shutdown` is `true` or its sender is gone; never without a receiver.
+async fn server_stopping(shutdown: Option<&mut watch::Receiver<bool>>) {
+    match shutdown {
+        Some(rx) => {
+            let _ = rx.wait_for(|stopping| *stopping).await;
+        }
+        None => std::future::pending().await,
+    }
 }

@@ -43,13 +43,21 @@ impl Connected for AgentConn {
 }
 
 impl AsyncRead for AgentConn {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
     }
 }
 
 impl AsyncWrite for AgentConn {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -75,7 +83,10 @@ impl AsyncWrite for AgentConn {
 pub fn accept_tls(
     listener: TcpListener,
     acceptor: TlsAcceptor,
-) -> (tokio_stream::wrappers::ReceiverStream<io::Result<AgentConn>>, tokio::task::JoinHandle<()>) {
+) -> (
+    tokio_stream::wrappers::ReceiverStream<io::Result<AgentConn>>,
+    tokio::task::JoinHandle<()>,
+) {
     let (tx, rx) = mpsc::channel(64);
     let task = tokio::spawn(async move {
         loop {
@@ -93,11 +104,10 @@ pub fn accept_tls(
             tokio::spawn(async move {
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                     Ok(Ok(tls)) => {
-                        let certs = tls
-                            .get_ref()
-                            .1
-                            .peer_certificates()
-                            .map(|c| Arc::new(c.iter().map(|c| c.clone().into_owned()).collect()));
+                        let certs =
+                            tls.get_ref().1.peer_certificates().map(|c| {
+                                Arc::new(c.iter().map(|c| c.clone().into_owned()).collect())
+                            });
                         let conn = AgentConn {
                             inner: tls,
                             peer: AgentPeer { certs, remote },

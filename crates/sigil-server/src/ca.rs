@@ -106,8 +106,12 @@ impl CaManager {
             None => {
                 let key_id = new_key_id("root")?;
                 let key = keys.generate(&key_id)?;
-                let root =
-                    sigil_ca::self_signed_root(&trust_domain, key, lifetimes.root_ttl, clock.now())?;
+                let root = sigil_ca::self_signed_root(
+                    &trust_domain,
+                    key,
+                    lifetimes.root_ttl,
+                    clock.now(),
+                )?;
                 let id = root.subject_key_id();
                 store
                     .put_authority(AuthorityRecord {
@@ -128,8 +132,7 @@ impl CaManager {
             }
         };
         let records = store.list_authorities().await?;
-        let intermediate =
-            Self::load_intermediate(&records, keys.as_ref(), &root, now, lifetimes)?;
+        let intermediate = Self::load_intermediate(&records, keys.as_ref(), &root, now, lifetimes)?;
         let jwt = Self::load_jwt(&records, keys.as_ref(), now, lifetimes)?;
         let (intermediate, jwt) = match (intermediate, jwt) {
             (Some(i), Some(j)) => (i, j),
@@ -137,8 +140,15 @@ impl CaManager {
                 let i = match i {
                     Some(i) => i,
                     None => {
-                        Self::new_intermediate(&trust_domain, keys.as_ref(), &*store, &*clock, &root, lifetimes)
-                            .await?
+                        Self::new_intermediate(
+                            &trust_domain,
+                            keys.as_ref(),
+                            &*store,
+                            &*clock,
+                            &root,
+                            lifetimes,
+                        )
+                        .await?
                     }
                 };
                 let j = match j {
@@ -315,7 +325,8 @@ impl CaManager {
         let key_id = new_key_id("jwt")?;
         let key = keys.generate(&key_id)?;
         let now = clock.unix_secs();
-        let not_after = now.saturating_add(i64::try_from(lifetimes.jwt_key_ttl).unwrap_or(i64::MAX));
+        let not_after =
+            now.saturating_add(i64::try_from(lifetimes.jwt_key_ttl).unwrap_or(i64::MAX));
         store
             .put_authority(AuthorityRecord {
                 id: kid.clone(),
@@ -371,7 +382,13 @@ impl CaManager {
         }
         if due(started(current.jwt.kid()), current.jwt.not_after()) {
             jwt = Some(
-                Self::new_jwt(self.keys.as_ref(), &*self.store, &*self.clock, self.lifetimes).await?,
+                Self::new_jwt(
+                    self.keys.as_ref(),
+                    &*self.store,
+                    &*self.clock,
+                    self.lifetimes,
+                )
+                .await?,
             );
         }
         if intermediate.is_none() && jwt.is_none() {
@@ -393,7 +410,8 @@ impl CaManager {
     pub async fn publish_bundle(&self) -> Result<Arc<TrustBundle>, CaManagerError> {
         let now = self.clock.unix_secs();
         let records = self.store.list_authorities().await?;
-        let trusted = |r: &&AuthorityRecord| r.state != AuthorityState::Revoked && r.not_after > now;
+        let trusted =
+            |r: &&AuthorityRecord| r.state != AuthorityState::Revoked && r.not_after > now;
         let x509_authorities: Vec<Vec<u8>> = records
             .iter()
             .filter(trusted)
@@ -414,7 +432,9 @@ impl CaManager {
         let previous = match &stored {
             Some(s) => sigil_spiffe::BundleDocument::parse(&s.document)
                 .ok()
-                .and_then(|d| sigil_keys::bundle_json::from_document(self.trust_domain.clone(), &d).ok()),
+                .and_then(|d| {
+                    sigil_keys::bundle_json::from_document(self.trust_domain.clone(), &d).ok()
+                }),
             None => None,
         };
         let mut bundle = TrustBundle {
@@ -426,10 +446,13 @@ impl CaManager {
         };
         let unchanged = previous.as_ref().is_some_and(|p| {
             p.x509_authorities == bundle.x509_authorities
-                && p.jwt_authorities.iter().map(|k| (&k.kid, &k.public_key_der)).eq(bundle
-                    .jwt_authorities
+                && p.jwt_authorities
                     .iter()
-                    .map(|k| (&k.kid, &k.public_key_der)))
+                    .map(|k| (&k.kid, &k.public_key_der))
+                    .eq(bundle
+                        .jwt_authorities
+                        .iter()
+                        .map(|k| (&k.kid, &k.public_key_der)))
         });
         if !unchanged {
             bundle.sequence = bundle.sequence.saturating_add(1);
@@ -602,8 +625,10 @@ mod tests {
     fn verify(chain: &[Vec<u8>], roots: &[Vec<u8>], now: UnixTime) -> Result<(), rustls::Error> {
         let verifier = SpiffeClientVerifier::new(Arc::new(LiveRoots::new(roots)), td(), false);
         let (leaf, rest) = chain.split_first().unwrap();
-        let intermediates: Vec<CertificateDer<'_>> =
-            rest.iter().map(|c| CertificateDer::from(c.as_slice())).collect();
+        let intermediates: Vec<CertificateDer<'_>> = rest
+            .iter()
+            .map(|c| CertificateDer::from(c.as_slice()))
+            .collect();
         verifier
             .verify_client_cert(&CertificateDer::from(leaf.as_slice()), &intermediates, now)
             .map(|_| ())
@@ -650,14 +675,25 @@ mod tests {
         let (root, intermediate, jwt) = (&roots[0], &intermediates[0], &jwts[0]);
         assert_eq!(intermediate.issuer_id.as_deref(), Some(root.id.as_str()));
         for rec in [root, intermediate, jwt] {
-            assert!(f.keys.load(&rec.key_id).unwrap().is_some(), "key of {}", rec.id);
+            assert!(
+                f.keys.load(&rec.key_id).unwrap().is_some(),
+                "key of {}",
+                rec.id
+            );
         }
 
         let bundle = ca.bundle();
         assert_eq!(bundle.sequence, 1);
         assert_eq!(bundle.trust_domain, td());
-        assert_eq!(bundle.x509_authorities, vec![root.cert_der.clone().unwrap()]);
-        let kids: Vec<&str> = bundle.jwt_authorities.iter().map(|k| k.kid.as_str()).collect();
+        assert_eq!(
+            bundle.x509_authorities,
+            vec![root.cert_der.clone().unwrap()]
+        );
+        let kids: Vec<&str> = bundle
+            .jwt_authorities
+            .iter()
+            .map(|k| k.kid.as_str())
+            .collect();
         assert_eq!(kids, [jwt.id.as_str()]);
         let stored = f.store.get_bundle("example.org").await.unwrap().unwrap();
         assert_eq!(stored.sequence, 1);
@@ -674,7 +710,10 @@ mod tests {
 
         assert_eq!(f.store.list_authorities().await.unwrap(), before);
         assert_eq!(second.bundle().sequence, 1);
-        assert_eq!(second.bundle().x509_authorities, first.bundle().x509_authorities);
+        assert_eq!(
+            second.bundle().x509_authorities,
+            first.bundle().x509_authorities
+        );
         let root = &f.active(AuthorityKind::X509Root).await[0];
         assert_eq!(
             subject_key_id_hex(&second.bundle().x509_authorities[0]),
@@ -714,17 +753,35 @@ mod tests {
         assert_eq!(new_intermediate.len(), 1);
         assert_ne!(new_intermediate[0].id, old_intermediate.id);
         let retired = f.store.list_authorities().await.unwrap();
-        let retired = retired.iter().find(|r| r.id == old_intermediate.id).unwrap();
+        let retired = retired
+            .iter()
+            .find(|r| r.id == old_intermediate.id)
+            .unwrap();
         assert_eq!(retired.state, AuthorityState::Old);
 
         let new_kid = f.active(AuthorityKind::Jwt).await[0].id.clone();
         assert_ne!(new_kid, old_kid);
         let bundle = ca.bundle();
         assert_eq!(bundle.sequence, 2);
-        let kids: Vec<&str> = bundle.jwt_authorities.iter().map(|k| k.kid.as_str()).collect();
-        assert!(kids.contains(&old_kid.as_str()), "old JWT key still published");
+        let kids: Vec<&str> = bundle
+            .jwt_authorities
+            .iter()
+            .map(|k| k.kid.as_str())
+            .collect();
+        assert!(
+            kids.contains(&old_kid.as_str()),
+            "old JWT key still published"
+        );
         assert!(kids.contains(&new_kid.as_str()));
-        assert_eq!(f.store.get_bundle("example.org").await.unwrap().unwrap().sequence, 2);
+        assert_eq!(
+            f.store
+                .get_bundle("example.org")
+                .await
+                .unwrap()
+                .unwrap()
+                .sequence,
+            2
+        );
 
         // New SVIDs come from the new intermediate; both old and new chain to the bundle.
         let new_chain = ca
@@ -733,7 +790,9 @@ mod tests {
         assert_eq!(Some(&new_chain[1]), new_intermediate[0].cert_der.as_ref());
         verify(&new_chain, &bundle.x509_authorities, f.now()).unwrap();
         verify(&old_chain, &bundle.x509_authorities, f.now()).unwrap();
-        let minted = ca.mint_jwt_svid(&workload_id(), &["aud".to_owned()], 60).unwrap();
+        let minted = ca
+            .mint_jwt_svid(&workload_id(), &["aud".to_owned()], 60)
+            .unwrap();
         assert!(minted.token.len() > 10);
 
         // Right after a rotation nothing is due again.
@@ -751,10 +810,7 @@ mod tests {
         assert_eq!(chain.len(), 2);
 
         verify(&chain, &ca.bundle().x509_authorities, f.now()).unwrap();
-        assert_eq!(
-            sigil_tls::peer_spiffe_id(&chain[0]).unwrap(),
-            workload_id()
-        );
+        assert_eq!(sigil_tls::peer_spiffe_id(&chain[0]).unwrap(), workload_id());
         let intermediate = &f.active(AuthorityKind::X509Intermediate).await[0];
         assert_eq!(hex(&authority_key_id(&chain[0])), intermediate.id);
         let root = &f.active(AuthorityKind::X509Root).await[0];

@@ -110,7 +110,11 @@ impl EntryIndex {
     }
 
     /// The entries an agent with `agent_id` and node `selectors` may serve, ordered by entry id.
-    pub fn authorized_entries(&self, agent_id: &SpiffeId, selectors: &[Selector]) -> Vec<Arc<Entry>> {
+    pub fn authorized_entries(
+        &self,
+        agent_id: &SpiffeId,
+        selectors: &[Selector],
+    ) -> Vec<Arc<Entry>> {
         let state = self.state.load();
         let now = self.clock.unix_secs();
         let mut roots: Vec<SpiffeId> = vec![agent_id.clone()];
@@ -179,7 +183,11 @@ impl EntryIndex {
     }
 
     /// Applies every change after `position`; returns the new position.
-    pub async fn apply_changes(&self, store: &dyn Datastore, mut position: u64) -> Result<u64, StoreError> {
+    pub async fn apply_changes(
+        &self,
+        store: &dyn Datastore,
+        mut position: u64,
+    ) -> Result<u64, StoreError> {
         loop {
             let batch = store.changes_since(position, FEED_BATCH).await?;
             let Some(last) = batch.last() else {
@@ -277,7 +285,10 @@ mod tests {
     }
 
     fn ids(entries: &[Arc<Entry>]) -> Vec<String> {
-        let mut ids: Vec<String> = entries.iter().map(|e| e.spec.spiffe_id.to_string()).collect();
+        let mut ids: Vec<String> = entries
+            .iter()
+            .map(|e| e.spec.spiffe_id.to_string())
+            .collect();
         ids.sort();
         ids
     }
@@ -285,9 +296,15 @@ mod tests {
     #[tokio::test]
     async fn serves_direct_children_of_the_agent_only() {
         let f = Fixture::new();
-        let mine = f.create(spec("spiffe://example.org/web", AGENT, &["unix:uid:1"])).await;
-        f.create(spec("spiffe://example.org/db", OTHER_AGENT, &["unix:uid:2"]))
+        let mine = f
+            .create(spec("spiffe://example.org/web", AGENT, &["unix:uid:1"]))
             .await;
+        f.create(spec(
+            "spiffe://example.org/db",
+            OTHER_AGENT,
+            &["unix:uid:2"],
+        ))
+        .await;
         let (index, _) = f.index().await;
 
         let got = index.authorized_entries(&id(AGENT), &[]);
@@ -297,7 +314,11 @@ mod tests {
             ids(&index.authorized_entries(&id(OTHER_AGENT), &[])),
             ["spiffe://example.org/db"]
         );
-        assert!(index.authorized_entry(&id(OTHER_AGENT), &[], &mine.id).is_none());
+        assert!(
+            index
+                .authorized_entry(&id(OTHER_AGENT), &[], &mine.id)
+                .is_none()
+        );
     }
 
     #[tokio::test]
@@ -322,26 +343,47 @@ mod tests {
         let got = index.authorized_entries(&id(AGENT), &matching);
         // The alias itself is not served, only what hangs under it.
         assert_eq!(ids(&got), ["spiffe://example.org/eu-web"]);
-        assert!(index.authorized_entry(&id(AGENT), &matching, &child.id).is_some());
+        assert!(
+            index
+                .authorized_entry(&id(AGENT), &matching, &child.id)
+                .is_some()
+        );
 
         let partial = selectors(&["region:eu"]);
         assert!(index.authorized_entries(&id(AGENT), &partial).is_empty());
         let other = selectors(&["region:us", "tier:web"]);
         assert!(index.authorized_entries(&id(AGENT), &other).is_empty());
-        assert!(index.authorized_entry(&id(AGENT), &other, &child.id).is_none());
+        assert!(
+            index
+                .authorized_entry(&id(AGENT), &other, &child.id)
+                .is_none()
+        );
     }
 
     #[tokio::test]
     async fn descendants_of_authorized_entries_are_served_transitively() {
         let f = Fixture::new();
-        f.create(spec("spiffe://example.org/a", AGENT, &["unix:uid:1"])).await;
-        f.create(spec("spiffe://example.org/b", "spiffe://example.org/a", &["k8s:ns:b"]))
+        f.create(spec("spiffe://example.org/a", AGENT, &["unix:uid:1"]))
             .await;
-        f.create(spec("spiffe://example.org/c", "spiffe://example.org/b", &["k8s:ns:c"]))
-            .await;
+        f.create(spec(
+            "spiffe://example.org/b",
+            "spiffe://example.org/a",
+            &["k8s:ns:b"],
+        ))
+        .await;
+        f.create(spec(
+            "spiffe://example.org/c",
+            "spiffe://example.org/b",
+            &["k8s:ns:c"],
+        ))
+        .await;
         // Hangs under an entry that no agent-authorized chain reaches.
-        f.create(spec("spiffe://example.org/x", "spiffe://example.org/elsewhere", &["k8s:ns:x"]))
-            .await;
+        f.create(spec(
+            "spiffe://example.org/x",
+            "spiffe://example.org/elsewhere",
+            &["k8s:ns:x"],
+        ))
+        .await;
         let (index, _) = f.index().await;
 
         assert_eq!(
@@ -358,12 +400,21 @@ mod tests {
     #[tokio::test]
     async fn a_parent_cycle_terminates_and_serves_each_entry_once() {
         let f = Fixture::new();
-        f.create(spec("spiffe://example.org/a", AGENT, &["unix:uid:1"])).await;
-        f.create(spec("spiffe://example.org/b", "spiffe://example.org/a", &["k8s:ns:b"]))
+        f.create(spec("spiffe://example.org/a", AGENT, &["unix:uid:1"]))
             .await;
+        f.create(spec(
+            "spiffe://example.org/b",
+            "spiffe://example.org/a",
+            &["k8s:ns:b"],
+        ))
+        .await;
         // Closes the loop a -> b -> a (a second entry for /a, parented by /b).
-        f.create(spec("spiffe://example.org/a", "spiffe://example.org/b", &["k8s:ns:a"]))
-            .await;
+        f.create(spec(
+            "spiffe://example.org/a",
+            "spiffe://example.org/b",
+            &["k8s:ns:a"],
+        ))
+        .await;
         let (index, _) = f.index().await;
 
         let got = index.authorized_entries(&id(AGENT), &[]);
@@ -386,8 +437,12 @@ mod tests {
         let mut parent = spec("spiffe://example.org/a", AGENT, &["unix:uid:1"]);
         parent.expires_at = Some(START + 60);
         f.create(parent).await;
-        f.create(spec("spiffe://example.org/b", "spiffe://example.org/a", &["k8s:ns:b"]))
-            .await;
+        f.create(spec(
+            "spiffe://example.org/b",
+            "spiffe://example.org/a",
+            &["k8s:ns:b"],
+        ))
+        .await;
         let mut alias = spec("spiffe://example.org/nodes/eu", SERVER, &["region:eu"]);
         alias.expires_at = Some(START + 60);
         f.create(alias).await;
@@ -415,14 +470,20 @@ mod tests {
         let mut version = index.subscribe();
         assert!(index.is_empty());
 
-        let created = f.create(spec("spiffe://example.org/web", AGENT, &["unix:uid:1"])).await;
+        let created = f
+            .create(spec("spiffe://example.org/web", AGENT, &["unix:uid:1"]))
+            .await;
         // Not visible until the change is applied: the index never reads the store on its own.
         assert!(index.get(&created.id).is_none());
         let after_create = index.apply_changes(&f.store, start).await.unwrap();
         assert!(after_create > start);
         assert!(version.has_changed().unwrap());
         assert_eq!(*version.borrow_and_update(), after_create);
-        assert!(index.authorized_entry(&id(AGENT), &[], &created.id).is_some());
+        assert!(
+            index
+                .authorized_entry(&id(AGENT), &[], &created.id)
+                .is_some()
+        );
 
         let mut moved = created.spec.clone();
         moved.parent_id = id(OTHER_AGENT);
@@ -434,8 +495,15 @@ mod tests {
         assert!(after_update > after_create);
         assert_eq!(*version.borrow_and_update(), after_update);
         assert!(index.authorized_entries(&id(AGENT), &[]).is_empty());
-        assert!(index.authorized_entry(&id(OTHER_AGENT), &[], &created.id).is_some());
-        assert_eq!(index.get(&created.id).unwrap().revision, created.revision + 1);
+        assert!(
+            index
+                .authorized_entry(&id(OTHER_AGENT), &[], &created.id)
+                .is_some()
+        );
+        assert_eq!(
+            index.get(&created.id).unwrap().revision,
+            created.revision + 1
+        );
 
         f.store.delete_entry(&created.id).await.unwrap();
         let after_delete = index.apply_changes(&f.store, after_update).await.unwrap();
@@ -453,7 +521,9 @@ mod tests {
     #[tokio::test]
     async fn load_reflects_entries_already_in_the_store() {
         let f = Fixture::new();
-        let entry = f.create(spec("spiffe://example.org/web", AGENT, &["unix:uid:1"])).await;
+        let entry = f
+            .create(spec("spiffe://example.org/web", AGENT, &["unix:uid:1"]))
+            .await;
         let (index, position) = f.index().await;
         assert_eq!(position, f.store.latest_change().await.unwrap());
         assert_eq!(index.len(), 1);

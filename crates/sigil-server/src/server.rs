@@ -126,7 +126,8 @@ pub async fn start(
 ) -> Result<ServerHandle, ServerError> {
     sigil_tls::install_default_provider();
     let td = config.trust_domain.clone();
-    let ca = CaManager::load_or_init(td.clone(), keys, store.clone(), clock.clone(), config.ca).await?;
+    let ca =
+        CaManager::load_or_init(td.clone(), keys, store.clone(), clock.clone(), config.ca).await?;
     let (index, position) = EntryIndex::load(store.as_ref(), &td, clock.clone()).await?;
 
     let (chain, key) = issue_server_svid(&ca)?;
@@ -142,18 +143,20 @@ pub async fn start(
             addr: config.bind_address,
             source,
         })?;
-    let agent_api_addr = listener
-        .local_addr()
-        .map_err(|source| ServerError::Bind {
-            addr: config.bind_address,
-            source,
-        })?;
+    let agent_api_addr = listener.local_addr().map_err(|source| ServerError::Bind {
+        addr: config.bind_address,
+        source,
+    })?;
 
     let (shutdown, shutdown_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
 
     // Change feed -> entry index.
-    tasks.spawn(index.clone().follow(store.clone(), position, shutdown_rx.clone()));
+    tasks.spawn(
+        index
+            .clone()
+            .follow(store.clone(), position, shutdown_rx.clone()),
+    );
 
     // CA rotation, trust roots and the server's own SVID.
     {
@@ -163,7 +166,8 @@ pub async fn start(
         let clock = clock.clone();
         let mut stop = shutdown_rx.clone();
         tasks.spawn(async move {
-            let mut svid_renew_at = clock.unix_secs() + i64::try_from(SERVER_SVID_TTL / 2).unwrap_or(0);
+            let mut svid_renew_at =
+                clock.unix_secs() + i64::try_from(SERVER_SVID_TTL / 2).unwrap_or(0);
             loop {
                 tokio::select! {
                     () = tokio::time::sleep(ROTATION_CHECK) => {}
@@ -179,10 +183,12 @@ pub async fn start(
                 }
                 if clock.unix_secs() >= svid_renew_at {
                     match issue_server_svid(&ca).and_then(|(chain, key)| {
-                        svid.replace(&chain, key.pkcs8_der()).map_err(ServerError::from)
+                        svid.replace(&chain, key.pkcs8_der())
+                            .map_err(ServerError::from)
                     }) {
                         Ok(()) => {
-                            svid_renew_at = clock.unix_secs() + i64::try_from(SERVER_SVID_TTL / 2).unwrap_or(0);
+                            svid_renew_at =
+                                clock.unix_secs() + i64::try_from(SERVER_SVID_TTL / 2).unwrap_or(0);
                             tracing::debug!("renewed the server SVID");
                         }
                         Err(e) => tracing::error!(error = %e, "cannot renew the server SVID"),
@@ -194,7 +200,14 @@ pub async fn start(
 
     // Agent API.
     {
-        let api = AgentApi::new(ca.clone(), store.clone(), index.clone(), clock.clone(), config.issuance);
+        let api = AgentApi::new(
+            ca.clone(),
+            store.clone(),
+            index.clone(),
+            clock.clone(),
+            config.issuance,
+        )
+        .with_shutdown(shutdown_rx.clone());
         let (incoming, accept_task) = agent_listener::accept_tls(listener, acceptor);
         let mut stop = shutdown_rx.clone();
         tasks.spawn(async move {
@@ -222,7 +235,9 @@ pub async fn start(
         };
         let mut stop = shutdown_rx.clone();
         let path = config.admin_socket.clone();
-        let ready = admin::bind(&path).await.map_err(|e| ServerError::Admin(e.to_string()))?;
+        let ready = admin::bind(&path)
+            .await
+            .map_err(|e| ServerError::Admin(e.to_string()))?;
         tasks.spawn(async move {
             let stopped = async move {
                 let _ = stop.changed().await;

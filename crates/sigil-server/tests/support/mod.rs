@@ -63,9 +63,12 @@ impl TestServer {
         }
     }
 
-    /// Stops every server task.
+    /// Stops every server task; fails the test if that takes longer than [`PATIENCE`] (for
+    /// instance because an open stream holds the agent API open).
     pub async fn stop(self) {
-        self.handle.shutdown().await;
+        tokio::time::timeout(PATIENCE, self.handle.shutdown())
+            .await
+            .expect("the server did not shut down");
     }
 
     /// Opens a channel presenting `svid` (or no client certificate). A server that refuses the
