@@ -9,6 +9,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::Stream;
 use sigil_proto::agent::v1 as pb;
@@ -67,6 +68,10 @@ pub struct AgentApi {
 /// A caller that passed agent authentication.
 struct AuthenticatedAgent {
     record: AttestedAgent,
+    /// Hex serial of the SVID this call was made with.
+    serial: String,
+    /// When that SVID expires (Unix seconds).
+    not_after: i64,
 }
 
 fn store_status(e: StoreError) -> Status {
@@ -212,6 +217,7 @@ impl AgentApi {
             )));
         }
         let (serial, not_after) = cert_serial_and_expiry(leaf)?;
+        let presented_serial = serial.clone();
         let now = self.clock.unix_secs();
         if not_after <= now {
             return Err(Status::unauthenticated("agent SVID has expired"));
@@ -247,7 +253,11 @@ impl AgentApi {
                 .await
                 .map_err(store_status)?;
         }
-        Ok(AuthenticatedAgent { record: agent })
+        Ok(AuthenticatedAgent {
+            record: agent,
+            serial: presented_serial,
+            not_after,
+        })
     }
 
     fn sync_message(&self, agent: &AttestedAgent) -> pb::SyncAuthorizedEntriesResponse {
@@ -369,7 +379,11 @@ impl AgentService for AgentApi {
         let api = self.clone();
         let mut versions: watch::Receiver<u64> = self.index.subscribe();
         let agent_id = agent.record.spiffe_id.clone();
-        let stream = async_stream_sync(api, agent_id, versions.clone());
+        let credential = PresentedSvid {
+            serial: agent.serial,
+            not_after: agent.not_after,
+        };
+        let stream = async_stream_sync(api, agent_id, credential, versions.clone());
         versions.mark_unchanged();
         Ok(Response::new(Box::pin(stream)))
     }
@@ -481,6 +495,7 @@ impl AgentService for AgentApi {
 fn async_stream_sync(
     api: AgentApi,
     agent_id: SpiffeId,
+    credential: PresentedSvid,
     mut versions: watch::Receiver<u64>,
 ) -> impl Stream<Item = Result<pb::SyncAuthorizedEntriesResponse, Status>> + Send + 'static {
     let (tx, rx) = tokio::sync::mpsc::channel(4);
@@ -489,7 +504,21 @@ fn async_stream_sync(
         let mut last_sent: Option<pb::SyncAuthorizedEntriesResponse> = None;
         loop {
             let agent = match api.store.get_agent(agent_id.as_str()).await {
-                Ok(Some(a)) if !a.banned => a,
+                Ok(Some(a))
+                    if !a.banned
+                        && (a.serial == credential.serial
+                            || a.new_serial.as_deref() == Some(credential.serial.as_str())) =>
+                {
+                    a
+                }
+                Ok(Some(a)) if !a.banned => {
+                    let _ = tx
+                        .send(Err(Status::unauthenticated(
+                            "the agent SVID this stream was opened with has been replaced",
+                        )))
+                        .await;
+                    return;
+                }
                 Ok(_) => {
                     let _ = tx
                         .send(Err(Status::permission_denied(format!(
@@ -510,9 +539,17 @@ fn async_stream_sync(
                 }
                 last_sent = Some(msg);
             }
+            let expires_in = credential
+                .not_after
+                .saturating_sub(api.clock.unix_secs())
+                .max(0);
             tokio::select! {
                 changed = versions.changed() => if changed.is_err() { return },
                 () = tx.closed() => return,
+                () = tokio::time::sleep(Duration::from_secs(expires_in.unsigned_abs())) => {
+                    let _ = tx.send(Err(Status::unauthenticated("the agent SVID has expired"))).await;
+                    return;
+                }
                 () = server_stopping(shutdown.as_mut()) => {
                     let _ = tx.send(Err(Status::unavailable("server is shutting down"))).await;
                     return;
@@ -521,6 +558,12 @@ fn async_stream_sync(
         }
     });
     tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
+/// The credential a sync stream was opened with; the stream lives no longer than it is current.
+struct PresentedSvid {
+    serial: String,
+    not_after: i64,
 }
 
 /// Resolves once `shutdown` is `true` or its sender is gone; never without a receiver.

@@ -351,6 +351,48 @@ async fn renewed_svid_works_and_retires_the_old_one_once_used() {
 }
 
 #[tokio::test]
+async fn sync_stream_opened_with_a_replaced_svid_ends_at_the_next_change() {
+    let server = TestServer::start().await;
+    let old = server.attest().await;
+    let mut old_client = server.client(&old).await;
+    let mut stream = old_client
+        .sync_authorized_entries(pb::SyncAuthorizedEntriesRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    tokio::time::timeout(PATIENCE, stream.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+
+    // Renew, then use the new SVID once: the old one is retired.
+    let key = PrivateKey::generate().unwrap();
+    let renewed = old_client
+        .renew_agent(pb::RenewAgentRequest { csr: csr(&key) })
+        .await
+        .unwrap()
+        .into_inner()
+        .svid
+        .unwrap();
+    let new = AgentSvid {
+        id: old.id.clone(),
+        chain: renewed.cert_chain,
+        key,
+    };
+    let mut new_client = server.client(&new).await;
+    empty_batch(&mut new_client).await.unwrap();
+
+    // The next change that reaches the old stream ends it instead of delivering entries.
+    server.create_entry("spiffe://example.org/after-renewal", &old.id).await;
+    let ended = tokio::time::timeout(PATIENCE, stream.message())
+        .await
+        .expect("the stream opened with the retired SVID was not ended");
+    expect_status(ended, Code::Unauthenticated, "replaced");
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn expired_svid_is_refused() {
     let server = TestServer::start().await;
     let agent = server.attest().await;
