@@ -44,7 +44,8 @@ pub fn install_default_provider() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
 }
 
-/// A server configuration presenting `svid` and verifying clients with `verifier`.
+/// A server configuration presenting `svid` and verifying clients with `verifier`. Sessions are
+/// never resumed, so every handshake sees the current roots and SVID.
 pub fn server_config(
     svid: Arc<LiveSvid>,
     verifier: Arc<SpiffeClientVerifier>,
@@ -55,10 +56,15 @@ pub fn server_config(
         .with_client_cert_verifier(verifier)
         .with_cert_resolver(svid);
     config.alpn_protocols = vec![b"h2".to_vec()];
+    // No session resumption: a resumed session skips client verification and keeps the peer
+    // certificates of the original handshake, so a replaced root or SVID would not take effect.
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    config.send_tls13_tickets = 0;
     Ok(config)
 }
 
 /// A client configuration verifying the server with `verifier` and presenting `svid`, if any.
+/// Sessions are never resumed, so every handshake sees the current roots and SVID.
 pub fn client_config(
     svid: Option<Arc<LiveSvid>>,
     verifier: Arc<SpiffeServerVerifier>,
@@ -73,5 +79,7 @@ pub fn client_config(
         None => builder.with_no_client_auth(),
     };
     config.alpn_protocols = vec![b"h2".to_vec()];
+    // No session resumption, for the same reason as in `server_config`.
+    config.resumption = rustls::client::Resumption::disabled();
     Ok(config)
 }

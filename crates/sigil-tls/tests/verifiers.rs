@@ -101,9 +101,15 @@ impl Outcome {
 /// Runs one handshake, then a one-byte exchange (in TLS 1.3 a client learns that the server
 /// refused its certificate only when it next reads).
 async fn handshake(server: ServerConfig, client: ClientConfig) -> Outcome {
+    handshake_shared(Arc::new(server), Arc::new(client)).await
+}
+
+/// [`handshake`] with configurations that outlive it, as a long-running server and a client that
+/// reconnects hold theirs.
+async fn handshake_shared(server: Arc<ServerConfig>, client: Arc<ClientConfig>) -> Outcome {
     let (client_io, server_io) = tokio::io::duplex(64 * 1024);
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
+    let acceptor = tokio_rustls::TlsAcceptor::from(server);
+    let connector = tokio_rustls::TlsConnector::from(client);
     let server_task = async move {
         let mut tls = acceptor
             .accept(server_io)
@@ -425,6 +431,41 @@ async fn replaced_svid_is_presented_on_the_next_handshake() {
     let after = handshake(server(), client()).await.client.unwrap();
     assert_eq!(Some(&after), second_chain.first());
     assert_ne!(before, after);
+}
+
+#[tokio::test]
+async fn reused_configurations_check_current_roots_and_svids_on_every_handshake() {
+    let old = root("example.org");
+    let new = root("example.org");
+    let client_roots = live_roots(&[&old]);
+    let client_svid = live_svid(&old, CLIENT_ID);
+    let server = Arc::new(server_side(
+        live_svid(&new, SERVER_ID),
+        client_roots.clone(),
+        "example.org",
+        false,
+    ));
+    let client = Arc::new(client_side(
+        Some(client_svid.clone()),
+        live_roots(&[&new]),
+        SERVER_ID,
+    ));
+
+    let first = handshake_shared(server.clone(), client.clone()).await;
+    assert_eq!(first.server.unwrap(), Some(id(CLIENT_ID)));
+
+    // A resumed session would skip certificate verification and keep the old client identity.
+    client_roots.replace(&[new.cert_der().to_vec()]);
+    let refused = handshake_shared(server.clone(), client.clone()).await;
+    assert!(
+        refused.server.is_err(),
+        "a client chaining to a removed root was accepted (session resumption?)"
+    );
+
+    let (chain, key) = svid(&new, CLIENT_ID);
+    client_svid.replace(&chain, key.pkcs8_der()).unwrap();
+    let renewed = handshake_shared(server, client).await;
+    assert_eq!(renewed.server.unwrap(), Some(id(CLIENT_ID)));
 }
 
 #[test]

@@ -148,6 +148,12 @@ pub struct TestServer {
 
 impl TestServer {
     pub fn start(dir: &Path) -> Self {
+        Self::start_with(dir, "")
+    }
+
+    /// Like [`TestServer::start`], with `extra_server_toml_lines` appended to the `[server]`
+    /// table (e.g. `agent_svid_ttl = "6s"\n`).
+    pub fn start_with(dir: &Path, extra_server_toml_lines: &str) -> Self {
         let trust_domain = "example.org".to_owned();
         let port = free_port();
         let data_dir = dir.join("server");
@@ -157,7 +163,7 @@ impl TestServer {
             &config,
             format!(
                 "[server]\ntrust_domain = \"{trust_domain}\"\nbind_address = \"127.0.0.1:{port}\"\n\
-                 data_dir = \"{}\"\nadmin_socket_path = \"{}\"\n",
+                 data_dir = \"{}\"\nadmin_socket_path = \"{}\"\n{extra_server_toml_lines}",
                 data_dir.display(),
                 admin_socket.display()
             ),

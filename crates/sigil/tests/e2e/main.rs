@@ -15,3 +15,4 @@ mod cli_admin;
 mod core_path;
 mod harness;
 mod interop;
+mod rotation;
