@@ -92,6 +92,9 @@ pub fn renew_at(now: i64, expires_at: i64) -> i64 {
     now + remaining / 2 - jitter
 }
 
+/// Wait before retrying a renewal the server refused, in seconds.
+const RENEWAL_RETRY_SECS: i64 = 5;
+
 struct CachedSvid {
     revision: i64,
     material: Arc<X509SvidMaterial>,
@@ -331,6 +334,13 @@ impl Agent {
             let (Some(svid), Some(key)) = (r.svid, keys.remove(&r.entry_id)) else {
                 if !r.error.is_empty() {
                     tracing::warn!(entry = %r.entry_id, error = %r.error, "server did not sign an SVID");
+                }
+                // Keep serving a still-valid SVID, and retry its renewal later rather than at
+                // every wake-up.
+                if let Some(cached) = self.cache.get_mut(&r.entry_id) {
+                    cached.renew_at = (now + RENEWAL_RETRY_SECS)
+                        .min(cached.material.expires_at)
+                        .max(cached.renew_at);
                 }
                 continue;
             };

@@ -85,8 +85,22 @@ impl AgentIdentity {
     pub fn load(dir: &Path) -> Result<Option<Self>, StateError> {
         let spath = state_path(dir);
         let kpath = key_path(dir);
-        let (Some(state), Some(key)) = (read_bounded(&spath)?, read_bounded(&kpath)?) else {
-            return Ok(None);
+        let (state, key) = match (read_bounded(&spath)?, read_bounded(&kpath)?) {
+            (Some(state), Some(key)) => (state, key),
+            (None, None) => return Ok(None),
+            // Half an identity is damage, not a fresh node: re-attesting would hide it.
+            (Some(_), None) => {
+                return Err(StateError::Corrupt {
+                    path: kpath,
+                    detail: "the agent key is missing while its state file exists".into(),
+                });
+            }
+            (None, Some(_)) => {
+                return Err(StateError::Corrupt {
+                    path: spath,
+                    detail: "the agent state file is missing while its key exists".into(),
+                });
+            }
         };
         let corrupt = |path: &Path, detail: String| StateError::Corrupt {
             path: path.to_owned(),
@@ -257,10 +271,19 @@ pub(crate) mod tests {
                 .unwrap()
                 .is_none()
         );
-        // State without its key cannot be used either.
+    }
+
+    #[test]
+    fn half_an_identity_is_corrupt_not_absent() {
+        let dir = tempfile::tempdir().unwrap();
         sample_identity(1_700_000_000).save(dir.path()).unwrap();
         std::fs::remove_file(key_path(dir.path())).unwrap();
-        assert!(AgentIdentity::load(dir.path()).unwrap().is_none());
+        assert_corrupt(dir.path(), &key_path(dir.path()));
+
+        let dir = tempfile::tempdir().unwrap();
+        sample_identity(1_700_000_000).save(dir.path()).unwrap();
+        std::fs::remove_file(state_path(dir.path())).unwrap();
+        assert_corrupt(dir.path(), &state_path(dir.path()));
     }
 
     fn assert_corrupt(dir: &Path, expected_path: &Path) {
