@@ -384,7 +384,9 @@ async fn sync_stream_opened_with_a_replaced_svid_ends_at_the_next_change() {
     empty_batch(&mut new_client).await.unwrap();
 
     // The next change that reaches the old stream ends it instead of delivering entries.
-    server.create_entry("spiffe://example.org/after-renewal", &old.id).await;
+    server
+        .create_entry("spiffe://example.org/after-renewal", &old.id)
+        .await;
     let ended = tokio::time::timeout(PATIENCE, stream.message())
         .await
         .expect("the stream opened with the retired SVID was not ended");

@@ -16,7 +16,10 @@ pub fn sigil_bin() -> &'static str {
 pub fn target_bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
     // target/<profile>/deps/e2e-<hash> -> target/<profile>
-    exe.parent().and_then(Path::parent).expect("target dir").to_path_buf()
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .to_path_buf()
 }
 
 /// A free TCP port on 127.0.0.1.
@@ -115,7 +118,10 @@ pub fn sigil(args: &[&str]) -> Output {
 pub fn workload(socket: &Path, args: &[&str]) -> Output {
     Command::new(sigil_bin())
         .args(args)
-        .env("SPIFFE_ENDPOINT_SOCKET", format!("unix://{}", socket.display()))
+        .env(
+            "SPIFFE_ENDPOINT_SOCKET",
+            format!("unix://{}", socket.display()),
+        )
         .stdin(Stdio::null())
         .output()
         .expect("run sigil")
@@ -132,9 +138,20 @@ pub fn stderr(o: &Output) -> String {
 /// Asserts the command failed with exactly one line on stderr containing `needle`.
 pub fn assert_one_line_error(o: &Output, needle: &str) {
     let err = stderr(o);
-    assert!(!o.status.success(), "expected failure, got success: {}", stdout(o));
-    assert_eq!(err.trim_end().lines().count(), 1, "stderr is not one line: {err:?}");
-    assert!(err.contains(needle), "stderr {err:?} does not mention {needle:?}");
+    assert!(
+        !o.status.success(),
+        "expected failure, got success: {}",
+        stdout(o)
+    );
+    assert_eq!(
+        err.trim_end().lines().count(),
+        1,
+        "stderr is not one line: {err:?}"
+    );
+    assert!(
+        err.contains(needle),
+        "stderr {err:?} does not mention {needle:?}"
+    );
 }
 
 /// A server started from a config file, with its admin socket ready.
@@ -169,7 +186,11 @@ impl TestServer {
             ),
         )
         .expect("write server.toml");
-        let daemon = Daemon::spawn("server", dir, &["server", "run", "-c", config.to_str().unwrap()]);
+        let daemon = Daemon::spawn(
+            "server",
+            dir,
+            &["server", "run", "-c", config.to_str().unwrap()],
+        );
         let server = Self {
             _daemon: daemon,
             admin_socket,
@@ -231,7 +252,9 @@ pub fn agent_config(dir: &Path, server: &TestServer, token: Option<&str>) -> Age
     std::fs::set_permissions(&public, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     let socket = public.join("workload.sock");
     let config = dir.join("agent.toml");
-    let token_line = token.map(|t| format!("join_token = \"{t}\"\n")).unwrap_or_default();
+    let token_line = token
+        .map(|t| format!("join_token = \"{t}\"\n"))
+        .unwrap_or_default();
     std::fs::write(
         &config,
         format!(
@@ -255,13 +278,21 @@ pub fn agent_config(dir: &Path, server: &TestServer, token: Option<&str>) -> Age
 /// Starts an agent and waits for its Workload API socket.
 pub fn start_agent(paths: &AgentPaths) -> Daemon {
     let _ = std::fs::remove_file(&paths.socket);
-    let mut daemon = Daemon::spawn("agent", &paths.dir, &["agent", "run", "-c", paths.config.to_str().unwrap()]);
-    wait_for(Duration::from_secs(30), "the agent's Workload API socket", || {
-        if let Some(status) = daemon.exited() {
-            panic!("agent exited early ({status}):\n{}", daemon.log());
-        }
-        paths.socket.exists().then_some(())
-    });
+    let mut daemon = Daemon::spawn(
+        "agent",
+        &paths.dir,
+        &["agent", "run", "-c", paths.config.to_str().unwrap()],
+    );
+    wait_for(
+        Duration::from_secs(30),
+        "the agent's Workload API socket",
+        || {
+            if let Some(status) = daemon.exited() {
+                panic!("agent exited early ({status}):\n{}", daemon.log());
+            }
+            paths.socket.exists().then_some(())
+        },
+    );
     daemon
 }
 
@@ -274,8 +305,18 @@ pub fn my_uid() -> u32 {
 pub fn create_uid_entry(server: &TestServer, spiffe_id: &str, parent: &str) -> String {
     let selector = format!("unix:uid:{}", my_uid());
     let o = server.admin(&[
-        "entry", "create", "--spiffe-id", spiffe_id, "--parent-id", parent, "--selector", &selector,
-        "--owner", "team-e2e", "--output", "json",
+        "entry",
+        "create",
+        "--spiffe-id",
+        spiffe_id,
+        "--parent-id",
+        parent,
+        "--selector",
+        &selector,
+        "--owner",
+        "team-e2e",
+        "--output",
+        "json",
     ]);
     assert!(o.status.success(), "entry create: {}", stderr(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("entry json");
@@ -284,8 +325,12 @@ pub fn create_uid_entry(server: &TestServer, spiffe_id: &str, parent: &str) -> S
 
 /// Fetches SVIDs into `out` as a workload, retrying until the entry has propagated.
 pub fn fetch_svid_files(socket: &Path, out: &Path) -> Output {
-    wait_for(Duration::from_secs(30), "an X509-SVID for the workload", || {
-        let o = workload(socket, &["svid", "fetch", "--write", out.to_str().unwrap()]);
-        o.status.success().then_some(o)
-    })
+    wait_for(
+        Duration::from_secs(30),
+        "an X509-SVID for the workload",
+        || {
+            let o = workload(socket, &["svid", "fetch", "--write", out.to_str().unwrap()]);
+            o.status.success().then_some(o)
+        },
+    )
 }
