@@ -243,21 +243,7 @@ mod tests {
     }
 
     fn spec(spiffe_id: &str, parent_id: &str, sels: &[&str]) -> NewEntry {
-        NewEntry {
-            spiffe_id: id(spiffe_id),
-            parent_id: id(parent_id),
-            selectors: selectors(sels),
-            x509_svid_ttl: 0,
-            jwt_svid_ttl: 0,
-            dns_names: vec![],
-            federates_with: vec![],
-            admin: false,
-            downstream: false,
-            hint: String::new(),
-            owner: "team-test".to_owned(),
-            description: String::new(),
-            expires_at: None,
-        }
+        NewEntry::new(id(spiffe_id), id(parent_id), selectors(sels), "team-test")
     }
 
     struct Fixture {

@@ -168,21 +168,12 @@ impl TestServer {
         self.handle
             .store
             .create_entry(
-                NewEntry {
-                    spiffe_id: SpiffeId::parse(spiffe_id).unwrap(),
-                    parent_id: parent.clone(),
-                    selectors: vec![Selector::parse("unix:uid:1000").unwrap()],
-                    x509_svid_ttl: 0,
-                    jwt_svid_ttl: 0,
-                    dns_names: vec![],
-                    federates_with: vec![],
-                    admin: false,
-                    downstream: false,
-                    hint: String::new(),
-                    owner: "team-test".to_owned(),
-                    description: String::new(),
-                    expires_at: None,
-                },
+                NewEntry::new(
+                    SpiffeId::parse(spiffe_id).unwrap(),
+                    parent.clone(),
+                    vec![Selector::parse("unix:uid:1000").unwrap()],
+                    "team-test",
+                ),
                 self.clock.unix_secs(),
             )
             .await

@@ -303,8 +303,18 @@ pub fn my_uid() -> u32 {
 
 /// Creates an entry for this test process's uid under `parent`; returns its id.
 pub fn create_uid_entry(server: &TestServer, spiffe_id: &str, parent: &str) -> String {
+    create_uid_entry_with(server, spiffe_id, parent, &[])
+}
+
+/// Like [`create_uid_entry`], with extra `entry create` arguments.
+pub fn create_uid_entry_with(
+    server: &TestServer,
+    spiffe_id: &str,
+    parent: &str,
+    extra: &[&str],
+) -> String {
     let selector = format!("unix:uid:{}", my_uid());
-    let o = server.admin(&[
+    let mut args = vec![
         "entry",
         "create",
         "--spiffe-id",
@@ -317,7 +327,9 @@ pub fn create_uid_entry(server: &TestServer, spiffe_id: &str, parent: &str) -> S
         "team-e2e",
         "--output",
         "json",
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    let o = server.admin(&args);
     assert!(o.status.success(), "entry create: {}", stderr(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("entry json");
     v["id"].as_str().expect("entry id").to_owned()

@@ -101,26 +101,6 @@ fn unix_now() -> i64 {
         .as_secs() as i64
 }
 
-/// Creates an entry for this uid under `parent` with extra `entry create` arguments.
-fn create_entry(server: &TestServer, spiffe_id: &str, parent: &str, extra: &[&str]) {
-    let selector = format!("unix:uid:{}", my_uid());
-    let mut args = vec![
-        "entry",
-        "create",
-        "--spiffe-id",
-        spiffe_id,
-        "--parent-id",
-        parent,
-        "--selector",
-        &selector,
-        "--owner",
-        "team-e2e",
-    ];
-    args.extend_from_slice(extra);
-    let o = server.admin(&args);
-    assert!(o.status.success(), "entry create: {}", stderr(&o));
-}
-
 #[test]
 fn workload_stream_receives_the_rotated_svid_before_the_first_expires() {
     let tmp = tempfile::tempdir().unwrap();
@@ -129,7 +109,7 @@ fn workload_stream_receives_the_rotated_svid_before_the_first_expires() {
     let paths = agent_config(&tmp.path().join("agent"), &server, Some(&token));
     let _agent = start_agent(&paths);
     let spiffe_id = "spiffe://example.org/e2e/rotating";
-    create_entry(&server, spiffe_id, &agent_id, &["--x509-svid-ttl", "6s"]);
+    create_uid_entry_with(&server, spiffe_id, &agent_id, &["--x509-svid-ttl", "6s"]);
     fetch_svid_files(&paths.socket, &tmp.path().join("warmup"));
 
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -212,7 +192,7 @@ fn agent_renews_its_own_svid_repeatedly_and_new_entries_still_reach_workloads() 
         std::thread::sleep(rest);
     }
     let spiffe_id = "spiffe://example.org/e2e/after-renewals";
-    create_entry(&server, spiffe_id, &agent_id, &[]);
+    create_uid_entry(&server, spiffe_id, &agent_id);
     let fetched = fetch_svid_files(&paths.socket, &tmp.path().join("after"));
     assert!(stdout(&fetched).contains(spiffe_id), "{}", stdout(&fetched));
     assert!(
