@@ -234,3 +234,37 @@ fn process_of_another_uid_gets_permission_denied() {
         .expect("run as nobody");
     assert_one_line_error(&other, "permission denied");
 }
+
+#[test]
+fn server_restart_keeps_the_ca_and_agents_reconnect_on_their_own() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut server = TestServer::start(tmp.path());
+    let bundle_before = server.admin(&["bundle", "show"]);
+    let (token, agent_id) = server.join_token("10m");
+    let paths = agent_config(&tmp.path().join("agent"), &server, Some(&token));
+    let _agent = start_agent(&paths);
+    create_uid_entry(
+        &server,
+        "spiffe://example.org/e2e/before-restart",
+        &agent_id,
+    );
+    fetch_svid_files(&paths.socket, &tmp.path().join("before"));
+
+    server.restart();
+
+    // Same root CA after the restart, so every SVID issued before still verifies.
+    let bundle_after = server.admin(&["bundle", "show"]);
+    assert_eq!(stdout(&bundle_before), stdout(&bundle_after));
+    // The agent reconnects by itself and receives entries created after the restart.
+    create_uid_entry(&server, "spiffe://example.org/e2e/after-restart", &agent_id);
+    wait_for(
+        Duration::from_secs(30),
+        "the entry created after the restart",
+        || {
+            let o = workload(&paths.socket, &["svid", "fetch"]);
+            stdout(&o)
+                .contains("spiffe://example.org/e2e/after-restart")
+                .then_some(())
+        },
+    );
+}

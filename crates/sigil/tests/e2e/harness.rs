@@ -157,7 +157,9 @@ pub fn assert_one_line_error(o: &Output, needle: &str) {
 /// A server started from a config file, with its admin socket ready.
 pub struct TestServer {
     /// Kept so the server runs as long as the test holds this value.
-    _daemon: Daemon,
+    daemon: Daemon,
+    dir: PathBuf,
+    config: PathBuf,
     pub admin_socket: PathBuf,
     pub port: u16,
     pub trust_domain: String,
@@ -192,16 +194,39 @@ impl TestServer {
             &["server", "run", "-c", config.to_str().unwrap()],
         );
         let server = Self {
-            _daemon: daemon,
+            daemon,
+            dir: dir.to_owned(),
+            config,
             admin_socket,
             port,
             trust_domain,
         };
+        server.wait_ready();
+        server
+    }
+
+    fn wait_ready(&self) {
         wait_for(Duration::from_secs(30), "the server's admin API", || {
-            let o = server.admin(&["bundle", "show"]);
+            let o = self.admin(&["bundle", "show"]);
             o.status.success().then_some(())
         });
-        server
+    }
+
+    /// Stops the server with SIGTERM (asserting a clean exit) and starts it again on the same
+    /// configuration, data and port.
+    pub fn restart(&mut self) {
+        let status = self.daemon.terminate().expect("server stops on SIGTERM");
+        assert!(
+            status.success(),
+            "server exit status {status}: {}",
+            self.daemon.log()
+        );
+        self.daemon = Daemon::spawn(
+            "server",
+            &self.dir,
+            &["server", "run", "-c", self.config.to_str().unwrap()],
+        );
+        self.wait_ready();
     }
 
     /// Runs an admin CLI command against this server.
