@@ -16,3 +16,4 @@ mod core_path;
 mod harness;
 mod interop;
 mod rotation;
+mod tidy;
