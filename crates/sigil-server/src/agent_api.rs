@@ -85,6 +85,16 @@ fn store_status(e: StoreError) -> Status {
     }
 }
 
+/// Join-token failures as the caller sees them: all `PermissionDenied`, each with its reason.
+fn join_token_status(e: StoreError) -> Status {
+    match e {
+        StoreError::NotFound { .. } => Status::permission_denied("join token is not valid"),
+        StoreError::JoinTokenUsed => Status::permission_denied("join token was already used"),
+        StoreError::JoinTokenExpired => Status::permission_denied("join token has expired"),
+        other => store_status(other),
+    }
+}
+
 fn cert_serial_and_expiry(der: &[u8]) -> Result<(String, i64), Status> {
     let (_, cert) = x509_parser::certificate::X509Certificate::from_der(der)
         .map_err(|_| Status::unauthenticated("client certificate does not parse"))?;
@@ -300,16 +310,21 @@ impl AgentService for AgentApi {
         }
         let hash = sigil_keys::sha256_hex(&req.attestation_data);
         let now = self.clock.unix_secs();
-        let token = match self.store.consume_join_token(&hash, now).await {
-            Ok(t) => t,
-            Err(StoreError::NotFound { .. }) => {
-                return Err(Status::permission_denied("join token is not valid"));
+        // Read the token to name the agent and sign its SVID; the token is consumed together
+        // with storing the agent, so a failure anywhere before that leaves it usable.
+        let token = match self.store.get_join_token(&hash).await {
+            Ok(Some(t)) if t.used_at.is_some() => {
+                return Err(join_token_status(StoreError::JoinTokenUsed));
             }
-            Err(StoreError::JoinTokenUsed) => {
-                return Err(Status::permission_denied("join token was already used"));
+            Ok(Some(t)) if t.expires_at <= now => {
+                return Err(join_token_status(StoreError::JoinTokenExpired));
             }
-            Err(StoreError::JoinTokenExpired) => {
-                return Err(Status::permission_denied("join token has expired"));
+            Ok(Some(t)) => t,
+            Ok(None) => {
+                return Err(join_token_status(StoreError::NotFound {
+                    kind: "join token",
+                    id: hash,
+                }));
             }
             Err(e) => return Err(store_status(e)),
         };
@@ -322,21 +337,23 @@ impl AgentService for AgentApi {
         let svid = to_pb_svid(&agent_id, chain)?;
         let leaf = svid.cert_chain.first().cloned().unwrap_or_default();
         let (serial, expires_at) = cert_serial_and_expiry(&leaf)?;
+        let agent = AttestedAgent {
+            spiffe_id: agent_id.clone(),
+            attestation_type: naming::JOIN_TOKEN_ATTESTATION.to_owned(),
+            selectors: Vec::new(),
+            serial,
+            new_serial: None,
+            expires_at,
+            banned: false,
+            can_reattest: false,
+            created_at: now,
+            last_seen: now,
+        };
+        // A concurrent attestation with the same token loses here, and its SVID is never sent.
         self.store
-            .create_agent(AttestedAgent {
-                spiffe_id: agent_id.clone(),
-                attestation_type: naming::JOIN_TOKEN_ATTESTATION.to_owned(),
-                selectors: Vec::new(),
-                serial,
-                new_serial: None,
-                expires_at,
-                banned: false,
-                can_reattest: false,
-                created_at: now,
-                last_seen: now,
-            })
+            .attest_with_join_token(&hash, agent, now)
             .await
-            .map_err(store_status)?;
+            .map_err(join_token_status)?;
         tracing::info!(agent = %agent_id, "agent attested with a join token");
         Ok(Response::new(pb::AttestAgentResponse {
             svid: Some(svid),

@@ -47,7 +47,8 @@ pub use entries::{
     update_into_existing_identity_is_rejected,
 };
 pub use records::{
-    agent_lifecycle, authorities_put_replace_and_list_in_order, bundles_put_get_list_delete,
+    agent_lifecycle, attestation_consumes_the_token_and_stores_the_agent_atomically,
+    authorities_put_replace_and_list_in_order, bundles_put_get_list_delete,
     duplicate_join_token_is_rejected, expired_join_token_is_rejected_and_stays_unused,
     invalid_join_token_is_rejected, join_token_is_consumed_once,
     prune_removes_only_tokens_expired_before_cutoff, unknown_join_token_is_not_found,
@@ -71,6 +72,7 @@ macro_rules! datastore_conformance_tests {
             update_into_existing_identity_is_rejected,
             missing_entry_is_not_found,
             join_token_is_consumed_once,
+            attestation_consumes_the_token_and_stores_the_agent_atomically,
             expired_join_token_is_rejected_and_stays_unused,
             unknown_join_token_is_not_found,
             duplicate_join_token_is_rejected,

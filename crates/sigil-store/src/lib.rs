@@ -92,6 +92,18 @@ pub trait Datastore: Send + Sync + 'static {
     /// `JoinTokenUsed` if already used, `JoinTokenExpired` if `expires_at <= now`; in every
     /// failure case nothing changes.
     async fn consume_join_token(&self, token_hash: &str, now: i64) -> StoreResult<JoinToken>;
+    /// The join token with `token_hash`, used or not; `None` if unknown. Attestation reads it
+    /// to name the agent before committing with [`Datastore::attest_with_join_token`].
+    async fn get_join_token(&self, token_hash: &str) -> StoreResult<Option<JoinToken>>;
+    /// In one transaction: consumes the join token with `token_hash` (same checks and errors as
+    /// [`Datastore::consume_join_token`]) and stores `agent` (`AlreadyExists` if its SPIFFE ID is
+    /// taken). Either both happen or neither, so a failed attestation never burns the token.
+    async fn attest_with_join_token(
+        &self,
+        token_hash: &str,
+        agent: AttestedAgent,
+        now: i64,
+    ) -> StoreResult<JoinToken>;
     /// Deletes tokens that expired before `before`; returns how many.
     async fn prune_join_tokens(&self, before: i64) -> StoreResult<u64>;
 

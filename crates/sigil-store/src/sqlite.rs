@@ -179,6 +179,27 @@ impl Datastore for SqliteStore {
             .await
     }
 
+    async fn get_join_token(&self, token_hash: &str) -> StoreResult<Option<JoinToken>> {
+        let token_hash = token_hash.to_owned();
+        self.read(move |conn| join_tokens::get(conn, &token_hash))
+            .await
+    }
+
+    async fn attest_with_join_token(
+        &self,
+        token_hash: &str,
+        agent: AttestedAgent,
+        now: i64,
+    ) -> StoreResult<JoinToken> {
+        let token_hash = token_hash.to_owned();
+        self.write(move |tx| {
+            let token = join_tokens::consume(tx, &token_hash, now)?;
+            agents::create(tx, agent)?;
+            Ok(token)
+        })
+        .await
+    }
+
     async fn prune_join_tokens(&self, before: i64) -> StoreResult<u64> {
         self.write(move |tx| join_tokens::prune(tx, before)).await
     }

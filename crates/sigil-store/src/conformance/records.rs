@@ -48,6 +48,65 @@ pub async fn expired_join_token_is_rejected_and_stays_unused<S: Datastore>(store
     assert_eq!(consumed.used_at, Some(NOW - 1));
 }
 
+/// Attestation consumes the token and stores the agent together; when either step fails,
+/// neither happens.
+pub async fn attestation_consumes_the_token_and_stores_the_agent_atomically<S: Datastore>(
+    store: S,
+) {
+    let token = join_token("t1", NOW + 600);
+    store
+        .create_join_token(token.clone())
+        .await
+        .expect("create");
+    let read = store
+        .get_join_token(&token.token_hash)
+        .await
+        .expect("get")
+        .expect("stored token");
+    assert_eq!(read, token);
+    assert_eq!(
+        store
+            .get_join_token(&token_hash("other"))
+            .await
+            .expect("get"),
+        None
+    );
+
+    // The agent's ID is taken: the token must stay unused.
+    store.create_agent(agent(AGENT_A)).await.expect("agent");
+    let before = latest(&store).await;
+    let taken = store
+        .attest_with_join_token(&token.token_hash, agent(AGENT_A), NOW)
+        .await;
+    assert!(
+        matches!(taken, Err(StoreError::AlreadyExists { .. })),
+        "{taken:?}"
+    );
+    assert_eq!(
+        latest(&store).await,
+        before,
+        "a failed attestation leaves no trace"
+    );
+    let unused = store.get_join_token(&token.token_hash).await.expect("get");
+    assert_eq!(unused.and_then(|t| t.used_at), None);
+
+    // Success: token used, agent stored.
+    let used = store
+        .attest_with_join_token(&token.token_hash, agent(AGENT_B), NOW)
+        .await
+        .expect("attest");
+    assert_eq!(used.used_at, Some(NOW));
+    assert!(store.get_agent(AGENT_B).await.expect("get").is_some());
+
+    // Reuse: refused, and no agent is stored under a third ID.
+    let third = "spiffe://example.org/sigil/agent/join_token/c";
+    let again = store
+        .attest_with_join_token(&token.token_hash, agent(third), NOW + 1)
+        .await;
+    assert!(matches!(again, Err(StoreError::JoinTokenUsed)), "{again:?}");
+    assert!(store.get_agent(third).await.expect("get").is_none());
+}
+
 /// A hash that was never stored is `NotFound`.
 pub async fn unknown_join_token_is_not_found<S: Datastore>(store: S) {
     store

@@ -66,6 +66,18 @@ pub(super) fn consume(conn: &Connection, token_hash: &str, now: i64) -> StoreRes
     Ok(token)
 }
 
+/// The token with `token_hash`, if any.
+pub(super) fn get(conn: &Connection, token_hash: &str) -> StoreResult<Option<JoinToken>> {
+    conn.query_row(
+        "SELECT id, token_hash, expires_at, used_at, created_at \
+         FROM join_tokens WHERE token_hash = ?1",
+        [token_hash],
+        read_row,
+    )
+    .optional()
+    .map_err(backend)
+}
+
 /// Deletes tokens with `expires_at < before`, one change event each; returns how many.
 pub(super) fn prune(conn: &Connection, before: i64) -> StoreResult<u64> {
     let mut stmt = conn
