@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use rustls::pki_types::ServerName;
 use sigil_proto::agent::v1::agent_service_client::AgentServiceClient;
-use sigil_spiffe::{SpiffeId, TrustDomain};
+use sigil_spiffe::TrustDomain;
 use sigil_tls::{LiveRoots, LiveSvid, SpiffeServerVerifier};
 use tokio::net::TcpStream;
 use tonic::transport::{Channel, Endpoint};
@@ -14,8 +14,6 @@ use tonic::transport::{Channel, Endpoint};
 /// What went wrong connecting to the server.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
-    #[error("server ID: {0}")]
-    ServerId(#[from] sigil_spiffe::SpiffeIdError),
     #[error("TLS configuration: {0}")]
     Tls(#[from] sigil_tls::TlsError),
     #[error("cannot connect to the server at `{addr}`: {source}")]
@@ -25,11 +23,6 @@ pub enum ConnectError {
     },
 }
 
-/// The server's SPIFFE ID in `td`.
-pub fn server_id(td: &TrustDomain) -> Result<SpiffeId, sigil_spiffe::SpiffeIdError> {
-    td.id_with_path("/sigil/server")
-}
-
 /// Opens a channel to the server at `addr` (`host:port`).
 pub async fn connect(
     addr: &str,
@@ -37,7 +30,7 @@ pub async fn connect(
     roots: Arc<LiveRoots>,
     svid: Option<Arc<LiveSvid>>,
 ) -> Result<AgentServiceClient<Channel>, ConnectError> {
-    let verifier = Arc::new(SpiffeServerVerifier::new(roots, server_id(td)?));
+    let verifier = Arc::new(SpiffeServerVerifier::new(roots, td.sigil_server_id()));
     let config = Arc::new(sigil_tls::client_config(svid, verifier)?);
     let target = addr.to_owned();
     let connector = tower::service_fn(move |_uri: http::Uri| {

@@ -17,14 +17,10 @@ use x509_parser::extensions::{GeneralName, ParsedExtension};
 use x509_parser::prelude::FromDer;
 
 use crate::CaError;
-use crate::validity::{BACKDATE_SECS, end_of_ttl, random_serial, to_datetime};
+use crate::validity::{MAX_COMMON_NAME_LEN, base_params, end_of_ttl};
 
 /// Largest authority certificate accepted by [`X509Authority::from_parts`], in bytes.
 const MAX_AUTHORITY_CERT_BYTES: usize = 64 * 1024;
-/// Upper bound of a Common Name (RFC 5280 `ub-common-name`).
-const MAX_COMMON_NAME_LEN: usize = 64;
-/// Organisation name in the subject of every certificate Sigil issues.
-pub(crate) const ORGANIZATION: &str = "Sigil";
 
 /// A CA certificate and its private key, ready to issue.
 pub struct X509Authority {
@@ -280,14 +276,7 @@ fn ca_params(
     not_after: i64,
     with_aki: bool,
 ) -> Result<CertificateParams, CaError> {
-    let mut params = CertificateParams::default();
-    params.not_before = to_datetime(now.saturating_sub(BACKDATE_SECS))?;
-    params.not_after = to_datetime(not_after)?;
-    params.serial_number = Some(random_serial()?);
-    params.distinguished_name = rcgen::DistinguishedName::new();
-    params
-        .distinguished_name
-        .push(DnType::OrganizationName, ORGANIZATION);
+    let mut params = base_params(now, not_after)?;
     params
         .distinguished_name
         .push(DnType::CommonName, common_name(td.as_str(), role));
@@ -338,6 +327,7 @@ mod tests {
     use x509_parser::extensions::ParsedExtension;
 
     use super::*;
+    use crate::validity::BACKDATE_SECS;
 
     const NOW: i64 = 1_700_000_000;
 

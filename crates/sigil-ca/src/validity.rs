@@ -1,9 +1,28 @@
-//! Validity windows and serial numbers shared by every certificate Sigil issues.
+//! Validity windows, serial numbers and the subject every certificate Sigil issues starts from.
 
-use rcgen::SerialNumber;
+use rcgen::{CertificateParams, DnType, SerialNumber};
 use time::OffsetDateTime;
 
 use crate::CaError;
+
+/// Organization (O) of every certificate Sigil issues.
+pub(crate) const ORGANIZATION: &str = "Sigil";
+/// Longest common name X.509 allows (ub-common-name).
+pub(crate) const MAX_COMMON_NAME_LEN: usize = 64;
+
+/// Parameters every issued certificate starts from: NotBefore back-dated by [`BACKDATE_SECS`]
+/// from `now`, NotAfter `not_after`, a fresh random serial, and subject `O=Sigil`.
+pub(crate) fn base_params(now: i64, not_after: i64) -> Result<CertificateParams, CaError> {
+    let mut params = CertificateParams::default();
+    params.not_before = to_datetime(now.saturating_sub(BACKDATE_SECS))?;
+    params.not_after = to_datetime(not_after)?;
+    params.serial_number = Some(random_serial()?);
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(DnType::OrganizationName, ORGANIZATION);
+    Ok(params)
+}
 
 /// Seconds NotBefore is set before the issuing time, to absorb clock skew between peers.
 pub const BACKDATE_SECS: i64 = 10;

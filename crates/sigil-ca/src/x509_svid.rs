@@ -6,22 +6,19 @@
 
 use std::time::SystemTime;
 
-use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyUsagePurpose, SanType};
+use rcgen::{DnType, ExtendedKeyUsagePurpose, IsCa, KeyUsagePurpose, SanType};
 use sigil_keys::PublicKey;
 use sigil_keys::csr::verify_csr;
 use sigil_spiffe::SpiffeId;
 use sigil_spiffe::time::unix_secs;
 
-use crate::authority::ORGANIZATION;
-use crate::validity::{BACKDATE_SECS, random_serial, to_datetime};
+use crate::validity::{MAX_COMMON_NAME_LEN, base_params};
 use crate::{CaError, X509Authority};
 
 /// Longest DNS name accepted (RFC 1035 §2.3.4, without the trailing dot).
 const MAX_DNS_NAME_LEN: usize = 253;
 /// Longest DNS label accepted.
 const MAX_DNS_LABEL_LEN: usize = 63;
-/// Upper bound of a Common Name (RFC 5280 `ub-common-name`).
-const MAX_COMMON_NAME_LEN: usize = 64;
 
 impl X509Authority {
     /// Issues an X509-SVID for `spiffe_id` to the holder of the key in `csr_der`.
@@ -56,14 +53,7 @@ impl X509Authority {
         let now = unix_secs(now);
         let not_after = self.clamp_not_after(now, ttl_secs)?;
 
-        let mut params = CertificateParams::default();
-        params.not_before = to_datetime(now.saturating_sub(BACKDATE_SECS))?;
-        params.not_after = to_datetime(not_after)?;
-        params.serial_number = Some(random_serial()?);
-        params.distinguished_name = rcgen::DistinguishedName::new();
-        params
-            .distinguished_name
-            .push(DnType::OrganizationName, ORGANIZATION);
+        let mut params = base_params(now, not_after)?;
         if let Some(first) = dns_names.first().filter(|n| n.len() <= MAX_COMMON_NAME_LEN) {
             params
                 .distinguished_name
@@ -134,6 +124,7 @@ mod tests {
     use x509_parser::prelude::FromDer;
 
     use super::*;
+    use crate::validity::BACKDATE_SECS;
     use crate::{intermediate, self_signed_root};
 
     const NOW: i64 = 1_700_000_000;

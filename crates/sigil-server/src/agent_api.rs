@@ -107,16 +107,18 @@ fn cert_serial_and_expiry(der: &[u8]) -> Result<(String, i64), Status> {
     Ok((serial, cert.validity().not_after.timestamp()))
 }
 
-fn to_pb_svid(spiffe_id: &SpiffeId, chain: Vec<Vec<u8>>) -> Result<pb::X509Svid, Status> {
+/// The wire form of a freshly issued chain, and the leaf's hex serial.
+fn to_pb_svid(spiffe_id: &SpiffeId, chain: Vec<Vec<u8>>) -> Result<(pb::X509Svid, String), Status> {
     let leaf = chain
         .first()
         .ok_or_else(|| Status::internal("CA returned an empty chain"))?;
-    let (_, expires_at) = cert_serial_and_expiry(leaf)?;
-    Ok(pb::X509Svid {
+    let (serial, expires_at) = cert_serial_and_expiry(leaf)?;
+    let svid = pb::X509Svid {
         spiffe_id: spiffe_id.to_string(),
         cert_chain: chain,
         expires_at,
-    })
+    };
+    Ok((svid, serial))
 }
 
 /// The wire form of a trust bundle.
@@ -334,9 +336,8 @@ impl AgentService for AgentApi {
             .ca
             .sign_x509_svid(&req.csr, &agent_id, self.defaults.agent_svid_ttl, &[])
             .map_err(|e| Status::invalid_argument(format!("cannot sign agent SVID: {e}")))?;
-        let svid = to_pb_svid(&agent_id, chain)?;
-        let leaf = svid.cert_chain.first().cloned().unwrap_or_default();
-        let (serial, expires_at) = cert_serial_and_expiry(&leaf)?;
+        let (svid, serial) = to_pb_svid(&agent_id, chain)?;
+        let expires_at = svid.expires_at;
         let agent = AttestedAgent {
             spiffe_id: agent_id.clone(),
             attestation_type: naming::JOIN_TOKEN_ATTESTATION.to_owned(),
@@ -373,9 +374,7 @@ impl AgentService for AgentApi {
             .ca
             .sign_x509_svid(&req.csr, &id, self.defaults.agent_svid_ttl, &[])
             .map_err(|e| Status::invalid_argument(format!("cannot sign agent SVID: {e}")))?;
-        let svid = to_pb_svid(&id, chain)?;
-        let leaf = svid.cert_chain.first().cloned().unwrap_or_default();
-        let (serial, _) = cert_serial_and_expiry(&leaf)?;
+        let (svid, serial) = to_pb_svid(&id, chain)?;
         let mut record = agent.record;
         record.new_serial = Some(serial);
         self.store
@@ -443,7 +442,9 @@ impl AgentService for AgentApi {
                             .map_err(|e| e.to_string())
                     })
                     .and_then(|chain| {
-                        to_pb_svid(&entry.spec.spiffe_id, chain).map_err(|s| s.message().to_owned())
+                        to_pb_svid(&entry.spec.spiffe_id, chain)
+                            .map(|(svid, _)| svid)
+                            .map_err(|s| s.message().to_owned())
                     }),
             };
             results.push(match result {

@@ -79,6 +79,13 @@ impl std::fmt::Debug for CaManager {
     }
 }
 
+/// Whether an authority valid from `not_before` to `not_after` has at most a sixth of its life
+/// left at `now`, the point where it is replaced.
+fn rotation_due(not_before: i64, not_after: i64, now: i64) -> bool {
+    let life = not_after.saturating_sub(not_before).max(1);
+    not_after.saturating_sub(now) <= life / 6
+}
+
 /// A fresh key-manager name for a new authority's private key.
 fn new_key_id(prefix: &str) -> Result<String, CaManagerError> {
     let random = sigil_keys::random_bytes(12)?;
@@ -210,8 +217,7 @@ impl CaManager {
     }
 
     fn still_fresh(rec: &AuthorityRecord, now: i64) -> bool {
-        let life = rec.not_after.saturating_sub(rec.not_before).max(1);
-        rec.not_after.saturating_sub(now) > life / 6
+        !rotation_due(rec.not_before, rec.not_after, now)
     }
 
     fn load_intermediate(
@@ -352,10 +358,7 @@ impl CaManager {
         let _guard = self.rotation.lock().await;
         let now = self.clock.unix_secs();
         let current = self.active.load_full();
-        let due = |not_before: i64, not_after: i64| {
-            let life = not_after.saturating_sub(not_before).max(1);
-            not_after.saturating_sub(now) <= life / 6
-        };
+        let due = |not_before: i64, not_after: i64| rotation_due(not_before, not_after, now);
         let records = self.store.list_authorities().await?;
         let started = |id: &str| {
             records

@@ -11,7 +11,6 @@ pub const JOIN_TOKEN_ATTESTATION: &str = "join_token";
 pub const RESERVED_PATH_PREFIX: &str = "/sigil/";
 
 const AGENT_PATH_PREFIX: &str = "/sigil/agent/";
-const SERVER_PATH: &str = "/sigil/server";
 
 /// `spiffe://<td>/sigil/agent/join_token/<token_id>`: the ID of an agent attested with join
 /// token `token_id`. Fails when `token_id` is not a valid path segment.
@@ -28,10 +27,7 @@ pub fn join_token_agent_id(td: &TrustDomain, token_id: &str) -> Result<SpiffeId,
 /// `spiffe://<td>/sigil/server`: the server's own ID, and the parent ID that marks node-alias
 /// entries.
 pub fn server_id(td: &TrustDomain) -> SpiffeId {
-    match td.id_with_path(SERVER_PATH) {
-        Ok(id) => id,
-        Err(err) => unreachable_invalid_id(&err),
-    }
+    td.sigil_server_id()
 }
 
 /// Whether `id` is an agent ID (its path starts with `/sigil/agent/`).
@@ -43,14 +39,6 @@ pub fn is_agent_id(id: &SpiffeId) -> bool {
 pub fn is_reserved(id: &SpiffeId) -> bool {
     let path = id.path();
     path.starts_with(RESERVED_PATH_PREFIX) || path == RESERVED_PATH_PREFIX.trim_end_matches('/')
-}
-
-#[expect(
-    clippy::panic,
-    reason = "a trust domain is at most 255 bytes and valid by construction, so `/sigil/server` under it always parses"
-)]
-fn unreachable_invalid_id(err: &SpiffeIdError) -> SpiffeId {
-    panic!("a valid trust domain produced an invalid server ID: {err}")
 }
 
 #[cfg(test)]

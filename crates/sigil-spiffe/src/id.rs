@@ -18,6 +18,9 @@ pub const MAX_TRUST_DOMAIN_BYTES: usize = 255;
 
 const SCHEME_PREFIX: &str = "spiffe://";
 
+/// Path of the Sigil server's SPIFFE ID in every trust domain.
+pub const SIGIL_SERVER_PATH: &str = "/sigil/server";
+
 /// Why a string is not a SPIFFE ID or trust domain.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SpiffeIdError {
@@ -61,12 +64,11 @@ impl TrustDomain {
     /// Parses a bare trust domain name (`example.org`) or a trust domain ID
     /// (`spiffe://example.org`, no path), as SPIFFE libraries accept both.
     pub fn parse(input: &str) -> Result<Self, SpiffeIdError> {
-        if let Some(rest) = input.strip_prefix(SCHEME_PREFIX) {
+        if input.starts_with(SCHEME_PREFIX) {
             let id = SpiffeId::parse(input)?;
             if !id.path().is_empty() {
                 return Err(SpiffeIdError::BadTrustDomainChar('/'));
             }
-            let _ = rest;
             return Ok(id.trust_domain());
         }
         if input.contains("://") {
@@ -84,6 +86,16 @@ impl TrustDomain {
     /// The trust domain's own ID, `spiffe://<name>`.
     pub fn id_string(&self) -> String {
         format!("{SCHEME_PREFIX}{}", self.0)
+    }
+
+    /// `spiffe://<td>/sigil/server`: the Sigil server's own ID, which agents verify and which
+    /// marks node-alias entries. Built without parsing: a valid trust domain (at most 255 bytes)
+    /// plus this constant path is always a valid SPIFFE ID.
+    pub fn sigil_server_id(&self) -> SpiffeId {
+        SpiffeId {
+            full: format!("{SCHEME_PREFIX}{}{SIGIL_SERVER_PATH}", self.0),
+            path_start: SCHEME_PREFIX.len() + self.0.len(),
+        }
     }
 
     /// A SPIFFE ID in this trust domain with `path`, which must start with `/`.
@@ -341,6 +353,17 @@ mod tests {
         assert!(SpiffeId::parse(&exact).is_ok());
         let td = format!("spiffe://{}", "a".repeat(256));
         assert_eq!(SpiffeId::parse(&td), Err(SpiffeIdError::TrustDomainTooLong));
+    }
+
+    #[test]
+    fn sigil_server_id_equals_the_parsed_id() {
+        for td in ["example.org", &"a".repeat(MAX_TRUST_DOMAIN_BYTES)] {
+            let td = TrustDomain::parse(td).unwrap();
+            let built = td.sigil_server_id();
+            assert_eq!(built, SpiffeId::parse(built.as_str()).unwrap());
+            assert_eq!(built.path(), SIGIL_SERVER_PATH);
+            assert!(built.is_member_of(&td));
+        }
     }
 
     #[test]

@@ -16,7 +16,7 @@ pub mod ttl;
 pub use bundle::{
     BundleDocument, BundleError, Jwk, JwtAuthorityKey, MAX_BUNDLE_DOCUMENT_BYTES, TrustBundle,
 };
-pub use id::{SpiffeId, SpiffeIdError, TrustDomain};
+pub use id::{SIGIL_SERVER_PATH, SpiffeId, SpiffeIdError, TrustDomain};
 pub use jwt::{Audience, JwtClaimError, JwtSvidClaims};
 pub use selector::{Selector, SelectorError};
 pub use time::{Clock, FakeClock, SystemClock};

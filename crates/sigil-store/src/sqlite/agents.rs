@@ -1,6 +1,6 @@
 //! Attested agents in SQLite, keyed by SPIFFE ID.
 
-use rusqlite::{Connection, OptionalExtension, Row, params};
+use rusqlite::{Connection, OptionalExtension, ParamsFromIter, Row, ToSql, params_from_iter};
 use sigil_spiffe::{Selector, SpiffeId};
 
 use super::{backend, change_feed, corrupt, is_unique_violation, to_json};
@@ -11,23 +11,32 @@ const KIND: &str = "agent";
 const COLUMNS: &str = "spiffe_id, attestation_type, selectors, serial, new_serial, expires_at, \
     banned, can_reattest, created_at, last_seen";
 
+/// The values of [`COLUMNS`], in order, as `?1`..`?10` (`selectors` already JSON-encoded).
+fn column_values<'a>(
+    agent: &'a AttestedAgent,
+    selectors: &'a str,
+) -> ParamsFromIter<[Box<dyn ToSql + 'a>; 10]> {
+    params_from_iter([
+        Box::new(agent.spiffe_id.as_str()) as Box<dyn ToSql>,
+        Box::new(agent.attestation_type.as_str()),
+        Box::new(selectors),
+        Box::new(agent.serial.as_str()),
+        Box::new(agent.new_serial.as_deref()),
+        Box::new(agent.expires_at),
+        Box::new(agent.banned),
+        Box::new(agent.can_reattest),
+        Box::new(agent.created_at),
+        Box::new(agent.last_seen),
+    ])
+}
+
 /// Stores a new agent; `AlreadyExists` if its SPIFFE ID is taken.
 pub(super) fn create(conn: &Connection, agent: AttestedAgent) -> StoreResult<()> {
     let agent = normalized(agent);
+    let selectors = to_json(&agent.selectors)?;
     conn.execute(
         &format!("INSERT INTO agents ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"),
-        params![
-            agent.spiffe_id.as_str(),
-            agent.attestation_type,
-            to_json(&agent.selectors)?,
-            agent.serial,
-            agent.new_serial,
-            agent.expires_at,
-            agent.banned,
-            agent.can_reattest,
-            agent.created_at,
-            agent.last_seen,
-        ],
+        column_values(&agent, &selectors),
     )
     .map_err(|e| {
         if is_unique_violation(&e) {
@@ -72,24 +81,14 @@ pub(super) fn list(conn: &Connection) -> StoreResult<Vec<AttestedAgent>> {
 /// Replaces every field of an existing agent; `NotFound` if there is none.
 pub(super) fn update(conn: &Connection, agent: AttestedAgent) -> StoreResult<()> {
     let agent = normalized(agent);
+    let selectors = to_json(&agent.selectors)?;
     let changed = conn
         .execute(
             "UPDATE agents SET attestation_type = ?2, selectors = ?3, serial = ?4, \
                new_serial = ?5, expires_at = ?6, banned = ?7, can_reattest = ?8, \
                created_at = ?9, last_seen = ?10 \
              WHERE spiffe_id = ?1",
-            params![
-                agent.spiffe_id.as_str(),
-                agent.attestation_type,
-                to_json(&agent.selectors)?,
-                agent.serial,
-                agent.new_serial,
-                agent.expires_at,
-                agent.banned,
-                agent.can_reattest,
-                agent.created_at,
-                agent.last_seen,
-            ],
+            column_values(&agent, &selectors),
         )
         .map_err(backend)?;
     if changed == 0 {

@@ -2,7 +2,9 @@
 //! filters of [`EntryFilter`].
 
 use rusqlite::types::Value;
-use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
+use rusqlite::{
+    Connection, OptionalExtension, ParamsFromIter, Row, ToSql, params, params_from_iter,
+};
 use sigil_spiffe::{Selector, SpiffeId, TrustDomain};
 
 use super::{
@@ -27,23 +29,7 @@ pub(super) fn create(conn: &Connection, spec: NewEntry, now: i64) -> StoreResult
             "INSERT INTO entries ({COLUMNS}) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, 1, ?15, ?15)"
         ),
-        params![
-            id,
-            spec.spiffe_id.as_str(),
-            spec.parent_id.as_str(),
-            columns.selectors,
-            columns.x509_svid_ttl,
-            columns.jwt_svid_ttl,
-            columns.dns_names,
-            columns.federates_with,
-            spec.admin,
-            spec.downstream,
-            spec.hint,
-            spec.owner,
-            spec.description,
-            spec.expires_at,
-            now,
-        ],
+        columns.values(&id, &spec, [Box::new(now)]),
     )
     .map_err(|e| duplicate_or_backend(e, &spec))?;
     insert_selector_rows(conn, &id, &spec.selectors)?;
@@ -150,24 +136,7 @@ pub(super) fn update(
            hint = ?11, owner = ?12, description = ?13, expires_at = ?14, revision = ?15, \
            updated_at = ?16 \
          WHERE id = ?1",
-        params![
-            id,
-            spec.spiffe_id.as_str(),
-            spec.parent_id.as_str(),
-            columns.selectors,
-            columns.x509_svid_ttl,
-            columns.jwt_svid_ttl,
-            columns.dns_names,
-            columns.federates_with,
-            spec.admin,
-            spec.downstream,
-            spec.hint,
-            spec.owner,
-            spec.description,
-            spec.expires_at,
-            revision,
-            now,
-        ],
+        columns.values(&id, &spec, [Box::new(revision), Box::new(now)]),
     )
     .map_err(|e| duplicate_or_backend(e, &spec))?;
     conn.execute("DELETE FROM entry_selectors WHERE entry_id = ?1", [&id])
@@ -236,6 +205,33 @@ struct EncodedSpec {
 }
 
 impl EncodedSpec {
+    /// `?1` = `id`, `?2`..`?14` = the spec's columns in table order, then `extra`.
+    fn values<'a, const N: usize>(
+        &'a self,
+        id: &'a str,
+        spec: &'a NewEntry,
+        extra: [Box<dyn ToSql + 'a>; N],
+    ) -> ParamsFromIter<Vec<Box<dyn ToSql + 'a>>> {
+        let mut values: Vec<Box<dyn ToSql + 'a>> = vec![
+            Box::new(id),
+            Box::new(spec.spiffe_id.as_str()),
+            Box::new(spec.parent_id.as_str()),
+            Box::new(self.selectors.as_str()),
+            Box::new(self.x509_svid_ttl),
+            Box::new(self.jwt_svid_ttl),
+            Box::new(self.dns_names.as_str()),
+            Box::new(self.federates_with.as_str()),
+            Box::new(spec.admin),
+            Box::new(spec.downstream),
+            Box::new(spec.hint.as_str()),
+            Box::new(spec.owner.as_str()),
+            Box::new(spec.description.as_str()),
+            Box::new(spec.expires_at),
+        ];
+        values.extend(extra);
+        params_from_iter(values)
+    }
+
     fn new(spec: &NewEntry) -> StoreResult<Self> {
         Ok(Self {
             selectors: canonical_selectors(&spec.selectors),
