@@ -23,4 +23,6 @@ pub struct AgentConfig {
     pub max_hash_bytes: u64,
     /// Wait between reconnection attempts grows up to this.
     pub max_backoff: Duration,
+    /// Key-exchange policy of the connection to the server.
+    pub tls: sigil_tls::TlsPolicy,
 }

@@ -220,6 +220,7 @@ impl Agent {
             &self.config.trust_domain,
             self.roots.clone(),
             Some(self.svid.clone()),
+            self.config.tls,
         )
         .await
         .map_err(|e| SessionError::Retry(e.to_string()))?;
@@ -483,8 +484,14 @@ async fn attest(config: &AgentConfig, token: &str) -> Result<AgentIdentity, Agen
         ));
     }
     let roots = Arc::new(LiveRoots::new(&config.bootstrap_roots));
-    let mut client =
-        server_client::connect(&config.server_address, &config.trust_domain, roots, None).await?;
+    let mut client = server_client::connect(
+        &config.server_address,
+        &config.trust_domain,
+        roots,
+        None,
+        config.tls,
+    )
+    .await?;
     let key = PrivateKey::generate()?;
     // The CSR's subject is ignored by the server, which assigns the agent ID; any valid ID will do.
     let placeholder = config
@@ -582,6 +589,7 @@ mod tests {
             socket_path: dir.join("workload.sock"),
             max_hash_bytes: 1 << 20,
             max_backoff: Duration::from_secs(1),
+            tls: sigil_tls::TlsPolicy::default(),
         }
     }
 

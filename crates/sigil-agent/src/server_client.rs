@@ -4,10 +4,9 @@
 
 use std::sync::Arc;
 
-use rustls::pki_types::ServerName;
 use sigil_proto::agent::v1::agent_service_client::AgentServiceClient;
 use sigil_spiffe::TrustDomain;
-use sigil_tls::{LiveRoots, LiveSvid, SpiffeServerVerifier};
+use sigil_tls::{LiveRoots, LiveSvid, ServerName, SpiffeServerVerifier, TlsConnector, TlsPolicy};
 use tokio::net::TcpStream;
 use tonic::transport::{Channel, Endpoint};
 
@@ -23,15 +22,16 @@ pub enum ConnectError {
     },
 }
 
-/// Opens a channel to the server at `addr` (`host:port`).
+/// Opens a channel to the server at `addr` (`host:port`) under the key-exchange policy `tls`.
 pub async fn connect(
     addr: &str,
     td: &TrustDomain,
     roots: Arc<LiveRoots>,
     svid: Option<Arc<LiveSvid>>,
+    tls: TlsPolicy,
 ) -> Result<AgentServiceClient<Channel>, ConnectError> {
     let verifier = Arc::new(SpiffeServerVerifier::new(roots, td.sigil_server_id()));
-    let config = Arc::new(sigil_tls::client_config(svid, verifier)?);
+    let config = Arc::new(sigil_tls::client_config(svid, verifier, tls)?);
     let target = addr.to_owned();
     let connector = tower::service_fn(move |_uri: http::Uri| {
         let config = config.clone();
@@ -42,9 +42,12 @@ pub async fn connect(
             // The name is not checked (the verifier checks the SPIFFE ID) but rustls needs one.
             let name = ServerName::try_from("sigil-server")
                 .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-            let tls = tokio_rustls::TlsConnector::from(config)
-                .connect(name, tcp)
-                .await?;
+            let tls = TlsConnector::from(config).connect(name, tcp).await?;
+            tracing::debug!(
+                server = %target,
+                key_exchange = ?tls.get_ref().1.negotiated_key_exchange_group().map(|g| g.name()),
+                "server TLS handshake completed"
+            );
             Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tls))
         }
     });

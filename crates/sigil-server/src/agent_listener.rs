@@ -9,12 +9,11 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use rustls::pki_types::CertificateDer;
+use sigil_tls::server::TlsStream;
+use sigil_tls::{CertificateDer, TlsAcceptor};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
-use tokio_rustls::TlsAcceptor;
-use tokio_rustls::server::TlsStream;
 use tonic::transport::server::Connected;
 
 /// How long a client may take to finish the TLS handshake.
@@ -104,6 +103,13 @@ pub fn accept_tls(
             tokio::spawn(async move {
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                     Ok(Ok(tls)) => {
+                        let session = tls.get_ref().1;
+                        tracing::debug!(
+                            %remote,
+                            key_exchange = ?session.negotiated_key_exchange_group().map(|g| g.name()),
+                            client_certificate = session.peer_certificates().is_some(),
+                            "agent TLS handshake completed"
+                        );
                         let certs =
                             tls.get_ref().1.peer_certificates().map(|c| {
                                 Arc::new(c.iter().map(|c| c.clone().into_owned()).collect())

@@ -10,7 +10,7 @@ use std::time::Duration;
 use sigil_keys::{KeyManager, PrivateKey};
 use sigil_spiffe::{Clock, TrustBundle, TrustDomain};
 use sigil_store::Datastore;
-use sigil_tls::{LiveRoots, LiveSvid, SpiffeClientVerifier};
+use sigil_tls::{LiveRoots, LiveSvid, SpiffeClientVerifier, TlsPolicy};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -37,6 +37,8 @@ pub struct ServerConfig {
     pub key_dir: PathBuf,
     pub ca: CaLifetimes,
     pub issuance: IssuanceDefaults,
+    /// Key-exchange policy of the agent API's TLS listener.
+    pub tls: TlsPolicy,
 }
 
 /// What went wrong starting the server.
@@ -134,8 +136,8 @@ pub async fn start(
     let svid = Arc::new(LiveSvid::new(&chain, key.pkcs8_der())?);
     let roots = Arc::new(LiveRoots::new(&ca.bundle().x509_authorities));
     let verifier = Arc::new(SpiffeClientVerifier::new(roots.clone(), td.clone(), true));
-    let tls = sigil_tls::server_config(svid.clone(), verifier)?;
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+    let tls = sigil_tls::server_config(svid.clone(), verifier, config.tls)?;
+    let acceptor = sigil_tls::TlsAcceptor::from(Arc::new(tls));
 
     let listener = TcpListener::bind(config.bind_address)
         .await

@@ -2,8 +2,9 @@
 //! SPIFFE peer verifiers.
 //!
 //! This is the one place that picks the crypto provider (aws-lc-rs) and pins the TLS policy:
-//! TLS 1.3 only, ALPN `h2`, X.509 chains verified against the current trust bundle (which can
-//! change at any time, e.g. on CA rotation) and the peer's SPIFFE ID checked after the chain.
+//! TLS 1.3 only, ALPN `h2`, the hybrid post-quantum key exchange X25519MLKEM768 preferred (see
+//! [`TlsPolicy`]), X.509 chains verified against the current trust bundle (which can change at
+//! any time, e.g. on CA rotation) and the peer's SPIFFE ID checked after the chain.
 
 #![forbid(unsafe_code)]
 
@@ -12,14 +13,18 @@ mod verify;
 
 use std::sync::Arc;
 
-use rustls::crypto::CryptoProvider;
-use rustls::{ClientConfig, ServerConfig};
+use rustls::crypto::aws_lc_rs::kx_group;
+use rustls::crypto::{CryptoProvider, SupportedKxGroup};
+use rustls::{ClientConfig, NamedGroup, ServerConfig};
 
 pub use live::{LiveRoots, LiveSvid};
 pub use verify::{SpiffeClientVerifier, SpiffeServerVerifier, peer_spiffe_id};
 
 /// Re-exported so callers need not name rustls' pki types crate.
-pub use rustls::pki_types::CertificateDer;
+pub use rustls::pki_types::{CertificateDer, ServerName};
+/// Accepting and connecting with the configurations built here, so that no other crate names
+/// rustls or tokio-rustls (deny.toml enforces it).
+pub use tokio_rustls::{TlsAcceptor, TlsConnector, client, server};
 
 /// What went wrong building TLS material.
 #[derive(Debug, thiserror::Error)]
@@ -34,23 +39,65 @@ pub enum TlsError {
     NotAnSvid(String),
 }
 
-/// The crypto provider every Sigil TLS configuration uses (aws-lc-rs).
-pub fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+/// The part of the TLS policy an operator may change (`[tls]` in the server and agent
+/// configuration files). Everything else (TLS 1.3 only, no resumption, SPIFFE verification) is
+/// fixed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TlsPolicy {
+    /// Offer and prefer the hybrid post-quantum key exchange X25519MLKEM768 (default `true`),
+    /// with X25519, P-256 and P-384 after it for peers without it. When `false`, only those
+    /// classical groups are used (for peers or middleboxes that mishandle the larger key share).
+    pub post_quantum: bool,
+}
+
+impl Default for TlsPolicy {
+    fn default() -> Self {
+        Self { post_quantum: true }
+    }
+}
+
+impl TlsPolicy {
+    /// The key-exchange groups offered, most preferred first. A client sends a key share for the
+    /// first one only, and a server picks the first of its own list that the client offers, so
+    /// two Sigil peers with the default policy always agree on X25519MLKEM768.
+    pub fn key_exchange_groups(self) -> Vec<&'static dyn SupportedKxGroup> {
+        let classical = [kx_group::X25519, kx_group::SECP256R1, kx_group::SECP384R1];
+        let hybrid = self.post_quantum.then_some(kx_group::X25519MLKEM768);
+        hybrid.into_iter().chain(classical).collect()
+    }
+}
+
+/// The name of the post-quantum hybrid group [`TlsPolicy`] prefers, for callers that report the
+/// negotiated group (`X25519MLKEM768`).
+pub const POST_QUANTUM_GROUP: NamedGroup = NamedGroup::X25519MLKEM768;
+
+/// The crypto provider every Sigil TLS configuration uses: aws-lc-rs with the key-exchange
+/// groups of `policy`.
+pub fn provider(policy: TlsPolicy) -> Arc<CryptoProvider> {
+    let mut provider = aws_lc_rs_provider();
+    provider.kx_groups = policy.key_exchange_groups();
+    Arc::new(provider)
+}
+
+/// aws-lc-rs with its own defaults, for what does not depend on the policy (loading keys,
+/// signature verification algorithms).
+pub(crate) fn aws_lc_rs_provider() -> CryptoProvider {
+    rustls::crypto::aws_lc_rs::default_provider()
 }
 
 /// Installs aws-lc-rs as the process-wide rustls provider; harmless if already installed.
 pub fn install_default_provider() {
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let _ = Arc::unwrap_or_clone(provider(TlsPolicy::default())).install_default();
 }
 
-/// A server configuration presenting `svid` and verifying clients with `verifier`. Sessions are
-/// never resumed, so every handshake sees the current roots and SVID.
+/// A server configuration presenting `svid` and verifying clients with `verifier`, under
+/// `policy`. Sessions are never resumed, so every handshake sees the current roots and SVID.
 pub fn server_config(
     svid: Arc<LiveSvid>,
     verifier: Arc<SpiffeClientVerifier>,
+    policy: TlsPolicy,
 ) -> Result<ServerConfig, TlsError> {
-    let mut config = ServerConfig::builder_with_provider(provider())
+    let mut config = ServerConfig::builder_with_provider(provider(policy))
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(TlsError::Config)?
         .with_client_cert_verifier(verifier)
@@ -63,13 +110,14 @@ pub fn server_config(
     Ok(config)
 }
 
-/// A client configuration verifying the server with `verifier` and presenting `svid`, if any.
-/// Sessions are never resumed, so every handshake sees the current roots and SVID.
+/// A client configuration verifying the server with `verifier` and presenting `svid`, if any,
+/// under `policy`. Sessions are never resumed, so every handshake sees the current roots and SVID.
 pub fn client_config(
     svid: Option<Arc<LiveSvid>>,
     verifier: Arc<SpiffeServerVerifier>,
+    policy: TlsPolicy,
 ) -> Result<ClientConfig, TlsError> {
-    let builder = ClientConfig::builder_with_provider(provider())
+    let builder = ClientConfig::builder_with_provider(provider(policy))
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(TlsError::Config)?
         .dangerous()

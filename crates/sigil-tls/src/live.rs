@@ -12,7 +12,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
-use crate::{TlsError, provider};
+use crate::{TlsError, aws_lc_rs_provider};
 
 /// The SVID this process presents, replaceable at any time.
 pub struct LiveSvid(ArcSwap<CertifiedKey>);
@@ -28,7 +28,7 @@ fn certified_key(chain: &[Vec<u8>], pkcs8_der: &[u8]) -> Result<CertifiedKey, Tl
         return Err(TlsError::EmptyChain);
     }
     let key_der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(pkcs8_der.to_vec()));
-    let signing_key = provider()
+    let signing_key = aws_lc_rs_provider()
         .key_provider
         .load_private_key(key_der)
         .map_err(TlsError::BadKey)?;

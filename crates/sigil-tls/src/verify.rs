@@ -14,7 +14,7 @@ use sigil_spiffe::{SpiffeId, TrustDomain};
 use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::FromDer;
 
-use crate::{LiveRoots, TlsError, provider};
+use crate::{LiveRoots, TlsError, aws_lc_rs_provider};
 
 /// Largest certificate accepted for SPIFFE ID extraction, in bytes.
 const MAX_CERT_BYTES: usize = 16 * 1024;
@@ -55,7 +55,7 @@ impl ChainCheck {
     fn new(roots: Arc<LiveRoots>) -> Self {
         Self {
             roots,
-            algs: provider().signature_verification_algorithms,
+            algs: aws_lc_rs_provider().signature_verification_algorithms,
         }
     }
 

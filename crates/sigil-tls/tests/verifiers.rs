@@ -15,13 +15,13 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use rustls::pki_types::ServerName;
-use rustls::{ClientConfig, ServerConfig};
+use rustls::{ClientConfig, NamedGroup, ServerConfig};
 use sigil_ca::{X509Authority, intermediate, self_signed_root};
 use sigil_keys::PrivateKey;
 use sigil_spiffe::{Clock, SpiffeId, SystemClock, TrustDomain};
 use sigil_tls::{
-    LiveRoots, LiveSvid, SpiffeClientVerifier, SpiffeServerVerifier, TlsError, client_config,
-    peer_spiffe_id, server_config,
+    LiveRoots, LiveSvid, SpiffeClientVerifier, SpiffeServerVerifier, TlsError, TlsPolicy,
+    client_config, peer_spiffe_id, server_config,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -72,7 +72,7 @@ fn server_side(
     optional: bool,
 ) -> ServerConfig {
     let verifier = SpiffeClientVerifier::new(client_roots, td(trust_domain), optional);
-    server_config(svid, Arc::new(verifier)).unwrap()
+    server_config(svid, Arc::new(verifier), TlsPolicy::default()).unwrap()
 }
 
 fn client_side(
@@ -81,7 +81,7 @@ fn client_side(
     expected_server: &str,
 ) -> ClientConfig {
     let verifier = SpiffeServerVerifier::new(server_roots, id(expected_server));
-    client_config(svid, Arc::new(verifier)).unwrap()
+    client_config(svid, Arc::new(verifier), TlsPolicy::default()).unwrap()
 }
 
 /// What each side learnt from one handshake.
@@ -90,6 +90,8 @@ struct Outcome {
     server: Result<Option<SpiffeId>, String>,
     /// The server's leaf certificate as the client saw it.
     client: Result<Vec<u8>, String>,
+    /// The key-exchange group the server negotiated, when its side of the handshake finished.
+    group: Option<NamedGroup>,
 }
 
 impl Outcome {
@@ -115,6 +117,11 @@ async fn handshake_shared(server: Arc<ServerConfig>, client: Arc<ClientConfig>) 
             .accept(server_io)
             .await
             .map_err(|e| e.to_string())?;
+        let group = tls
+            .get_ref()
+            .1
+            .negotiated_key_exchange_group()
+            .map(|g| g.name());
         let peer = tls
             .get_ref()
             .1
@@ -126,7 +133,7 @@ async fn handshake_shared(server: Arc<ServerConfig>, client: Arc<ClientConfig>) 
         tls.read_exact(&mut byte).await.map_err(|e| e.to_string())?;
         tls.write_all(&byte).await.map_err(|e| e.to_string())?;
         tls.flush().await.map_err(|e| e.to_string())?;
-        Ok(peer)
+        Ok((peer, group))
     };
     let client_task = async move {
         let name = ServerName::try_from("localhost").unwrap();
@@ -152,7 +159,12 @@ async fn handshake_shared(server: Arc<ServerConfig>, client: Arc<ClientConfig>) 
     })
     .await
     .expect("the handshake neither finished nor failed");
-    Outcome { server, client }
+    let group = server.as_ref().ok().and_then(|(_, group)| *group);
+    Outcome {
+        server: server.map(|(peer, _)| peer),
+        client,
+        group,
+    }
 }
 
 /// A chain to an untrusted root is refused. Every root of a trust domain has the same subject
@@ -183,6 +195,46 @@ async fn mutual_handshake_succeeds_and_each_side_sees_the_others_spiffe_id() {
         peer_spiffe_id(&outcome.client.unwrap()).unwrap(),
         id(SERVER_ID)
     );
+}
+
+#[tokio::test]
+async fn default_policy_negotiates_the_post_quantum_hybrid_and_the_switch_turns_it_off() {
+    let ca = root("example.org");
+    let client_with = |policy: TlsPolicy| {
+        let verifier = SpiffeServerVerifier::new(live_roots(&[&ca]), id(SERVER_ID));
+        client_config(Some(live_svid(&ca, CLIENT_ID)), Arc::new(verifier), policy).unwrap()
+    };
+    let server_with = |policy: TlsPolicy| {
+        let verifier = SpiffeClientVerifier::new(live_roots(&[&ca]), td("example.org"), false);
+        server_config(live_svid(&ca, SERVER_ID), Arc::new(verifier), policy).unwrap()
+    };
+    let classical = TlsPolicy {
+        post_quantum: false,
+    };
+
+    let both_default = handshake(
+        server_with(TlsPolicy::default()),
+        client_with(TlsPolicy::default()),
+    )
+    .await;
+    assert!(both_default.accepted());
+    assert_eq!(both_default.group, Some(NamedGroup::X25519MLKEM768));
+    assert_eq!(sigil_tls::POST_QUANTUM_GROUP, NamedGroup::X25519MLKEM768);
+
+    // Either side switched off: the classical X25519 is what both still share.
+    for (server, client) in [
+        (TlsPolicy::default(), classical),
+        (classical, TlsPolicy::default()),
+        (classical, classical),
+    ] {
+        let outcome = handshake(server_with(server), client_with(client)).await;
+        assert!(outcome.accepted());
+        assert_eq!(
+            outcome.group,
+            Some(NamedGroup::X25519),
+            "{server:?} {client:?}"
+        );
+    }
 }
 
 #[tokio::test]

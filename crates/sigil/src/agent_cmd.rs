@@ -12,7 +12,7 @@ use sigil_agent::AgentConfig;
 use sigil_spiffe::{Clock, SystemClock, TrustDomain};
 use tokio::sync::watch;
 
-use crate::server_cmd::{create_private_dir, read_config_file, shutdown_signal};
+use crate::server_cmd::{RawTls, create_private_dir, read_config_file, shutdown_signal};
 
 /// Default limit for hashing workload binaries (`unix:sha256`).
 const DEFAULT_MAX_HASH_BYTES: u64 = 256 * 1024 * 1024;
@@ -21,6 +21,8 @@ const DEFAULT_MAX_HASH_BYTES: u64 = 256 * 1024 * 1024;
 #[serde(deny_unknown_fields)]
 struct RawAgentFile {
     agent: RawAgent,
+    #[serde(default)]
+    tls: RawTls,
 }
 
 #[derive(Debug, Deserialize)]
@@ -75,6 +77,7 @@ pub fn parse_agent_config(text: &str) -> anyhow::Result<AgentConfig> {
         socket_path,
         max_hash_bytes: a.max_hash_bytes.unwrap_or(DEFAULT_MAX_HASH_BYTES),
         max_backoff: Duration::from_secs(30),
+        tls: raw.tls.policy(),
     })
 }
 
@@ -212,6 +215,10 @@ mod tests {
             PathBuf::from("/run/sigil/agent/workload.sock")
         );
         assert_eq!(c.max_hash_bytes, 268_435_456);
+        assert!(c.tls.post_quantum);
+        let off = parse_agent_config(&text.replace("post_quantum = true", "post_quantum = false"))
+            .unwrap();
+        assert!(!off.tls.post_quantum);
     }
 
     #[test]

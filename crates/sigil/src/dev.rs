@@ -61,8 +61,10 @@ fn check_trust_domain(layout: &DevLayout, td: &TrustDomain) -> anyhow::Result<()
             existing.trim(),
             existing.trim()
         ),
+        // Written like every other state file (0600, created new and renamed into place), so
+        // the umask cannot widen it and a planted link cannot redirect it.
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::write(&layout.marker, td.as_str())
+            sigil_keys::files::write_private_file(&layout.marker, td.as_str().as_bytes())
                 .with_context(|| format!("cannot write {}", layout.marker.display()))
         }
         Err(e) => Err(e).with_context(|| format!("cannot read {}", layout.marker.display())),
@@ -110,6 +112,7 @@ pub async fn run(opts: DevOptions) -> anyhow::Result<()> {
             key_dir: layout.server_dir.join("keys"),
             ca: CaLifetimes::default(),
             issuance: IssuanceDefaults::default(),
+            tls: sigil_tls::TlsPolicy::default(),
         },
         datastore_path: layout.server_dir.join("datastore.sqlite3"),
         data_dir: layout.server_dir.clone(),
@@ -138,6 +141,7 @@ pub async fn run(opts: DevOptions) -> anyhow::Result<()> {
         socket_path: layout.workload_socket.clone(),
         max_hash_bytes: 256 * 1024 * 1024,
         max_backoff: Duration::from_secs(5),
+        tls: sigil_tls::TlsPolicy::default(),
     };
     let mut agent = match crate::agent_cmd::start(agent_config, clock.clone()).await {
         Ok(a) => a,
@@ -203,5 +207,34 @@ pub async fn run(opts: DevOptions) -> anyhow::Result<()> {
     match failed {
         Some(r) => r,
         None => agent_result,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    use super::*;
+
+    #[test]
+    fn trust_domain_marker_is_owner_only_and_refuses_another_domain() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = DevLayout::new(dir.path().to_owned());
+        let td = TrustDomain::parse("example.org").unwrap();
+        check_trust_domain(&layout, &td).unwrap();
+        let mode = std::fs::metadata(&layout.marker)
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(
+            std::fs::read_to_string(&layout.marker).unwrap(),
+            "example.org"
+        );
+        // The same domain again is accepted; another one is refused.
+        check_trust_domain(&layout, &td).unwrap();
+        let other = TrustDomain::parse("other.org").unwrap();
+        let err = check_trust_domain(&layout, &other).unwrap_err().to_string();
+        assert!(err.contains("`example.org`"), "{err}");
     }
 }

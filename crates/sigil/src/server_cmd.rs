@@ -23,6 +23,36 @@ struct RawServerFile {
     ca: RawCa,
     #[serde(default)]
     datastore: RawDatastore,
+    #[serde(default)]
+    tls: RawTls,
+}
+
+/// `[tls]` of the server and agent files: the part of the TLS policy an operator may change.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTls {
+    #[serde(default = "default_post_quantum")]
+    post_quantum: bool,
+}
+
+impl Default for RawTls {
+    fn default() -> Self {
+        Self {
+            post_quantum: default_post_quantum(),
+        }
+    }
+}
+
+impl RawTls {
+    pub(crate) fn policy(&self) -> sigil_tls::TlsPolicy {
+        sigil_tls::TlsPolicy {
+            post_quantum: self.post_quantum,
+        }
+    }
+}
+
+fn default_post_quantum() -> bool {
+    sigil_tls::TlsPolicy::default().post_quantum
 }
 
 #[derive(Debug, Deserialize)]
@@ -179,6 +209,7 @@ pub fn parse_server_config(text: &str) -> anyhow::Result<LoadedServerConfig> {
             key_dir: data_dir.join("keys"),
             ca,
             issuance,
+            tls: raw.tls.policy(),
         },
         datastore_path: raw
             .datastore
@@ -277,6 +308,7 @@ mod tests {
         assert_eq!(c.server.ca.intermediate_ttl, 24 * 3600);
         assert_eq!(c.server.ca.root_ttl, 365 * 24 * 3600);
         assert_eq!(c.server.issuance.jwt_svid_ttl, 300);
+        assert!(c.server.tls.post_quantum);
         assert_eq!(
             c.datastore_path,
             PathBuf::from("/var/lib/sigil/server/datastore.sqlite3")
@@ -290,6 +322,22 @@ mod tests {
                 .unwrap();
         assert_eq!(c.server.admin_socket, PathBuf::from("/tmp/x/admin.sock"));
         assert_eq!(c.server.issuance.x509_svid_ttl, 3600);
+        assert_eq!(c.server.tls, sigil_tls::TlsPolicy::default());
+    }
+
+    #[test]
+    fn tls_post_quantum_can_be_switched_off() {
+        let c = parse_server_config(
+            "[server]\ntrust_domain = \"td\"\ndata_dir = \"/x\"\n[tls]\npost_quantum = false\n",
+        )
+        .unwrap();
+        assert!(!c.server.tls.post_quantum);
+        let err = parse_server_config(
+            "[server]\ntrust_domain = \"td\"\ndata_dir = \"/x\"\n[tls]\ngroups = []\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("unknown field"), "{err}");
     }
 
     #[test]

@@ -5,14 +5,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rustls::pki_types::ServerName;
 use sigil_keys::{MemoryKeyManager, PrivateKey};
 use sigil_proto::agent::v1 as pb;
 use sigil_proto::agent::v1::agent_service_client::AgentServiceClient;
 use sigil_server::{ServerConfig, ServerHandle};
 use sigil_spiffe::{Clock, FakeClock, Selector, SpiffeId, SystemClock, TrustDomain};
 use sigil_store::{Entry, NewEntry, SqliteStore};
-use sigil_tls::{LiveRoots, LiveSvid, SpiffeServerVerifier};
+use sigil_tls::{LiveRoots, LiveSvid, ServerName, SpiffeServerVerifier, TlsConnector};
 use tokio::net::TcpStream;
 use tonic::transport::{Channel, Endpoint};
 
@@ -47,6 +46,7 @@ impl TestServer {
             key_dir: dir.path().join("keys"),
             ca: sigil_server::ca::CaLifetimes::default(),
             issuance: sigil_server::agent_api::IssuanceDefaults::default(),
+            tls: sigil_tls::TlsPolicy::default(),
         };
         let handle = sigil_server::start(
             config,
@@ -83,7 +83,9 @@ impl TestServer {
             sigil_server::naming::server_id(&td()),
         ));
         let live = svid.map(|s| Arc::new(LiveSvid::new(&s.chain, s.key.pkcs8_der()).unwrap()));
-        let config = Arc::new(sigil_tls::client_config(live, verifier).unwrap());
+        let config = Arc::new(
+            sigil_tls::client_config(live, verifier, sigil_tls::TlsPolicy::default()).unwrap(),
+        );
         let target = self.handle.agent_api_addr;
         let connector = tower::service_fn(move |_uri: http::Uri| {
             let config = config.clone();
@@ -92,9 +94,7 @@ impl TestServer {
                 // Any name: the verifier checks the SPIFFE ID, not the DNS name.
                 let name = ServerName::try_from("sigil-server")
                     .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-                let tls = tokio_rustls::TlsConnector::from(config)
-                    .connect(name, tcp)
-                    .await?;
+                let tls = TlsConnector::from(config).connect(name, tcp).await?;
                 Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tls))
             }
         });
