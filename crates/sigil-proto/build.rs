@@ -10,6 +10,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
+        // Undecodable requests are the caller's error (INVALID_ARGUMENT), not the server's.
+        .codec_path("crate::codec::StrictProstCodec")
         .compile_fds(fds)?;
     Ok(())
 }

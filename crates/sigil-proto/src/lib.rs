@@ -1,5 +1,7 @@
 //! Generated protocol code: the SPIFFE Workload API (`workload`) and Sigil's agent API
-//! (`agent::v1`). Nothing else lives here.
+//! (`agent::v1`), and the codec the generated services use ([`codec`]). Nothing else lives here.
+
+pub mod codec;
 
 /// The SPIFFE Workload API, package-less as the standard defines it.
 #[allow(clippy::all, reason = "generated code")]

@@ -8,6 +8,7 @@ mod dev;
 mod server_cmd;
 mod workload_cmd;
 
+use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -220,8 +221,11 @@ fn init_logging(default: &str) {
         .ok()
         .and_then(|spec| EnvFilter::try_new(spec).ok())
         .unwrap_or_else(|| EnvFilter::new(default));
+    // Colour only on a terminal: escape codes in a log file or journal garble it for readers
+    // and for tools that parse it.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .try_init();
 }
