@@ -16,11 +16,25 @@ fi
 
 ./interop/python/setup.sh
 
+# Command-line tools pinned in scripts/ci-tools.txt, in their own venv (reused while the pins hold).
+tools="$PWD/target/ci-tools"
+want="$(sha256sum scripts/ci-tools.txt | cut -d' ' -f1)"
+if [[ ! -x "$tools/bin/cargo-deny" || "$(cat "$tools/.stamp" 2>/dev/null)" != "$want" ]]; then
+    echo "installing the pinned CI tools (scripts/ci-tools.txt)"
+    rm -rf "$tools"
+    python3 -m venv "$tools"
+    "$tools/bin/python" -m pip install --quiet --disable-pip-version-check -r scripts/ci-tools.txt
+    echo "$want" > "$tools/.stamp"
+fi
+
 export SIGIL_INTEROP_PYTHON="$PWD/interop/python/.venv/bin/python"
 export SIGIL_REQUIRE_INTEROP=1
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# Dependency policy (deny.toml): banned crates, the crate boundaries of ARCHITECTURE.md, licenses
+# and sources. Advisories need the network, so they are not checked here.
+"$tools/bin/cargo-deny" --log-level error check bans licenses sources
 cargo build --workspace --all-targets --locked
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
