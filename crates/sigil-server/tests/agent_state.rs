@@ -157,7 +157,7 @@ async fn expiring_entry_leaves_the_sync_stream_at_its_expiry_without_any_other_c
         .expect("the expired entry was not pushed away")
         .unwrap()
         .expect("stream ended");
-    assert_eq!(ids(&after), [lasting.id.clone()]);
+    assert_eq!(ids(&after), std::slice::from_ref(&lasting.id));
     assert_eq!(
         server.handle.store.latest_change().await.unwrap(),
         seq_before,
