@@ -237,7 +237,12 @@ impl Agent {
                 .map(|c| c.renew_at)
                 .chain(std::iter::once(self.identity_renew_at))
                 // Wake at each entry's expiry too, to stop serving it then.
-                .chain(self.entries.iter().map(|e| e.expires_at).filter(|&at| at > now))
+                .chain(
+                    self.entries
+                        .iter()
+                        .map(|e| e.expires_at)
+                        .filter(|&at| at > now),
+                )
                 .min()
                 .unwrap_or(i64::MAX);
             let wait = Duration::from_secs(
