@@ -231,11 +231,19 @@ impl Agent {
             .map_err(classify)?
             .into_inner();
         loop {
+            let now = self.clock.unix_secs();
             let next_deadline = self
                 .cache
                 .values()
                 .map(|c| c.renew_at)
                 .chain(std::iter::once(self.identity_renew_at))
+                // Wake at each entry's expiry too, to stop serving it then.
+                .chain(
+                    self.entries
+                        .iter()
+                        .map(|e| e.expires_at)
+                        .filter(|&at| at > now),
+                )
                 .min()
                 .unwrap_or(i64::MAX);
             let wait = Duration::from_secs(
@@ -400,6 +408,11 @@ impl Agent {
             .entries
             .iter()
             .filter_map(|e| {
+                // An entry past its `expires_at` (0: never) is not served, even before the
+                // server's push that drops it arrives.
+                if e.expires_at != 0 && e.expires_at <= now {
+                    return None;
+                }
                 let cached = self.cache.get(&e.id)?;
                 if cached.material.expires_at <= now {
                     return None;
@@ -702,6 +715,22 @@ mod tests {
         clock.advance(Duration::from_secs(600));
         agent.publish();
         assert!(served(&agent).is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_entry_past_its_expiry_stops_being_served_at_the_next_publish() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut agent, clock) = resumed_agent(dir.path()).await;
+        let mut expiring = entry("e-a", "spiffe://example.org/a", 1);
+        expiring.expires_at = NOW + 60;
+        hold(&mut agent, expiring);
+        hold(&mut agent, entry("e-b", "spiffe://example.org/b", 1));
+        agent.publish();
+        assert_eq!(served(&agent), vec!["e-a", "e-b"]);
+        // Its SVID is still valid (until NOW + 600); the entry's expiry alone removes it.
+        clock.advance(Duration::from_secs(60));
+        agent.publish();
+        assert_eq!(served(&agent), vec!["e-b"]);
     }
 
     #[tokio::test]

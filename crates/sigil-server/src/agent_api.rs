@@ -1,11 +1,13 @@
 //! The agent API (`sigil.agent.v1.AgentService`): join-token node attestation, agent SVID
 //! renewal, the pushed stream of authorized entries, batch X509-SVID signing and JWT-SVID
-//! minting.
+//! minting. Every credential comes from the [`Issuer`]; this module only speaks the protocol.
 //!
 //! Every call but `AttestAgent` is authenticated by the agent's X509-SVID: the TLS layer has
 //! already verified the chain against the trust bundle; here the SPIFFE ID must name a known,
 //! unbanned agent and the certificate's serial must be the agent's current (or just-renewed) one,
-//! so an SVID that was replaced or belongs to an evicted agent is refused.
+//! so an SVID that was replaced or belongs to an evicted agent is refused. Those checks read the
+//! [`AgentIndex`] in memory; the store is written only when something changes (a renewed SVID
+//! used for the first time) and, at most once a minute per agent, for `last_seen`.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -18,48 +20,29 @@ use sigil_spiffe::{Clock, SpiffeId, TrustBundle};
 use sigil_store::{AttestedAgent, Datastore, Entry, StoreError};
 use tokio::sync::watch;
 use tonic::{Request, Response, Status};
-use x509_parser::prelude::FromDer;
 
+use crate::agent_index::{AgentIndex, AgentView, AgentWatch};
 use crate::agent_listener::AgentPeer;
-use crate::ca::CaManager;
 use crate::entry_index::EntryIndex;
+pub use crate::issuer::IssuanceDefaults;
+use crate::issuer::{IssuedX509, Issuer, Refusal, cert_serial_and_expiry};
 use crate::naming;
 
-/// Largest CSR accepted, in bytes.
-const MAX_CSR_BYTES: usize = 16 * 1024;
 /// Most CSRs in one batch.
 const MAX_BATCH: usize = 1000;
-/// Most audiences in one JWT-SVID request.
-const MAX_AUDIENCES: usize = 32;
 /// `last_seen` is written at most this often per agent, in seconds.
 const LAST_SEEN_GRANULARITY: i64 = 60;
-
-/// Issuance defaults of the agent API, in seconds.
-#[derive(Debug, Clone, Copy)]
-pub struct IssuanceDefaults {
-    pub agent_svid_ttl: u64,
-    pub x509_svid_ttl: u64,
-    pub jwt_svid_ttl: u64,
-}
-
-impl Default for IssuanceDefaults {
-    fn default() -> Self {
-        Self {
-            agent_svid_ttl: 3600,
-            x509_svid_ttl: 3600,
-            jwt_svid_ttl: 300,
-        }
-    }
-}
+/// Longest a renewal or attestation waits for the agent index to reflect its own write.
+const READ_YOUR_WRITE_WAIT: Duration = Duration::from_secs(5);
 
 /// The agent API service.
 #[derive(Clone)]
 pub struct AgentApi {
-    ca: Arc<CaManager>,
+    issuer: Arc<Issuer>,
     store: Arc<dyn Datastore>,
-    index: Arc<EntryIndex>,
+    entries: Arc<EntryIndex>,
+    agents: Arc<AgentIndex>,
     clock: Arc<dyn Clock>,
-    defaults: IssuanceDefaults,
     /// Becomes `true` when the server stops; open sync streams end then, so a graceful shutdown
     /// does not wait for agents to hang up.
     shutdown: Option<watch::Receiver<bool>>,
@@ -67,7 +50,7 @@ pub struct AgentApi {
 
 /// A caller that passed agent authentication.
 struct AuthenticatedAgent {
-    record: AttestedAgent,
+    view: Arc<AgentView>,
     /// Hex serial of the SVID this call was made with.
     serial: String,
     /// When that SVID expires (Unix seconds).
@@ -95,30 +78,30 @@ fn join_token_status(e: StoreError) -> Status {
     }
 }
 
-fn cert_serial_and_expiry(der: &[u8]) -> Result<(String, i64), Status> {
-    let (_, cert) = x509_parser::certificate::X509Certificate::from_der(der)
-        .map_err(|_| Status::unauthenticated("client certificate does not parse"))?;
-    let serial = cert
-        .tbs_certificate
-        .raw_serial()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    Ok((serial, cert.validity().not_after.timestamp()))
+/// Refusals as the caller sees them: what it asked for wrongly is `InvalidArgument`, what it
+/// may not have is `PermissionDenied`, a failure of ours is `Internal` (logged, not sent).
+fn refusal_status(refusal: Refusal) -> Status {
+    match refusal {
+        Refusal::EntryNotAuthorized { .. }
+        | Refusal::EntryExpired { .. }
+        | Refusal::AgentBanned { .. } => Status::permission_denied(refusal.to_string()),
+        Refusal::InvalidCsr(_) | Refusal::InvalidAudience(_) => {
+            Status::invalid_argument(refusal.to_string())
+        }
+        Refusal::Signing(_) => {
+            tracing::error!(error = %refusal, "issuance failed");
+            Status::internal("cannot issue the credential")
+        }
+    }
 }
 
-/// The wire form of a freshly issued chain, and the leaf's hex serial.
-fn to_pb_svid(spiffe_id: &SpiffeId, chain: Vec<Vec<u8>>) -> Result<(pb::X509Svid, String), Status> {
-    let leaf = chain
-        .first()
-        .ok_or_else(|| Status::internal("CA returned an empty chain"))?;
-    let (serial, expires_at) = cert_serial_and_expiry(leaf)?;
-    let svid = pb::X509Svid {
-        spiffe_id: spiffe_id.to_string(),
-        cert_chain: chain,
-        expires_at,
-    };
-    Ok((svid, serial))
+/// The wire form of a freshly issued X509-SVID.
+fn to_pb_svid(svid: IssuedX509) -> pb::X509Svid {
+    pb::X509Svid {
+        spiffe_id: svid.spiffe_id.to_string(),
+        cert_chain: svid.chain,
+        expires_at: svid.expires_at,
+    }
 }
 
 /// The wire form of a trust bundle.
@@ -171,33 +154,22 @@ fn to_pb_entry(e: &Entry) -> pb::Entry {
     }
 }
 
-fn check_csr(csr: &[u8]) -> Result<(), Status> {
-    if csr.is_empty() {
-        return Err(Status::invalid_argument("csr is empty"));
-    }
-    if csr.len() > MAX_CSR_BYTES {
-        return Err(Status::invalid_argument(format!(
-            "csr is larger than {MAX_CSR_BYTES} bytes"
-        )));
-    }
-    Ok(())
-}
-
 impl AgentApi {
-    /// A service issuing from `ca`, authorizing with `index`.
+    /// A service issuing through `issuer`, authenticating agents with `agents` and serving the
+    /// entries of `entries`; `store` takes the writes (attestation, renewal, `last_seen`).
     pub fn new(
-        ca: Arc<CaManager>,
+        issuer: Arc<Issuer>,
         store: Arc<dyn Datastore>,
-        index: Arc<EntryIndex>,
+        entries: Arc<EntryIndex>,
+        agents: Arc<AgentIndex>,
         clock: Arc<dyn Clock>,
-        defaults: IssuanceDefaults,
     ) -> Self {
         Self {
-            ca,
+            issuer,
             store,
-            index,
+            entries,
+            agents,
             clock,
-            defaults,
             shutdown: None,
         }
     }
@@ -223,62 +195,85 @@ impl AgentApi {
             .ok_or_else(|| Status::unauthenticated("an agent SVID is required"))?;
         let id = sigil_tls::peer_spiffe_id(leaf)
             .map_err(|e| Status::unauthenticated(format!("client certificate: {e}")))?;
-        if !naming::is_agent_id(&id) || !id.is_member_of(self.ca.trust_domain()) {
+        if !naming::is_agent_id(&id) || !id.is_member_of(self.issuer.trust_domain()) {
             return Err(Status::permission_denied(format!(
                 "`{id}` is not an agent ID"
             )));
         }
-        let (serial, not_after) = cert_serial_and_expiry(leaf)?;
-        let presented_serial = serial.clone();
+        let (serial, not_after) = cert_serial_and_expiry(leaf)
+            .ok_or_else(|| Status::unauthenticated("client certificate does not parse"))?;
         let now = self.clock.unix_secs();
         if not_after <= now {
             return Err(Status::unauthenticated("agent SVID has expired"));
         }
-        let mut agent = self
-            .store
-            .get_agent(id.as_str())
-            .await
-            .map_err(store_status)?
+        let view = self
+            .agents
+            .get(&id)
             .ok_or_else(|| Status::permission_denied(format!("agent `{id}` is not attested")))?;
-        if agent.banned {
+        if view.banned {
             return Err(Status::permission_denied(format!("agent `{id}` is banned")));
         }
-        let mut dirty = false;
-        if agent.new_serial.as_deref() == Some(serial.as_str()) {
-            // The agent uses its renewed SVID: the previous one is retired.
-            agent.serial = serial;
-            agent.new_serial = None;
-            agent.expires_at = not_after;
-            dirty = true;
-        } else if agent.serial != serial {
-            return Err(Status::permission_denied(format!(
-                "agent `{id}` presented an SVID that is no longer current"
-            )));
-        }
-        if now - agent.last_seen >= LAST_SEEN_GRANULARITY {
-            agent.last_seen = now;
-            dirty = true;
-        }
-        if dirty {
-            self.store
-                .update_agent(agent.clone())
+        if view.serial != serial {
+            if view.new_serial.as_deref() != Some(serial.as_str()) {
+                return Err(Status::permission_denied(format!(
+                    "agent `{id}` presented an SVID that is no longer current"
+                )));
+            }
+            // The agent uses its renewed SVID: retire the previous one. A compare-and-swap, so a
+            // concurrent renewal, ban or heartbeat is never overwritten.
+            let current = self
+                .store
+                .activate_agent_serial(id.as_str(), &serial, not_after)
                 .await
                 .map_err(store_status)?;
+            if !current {
+                return Err(Status::permission_denied(format!(
+                    "agent `{id}` presented an SVID that is no longer current"
+                )));
+            }
+            self.wait_for_own_write().await;
+        }
+        if self.agents.claim_last_seen(&id, now, LAST_SEEN_GRANULARITY)
+            && let Err(e) = self.store.touch_agent_last_seen(id.as_str(), now).await
+        {
+            // Bookkeeping only: a failed heartbeat write does not refuse the call.
+            tracing::warn!(agent = %id, error = %e, "cannot record last_seen");
         }
         Ok(AuthenticatedAgent {
-            record: agent,
-            serial: presented_serial,
+            view,
+            serial,
             not_after,
         })
     }
 
-    fn sync_message(&self, agent: &AttestedAgent) -> pb::SyncAuthorizedEntriesResponse {
+    /// Waits (bounded) until the agent index has applied this server's latest write, so the
+    /// agent's next call, made as soon as this one returns, sees it.
+    async fn wait_for_own_write(&self) {
+        let written = match self.store.latest_change().await {
+            Ok(seq) => seq,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the change feed position");
+                return;
+            }
+        };
+        if tokio::time::timeout(READ_YOUR_WRITE_WAIT, self.agents.applied_through(written))
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                seq = written,
+                "the agent index did not catch up with this server's write"
+            );
+        }
+    }
+
+    fn sync_message(&self, agent: &AgentView) -> pb::SyncAuthorizedEntriesResponse {
         let entries = self
-            .index
+            .entries
             .authorized_entries(&agent.spiffe_id, &agent.selectors);
         pb::SyncAuthorizedEntriesResponse {
             entries: entries.iter().map(|e| to_pb_entry(e)).collect(),
-            bundle: Some(to_pb_bundle(&self.ca.bundle())),
+            bundle: Some(to_pb_bundle(&self.issuer.bundle())),
             federated_bundles: Default::default(),
         }
     }
@@ -301,7 +296,12 @@ impl AgentService for AgentApi {
                 naming::JOIN_TOKEN_ATTESTATION
             )));
         }
-        check_csr(&req.csr)?;
+        if req.csr.len() > crate::issuer::MAX_CSR_BYTES {
+            return Err(refusal_status(Refusal::InvalidCsr(format!(
+                "csr is larger than {} bytes",
+                crate::issuer::MAX_CSR_BYTES
+            ))));
+        }
         // Checked before the one-time token is consumed, so a bad CSR does not burn it.
         sigil_keys::csr::verify_csr(&req.csr)
             .map_err(|e| Status::invalid_argument(format!("csr is not acceptable: {e}")))?;
@@ -330,21 +330,19 @@ impl AgentService for AgentApi {
             }
             Err(e) => return Err(store_status(e)),
         };
-        let agent_id = naming::join_token_agent_id(self.ca.trust_domain(), &token.id)
+        let agent_id = naming::join_token_agent_id(self.issuer.trust_domain(), &token.id)
             .map_err(|e| Status::internal(format!("agent id: {e}")))?;
-        let chain = self
-            .ca
-            .sign_x509_svid(&req.csr, &agent_id, self.defaults.agent_svid_ttl, &[])
-            .map_err(|e| Status::invalid_argument(format!("cannot sign agent SVID: {e}")))?;
-        let (svid, serial) = to_pb_svid(&agent_id, chain)?;
-        let expires_at = svid.expires_at;
+        let svid = self
+            .issuer
+            .attestation_svid(&agent_id, &req.csr)
+            .map_err(refusal_status)?;
         let agent = AttestedAgent {
             spiffe_id: agent_id.clone(),
             attestation_type: naming::JOIN_TOKEN_ATTESTATION.to_owned(),
             selectors: Vec::new(),
-            serial,
+            serial: svid.serial.clone(),
             new_serial: None,
-            expires_at,
+            expires_at: svid.expires_at,
             banned: false,
             can_reattest: false,
             created_at: now,
@@ -355,10 +353,11 @@ impl AgentService for AgentApi {
             .attest_with_join_token(&hash, agent, now)
             .await
             .map_err(join_token_status)?;
+        self.wait_for_own_write().await;
         tracing::info!(agent = %agent_id, "agent attested with a join token");
         Ok(Response::new(pb::AttestAgentResponse {
-            svid: Some(svid),
-            bundle: Some(to_pb_bundle(&self.ca.bundle())),
+            svid: Some(to_pb_svid(svid)),
+            bundle: Some(to_pb_bundle(&self.issuer.bundle())),
         }))
     }
 
@@ -368,21 +367,21 @@ impl AgentService for AgentApi {
     ) -> Result<Response<pb::RenewAgentResponse>, Status> {
         let agent = self.authenticate(&request).await?;
         let req = request.into_inner();
-        check_csr(&req.csr)?;
-        let id = agent.record.spiffe_id.clone();
-        let chain = self
-            .ca
-            .sign_x509_svid(&req.csr, &id, self.defaults.agent_svid_ttl, &[])
-            .map_err(|e| Status::invalid_argument(format!("cannot sign agent SVID: {e}")))?;
-        let (svid, serial) = to_pb_svid(&id, chain)?;
-        let mut record = agent.record;
-        record.new_serial = Some(serial);
+        let svid = self
+            .issuer
+            .renewal_svid(&agent.view, &req.csr)
+            .map_err(refusal_status)?;
+        // Only `new_serial` is written: a heartbeat or ban racing this call is kept.
         self.store
-            .update_agent(record)
+            .record_agent_renewal(agent.view.spiffe_id.as_str(), &svid.serial)
             .await
             .map_err(store_status)?;
-        tracing::debug!(agent = %id, "renewed agent SVID");
-        Ok(Response::new(pb::RenewAgentResponse { svid: Some(svid) }))
+        // The agent switches to the new SVID as soon as it has it: the index must know it then.
+        self.wait_for_own_write().await;
+        tracing::debug!(agent = %agent.view.spiffe_id, "renewed agent SVID");
+        Ok(Response::new(pb::RenewAgentResponse {
+            svid: Some(to_pb_svid(svid)),
+        }))
     }
 
     type SyncAuthorizedEntriesStream = SyncStream;
@@ -392,15 +391,15 @@ impl AgentService for AgentApi {
         request: Request<pb::SyncAuthorizedEntriesRequest>,
     ) -> Result<Response<Self::SyncAuthorizedEntriesStream>, Status> {
         let agent = self.authenticate(&request).await?;
-        let api = self.clone();
-        let mut versions: watch::Receiver<u64> = self.index.subscribe();
-        let agent_id = agent.record.spiffe_id.clone();
+        let agent_id = agent.view.spiffe_id.clone();
+        let watch = self.agents.watch(&agent_id).ok_or_else(|| {
+            Status::permission_denied(format!("agent `{agent_id}` is banned or evicted"))
+        })?;
         let credential = PresentedSvid {
             serial: agent.serial,
             not_after: agent.not_after,
         };
-        let stream = async_stream_sync(api, agent_id, credential, versions.clone());
-        versions.mark_unchanged();
+        let stream = async_stream_sync(self.clone(), agent_id, credential, watch);
         Ok(Response::new(Box::pin(stream)))
     }
 
@@ -415,51 +414,32 @@ impl AgentService for AgentApi {
                 "at most {MAX_BATCH} CSRs per batch"
             )));
         }
-        let authorized = self
-            .index
-            .authorized_entries(&agent.record.spiffe_id, &agent.record.selectors);
-        let mut results = Vec::with_capacity(req.params.len());
-        for p in req.params {
-            let result = match authorized.iter().find(|e| e.id == p.entry_id) {
-                None => Err(format!(
-                    "entry `{}` is not authorized for this agent",
-                    p.entry_id
-                )),
-                Some(entry) => check_csr(&p.csr)
-                    .map_err(|s| s.message().to_owned())
-                    .and_then(|()| {
-                        let ttl = match entry.spec.x509_svid_ttl {
-                            0 => self.defaults.x509_svid_ttl,
-                            t => t,
-                        };
-                        self.ca
-                            .sign_x509_svid(
-                                &p.csr,
-                                &entry.spec.spiffe_id,
-                                ttl,
-                                &entry.spec.dns_names,
-                            )
-                            .map_err(|e| e.to_string())
-                    })
-                    .and_then(|chain| {
-                        to_pb_svid(&entry.spec.spiffe_id, chain)
-                            .map(|(svid, _)| svid)
-                            .map_err(|s| s.message().to_owned())
-                    }),
-            };
-            results.push(match result {
-                Ok(svid) => pb::BatchNewX509SvidResult {
-                    entry_id: p.entry_id,
-                    svid: Some(svid),
-                    error: String::new(),
-                },
-                Err(error) => pb::BatchNewX509SvidResult {
-                    entry_id: p.entry_id,
-                    svid: None,
-                    error,
-                },
-            });
-        }
+        let results = req
+            .params
+            .into_iter()
+            .map(|p| {
+                match self
+                    .issuer
+                    .workload_x509_svid(&agent.view, &p.entry_id, &p.csr)
+                {
+                    Ok(svid) => pb::BatchNewX509SvidResult {
+                        entry_id: p.entry_id,
+                        svid: Some(to_pb_svid(svid)),
+                        error: String::new(),
+                    },
+                    Err(refusal) => {
+                        if matches!(refusal, Refusal::Signing(_)) {
+                            tracing::error!(error = %refusal, "X509-SVID signing failed");
+                        }
+                        pb::BatchNewX509SvidResult {
+                            entry_id: p.entry_id,
+                            svid: None,
+                            error: refusal.to_string(),
+                        }
+                    }
+                }
+            })
+            .collect();
         Ok(Response::new(pb::BatchNewX509SvidResponse { results }))
     }
 
@@ -469,35 +449,16 @@ impl AgentService for AgentApi {
     ) -> Result<Response<pb::NewJwtSvidResponse>, Status> {
         let agent = self.authenticate(&request).await?;
         let req = request.into_inner();
-        if req.audience.is_empty() || req.audience.iter().any(String::is_empty) {
-            return Err(Status::invalid_argument("audience is required"));
-        }
-        if req.audience.len() > MAX_AUDIENCES || req.audience.iter().any(|a| a.len() > 1024) {
-            return Err(Status::invalid_argument("too many or too long audiences"));
-        }
-        let entry = self
-            .index
-            .authorized_entry(
-                &agent.record.spiffe_id,
-                &agent.record.selectors,
-                &req.entry_id,
-            )
-            .ok_or_else(|| {
-                Status::permission_denied(format!(
-                    "entry `{}` is not authorized for this agent",
-                    req.entry_id.chars().take(64).collect::<String>()
-                ))
-            })?;
-        let ttl = match entry.spec.jwt_svid_ttl {
-            0 => self.defaults.jwt_svid_ttl,
-            t => t,
-        };
         let minted = self
-            .ca
-            .mint_jwt_svid(&entry.spec.spiffe_id, &req.audience, ttl)
-            .map_err(|e| {
-                tracing::error!(error = %e, "JWT-SVID minting failed");
-                Status::internal("cannot mint JWT-SVID")
+            .issuer
+            .workload_jwt_svid(&agent.view, &req.entry_id, &req.audience)
+            .map_err(|refusal| match refusal {
+                // The id is the caller's input: echo a bounded prefix only.
+                Refusal::EntryNotAuthorized { entry_id } => Status::permission_denied(format!(
+                    "entry `{}` is not authorized for this agent",
+                    entry_id.chars().take(64).collect::<String>()
+                )),
+                other => refusal_status(other),
             })?;
         Ok(Response::new(pb::NewJwtSvidResponse {
             token: minted.token,
@@ -507,29 +468,27 @@ impl AgentService for AgentApi {
     }
 }
 
-/// The sync stream: a full snapshot now, then one after every index change that alters what
-/// this agent gets. Re-checks the agent record on every change so a ban or eviction ends the
-/// stream at once.
+/// The sync stream: a full snapshot now, then one whenever something this agent gets may have
+/// changed: the entry index moved (an entry changed or expired, the bundle changed) or this
+/// agent's own record changed. A ban, an eviction or the retirement of the SVID the stream was
+/// opened with ends it at once. Nothing here reads the store.
 fn async_stream_sync(
     api: AgentApi,
     agent_id: SpiffeId,
     credential: PresentedSvid,
-    mut versions: watch::Receiver<u64>,
+    mut agent: AgentWatch,
 ) -> impl Stream<Item = Result<pb::SyncAuthorizedEntriesResponse, Status>> + Send + 'static {
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     let mut shutdown = api.shutdown.clone();
+    let mut versions = api.entries.subscribe();
     tokio::spawn(async move {
         let mut last_sent: Option<pb::SyncAuthorizedEntriesResponse> = None;
         loop {
-            let agent = match api.store.get_agent(agent_id.as_str()).await {
-                Ok(Some(a))
-                    if !a.banned
-                        && (a.serial == credential.serial
-                            || a.new_serial.as_deref() == Some(credential.serial.as_str())) =>
-                {
-                    a
-                }
-                Ok(Some(a)) if !a.banned => {
+            versions.mark_unchanged();
+            let view = agent.borrow_and_update().clone();
+            let view = match view {
+                Some(view) if !view.banned && view.accepts_serial(&credential.serial) => view,
+                Some(view) if !view.banned => {
                     let _ = tx
                         .send(Err(Status::unauthenticated(
                             "the agent SVID this stream was opened with has been replaced",
@@ -537,7 +496,7 @@ fn async_stream_sync(
                         .await;
                     return;
                 }
-                Ok(_) => {
+                _ => {
                     let _ = tx
                         .send(Err(Status::permission_denied(format!(
                             "agent `{agent_id}` is banned or evicted"
@@ -545,12 +504,8 @@ fn async_stream_sync(
                         .await;
                     return;
                 }
-                Err(e) => {
-                    let _ = tx.send(Err(store_status(e))).await;
-                    return;
-                }
             };
-            let msg = api.sync_message(&agent);
+            let msg = api.sync_message(&view);
             if last_sent.as_ref() != Some(&msg) {
                 if tx.send(Ok(msg.clone())).await.is_err() {
                     return;
@@ -563,6 +518,15 @@ fn async_stream_sync(
                 .max(0);
             tokio::select! {
                 changed = versions.changed() => if changed.is_err() { return },
+                changed = agent.changed() => if changed.is_err() {
+                    // The index dropped the agent's channel: it is gone.
+                    let _ = tx
+                        .send(Err(Status::permission_denied(format!(
+                            "agent `{agent_id}` is banned or evicted"
+                        ))))
+                        .await;
+                    return;
+                },
                 () = tx.closed() => return,
                 () = tokio::time::sleep(Duration::from_secs(expires_in.unsigned_abs())) => {
                     let _ = tx.send(Err(Status::unauthenticated("the agent SVID has expired"))).await;

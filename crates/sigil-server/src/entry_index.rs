@@ -1,31 +1,52 @@
 //! The in-memory index of registration entries that answers "which entries may this agent
 //! serve?" without touching the datastore. It is built once at start and then kept current by
 //! the datastore's change feed (never by periodic rescans); every applied batch bumps a version
-//! on a `watch` channel so agent sync streams can push the new state at once.
+//! on a `watch` channel so agent sync streams can push the new state at once. Entry expiry is a
+//! change too: [`EntryIndex::run_expiry`] wakes at the next `expires_at` on the injected clock
+//! and bumps the version, so an entry leaves every agent's set at its expiry with nothing else
+//! happening.
 //!
 //! Authorization rule: an agent may serve (1) entries whose parent is the agent's SPIFFE ID,
 //! (2) entries whose parent is a node alias — an entry parented by the server's ID whose
 //! selectors are all among the agent's node selectors — and (3) transitively, entries whose parent
 //! is the SPIFFE ID of an entry already authorized. Expired entries are never served.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use sigil_spiffe::time::from_unix_secs;
 use sigil_spiffe::{Clock, Selector, SpiffeId, TrustDomain};
-use sigil_store::{Change, Datastore, Entry, EntryFilter, StoreError};
+use sigil_store::{Change, ChangeEvent, Datastore, Entry, EntryFilter, StoreError};
 use tokio::sync::watch;
 
 use crate::naming;
 
 /// Changes read from the feed per call.
-const FEED_BATCH: u32 = 1000;
+pub(crate) const FEED_BATCH: u32 = 1000;
+/// Longest the expiry timer sleeps before re-reading the clock. Timers run on the monotonic
+/// clock while `expires_at` is wall-clock time, so a stepped wall clock delays an expiry by at
+/// most this much. Re-reading the clock touches no store and no stream.
+const MAX_EXPIRY_SLEEP: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Default, Clone)]
 struct IndexState {
     entries: HashMap<String, Arc<Entry>>,
     by_parent: HashMap<SpiffeId, Vec<String>>,
+    /// `(expires_at, entry id)` of every entry that expires, soonest first.
+    expiries: BTreeSet<(i64, String)>,
+}
+
+/// Whether, and why not, an agent may be issued an SVID for one entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EntryAccess {
+    /// The entry is in the agent's authorized set now.
+    Authorized(Arc<Entry>),
+    /// The entry hangs in the agent's tree but expired at this time (Unix seconds).
+    Expired { expired_at: i64 },
+    /// The entry is not in the agent's tree (or does not exist).
+    NotAuthorized,
 }
 
 impl IndexState {
@@ -33,19 +54,32 @@ impl IndexState {
         self.remove(&entry.id);
         let parent = entry.spec.parent_id.clone();
         let id = entry.id.clone();
+        if let Some(at) = entry.spec.expires_at {
+            self.expiries.insert((at, id.clone()));
+        }
         self.entries.insert(id.clone(), Arc::new(entry));
         self.by_parent.entry(parent).or_default().push(id);
     }
 
     fn remove(&mut self, id: &str) {
-        if let Some(old) = self.entries.remove(id)
-            && let Some(ids) = self.by_parent.get_mut(&old.spec.parent_id)
-        {
+        let Some(old) = self.entries.remove(id) else {
+            return;
+        };
+        if let Some(at) = old.spec.expires_at {
+            self.expiries.remove(&(at, id.to_owned()));
+        }
+        if let Some(ids) = self.by_parent.get_mut(&old.spec.parent_id) {
             ids.retain(|i| i != id);
             if ids.is_empty() {
                 self.by_parent.remove(&old.spec.parent_id);
             }
         }
+    }
+
+    /// The earliest `expires_at` strictly after `after`.
+    fn next_expiry_after(&self, after: i64) -> Option<i64> {
+        let from = (after.saturating_add(1), String::new());
+        self.expiries.range(from..).next().map(|(at, _)| *at)
     }
 
     fn children(&self, parent: &SpiffeId) -> impl Iterator<Item = &Arc<Entry>> {
@@ -109,39 +143,41 @@ impl EntryIndex {
         self.len() == 0
     }
 
-    /// The entries an agent with `agent_id` and node `selectors` may serve, ordered by entry id.
+    /// The entries an agent with `agent_id` and node `selectors` may serve now (on the index's
+    /// clock), ordered by entry id. Expired entries and everything under them are left out.
     pub fn authorized_entries(
         &self,
         agent_id: &SpiffeId,
         selectors: &[Selector],
     ) -> Vec<Arc<Entry>> {
-        let state = self.state.load();
-        let now = self.clock.unix_secs();
-        let mut roots: Vec<SpiffeId> = vec![agent_id.clone()];
-        roots.extend(
-            state
-                .children(&self.server_id)
-                .filter(|alias| alias.spec.selectors.iter().all(|s| selectors.contains(s)))
-                .filter(|alias| alias.spec.expires_at.is_none_or(|e| e > now))
-                .map(|alias| alias.spec.spiffe_id.clone()),
-        );
         let mut out: BTreeMap<String, Arc<Entry>> = BTreeMap::new();
-        let mut seen_parents: HashSet<SpiffeId> = HashSet::new();
-        let mut queue: VecDeque<SpiffeId> = roots.into();
-        while let Some(parent) = queue.pop_front() {
-            if !seen_parents.insert(parent.clone()) {
-                continue;
+        self.walk(agent_id, selectors, |entry, expired| {
+            if !expired {
+                out.insert(entry.id.clone(), entry.clone());
             }
-            for entry in state.children(&parent) {
-                if entry.spec.expires_at.is_some_and(|e| e <= now) {
-                    continue;
-                }
-                if out.insert(entry.id.clone(), entry.clone()).is_none() {
-                    queue.push_back(entry.spec.spiffe_id.clone());
-                }
-            }
-        }
+        });
         out.into_values().collect()
+    }
+
+    /// Whether the agent may be issued an SVID for entry `entry_id` now: the entry if so, or
+    /// why not. An entry that is in the agent's tree but has expired is reported as such.
+    pub fn entry_access(
+        &self,
+        agent_id: &SpiffeId,
+        selectors: &[Selector],
+        entry_id: &str,
+    ) -> EntryAccess {
+        // The set is small per agent; recomputing keeps one source of truth for the rule.
+        let mut access = EntryAccess::NotAuthorized;
+        self.walk(agent_id, selectors, |entry, expired| {
+            if entry.id == entry_id {
+                access = match (expired, entry.spec.expires_at) {
+                    (true, Some(expired_at)) => EntryAccess::Expired { expired_at },
+                    _ => EntryAccess::Authorized(entry.clone()),
+                };
+            }
+        });
+        access
     }
 
     /// Whether the agent may serve entry `entry_id`; returns the entry if so.
@@ -151,38 +187,99 @@ impl EntryIndex {
         selectors: &[Selector],
         entry_id: &str,
     ) -> Option<Arc<Entry>> {
-        // The set is small per agent; recomputing keeps one source of truth for the rule.
-        self.authorized_entries(agent_id, selectors)
-            .into_iter()
-            .find(|e| e.id == entry_id)
+        match self.entry_access(agent_id, selectors, entry_id) {
+            EntryAccess::Authorized(entry) => Some(entry),
+            EntryAccess::Expired { .. } | EntryAccess::NotAuthorized => None,
+        }
     }
 
-    /// Applies the feed after `position` until `shutdown` resolves. Agent and bundle changes
-    /// also bump the version, because sync streams carry bundles and ban decisions.
-    pub async fn follow(
-        self: Arc<Self>,
-        store: Arc<dyn Datastore>,
-        mut position: u64,
-        mut shutdown: watch::Receiver<bool>,
+    /// The earliest entry expiry strictly after `after` (Unix seconds), if any.
+    pub fn next_expiry_after(&self, after: i64) -> Option<i64> {
+        self.state.load().next_expiry_after(after)
+    }
+
+    /// Visits each entry of the agent's tree once with whether it has expired; expired entries
+    /// are visited but not descended into, so their children are not served either.
+    fn walk(
+        &self,
+        agent_id: &SpiffeId,
+        selectors: &[Selector],
+        mut visit: impl FnMut(&Arc<Entry>, bool),
     ) {
-        let mut changes = store.watch_changes();
-        loop {
-            match self.apply_changes(store.as_ref(), position).await {
-                Ok(next) => position = next,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot read the change feed; retrying");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
+        let state = self.state.load();
+        let now = self.clock.unix_secs();
+        let expired = |entry: &Entry| entry.spec.expires_at.is_some_and(|e| e <= now);
+        let mut roots: Vec<SpiffeId> = vec![agent_id.clone()];
+        roots.extend(
+            state
+                .children(&self.server_id)
+                .filter(|alias| alias.spec.selectors.iter().all(|s| selectors.contains(s)))
+                .filter(|alias| !expired(alias))
+                .map(|alias| alias.spec.spiffe_id.clone()),
+        );
+        let mut seen_entries: HashSet<&str> = HashSet::new();
+        let mut seen_parents: HashSet<SpiffeId> = HashSet::new();
+        let mut queue: VecDeque<SpiffeId> = roots.into();
+        while let Some(parent) = queue.pop_front() {
+            if !seen_parents.insert(parent.clone()) {
+                continue;
+            }
+            for entry in state.children(&parent) {
+                if !seen_entries.insert(entry.id.as_str()) {
                     continue;
                 }
+                let gone = expired(entry);
+                visit(entry, gone);
+                if !gone {
+                    queue.push_back(entry.spec.spiffe_id.clone());
+                }
             }
+        }
+    }
+
+    /// Bumps the version at every entry expiry until `shutdown` resolves, so sync streams
+    /// recompute (and drop the entry) at its `expires_at` even when nothing else changes.
+    ///
+    /// Sleeps until the next expiry on the injected clock (re-reading it at least every
+    /// [`MAX_EXPIRY_SLEEP`]); a new or changed entry wakes it to reschedule. A timer that fires
+    /// before the clock reaches the expiry (a fake clock not yet advanced) just sleeps again.
+    pub async fn run_expiry(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let mut versions = self.subscribe();
+        // Entries that expired before this instant are already left out by every reader.
+        let mut expired_through = self.clock.unix_secs();
+        loop {
+            // Marked before reading the state, so a change landing meanwhile wakes the select.
+            versions.mark_unchanged();
+            let next = self.next_expiry_after(expired_through);
+            let sleep = match next {
+                Some(at) => from_unix_secs(at)
+                    .duration_since(self.clock.now())
+                    .unwrap_or(Duration::ZERO)
+                    .min(MAX_EXPIRY_SLEEP),
+                None => MAX_EXPIRY_SLEEP,
+            };
             tokio::select! {
-                r = changes.changed() => if r.is_err() { return },
+                () = tokio::time::sleep(sleep) => {
+                    let now = self.clock.unix_secs();
+                    if next.is_some_and(|at| at <= now) {
+                        expired_through = now;
+                        tracing::debug!(at = now, "registration entries expired");
+                        self.bump();
+                    }
+                }
+                changed = versions.changed() => if changed.is_err() { return },
                 _ = shutdown.changed() => return,
             }
         }
     }
 
-    /// Applies every change after `position`; returns the new position.
+    /// Tells subscribers that what agents are served may have changed.
+    fn bump(&self) {
+        self.version.send_modify(|v| *v = v.wrapping_add(1));
+    }
+
+    /// Applies every change after `position`; returns the new position. The server follows the
+    /// feed with [`crate::feed::follow`]; this is the same catch-up for one index.
     pub async fn apply_changes(
         &self,
         store: &dyn Datastore,
@@ -193,34 +290,63 @@ impl EntryIndex {
             let Some(last) = batch.last() else {
                 return Ok(position);
             };
-            let last_seq = last.seq;
-            let mut state = IndexState::clone(&self.state.load());
-            for event in &batch {
-                match &event.change {
-                    Change::EntryCreated(id) | Change::EntryUpdated(id) => {
-                        match store.get_entry(id).await? {
-                            Some(entry) => state.insert(entry),
-                            None => state.remove(id),
-                        }
-                    }
-                    Change::EntryDeleted(id) => state.remove(id),
-                    _ => {}
-                }
-            }
-            self.state.store(Arc::new(state));
-            position = last_seq;
-            self.version.send_modify(|v| *v = last_seq);
+            position = last.seq;
+            self.apply_batch(store, &batch).await?;
             if batch.len() < FEED_BATCH as usize {
                 return Ok(position);
             }
         }
+    }
+
+    /// Applies one batch of the feed, re-reading each changed entry from `store`, then bumps the
+    /// version. Bundle and authority changes bump it too, because sync streams carry the
+    /// bundle. A batch of agent or join-token changes only (renewals, bans) copies nothing and
+    /// wakes no one: those reach streams through the agent index.
+    pub async fn apply_batch(
+        &self,
+        store: &dyn Datastore,
+        batch: &[ChangeEvent],
+    ) -> Result<(), StoreError> {
+        let concerns_entries = |change: &Change| {
+            matches!(
+                change,
+                Change::EntryCreated(_) | Change::EntryUpdated(_) | Change::EntryDeleted(_)
+            )
+        };
+        let concerns_bundles = |change: &Change| {
+            matches!(
+                change,
+                Change::BundleChanged(_) | Change::BundleDeleted(_) | Change::AuthorityChanged(_)
+            )
+        };
+        if !batch.iter().any(|event| concerns_entries(&event.change)) {
+            if batch.iter().any(|event| concerns_bundles(&event.change)) {
+                self.bump();
+            }
+            return Ok(());
+        }
+        let mut state = IndexState::clone(&self.state.load());
+        for event in batch {
+            match &event.change {
+                Change::EntryCreated(id) | Change::EntryUpdated(id) => {
+                    match store.get_entry(id).await? {
+                        Some(entry) => state.insert(entry),
+                        None => state.remove(id),
+                    }
+                }
+                Change::EntryDeleted(id) => state.remove(id),
+                _ => {}
+            }
+        }
+        self.state.store(Arc::new(state));
+        self.bump();
+        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use sigil_spiffe::FakeClock;
-    use sigil_spiffe::time::from_unix_secs;
     use sigil_store::{NewEntry, SqliteStore};
 
     use super::*;
@@ -464,7 +590,7 @@ mod tests {
         let after_create = index.apply_changes(&f.store, start).await.unwrap();
         assert!(after_create > start);
         assert!(version.has_changed().unwrap());
-        assert_eq!(*version.borrow_and_update(), after_create);
+        version.mark_unchanged();
         assert!(
             index
                 .authorized_entry(&id(AGENT), &[], &created.id)
@@ -479,7 +605,8 @@ mod tests {
             .unwrap();
         let after_update = index.apply_changes(&f.store, after_create).await.unwrap();
         assert!(after_update > after_create);
-        assert_eq!(*version.borrow_and_update(), after_update);
+        assert!(version.has_changed().unwrap());
+        version.mark_unchanged();
         assert!(index.authorized_entries(&id(AGENT), &[]).is_empty());
         assert!(
             index
@@ -494,7 +621,8 @@ mod tests {
         f.store.delete_entry(&created.id).await.unwrap();
         let after_delete = index.apply_changes(&f.store, after_update).await.unwrap();
         assert!(after_delete > after_update);
-        assert_eq!(*version.borrow_and_update(), after_delete);
+        assert!(version.has_changed().unwrap());
+        version.mark_unchanged();
         assert!(index.get(&created.id).is_none());
         assert!(index.authorized_entries(&id(OTHER_AGENT), &[]).is_empty());
 
@@ -502,6 +630,126 @@ mod tests {
         let idle = index.apply_changes(&f.store, after_delete).await.unwrap();
         assert_eq!(idle, after_delete);
         assert!(!version.has_changed().unwrap());
+    }
+
+    #[tokio::test]
+    async fn entry_access_tells_an_expired_entry_from_one_never_authorized() {
+        let f = Fixture::new();
+        let mut expiring = spec("spiffe://example.org/web", AGENT, &["unix:uid:1"]);
+        expiring.expires_at = Some(START + 60);
+        let entry = f.create(expiring).await;
+        let theirs = f
+            .create(spec(
+                "spiffe://example.org/db",
+                OTHER_AGENT,
+                &["unix:uid:2"],
+            ))
+            .await;
+        let (index, _) = f.index().await;
+        assert!(matches!(
+            index.entry_access(&id(AGENT), &[], &entry.id),
+            EntryAccess::Authorized(_)
+        ));
+        f.clock.advance(Duration::from_secs(60));
+        assert_eq!(
+            index.entry_access(&id(AGENT), &[], &entry.id),
+            EntryAccess::Expired {
+                expired_at: START + 60
+            }
+        );
+        assert_eq!(
+            index.entry_access(&id(AGENT), &[], &theirs.id),
+            EntryAccess::NotAuthorized
+        );
+        assert_eq!(index.next_expiry_after(START), Some(START + 60));
+        assert_eq!(index.next_expiry_after(START + 60), None);
+    }
+
+    /// The expiry timer on paused tokio time, with the fake clock moved in step: no version bump
+    /// before the entry's `expires_at`, one at it, with no store change at all.
+    #[tokio::test(start_paused = true)]
+    async fn expiry_bumps_the_version_at_the_next_expires_at_and_not_before() {
+        let f = Fixture::new();
+        let mut first = spec("spiffe://example.org/web", AGENT, &["unix:uid:1"]);
+        first.expires_at = Some(START + 60);
+        f.create(first).await;
+        let mut second = spec("spiffe://example.org/api", AGENT, &["unix:uid:2"]);
+        second.expires_at = Some(START + 90);
+        f.create(second).await;
+        f.create(spec("spiffe://example.org/db", AGENT, &["unix:uid:3"]))
+            .await;
+        let (index, _) = f.index().await;
+        let (stop, stopped) = watch::channel(false);
+        let timer = tokio::spawn(index.clone().run_expiry(stopped));
+        let mut version = index.subscribe();
+        let advance = async |secs: u64| {
+            f.clock.advance(Duration::from_secs(secs));
+            tokio::time::advance(Duration::from_secs(secs)).await;
+            // Let the timer task run.
+            for _ in 0..10 {
+                tokio::task::yield_now().await;
+            }
+        };
+
+        advance(59).await;
+        assert!(!version.has_changed().unwrap(), "bumped before expiry");
+        assert_eq!(index.authorized_entries(&id(AGENT), &[]).len(), 3);
+
+        advance(1).await;
+        assert!(version.has_changed().unwrap(), "no bump at the expiry");
+        version.mark_unchanged();
+        assert_eq!(
+            ids(&index.authorized_entries(&id(AGENT), &[])),
+            ["spiffe://example.org/api", "spiffe://example.org/db"]
+        );
+
+        advance(29).await;
+        assert!(!version.has_changed().unwrap());
+        advance(1).await;
+        assert!(
+            version.has_changed().unwrap(),
+            "no bump at the second expiry"
+        );
+        assert_eq!(
+            ids(&index.authorized_entries(&id(AGENT), &[])),
+            ["spiffe://example.org/db"]
+        );
+        stop.send(true).unwrap();
+        timer.await.unwrap();
+    }
+
+    /// A timer that fires while the clock has not reached the expiry (the fake clock lagging
+    /// behind real sleeps) sleeps again instead of publishing early.
+    #[tokio::test(start_paused = true)]
+    async fn expiry_timer_waits_for_the_clock_not_for_the_sleep() {
+        let f = Fixture::new();
+        let mut expiring = spec("spiffe://example.org/web", AGENT, &["unix:uid:1"]);
+        expiring.expires_at = Some(START + 60);
+        f.create(expiring).await;
+        let (index, _) = f.index().await;
+        let (stop, stopped) = watch::channel(false);
+        let timer = tokio::spawn(index.clone().run_expiry(stopped));
+        let version = index.subscribe();
+
+        tokio::time::advance(Duration::from_secs(120)).await;
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert!(
+            !version.has_changed().unwrap(),
+            "published on the timer alone"
+        );
+
+        f.clock.advance(Duration::from_secs(60));
+        // The timer re-reads the clock at least every MAX_EXPIRY_SLEEP.
+        tokio::time::advance(MAX_EXPIRY_SLEEP).await;
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert!(version.has_changed().unwrap());
+        assert!(index.authorized_entries(&id(AGENT), &[]).is_empty());
+        stop.send(true).unwrap();
+        timer.await.unwrap();
     }
 
     #[tokio::test]

@@ -3,16 +3,22 @@
 //! feed keeps current.
 //!
 //! Architecture invariant: the server reads registration state for agents only from
-//! [`entry_index::EntryIndex`], which follows the change feed; no code path rescans the store
-//! periodically.
+//! [`entry_index::EntryIndex`] and agent state only from [`agent_index::AgentIndex`], both kept
+//! current by [`feed::follow`]; no code path rescans the store periodically.
+//!
+//! Architecture invariant: every credential the server issues passes through
+//! [`issuer::Issuer`].
 
 #![forbid(unsafe_code)]
 
 pub mod admin;
 pub mod agent_api;
+pub mod agent_index;
 pub mod agent_listener;
 pub mod ca;
 pub mod entry_index;
+pub mod feed;
+pub mod issuer;
 pub mod join_token;
 pub mod naming;
 mod server;

@@ -16,9 +16,11 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::agent_api::{AgentApi, IssuanceDefaults};
+use crate::agent_index::AgentIndex;
 use crate::ca::{CaLifetimes, CaManager};
 use crate::entry_index::EntryIndex;
-use crate::{admin, agent_listener, naming};
+use crate::issuer::Issuer;
+use crate::{admin, agent_listener, feed, naming};
 
 /// Lifetime of the server's own TLS SVID, in seconds.
 const SERVER_SVID_TTL: u64 = 3600;
@@ -68,6 +70,7 @@ pub struct ServerHandle {
     pub ca: Arc<CaManager>,
     pub store: Arc<dyn Datastore>,
     pub index: Arc<EntryIndex>,
+    pub agents: Arc<AgentIndex>,
     pub trust_domain: TrustDomain,
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<()>,
@@ -130,7 +133,10 @@ pub async fn start(
     let td = config.trust_domain.clone();
     let ca =
         CaManager::load_or_init(td.clone(), keys, store.clone(), clock.clone(), config.ca).await?;
-    let (index, position) = EntryIndex::load(store.as_ref(), &td, clock.clone()).await?;
+    let (index, entries_position) = EntryIndex::load(store.as_ref(), &td, clock.clone()).await?;
+    let (agents, agents_position) = AgentIndex::load(store.as_ref()).await?;
+    // Re-applying a change is idempotent, so the feed is followed from the older of the two.
+    let position = entries_position.min(agents_position);
 
     let (chain, key) = issue_server_svid(&ca)?;
     let svid = Arc::new(LiveSvid::new(&chain, key.pkcs8_der())?);
@@ -153,12 +159,15 @@ pub async fn start(
     let (shutdown, shutdown_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
 
-    // Change feed -> entry index.
-    tasks.spawn(
-        index
-            .clone()
-            .follow(store.clone(), position, shutdown_rx.clone()),
-    );
+    // Change feed -> entry and agent indexes; entry expiry -> entry index version.
+    tasks.spawn(feed::follow(
+        store.clone(),
+        index.clone(),
+        agents.clone(),
+        position,
+        shutdown_rx.clone(),
+    ));
+    tasks.spawn(index.clone().run_expiry(shutdown_rx.clone()));
 
     // CA rotation, trust roots and the server's own SVID.
     {
@@ -202,12 +211,18 @@ pub async fn start(
 
     // Agent API.
     {
-        let api = AgentApi::new(
+        let issuer = Arc::new(Issuer::new(
             ca.clone(),
-            store.clone(),
             index.clone(),
             clock.clone(),
             config.issuance,
+        ));
+        let api = AgentApi::new(
+            issuer,
+            store.clone(),
+            index.clone(),
+            agents.clone(),
+            clock.clone(),
         )
         .with_shutdown(shutdown_rx.clone());
         let (incoming, accept_task) = agent_listener::accept_tls(listener, acceptor);
@@ -256,6 +271,7 @@ pub async fn start(
         ca,
         store,
         index,
+        agents,
         trust_domain: td,
         shutdown,
         tasks,

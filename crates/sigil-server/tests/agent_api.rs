@@ -287,15 +287,12 @@ async fn banned_agent_is_refused_and_its_open_sync_stream_ends() {
         .unwrap();
     assert_eq!(first.entries.len(), 1);
 
-    let mut record = server
+    server
         .handle
         .store
-        .get_agent(agent.id.as_str())
+        .set_agent_banned(agent.id.as_str(), true)
         .await
-        .unwrap()
         .unwrap();
-    record.banned = true;
-    server.handle.store.update_agent(record).await.unwrap();
 
     let ended = tokio::time::timeout(PATIENCE, stream.message())
         .await
@@ -398,15 +395,11 @@ async fn sync_stream_opened_with_a_replaced_svid_ends_at_the_next_change() {
 async fn expired_svid_is_refused() {
     let server = TestServer::start().await;
     let agent = server.attest().await;
-    let store = &server.handle.store;
     let use_serial_of = |svid: &AgentSvid| {
         let serial = serial_hex(&svid.chain);
         let id = svid.id.clone();
-        async move {
-            let mut record = store.get_agent(id.as_str()).await.unwrap().unwrap();
-            record.serial = serial;
-            store.update_agent(record).await.unwrap();
-        }
+        let server = &server;
+        async move { server.set_current_serial(&id, &serial).await }
     };
 
     // A server-signed SVID whose serial is the agent's current one is accepted...

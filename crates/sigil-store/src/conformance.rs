@@ -23,6 +23,7 @@
     reason = "a conformance case reports a broken expectation by failing the test"
 )]
 
+mod agent_writes;
 mod change_feed;
 mod entries;
 mod records;
@@ -34,6 +35,11 @@ use crate::{
     StoredBundle,
 };
 
+pub use agent_writes::{
+    activating_a_serial_is_a_compare_and_swap,
+    interleaved_renewals_heartbeats_and_ban_lose_nothing,
+    last_seen_moves_forward_only_and_appends_no_event,
+};
 pub use change_feed::{
     changes_since_paginates_with_limit, concurrent_consumers_of_one_join_token_one_wins,
     concurrent_creates_of_one_entry_one_wins, each_mutation_appends_one_event_in_order,
@@ -79,6 +85,9 @@ macro_rules! datastore_conformance_tests {
             invalid_join_token_is_rejected,
             prune_removes_only_tokens_expired_before_cutoff,
             agent_lifecycle,
+            activating_a_serial_is_a_compare_and_swap,
+            last_seen_moves_forward_only_and_appends_no_event,
+            interleaved_renewals_heartbeats_and_ban_lose_nothing,
             authorities_put_replace_and_list_in_order,
             bundles_put_get_list_delete,
             each_mutation_appends_one_event_in_order,

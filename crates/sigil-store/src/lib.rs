@@ -61,6 +61,10 @@ pub type StoreResult<T> = Result<T, StoreError>;
 
 /// The persistence interface of the server. Every backend passes the conformance suite in the
 /// `conformance` module (feature `conformance`).
+///
+/// Records that several tasks write are never rewritten whole: agents have one method per
+/// column group (serials, ban, last seen), each a single statement, so concurrent writers cannot
+/// undo each other; entries are replaced under a revision compare-and-swap.
 #[async_trait]
 pub trait Datastore: Send + Sync + 'static {
     // ---- registration entries ----
@@ -115,8 +119,30 @@ pub trait Datastore: Send + Sync + 'static {
     async fn get_agent(&self, spiffe_id: &str) -> StoreResult<Option<AttestedAgent>>;
     /// Every agent, ordered by SPIFFE ID.
     async fn list_agents(&self) -> StoreResult<Vec<AttestedAgent>>;
-    /// Replaces an existing agent record (serials, expiry, banned, last_seen...).
-    async fn update_agent(&self, agent: AttestedAgent) -> StoreResult<()>;
+    /// Records that agent `spiffe_id` was issued a renewed SVID with serial `new_serial`, not yet
+    /// seen in use. Writes only `new_serial` (replacing an earlier unused one), so a concurrent
+    /// ban or heartbeat is kept; appends an `AgentChanged` event. `NotFound` if there is no such
+    /// agent.
+    async fn record_agent_renewal(&self, spiffe_id: &str, new_serial: &str) -> StoreResult<()>;
+    /// Compare-and-swap on the agent's serials: when its `new_serial` is `presented_serial`,
+    /// makes that the current `serial` with `expires_at` and clears `new_serial` (appending an
+    /// `AgentChanged` event); otherwise changes nothing. Returns whether `presented_serial` is
+    /// the current serial afterwards, so a second activation of the same serial (a concurrent
+    /// call, or a reader whose index lags) returns `true` and a stale serial `false`. Touches no
+    /// other column. `NotFound` if there is no such agent.
+    async fn activate_agent_serial(
+        &self,
+        spiffe_id: &str,
+        presented_serial: &str,
+        expires_at: i64,
+    ) -> StoreResult<bool>;
+    /// Sets or clears the agent's `banned` flag, touching no other column; appends an
+    /// `AgentChanged` event. `NotFound` if there is no such agent.
+    async fn set_agent_banned(&self, spiffe_id: &str, banned: bool) -> StoreResult<()>;
+    /// Moves the agent's `last_seen` forward to `now` (never backwards). This is bookkeeping, not
+    /// identity state: it touches only that column and appends **no** change event, so heartbeats
+    /// do not wake change-feed readers. `NotFound` if there is no such agent.
+    async fn touch_agent_last_seen(&self, spiffe_id: &str, now: i64) -> StoreResult<()>;
     /// Deletes an agent and returns what it was.
     async fn delete_agent(&self, spiffe_id: &str) -> StoreResult<AttestedAgent>;
 

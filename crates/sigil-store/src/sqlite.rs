@@ -217,8 +217,35 @@ impl Datastore for SqliteStore {
         self.read(agents::list).await
     }
 
-    async fn update_agent(&self, agent: AttestedAgent) -> StoreResult<()> {
-        self.write(move |tx| agents::update(tx, agent)).await
+    async fn record_agent_renewal(&self, spiffe_id: &str, new_serial: &str) -> StoreResult<()> {
+        let spiffe_id = spiffe_id.to_owned();
+        let new_serial = new_serial.to_owned();
+        self.write(move |tx| agents::record_renewal(tx, &spiffe_id, &new_serial))
+            .await
+    }
+
+    async fn activate_agent_serial(
+        &self,
+        spiffe_id: &str,
+        presented_serial: &str,
+        expires_at: i64,
+    ) -> StoreResult<bool> {
+        let spiffe_id = spiffe_id.to_owned();
+        let presented = presented_serial.to_owned();
+        self.write(move |tx| agents::activate_serial(tx, &spiffe_id, &presented, expires_at))
+            .await
+    }
+
+    async fn set_agent_banned(&self, spiffe_id: &str, banned: bool) -> StoreResult<()> {
+        let spiffe_id = spiffe_id.to_owned();
+        self.write(move |tx| agents::set_banned(tx, &spiffe_id, banned))
+            .await
+    }
+
+    async fn touch_agent_last_seen(&self, spiffe_id: &str, now: i64) -> StoreResult<()> {
+        let spiffe_id = spiffe_id.to_owned();
+        self.write(move |tx| agents::touch_last_seen(tx, &spiffe_id, now))
+            .await
     }
 
     async fn delete_agent(&self, spiffe_id: &str) -> StoreResult<AttestedAgent> {

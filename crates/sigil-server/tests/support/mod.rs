@@ -2,6 +2,11 @@
 //! start) bound to 127.0.0.1:0, and a tonic client over mutual TLS built the way the real agent
 //! builds it (a tokio-rustls connector verifying the server as `spiffe://<td>/sigil/server`).
 
+#![allow(
+    dead_code,
+    reason = "each test binary uses a different part of the fixture"
+)]
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -165,19 +170,53 @@ impl TestServer {
 
     /// Registers `spiffe_id` under `parent`.
     pub async fn create_entry(&self, spiffe_id: &str, parent: &SpiffeId) -> Entry {
+        self.create_entry_expiring(spiffe_id, parent, None).await
+    }
+
+    /// Registers `spiffe_id` under `parent`, expiring at `expires_at` (Unix seconds) if given.
+    pub async fn create_entry_expiring(
+        &self,
+        spiffe_id: &str,
+        parent: &SpiffeId,
+        expires_at: Option<i64>,
+    ) -> Entry {
+        let mut spec = NewEntry::new(
+            SpiffeId::parse(spiffe_id).unwrap(),
+            parent.clone(),
+            vec![Selector::parse("unix:uid:1000").unwrap()],
+            "team-test",
+        );
+        spec.expires_at = expires_at;
         self.handle
             .store
-            .create_entry(
-                NewEntry::new(
-                    SpiffeId::parse(spiffe_id).unwrap(),
-                    parent.clone(),
-                    vec![Selector::parse("unix:uid:1000").unwrap()],
-                    "team-test",
-                ),
-                self.clock.unix_secs(),
-            )
+            .create_entry(spec, self.clock.unix_secs())
             .await
             .unwrap()
+    }
+
+    /// Waits until the agent index reflects every store write made so far.
+    pub async fn agents_caught_up(&self) {
+        let written = self.handle.store.latest_change().await.unwrap();
+        tokio::time::timeout(PATIENCE, self.handle.agents.applied_through(written))
+            .await
+            .expect("the agent index did not catch up");
+    }
+
+    /// Makes `serial` the current serial of `agent` directly in the store (as a renewal that was
+    /// then used would) and waits for the agent index to see it.
+    pub async fn set_current_serial(&self, agent: &SpiffeId, serial: &str) {
+        let store = &self.handle.store;
+        store
+            .record_agent_renewal(agent.as_str(), serial)
+            .await
+            .unwrap();
+        assert!(
+            store
+                .activate_agent_serial(agent.as_str(), serial, self.clock.unix_secs() + 600)
+                .await
+                .unwrap()
+        );
+        self.agents_caught_up().await;
     }
 }
 

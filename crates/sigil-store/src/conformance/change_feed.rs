@@ -58,10 +58,29 @@ pub async fn each_mutation_appends_one_event_in_order<S: Datastore>(store: S) {
         .await
         .expect("create agent");
     step(Change::AgentChanged(AGENT.into()), latest(&store).await);
-    let mut banned = agent(AGENT);
-    banned.banned = true;
-    store.update_agent(banned).await.expect("update agent");
+    store
+        .record_agent_renewal(AGENT, "02")
+        .await
+        .expect("record renewal");
     step(Change::AgentChanged(AGENT.into()), latest(&store).await);
+    assert!(
+        store
+            .activate_agent_serial(AGENT, "02", NOW + 7200)
+            .await
+            .expect("activate serial")
+    );
+    step(Change::AgentChanged(AGENT.into()), latest(&store).await);
+    store
+        .set_agent_banned(AGENT, true)
+        .await
+        .expect("ban agent");
+    step(Change::AgentChanged(AGENT.into()), latest(&store).await);
+    // Heartbeats are bookkeeping, not identity state: no event (the next step checks that the
+    // sequence moved by exactly one since the ban).
+    store
+        .touch_agent_last_seen(AGENT, NOW + 60)
+        .await
+        .expect("touch agent");
     store.delete_agent(AGENT).await.expect("delete agent");
     step(Change::AgentDeleted(AGENT.into()), latest(&store).await);
 
@@ -200,8 +219,39 @@ pub async fn failed_mutations_append_no_event<S: Datastore>(store: S) {
             store.create_agent(agent(AGENT)).await.is_err(),
         ),
         (
-            "update missing agent",
-            store.update_agent(missing_agent.clone()).await.is_err(),
+            "renew missing agent",
+            store
+                .record_agent_renewal(missing_agent.spiffe_id.as_str(), "02")
+                .await
+                .is_err(),
+        ),
+        (
+            "activate missing agent",
+            store
+                .activate_agent_serial(missing_agent.spiffe_id.as_str(), "02", NOW)
+                .await
+                .is_err(),
+        ),
+        (
+            "ban missing agent",
+            store
+                .set_agent_banned(missing_agent.spiffe_id.as_str(), true)
+                .await
+                .is_err(),
+        ),
+        (
+            "touch missing agent",
+            store
+                .touch_agent_last_seen(missing_agent.spiffe_id.as_str(), NOW)
+                .await
+                .is_err(),
+        ),
+        (
+            "activate a serial that was never issued",
+            store
+                .activate_agent_serial(AGENT, "ff", NOW)
+                .await
+                .is_ok_and(|current| !current),
         ),
         (
             "delete missing agent",

@@ -192,7 +192,7 @@ pub async fn prune_removes_only_tokens_expired_before_cutoff<S: Datastore>(store
     assert_eq!(store.prune_join_tokens(NOW).await.expect("prune"), 0);
 }
 
-/// Agents: create, duplicate refused, get, list by SPIFFE ID, update, delete.
+/// Agents: create, duplicate refused, get, list by SPIFFE ID, column updates, delete.
 pub async fn agent_lifecycle<S: Datastore>(store: S) {
     store.create_agent(agent(AGENT_B)).await.expect("create b");
     store.create_agent(agent(AGENT_A)).await.expect("create a");
@@ -211,21 +211,44 @@ pub async fn agent_lifecycle<S: Datastore>(store: S) {
     let listed = store.list_agents().await.expect("list");
     assert_eq!(listed, [agent(AGENT_A), agent(AGENT_B)]);
 
+    store
+        .record_agent_renewal(AGENT_A, "02")
+        .await
+        .expect("renew");
     let mut renewed = agent(AGENT_A);
-    renewed.serial = "02".to_owned();
-    renewed.new_serial = Some("03".to_owned());
-    renewed.banned = true;
-    renewed.can_reattest = true;
-    renewed.expires_at = NOW + 7200;
-    renewed.last_seen = NOW + 30;
-    store.update_agent(renewed.clone()).await.expect("update");
+    renewed.new_serial = Some("02".to_owned());
     assert_eq!(
         store.get_agent(AGENT_A).await.expect("get"),
         Some(renewed.clone())
     );
+    assert!(
+        store
+            .activate_agent_serial(AGENT_A, "02", NOW + 7200)
+            .await
+            .expect("activate")
+    );
+    renewed.serial = "02".to_owned();
+    renewed.new_serial = None;
+    renewed.expires_at = NOW + 7200;
+    store.set_agent_banned(AGENT_A, true).await.expect("ban");
+    renewed.banned = true;
+    store
+        .touch_agent_last_seen(AGENT_A, NOW + 30)
+        .await
+        .expect("touch");
+    renewed.last_seen = NOW + 30;
+    assert_eq!(
+        store.get_agent(AGENT_A).await.expect("get"),
+        Some(renewed.clone())
+    );
+    // The other agent was not touched by any of it.
+    assert_eq!(
+        store.get_agent(AGENT_B).await.expect("get"),
+        Some(agent(AGENT_B))
+    );
 
     let missing = store
-        .update_agent(agent("spiffe://example.org/sigil/agent/join_token/none"))
+        .set_agent_banned("spiffe://example.org/sigil/agent/join_token/none", true)
         .await;
     assert!(
         matches!(missing, Err(StoreError::NotFound { .. })),

@@ -78,27 +78,84 @@ pub(super) fn list(conn: &Connection) -> StoreResult<Vec<AttestedAgent>> {
         .collect()
 }
 
-/// Replaces every field of an existing agent; `NotFound` if there is none.
-pub(super) fn update(conn: &Connection, agent: AttestedAgent) -> StoreResult<()> {
-    let agent = normalized(agent);
-    let selectors = to_json(&agent.selectors)?;
+/// Sets `new_serial` only; `NotFound` if there is no such agent.
+pub(super) fn record_renewal(
+    conn: &Connection,
+    spiffe_id: &str,
+    new_serial: &str,
+) -> StoreResult<()> {
     let changed = conn
         .execute(
-            "UPDATE agents SET attestation_type = ?2, selectors = ?3, serial = ?4, \
-               new_serial = ?5, expires_at = ?6, banned = ?7, can_reattest = ?8, \
-               created_at = ?9, last_seen = ?10 \
-             WHERE spiffe_id = ?1",
-            column_values(&agent, &selectors),
+            "UPDATE agents SET new_serial = ?2 WHERE spiffe_id = ?1",
+            (spiffe_id, new_serial),
         )
         .map_err(backend)?;
     if changed == 0 {
-        return Err(not_found(agent.spiffe_id.as_str()));
+        return Err(not_found(spiffe_id));
     }
-    change_feed::append(
-        conn,
-        &Change::AgentChanged(agent.spiffe_id.to_string()),
-        None,
-    )
+    changed_event(conn, spiffe_id)
+}
+
+/// Promotes `new_serial` to `serial` when it is `presented` (one conditional statement, so the
+/// check and the write cannot be split by another writer); returns whether `presented` is the
+/// current serial afterwards.
+pub(super) fn activate_serial(
+    conn: &Connection,
+    spiffe_id: &str,
+    presented: &str,
+    expires_at: i64,
+) -> StoreResult<bool> {
+    let changed = conn
+        .execute(
+            "UPDATE agents SET serial = new_serial, new_serial = NULL, expires_at = ?3 \
+             WHERE spiffe_id = ?1 AND new_serial = ?2",
+            (spiffe_id, presented, expires_at),
+        )
+        .map_err(backend)?;
+    if changed > 0 {
+        changed_event(conn, spiffe_id)?;
+        return Ok(true);
+    }
+    let current: Option<String> = conn
+        .query_row(
+            "SELECT serial FROM agents WHERE spiffe_id = ?1",
+            [spiffe_id],
+            |row| row.get(0),
+        )
+        .optional()
+        .map_err(backend)?;
+    match current {
+        Some(serial) => Ok(serial == presented),
+        None => Err(not_found(spiffe_id)),
+    }
+}
+
+/// Sets `banned` only; `NotFound` if there is no such agent.
+pub(super) fn set_banned(conn: &Connection, spiffe_id: &str, banned: bool) -> StoreResult<()> {
+    let changed = conn
+        .execute(
+            "UPDATE agents SET banned = ?2 WHERE spiffe_id = ?1",
+            (spiffe_id, banned),
+        )
+        .map_err(backend)?;
+    if changed == 0 {
+        return Err(not_found(spiffe_id));
+    }
+    changed_event(conn, spiffe_id)
+}
+
+/// Moves `last_seen` forward only, with no change event; `NotFound` if there is no such agent.
+pub(super) fn touch_last_seen(conn: &Connection, spiffe_id: &str, now: i64) -> StoreResult<()> {
+    let matched = conn
+        .execute(
+            "UPDATE agents SET last_seen = MAX(last_seen, ?2) WHERE spiffe_id = ?1",
+            (spiffe_id, now),
+        )
+        .map_err(backend)?;
+    if matched == 0 {
+        return Err(not_found(spiffe_id));
+    }
+    Ok(())
 }
 
 /// Deletes the agent and returns what it was; `NotFound` if there is none.
@@ -108,6 +165,10 @@ pub(super) fn delete(conn: &Connection, spiffe_id: &str) -> StoreResult<Attested
         .map_err(backend)?;
     change_feed::append(conn, &Change::AgentDeleted(spiffe_id.to_owned()), None)?;
     Ok(agent)
+}
+
+fn changed_event(conn: &Connection, spiffe_id: &str) -> StoreResult<()> {
+    change_feed::append(conn, &Change::AgentChanged(spiffe_id.to_owned()), None)
 }
 
 /// Node selectors sorted and deduplicated, as entry selectors are.

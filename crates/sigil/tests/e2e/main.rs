@@ -13,6 +13,7 @@
 
 mod cli_admin;
 mod core_path;
+mod expiry;
 mod harness;
 mod interop;
 mod rotation;

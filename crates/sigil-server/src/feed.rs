@@ -1,0 +1,65 @@
+//! The one reader of the datastore's change feed: each batch is applied to the entry index and
+//! the agent index, in that order, so both follow the store without rescans.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sigil_store::{Datastore, StoreError};
+use tokio::sync::watch;
+
+use crate::agent_index::AgentIndex;
+use crate::entry_index::{EntryIndex, FEED_BATCH};
+
+/// Pause before reading the feed again after a store failure.
+const RETRY_AFTER: Duration = Duration::from_millis(500);
+
+/// Applies every change after `position` to both indexes; returns the new position.
+pub async fn catch_up(
+    store: &dyn Datastore,
+    entries: &EntryIndex,
+    agents: &AgentIndex,
+    mut position: u64,
+) -> Result<u64, StoreError> {
+    loop {
+        let batch = store.changes_since(position, FEED_BATCH).await?;
+        let Some(last) = batch.last() else {
+            return Ok(position);
+        };
+        let last_seq = last.seq;
+        entries.apply_batch(store, &batch).await?;
+        agents.apply_batch(store, &batch).await?;
+        position = last_seq;
+        if batch.len() < FEED_BATCH as usize {
+            return Ok(position);
+        }
+    }
+}
+
+/// Follows the feed after `position` until `shutdown` resolves: wakes on the store's watch,
+/// catches up, and retries after a pause when the store fails.
+pub async fn follow(
+    store: Arc<dyn Datastore>,
+    entries: Arc<EntryIndex>,
+    agents: Arc<AgentIndex>,
+    mut position: u64,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut changes = store.watch_changes();
+    loop {
+        changes.mark_unchanged();
+        match catch_up(store.as_ref(), &entries, &agents, position).await {
+            Ok(next) => position = next,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the change feed; retrying");
+                tokio::select! {
+                    () = tokio::time::sleep(RETRY_AFTER) => continue,
+                    _ = shutdown.changed() => return,
+                }
+            }
+        }
+        tokio::select! {
+            r = changes.changed() => if r.is_err() { return },
+            _ = shutdown.changed() => return,
+        }
+    }
+}

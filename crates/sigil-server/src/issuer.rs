@@ -1,0 +1,316 @@
+//! The server's one issuance choke point: every credential the server hands out (an agent's
+//! SVID at attestation and at renewal, workload X509-SVIDs, workload JWT-SVIDs) is decided and
+//! signed here. Input: who asks, for which identity or entry, what; output: the credential or a
+//! typed [`Refusal`].
+//!
+//! Revocation, policy decisions, audit records and the credential inventory attach in this
+//! module when they land: decisions in [`Issuer::decide`], records of what was issued after the
+//! signing step of each method. No RPC handler signs on its own.
+
+use std::sync::Arc;
+
+use sigil_ca::MintedJwt;
+use sigil_spiffe::{Clock, SpiffeId, TrustBundle, TrustDomain};
+use x509_parser::prelude::FromDer;
+
+use crate::agent_index::AgentView;
+use crate::ca::CaManager;
+use crate::entry_index::{EntryAccess, EntryIndex};
+
+/// Largest CSR accepted, in bytes.
+pub const MAX_CSR_BYTES: usize = 16 * 1024;
+/// Most audiences in one JWT-SVID request.
+pub const MAX_AUDIENCES: usize = 32;
+/// Longest audience accepted, in bytes.
+pub const MAX_AUDIENCE_BYTES: usize = 1024;
+
+/// Issuance defaults, in seconds.
+#[derive(Debug, Clone, Copy)]
+pub struct IssuanceDefaults {
+    pub agent_svid_ttl: u64,
+    pub x509_svid_ttl: u64,
+    pub jwt_svid_ttl: u64,
+}
+
+impl Default for IssuanceDefaults {
+    fn default() -> Self {
+        Self {
+            agent_svid_ttl: 3600,
+            x509_svid_ttl: 3600,
+            jwt_svid_ttl: 300,
+        }
+    }
+}
+
+/// Why a credential was not issued. The agent API maps each to a gRPC status.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("entry `{entry_id}` is not authorized for this agent")]
+    EntryNotAuthorized { entry_id: String },
+    #[error("entry `{entry_id}` expired at {expired_at}")]
+    EntryExpired { entry_id: String, expired_at: i64 },
+    #[error("agent `{agent_id}` is banned")]
+    AgentBanned { agent_id: SpiffeId },
+    #[error("csr is not acceptable: {0}")]
+    InvalidCsr(String),
+    #[error("audience is not acceptable: {0}")]
+    InvalidAudience(String),
+    /// The CA failed for a reason that is not the caller's (logged, not sent).
+    #[error("cannot sign: {0}")]
+    Signing(String),
+}
+
+/// A signed X509-SVID.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssuedX509 {
+    pub spiffe_id: SpiffeId,
+    /// DER certificates, leaf first.
+    pub chain: Vec<Vec<u8>>,
+    /// Lowercase hex of the leaf's serial number.
+    pub serial: String,
+    /// The leaf's `notAfter`, Unix seconds.
+    pub expires_at: i64,
+}
+
+/// Who asks for a credential.
+#[derive(Debug, Clone, Copy)]
+enum Requester<'a> {
+    /// A node that just proved itself (attestation) and will be the agent `0`.
+    Attesting(&'a SpiffeId),
+    /// An authenticated agent.
+    Agent(&'a AgentView),
+}
+
+/// For which identity.
+#[derive(Debug, Clone, Copy)]
+enum Subject<'a> {
+    /// The requester's own agent identity.
+    OwnAgentId,
+    /// A registration entry's identity.
+    Entry(&'a str),
+}
+
+/// What a decision allows: the identity and how it is issued.
+struct Grant {
+    spiffe_id: SpiffeId,
+    dns_names: Vec<String>,
+    /// Latest the credential may expire (the entry's expiry), Unix seconds.
+    not_after: Option<i64>,
+    x509_ttl: u64,
+    jwt_ttl: u64,
+}
+
+/// The issuance choke point. Cheap to share via `Arc`.
+#[derive(Debug)]
+pub struct Issuer {
+    ca: Arc<CaManager>,
+    entries: Arc<EntryIndex>,
+    clock: Arc<dyn Clock>,
+    defaults: IssuanceDefaults,
+}
+
+impl Issuer {
+    /// An issuer signing with `ca` and authorizing entries with `entries` on `clock`.
+    pub fn new(
+        ca: Arc<CaManager>,
+        entries: Arc<EntryIndex>,
+        clock: Arc<dyn Clock>,
+        defaults: IssuanceDefaults,
+    ) -> Self {
+        Self {
+            ca,
+            entries,
+            clock,
+            defaults,
+        }
+    }
+
+    /// The trust domain credentials are issued in.
+    pub fn trust_domain(&self) -> &TrustDomain {
+        self.ca.trust_domain()
+    }
+
+    /// The trust bundle that verifies what this issuer signs.
+    pub fn bundle(&self) -> Arc<TrustBundle> {
+        self.ca.bundle()
+    }
+
+    /// The first SVID of agent `agent_id`, whose node attestation just succeeded.
+    pub fn attestation_svid(&self, agent_id: &SpiffeId, csr: &[u8]) -> Result<IssuedX509, Refusal> {
+        let grant = self.decide(Requester::Attesting(agent_id), Subject::OwnAgentId)?;
+        self.sign_x509(&grant, csr, self.defaults.agent_svid_ttl)
+    }
+
+    /// A renewed SVID for `agent`.
+    pub fn renewal_svid(&self, agent: &AgentView, csr: &[u8]) -> Result<IssuedX509, Refusal> {
+        let grant = self.decide(Requester::Agent(agent), Subject::OwnAgentId)?;
+        self.sign_x509(&grant, csr, self.defaults.agent_svid_ttl)
+    }
+
+    /// A workload X509-SVID for entry `entry_id`, asked for by `agent`.
+    pub fn workload_x509_svid(
+        &self,
+        agent: &AgentView,
+        entry_id: &str,
+        csr: &[u8],
+    ) -> Result<IssuedX509, Refusal> {
+        let grant = self.decide(Requester::Agent(agent), Subject::Entry(entry_id))?;
+        let ttl = grant.x509_ttl;
+        self.sign_x509(&grant, csr, ttl)
+    }
+
+    /// A workload JWT-SVID for entry `entry_id` with `audience`, asked for by `agent`.
+    pub fn workload_jwt_svid(
+        &self,
+        agent: &AgentView,
+        entry_id: &str,
+        audience: &[String],
+    ) -> Result<MintedJwt, Refusal> {
+        check_audience(audience)?;
+        let grant = self.decide(Requester::Agent(agent), Subject::Entry(entry_id))?;
+        let ttl = self.capped_ttl(grant.jwt_ttl, grant.not_after);
+        self.ca
+            .mint_jwt_svid(&grant.spiffe_id, audience, ttl)
+            .map_err(|e| Refusal::Signing(e.to_string()))
+    }
+
+    /// The decision: may `requester` have a credential for `subject` now? Every method passes
+    /// here before anything is signed.
+    fn decide(&self, requester: Requester<'_>, subject: Subject<'_>) -> Result<Grant, Refusal> {
+        let agent = match requester {
+            Requester::Attesting(agent_id) => {
+                return match subject {
+                    Subject::OwnAgentId => Ok(self.agent_grant(agent_id)),
+                    Subject::Entry(entry_id) => Err(Refusal::EntryNotAuthorized {
+                        entry_id: entry_id.to_owned(),
+                    }),
+                };
+            }
+            Requester::Agent(agent) => agent,
+        };
+        if agent.banned {
+            return Err(Refusal::AgentBanned {
+                agent_id: agent.spiffe_id.clone(),
+            });
+        }
+        let entry_id = match subject {
+            Subject::OwnAgentId => return Ok(self.agent_grant(&agent.spiffe_id)),
+            Subject::Entry(entry_id) => entry_id,
+        };
+        let entry = match self
+            .entries
+            .entry_access(&agent.spiffe_id, &agent.selectors, entry_id)
+        {
+            EntryAccess::Authorized(entry) => entry,
+            EntryAccess::Expired { expired_at } => {
+                return Err(Refusal::EntryExpired {
+                    entry_id: entry_id.to_owned(),
+                    expired_at,
+                });
+            }
+            EntryAccess::NotAuthorized => {
+                return Err(Refusal::EntryNotAuthorized {
+                    entry_id: entry_id.to_owned(),
+                });
+            }
+        };
+        // The index already leaves expired entries out; checked again against this decision's
+        // own clock reading so nothing is issued for an entry past its expiry.
+        if let Some(expired_at) = entry
+            .spec
+            .expires_at
+            .filter(|at| *at <= self.clock.unix_secs())
+        {
+            return Err(Refusal::EntryExpired {
+                entry_id: entry_id.to_owned(),
+                expired_at,
+            });
+        }
+        let or_default = |ttl: u64, default: u64| if ttl == 0 { default } else { ttl };
+        Ok(Grant {
+            spiffe_id: entry.spec.spiffe_id.clone(),
+            dns_names: entry.spec.dns_names.clone(),
+            not_after: entry.spec.expires_at,
+            x509_ttl: or_default(entry.spec.x509_svid_ttl, self.defaults.x509_svid_ttl),
+            jwt_ttl: or_default(entry.spec.jwt_svid_ttl, self.defaults.jwt_svid_ttl),
+        })
+    }
+
+    fn agent_grant(&self, agent_id: &SpiffeId) -> Grant {
+        Grant {
+            spiffe_id: agent_id.clone(),
+            dns_names: Vec::new(),
+            not_after: None,
+            x509_ttl: self.defaults.agent_svid_ttl,
+            jwt_ttl: 0,
+        }
+    }
+
+    /// `ttl`, shortened so the credential does not outlive the entry's expiry.
+    fn capped_ttl(&self, ttl: u64, not_after: Option<i64>) -> u64 {
+        let Some(not_after) = not_after else {
+            return ttl;
+        };
+        let left = not_after.saturating_sub(self.clock.unix_secs()).max(1);
+        ttl.min(left.unsigned_abs())
+    }
+
+    fn sign_x509(&self, grant: &Grant, csr: &[u8], ttl: u64) -> Result<IssuedX509, Refusal> {
+        check_csr(csr)?;
+        let ttl = self.capped_ttl(ttl, grant.not_after);
+        let chain = self
+            .ca
+            .sign_x509_svid(csr, &grant.spiffe_id, ttl, &grant.dns_names)
+            .map_err(|e| Refusal::InvalidCsr(e.to_string()))?;
+        let leaf = chain
+            .first()
+            .ok_or_else(|| Refusal::Signing("the CA returned an empty chain".to_owned()))?;
+        let (serial, expires_at) = cert_serial_and_expiry(leaf)
+            .ok_or_else(|| Refusal::Signing("the CA returned an unparsable leaf".to_owned()))?;
+        Ok(IssuedX509 {
+            spiffe_id: grant.spiffe_id.clone(),
+            chain,
+            serial,
+            expires_at,
+        })
+    }
+}
+
+/// Lowercase hex serial and `notAfter` (Unix seconds) of a DER certificate; `None` if it does not
+/// parse.
+pub fn cert_serial_and_expiry(der: &[u8]) -> Option<(String, i64)> {
+    let (_, cert) = x509_parser::certificate::X509Certificate::from_der(der).ok()?;
+    let serial = cert
+        .tbs_certificate
+        .raw_serial()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    Some((serial, cert.validity().not_after.timestamp()))
+}
+
+/// A CSR is non-empty and at most [`MAX_CSR_BYTES`]; the CA checks the rest.
+fn check_csr(csr: &[u8]) -> Result<(), Refusal> {
+    if csr.is_empty() {
+        return Err(Refusal::InvalidCsr("csr is empty".to_owned()));
+    }
+    if csr.len() > MAX_CSR_BYTES {
+        return Err(Refusal::InvalidCsr(format!(
+            "csr is larger than {MAX_CSR_BYTES} bytes"
+        )));
+    }
+    Ok(())
+}
+
+/// One to [`MAX_AUDIENCES`] audiences, each 1 to [`MAX_AUDIENCE_BYTES`] bytes.
+fn check_audience(audience: &[String]) -> Result<(), Refusal> {
+    if audience.is_empty() || audience.iter().any(String::is_empty) {
+        return Err(Refusal::InvalidAudience("audience is required".to_owned()));
+    }
+    if audience.len() > MAX_AUDIENCES || audience.iter().any(|a| a.len() > MAX_AUDIENCE_BYTES) {
+        return Err(Refusal::InvalidAudience(
+            "too many or too long audiences".to_owned(),
+        ));
+    }
+    Ok(())
+}
