@@ -107,13 +107,19 @@ pub fn plan(authorities: &[AuthorityStatus], now: i64) -> Vec<Action> {
         .collect();
     let before_roots = actions.len();
     plan_kind(authorities, AuthorityKind::X509Root, now, &mut actions);
-    let root_changes = actions.iter().skip(before_roots).any(|a| {
-        matches!(a, Action::Activate { .. } | Action::Retire { .. })
-    });
+    let root_changes = actions
+        .iter()
+        .skip(before_roots)
+        .any(|a| matches!(a, Action::Activate { .. } | Action::Retire { .. }));
     // An intermediate is planned against the root that will sign it: while the active root
     // changes, wait for the next round.
     if !root_changes {
-        plan_kind(authorities, AuthorityKind::X509Intermediate, now, &mut actions);
+        plan_kind(
+            authorities,
+            AuthorityKind::X509Intermediate,
+            now,
+            &mut actions,
+        );
     }
     plan_kind(authorities, AuthorityKind::Jwt, now, &mut actions);
     actions
@@ -262,6 +268,17 @@ mod tests {
         ]
     }
 
+    /// `jwts` beside a long-lived active root and intermediate, so only the JWT kind is due.
+    fn jwt_world(jwts: Vec<AuthorityStatus>) -> Vec<AuthorityStatus> {
+        let mut world = settled();
+        for a in &mut world {
+            a.not_after = T0 + 100 * LIFE;
+        }
+        world.retain(|a| a.kind != AuthorityKind::Jwt);
+        world.extend(jwts);
+        world
+    }
+
     fn prepare(kind: AuthorityKind) -> Action {
         Action::Prepare {
             kind,
@@ -325,14 +342,23 @@ mod tests {
         if let Some(root) = world.first_mut() {
             root.not_after = T0 + LIFE;
         }
-        let mut next_root = status("root2", AuthorityKind::X509Root, AuthorityState::Prepared, T0 + 300);
+        let mut next_root = status(
+            "root2",
+            AuthorityKind::X509Root,
+            AuthorityState::Prepared,
+            T0 + 300,
+        );
         next_root.not_after = T0 + 300 + 100 * LIFE;
         world.push(next_root);
         // The intermediate is due too, but the root is being replaced in this round.
         let due = T0 + LIFE - LIFE / 6;
         assert_eq!(
             plan(&world, due),
-            [activate("root2"), retire("root"), prepare(AuthorityKind::Jwt)]
+            [
+                activate("root2"),
+                retire("root"),
+                prepare(AuthorityKind::Jwt)
+            ]
         );
     }
 
@@ -367,10 +393,10 @@ mod tests {
 
     #[test]
     fn successor_activates_with_a_sixth_of_life_left_and_the_active_one_retires() {
-        let world = vec![
+        let world = jwt_world(vec![
             jwt("jwt", AuthorityState::Active, T0),
             jwt("jwt2", AuthorityState::Prepared, T0 + LIFE / 2),
-        ];
+        ]);
         assert_eq!(plan(&world, T0 + LIFE - LIFE / 6 - 1), []);
         let due = T0 + LIFE - LIFE / 6;
         assert_eq!(plan(&world, due), [activate("jwt2"), retire("jwt")]);
@@ -379,7 +405,7 @@ mod tests {
     #[test]
     fn successor_prepared_in_this_instant_activates_only_on_the_next_tick() {
         let due = T0 + LIFE - LIFE / 6;
-        let mut world = vec![jwt("jwt", AuthorityState::Active, T0)];
+        let mut world = jwt_world(vec![jwt("jwt", AuthorityState::Active, T0)]);
         // Nothing was prepared at half life (the server was down): prepare now...
         assert_eq!(plan(&world, due), [prepare(AuthorityKind::Jwt)]);
         world.push(jwt("jwt2", AuthorityState::Prepared, due));
@@ -391,7 +417,7 @@ mod tests {
     #[test]
     fn expired_active_authority_is_replaced_at_once() {
         let end = T0 + LIFE;
-        let mut world = vec![jwt("jwt", AuthorityState::Active, T0)];
+        let mut world = jwt_world(vec![jwt("jwt", AuthorityState::Active, T0)]);
         assert_eq!(plan(&world, end), [prepare(AuthorityKind::Jwt)]);
         world.push(jwt("jwt2", AuthorityState::Prepared, end));
         assert_eq!(plan(&world, end), [activate("jwt2"), retire("jwt")]);
@@ -399,8 +425,8 @@ mod tests {
 
     #[test]
     fn active_authority_whose_key_is_gone_is_replaced_at_once() {
-        let mut world = vec![jwt("jwt", AuthorityState::Active, T0)];
-        if let Some(a) = world.first_mut() {
+        let mut world = jwt_world(vec![jwt("jwt", AuthorityState::Active, T0)]);
+        if let Some(a) = world.iter_mut().find(|a| a.id == "jwt") {
             a.key_available = false;
         }
         assert_eq!(plan(&world, T0 + 1), [prepare(AuthorityKind::Jwt)]);
@@ -412,17 +438,17 @@ mod tests {
     fn prepared_authority_without_its_key_is_not_activated() {
         let mut lost = jwt("jwt2", AuthorityState::Prepared, T0 + LIFE / 2);
         lost.key_available = false;
-        let world = vec![jwt("jwt", AuthorityState::Active, T0), lost];
+        let world = jwt_world(vec![jwt("jwt", AuthorityState::Active, T0), lost]);
         assert_eq!(plan(&world, T0 + LIFE / 2), [prepare(AuthorityKind::Jwt)]);
     }
 
     #[test]
     fn of_two_active_authorities_the_newer_stays_active() {
         // A crash between activating jwt2 and retiring jwt.
-        let world = vec![
+        let world = jwt_world(vec![
             jwt("jwt2", AuthorityState::Active, T0 + 10),
             jwt("jwt", AuthorityState::Active, T0),
-        ];
+        ]);
         assert_eq!(plan(&world, T0 + 20), [retire("jwt")]);
     }
 
@@ -472,10 +498,10 @@ mod tests {
     #[test]
     fn stale_prepared_authority_is_not_picked_and_a_fresh_one_is_prepared() {
         // Left over from another replica: prepared long ago, past its own half life.
-        let world = vec![
+        let world = jwt_world(vec![
             jwt("jwt", AuthorityState::Active, T0),
             jwt("stale", AuthorityState::Prepared, T0 - LIFE / 4),
-        ];
+        ]);
         assert_eq!(plan(&world, T0 + LIFE / 2), [prepare(AuthorityKind::Jwt)]);
     }
 
