@@ -1,11 +1,12 @@
 //! SPIFFE vocabulary shared by every Sigil crate: identifiers, selectors, TTLs, bundle documents,
-//! JWT-SVID claim rules and the injected clock. No I/O and no cryptography live here.
+//! JWT-SVID claim rules, signing-authority kinds and states, and the injected clock. No I/O and no cryptography live here.
 //!
 //! Everything is "parse, don't validate": once a caller holds a [`SpiffeId`], [`TrustDomain`],
 //! [`Selector`] or [`Ttl`], it is valid and no other code re-checks it.
 
 #![forbid(unsafe_code)]
 
+pub mod authority;
 pub mod bundle;
 pub mod id;
 pub mod jwt;
@@ -13,6 +14,7 @@ pub mod selector;
 pub mod time;
 pub mod ttl;
 
+pub use authority::{AuthorityKind, AuthorityState};
 pub use bundle::{
     BundleDocument, BundleError, Jwk, JwtAuthorityKey, MAX_BUNDLE_DOCUMENT_BYTES, TrustBundle,
 };

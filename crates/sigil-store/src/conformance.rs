@@ -24,6 +24,7 @@
 )]
 
 mod agent_writes;
+mod authorities;
 mod change_feed;
 mod entries;
 mod records;
@@ -40,6 +41,11 @@ pub use agent_writes::{
     interleaved_renewals_heartbeats_and_ban_lose_nothing,
     last_seen_moves_forward_only_and_appends_no_event,
 };
+pub use authorities::{
+    authorities_are_created_once_and_listed_in_order,
+    authority_state_moves_only_from_the_expected_state,
+    concurrent_transitions_of_one_authority_one_wins, deleted_authority_is_gone_with_one_event,
+};
 pub use change_feed::{
     changes_since_paginates_with_limit, concurrent_consumers_of_one_join_token_one_wins,
     concurrent_creates_of_one_entry_one_wins, each_mutation_appends_one_event_in_order,
@@ -54,10 +60,10 @@ pub use entries::{
 };
 pub use records::{
     agent_lifecycle, attestation_consumes_the_token_and_stores_the_agent_atomically,
-    authorities_put_replace_and_list_in_order, bundles_put_get_list_delete,
-    duplicate_join_token_is_rejected, expired_join_token_is_rejected_and_stays_unused,
-    invalid_join_token_is_rejected, join_token_is_consumed_once,
-    prune_removes_only_tokens_expired_before_cutoff, unknown_join_token_is_not_found,
+    bundles_put_get_list_delete, duplicate_join_token_is_rejected,
+    expired_join_token_is_rejected_and_stays_unused, invalid_join_token_is_rejected,
+    join_token_is_consumed_once, prune_removes_only_tokens_expired_before_cutoff,
+    unknown_join_token_is_not_found,
 };
 
 /// Expands to one `#[tokio::test]` per conformance case, each on a fresh store made by
@@ -88,7 +94,10 @@ macro_rules! datastore_conformance_tests {
             activating_a_serial_is_a_compare_and_swap,
             last_seen_moves_forward_only_and_appends_no_event,
             interleaved_renewals_heartbeats_and_ban_lose_nothing,
-            authorities_put_replace_and_list_in_order,
+            authorities_are_created_once_and_listed_in_order,
+            authority_state_moves_only_from_the_expected_state,
+            concurrent_transitions_of_one_authority_one_wins,
+            deleted_authority_is_gone_with_one_event,
             bundles_put_get_list_delete,
             each_mutation_appends_one_event_in_order,
             failed_mutations_append_no_event,

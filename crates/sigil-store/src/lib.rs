@@ -34,6 +34,12 @@ pub enum StoreError {
         expected: i64,
         found: i64,
     },
+    #[error("authority `{id}` is {found}, not {expected}")]
+    AuthorityStateConflict {
+        id: String,
+        expected: AuthorityState,
+        found: AuthorityState,
+    },
     #[error("join token has expired")]
     JoinTokenExpired,
     #[error("join token was already used")]
@@ -148,8 +154,25 @@ pub trait Datastore: Send + Sync + 'static {
 
     // ---- signing authorities ----
 
-    /// Inserts or replaces an authority record (keyed by `id`).
-    async fn put_authority(&self, authority: AuthorityRecord) -> StoreResult<()>;
+    // An authority record is written whole once, when it is created; afterwards only its state
+    // moves, by compare-and-swap, so two writers (rotation here, an admin command or another
+    // replica there) can never undo each other's transition.
+
+    /// Stores a new authority record. `AlreadyExists` if an authority with `authority.id`
+    /// exists (the existing record is left unchanged).
+    async fn create_authority(&self, authority: AuthorityRecord) -> StoreResult<()>;
+    /// Moves authority `id` from `expected` to `new` and returns the updated record, only if it
+    /// is in state `expected`; otherwise fails with `AuthorityStateConflict` (naming the state it
+    /// is in) and changes nothing. `NotFound` if there is no such authority. Whether the
+    /// transition is allowed by the life cycle is the caller's decision.
+    async fn set_authority_state(
+        &self,
+        id: &str,
+        expected: AuthorityState,
+        new: AuthorityState,
+    ) -> StoreResult<AuthorityRecord>;
+    /// Deletes authority `id` and returns what it was; `NotFound` if there is none.
+    async fn delete_authority(&self, id: &str) -> StoreResult<AuthorityRecord>;
     /// Every authority, ordered by creation time then id.
     async fn list_authorities(&self) -> StoreResult<Vec<AuthorityRecord>>;
 

@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 use sigil_spiffe::bundle::MAX_BUNDLE_DOCUMENT_BYTES;
 use sigil_spiffe::ttl::MAX_TTL_SECS;
+pub use sigil_spiffe::{AuthorityKind, AuthorityState};
 use sigil_spiffe::{Selector, SpiffeId, TrustDomain};
 
 use crate::{StoreError, StoreResult};
@@ -100,34 +101,6 @@ pub struct AttestedAgent {
     pub last_seen: i64,
 }
 
-/// What an authority signs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AuthorityKind {
-    /// Self-signed root: goes in the trust bundle.
-    X509Root,
-    /// Intermediate under a root: signs X509-SVIDs.
-    X509Intermediate,
-    /// JWT-SVID signing key: its public key goes in the trust bundle.
-    Jwt,
-}
-
-/// Lifecycle of an authority (rotation lands in a later issue; the model holds it now).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AuthorityState {
-    /// Published in the bundle, not yet signing.
-    Prepared,
-    /// Signing.
-    Active,
-    /// Replaced, still trusted until it expires.
-    Old,
-    /// Marked for early replacement; still trusted.
-    Tainted,
-    /// Removed from the bundle.
-    Revoked,
-}
-
 /// One signing authority. The private key lives in a key manager under `key_id`, never here.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuthorityRecord {
@@ -182,6 +155,8 @@ pub enum Change {
     AgentChanged(String),
     AgentDeleted(String),
     AuthorityChanged(String),
+    /// An expired authority was forgotten.
+    AuthorityDeleted(String),
     BundleChanged(String),
     BundleDeleted(String),
     JoinTokenChanged(String),
@@ -305,50 +280,6 @@ impl StoredBundle {
     }
 }
 
-impl AuthorityKind {
-    /// The stable name stored and shown (`x509_root`, `x509_intermediate`, `jwt`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::X509Root => "x509_root",
-            Self::X509Intermediate => "x509_intermediate",
-            Self::Jwt => "jwt",
-        }
-    }
-
-    /// The kind named `name` (as returned by [`AuthorityKind::as_str`]), or `None`.
-    pub fn from_name(name: &str) -> Option<Self> {
-        [Self::X509Root, Self::X509Intermediate, Self::Jwt]
-            .into_iter()
-            .find(|kind| kind.as_str() == name)
-    }
-}
-
-impl AuthorityState {
-    /// The stable name stored and shown (`prepared`, `active`, `old`, `tainted`, `revoked`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Prepared => "prepared",
-            Self::Active => "active",
-            Self::Old => "old",
-            Self::Tainted => "tainted",
-            Self::Revoked => "revoked",
-        }
-    }
-
-    /// The state named `name` (as returned by [`AuthorityState::as_str`]), or `None`.
-    pub fn from_name(name: &str) -> Option<Self> {
-        [
-            Self::Prepared,
-            Self::Active,
-            Self::Old,
-            Self::Tainted,
-            Self::Revoked,
-        ]
-        .into_iter()
-        .find(|state| state.as_str() == name)
-    }
-}
-
 impl Change {
     /// The stable name of the change kind, as stored in the change feed (`entry_created`, ...).
     pub fn kind(&self) -> &'static str {
@@ -359,6 +290,7 @@ impl Change {
             Self::AgentChanged(_) => "agent_changed",
             Self::AgentDeleted(_) => "agent_deleted",
             Self::AuthorityChanged(_) => "authority_changed",
+            Self::AuthorityDeleted(_) => "authority_deleted",
             Self::BundleChanged(_) => "bundle_changed",
             Self::BundleDeleted(_) => "bundle_deleted",
             Self::JoinTokenChanged(_) => "join_token_changed",
@@ -375,6 +307,7 @@ impl Change {
             | Self::AgentChanged(key)
             | Self::AgentDeleted(key)
             | Self::AuthorityChanged(key)
+            | Self::AuthorityDeleted(key)
             | Self::BundleChanged(key)
             | Self::BundleDeleted(key)
             | Self::JoinTokenChanged(key) => key,
@@ -391,6 +324,7 @@ impl Change {
             "agent_changed" => Self::AgentChanged,
             "agent_deleted" => Self::AgentDeleted,
             "authority_changed" => Self::AuthorityChanged,
+            "authority_deleted" => Self::AuthorityDeleted,
             "bundle_changed" => Self::BundleChanged,
             "bundle_deleted" => Self::BundleDeleted,
             "join_token_changed" => Self::JoinTokenChanged,
@@ -522,6 +456,7 @@ mod tests {
             Change::AgentChanged("a".into()),
             Change::AgentDeleted("a".into()),
             Change::AuthorityChanged("k".into()),
+            Change::AuthorityDeleted("k".into()),
             Change::BundleChanged("td".into()),
             Change::BundleDeleted("td".into()),
             Change::JoinTokenChanged("t".into()),
@@ -534,28 +469,5 @@ mod tests {
             assert_eq!(json["kind"], change.kind());
         }
         assert_eq!(Change::from_kind_and_key("nope", String::new()), None);
-    }
-
-    #[test]
-    fn authority_names_round_trip() {
-        for kind in [
-            AuthorityKind::X509Root,
-            AuthorityKind::X509Intermediate,
-            AuthorityKind::Jwt,
-        ] {
-            assert_eq!(AuthorityKind::from_name(kind.as_str()), Some(kind));
-            assert_eq!(serde_json::to_value(kind).unwrap(), kind.as_str());
-        }
-        for state in [
-            AuthorityState::Prepared,
-            AuthorityState::Active,
-            AuthorityState::Old,
-            AuthorityState::Tainted,
-            AuthorityState::Revoked,
-        ] {
-            assert_eq!(AuthorityState::from_name(state.as_str()), Some(state));
-            assert_eq!(serde_json::to_value(state).unwrap(), state.as_str());
-        }
-        assert_eq!(AuthorityKind::from_name("X509Root"), None);
     }
 }

@@ -21,8 +21,8 @@ use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 use tokio::sync::watch;
 
 use crate::{
-    AttestedAgent, AuthorityRecord, ChangeEvent, Datastore, Entry, EntryFilter, JoinToken,
-    NewEntry, StoreError, StoreResult, StoredBundle,
+    AttestedAgent, AuthorityRecord, AuthorityState, ChangeEvent, Datastore, Entry, EntryFilter,
+    JoinToken, NewEntry, StoreError, StoreResult, StoredBundle,
 };
 
 pub use migrate::LATEST_SCHEMA_VERSION;
@@ -253,8 +253,25 @@ impl Datastore for SqliteStore {
         self.write(move |tx| agents::delete(tx, &spiffe_id)).await
     }
 
-    async fn put_authority(&self, authority: AuthorityRecord) -> StoreResult<()> {
-        self.write(move |tx| authorities::put(tx, &authority)).await
+    async fn create_authority(&self, authority: AuthorityRecord) -> StoreResult<()> {
+        self.write(move |tx| authorities::create(tx, &authority))
+            .await
+    }
+
+    async fn set_authority_state(
+        &self,
+        id: &str,
+        expected: AuthorityState,
+        new: AuthorityState,
+    ) -> StoreResult<AuthorityRecord> {
+        let id = id.to_owned();
+        self.write(move |tx| authorities::set_state(tx, &id, expected, new))
+            .await
+    }
+
+    async fn delete_authority(&self, id: &str) -> StoreResult<AuthorityRecord> {
+        let id = id.to_owned();
+        self.write(move |tx| authorities::delete(tx, &id)).await
     }
 
     async fn list_authorities(&self) -> StoreResult<Vec<AuthorityRecord>> {

@@ -85,9 +85,9 @@ pub async fn each_mutation_appends_one_event_in_order<S: Datastore>(store: S) {
     step(Change::AgentDeleted(AGENT.into()), latest(&store).await);
 
     store
-        .put_authority(authority("root-1", AuthorityKind::X509Root, NOW))
+        .create_authority(authority("root-1", AuthorityKind::X509Root, NOW))
         .await
-        .expect("put authority");
+        .expect("create authority");
     step(
         Change::AuthorityChanged("root-1".into()),
         latest(&store).await,

@@ -1,9 +1,9 @@
-//! Conformance cases for join tokens, attested agents, authorities and trust bundles.
+//! Conformance cases for join tokens, attested agents and trust bundles.
 
 use sigil_spiffe::bundle::MAX_BUNDLE_DOCUMENT_BYTES;
 
-use super::{NOW, agent, authority, bundle, join_token, latest, token_hash};
-use crate::{AuthorityKind, AuthorityState, Datastore, StoreError};
+use super::{NOW, agent, bundle, join_token, latest, token_hash};
+use crate::{Datastore, StoreError};
 
 const AGENT_A: &str = "spiffe://example.org/sigil/agent/join_token/a";
 const AGENT_B: &str = "spiffe://example.org/sigil/agent/join_token/b";
@@ -263,39 +263,6 @@ pub async fn agent_lifecycle<S: Datastore>(store: S) {
         "{again:?}"
     );
     assert_eq!(store.list_agents().await.expect("list"), [agent(AGENT_B)]);
-}
-
-/// Several authorities of several kinds are kept side by side, listed by creation time then id;
-/// putting an existing id replaces that one record.
-pub async fn authorities_put_replace_and_list_in_order<S: Datastore>(store: S) {
-    let jwt = authority("jwt-1", AuthorityKind::Jwt, NOW + 5);
-    let root = authority("root-1", AuthorityKind::X509Root, NOW);
-    let mut intermediate = authority("int-1", AuthorityKind::X509Intermediate, NOW + 5);
-    intermediate.issuer_id = Some(root.id.clone());
-    let mut next_root = authority("root-2", AuthorityKind::X509Root, NOW + 10);
-    next_root.state = AuthorityState::Prepared;
-    for record in [&jwt, &next_root, &intermediate, &root] {
-        store.put_authority(record.clone()).await.expect("put");
-    }
-    let listed = store.list_authorities().await.expect("list");
-    assert_eq!(
-        listed,
-        [
-            root.clone(),
-            intermediate.clone(),
-            jwt.clone(),
-            next_root.clone()
-        ]
-    );
-
-    let mut activated = next_root;
-    activated.state = AuthorityState::Active;
-    let mut retired = root;
-    retired.state = AuthorityState::Old;
-    store.put_authority(activated.clone()).await.expect("put");
-    store.put_authority(retired.clone()).await.expect("put");
-    let listed = store.list_authorities().await.expect("list");
-    assert_eq!(listed, [retired, intermediate, jwt, activated]);
 }
 
 /// Bundles: put, get, list by trust domain, replace, delete, `NotFound` after, size limit.

@@ -1,23 +1,21 @@
-//! Signing authority records in SQLite (metadata and public parts only; never private keys).
+//! Signing authority records in SQLite (metadata and public parts only; never private keys):
+//! created whole once, then only their state moves, by compare-and-swap.
 
-use rusqlite::{Connection, Row, params};
+use rusqlite::{Connection, OptionalExtension, Row, params};
 
-use super::{backend, change_feed, corrupt};
-use crate::{AuthorityKind, AuthorityRecord, AuthorityState, Change, StoreResult};
+use super::{backend, change_feed, corrupt, is_unique_violation};
+use crate::{AuthorityKind, AuthorityRecord, AuthorityState, Change, StoreError, StoreResult};
 
 const KIND: &str = "authority";
+const COLUMNS: &str = "id, kind, state, cert_der, public_key_der, key_id, issuer_id, not_before, \
+                       not_after, created_at";
 
-/// Inserts or replaces the record with `authority.id`.
-pub(super) fn put(conn: &Connection, authority: &AuthorityRecord) -> StoreResult<()> {
+/// Inserts a new record; `AlreadyExists` if `authority.id` is taken.
+pub(super) fn create(conn: &Connection, authority: &AuthorityRecord) -> StoreResult<()> {
     conn.execute(
         "INSERT INTO authorities (id, kind, state, cert_der, public_key_der, key_id, issuer_id, \
            not_before, not_after, created_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
-         ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, state = excluded.state, \
-           cert_der = excluded.cert_der, public_key_der = excluded.public_key_der, \
-           key_id = excluded.key_id, issuer_id = excluded.issuer_id, \
-           not_before = excluded.not_before, not_after = excluded.not_after, \
-           created_at = excluded.created_at",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
         params![
             authority.id,
             authority.kind.as_str(),
@@ -31,18 +29,79 @@ pub(super) fn put(conn: &Connection, authority: &AuthorityRecord) -> StoreResult
             authority.created_at,
         ],
     )
-    .map_err(backend)?;
+    .map_err(|e| {
+        if is_unique_violation(&e) {
+            StoreError::AlreadyExists {
+                kind: KIND,
+                detail: format!("id `{}`", authority.id),
+            }
+        } else {
+            backend(e)
+        }
+    })?;
     change_feed::append(conn, &Change::AuthorityChanged(authority.id.clone()), None)
+}
+
+/// Moves `id` from `expected` to `new` in one conditional UPDATE, so of two concurrent
+/// transitions from the same state exactly one matches a row.
+pub(super) fn set_state(
+    conn: &Connection,
+    id: &str,
+    expected: AuthorityState,
+    new: AuthorityState,
+) -> StoreResult<AuthorityRecord> {
+    let updated = conn
+        .execute(
+            "UPDATE authorities SET state = ?3 WHERE id = ?1 AND state = ?2",
+            params![id, expected.as_str(), new.as_str()],
+        )
+        .map_err(backend)?;
+    let record = get(conn, id)?.ok_or_else(|| not_found(id))?;
+    if updated == 0 {
+        return Err(StoreError::AuthorityStateConflict {
+            id: id.to_owned(),
+            expected,
+            found: record.state,
+        });
+    }
+    change_feed::append(conn, &Change::AuthorityChanged(id.to_owned()), None)?;
+    Ok(record)
+}
+
+/// Deletes `id` and returns what it was.
+pub(super) fn delete(conn: &Connection, id: &str) -> StoreResult<AuthorityRecord> {
+    let record = get(conn, id)?.ok_or_else(|| not_found(id))?;
+    conn.execute("DELETE FROM authorities WHERE id = ?1", [id])
+        .map_err(backend)?;
+    change_feed::append(conn, &Change::AuthorityDeleted(id.to_owned()), None)?;
+    Ok(record)
+}
+
+fn get(conn: &Connection, id: &str) -> StoreResult<Option<AuthorityRecord>> {
+    conn.query_row(
+        &format!("SELECT {COLUMNS} FROM authorities WHERE id = ?1"),
+        [id],
+        AuthorityRow::read,
+    )
+    .optional()
+    .map_err(backend)?
+    .map(AuthorityRow::into_record)
+    .transpose()
+}
+
+fn not_found(id: &str) -> StoreError {
+    StoreError::NotFound {
+        kind: KIND,
+        id: id.to_owned(),
+    }
 }
 
 /// Every authority, ordered by creation time then id.
 pub(super) fn list(conn: &Connection) -> StoreResult<Vec<AuthorityRecord>> {
     let mut stmt = conn
-        .prepare_cached(
-            "SELECT id, kind, state, cert_der, public_key_der, key_id, issuer_id, not_before, \
-               not_after, created_at \
-             FROM authorities ORDER BY created_at, id",
-        )
+        .prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM authorities ORDER BY created_at, id"
+        ))
         .map_err(backend)?;
     let rows = stmt.query_map([], AuthorityRow::read).map_err(backend)?;
     rows.map(|row| row.map_err(backend).and_then(AuthorityRow::into_record))

@@ -1,0 +1,328 @@
+//! The thin driver of the authority life cycle: reads the authority records, asks the pure
+//! [`sigil_ca::lifecycle::plan`] what is due, and applies it: generating keys, creating records,
+//! moving states by compare-and-swap, deleting expired authorities with their keys. It decides
+//! nothing itself.
+//!
+//! Ticks are serialised by one lock that covers only the life cycle (never issuance or bundle
+//! reads). Another replica on the same store is handled by the compare-and-swap: a transition
+//! that lost the race ends the round, and the next plan starts from what the store says.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use sigil_ca::lifecycle::{Action, AuthorityStatus, MAX_ROUNDS, plan};
+use sigil_ca::{JwtAuthority, X509Authority};
+use sigil_keys::{KeyManager, PrivateKey};
+use sigil_spiffe::time::unix_secs;
+use sigil_spiffe::{AuthorityKind, AuthorityState, TrustDomain};
+use sigil_store::{AuthorityRecord, Datastore, StoreError};
+use tokio::sync::Mutex;
+
+use super::signing::Signing;
+use super::{CaLifetimes, CaManagerError};
+
+/// Applies the life cycle's actions to the store and the key manager.
+pub(super) struct LifecycleDriver {
+    trust_domain: TrustDomain,
+    keys: Arc<dyn KeyManager>,
+    store: Arc<dyn Datastore>,
+    lifetimes: CaLifetimes,
+    /// Serialises ticks; holds the private keys already loaded, by key-manager name, so a tick
+    /// does not read every key again.
+    loaded: Mutex<HashMap<String, Arc<PrivateKey>>>,
+}
+
+impl LifecycleDriver {
+    pub(super) fn new(
+        trust_domain: TrustDomain,
+        keys: Arc<dyn KeyManager>,
+        store: Arc<dyn Datastore>,
+        lifetimes: CaLifetimes,
+    ) -> Self {
+        Self {
+            trust_domain,
+            keys,
+            store,
+            lifetimes,
+            loaded: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Plans and applies until nothing is due at `now`; returns the records as they are then and
+    /// whether anything changed. Fails with `MissingKey` when the active, unexpired root has no
+    /// key.
+    pub(super) async fn settle(
+        &self,
+        now: SystemTime,
+    ) -> Result<(Vec<AuthorityRecord>, bool), CaManagerError> {
+        let mut loaded = self.loaded.lock().await;
+        let secs = unix_secs(now);
+        let mut changed = false;
+        for _ in 0..=MAX_ROUNDS {
+            let records = self.store.list_authorities().await?;
+            let statuses = self.statuses(&records, &mut loaded, secs)?;
+            let actions = plan(&statuses, secs);
+            if actions.is_empty() {
+                return Ok((records, changed));
+            }
+            changed = true;
+            for action in actions {
+                match self.apply(&action, &records, &mut loaded, now).await {
+                    Ok(()) => {}
+                    Err(CaManagerError::Store(
+                        e @ (StoreError::AuthorityStateConflict { .. }
+                        | StoreError::NotFound { .. }),
+                    )) => {
+                        // Another writer moved first; plan again from what it did.
+                        tracing::debug!(error = %e, "authority changed concurrently; replanning");
+                        break;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        tracing::warn!("authority life cycle did not settle; continuing on the next tick");
+        Ok((self.store.list_authorities().await?, changed))
+    }
+
+    /// The active authorities of `records`, reusing those of `current` that did not change.
+    pub(super) async fn load_signing(
+        &self,
+        records: &[AuthorityRecord],
+        current: Option<&Signing>,
+    ) -> Result<Signing, CaManagerError> {
+        let mut loaded = self.loaded.lock().await;
+        let active = |kind| {
+            super::signing::active(records, kind).ok_or(CaManagerError::NoActiveAuthority(kind))
+        };
+        let [root_id, intermediate_id, jwt_id] = current.map(Signing::ids).unwrap_or_default();
+        let root = active(AuthorityKind::X509Root)?;
+        let root = match current {
+            Some(c) if root_id == root.id => c.root.clone(),
+            _ => Arc::new(self.x509_authority(root, &mut loaded)?),
+        };
+        let intermediate = active(AuthorityKind::X509Intermediate)?;
+        let intermediate = match current {
+            Some(c) if intermediate_id == intermediate.id => c.intermediate.clone(),
+            _ => Arc::new(self.x509_authority(intermediate, &mut loaded)?),
+        };
+        let jwt = active(AuthorityKind::Jwt)?;
+        let jwt = match current {
+            Some(c) if jwt_id == jwt.id => c.jwt.clone(),
+            _ => {
+                let key = self
+                    .key(&jwt.key_id, &mut loaded)?
+                    .ok_or_else(|| CaManagerError::MissingKey(jwt.key_id.clone()))?;
+                Arc::new(JwtAuthority::new(jwt.id.clone(), key, jwt.not_after))
+            }
+        };
+        Ok(Signing {
+            root,
+            intermediate,
+            jwt,
+        })
+    }
+
+    /// What the life cycle needs of each record. Only prepared and active authorities are asked
+    /// for their key.
+    fn statuses(
+        &self,
+        records: &[AuthorityRecord],
+        loaded: &mut HashMap<String, Arc<PrivateKey>>,
+        now: i64,
+    ) -> Result<Vec<AuthorityStatus>, CaManagerError> {
+        records
+            .iter()
+            .map(|r| {
+                let key_available = match r.state {
+                    AuthorityState::Prepared | AuthorityState::Active => {
+                        self.key(&r.key_id, loaded)?.is_some()
+                    }
+                    AuthorityState::Old | AuthorityState::Tainted | AuthorityState::Revoked => {
+                        false
+                    }
+                };
+                let root_in_use = r.kind == AuthorityKind::X509Root
+                    && r.state == AuthorityState::Active
+                    && r.not_after > now;
+                if root_in_use && !key_available {
+                    return Err(CaManagerError::MissingKey(r.key_id.clone()));
+                }
+                if !key_available && r.state == AuthorityState::Active && r.not_after > now {
+                    tracing::warn!(authority = %r.id, kind = %r.kind, "key of the active authority is missing; replacing it");
+                }
+                Ok(AuthorityStatus {
+                    id: r.id.clone(),
+                    kind: r.kind,
+                    state: r.state,
+                    issuer_id: r.issuer_id.clone(),
+                    not_before: r.not_before,
+                    not_after: r.not_after,
+                    key_available,
+                })
+            })
+            .collect()
+    }
+
+    async fn apply(
+        &self,
+        action: &Action,
+        records: &[AuthorityRecord],
+        loaded: &mut HashMap<String, Arc<PrivateKey>>,
+        now: SystemTime,
+    ) -> Result<(), CaManagerError> {
+        let record = |id: &str| {
+            records
+                .iter()
+                .find(|r| r.id == id)
+                .ok_or_else(|| CaManagerError::UnknownAuthority(id.to_owned()))
+        };
+        match action {
+            Action::Prepare { kind, issuer_id } => {
+                let issuer = issuer_id.as_deref().map(record).transpose()?;
+                let created = self.prepare(*kind, issuer, loaded, now)?;
+                let id = created.id.clone();
+                self.store.create_authority(created).await?;
+                tracing::info!(authority = %id, kind = %kind, "prepared authority");
+            }
+            Action::Activate { id } => {
+                self.store
+                    .set_authority_state(id, AuthorityState::Prepared, AuthorityState::Active)
+                    .await?;
+                tracing::info!(authority = %id, "activated authority");
+            }
+            Action::Retire { id } => {
+                self.store
+                    .set_authority_state(id, AuthorityState::Active, AuthorityState::Old)
+                    .await?;
+                tracing::info!(authority = %id, "retired authority; trusted until it expires");
+            }
+            Action::Drop { id } => {
+                let gone = self.store.delete_authority(id).await?;
+                loaded.remove(&gone.key_id);
+                if let Err(e) = self.keys.delete(&gone.key_id) {
+                    tracing::warn!(authority = %id, error = %e, "cannot delete the key of an expired authority");
+                }
+                tracing::info!(authority = %id, "dropped expired authority");
+            }
+        }
+        Ok(())
+    }
+
+    /// Generates a key and builds the record of a new prepared authority of `kind`.
+    fn prepare(
+        &self,
+        kind: AuthorityKind,
+        issuer: Option<&AuthorityRecord>,
+        loaded: &mut HashMap<String, Arc<PrivateKey>>,
+        now: SystemTime,
+    ) -> Result<AuthorityRecord, CaManagerError> {
+        let secs = unix_secs(now);
+        let key_id = new_key_id(kind)?;
+        let (id, cert_der, public_key_der, not_after) = match (kind, issuer) {
+            (AuthorityKind::X509Root, _) => {
+                let key = self.keys.generate(&key_id)?;
+                loaded.insert(key_id.clone(), key.clone());
+                let root = sigil_ca::self_signed_root(
+                    &self.trust_domain,
+                    key,
+                    self.lifetimes.root_ttl,
+                    now,
+                )?;
+                x509_parts(&root)
+            }
+            (AuthorityKind::X509Intermediate, Some(issuer)) => {
+                let root = self.x509_authority(issuer, loaded)?;
+                let key = self.keys.generate(&key_id)?;
+                loaded.insert(key_id.clone(), key.clone());
+                let ca = sigil_ca::intermediate(
+                    &self.trust_domain,
+                    key,
+                    &root,
+                    self.lifetimes.intermediate_ttl,
+                    now,
+                )?;
+                x509_parts(&ca)
+            }
+            (AuthorityKind::X509Intermediate, None) => {
+                return Err(CaManagerError::UnknownAuthority(
+                    "issuer of a new intermediate".to_owned(),
+                ));
+            }
+            (AuthorityKind::Jwt, _) => {
+                let kid = sigil_ca::new_kid()?;
+                let key = self.keys.generate(&key_id)?;
+                loaded.insert(key_id.clone(), key.clone());
+                let ttl = i64::try_from(self.lifetimes.jwt_key_ttl).unwrap_or(i64::MAX);
+                let spki = key.public_key().spki_der().to_vec();
+                (kid, None, spki, secs.saturating_add(ttl))
+            }
+        };
+        Ok(AuthorityRecord {
+            id,
+            kind,
+            state: AuthorityState::Prepared,
+            cert_der,
+            public_key_der,
+            key_id,
+            issuer_id: issuer.map(|r| r.id.clone()),
+            not_before: secs,
+            not_after,
+            created_at: secs,
+        })
+    }
+
+    /// The X.509 authority of `record` with its private key.
+    fn x509_authority(
+        &self,
+        record: &AuthorityRecord,
+        loaded: &mut HashMap<String, Arc<PrivateKey>>,
+    ) -> Result<X509Authority, CaManagerError> {
+        let key = self
+            .key(&record.key_id, loaded)?
+            .ok_or_else(|| CaManagerError::MissingKey(record.key_id.clone()))?;
+        let cert = record
+            .cert_der
+            .clone()
+            .ok_or_else(|| CaManagerError::MissingCertificate(record.id.clone()))?;
+        Ok(X509Authority::from_parts(cert, key, Vec::new())?)
+    }
+
+    /// The private key named `key_id`, from memory or else from the key manager.
+    fn key(
+        &self,
+        key_id: &str,
+        loaded: &mut HashMap<String, Arc<PrivateKey>>,
+    ) -> Result<Option<Arc<PrivateKey>>, CaManagerError> {
+        if let Some(key) = loaded.get(key_id) {
+            return Ok(Some(key.clone()));
+        }
+        let key = self.keys.load(key_id)?;
+        if let Some(key) = &key {
+            loaded.insert(key_id.to_owned(), key.clone());
+        }
+        Ok(key)
+    }
+}
+
+/// Id, certificate, public key and expiry of a new X.509 authority's record.
+fn x509_parts(ca: &X509Authority) -> (String, Option<Vec<u8>>, Vec<u8>, i64) {
+    (
+        ca.subject_key_id(),
+        Some(ca.cert_der().to_vec()),
+        ca.key().public_key().spki_der().to_vec(),
+        ca.not_after(),
+    )
+}
+
+/// A fresh key-manager name for a new authority's private key.
+fn new_key_id(kind: AuthorityKind) -> Result<String, CaManagerError> {
+    let prefix = match kind {
+        AuthorityKind::X509Root => "root",
+        AuthorityKind::X509Intermediate => "x509",
+        AuthorityKind::Jwt => "jwt",
+    };
+    let random = sigil_keys::random_bytes(12)?;
+    Ok(format!("{prefix}-{}", sigil_keys::digest::hex(&random)))
+}

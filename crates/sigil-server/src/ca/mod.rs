@@ -1,0 +1,226 @@
+//! The server's certificate authorities: a long-lived self-signed root whose certificate is the
+//! trust bundle's X.509 authority, a shorter-lived intermediate that signs X509-SVIDs, and a JWT
+//! signing key. Every authority is a record in the datastore (several of each kind exist during a
+//! rotation); private keys live only in the key manager.
+//!
+//! [`CaManager`] is the facade the rest of the server uses. Behind it the concerns are apart:
+//! - when an authority is prepared, activated, retired or dropped is decided by the pure life
+//!   cycle in [`sigil_ca::lifecycle`];
+//! - [`driver`] applies those decisions (key generation, store writes by compare-and-swap),
+//!   one tick at a time, serialised;
+//! - [`signing`] holds the active authorities in memory, so signing never waits on a lock or the
+//!   store;
+//! - [`bundle`] builds the trust bundle and moves its sequence only when its content changes.
+
+mod bundle;
+mod driver;
+mod signing;
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use sigil_ca::MintedJwt;
+use sigil_keys::{KeyManager, PublicKey};
+use sigil_spiffe::{AuthorityKind, Clock, SpiffeId, TrustBundle, TrustDomain};
+use sigil_store::Datastore;
+
+use bundle::BundlePublisher;
+use driver::LifecycleDriver;
+use signing::Signing;
+
+/// Lifetimes of the authorities, in seconds.
+#[derive(Debug, Clone, Copy)]
+pub struct CaLifetimes {
+    pub root_ttl: u64,
+    pub intermediate_ttl: u64,
+    pub jwt_key_ttl: u64,
+    /// `spiffe_refresh_hint` of the published bundle.
+    pub bundle_refresh_hint: u64,
+}
+
+impl Default for CaLifetimes {
+    fn default() -> Self {
+        Self {
+            root_ttl: 365 * 24 * 3600,
+            intermediate_ttl: 24 * 3600,
+            jwt_key_ttl: 24 * 3600,
+            bundle_refresh_hint: 300,
+        }
+    }
+}
+
+/// What went wrong in the CA.
+#[derive(Debug, thiserror::Error)]
+pub enum CaManagerError {
+    #[error(transparent)]
+    Store(#[from] sigil_store::StoreError),
+    #[error(transparent)]
+    Ca(#[from] sigil_ca::CaError),
+    #[error(transparent)]
+    Keys(#[from] sigil_keys::KeyError),
+    #[error("private key `{0}` of an active authority is missing from the key store")]
+    MissingKey(String),
+    #[error("stored authority `{0}` has no certificate")]
+    MissingCertificate(String),
+    #[error("authority `{0}` named by the life cycle is not in the store")]
+    UnknownAuthority(String),
+    #[error("no active {0} authority after settling the life cycle")]
+    NoActiveAuthority(AuthorityKind),
+}
+
+/// Issues SVIDs from the active authorities and publishes the trust bundle.
+pub struct CaManager {
+    trust_domain: TrustDomain,
+    store: Arc<dyn Datastore>,
+    clock: Arc<dyn Clock>,
+    driver: LifecycleDriver,
+    publisher: BundlePublisher,
+    signing: ArcSwap<Signing>,
+    bundle: ArcSwap<TrustBundle>,
+}
+
+impl std::fmt::Debug for CaManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CaManager")
+            .field("trust_domain", &self.trust_domain)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CaManager {
+    /// Loads the authorities from the store and key manager, settles their life cycle (creating
+    /// any that are missing, replacing any that expired or whose key is gone), and publishes the
+    /// bundle. Fails with [`CaManagerError::MissingKey`] when the active root's key is gone: the
+    /// trust anchor is not replaced silently.
+    pub async fn load_or_init(
+        trust_domain: TrustDomain,
+        keys: Arc<dyn KeyManager>,
+        store: Arc<dyn Datastore>,
+        clock: Arc<dyn Clock>,
+        lifetimes: CaLifetimes,
+    ) -> Result<Arc<Self>, CaManagerError> {
+        let driver = LifecycleDriver::new(trust_domain.clone(), keys, store.clone(), lifetimes);
+        let (records, _) = driver.settle(clock.now()).await?;
+        let signing = driver.load_signing(&records, None).await?;
+        let publisher = BundlePublisher::new(trust_domain.clone(), lifetimes.bundle_refresh_hint);
+        let bundle = publisher
+            .publish(store.as_ref(), &records, clock.unix_secs())
+            .await?;
+        Ok(Arc::new(Self {
+            trust_domain,
+            store,
+            clock,
+            driver,
+            publisher,
+            signing: ArcSwap::from_pointee(signing),
+            bundle: ArcSwap::new(bundle),
+        }))
+    }
+
+    /// Applies the life-cycle transitions due now: prepares successors at half life, activates
+    /// them with a sixth of life left, retires the replaced ones and drops expired ones; then
+    /// signs with the active authorities and republishes the bundle if what it should trust
+    /// changed. Also picks up transitions another replica made on the same store. Returns
+    /// whether the authorities changed. Concurrent calls are serialised; issuance goes on
+    /// meanwhile.
+    pub async fn rotate_if_due(&self) -> Result<bool, CaManagerError> {
+        let (records, mut changed) = self.driver.settle(self.clock.now()).await?;
+        let current = self.signing.load_full();
+        if signing::active_ids(&records) != current.ids() {
+            let signing = self.driver.load_signing(&records, Some(&current)).await?;
+            self.signing.store(Arc::new(signing));
+            changed = true;
+        }
+        let now = self.clock.unix_secs();
+        if changed
+            || !self
+                .publisher
+                .is_current(&self.bundle.load(), &records, now)
+        {
+            let bundle = self
+                .publisher
+                .publish(self.store.as_ref(), &records, now)
+                .await?;
+            self.bundle.store(bundle);
+            changed = true;
+        }
+        Ok(changed)
+    }
+
+    /// Rebuilds the trust bundle from the stored authorities and publishes it (with a new
+    /// sequence number) when it differs from the stored one.
+    pub async fn publish_bundle(&self) -> Result<Arc<TrustBundle>, CaManagerError> {
+        let records = self.store.list_authorities().await?;
+        let bundle = self
+            .publisher
+            .publish(self.store.as_ref(), &records, self.clock.unix_secs())
+            .await?;
+        self.bundle.store(bundle.clone());
+        Ok(bundle)
+    }
+
+    /// The trust domain this CA issues for.
+    pub fn trust_domain(&self) -> &TrustDomain {
+        &self.trust_domain
+    }
+
+    /// The current trust bundle.
+    pub fn bundle(&self) -> Arc<TrustBundle> {
+        self.bundle.load_full()
+    }
+
+    /// Signs an X509-SVID for `spiffe_id` from a CSR (only its public key is used); returns the
+    /// chain, leaf first, then the intermediate.
+    pub fn sign_x509_svid(
+        &self,
+        csr_der: &[u8],
+        spiffe_id: &SpiffeId,
+        ttl_secs: u64,
+        dns_names: &[String],
+    ) -> Result<Vec<Vec<u8>>, CaManagerError> {
+        let signing = self.signing.load();
+        let leaf = signing.intermediate.sign_x509_svid(
+            csr_der,
+            spiffe_id,
+            ttl_secs,
+            dns_names,
+            self.clock.now(),
+        )?;
+        Ok(vec![leaf, signing.intermediate.cert_der().to_vec()])
+    }
+
+    /// Signs an X509-SVID for a public key held by this process (the server's own SVID).
+    pub fn sign_x509_svid_for_key(
+        &self,
+        public_key: &PublicKey,
+        spiffe_id: &SpiffeId,
+        ttl_secs: u64,
+        dns_names: &[String],
+    ) -> Result<Vec<Vec<u8>>, CaManagerError> {
+        let signing = self.signing.load();
+        let leaf = signing.intermediate.sign_x509_svid_for_key(
+            public_key,
+            spiffe_id,
+            ttl_secs,
+            dns_names,
+            self.clock.now(),
+        )?;
+        Ok(vec![leaf, signing.intermediate.cert_der().to_vec()])
+    }
+
+    /// Mints a JWT-SVID with the active JWT key.
+    pub fn mint_jwt_svid(
+        &self,
+        sub: &SpiffeId,
+        audience: &[String],
+        ttl_secs: u64,
+    ) -> Result<MintedJwt, CaManagerError> {
+        Ok(self
+            .signing
+            .load()
+            .jwt
+            .mint(sub, audience, ttl_secs, self.clock.now())?)
+    }
+}

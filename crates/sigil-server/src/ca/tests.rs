@@ -1,0 +1,467 @@
+//! Tests of the CA facade on a fake clock and an in-memory store: bootstrap, reload, the life
+//! cycle driven through `rotate_if_due`, bundle sequencing, and issuance chaining to the bundle.
+
+use std::time::Duration;
+
+use rustls::pki_types::{CertificateDer, UnixTime};
+use rustls::server::danger::ClientCertVerifier;
+use sigil_keys::digest::hex;
+use sigil_keys::{MemoryKeyManager, PrivateKey};
+use sigil_spiffe::AuthorityState;
+use sigil_spiffe::FakeClock;
+use sigil_spiffe::time::from_unix_secs;
+use sigil_store::{AuthorityRecord, SqliteStore};
+use sigil_tls::{LiveRoots, SpiffeClientVerifier};
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+use super::*;
+
+const START: i64 = 1_700_000_000;
+
+fn td() -> TrustDomain {
+    TrustDomain::parse("example.org").unwrap()
+}
+
+/// Short lifetimes so rotation is reached with small clock moves: 1/6 of 600 s is 100 s.
+fn lifetimes() -> CaLifetimes {
+    CaLifetimes {
+        root_ttl: 365 * 24 * 3600,
+        intermediate_ttl: 600,
+        jwt_key_ttl: 600,
+        bundle_refresh_hint: 60,
+    }
+}
+
+struct Fixture {
+    keys: Arc<MemoryKeyManager>,
+    store: Arc<SqliteStore>,
+    clock: FakeClock,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        Self {
+            keys: Arc::new(MemoryKeyManager::new()),
+            store: Arc::new(SqliteStore::open_in_memory().unwrap()),
+            clock: FakeClock::new(from_unix_secs(START)),
+        }
+    }
+
+    async fn ca(&self) -> Arc<CaManager> {
+        CaManager::load_or_init(
+            td(),
+            self.keys.clone(),
+            self.store.clone(),
+            Arc::new(self.clock.clone()),
+            lifetimes(),
+        )
+        .await
+        .unwrap()
+    }
+
+    async fn active(&self, kind: AuthorityKind) -> Vec<AuthorityRecord> {
+        self.store
+            .list_authorities()
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|r| r.kind == kind && r.state == AuthorityState::Active)
+            .collect()
+    }
+
+    async fn in_state(&self, kind: AuthorityKind, state: AuthorityState) -> Vec<AuthorityRecord> {
+        self.store
+            .list_authorities()
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|r| r.kind == kind && r.state == state)
+            .collect()
+    }
+
+    fn now(&self) -> UnixTime {
+        UnixTime::since_unix_epoch(Duration::from_secs(
+            u64::try_from(self.clock.unix_secs()).unwrap(),
+        ))
+    }
+}
+
+fn kids(bundle: &TrustBundle) -> Vec<&str> {
+    bundle
+        .jwt_authorities
+        .iter()
+        .map(|k| k.kid.as_str())
+        .collect()
+}
+
+/// The `kid` in the header of a compact JWS.
+fn minted_kid(token: &str) -> String {
+    use base64::Engine as _;
+    let header = token.split('.').next().unwrap();
+    let header = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(header)
+        .unwrap();
+    let header: serde_json::Value = serde_json::from_slice(&header).unwrap();
+    header["kid"].as_str().unwrap().to_owned()
+}
+
+fn workload_id() -> SpiffeId {
+    SpiffeId::parse("spiffe://example.org/web").unwrap()
+}
+
+/// Verifies `chain` (leaf first) as a client X509-SVID against `roots` at `now`.
+fn verify(chain: &[Vec<u8>], roots: &[Vec<u8>], now: UnixTime) -> Result<(), rustls::Error> {
+    let verifier = SpiffeClientVerifier::new(Arc::new(LiveRoots::new(roots)), td(), false);
+    let (leaf, rest) = chain.split_first().unwrap();
+    let intermediates: Vec<CertificateDer<'_>> = rest
+        .iter()
+        .map(|c| CertificateDer::from(c.as_slice()))
+        .collect();
+    verifier
+        .verify_client_cert(&CertificateDer::from(leaf.as_slice()), &intermediates, now)
+        .map(|_| ())
+}
+
+fn authority_key_id(der: &[u8]) -> Vec<u8> {
+    let (_, cert) = X509Certificate::from_der(der).unwrap();
+    match cert
+        .extensions()
+        .iter()
+        .find_map(|e| match e.parsed_extension() {
+            x509_parser::extensions::ParsedExtension::AuthorityKeyIdentifier(aki) => {
+                aki.key_identifier.as_ref().map(|k| k.0.to_vec())
+            }
+            _ => None,
+        }) {
+        Some(aki) => aki,
+        None => panic!("certificate has no authority key identifier"),
+    }
+}
+
+fn subject_key_id_hex(der: &[u8]) -> String {
+    let (_, cert) = X509Certificate::from_der(der).unwrap();
+    cert.extensions()
+        .iter()
+        .find_map(|e| match e.parsed_extension() {
+            x509_parser::extensions::ParsedExtension::SubjectKeyIdentifier(ski) => Some(hex(ski.0)),
+            _ => None,
+        })
+        .unwrap()
+}
+
+#[tokio::test]
+async fn load_or_init_creates_every_authority_and_publishes_bundle_sequence_one() {
+    let f = Fixture::new();
+    let ca = f.ca().await;
+
+    let roots = f.active(AuthorityKind::X509Root).await;
+    let intermediates = f.active(AuthorityKind::X509Intermediate).await;
+    let jwts = f.active(AuthorityKind::Jwt).await;
+    assert_eq!((roots.len(), intermediates.len(), jwts.len()), (1, 1, 1));
+    let (root, intermediate, jwt) = (&roots[0], &intermediates[0], &jwts[0]);
+    assert_eq!(intermediate.issuer_id.as_deref(), Some(root.id.as_str()));
+    for rec in [root, intermediate, jwt] {
+        assert!(
+            f.keys.load(&rec.key_id).unwrap().is_some(),
+            "key of {}",
+            rec.id
+        );
+    }
+
+    let bundle = ca.bundle();
+    assert_eq!(bundle.sequence, 1);
+    assert_eq!(bundle.trust_domain, td());
+    assert_eq!(
+        bundle.x509_authorities,
+        vec![root.cert_der.clone().unwrap()]
+    );
+    let kids: Vec<&str> = bundle
+        .jwt_authorities
+        .iter()
+        .map(|k| k.kid.as_str())
+        .collect();
+    assert_eq!(kids, [jwt.id.as_str()]);
+    let stored = f.store.get_bundle("example.org").await.unwrap().unwrap();
+    assert_eq!(stored.sequence, 1);
+}
+
+#[tokio::test]
+async fn second_load_or_init_reuses_the_stored_authorities() {
+    let f = Fixture::new();
+    let first = f.ca().await;
+    let before = f.store.list_authorities().await.unwrap();
+
+    f.clock.advance(Duration::from_secs(30));
+    let second = f.ca().await;
+
+    assert_eq!(f.store.list_authorities().await.unwrap(), before);
+    assert_eq!(second.bundle().sequence, 1);
+    assert_eq!(
+        second.bundle().x509_authorities,
+        first.bundle().x509_authorities
+    );
+    let root = &f.active(AuthorityKind::X509Root).await[0];
+    assert_eq!(
+        subject_key_id_hex(&second.bundle().x509_authorities[0]),
+        root.id
+    );
+    // The reloaded intermediate signs, and its SVIDs chain to the same root.
+    let key = PrivateKey::generate().unwrap();
+    let chain = second
+        .sign_x509_svid_for_key(&key.public_key(), &workload_id(), 60, &[])
+        .unwrap();
+    let intermediate = &f.active(AuthorityKind::X509Intermediate).await[0];
+    assert_eq!(Some(&chain[1]), intermediate.cert_der.as_ref());
+    verify(&chain, &first.bundle().x509_authorities, f.now()).unwrap();
+}
+
+#[tokio::test]
+async fn rotate_if_due_prepares_at_half_life_then_activates_with_a_sixth_left_keeping_the_old_jwt_key()
+ {
+    let f = Fixture::new();
+    let ca = f.ca().await;
+    let old_intermediate = f.active(AuthorityKind::X509Intermediate).await[0].clone();
+    let old_kid = f.active(AuthorityKind::Jwt).await[0].id.clone();
+    let key = PrivateKey::generate().unwrap();
+    let old_chain = ca
+        .sign_x509_svid_for_key(&key.public_key(), &workload_id(), 600, &[])
+        .unwrap();
+
+    // 299 s in: less than half of 600 s has passed.
+    f.clock.advance(Duration::from_secs(299));
+    assert!(!ca.rotate_if_due().await.unwrap());
+    assert_eq!(ca.bundle().sequence, 1);
+
+    // 300 s in: successors are prepared; the new JWT key is published but does not sign yet.
+    f.clock.advance(Duration::from_secs(1));
+    assert!(ca.rotate_if_due().await.unwrap());
+    let prepared_jwt = f
+        .in_state(AuthorityKind::Jwt, AuthorityState::Prepared)
+        .await;
+    assert_eq!(prepared_jwt.len(), 1);
+    let new_kid = prepared_jwt[0].id.clone();
+    let prepared_intermediate = f
+        .in_state(AuthorityKind::X509Intermediate, AuthorityState::Prepared)
+        .await;
+    assert_eq!(prepared_intermediate.len(), 1);
+    assert_eq!(ca.bundle().sequence, 2);
+    assert_eq!(kids(&ca.bundle()), [old_kid.as_str(), new_kid.as_str()]);
+    let minted = ca
+        .mint_jwt_svid(&workload_id(), &["aud".to_owned()], 60)
+        .unwrap();
+    assert_eq!(
+        minted_kid(&minted.token),
+        old_kid,
+        "the prepared key does not sign yet"
+    );
+    assert_eq!(f.active(AuthorityKind::Jwt).await[0].id, old_kid);
+
+    // 499 s in: 101 s of 600 s left, more than a sixth.
+    f.clock.advance(Duration::from_secs(199));
+    assert!(!ca.rotate_if_due().await.unwrap());
+
+    // 500 s in: exactly a sixth left: the prepared ones activate, the active ones retire.
+    f.clock.advance(Duration::from_secs(1));
+    assert!(ca.rotate_if_due().await.unwrap());
+    let new_intermediate = f.active(AuthorityKind::X509Intermediate).await;
+    assert_eq!(new_intermediate.len(), 1);
+    assert_eq!(new_intermediate[0].id, prepared_intermediate[0].id);
+    assert_ne!(new_intermediate[0].id, old_intermediate.id);
+    let retired = f.store.list_authorities().await.unwrap();
+    let retired = retired
+        .iter()
+        .find(|r| r.id == old_intermediate.id)
+        .unwrap();
+    assert_eq!(retired.state, AuthorityState::Old);
+    assert_eq!(f.active(AuthorityKind::Jwt).await[0].id, new_kid);
+
+    // The published authorities did not change, so neither did the sequence; the old JWT key
+    // stays published until it expires.
+    let bundle = ca.bundle();
+    assert_eq!(bundle.sequence, 2);
+    assert_eq!(kids(&bundle), [old_kid.as_str(), new_kid.as_str()]);
+    assert_eq!(
+        f.store
+            .get_bundle("example.org")
+            .await
+            .unwrap()
+            .unwrap()
+            .sequence,
+        2
+    );
+
+    // New SVIDs come from the new intermediate; both old and new chain to the bundle.
+    let new_chain = ca
+        .sign_x509_svid_for_key(&key.public_key(), &workload_id(), 60, &[])
+        .unwrap();
+    assert_eq!(Some(&new_chain[1]), new_intermediate[0].cert_der.as_ref());
+    verify(&new_chain, &bundle.x509_authorities, f.now()).unwrap();
+    verify(&old_chain, &bundle.x509_authorities, f.now()).unwrap();
+    let minted = ca
+        .mint_jwt_svid(&workload_id(), &["aud".to_owned()], 60)
+        .unwrap();
+    assert_eq!(minted_kid(&minted.token), new_kid);
+
+    // Right after a rotation nothing is due again.
+    assert!(!ca.rotate_if_due().await.unwrap());
+    assert_eq!(ca.bundle().sequence, 2);
+}
+
+#[tokio::test]
+async fn expired_authorities_are_dropped_with_their_keys_and_leave_the_bundle() {
+    let f = Fixture::new();
+    let ca = f.ca().await;
+    let first_jwt = f.active(AuthorityKind::Jwt).await[0].clone();
+    let first_intermediate = f.active(AuthorityKind::X509Intermediate).await[0].clone();
+    for _ in 0..60 {
+        f.clock.advance(Duration::from_secs(10));
+        ca.rotate_if_due().await.unwrap();
+    }
+    // 600 s in: the first generation expired.
+    let records = f.store.list_authorities().await.unwrap();
+    for gone in [&first_jwt, &first_intermediate] {
+        assert!(
+            records.iter().all(|r| r.id != gone.id),
+            "{} dropped",
+            gone.id
+        );
+        assert!(
+            f.keys.load(&gone.key_id).unwrap().is_none(),
+            "key of {} deleted",
+            gone.id
+        );
+    }
+    assert!(!kids(&ca.bundle()).contains(&first_jwt.id.as_str()));
+    assert_eq!(f.active(AuthorityKind::Jwt).await.len(), 1);
+    assert_eq!(f.active(AuthorityKind::X509Intermediate).await.len(), 1);
+    // The stored bundle is what is served.
+    let stored = f.store.get_bundle("example.org").await.unwrap().unwrap();
+    assert_eq!(stored.sequence, ca.bundle().sequence);
+    // Retained history stays bounded: per kind at most active, prepared and old.
+    for kind in [AuthorityKind::X509Intermediate, AuthorityKind::Jwt] {
+        assert!(records.iter().filter(|r| r.kind == kind).count() <= 3);
+    }
+}
+
+#[tokio::test]
+async fn missing_jwt_key_is_replaced_on_load_and_the_old_one_stays_trusted() {
+    let f = Fixture::new();
+    f.ca().await;
+    let lost = f.active(AuthorityKind::Jwt).await[0].clone();
+    f.keys.delete(&lost.key_id).unwrap();
+
+    f.clock.advance(Duration::from_secs(5));
+    let ca = f.ca().await;
+    let active = f.active(AuthorityKind::Jwt).await;
+    assert_eq!(active.len(), 1);
+    assert_ne!(active[0].id, lost.id);
+    let minted = ca
+        .mint_jwt_svid(&workload_id(), &["aud".to_owned()], 60)
+        .unwrap();
+    assert_eq!(minted_kid(&minted.token), active[0].id);
+    assert_eq!(
+        f.in_state(AuthorityKind::Jwt, AuthorityState::Old).await[0].id,
+        lost.id
+    );
+    assert!(
+        kids(&ca.bundle()).contains(&lost.id.as_str()),
+        "still trusted until expiry"
+    );
+    assert_eq!(ca.bundle().sequence, 2);
+}
+
+#[tokio::test]
+async fn missing_root_key_is_refused_rather_than_replacing_the_trust_anchor() {
+    let f = Fixture::new();
+    f.ca().await;
+    let root = f.active(AuthorityKind::X509Root).await[0].clone();
+    f.keys.delete(&root.key_id).unwrap();
+    let err = CaManager::load_or_init(
+        td(),
+        f.keys.clone(),
+        f.store.clone(),
+        Arc::new(f.clock.clone()),
+        lifetimes(),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(&err, CaManagerError::MissingKey(id) if *id == root.key_id),
+        "{err}"
+    );
+    assert_eq!(f.active(AuthorityKind::X509Root).await, [root]);
+}
+
+#[tokio::test]
+async fn two_managers_on_one_store_rotating_together_leave_one_active_authority_per_kind() {
+    let f = Fixture::new();
+    let a = f.ca().await;
+    let b = f.ca().await;
+    for step in [300, 200, 100, 300] {
+        f.clock.advance(Duration::from_secs(step));
+        let (ra, rb) = tokio::join!(a.rotate_if_due(), b.rotate_if_due());
+        ra.unwrap();
+        rb.unwrap();
+        for kind in [
+            AuthorityKind::X509Root,
+            AuthorityKind::X509Intermediate,
+            AuthorityKind::Jwt,
+        ] {
+            assert_eq!(f.active(kind).await.len(), 1, "{kind} after {step} s");
+        }
+    }
+    // Whichever rotated, both sign with the active authorities and publish the same bundle.
+    a.rotate_if_due().await.unwrap();
+    b.rotate_if_due().await.unwrap();
+    let active_kid = f.active(AuthorityKind::Jwt).await[0].id.clone();
+    for ca in [&a, &b] {
+        let minted = ca
+            .mint_jwt_svid(&workload_id(), &["aud".to_owned()], 60)
+            .unwrap();
+        assert_eq!(minted_kid(&minted.token), active_kid);
+    }
+    assert_eq!(
+        a.publish_bundle().await.unwrap(),
+        b.publish_bundle().await.unwrap()
+    );
+}
+
+#[tokio::test]
+async fn publish_bundle_keeps_the_sequence_when_nothing_changed() {
+    let f = Fixture::new();
+    let ca = f.ca().await;
+    let before = ca.bundle();
+    let again = ca.publish_bundle().await.unwrap();
+    assert_eq!(again, before);
+    assert_eq!(again.sequence, 1);
+    let changes = f.store.latest_change().await.unwrap();
+    ca.publish_bundle().await.unwrap();
+    assert_eq!(
+        f.store.latest_change().await.unwrap(),
+        changes,
+        "nothing stored"
+    );
+}
+
+#[tokio::test]
+async fn issued_svid_chains_to_the_bundle_root_and_not_to_another_ca() {
+    let f = Fixture::new();
+    let ca = f.ca().await;
+    let key = PrivateKey::generate().unwrap();
+    let csr = key.csr_der(&workload_id()).unwrap();
+    let chain = ca.sign_x509_svid(&csr, &workload_id(), 300, &[]).unwrap();
+    assert_eq!(chain.len(), 2);
+
+    verify(&chain, &ca.bundle().x509_authorities, f.now()).unwrap();
+    assert_eq!(sigil_tls::peer_spiffe_id(&chain[0]).unwrap(), workload_id());
+    let intermediate = &f.active(AuthorityKind::X509Intermediate).await[0];
+    assert_eq!(hex(&authority_key_id(&chain[0])), intermediate.id);
+    let root = &f.active(AuthorityKind::X509Root).await[0];
+    assert_eq!(hex(&authority_key_id(&chain[1])), root.id);
+
+    let stranger = Fixture::new().ca().await;
+    assert!(verify(&chain, &stranger.bundle().x509_authorities, f.now()).is_err());
+    // Expiry is enforced by the same verification.
+    f.clock.advance(Duration::from_secs(301));
+    assert!(verify(&chain, &ca.bundle().x509_authorities, f.now()).is_err());
+}
