@@ -3,7 +3,8 @@
 //! HPACK, Huffman) before h2 sees it. The stream is driven synchronously over an always-ready
 //! reader with a no-op waker; the first two input bytes choose how the input is cut into reads,
 //! whether the HTTP/2 preface is prepended, and how large each read by the server is.
-//! No input may panic or stall, and every failure must be an `InvalidData` I/O error.
+//! No input may panic or stall, every failure must be an `InvalidData` I/O error, and the
+//! rewritten bytes held for the server must stay within `MAX_BUFFERED_OUTPUT`.
 
 #![no_main]
 
@@ -13,6 +14,7 @@ use std::task::{Context, Poll, Waker};
 
 use libfuzzer_sys::fuzz_target;
 use sigil_agent::workload::AuthorityRewrite;
+use sigil_agent::workload::authority::MAX_BUFFERED_OUTPUT;
 use tokio::io::{AsyncRead, ReadBuf};
 
 /// The HTTP/2 client connection preface (RFC 9113 §3.4).
@@ -67,4 +69,5 @@ fuzz_target!(|data: &[u8]| {
             Poll::Pending => panic!("pending on an always-ready reader"),
         }
     }
+    assert!(stream.max_buffered_output() <= MAX_BUFFERED_OUTPUT);
 });

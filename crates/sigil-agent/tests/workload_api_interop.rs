@@ -149,6 +149,7 @@ async fn py_spiffe_works_only_because_of_the_authority_adapter() {
     // ...and without it grpcio's percent-encoded `:authority` is refused by h2 on the first call.
     let without = harness_with_identity(ServeOptions {
         rewrite_authority: false,
+        ..ServeOptions::default()
     })
     .await;
     let report = run_pyspiffe(&python, &without).await;

@@ -1,14 +1,17 @@
 //! Workload attestation: turning the kernel's word about who is on the other end of a Workload
-//! API connection ([`CallerInfo`], from `SO_PEERCRED`) into selectors (`unix:uid:1000`, …) that
-//! registration entries are matched against.
+//! API connection ([`CallerInfo`], from `SO_PEERCRED`), pinned when the connection is accepted
+//! ([`PinnedPeer`]), into selectors (`unix:uid:1000`, …) that registration entries are matched
+//! against.
 //!
 //! Omitting a selector can only make a workload match fewer entries (an entry's selectors must
 //! all be present), so facts that cannot be read are left out rather than failing the call;
 //! facts that cannot be *trusted* (the process changed under us) fail it.
 
+mod pin;
 mod procfs;
 mod unix;
 
+pub use pin::PinnedPeer;
 pub use unix::{UnixAttestor, UnixAttestorConfig, attest_unix};
 
 use sigil_spiffe::Selector;
@@ -56,9 +59,9 @@ pub enum AttestError {
     Malformed { path: String },
 }
 
-/// Produces the selectors of a caller. Implementations may block (they read `/proc`, hash
-/// binaries): call them off the async executor.
+/// Produces the selectors of a peer pinned at accept time. Implementations may block (they
+/// hash binaries): call them off the async executor, once per connection.
 pub trait WorkloadAttestor: Send + Sync + 'static {
-    /// The caller's selectors, or why it cannot be attested.
-    fn attest(&self, caller: &CallerInfo) -> Result<Vec<Selector>, AttestError>;
+    /// The peer's selectors as of when it was pinned, or why it cannot be attested.
+    fn attest(&self, peer: &PinnedPeer) -> Result<Vec<Selector>, AttestError>;
 }

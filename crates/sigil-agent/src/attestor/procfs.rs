@@ -54,6 +54,15 @@ pub(super) fn read_facts(pid: i32) -> Result<ProcessFacts, AttestError> {
     })
 }
 
+/// The start time of process `pid` (one read of `/proc/<pid>/stat`).
+pub(super) fn read_start_time(pid: i32) -> Result<u64, AttestError> {
+    let stat_path = proc_path(pid, "stat");
+    let stat = read_small(pid, &stat_path)?;
+    start_time(&stat).ok_or_else(|| AttestError::Malformed {
+        path: stat_path.display().to_string(),
+    })
+}
+
 /// Reads a procfs text file of process `pid`, bounded.
 fn read_small(pid: i32, path: &PathBuf) -> Result<String, AttestError> {
     let mut text = String::new();

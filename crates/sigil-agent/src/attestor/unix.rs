@@ -1,9 +1,8 @@
 //! The `unix` workload attestor: uid, gid, user and group names, supplementary groups, the path
-//! of the binary and its SHA-256, from `/proc/<pid>` of the caller.
-//!
-//! PID reuse: the caller may exit and its pid be recycled between `accept` and attestation. The
-//! process's effective uid/gid must still be those the kernel reported at connect time, and its
-//! start time must be the same before and after the binary is read; otherwise attestation fails.
+//! of the binary and its SHA-256, from a [`PinnedPeer`] (captured when the connection was
+//! accepted): ids from the connection's credentials, groups read at accept, and the binary
+//! hashed through the handle opened at accept, so a later `exec` or pid reuse cannot change
+//! what this attestor reports.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -15,8 +14,7 @@ use nix::unistd::{Gid, Group, Uid, User};
 use sigil_keys::digest::Sha256Stream;
 use sigil_spiffe::Selector;
 
-use super::procfs::{ProcessFacts, io_error, proc_path, read_facts};
-use super::{AttestError, CallerInfo, WorkloadAttestor};
+use super::{AttestError, CallerInfo, PinnedPeer, WorkloadAttestor};
 
 /// Selector type of everything this attestor produces.
 const SELECTOR_TYPE: &str = "unix";
@@ -40,8 +38,8 @@ impl Default for UnixAttestorConfig {
 }
 
 /// The `unix` attestor, with a cache of binary hashes keyed by (device, inode, size, mtime,
-/// ctime), so a workload calling often is not re-hashed every time; any change to the file
-/// changes its ctime and so its key.
+/// ctime), so workloads running the same binary are not re-hashed every time. mtime can be set
+/// back by the file's owner, ctime cannot: any change to the file changes the key.
 #[derive(Debug, Default)]
 pub struct UnixAttestor {
     config: UnixAttestorConfig,
@@ -57,9 +55,9 @@ struct FileKey {
     ctime: (i64, i64),
 }
 
-/// Attests `caller` with the default settings (see [`UnixAttestor::attest`]).
+/// Pins and attests `caller` with the default settings (see [`UnixAttestor::attest`]).
 pub fn attest_unix(caller: &CallerInfo) -> Result<Vec<Selector>, AttestError> {
-    UnixAttestor::default().attest(caller)
+    UnixAttestor::default().attest(&PinnedPeer::capture(*caller)?)
 }
 
 impl UnixAttestor {
@@ -71,61 +69,32 @@ impl UnixAttestor {
         }
     }
 
-    /// The selectors of `caller`: `uid`, `gid`, `user`, `group`, `supplementary_gid`,
+    /// The selectors of `peer`: `uid`, `gid`, `user`, `group`, `supplementary_gid`,
     /// `supplementary_group`, `path` and `sha256` (names, path and hash only when they can be
-    /// read and are valid selector values). Fails when the process is gone or is no longer the
-    /// one that connected.
-    pub fn attest(&self, caller: &CallerInfo) -> Result<Vec<Selector>, AttestError> {
-        if caller.pid <= 0 {
-            return Err(AttestError::UnknownPid);
+    /// read and are valid selector values), as they were when `peer` was pinned. The binary is
+    /// hashed through the handle pinned at accept, which the first call takes: attest a peer
+    /// once and keep the result. Fails only if the pinned binary cannot be read.
+    pub fn attest(&self, peer: &PinnedPeer) -> Result<Vec<Selector>, AttestError> {
+        let caller = peer.caller();
+        let mut selectors = id_selectors(&caller, peer.supplementary_gids());
+        if let Some(path) = peer.binary_path() {
+            // A deleted binary reads as "<path> (deleted)", which is no selector value.
+            selectors.extend(path.to_str().and_then(|p| selector("path", p)));
         }
-        let before = read_facts(caller.pid)?;
-        if before.effective_uid != caller.uid || before.effective_gid != caller.gid {
-            return Err(AttestError::ProcessChanged { pid: caller.pid });
-        }
-        let mut selectors = id_selectors(caller, &before);
-        selectors.extend(self.binary_selectors(caller.pid)?);
-        let after = read_facts(caller.pid)?;
-        if after != before {
-            return Err(AttestError::ProcessChanged { pid: caller.pid });
+        if self.config.max_hash_bytes > 0
+            && let Some(file) = peer.take_binary()
+        {
+            let hex = self
+                .hash_bounded(file)
+                .map_err(|source| AttestError::Proc {
+                    path: format!("/proc/{}/exe", caller.pid),
+                    source,
+                })?;
+            selectors.extend(hex.and_then(|hex| selector("sha256", &hex)));
         }
         selectors.sort();
         selectors.dedup();
         Ok(selectors)
-    }
-
-    /// `unix:path` and `unix:sha256` of the binary process `pid` runs. A binary the agent may
-    /// not read (another user's process when not running as root) yields neither.
-    fn binary_selectors(&self, pid: i32) -> Result<Vec<Selector>, AttestError> {
-        let exe = proc_path(pid, "exe");
-        let mut out = Vec::new();
-        match std::fs::read_link(&exe) {
-            Ok(path) => {
-                // A deleted binary reads as "<path> (deleted)", which is no selector value.
-                if let Some(s) = path.to_str().and_then(|p| selector("path", p)) {
-                    out.push(s);
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => return Ok(out),
-            Err(e) => return Err(io_error(pid, &exe, e)),
-        }
-        if self.config.max_hash_bytes == 0 {
-            return Ok(out);
-        }
-        // Hash through the magic link: the very inode the process runs, even if the path has
-        // since been replaced or deleted.
-        let file = match File::open(&exe) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => return Ok(out),
-            Err(e) => return Err(io_error(pid, &exe, e)),
-        };
-        if let Some(hex) = self
-            .hash_bounded(file)
-            .map_err(|e| io_error(pid, &exe, e))?
-        {
-            out.extend(selector("sha256", &hex));
-        }
-        Ok(out)
     }
 
     /// The SHA-256 of `file`, or `None` if it is larger than the configured limit.
@@ -172,13 +141,13 @@ impl UnixAttestor {
 }
 
 impl WorkloadAttestor for UnixAttestor {
-    fn attest(&self, caller: &CallerInfo) -> Result<Vec<Selector>, AttestError> {
-        UnixAttestor::attest(self, caller)
+    fn attest(&self, peer: &PinnedPeer) -> Result<Vec<Selector>, AttestError> {
+        UnixAttestor::attest(self, peer)
     }
 }
 
 /// Id and name selectors from the connection's credentials and the process's groups.
-fn id_selectors(caller: &CallerInfo, facts: &ProcessFacts) -> Vec<Selector> {
+fn id_selectors(caller: &CallerInfo, supplementary_gids: &[u32]) -> Vec<Selector> {
     let mut out = Vec::new();
     out.extend(selector("uid", &caller.uid.to_string()));
     out.extend(selector("gid", &caller.gid.to_string()));
@@ -188,7 +157,7 @@ fn id_selectors(caller: &CallerInfo, facts: &ProcessFacts) -> Vec<Selector> {
     if let Ok(Some(group)) = Group::from_gid(Gid::from_raw(caller.gid)) {
         out.extend(selector("group", &group.name));
     }
-    for &gid in &facts.supplementary_gids {
+    for &gid in supplementary_gids {
         out.extend(selector("supplementary_gid", &gid.to_string()));
         if let Ok(Some(group)) = Group::from_gid(Gid::from_raw(gid)) {
             out.extend(selector("supplementary_group", &group.name));
@@ -242,7 +211,9 @@ mod tests {
         let attestor = UnixAttestor::new(UnixAttestorConfig {
             max_hash_bytes: 1024,
         });
-        let selectors = attestor.attest(&me()).unwrap();
+        let selectors = attestor
+            .attest(&PinnedPeer::capture(me()).unwrap())
+            .unwrap();
         assert!(values(&selectors, "sha256").is_empty());
         assert_eq!(values(&selectors, "path").len(), 1);
     }
@@ -250,9 +221,16 @@ mod tests {
     #[test]
     fn repeated_attestation_uses_the_cached_hash() {
         let attestor = UnixAttestor::default();
-        let first = attestor.attest(&me()).unwrap();
+        let first = attestor
+            .attest(&PinnedPeer::capture(me()).unwrap())
+            .unwrap();
         assert_eq!(attestor.hashes.lock().unwrap().len(), 1);
-        assert_eq!(attestor.attest(&me()).unwrap(), first);
+        assert_eq!(
+            attestor
+                .attest(&PinnedPeer::capture(me()).unwrap())
+                .unwrap(),
+            first
+        );
     }
 
     #[test]

@@ -1,13 +1,16 @@
 //! Serving the Workload API on a Unix socket: the socket is replaced if stale, opened to every
-//! local user (0777: attestation, not file permissions, decides what a caller gets), and each
-//! accepted connection carries its peer credentials ([`CallerInfo`]) into the handlers and, by
-//! default, goes through [`AuthorityRewrite`] so grpcio clients are understood.
+//! local user (0777: attestation, not file permissions, decides what a caller gets), at most
+//! [`ServeOptions::max_connections`] connections are served at once (more are closed as soon as
+//! they are accepted), and each accepted connection has its peer pinned ([`ConnectionPeer`])
+//! and carried into the handlers and, by default, goes through [`AuthorityRewrite`] so grpcio
+//! clients are understood.
 
 use std::future::Future;
 use std::io;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -15,11 +18,12 @@ use futures::Stream;
 use sigil_proto::workload::spiffe_workload_api_server::SpiffeWorkloadApiServer;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::watch;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tonic::transport::server::Connected;
 
-use super::authority::AuthorityRewrite;
-use super::service::WorkloadApi;
+use super::authority::{AuthorityRewrite, MAX_HEADER_LIST_BYTES};
+use super::peer::ConnectionPeer;
+use super::service::{DEFAULT_MAX_CONCURRENT_ATTESTATIONS, WorkloadApi};
 use crate::attestor::CallerInfo;
 
 /// Permissions of the socket file: every local user may connect.
@@ -54,6 +58,9 @@ pub enum WorkloadServerError {
     Transport(#[from] tonic::transport::Error),
 }
 
+/// Connections served at once when nothing else is configured.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+
 /// How to serve.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ServeOptions {
@@ -61,12 +68,20 @@ pub struct ServeOptions {
     /// such as py-spiffe are refused by the HTTP/2 stack; turning it off exists for the tests
     /// that prove that.
     pub rewrite_authority: bool,
+    /// Connections served at once (default [`DEFAULT_MAX_CONNECTIONS`]); a connection accepted
+    /// beyond it is closed at once, before anything is read from it or its peer is attested.
+    pub max_connections: usize,
+    /// Attestations (binary hashes on blocking threads) running at once across all connections
+    /// (default [`DEFAULT_MAX_CONCURRENT_ATTESTATIONS`]); further first calls wait for a turn.
+    pub max_concurrent_attestations: usize,
 }
 
 impl Default for ServeOptions {
     fn default() -> Self {
         Self {
             rewrite_authority: true,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_concurrent_attestations: DEFAULT_MAX_CONCURRENT_ATTESTATIONS,
         }
     }
 }
@@ -105,12 +120,15 @@ pub async fn serve_listener(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), WorkloadServerError> {
     let (stop_tx, stop_rx) = watch::channel(false);
-    let api = api.with_stop_signal(stop_rx);
+    let api = api
+        .with_stop_signal(stop_rx)
+        .with_attestation_limit(options.max_concurrent_attestations);
     let signal = async move {
         shutdown.await;
         stop_tx.send_replace(true);
     };
     let result = tonic::transport::Server::builder()
+        .http2_max_header_list_size(u32::try_from(MAX_HEADER_LIST_BYTES).unwrap_or(u32::MAX))
         .serve_with_incoming_shutdown(
             SpiffeWorkloadApiServer::new(api),
             connections(listener, options),
@@ -160,42 +178,73 @@ pub fn bind(path: &Path) -> Result<UnixListener, WorkloadServerError> {
     Ok(listener)
 }
 
-/// Accepted connections with their peer credentials; a connection whose credentials cannot be
-/// read is dropped (it could not be attested).
+/// Accepted connections with their pinned peers. A connection beyond
+/// [`ServeOptions::max_connections`], or whose credentials cannot be read, is closed at once.
 fn connections(
     listener: UnixListener,
     options: ServeOptions,
 ) -> impl Stream<Item = Result<WorkloadConnection, io::Error>> {
-    futures::stream::unfold(listener, move |listener| async move {
-        loop {
-            match listener.accept().await {
-                Ok((stream, _)) => match stream.peer_cred() {
-                    Ok(cred) => {
-                        let caller = CallerInfo::from_ucred(&cred);
-                        let io = if options.rewrite_authority {
-                            ConnectionIo::Rewritten(Box::new(AuthorityRewrite::new(stream)))
-                        } else {
-                            ConnectionIo::Plain(stream)
-                        };
-                        return Some((Ok(WorkloadConnection { io, caller }), listener));
+    let slots = Arc::new(Semaphore::new(options.max_connections));
+    futures::stream::unfold(listener, move |listener| {
+        let slots = Arc::clone(&slots);
+        async move {
+            loop {
+                match listener.accept().await {
+                    Ok((stream, _)) => {
+                        if let Some(conn) = admit(stream, &slots, options) {
+                            return Some((Ok(conn), listener));
+                        }
                     }
                     Err(e) => {
-                        tracing::warn!(error = %e, "cannot read a workload's peer credentials")
+                        tracing::warn!(error = %e, "cannot accept a workload api connection");
+                        tokio::time::sleep(ACCEPT_BACKOFF).await;
                     }
-                },
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot accept a workload api connection");
-                    tokio::time::sleep(ACCEPT_BACKOFF).await;
                 }
             }
         }
     })
 }
 
-/// One accepted connection and the credentials of its peer.
+/// Takes a connection slot and pins the peer of a freshly accepted `stream`; `None` (and the
+/// stream closed) if every slot is taken or the peer's credentials cannot be read.
+fn admit(
+    stream: UnixStream,
+    slots: &Arc<Semaphore>,
+    options: ServeOptions,
+) -> Option<WorkloadConnection> {
+    let Ok(slot) = Arc::clone(slots).try_acquire_owned() else {
+        tracing::debug!(
+            limit = options.max_connections,
+            "closing a workload api connection: too many open connections"
+        );
+        return None;
+    };
+    let cred = match stream.peer_cred() {
+        Ok(cred) => cred,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read a workload's peer credentials");
+            return None;
+        }
+    };
+    let peer = Arc::new(ConnectionPeer::accept(CallerInfo::from_ucred(&cred)));
+    let io = if options.rewrite_authority {
+        ConnectionIo::Rewritten(Box::new(AuthorityRewrite::new(stream)))
+    } else {
+        ConnectionIo::Plain(stream)
+    };
+    Some(WorkloadConnection {
+        io,
+        peer,
+        _slot: slot,
+    })
+}
+
+/// One accepted connection, its pinned peer, and its connection slot (freed when the
+/// connection is dropped).
 struct WorkloadConnection {
     io: ConnectionIo,
-    caller: CallerInfo,
+    peer: Arc<ConnectionPeer>,
+    _slot: OwnedSemaphorePermit,
 }
 
 enum ConnectionIo {
@@ -204,10 +253,10 @@ enum ConnectionIo {
 }
 
 impl Connected for WorkloadConnection {
-    type ConnectInfo = CallerInfo;
+    type ConnectInfo = Arc<ConnectionPeer>;
 
-    fn connect_info(&self) -> CallerInfo {
-        self.caller
+    fn connect_info(&self) -> Arc<ConnectionPeer> {
+        Arc::clone(&self.peer)
     }
 }
 

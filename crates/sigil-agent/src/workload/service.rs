@@ -2,8 +2,8 @@
 //! answered from the agent's identity snapshot for the attested caller.
 //!
 //! Every call must carry the `workload.spiffe.io: true` metadata (else `InvalidArgument`); the
-//! caller is attested per call from the connection's [`CallerInfo`] and receives the identities
-//! whose selectors it has. Status codes are the ones the Workload API and Workload Endpoint
+//! caller is the connection's [`ConnectionPeer`] (pinned at accept, attested once per
+//! connection, re-checked per call) and receives the identities whose selectors it has. Status codes are the ones the Workload API and Workload Endpoint
 //! standards name; internal causes are logged, not returned.
 
 use std::sync::Arc;
@@ -18,26 +18,32 @@ use sigil_proto::workload::{
     X509svidRequest, X509svidResponse,
 };
 use sigil_spiffe::{Selector, SpiffeId, TrustBundle, TrustDomain};
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 use tonic::{Request, Response, Status};
 
 use super::claims::to_struct;
+use super::peer::ConnectionPeer;
 use super::responses::{
     federated_bundles, jwt_bundles_response, with_unique_hints, x509_bundles_response,
     x509_svid_response,
 };
 use super::stream::{NO_IDENTITY, ResponseStream, watch_stream};
-use crate::attestor::{CallerInfo, UnixAttestor, WorkloadAttestor};
+use crate::attestor::{UnixAttestor, WorkloadAttestor};
 use crate::snapshot::{IdentitySnapshot, JwtMintError, WorkloadApiContext};
 
 /// The status message of a request without the security header (Workload Endpoint §6).
 pub const MISSING_HEADER: &str = "security header missing from request";
+/// Attestations (binary hashes) run at once when nothing else is configured.
+pub const DEFAULT_MAX_CONCURRENT_ATTESTATIONS: usize = 4;
 
 /// The SPIFFE Workload API service. Build one with [`WorkloadApi::new`] and hand it to
-/// [`serve`](super::serve), which also wires the connection's [`CallerInfo`] into each request.
+/// [`serve`](super::serve), which also wires the connection's [`ConnectionPeer`] into each
+/// request.
 pub struct WorkloadApi {
     ctx: WorkloadApiContext,
     attestor: Arc<dyn WorkloadAttestor>,
+    /// Bounds the attestations running at once, across connections.
+    attestations: Arc<Semaphore>,
     /// Turns true when the server shuts down, ending every open stream.
     stop: watch::Receiver<bool>,
 }
@@ -61,8 +67,15 @@ impl WorkloadApi {
         Self {
             ctx,
             attestor,
+            attestations: Arc::new(Semaphore::new(DEFAULT_MAX_CONCURRENT_ATTESTATIONS)),
             stop,
         }
+    }
+
+    /// The same service, running at most `limit` attestations at once (at least one).
+    pub(crate) fn with_attestation_limit(mut self, limit: usize) -> Self {
+        self.attestations = Arc::new(Semaphore::new(limit.max(1)));
+        self
     }
 
     /// The same service, whose streams end when `stop` turns true.
@@ -71,23 +84,20 @@ impl WorkloadApi {
         self
     }
 
-    /// The selectors of the caller of `request`, attested off the executor.
-    async fn attest<T>(&self, request: &Request<T>) -> Result<Vec<Selector>, Status> {
-        let Some(caller) = request.extensions().get::<CallerInfo>().copied() else {
-            tracing::warn!("workload api request without caller credentials");
+    /// The selectors of the connection's pinned peer: attested on the connection's first call,
+    /// then from its cache; refused once the pinned process is gone.
+    async fn attest<T>(&self, request: &Request<T>) -> Result<Arc<[Selector]>, Status> {
+        let Some(peer) = request.extensions().get::<Arc<ConnectionPeer>>() else {
+            tracing::warn!("workload api request without a pinned peer");
             return Err(Status::permission_denied("the caller cannot be identified"));
         };
-        let attestor = Arc::clone(&self.attestor);
-        let attested = tokio::task::spawn_blocking(move || attestor.attest(&caller))
+        peer.selectors(&self.attestor, &self.attestations)
             .await
             .map_err(|e| {
-                tracing::error!(error = %e, "workload attestation task failed");
-                Status::internal("workload attestation failed")
-            })?;
-        attested.map_err(|e| {
-            tracing::warn!(pid = caller.pid, uid = caller.uid, error = %e, "workload attestation failed");
-            Status::permission_denied("workload attestation failed")
-        })
+                let caller = peer.caller();
+                tracing::debug!(pid = caller.pid, uid = caller.uid, error = %e, "workload api call refused");
+                Status::permission_denied("workload attestation failed")
+            })
     }
 
     fn snapshot(&self) -> Arc<IdentitySnapshot> {
@@ -98,7 +108,7 @@ impl WorkloadApi {
     /// `PermissionDenied` if there is none), then one per relevant snapshot change.
     fn follow<T>(
         &self,
-        selectors: Vec<Selector>,
+        selectors: Arc<[Selector]>,
         build: fn(&IdentitySnapshot, &[&crate::snapshot::WorkloadIdentity]) -> Option<T>,
     ) -> Result<ResponseStream<T>, Status>
     where

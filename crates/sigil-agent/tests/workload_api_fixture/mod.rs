@@ -17,6 +17,7 @@ use async_trait::async_trait;
 use hyper_util::rt::TokioIo;
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyUsagePurpose, SanType};
 use serde_json::json;
+use sigil_agent::attestor::{UnixAttestor, WorkloadAttestor};
 use sigil_agent::snapshot::{
     IdentitySnapshot, JwtMintError, JwtSvidMinter, WorkloadApiContext, WorkloadIdentity,
     X509SvidMaterial,
@@ -119,6 +120,10 @@ pub struct FakeMinter {
     domain: Arc<Domain>,
     entries: Mutex<HashMap<String, SpiffeId>>,
     pub unavailable: AtomicBool,
+    /// Hand out one token per (entry, audiences) again and again, as the agent's JWT cache does
+    /// between mints (for benchmarks of the cached path).
+    pub caching: AtomicBool,
+    cache: Mutex<HashMap<(String, Vec<String>), String>>,
 }
 
 #[async_trait]
@@ -127,11 +132,23 @@ impl JwtSvidMinter for FakeMinter {
         if self.unavailable.load(Ordering::Relaxed) {
             return Err(JwtMintError::Unavailable("test says so".into()));
         }
+        let caching = self.caching.load(Ordering::Relaxed);
+        let mut audiences = audience.to_vec();
+        audiences.sort();
+        audiences.dedup();
+        let key = (entry_id.to_owned(), audiences);
+        if caching && let Some(token) = self.cache.lock().unwrap().get(&key) {
+            return Ok(token.clone());
+        }
         let id = self.entries.lock().unwrap().get(entry_id).cloned();
         let id = id.ok_or_else(|| JwtMintError::Refused(format!("unknown entry `{entry_id}`")))?;
-        Ok(self
+        let token = self
             .domain
-            .sign_jwt(id.as_str(), audience, SystemClock.unix_secs() + 300))
+            .sign_jwt(id.as_str(), audience, SystemClock.unix_secs() + 300);
+        if caching {
+            self.cache.lock().unwrap().insert(key, token.clone());
+        }
+        Ok(token)
     }
 }
 
@@ -164,12 +181,22 @@ pub struct Harness {
 impl Harness {
     /// Serves an empty snapshot of `example.org` (which federates with `other.org`).
     pub async fn start(options: ServeOptions) -> Self {
+        Self::start_with_attestor(options, Arc::new(UnixAttestor::default())).await
+    }
+
+    /// As [`Harness::start`], attesting callers with `attestor`.
+    pub async fn start_with_attestor(
+        options: ServeOptions,
+        attestor: Arc<dyn WorkloadAttestor>,
+    ) -> Self {
         let home = Arc::new(Domain::new("example.org"));
         let foreign = Arc::new(Domain::new("other.org"));
         let minter = Arc::new(FakeMinter {
             domain: Arc::clone(&home),
             entries: Mutex::new(HashMap::new()),
             unavailable: AtomicBool::new(false),
+            caching: AtomicBool::new(false),
+            cache: Mutex::new(HashMap::new()),
         });
         let (snapshots, rx) =
             watch::channel(Arc::new(IdentitySnapshot::empty(Arc::clone(&home.bundle))));
@@ -183,9 +210,14 @@ impl Harness {
         let (shutdown, stop) = oneshot::channel::<()>();
         let path = socket.clone();
         let server = tokio::spawn(async move {
-            serve_with_options(&path, WorkloadApi::new(ctx), options, async {
-                let _ = stop.await;
-            })
+            serve_with_options(
+                &path,
+                WorkloadApi::with_attestor(ctx, attestor),
+                options,
+                async {
+                    let _ = stop.await;
+                },
+            )
             .await
         });
         for _ in 0..500 {
@@ -250,20 +282,7 @@ impl Harness {
 
     /// A tonic client over the socket.
     pub async fn client(&self) -> SpiffeWorkloadApiClient<Channel> {
-        let path = self.socket.clone();
-        let channel = Endpoint::try_from("http://localhost")
-            .unwrap()
-            .connect_with_connector(tower::service_fn(move |_| {
-                let path = path.clone();
-                async move {
-                    tokio::net::UnixStream::connect(path)
-                        .await
-                        .map(TokioIo::new)
-                }
-            }))
-            .await
-            .unwrap();
-        SpiffeWorkloadApiClient::new(channel)
+        client_at(self.socket.clone()).await
     }
 
     /// Stops the server and returns how `serve` ended.
@@ -288,6 +307,23 @@ impl Drop for Harness {
             server.abort();
         }
     }
+}
+
+/// A tonic client over the Unix socket at `path`.
+pub async fn client_at(path: PathBuf) -> SpiffeWorkloadApiClient<Channel> {
+    let channel = Endpoint::try_from("http://localhost")
+        .unwrap()
+        .connect_with_connector(tower::service_fn(move |_| {
+            let path = path.clone();
+            async move {
+                tokio::net::UnixStream::connect(path)
+                    .await
+                    .map(TokioIo::new)
+            }
+        }))
+        .await
+        .unwrap();
+    SpiffeWorkloadApiClient::new(channel)
 }
 
 /// `message` with the Workload API security header.

@@ -145,6 +145,13 @@ impl Decoder {
                 if !out.fields.is_empty() {
                     return Err(HeaderRewriteError::Hpack("table size update after a field"));
                 }
+                // §4.2: a block opens with at most two updates (the smallest and the final
+                // size); more would only let a block re-encode into a run of updates.
+                if out.size_updates.len() >= 2 {
+                    return Err(HeaderRewriteError::Hpack(
+                        "more than two table size updates",
+                    ));
+                }
                 let new_max = usize::try_from(reader.integer(5)?).unwrap_or(usize::MAX);
                 if new_max > self.settings_max {
                     return Err(HeaderRewriteError::Hpack(

@@ -10,9 +10,16 @@
 //! How: the server-bound bytes are parsed as HTTP/2 frames; every header block is decoded with an
 //! HPACK decoder that follows the client's dynamic table and re-encoded with literal fields that
 //! are never indexed, so the server's HPACK table stays empty and in step. Every other frame and
-//! every server-to-client byte pass through untouched. Buffers are bounded
-//! ([`MAX_HEADER_BLOCK_BYTES`], [`MAX_HEADER_LIST_BYTES`]); anything malformed ends the
-//! connection with an I/O error of kind `InvalidData`.
+//! every server-to-client byte pass through untouched.
+//!
+//! Bounds: a header block is at most [`MAX_HEADER_BLOCK_BYTES`] on the wire and
+//! [`MAX_HEADER_LIST_BYTES`] decoded; and the adapter stops reading from the client while more
+//! than [`MAX_PENDING_OUTPUT`] rewritten bytes wait for the server, so what one read expands to
+//! (small blocks of one-byte references to large dynamic-table entries) is bounded too:
+//! [`AuthorityRewrite::max_buffered_output`] never exceeds [`MAX_BUFFERED_OUTPUT`]. Anything
+//! malformed or over a bound ends the connection: once the connection preface has been seen,
+//! the server's HTTP/2 stack is handed a frame it must treat as a connection error, so it
+//! sends the client a GOAWAY and closes; then reads fail with `InvalidData`.
 
 mod hpack;
 mod huffman;
@@ -25,10 +32,17 @@ use std::task::{Context, Poll, ready};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use rewriter::FrameRewriter;
-pub use rewriter::{MAX_HEADER_BLOCK_BYTES, MAX_HEADER_LIST_BYTES, REPLACEMENT_AUTHORITY};
+pub use rewriter::{
+    MAX_HEADER_BLOCK_BYTES, MAX_HEADER_LIST_BYTES, MAX_PENDING_OUTPUT, REPLACEMENT_AUTHORITY,
+};
 
 /// Size of each read from the wrapped stream.
 const READ_CHUNK: usize = 16 * 1024;
+
+/// The most rewritten bytes an [`AuthorityRewrite`] ever holds for the server: the pending
+/// bound, plus one step past it (a re-encoded header block of at most a full list, with its
+/// frame headers and at most two table size updates, or one read of pass-through bytes).
+pub const MAX_BUFFERED_OUTPUT: usize = MAX_PENDING_OUTPUT + MAX_HEADER_LIST_BYTES + 1024;
 
 /// Why the client's byte stream could not be rewritten; carried inside the `InvalidData`
 /// I/O error that ends the connection.
@@ -58,10 +72,15 @@ pub enum HeaderRewriteError {
 pub struct AuthorityRewrite<S> {
     inner: S,
     rewriter: FrameRewriter,
+    /// Bytes read from the client, of which `chunk[in_pos..in_len]` are not yet rewritten.
     chunk: Box<[u8]>,
+    in_pos: usize,
+    in_len: usize,
     /// Rewritten bytes not yet handed to the reader, from `out_pos` on.
     out: Vec<u8>,
     out_pos: usize,
+    /// The largest `out` has been, for tests and the fuzz target.
+    max_out: usize,
     failed: Option<HeaderRewriteError>,
     eof: bool,
 }
@@ -73,8 +92,11 @@ impl<S> AuthorityRewrite<S> {
             inner,
             rewriter: FrameRewriter::new(),
             chunk: vec![0; READ_CHUNK].into_boxed_slice(),
+            in_pos: 0,
+            in_len: 0,
             out: Vec::new(),
             out_pos: 0,
+            max_out: 0,
             failed: None,
             eof: false,
         }
@@ -83,6 +105,31 @@ impl<S> AuthorityRewrite<S> {
     /// The wrapped stream.
     pub fn get_ref(&self) -> &S {
         &self.inner
+    }
+
+    /// The most rewritten bytes this adapter has held at once for the server; never more than
+    /// [`MAX_BUFFERED_OUTPUT`], whatever the client sends.
+    pub fn max_buffered_output(&self) -> usize {
+        self.max_out
+    }
+
+    /// Rewrites buffered client bytes into `out` (which is empty), as far as the pending bound
+    /// allows. On a violation, the connection-error frame follows what was rewritten and
+    /// reads fail from then on.
+    fn rewrite_buffered(&mut self) {
+        let input = self.chunk.get(self.in_pos..self.in_len).unwrap_or_default();
+        match self.rewriter.feed(input, &mut self.out) {
+            Ok(consumed) => self.in_pos += consumed,
+            Err(e) => {
+                tracing::debug!(error = %e, "closing a workload api connection");
+                if let Some(frame) = self.rewriter.connection_error_frame() {
+                    self.out.extend_from_slice(&frame);
+                }
+                self.failed = Some(e);
+                self.in_pos = self.in_len;
+            }
+        }
+        self.max_out = self.max_out.max(self.out.len());
     }
 }
 
@@ -109,20 +156,24 @@ impl<S: AsyncRead + Unpin> AsyncRead for AuthorityRewrite<S> {
             if let Some(e) = &this.failed {
                 return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, e.clone())));
             }
+            if this.in_pos < this.in_len {
+                this.rewrite_buffered();
+                continue;
+            }
             if this.eof {
                 return Poll::Ready(Ok(()));
             }
+            // Only now, with every earlier byte rewritten and handed on, is the client read
+            // again: the server's pace bounds how much rewritten output can pile up.
             let mut chunk = ReadBuf::new(&mut this.chunk);
             ready!(Pin::new(&mut this.inner).poll_read(cx, &mut chunk))?;
-            let filled = chunk.filled();
-            if filled.is_empty() {
+            let filled = chunk.filled().len();
+            if filled == 0 {
                 this.eof = true;
                 continue;
             }
-            if let Err(e) = this.rewriter.feed(filled, &mut this.out) {
-                tracing::debug!(error = %e, "closing a workload api connection");
-                this.failed = Some(e);
-            }
+            this.in_pos = 0;
+            this.in_len = filled;
         }
     }
 }
@@ -216,6 +267,99 @@ mod tests {
             "end of stream after the client closes"
         );
         writer.await.unwrap();
+    }
+
+    /// Preface, then a block adding a ~4 KiB entry to the client's dynamic table.
+    fn table_with_a_large_entry() -> Vec<u8> {
+        let big = "a".repeat(4000);
+        let mut input = PREFACE.to_vec();
+        input.extend_from_slice(&headers_frame(&encode(&[(
+            Repr::Incremental { huffman: false },
+            "x-a",
+            &big,
+        )])));
+        input
+    }
+
+    /// Index 62 (the newest dynamic entry) as a one-byte indexed field.
+    const NEWEST_ENTRY: u8 = 0x80 | 62;
+
+    /// Reads until end of stream or error, `step` bytes at a time; returns the bytes and how
+    /// the stream ended.
+    async fn read_to_end<S: AsyncRead + Unpin>(
+        server: &mut AuthorityRewrite<S>,
+        step: usize,
+    ) -> (Vec<u8>, io::Result<()>) {
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; step];
+        loop {
+            match server.read(&mut buf).await {
+                Ok(0) => return (got, Ok(())),
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) => return (got, Err(e)),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn small_blocks_of_references_to_a_large_entry_expand_only_as_fast_as_they_are_read() {
+        // Each 12-byte frame holds three one-byte references to the 4 KiB entry: ~12 KiB
+        // decoded, under the list limit, so nothing is refused; one 16 KiB read of them would
+        // expand to ~16 MB if it were rewritten at once.
+        let mut input = table_with_a_large_entry();
+        let frames = 1400;
+        for _ in 0..frames {
+            input.extend_from_slice(&headers_frame(&[NEWEST_ENTRY; 3]));
+        }
+        let (mut client, server) = tokio::io::duplex(64 * 1024);
+        let writer = tokio::spawn(async move {
+            client.write_all(&input).await.unwrap();
+            client.shutdown().await.unwrap();
+        });
+        let mut server = AuthorityRewrite::new(server);
+        let (got, end) = read_to_end(&mut server, 1024).await;
+        end.unwrap();
+        writer.await.unwrap();
+        assert!(
+            got.len() > frames * 12_000,
+            "every block was rewritten: {} bytes",
+            got.len()
+        );
+        assert!(
+            server.max_buffered_output() <= MAX_BUFFERED_OUTPUT,
+            "held {} rewritten bytes at once, bound {MAX_BUFFERED_OUTPUT}",
+            server.max_buffered_output()
+        );
+        assert!(
+            got.len() > 100 * MAX_BUFFERED_OUTPUT,
+            "the bound was exercised"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_header_list_over_the_limit_ends_the_connection_with_an_http2_connection_error() {
+        // Three references (~12 KiB decoded) pass; five (~20 KiB) exceed the 16 KiB limit.
+        let mut input = table_with_a_large_entry();
+        input.extend_from_slice(&headers_frame(&[NEWEST_ENTRY; 3]));
+        input.extend_from_slice(&headers_frame(&[NEWEST_ENTRY; 5]));
+        input.extend_from_slice(&headers_frame(&[NEWEST_ENTRY; 3]));
+        let (mut client, server) = tokio::io::duplex(64 * 1024);
+        client.write_all(&input).await.unwrap();
+        let mut server = AuthorityRewrite::new(server);
+        let (got, end) = read_to_end(&mut server, 4096).await;
+        let err = end.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        assert_eq!(
+            err.get_ref()
+                .and_then(|e| e.downcast_ref::<HeaderRewriteError>()),
+            Some(&HeaderRewriteError::HeaderListTooLarge)
+        );
+        // Two blocks were passed on (the entry, then three references), then the frame that
+        // makes h2 answer with GOAWAY: a HEADERS block holding only the invalid index 0.
+        let poison = [0, 0, 1, 0x1, 0x5, 0, 0, 0, 1, 0x80];
+        assert!(got.ends_with(&poison), "{:?}", &got[got.len() - 10..]);
+        assert!(got.len() > PREFACE.len() + 4000 + 3 * 4000);
+        assert!(got.len() < PREFACE.len() + 2 * 4100 + 3 * 4100);
     }
 
     #[tokio::test]

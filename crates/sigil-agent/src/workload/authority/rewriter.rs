@@ -10,8 +10,14 @@ use super::hpack::{Decoder, HeaderBlock, encode_literal_block};
 pub(crate) const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// Largest header block (all fragments of one HEADERS + CONTINUATION run) accepted, in bytes.
 pub const MAX_HEADER_BLOCK_BYTES: usize = 64 * 1024;
-/// Largest decoded header list (names + values + 32 per field) accepted, in bytes.
-pub const MAX_HEADER_LIST_BYTES: usize = 256 * 1024;
+/// Largest decoded header list (names + values + 32 per field) accepted, in bytes: h2's (and
+/// hyper's) default `max_header_list_size`. Every re-encoded block is at most about this large,
+/// so it also bounds what one header block, however small, can expand to.
+pub const MAX_HEADER_LIST_BYTES: usize = 16 * 1024;
+/// [`FrameRewriter::feed`] stops consuming input once this many rewritten bytes are waiting, so
+/// the output of one read is bounded by this plus one step (one re-encoded header block or one
+/// read's worth of pass-through bytes), however much the input would expand.
+pub const MAX_PENDING_OUTPUT: usize = 32 * 1024;
 /// The value that replaces an `:authority` that is not a URI authority.
 pub const REPLACEMENT_AUTHORITY: &str = "localhost";
 
@@ -78,14 +84,55 @@ impl FrameRewriter {
         }
     }
 
-    /// Consumes `input`, appending to `out` the bytes the server should see. An error is a
-    /// connection error: the caller must stop feeding and close.
+    /// Consumes a prefix of `input`, appending to `out` the bytes the server should see, and
+    /// returns how many bytes it consumed: all of `input`, unless `out` reached
+    /// [`MAX_PENDING_OUTPUT`] first (then feed the rest once `out` has been drained). An error
+    /// is a connection error: the caller must stop feeding and close (see
+    /// [`Self::connection_error_frame`]).
     pub(crate) fn feed(
         &mut self,
-        mut input: &[u8],
+        input: &[u8],
         out: &mut Vec<u8>,
-    ) -> Result<(), HeaderRewriteError> {
+    ) -> Result<usize, HeaderRewriteError> {
+        let rest = self.feed_bounded(input, out)?;
+        Ok(input.len() - rest.len())
+    }
+
+    /// A frame that makes the server's HTTP/2 stack end the connection with a GOAWAY, to be
+    /// appended after everything already rewritten when [`Self::feed`] failed; `None` before
+    /// the connection preface has been seen (then there is no HTTP/2 connection to end).
+    ///
+    /// The frame is a HEADERS frame whose block is the one-byte indexed reference to index 0,
+    /// which RFC 7541 §6.1 makes a decoding error, which RFC 9113 §4.3 makes a connection error:
+    /// the server answers it with GOAWAY and closes, so the client learns the connection ended
+    /// on a protocol error rather than seeing the socket drop. The rewriter emits only complete
+    /// frames and complete header blocks, so the frame lands on a frame boundary.
+    pub(crate) fn connection_error_frame(&self) -> Option<Vec<u8>> {
+        if matches!(self.state, State::Preface { .. }) {
+            return None;
+        }
+        let mut out = Vec::with_capacity(FRAME_HEADER_LEN + 1);
+        write_frame_header(
+            1,
+            TYPE_HEADERS,
+            FLAG_END_HEADERS | FLAG_END_STREAM,
+            1,
+            &mut out,
+        );
+        out.push(0x80);
+        Some(out)
+    }
+
+    /// [`Self::feed`]; returns the input not consumed.
+    fn feed_bounded<'a>(
+        &mut self,
+        mut input: &'a [u8],
+        out: &mut Vec<u8>,
+    ) -> Result<&'a [u8], HeaderRewriteError> {
         loop {
+            if out.len() >= MAX_PENDING_OUTPUT {
+                return Ok(input);
+            }
             match self.state {
                 State::Preface { matched } => {
                     let expected = PREFACE.get(matched..).unwrap_or_default();
@@ -102,13 +149,13 @@ impl FrameRewriter {
                         State::Preface { matched }
                     };
                     if input.is_empty() {
-                        return Ok(());
+                        return Ok(input);
                     }
                 }
                 State::FrameHeader => {
                     input = fill(&mut self.partial, FRAME_HEADER_LEN, input);
                     if self.partial.len() < FRAME_HEADER_LEN {
-                        return Ok(());
+                        return Ok(input);
                     }
                     let header = parse_frame_header(&self.partial)?;
                     self.state = self.on_frame_header(header, out)?;
@@ -117,7 +164,7 @@ impl FrameRewriter {
                 State::PassThrough { remaining: 0 } => self.state = State::FrameHeader,
                 State::PassThrough { remaining } => {
                     if input.is_empty() {
-                        return Ok(());
+                        return Ok(input);
                     }
                     let (chunk, rest) = input.split_at(remaining.min(input.len()));
                     out.extend_from_slice(chunk);
@@ -129,7 +176,7 @@ impl FrameRewriter {
                 State::Collect(header) => {
                     input = fill(&mut self.partial, header.length, input);
                     if self.partial.len() < header.length {
-                        return Ok(());
+                        return Ok(input);
                     }
                     let payload = std::mem::take(&mut self.partial);
                     self.on_header_frame(header, &payload, out)?;
@@ -355,7 +402,11 @@ mod tests {
     fn rewrite_all(input: &[u8]) -> Result<Vec<u8>, HeaderRewriteError> {
         let mut r = FrameRewriter::new();
         let mut out = Vec::new();
-        r.feed(input, &mut out)?;
+        let mut rest = input;
+        while !rest.is_empty() {
+            let consumed = r.feed(rest, &mut out)?;
+            rest = &rest[consumed..];
+        }
         Ok(out)
     }
 
@@ -584,8 +635,8 @@ mod tests {
     }
 
     #[test]
-    fn continuation_frames_are_joined_and_large_blocks_split() {
-        let big = "x".repeat(20_000);
+    fn continuation_frames_are_joined() {
+        let big = "x".repeat(16_000);
         let block = encode(&[
             (
                 Repr::IncrementalNamed {
@@ -598,7 +649,7 @@ mod tests {
             (Repr::WithoutIndexing { huffman: false }, "x-big", &big),
         ]);
         let (a, b) = block.split_at(10);
-        let (b, c) = b.split_at(15_000);
+        let (b, c) = b.split_at(8_000);
         let mut input = PREFACE.to_vec();
         input.extend_from_slice(&frame(TYPE_HEADERS, FLAG_END_STREAM, 1, a));
         input.extend_from_slice(&frame(TYPE_CONTINUATION, 0, 1, b));
@@ -606,19 +657,41 @@ mod tests {
         let view = server_view(&rewrite_all(&input).unwrap());
         assert_eq!(
             view.frames.len(),
-            2,
-            "20 KB block needs one continuation at 16 KB frames"
+            1,
+            "a block within the list limit fits one frame"
         );
-        assert_eq!(view.frames[0].0, TYPE_HEADERS);
-        assert_eq!(view.frames[0].1, FLAG_END_STREAM);
+        assert_eq!(
+            (view.frames[0].0, view.frames[0].1),
+            (TYPE_HEADERS, FLAG_END_STREAM | FLAG_END_HEADERS)
+        );
+        let lists = view.header_lists();
+        assert_eq!(lists[0][0].1, "localhost");
+        assert_eq!(lists[0][1].1, big);
+    }
+
+    #[test]
+    fn blocks_larger_than_a_frame_are_split_into_continuations() {
+        let pending = PendingBlock {
+            stream_id: 7,
+            end_stream: true,
+            priority: Some([0, 0, 0, 1, 16]),
+            fragment: Vec::new(),
+        };
+        let block = vec![0x82; MAX_OUT_PAYLOAD + 100];
+        let mut out = PREFACE.to_vec();
+        write_header_frames(&pending, &block, &mut out);
+        let view = server_view(&out);
+        assert_eq!(view.frames.len(), 2);
+        assert_eq!(
+            (view.frames[0].0, view.frames[0].1, view.frames[0].2),
+            (TYPE_HEADERS, FLAG_END_STREAM | FLAG_PRIORITY, 7)
+        );
         assert_eq!(view.frames[0].3.len(), MAX_OUT_PAYLOAD);
         assert_eq!(
             (view.frames[1].0, view.frames[1].1),
             (TYPE_CONTINUATION, FLAG_END_HEADERS)
         );
-        let lists = view.header_lists();
-        assert_eq!(lists[0][0].1, "localhost");
-        assert_eq!(lists[0][1].1, big);
+        assert_eq!(view.frames[1].3.len(), 105);
     }
 
     #[test]
