@@ -11,6 +11,9 @@ use sigil_tls::{LiveRoots, LiveSvid, SpiffeServerVerifier};
 use tokio::net::TcpStream;
 use tonic::transport::{Channel, Endpoint};
 
+/// A connected agent API client; cheap to clone (clones share the channel).
+pub type Client = AgentServiceClient<Channel>;
+
 /// What went wrong connecting to the server.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
@@ -29,7 +32,7 @@ pub async fn connect(
     td: &TrustDomain,
     roots: Arc<LiveRoots>,
     svid: Option<Arc<LiveSvid>>,
-) -> Result<AgentServiceClient<Channel>, ConnectError> {
+) -> Result<Client, ConnectError> {
     let verifier = Arc::new(SpiffeServerVerifier::new(roots, td.sigil_server_id()));
     let config = Arc::new(sigil_tls::client_config(svid, verifier)?);
     let target = addr.to_owned();
