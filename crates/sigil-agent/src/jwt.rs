@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use sigil_proto::agent::v1 as pb;
 use sigil_spiffe::Clock;
 
-use crate::manager::Client;
+use crate::server_client::Client;
 use crate::snapshot::{JwtMintError, JwtSvidMinter};
 
 /// Most cached tokens; the cache is cleared when full (tokens are cheap to re-mint).

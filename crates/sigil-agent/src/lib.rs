@@ -1,20 +1,29 @@
 //! The Sigil node agent: attests its node to the server, keeps the SVIDs of the workloads it is
 //! authorized to serve (keys generated here, never sent), rotates them, and serves them over the
-//! SPIFFE Workload API on a Unix socket.
+//! SPIFFE Workload API on a Unix socket. [`start`] runs it all.
 //!
 //! Architecture invariant: the agent talks to the server only through `sigil-proto`; it never
 //! depends on `sigil-ca`, `sigil-store` or `sigil-server`.
 
 #![forbid(unsafe_code)]
 
+mod agent;
 pub mod attestor;
 pub mod config;
+mod data_dir_lock;
+mod error;
 pub mod jwt;
-pub mod manager;
+mod node_attestation;
+mod publish;
 pub mod server_client;
+mod session;
 pub mod snapshot;
 pub mod state;
+pub mod svid_cache;
+mod wire;
 pub mod workload;
 
+pub use agent::{AgentHandle, start};
 pub use config::AgentConfig;
-pub use manager::{Agent, AgentError};
+pub use data_dir_lock::DataDirLock;
+pub use error::AgentError;

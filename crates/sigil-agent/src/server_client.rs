@@ -10,6 +10,9 @@ use sigil_tls::{LiveRoots, LiveSvid, ServerName, SpiffeServerVerifier, TlsConnec
 use tokio::net::TcpStream;
 use tonic::transport::{Channel, Endpoint};
 
+/// A connected agent API client; cheap to clone (clones share the channel).
+pub type Client = AgentServiceClient<Channel>;
+
 /// What went wrong connecting to the server.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
@@ -29,7 +32,7 @@ pub async fn connect(
     roots: Arc<LiveRoots>,
     svid: Option<Arc<LiveSvid>>,
     tls: TlsPolicy,
-) -> Result<AgentServiceClient<Channel>, ConnectError> {
+) -> Result<Client, ConnectError> {
     let verifier = Arc::new(SpiffeServerVerifier::new(roots, td.sigil_server_id()));
     let config = Arc::new(sigil_tls::client_config(svid, verifier, tls)?);
     let target = addr.to_owned();

@@ -1,6 +1,6 @@
 //! Key material for Sigil: ECDSA key types with redacted `Debug` and zeroised PKCS#8, signing and
 //! verification (X.509 and JWS), PKCS#10 CSRs, compact JWS, JWT-SVID validation, SPIFFE bundle
-//! JSON, key managers and private-file writing.
+//! JSON, key managers, private-file writing and reclaiming stale Unix socket paths.
 //!
 //! This is the only Sigil crate that names `aws-lc-rs`. Agent and server both depend on it; the
 //! server-only issuance logic lives in `sigil-ca`.
@@ -19,6 +19,7 @@ pub mod pem;
 mod private_key;
 mod public_key;
 pub mod random;
+pub mod unix_socket;
 
 pub use digest::{sha256, sha256_hex};
 pub use error::KeyError;

@@ -1,6 +1,5 @@
 //! `sigil agent run -c agent.toml`: the agent's configuration file (raw TOML, then validated into
-//! `sigil_agent::AgentConfig`) and the run loop: node agent plus the SPIFFE Workload API, stopped
-//! together on Ctrl-C or SIGTERM.
+//! `sigil_agent::AgentConfig`), then `sigil_agent::start` until Ctrl-C or SIGTERM.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -9,10 +8,9 @@ use std::time::Duration;
 use anyhow::Context;
 use serde::Deserialize;
 use sigil_agent::AgentConfig;
-use sigil_spiffe::{Clock, SystemClock, TrustDomain};
-use tokio::sync::watch;
+use sigil_spiffe::{SystemClock, TrustDomain};
 
-use crate::server_cmd::{RawTls, create_private_dir, read_config_file, shutdown_signal};
+use crate::server_cmd::{RawTls, read_config_file, shutdown_signal};
 
 /// Default limit for hashing workload binaries (`unix:sha256`).
 const DEFAULT_MAX_HASH_BYTES: u64 = 256 * 1024 * 1024;
@@ -81,115 +79,26 @@ pub fn parse_agent_config(text: &str) -> anyhow::Result<AgentConfig> {
     })
 }
 
-/// A running agent: the sync loop and the Workload API, as owned tasks.
-pub struct RunningAgent {
-    pub spiffe_id: sigil_spiffe::SpiffeId,
-    pub socket_path: PathBuf,
-    stop: watch::Sender<bool>,
-    sync: Option<tokio::task::JoinHandle<Result<(), sigil_agent::AgentError>>>,
-    workload: tokio::task::JoinHandle<()>,
-}
-
-impl RunningAgent {
-    /// Stops both tasks and waits for them.
-    pub async fn shutdown(self) -> anyhow::Result<()> {
-        let _ = self.stop.send(true);
-        let _ = self.workload.await;
-        match self.sync {
-            Some(sync) => join_result(sync.await),
-            None => Ok(()),
-        }
-    }
-
-    /// Waits until the sync loop ends on its own (which means it failed); afterwards
-    /// [`RunningAgent::shutdown`] only stops the Workload API.
-    pub async fn wait(&mut self) -> anyhow::Result<()> {
-        match self.sync.as_mut() {
-            Some(sync) => {
-                let result = join_result(sync.await);
-                self.sync = None;
-                result
-            }
-            None => std::future::pending().await,
-        }
-    }
-}
-
-fn join_result(
-    r: Result<Result<(), sigil_agent::AgentError>, tokio::task::JoinError>,
-) -> anyhow::Result<()> {
-    match r {
-        Ok(r) => r.context("agent stopped"),
-        Err(e) => Err(anyhow::anyhow!("agent task failed: {e}")),
-    }
-}
-
-/// Attests (or resumes) and starts the agent and its Workload API.
-pub async fn start(config: AgentConfig, clock: Arc<dyn Clock>) -> anyhow::Result<RunningAgent> {
-    create_private_dir(&config.data_dir)?;
-    if let Some(parent) = config.socket_path.parent() {
-        std::fs::create_dir_all(parent)
-            .with_context(|| format!("cannot create directory {}", parent.display()))?;
-    }
-    let socket_path = config.socket_path.clone();
-    let attestor =
-        sigil_agent::attestor::UnixAttestor::new(sigil_agent::attestor::UnixAttestorConfig {
-            max_hash_bytes: config.max_hash_bytes,
-        });
-    let agent = sigil_agent::Agent::start(config, clock)
-        .await
-        .context("cannot start the agent")?;
-    let spiffe_id = agent.spiffe_id().clone();
-    let api = sigil_agent::workload::WorkloadApi::with_attestor(
-        agent.workload_context(),
-        Arc::new(attestor),
-    );
-    let (stop, stop_rx) = watch::channel(false);
-    let mut workload_stop = stop_rx.clone();
-    let path = socket_path.clone();
-    let listener = sigil_agent::workload::bind(&path)
-        .with_context(|| format!("cannot serve the Workload API on {}", path.display()))?;
-    let workload = tokio::spawn(async move {
-        let stopped = async move {
-            let _ = workload_stop.changed().await;
-        };
-        let options = sigil_agent::workload::ServeOptions::default();
-        if let Err(e) =
-            sigil_agent::workload::serve_listener(listener, &path, api, options, stopped).await
-        {
-            tracing::error!(error = %e, "workload API stopped");
-        }
-    });
-    let sync = tokio::spawn(agent.run(stop_rx));
-    Ok(RunningAgent {
-        spiffe_id,
-        socket_path,
-        stop,
-        sync: Some(sync),
-        workload,
-    })
-}
-
-/// Runs the agent described by the TOML file at `config_path`.
+/// Runs the agent described by the TOML file at `config_path` until Ctrl-C or SIGTERM (a clean
+/// stop), or until it fails on its own.
 pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     let text = read_config_file(config_path)?;
     let config = parse_agent_config(&text)
         .with_context(|| format!("invalid configuration {}", config_path.display()))?;
-    let mut agent = start(config, Arc::new(SystemClock)).await?;
+    let mut agent = sigil_agent::start(config, Arc::new(SystemClock))
+        .await
+        .context("cannot start the agent")?;
     eprintln!(
         "sigil agent {}: Workload API on unix://{}",
-        agent.spiffe_id,
-        agent.socket_path.display()
+        agent.spiffe_id(),
+        agent.socket_path().display()
     );
     let failed = tokio::select! {
         () = shutdown_signal() => None,
-        r = agent.wait() => Some(r),
+        r = agent.wait_any() => Some(r),
     };
     let stopped = agent.shutdown().await;
-    match failed {
-        Some(r) => r,
-        None => stopped,
-    }
+    failed.unwrap_or(stopped).context("agent stopped")
 }
 
 #[cfg(test)]

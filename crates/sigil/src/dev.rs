@@ -143,13 +143,14 @@ pub async fn run(opts: DevOptions) -> anyhow::Result<()> {
         max_backoff: Duration::from_secs(5),
         tls: sigil_tls::TlsPolicy::default(),
     };
-    let mut agent = match crate::agent_cmd::start(agent_config, clock.clone()).await {
+    let mut agent = match sigil_agent::start(agent_config, clock.clone()).await {
         Ok(a) => a,
         Err(e) => {
             server.shutdown().await;
-            return Err(e);
+            return Err(anyhow::Error::new(e).context("cannot start the agent"));
         }
     };
+    let agent_id = agent.spiffe_id().clone();
 
     let uid = nix::unistd::getuid().as_raw();
     let (workload_id, selector) = dev_identity(&td, uid)?;
@@ -157,7 +158,7 @@ pub async fn run(opts: DevOptions) -> anyhow::Result<()> {
         .store
         .list_entries(&EntryFilter {
             spiffe_id: Some(workload_id.clone()),
-            parent_id: Some(agent.spiffe_id.clone()),
+            parent_id: Some(agent_id.clone()),
             ..EntryFilter::default()
         })
         .await
@@ -175,7 +176,7 @@ pub async fn run(opts: DevOptions) -> anyhow::Result<()> {
                     description: "registered by `sigil dev` for the user who started it".into(),
                     ..NewEntry::new(
                         workload_id.clone(),
-                        agent.spiffe_id.clone(),
+                        agent_id.clone(),
                         vec![selector.clone()],
                         owner,
                     )
@@ -191,7 +192,7 @@ pub async fn run(opts: DevOptions) -> anyhow::Result<()> {
         layout.workload_socket.display()
     );
     eprintln!("sigil dev: trust domain {td}");
-    eprintln!("  agent            {}", agent.spiffe_id);
+    eprintln!("  agent            {agent_id}");
     eprintln!("  workload         {workload_id} (selector {selector})");
     eprintln!("  admin socket     {}", layout.admin_socket.display());
     eprintln!("  state directory  {}", layout.root.display());
@@ -199,15 +200,12 @@ pub async fn run(opts: DevOptions) -> anyhow::Result<()> {
 
     let failed = tokio::select! {
         () = shutdown_signal() => None,
-        r = agent.wait() => Some(r),
+        r = agent.wait_any() => Some(r),
     };
     let agent_result = agent.shutdown().await;
     server.shutdown().await;
     eprintln!("sigil dev: stopped");
-    match failed {
-        Some(r) => r,
-        None => agent_result,
-    }
+    failed.unwrap_or(agent_result).context("agent stopped")
 }
 
 #[cfg(test)]

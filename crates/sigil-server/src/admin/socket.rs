@@ -5,10 +5,10 @@
 
 use std::future::Future;
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use tokio::net::{UnixListener, UnixStream};
+use tokio::net::UnixListener;
 
 use super::{AdminError, AdminState, router};
 
@@ -89,7 +89,7 @@ async fn bind_private(path: &Path) -> Result<UnixListener, AdminError> {
                 source,
             })?;
     }
-    remove_stale_socket(path).await?;
+    remove_stale_socket(path)?;
 
     let staging = create_staging_dir(&parent, path).map_err(|source| AdminError::Bind {
         path: display(),
@@ -110,28 +110,22 @@ async fn bind_private(path: &Path) -> Result<UnixListener, AdminError> {
     })
 }
 
-/// Removes a socket at `path` that nobody answers on; refuses anything else that exists there.
-async fn remove_stale_socket(path: &Path) -> Result<(), AdminError> {
-    let display = || path.display().to_string();
-    let meta = match std::fs::symlink_metadata(path) {
-        Ok(meta) => meta,
-        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(source) => {
-            return Err(AdminError::Bind {
-                path: display(),
-                source,
-            });
-        }
-    };
-    if !meta.file_type().is_socket() {
-        return Err(AdminError::NotASocket { path: display() });
-    }
-    if UnixStream::connect(path).await.is_ok() {
-        return Err(AdminError::InUse { path: display() });
-    }
-    std::fs::remove_file(path).map_err(|source| AdminError::RemoveStale {
-        path: display(),
-        source,
+/// Removes a socket at `path` that nobody answers on; refuses anything else that exists there
+/// (the agent's Workload API socket is reclaimed by the same rule).
+fn remove_stale_socket(path: &Path) -> Result<(), AdminError> {
+    use sigil_keys::unix_socket::StaleSocketError;
+    let display = path.display().to_string();
+    sigil_keys::unix_socket::remove_stale_socket(path).map_err(|e| match e {
+        StaleSocketError::NotASocket { .. } => AdminError::NotASocket { path: display },
+        StaleSocketError::InUse { .. } => AdminError::InUse { path: display },
+        StaleSocketError::Inspect { source, .. } => AdminError::Bind {
+            path: display,
+            source,
+        },
+        StaleSocketError::Remove { source, .. } => AdminError::RemoveStale {
+            path: display,
+            source,
+        },
     })
 }
 
@@ -165,7 +159,10 @@ fn file_identity(path: &Path) -> Option<(u64, u64)> {
 mod tests {
     use std::time::Duration;
 
+    use std::os::unix::fs::FileTypeExt;
+
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::UnixStream;
     use tokio::sync::oneshot;
     use tokio::task::JoinHandle;
 

@@ -11,6 +11,7 @@
     reason = "test code: a failed expectation should panic, and tests read the real clock"
 )]
 
+mod agent_lock;
 mod cli_admin;
 mod core_path;
 mod expiry;

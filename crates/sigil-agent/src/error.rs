@@ -1,0 +1,50 @@
+//! `AgentError`: why the agent cannot start or stops on its own.
+
+use std::path::PathBuf;
+
+use crate::server_client::ConnectError;
+use crate::state::StateError;
+use crate::workload::WorkloadServerError;
+
+/// What stops the agent.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    #[error("cannot generate a key: {0}")]
+    Keys(#[from] sigil_keys::KeyError),
+    #[error("TLS: {0}")]
+    Tls(#[from] sigil_tls::TlsError),
+    #[error("the agent has never attested and no join token is configured")]
+    NoJoinToken,
+    #[error("the agent SVID expired at {0}; attest again with a new join token")]
+    SvidExpired(i64),
+    #[error("the server refused attestation: {0}")]
+    AttestationRefused(String),
+    #[error("the server answered with an invalid {0}")]
+    BadResponse(&'static str),
+    #[error("the server no longer accepts this agent: {0}")]
+    Rejected(String),
+    #[error("cannot create directory `{path}`: {source}")]
+    CreateDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot lock the agent data directory `{path}`: {source}")]
+    Lock {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("another agent is running on the data directory `{path}` (it holds `{lock}`)")]
+    AlreadyRunning { path: PathBuf, lock: PathBuf },
+    #[error("cannot serve the Workload API: {0}")]
+    WorkloadSocket(#[from] sigil_keys::unix_socket::StaleSocketError),
+    #[error("workload API: {0}")]
+    WorkloadApi(#[from] WorkloadServerError),
+    #[error("an agent task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}

@@ -1,0 +1,540 @@
+//! The session loop, a thin driver: connect to the server, follow the sync stream, apply each
+//! authorized set, ask the server to sign the SVIDs [`SvidCache`] says are due (keys are
+//! generated here; only CSRs leave the node), renew the agent's own SVID, and publish every
+//! change as a new snapshot. What to sign and when is decided in `svid_cache`, what to serve in
+//! `publish`; this module only does the I/O.
+//!
+//! Offline operation: when the server is unreachable the agent keeps serving what it holds, and
+//! keeps retrying with capped exponential backoff, until the SVIDs expire.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use sigil_keys::PrivateKey;
+use sigil_proto::agent::v1 as pb;
+use sigil_spiffe::{Clock, SpiffeId, TrustBundle};
+use sigil_tls::{LiveRoots, LiveSvid};
+use tokio::sync::watch;
+
+use crate::config::AgentConfig;
+use crate::error::AgentError;
+use crate::publish::{build_snapshot, publish};
+use crate::server_client::{self, Client};
+use crate::snapshot::{IdentitySnapshot, X509SvidMaterial};
+use crate::state::AgentIdentity;
+use crate::svid_cache::{SvidCache, renew_at};
+use crate::wire::bundle_from_pb;
+
+/// Shortest wait between two wake-ups of a session with nothing to receive.
+const MIN_WAKE: Duration = Duration::from_millis(100);
+/// First wait before reconnecting; doubles up to the configured maximum.
+const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+
+/// The agent's state while it runs: its own identity, the server connection it shares with the
+/// JWT minter, the held SVIDs and the snapshot feed of the Workload API.
+pub(crate) struct Session {
+    config: AgentConfig,
+    clock: Arc<dyn Clock>,
+    identity: AgentIdentity,
+    identity_renew_at: i64,
+    roots: Arc<LiveRoots>,
+    svid: Arc<LiveSvid>,
+    client: Arc<ArcSwapOption<Client>>,
+    snapshot_tx: watch::Sender<Arc<IdentitySnapshot>>,
+    cache: SvidCache,
+    bundle: Arc<TrustBundle>,
+}
+
+/// How one connection to the server ended without an error.
+enum SessionEnd {
+    Shutdown,
+    Reconnect,
+}
+
+/// How one connection to the server ended with an error.
+enum SessionError {
+    /// Worth reconnecting (after a backoff).
+    Retry(String),
+    /// The agent cannot go on.
+    Fatal(AgentError),
+}
+
+impl Session {
+    /// A session for `identity`, serving nothing yet.
+    pub(crate) fn new(
+        config: AgentConfig,
+        clock: Arc<dyn Clock>,
+        identity: AgentIdentity,
+    ) -> Result<Self, AgentError> {
+        let roots = Arc::new(LiveRoots::new(&identity.bundle.x509_authorities));
+        let svid = Arc::new(LiveSvid::new(
+            &identity.cert_chain,
+            identity.key.pkcs8_der(),
+        )?);
+        let bundle = Arc::new(identity.bundle.clone());
+        let (snapshot_tx, _) = watch::channel(Arc::new(IdentitySnapshot::empty(bundle.clone())));
+        Ok(Self {
+            identity_renew_at: renew_at(clock.unix_secs(), identity.expires_at),
+            config,
+            clock,
+            identity,
+            roots,
+            svid,
+            client: Arc::new(ArcSwapOption::empty()),
+            snapshot_tx,
+            cache: SvidCache::default(),
+            bundle,
+        })
+    }
+
+    /// The agent's SPIFFE ID.
+    pub(crate) fn spiffe_id(&self) -> &SpiffeId {
+        &self.identity.spiffe_id
+    }
+
+    /// The feed of published snapshots.
+    pub(crate) fn snapshots(&self) -> watch::Receiver<Arc<IdentitySnapshot>> {
+        self.snapshot_tx.subscribe()
+    }
+
+    /// The slot holding the current server connection (empty while disconnected).
+    pub(crate) fn client_slot(&self) -> Arc<ArcSwapOption<Client>> {
+        self.client.clone()
+    }
+
+    /// Runs until `shutdown` turns true. Returns an error only when the server definitively
+    /// rejects this agent (banned, evicted) or its SVID expired.
+    pub(crate) async fn run(
+        mut self,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> Result<(), AgentError> {
+        let mut backoff = FIRST_BACKOFF;
+        loop {
+            if *shutdown.borrow() {
+                return Ok(());
+            }
+            if self.identity.expires_at <= self.clock.unix_secs() {
+                return Err(AgentError::SvidExpired(self.identity.expires_at));
+            }
+            match self.connection(&mut shutdown).await {
+                Ok(SessionEnd::Shutdown) => return Ok(()),
+                Ok(SessionEnd::Reconnect) => {
+                    backoff = FIRST_BACKOFF;
+                    continue;
+                }
+                Err(SessionError::Fatal(e)) => return Err(e),
+                Err(SessionError::Retry(why)) => {
+                    tracing::warn!(error = %why, retry_in = ?backoff, "server session ended");
+                }
+            }
+            tokio::select! {
+                () = tokio::time::sleep(backoff) => {}
+                _ = shutdown.changed() => return Ok(()),
+            }
+            backoff = (backoff * 2).min(self.config.max_backoff);
+        }
+    }
+
+    /// One connection: follow the sync stream and wake for renewals until it ends.
+    async fn connection(
+        &mut self,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<SessionEnd, SessionError> {
+        let mut client = server_client::connect(
+            &self.config.server_address,
+            &self.config.trust_domain,
+            self.roots.clone(),
+            Some(self.svid.clone()),
+            self.config.tls,
+        )
+        .await
+        .map_err(|e| SessionError::Retry(e.to_string()))?;
+        self.client.store(Some(Arc::new(client.clone())));
+        let mut stream = client
+            .sync_authorized_entries(pb::SyncAuthorizedEntriesRequest {})
+            .await
+            .map_err(classify)?
+            .into_inner();
+        loop {
+            let now = self.clock.unix_secs();
+            let next = self
+                .cache
+                .next_wake(now)
+                .map_or(self.identity_renew_at, |at| at.min(self.identity_renew_at));
+            let wait = Duration::from_secs(u64::try_from(next.saturating_sub(now)).unwrap_or(0))
+                .max(MIN_WAKE);
+            tokio::select! {
+                msg = stream.message() => match msg {
+                    Ok(Some(m)) => self.apply(&mut client, m).await?,
+                    Ok(None) => return Err(SessionError::Retry("the server closed the sync stream".into())),
+                    Err(status) => return Err(classify(status)),
+                },
+                () = tokio::time::sleep(wait) => {
+                    if self.clock.unix_secs() >= self.identity_renew_at {
+                        self.renew_agent_svid(&mut client).await?;
+                        // Reconnect so the server sees the new SVID.
+                        return Ok(SessionEnd::Reconnect);
+                    }
+                    self.publish();
+                    self.sign_due_svids(&mut client).await?;
+                    self.publish();
+                }
+                _ = shutdown.changed() => return Ok(SessionEnd::Shutdown),
+            }
+        }
+    }
+
+    /// Applies one sync message: a new bundle (saved, and the TLS roots replaced), then the new
+    /// authorized set.
+    async fn apply(
+        &mut self,
+        client: &mut Client,
+        msg: pb::SyncAuthorizedEntriesResponse,
+    ) -> Result<(), SessionError> {
+        if let Some(b) = &msg.bundle {
+            let bundle = bundle_from_pb(b).map_err(SessionError::Fatal)?;
+            if bundle.trust_domain != self.config.trust_domain {
+                return Err(SessionError::Fatal(AgentError::BadResponse(
+                    "bundle trust domain",
+                )));
+            }
+            if bundle != *self.bundle {
+                self.roots.replace(&bundle.x509_authorities);
+                self.identity.bundle = bundle.clone();
+                self.identity
+                    .save(&self.config.data_dir)
+                    .map_err(|e| SessionError::Fatal(e.into()))?;
+                self.bundle = Arc::new(bundle);
+            }
+        }
+        self.cache.set_entries(msg.entries);
+        // Publish removals before signing anything new, so a deleted entry stops being served now.
+        self.publish();
+        self.sign_due_svids(client).await?;
+        self.publish();
+        Ok(())
+    }
+
+    /// Asks the server to sign, in one batch, every SVID the cache says is due.
+    async fn sign_due_svids(&mut self, client: &mut Client) -> Result<(), SessionError> {
+        let now = self.clock.unix_secs();
+        let due = self.cache.due(now);
+        if due.is_empty() {
+            return Ok(());
+        }
+        let mut keys: HashMap<String, PrivateKey> = HashMap::with_capacity(due.len());
+        let mut params = Vec::with_capacity(due.len());
+        for d in due {
+            let key = PrivateKey::generate().map_err(|e| SessionError::Fatal(e.into()))?;
+            let csr = key
+                .csr_der(&d.spiffe_id)
+                .map_err(|e| SessionError::Fatal(e.into()))?;
+            params.push(pb::NewX509SvidParams {
+                entry_id: d.entry_id.clone(),
+                csr,
+            });
+            keys.insert(d.entry_id, key);
+        }
+        let results = client
+            .batch_new_x509_svid(pb::BatchNewX509SvidRequest { params })
+            .await
+            .map_err(classify)?
+            .into_inner()
+            .results;
+        for r in results {
+            let (Some(svid), Some(key)) = (r.svid, keys.remove(&r.entry_id)) else {
+                if !r.error.is_empty() {
+                    tracing::warn!(entry = %r.entry_id, error = %r.error, "server did not sign an SVID");
+                }
+                self.cache.defer(&r.entry_id, now);
+                continue;
+            };
+            tracing::debug!(entry = %r.entry_id, spiffe_id = %svid.spiffe_id, "received X509-SVID");
+            let material = X509SvidMaterial {
+                cert_chain: svid.cert_chain,
+                key,
+                expires_at: svid.expires_at,
+            };
+            self.cache.store(&r.entry_id, material, now);
+        }
+        Ok(())
+    }
+
+    /// Renews the agent's own SVID with a new key; saved before it is used.
+    async fn renew_agent_svid(&mut self, client: &mut Client) -> Result<(), SessionError> {
+        let key = PrivateKey::generate().map_err(|e| SessionError::Fatal(e.into()))?;
+        let csr = key
+            .csr_der(&self.identity.spiffe_id)
+            .map_err(|e| SessionError::Fatal(e.into()))?;
+        let svid = client
+            .renew_agent(pb::RenewAgentRequest { csr })
+            .await
+            .map_err(classify)?
+            .into_inner()
+            .svid
+            .ok_or(SessionError::Fatal(AgentError::BadResponse("agent SVID")))?;
+        let key = Arc::new(key);
+        self.svid
+            .replace(&svid.cert_chain, key.pkcs8_der())
+            .map_err(|e| SessionError::Fatal(e.into()))?;
+        self.identity.cert_chain = svid.cert_chain;
+        self.identity.expires_at = svid.expires_at;
+        self.identity.key = key;
+        self.identity
+            .save(&self.config.data_dir)
+            .map_err(|e| SessionError::Fatal(e.into()))?;
+        self.identity_renew_at = renew_at(self.clock.unix_secs(), svid.expires_at);
+        tracing::info!(expires_at = svid.expires_at, "renewed the agent SVID");
+        Ok(())
+    }
+
+    /// Publishes what is servable now.
+    fn publish(&self) {
+        let snapshot = build_snapshot(
+            &self.config.trust_domain,
+            &self.bundle,
+            &self.cache,
+            self.clock.unix_secs(),
+        );
+        publish(&self.snapshot_tx, snapshot);
+    }
+}
+
+/// Only a refusal of the agent itself is final; everything else is retried.
+fn classify(status: tonic::Status) -> SessionError {
+    match status.code() {
+        tonic::Code::PermissionDenied => {
+            SessionError::Fatal(AgentError::Rejected(status.message().to_owned()))
+        }
+        _ => SessionError::Retry(format!("{}: {}", status.code(), status.message())),
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::path::Path;
+
+    use sigil_proto::agent::v1::agent_service_client::AgentServiceClient;
+    use sigil_spiffe::time::from_unix_secs;
+    use sigil_spiffe::{FakeClock, TrustDomain};
+    use tonic::transport::Channel;
+
+    use super::*;
+    use crate::state::tests::{sample_identity, self_signed};
+    use crate::svid_cache::tests::{NOW, current, entry};
+
+    /// A configuration for `dir` whose server address nothing listens on.
+    pub(crate) fn test_config(dir: &Path) -> AgentConfig {
+        // Nothing listens on a port just released: any server call fails fast.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        AgentConfig {
+            trust_domain: TrustDomain::parse("example.org").unwrap(),
+            server_address: format!("127.0.0.1:{port}"),
+            bootstrap_roots: Vec::new(),
+            join_token: None,
+            data_dir: dir.join("data"),
+            socket_path: dir.join("workload.sock"),
+            max_hash_bytes: 1 << 20,
+            max_backoff: Duration::from_secs(1),
+            tls: sigil_tls::TlsPolicy::default(),
+        }
+    }
+
+    /// A session resumed from a stored identity valid for an hour, on a fake clock at `NOW`.
+    fn resumed_session(dir: &Path) -> (Session, FakeClock) {
+        let config = test_config(dir);
+        let identity = sample_identity(NOW + 3_600);
+        identity.save(&config.data_dir).unwrap();
+        let clock = FakeClock::new(from_unix_secs(NOW));
+        let session = Session::new(config, Arc::new(clock.clone()), identity).unwrap();
+        (session, clock)
+    }
+
+    /// A client whose every call fails as unreachable.
+    fn unreachable_client(session: &Session) -> Client {
+        let uri = format!("http://{}", session.config.server_address);
+        AgentServiceClient::new(Channel::from_shared(uri).unwrap().connect_lazy())
+    }
+
+    fn hold(session: &mut Session, e: pb::Entry) {
+        let svid = current(&e);
+        session.cache.hold(e, svid);
+    }
+
+    fn served(session: &Session) -> Vec<String> {
+        session
+            .snapshot_tx
+            .borrow()
+            .identities
+            .iter()
+            .map(|i| i.entry_id.clone())
+            .collect()
+    }
+
+    #[test]
+    fn a_resumed_session_renews_its_svid_near_half_life_and_serves_nothing_yet() {
+        let dir = tempfile::tempdir().unwrap();
+        let (session, _clock) = resumed_session(dir.path());
+        assert_eq!(
+            session.spiffe_id().as_str(),
+            "spiffe://example.org/sigil/agent/join_token/n1"
+        );
+        let renew = session.identity_renew_at;
+        assert!((NOW + 1_440..=NOW + 1_800).contains(&renew), "{renew}");
+        assert!(session.snapshots().borrow().identities.is_empty());
+    }
+
+    #[tokio::test]
+    async fn entries_the_server_no_longer_sends_stop_being_served() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut session, _clock) = resumed_session(dir.path());
+        let mut client = unreachable_client(&session);
+        let a = entry("e-a", "spiffe://example.org/a", 1);
+        let b = entry("e-b", "spiffe://example.org/b", 1);
+        hold(&mut session, a.clone());
+        hold(&mut session, b);
+        session.publish();
+        assert_eq!(served(&session), vec!["e-a", "e-b"]);
+
+        // Every remaining entry has a current SVID, so this needs no server call.
+        let msg = pb::SyncAuthorizedEntriesResponse {
+            entries: vec![a],
+            ..Default::default()
+        };
+        assert!(session.apply(&mut client, msg).await.is_ok());
+        assert_eq!(served(&session), vec!["e-a"]);
+        assert!(session.cache.svid("e-b").is_none(), "its key is dropped");
+    }
+
+    #[tokio::test]
+    async fn held_svids_keep_being_served_while_the_server_is_unreachable() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut session, _clock) = resumed_session(dir.path());
+        let mut client = unreachable_client(&session);
+        hold(&mut session, entry("e-a", "spiffe://example.org/a", 1));
+        session.publish();
+
+        // A new revision needs a new SVID; the server cannot be reached.
+        let msg = pb::SyncAuthorizedEntriesResponse {
+            entries: vec![entry("e-a", "spiffe://example.org/a", 2)],
+            ..Default::default()
+        };
+        let result = session.apply(&mut client, msg).await;
+        assert!(matches!(result, Err(SessionError::Retry(_))));
+        assert_eq!(served(&session), vec!["e-a"], "the old SVID is still valid");
+    }
+
+    fn pb_bundle(identity_bundle: &TrustBundle, trust_domain: &str, root: Vec<u8>) -> pb::Bundle {
+        pb::Bundle {
+            trust_domain: trust_domain.into(),
+            x509_authorities: vec![root],
+            jwt_authorities: Vec::new(),
+            sequence: identity_bundle.sequence + 1,
+            refresh_hint: 60,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_new_bundle_replaces_the_roots_and_is_saved() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut session, _clock) = resumed_session(dir.path());
+        let mut client = unreachable_client(&session);
+        let mut rx = session.snapshots();
+        let new_root = self_signed(
+            &SpiffeId::parse("spiffe://example.org/new-root").unwrap(),
+            &PrivateKey::generate().unwrap(),
+        );
+        let msg = pb::SyncAuthorizedEntriesResponse {
+            bundle: Some(pb_bundle(&session.bundle, "example.org", new_root.clone())),
+            ..Default::default()
+        };
+        assert!(session.apply(&mut client, msg).await.is_ok());
+
+        assert_eq!(
+            session
+                .roots
+                .current()
+                .iter()
+                .map(|c| c.as_ref().to_vec())
+                .collect::<Vec<_>>(),
+            vec![new_root.clone()]
+        );
+        assert!(rx.has_changed().unwrap());
+        assert_eq!(
+            rx.borrow_and_update().bundle.x509_authorities,
+            vec![new_root.clone()]
+        );
+        let stored = AgentIdentity::load(&session.config.data_dir)
+            .unwrap()
+            .unwrap();
+        assert_eq!(stored.bundle.x509_authorities, vec![new_root]);
+        assert_eq!(stored.bundle.refresh_hint, 60);
+    }
+
+    #[tokio::test]
+    async fn a_bundle_of_another_trust_domain_is_fatal_and_not_applied() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut session, _clock) = resumed_session(dir.path());
+        let mut client = unreachable_client(&session);
+        let before = session.roots.current();
+        let msg = pb::SyncAuthorizedEntriesResponse {
+            bundle: Some(pb_bundle(&session.bundle, "evil.org", vec![1, 2, 3])),
+            ..Default::default()
+        };
+        let result = session.apply(&mut client, msg).await;
+        assert!(matches!(
+            result,
+            Err(SessionError::Fatal(AgentError::BadResponse(_)))
+        ));
+        assert_eq!(session.roots.current(), before);
+    }
+
+    #[test]
+    fn only_permission_denied_ends_the_agent() {
+        assert!(matches!(
+            classify(tonic::Status::permission_denied("banned")),
+            SessionError::Fatal(AgentError::Rejected(m)) if m == "banned"
+        ));
+        for status in [
+            tonic::Status::unavailable("down"),
+            tonic::Status::internal("oops"),
+            tonic::Status::unauthenticated("who"),
+        ] {
+            assert!(matches!(classify(status), SessionError::Retry(_)));
+        }
+    }
+
+    #[tokio::test]
+    async fn run_ends_when_the_agent_svid_has_expired() {
+        let dir = tempfile::tempdir().unwrap();
+        let (session, clock) = resumed_session(dir.path());
+        clock.advance(Duration::from_secs(3_600));
+        let (_tx, rx) = watch::channel(false);
+        let result = tokio::time::timeout(Duration::from_secs(5), session.run(rx))
+            .await
+            .unwrap();
+        assert!(matches!(result, Err(AgentError::SvidExpired(t)) if t == NOW + 3_600));
+    }
+
+    #[tokio::test]
+    async fn run_keeps_retrying_an_unreachable_server_until_shutdown() {
+        let dir = tempfile::tempdir().unwrap();
+        let (session, _clock) = resumed_session(dir.path());
+        let (tx, rx) = watch::channel(false);
+        let running = tokio::spawn(session.run(rx));
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert!(!running.is_finished(), "an unreachable server is not fatal");
+        tx.send(true).unwrap();
+        let result = tokio::time::timeout(Duration::from_secs(5), running)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(result.is_ok());
+    }
+}

@@ -1,0 +1,355 @@
+//! The SVIDs the agent holds for its authorized entries, and the renewal policy: which entries
+//! need an SVID signed, when each is renewed, and when the session must wake next. Everything
+//! here is a pure function of the held state and the time passed in; the session does the I/O.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use sigil_proto::agent::v1 as pb;
+use sigil_spiffe::SpiffeId;
+
+use crate::snapshot::X509SvidMaterial;
+
+/// Wait before retrying a renewal the server refused, in seconds.
+pub(crate) const RENEWAL_RETRY_SECS: i64 = 5;
+
+/// When to renew something valid until `expires_at`, seen at `now`: half its remaining life,
+/// minus up to a tenth of it as random jitter, so many SVIDs issued together don't renew together.
+/// Never before `now` nor after `expires_at` (when that is later than `now`).
+pub fn renew_at(now: i64, expires_at: i64) -> i64 {
+    let sample = sigil_keys::random_bytes(8)
+        .ok()
+        .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
+        .map_or(0, u64::from_le_bytes);
+    renew_at_with_jitter(now, expires_at, sample)
+}
+
+/// [`renew_at`] with the jitter drawn from `sample` (any value; reduced to the jitter span), so
+/// the policy itself is deterministic.
+pub fn renew_at_with_jitter(now: i64, expires_at: i64, sample: u64) -> i64 {
+    let remaining = expires_at.saturating_sub(now).max(0);
+    let jitter = u64::try_from(remaining / 10)
+        .ok()
+        .filter(|span| *span > 0)
+        .and_then(|span| i64::try_from(sample % span).ok())
+        .unwrap_or(0);
+    now + remaining / 2 - jitter
+}
+
+/// An SVID held for one entry.
+#[derive(Debug)]
+pub(crate) struct CachedSvid {
+    /// The entry revision it was signed for; a new revision needs a new SVID.
+    pub revision: i64,
+    pub material: Arc<X509SvidMaterial>,
+    /// Unix seconds at which to ask for a new one.
+    pub renew_at: i64,
+}
+
+/// An entry that needs an SVID signed now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct DueSvid {
+    pub entry_id: String,
+    pub spiffe_id: SpiffeId,
+}
+
+/// The authorized entries (as the server last sent them) and the SVID held for each.
+#[derive(Debug, Default)]
+pub(crate) struct SvidCache {
+    entries: Vec<pb::Entry>,
+    svids: HashMap<String, CachedSvid>,
+}
+
+impl SvidCache {
+    /// Replaces the authorized set. The SVIDs (and private keys) of entries that left it are
+    /// dropped at once.
+    pub fn set_entries(&mut self, entries: Vec<pb::Entry>) {
+        let live: HashSet<&str> = entries.iter().map(|e| e.id.as_str()).collect();
+        self.svids.retain(|id, _| live.contains(id.as_str()));
+        self.entries = entries;
+    }
+
+    /// The authorized entries, in the order the server sent them.
+    pub fn entries(&self) -> &[pb::Entry] {
+        &self.entries
+    }
+
+    /// The SVID held for `entry_id`, if any.
+    pub fn svid(&self, entry_id: &str) -> Option<&CachedSvid> {
+        self.svids.get(entry_id)
+    }
+
+    /// Entries that need an SVID signed at `now`: none held, one signed for an older revision, or
+    /// one due for renewal. Entries with an invalid SPIFFE ID are skipped (they are never served).
+    pub fn due(&self, now: i64) -> Vec<DueSvid> {
+        self.entries
+            .iter()
+            .filter(|e| match self.svids.get(&e.id) {
+                None => true,
+                Some(c) => c.revision != e.revision || c.renew_at <= now,
+            })
+            .filter_map(|e| match SpiffeId::parse(&e.spiffe_id) {
+                Ok(spiffe_id) => Some(DueSvid {
+                    entry_id: e.id.clone(),
+                    spiffe_id,
+                }),
+                Err(_) => {
+                    tracing::warn!(entry = %e.id, "server sent an entry with an invalid SPIFFE ID");
+                    None
+                }
+            })
+            .collect()
+    }
+
+    /// Holds `material` for `entry_id`, signed at `now`, and schedules its renewal. Returns false
+    /// (and keeps nothing) when the entry is no longer authorized.
+    pub fn store(&mut self, entry_id: &str, material: X509SvidMaterial, now: i64) -> bool {
+        let Some(entry) = self.entries.iter().find(|e| e.id == entry_id) else {
+            return false;
+        };
+        self.svids.insert(
+            entry_id.to_owned(),
+            CachedSvid {
+                revision: entry.revision,
+                renew_at: renew_at(now, material.expires_at),
+                material: Arc::new(material),
+            },
+        );
+        true
+    }
+
+    /// The server did not sign a new SVID for `entry_id` at `now`: keep serving the one held and
+    /// retry after [`RENEWAL_RETRY_SECS`] (not later than it expires, not earlier than planned)
+    /// rather than at every wake-up.
+    pub fn defer(&mut self, entry_id: &str, now: i64) {
+        if let Some(cached) = self.svids.get_mut(entry_id) {
+            cached.renew_at = now
+                .saturating_add(RENEWAL_RETRY_SECS)
+                .min(cached.material.expires_at)
+                .max(cached.renew_at);
+        }
+    }
+
+    /// When the state next changes on its own: the earliest renewal of a held SVID, or the
+    /// earliest expiry of an authorized entry (after which it is no longer served). `None` when
+    /// nothing is scheduled.
+    pub fn next_wake(&self, now: i64) -> Option<i64> {
+        let renewals = self.svids.values().map(|c| c.renew_at);
+        let expiries = self
+            .entries
+            .iter()
+            .map(|e| e.expires_at)
+            .filter(|at| *at > now);
+        renewals.chain(expiries).min()
+    }
+
+    #[cfg(test)]
+    pub fn hold(&mut self, entry: pb::Entry, svid: CachedSvid) {
+        self.svids.insert(entry.id.clone(), svid);
+        self.entries.push(entry);
+    }
+
+    #[cfg(test)]
+    pub fn svid_mut(&mut self, entry_id: &str) -> Option<&mut CachedSvid> {
+        self.svids.get_mut(entry_id)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::collections::HashSet;
+    use std::time::Duration;
+
+    use proptest::prelude::*;
+    use sigil_keys::PrivateKey;
+    use sigil_spiffe::time::from_unix_secs;
+    use sigil_spiffe::{Clock, FakeClock};
+
+    use super::*;
+    use crate::state::tests::self_signed;
+
+    pub(crate) const NOW: i64 = 1_700_000_000;
+
+    pub(crate) fn entry(id: &str, spiffe_id: &str, revision: i64) -> pb::Entry {
+        pb::Entry {
+            id: id.into(),
+            spiffe_id: spiffe_id.into(),
+            selectors: vec![pb::Selector {
+                r#type: "unix".into(),
+                value: "uid:1000".into(),
+            }],
+            revision,
+            ..Default::default()
+        }
+    }
+
+    pub(crate) fn material(spiffe_id: &str, expires_at: i64) -> X509SvidMaterial {
+        let key = PrivateKey::generate().unwrap();
+        let cert = self_signed(&SpiffeId::parse(spiffe_id).unwrap(), &key);
+        X509SvidMaterial {
+            cert_chain: vec![cert],
+            key,
+            expires_at,
+        }
+    }
+
+    /// A current SVID for `e` (valid 600 s from `NOW`, renewal at `NOW + 300`).
+    pub(crate) fn current(e: &pb::Entry) -> CachedSvid {
+        CachedSvid {
+            revision: e.revision,
+            material: Arc::new(material(&e.spiffe_id, NOW + 600)),
+            renew_at: NOW + 300,
+        }
+    }
+
+    fn held(entries: &[pb::Entry]) -> SvidCache {
+        let mut cache = SvidCache::default();
+        for e in entries {
+            cache.hold(e.clone(), current(e));
+        }
+        cache
+    }
+
+    fn due_ids(cache: &SvidCache, now: i64) -> Vec<String> {
+        cache.due(now).into_iter().map(|d| d.entry_id).collect()
+    }
+
+    proptest! {
+        #[test]
+        fn renewal_falls_between_four_and_five_tenths_of_the_remaining_life(
+            now in -10_000_000_000i64..10_000_000_000,
+            remaining in 0i64..10_000_000_000,
+            sample in any::<u64>(),
+        ) {
+            let offset = renew_at_with_jitter(now, now + remaining, sample) - now;
+            prop_assert!(offset <= remaining / 2, "{offset} > half of {remaining}");
+            // Whole seconds: at least 0.4 of the remaining life, rounded down.
+            prop_assert!(offset >= remaining * 4 / 10, "{offset} < 0.4 of {remaining}");
+        }
+
+        #[test]
+        fn renewal_is_never_before_now_nor_after_expiry(
+            now in any::<i64>(),
+            expires_at in any::<i64>(),
+            sample in any::<u64>(),
+        ) {
+            let at = renew_at_with_jitter(now, expires_at, sample);
+            prop_assert!(at >= now);
+            prop_assert!(at <= now.max(expires_at));
+        }
+    }
+
+    #[test]
+    fn expired_or_expiring_input_renews_now() {
+        for sample in [0, 7, u64::MAX] {
+            assert_eq!(renew_at_with_jitter(NOW, NOW, sample), NOW);
+            assert_eq!(renew_at_with_jitter(NOW, NOW - 1, sample), NOW);
+            assert_eq!(renew_at_with_jitter(NOW, i64::MIN, sample), NOW);
+            assert_eq!(renew_at_with_jitter(i64::MAX, i64::MIN, sample), i64::MAX);
+            assert_eq!(renew_at_with_jitter(NOW, NOW + 1, sample), NOW);
+        }
+    }
+
+    #[test]
+    fn the_jitter_sample_moves_renewal_earlier_by_at_most_a_tenth() {
+        assert_eq!(renew_at_with_jitter(NOW, NOW + 3_600, 0), NOW + 1_800);
+        assert_eq!(renew_at_with_jitter(NOW, NOW + 3_600, 359), NOW + 1_441);
+        assert_eq!(renew_at_with_jitter(NOW, NOW + 3_600, 360), NOW + 1_800);
+    }
+
+    #[test]
+    fn svids_issued_together_renew_at_spread_out_times() {
+        let times: HashSet<i64> = (0..64).map(|_| renew_at(NOW, NOW + 3_600)).collect();
+        assert!(times.len() > 1, "no jitter: {times:?}");
+    }
+
+    #[test]
+    fn entries_without_an_svid_or_with_a_new_revision_are_due() {
+        let a = entry("e-a", "spiffe://example.org/a", 1);
+        let b = entry("e-b", "spiffe://example.org/b", 1);
+        let mut cache = held(std::slice::from_ref(&a));
+        cache.set_entries(vec![a.clone(), b]);
+        assert_eq!(
+            due_ids(&cache, NOW),
+            vec!["e-b"],
+            "e-a holds a current SVID"
+        );
+
+        cache.set_entries(vec![entry("e-a", "spiffe://example.org/a", 2)]);
+        assert_eq!(due_ids(&cache, NOW), vec!["e-a"], "signed for revision 1");
+    }
+
+    #[test]
+    fn an_svid_is_due_at_its_renewal_time_on_the_clock() {
+        let a = entry("e-a", "spiffe://example.org/a", 1);
+        let cache = held(std::slice::from_ref(&a));
+        let clock = FakeClock::new(from_unix_secs(NOW));
+        assert!(due_ids(&cache, clock.unix_secs()).is_empty());
+        clock.advance(Duration::from_secs(299));
+        assert!(due_ids(&cache, clock.unix_secs()).is_empty());
+        clock.advance(Duration::from_secs(1));
+        assert_eq!(due_ids(&cache, clock.unix_secs()), vec!["e-a"]);
+    }
+
+    #[test]
+    fn entries_with_an_invalid_spiffe_id_are_never_due() {
+        let mut cache = SvidCache::default();
+        cache.set_entries(vec![entry("e-bad", "not a spiffe id", 1)]);
+        assert!(cache.due(NOW).is_empty());
+    }
+
+    #[test]
+    fn leaving_the_authorized_set_drops_the_svid() {
+        let a = entry("e-a", "spiffe://example.org/a", 1);
+        let b = entry("e-b", "spiffe://example.org/b", 1);
+        let mut cache = held(&[a.clone(), b]);
+        cache.set_entries(vec![a]);
+        assert!(cache.svid("e-a").is_some());
+        assert!(cache.svid("e-b").is_none(), "its key is dropped");
+    }
+
+    #[test]
+    fn a_signed_svid_is_kept_only_for_an_authorized_entry() {
+        let mut cache = SvidCache::default();
+        cache.set_entries(vec![entry("e-a", "spiffe://example.org/a", 3)]);
+        assert!(cache.store("e-a", material("spiffe://example.org/a", NOW + 3_600), NOW));
+        let held = cache.svid("e-a").unwrap();
+        assert_eq!(held.revision, 3);
+        assert!((NOW + 1_440..=NOW + 1_800).contains(&held.renew_at));
+        assert!(!cache.store("e-gone", material("spiffe://example.org/g", NOW + 60), NOW));
+        assert!(cache.svid("e-gone").is_none());
+    }
+
+    #[test]
+    fn a_refused_renewal_is_retried_later_but_before_expiry() {
+        let a = entry("e-a", "spiffe://example.org/a", 1);
+        let mut cache = held(std::slice::from_ref(&a));
+        // Due at NOW + 300; refused then: retry 5 s later.
+        cache.defer("e-a", NOW + 300);
+        assert_eq!(cache.svid("e-a").unwrap().renew_at, NOW + 305);
+        assert!(due_ids(&cache, NOW + 304).is_empty());
+        assert_eq!(due_ids(&cache, NOW + 305), vec!["e-a"]);
+        // Refused 2 s before expiry: retry no later than the expiry.
+        cache.defer("e-a", NOW + 598);
+        assert_eq!(cache.svid("e-a").unwrap().renew_at, NOW + 600);
+        // Refused before it was due (a new revision): the planned renewal is not brought forward.
+        cache.svid_mut("e-a").unwrap().renew_at = NOW + 300;
+        cache.defer("e-a", NOW);
+        assert_eq!(cache.svid("e-a").unwrap().renew_at, NOW + 300);
+    }
+
+    #[test]
+    fn the_next_wake_is_the_earliest_renewal_or_entry_expiry() {
+        let mut cache = SvidCache::default();
+        assert_eq!(cache.next_wake(NOW), None);
+        let a = entry("e-a", "spiffe://example.org/a", 1);
+        cache.hold(a.clone(), current(&a));
+        assert_eq!(cache.next_wake(NOW), Some(NOW + 300));
+        let mut b = entry("e-b", "spiffe://example.org/b", 1);
+        b.expires_at = NOW + 100;
+        cache.hold(b.clone(), current(&b));
+        assert_eq!(cache.next_wake(NOW), Some(NOW + 100));
+        // An expiry already past is no reason to wake.
+        assert_eq!(cache.next_wake(NOW + 100), Some(NOW + 300));
+    }
+}
