@@ -10,8 +10,9 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Longest selector type accepted, in bytes.
 pub const MAX_SELECTOR_TYPE_BYTES: usize = 64;
-/// Longest selector value accepted, in bytes.
-pub const MAX_SELECTOR_VALUE_BYTES: usize = 1024;
+/// Longest selector value accepted, in characters (so the admin API's OpenAPI document can state
+/// it as a length).
+pub const MAX_SELECTOR_VALUE_CHARS: usize = 1024;
 
 /// Why a string is not a selector.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -24,7 +25,7 @@ pub enum SelectorError {
     EmptyValue,
     #[error("selector type is longer than {MAX_SELECTOR_TYPE_BYTES} bytes")]
     TypeTooLong,
-    #[error("selector value is longer than {MAX_SELECTOR_VALUE_BYTES} bytes")]
+    #[error("selector value is longer than {MAX_SELECTOR_VALUE_CHARS} characters")]
     ValueTooLong,
     #[error("selector type `{0}` may only hold lowercase letters, digits, `_` and `-`")]
     BadType(String),
@@ -136,7 +137,7 @@ impl Selector {
         if kind.len() > MAX_SELECTOR_TYPE_BYTES {
             return Err(SelectorError::TypeTooLong);
         }
-        if value.len() > MAX_SELECTOR_VALUE_BYTES {
+        if value.chars().count() > MAX_SELECTOR_VALUE_CHARS {
             return Err(SelectorError::ValueTooLong);
         }
         if !kind
