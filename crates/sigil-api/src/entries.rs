@@ -11,12 +11,13 @@ pub const MAX_ENTRY_SELECTORS: usize = 128;
 pub const MAX_ENTRY_DNS_NAMES: usize = 128;
 /// Most federated trust domains one entry may name.
 pub const MAX_ENTRY_FEDERATES_WITH: usize = 64;
-/// Longest `hint`, in bytes.
-pub const MAX_HINT_BYTES: usize = 1024;
-/// Longest `owner`, in bytes (the datastore's limit).
-pub const MAX_OWNER_BYTES: usize = 256;
-/// Longest `description`, in bytes (the datastore's limit).
-pub const MAX_DESCRIPTION_BYTES: usize = 4096;
+/// Longest `hint`, in characters.
+pub const MAX_HINT_CHARS: usize = 1024;
+/// Longest `owner`, in characters: a quarter of the datastore's byte limit, so any text within it
+/// fits, and the OpenAPI document can state it as `maxLength`.
+pub const MAX_OWNER_CHARS: usize = 64;
+/// Longest `description`, in characters (a quarter of the datastore's byte limit, as for owner).
+pub const MAX_DESCRIPTION_CHARS: usize = 1024;
 
 /// Body of entry create (`POST`) and full replacement (`PUT`). Every field is raw: the server
 /// parses each one and answers 400 naming the field when it is missing or invalid. Unknown fields
@@ -25,19 +26,35 @@ pub const MAX_DESCRIPTION_BYTES: usize = 4096;
 #[serde(deny_unknown_fields)]
 pub struct EntryRequest {
     /// Required: the SPIFFE ID to issue, in the server's trust domain.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub spiffe_id: Option<String>,
     /// Required: an agent ID, a node alias or another entry's SPIFFE ID.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub parent_id: Option<String>,
     /// Required, non-empty: `type:value` selectors such as `unix:uid:1000`.
     #[serde(default)]
     pub selectors: Vec<String>,
     /// X509-SVID lifetime; absent or `0` = server default.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub x509_svid_ttl: Option<TtlValue>,
     /// JWT-SVID lifetime; absent or `0` = server default.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub jwt_svid_ttl: Option<TtlValue>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dns_names: Vec<String>,
@@ -51,15 +68,27 @@ pub struct EntryRequest {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub hint: String,
     /// Required, non-empty: the team or contact accountable for this identity.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub owner: Option<String>,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub description: String,
     /// Unix seconds after which the entry is no longer served; absent = never.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub expires_at: Option<i64>,
     /// `PUT` only: the revision the caller read; a mismatch answers 409 `conflict`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub revision: Option<i64>,
 }
 
@@ -134,6 +163,24 @@ mod tests {
         assert!(!req.admin);
         assert!(req.dns_names.is_empty());
         assert_eq!(req.owner.as_deref(), Some("team"));
+    }
+
+    #[test]
+    fn null_is_not_an_absent_value() {
+        for field in [
+            "spiffe_id",
+            "parent_id",
+            "x509_svid_ttl",
+            "jwt_svid_ttl",
+            "owner",
+            "expires_at",
+            "revision",
+        ] {
+            let absent = serde_json::from_str::<EntryRequest>("{}");
+            assert!(absent.is_ok(), "{field} may be absent");
+            let null = serde_json::from_str::<EntryRequest>(&format!(r#"{{"{field}": null}}"#));
+            assert!(null.is_err(), "{field}: null is refused");
+        }
     }
 
     #[test]

@@ -16,7 +16,11 @@ pub const MAX_JOIN_TOKEN_TTL_SECS: u64 = 7 * 24 * 3600;
 #[serde(deny_unknown_fields)]
 pub struct CreateJoinTokenRequest {
     /// Lifetime; absent = 1 hour, at most 7 days.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub ttl: Option<TtlValue>,
 }
 
@@ -63,8 +67,9 @@ mod tests {
     }
 
     #[test]
-    fn empty_object_means_defaults() {
+    fn empty_object_means_defaults_and_null_is_refused() {
         let req: CreateJoinTokenRequest = serde_json::from_str("{}").unwrap();
         assert_eq!(req.ttl, None);
+        assert!(serde_json::from_str::<CreateJoinTokenRequest>(r#"{"ttl": null}"#).is_err());
     }
 }

@@ -3,7 +3,10 @@
 //!
 //! This crate is serde only: no I/O, no validation of SPIFFE vocabulary. Request types carry raw
 //! strings so the server can parse each field itself and name the field in its error message;
-//! the server is the single place that decides what is valid.
+//! the server is the single place that decides what is valid, and the OpenAPI document states
+//! the same rules as patterns and bounds (checked against `sigil-spiffe`'s parsers here, and
+//! against the live server by schemathesis). Only top-level JSON objects are request bodies, and
+//! an optional field is either absent or holds a value, never `null`.
 
 #![forbid(unsafe_code)]
 
@@ -13,7 +16,9 @@ pub mod error;
 pub mod join_tokens;
 pub mod openapi;
 pub mod paths;
+mod patterns;
 pub mod query;
+pub mod schemas;
 pub mod status;
 pub mod ttl;
 
@@ -28,3 +33,13 @@ pub use ttl::TtlValue;
 
 /// Largest request body the admin API reads, in bytes (larger bodies get 413).
 pub const MAX_REQUEST_BODY_BYTES: usize = 1024 * 1024;
+
+/// `deserialize_with` for optional fields: a present value must be a value, so `null` is refused
+/// (the OpenAPI document does not allow it) instead of read as "absent".
+pub(crate) fn present<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    T::deserialize(deserializer).map(Some)
+}

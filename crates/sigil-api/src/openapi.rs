@@ -1,18 +1,17 @@
 //! The OpenAPI 3.1 document of the admin API, served at `GET /api/v1/openapi.json`. Hand-written
-//! as JSON; the tests below check it against the serde types of this crate, and the server's
-//! tests check that its paths and methods are exactly the router's.
+//! as JSON; the tests below check it against the serde types of this crate, the server's tests
+//! check that its paths and methods are exactly the router's, and an end-to-end test runs
+//! schemathesis against a live server to check that it states exactly what the server accepts.
 
 use serde_json::{Map, Value, json};
+use sigil_spiffe::TrustDomain;
 
-use crate::entries::{
-    MAX_DESCRIPTION_BYTES, MAX_ENTRY_DNS_NAMES, MAX_ENTRY_FEDERATES_WITH, MAX_ENTRY_SELECTORS,
-    MAX_HINT_BYTES, MAX_OWNER_BYTES,
-};
-use crate::join_tokens::{DEFAULT_JOIN_TOKEN_TTL_SECS, MAX_JOIN_TOKEN_TTL_SECS};
-use crate::{ErrorCode, MAX_REQUEST_BODY_BYTES, paths};
+use crate::schemas::{schema_ref, schemas};
+use crate::{MAX_REQUEST_BODY_BYTES, paths};
 
-/// The OpenAPI 3.1 document describing every route, parameter, body and error of the admin API.
-pub fn openapi_document() -> Value {
+/// The OpenAPI 3.1 document describing every route, parameter, body and error of the admin API
+/// of a server for trust domain `td` (the IDs it accepts are stated for that trust domain).
+pub fn openapi_document(td: &TrustDomain) -> Value {
     json!({
         "openapi": "3.1.0",
         "info": {
@@ -27,7 +26,7 @@ pub fn openapi_document() -> Value {
         },
         "paths": path_items(),
         "components": {
-            "schemas": schemas(),
+            "schemas": schemas(td.as_str()),
             "responses": error_responses(),
         },
     })
@@ -59,11 +58,11 @@ fn path_items() -> Value {
         "post": {
             "operationId": "createEntry",
             "summary": "Create a registration entry",
-            "requestBody": {"required": true, "content": {"application/json": {"schema": schema_ref("EntryRequest")}}},
+            "requestBody": {"required": true, "content": {"application/json": {"schema": schema_ref("EntryCreateRequest")}}},
             "responses": {
                 "201": ok_json("The created entry", schema_ref("Entry")),
                 "400": error_ref("InvalidArgument"),
-                "409": error_ref("AlreadyExists"),
+                "409": error_ref("CreateConflict"),
                 "413": error_ref("PayloadTooLarge"),
                 "500": error_ref("Internal"),
             },
@@ -72,12 +71,12 @@ fn path_items() -> Value {
             "operationId": "listEntries",
             "summary": "List registration entries, optionally filtered",
             "parameters": [
-                query_param("spiffe_id", "Only entries with this SPIFFE ID", json!({"type": "string"})),
-                query_param("parent_id", "Only entries with this parent ID", json!({"type": "string"})),
+                query_param("spiffe_id", "Only entries with this SPIFFE ID", schema_ref("SpiffeId")),
+                query_param("parent_id", "Only entries with this parent ID", schema_ref("SpiffeId")),
                 {
                     "name": "selector", "in": "query", "required": false,
                     "description": "Only entries having this selector; repeat for several (all must match)",
-                    "schema": {"type": "array", "items": {"type": "string"}},
+                    "schema": {"type": "array", "items": schema_ref("Selector")},
                     "style": "form", "explode": true,
                 },
                 query_param("owner", "Only entries with this owner", json!({"type": "string"})),
@@ -99,6 +98,7 @@ fn path_items() -> Value {
             "summary": "One registration entry",
             "responses": {
                 "200": ok_json("The entry", schema_ref("Entry")),
+                "400": error_ref("InvalidArgument"),
                 "404": error_ref("NotFound"),
                 "500": error_ref("Internal"),
             },
@@ -106,7 +106,7 @@ fn path_items() -> Value {
         "put": {
             "operationId": "replaceEntry",
             "summary": "Replace a registration entry; `revision` guards against lost updates",
-            "requestBody": {"required": true, "content": {"application/json": {"schema": schema_ref("EntryRequest")}}},
+            "requestBody": {"required": true, "content": {"application/json": {"schema": schema_ref("EntryReplaceRequest")}}},
             "responses": {
                 "200": ok_json("The entry after the update", schema_ref("Entry")),
                 "400": error_ref("InvalidArgument"),
@@ -121,6 +121,7 @@ fn path_items() -> Value {
             "summary": "Delete a registration entry",
             "responses": {
                 "200": ok_json("The deleted entry", schema_ref("Entry")),
+                "400": error_ref("InvalidArgument"),
                 "404": error_ref("NotFound"),
                 "500": error_ref("Internal"),
             },
@@ -156,7 +157,7 @@ fn path_items() -> Value {
         "parameters": [{
             "name": "spiffe_id", "in": "path", "required": true,
             "description": "The agent's SPIFFE ID, percent-encoded as one segment (`/` as `%2F`)",
-            "schema": {"type": "string"},
+            "schema": schema_ref("SpiffeId"),
         }],
         "get": {
             "operationId": "getAgent",
@@ -186,159 +187,6 @@ fn path_items() -> Value {
     Value::Object(items)
 }
 
-fn schemas() -> Value {
-    let string_array = json!({"type": "array", "items": {"type": "string"}});
-    json!({
-        "Ttl": {
-            "description": "Whole seconds (0 = server default) or a duration such as `90s`, `15m`, `1h`, `2d`",
-            "oneOf": [
-                {"type": "integer", "minimum": 0},
-                {"type": "string", "pattern": "^[0-9]{1,12}[smhd]?$"},
-            ],
-        },
-        "EntryRequest": {
-            "type": "object",
-            "additionalProperties": false,
-            "required": ["spiffe_id", "parent_id", "selectors", "owner"],
-            "properties": {
-                "spiffe_id": {"type": "string", "description": "SPIFFE ID in the server's trust domain, outside the reserved `/sigil/` path"},
-                "parent_id": {"type": "string", "description": "An agent ID, a node alias or another entry's SPIFFE ID, in the server's trust domain"},
-                "selectors": {"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": MAX_ENTRY_SELECTORS, "description": "`type:value`, such as `unix:uid:1000`"},
-                "x509_svid_ttl": schema_ref("Ttl"),
-                "jwt_svid_ttl": schema_ref("Ttl"),
-                "dns_names": {"type": "array", "items": {"type": "string"}, "maxItems": MAX_ENTRY_DNS_NAMES},
-                "federates_with": {"type": "array", "items": {"type": "string"}, "maxItems": MAX_ENTRY_FEDERATES_WITH, "description": "Trust domain names"},
-                "admin": {"type": "boolean", "default": false},
-                "downstream": {"type": "boolean", "default": false},
-                "hint": {"type": "string", "maxLength": MAX_HINT_BYTES},
-                "owner": {"type": "string", "minLength": 1, "maxLength": MAX_OWNER_BYTES, "description": "Team or contact accountable for this identity"},
-                "description": {"type": "string", "maxLength": MAX_DESCRIPTION_BYTES},
-                "expires_at": {"type": "integer", "description": "Unix seconds after which the entry is no longer served"},
-                "revision": {"type": "integer", "description": "PUT only: the revision last read; a mismatch answers 409 conflict"},
-            },
-        },
-        "Entry": {
-            "type": "object",
-            "required": ["id", "spiffe_id", "parent_id", "selectors", "x509_svid_ttl", "jwt_svid_ttl",
-                         "dns_names", "federates_with", "admin", "downstream", "hint", "owner",
-                         "description", "expires_at", "revision", "created_at", "updated_at"],
-            "properties": {
-                "id": {"type": "string"},
-                "spiffe_id": {"type": "string"},
-                "parent_id": {"type": "string"},
-                "selectors": string_array,
-                "x509_svid_ttl": {"type": "integer", "minimum": 0, "description": "Seconds; 0 = server default"},
-                "jwt_svid_ttl": {"type": "integer", "minimum": 0, "description": "Seconds; 0 = server default"},
-                "dns_names": string_array,
-                "federates_with": string_array,
-                "admin": {"type": "boolean"},
-                "downstream": {"type": "boolean"},
-                "hint": {"type": "string"},
-                "owner": {"type": "string"},
-                "description": {"type": "string"},
-                "expires_at": {"type": ["integer", "null"], "description": "Unix seconds; null = never"},
-                "revision": {"type": "integer", "minimum": 1},
-                "created_at": {"type": "integer", "description": "Unix seconds"},
-                "updated_at": {"type": "integer", "description": "Unix seconds"},
-            },
-        },
-        "EntryList": {
-            "type": "object",
-            "required": ["entries"],
-            "properties": {"entries": {"type": "array", "items": schema_ref("Entry")}},
-        },
-        "CreateJoinTokenRequest": {
-            "type": "object",
-            "additionalProperties": false,
-            "properties": {
-                "ttl": {
-                    "allOf": [schema_ref("Ttl")],
-                    "description": format!("Lifetime; default {DEFAULT_JOIN_TOKEN_TTL_SECS} seconds, at most {MAX_JOIN_TOKEN_TTL_SECS}"),
-                },
-            },
-        },
-        "JoinTokenCreated": {
-            "type": "object",
-            "required": ["id", "token", "agent_id", "expires_at"],
-            "properties": {
-                "id": {"type": "string", "description": "Public id; the last segment of agent_id"},
-                "token": {"type": "string", "description": "The secret (base64url); the server keeps only its SHA-256"},
-                "agent_id": {"type": "string", "description": "SPIFFE ID an agent attesting with this token receives"},
-                "expires_at": {"type": "integer", "description": "Unix seconds"},
-            },
-        },
-        "Agent": {
-            "type": "object",
-            "required": ["spiffe_id", "attestation_type", "selectors", "serial", "expires_at",
-                         "banned", "can_reattest", "created_at", "last_seen"],
-            "properties": {
-                "spiffe_id": {"type": "string"},
-                "attestation_type": {"type": "string"},
-                "selectors": string_array,
-                "serial": {"type": "string", "description": "Hex serial of the current agent SVID"},
-                "expires_at": {"type": "integer", "description": "Unix seconds"},
-                "banned": {"type": "boolean"},
-                "can_reattest": {"type": "boolean"},
-                "created_at": {"type": "integer", "description": "Unix seconds"},
-                "last_seen": {"type": "integer", "description": "Unix seconds"},
-            },
-        },
-        "AgentList": {
-            "type": "object",
-            "required": ["agents"],
-            "properties": {"agents": {"type": "array", "items": schema_ref("Agent")}},
-        },
-        "Jwk": {
-            "type": "object",
-            "required": ["kty"],
-            "properties": {
-                "kty": {"type": "string"},
-                "use": {"type": "string", "enum": ["x509-svid", "jwt-svid"]},
-                "kid": {"type": "string"},
-                "alg": {"type": "string"},
-                "crv": {"type": "string"},
-                "x": {"type": "string"},
-                "y": {"type": "string"},
-                "n": {"type": "string"},
-                "e": {"type": "string"},
-                "x5c": {"type": "array", "items": {"type": "string"}, "description": "Standard base64 DER certificates"},
-            },
-        },
-        "BundleDocument": {
-            "type": "object",
-            "description": "SPIFFE bundle format: a JWK Set with spiffe_sequence and spiffe_refresh_hint",
-            "required": ["keys"],
-            "properties": {
-                "keys": {"type": "array", "items": schema_ref("Jwk")},
-                "spiffe_sequence": {"type": "integer", "minimum": 0},
-                "spiffe_refresh_hint": {"type": "integer", "minimum": 0},
-            },
-        },
-        "Health": {
-            "type": "object",
-            "required": ["status", "trust_domain"],
-            "properties": {
-                "status": {"type": "string", "const": "ok"},
-                "trust_domain": {"type": "string"},
-            },
-        },
-        "ErrorBody": {
-            "type": "object",
-            "required": ["error"],
-            "properties": {
-                "error": {
-                    "type": "object",
-                    "required": ["code", "message"],
-                    "properties": {
-                        "code": {"type": "string", "enum": ErrorCode::ALL.map(ErrorCode::as_str)},
-                        "message": {"type": "string", "description": "One line for people"},
-                    },
-                },
-            },
-        },
-    })
-}
-
 fn error_responses() -> Value {
     let mut out = Map::new();
     for (name, description) in [
@@ -348,6 +196,10 @@ fn error_responses() -> Value {
         ),
         ("NotFound", "not_found: no such record"),
         ("AlreadyExists", "already_exists: an equal record exists"),
+        (
+            "CreateConflict",
+            "already_exists: an equal entry exists; or conflict: expires_at is not after the server's current time",
+        ),
         ("Conflict", "conflict (revision mismatch) or already_exists"),
         (
             "PayloadTooLarge",
@@ -364,10 +216,6 @@ fn error_responses() -> Value {
         );
     }
     Value::Object(out)
-}
-
-fn schema_ref(name: &str) -> Value {
-    json!({"$ref": format!("#/components/schemas/{name}")})
 }
 
 fn error_ref(name: &str) -> Value {
@@ -391,8 +239,12 @@ mod tests {
     use super::*;
     use crate::{
         Agent, AgentList, CreateJoinTokenRequest, Entry, EntryList, EntryQuery, EntryRequest,
-        ErrorBody, Health, JoinTokenCreated, TtlValue,
+        ErrorBody, ErrorCode, Health, JoinTokenCreated, TtlValue,
     };
+
+    fn td() -> sigil_spiffe::TrustDomain {
+        sigil_spiffe::TrustDomain::parse("example.org").unwrap()
+    }
 
     fn sample_entry() -> Entry {
         Entry {
@@ -488,7 +340,7 @@ mod tests {
 
     #[test]
     fn every_reference_resolves() {
-        let doc = openapi_document();
+        let doc = openapi_document(&td());
         let mut refs = Vec::new();
         collect_refs(&doc, &mut refs);
         assert!(!refs.is_empty());
@@ -500,9 +352,14 @@ mod tests {
 
     #[test]
     fn schemas_list_exactly_the_fields_of_the_wire_types() {
-        let doc = openapi_document();
+        let doc = openapi_document(&td());
         assert_schema_matches(&doc, "Entry", &sample_entry());
-        assert_schema_matches(&doc, "EntryRequest", &full_entry_request());
+        assert_schema_matches(&doc, "EntryReplaceRequest", &full_entry_request());
+        let create = EntryRequest {
+            revision: None,
+            ..full_entry_request()
+        };
+        assert_schema_matches(&doc, "EntryCreateRequest", &create);
         assert_schema_matches(&doc, "EntryList", &EntryList { entries: vec![] });
         assert_schema_matches(&doc, "Agent", &sample_agent());
         assert_schema_matches(&doc, "AgentList", &AgentList { agents: vec![] });
@@ -555,7 +412,7 @@ mod tests {
 
     #[test]
     fn entry_list_parameters_match_the_query_encoding() {
-        let doc = openapi_document();
+        let doc = openapi_document(&td());
         let documented: BTreeSet<String> = doc["paths"][paths::ENTRIES]["get"]["parameters"]
             .as_array()
             .unwrap()
@@ -578,7 +435,7 @@ mod tests {
 
     #[test]
     fn every_operation_documents_its_success_and_has_an_id() {
-        let doc = openapi_document();
+        let doc = openapi_document(&td());
         let mut ids = BTreeSet::new();
         for (path, item) in doc["paths"].as_object().unwrap() {
             assert!(path.starts_with(paths::API_PREFIX), "{path}");

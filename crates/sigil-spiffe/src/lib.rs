@@ -20,6 +20,9 @@ pub use bundle::{
 };
 pub use id::{SIGIL_SERVER_PATH, SpiffeId, SpiffeIdError, TrustDomain};
 pub use jwt::{Audience, JwtClaimError, JwtSvidClaims};
-pub use selector::{Selector, SelectorError};
+pub use selector::{
+    MAX_SELECTOR_TYPE_BYTES, MAX_SELECTOR_VALUE_CHARS, Selector, SelectorError, UNIX_SELECTOR_KEYS,
+    UNIX_SELECTOR_TYPE,
+};
 pub use time::{Clock, FakeClock, SystemClock};
 pub use ttl::{Ttl, TtlError};

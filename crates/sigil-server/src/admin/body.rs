@@ -1,6 +1,6 @@
 //! JSON request bodies: read within the body limit (the router sets it to
-//! [`sigil_api::MAX_REQUEST_BODY_BYTES`]) and decoded with errors in the API's own vocabulary
-//! instead of axum's plain-text rejections.
+//! [`sigil_api::MAX_REQUEST_BODY_BYTES`]), required to be a JSON object, and decoded with errors
+//! in the API's own vocabulary instead of axum's plain-text rejections.
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -11,7 +11,9 @@ use sigil_api::{ErrorCode, MAX_REQUEST_BODY_BYTES};
 use super::api_error::ApiError;
 
 /// Decodes a JSON body. `empty_default` is returned for an empty body when given (for endpoints
-/// whose every field is optional); otherwise an empty body is a 400.
+/// whose every field is optional); otherwise an empty body is a 400. Any top-level value other
+/// than an object is a 400: serde would otherwise read a positional array (`[1]`) into a struct,
+/// bypassing `deny_unknown_fields` and the OpenAPI document's `type: object`.
 pub(crate) fn decode_json<T: DeserializeOwned>(
     body: Result<Bytes, BytesRejection>,
     empty_default: Option<T>,
@@ -29,10 +31,24 @@ pub(crate) fn decode_json<T: DeserializeOwned>(
             ))
         }
     })?;
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return empty_default
-            .ok_or_else(|| ApiError::invalid("request body is empty (expected a JSON object)"));
+    match bytes.iter().find(|b| !is_json_whitespace(**b)) {
+        None => {
+            return empty_default.ok_or_else(|| {
+                ApiError::invalid("request body is empty (expected a JSON object)")
+            });
+        }
+        Some(b'{') => {}
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "request body is not valid: expected a JSON object",
+            ));
+        }
     }
     serde_json::from_slice(&bytes)
         .map_err(|err| ApiError::invalid(format!("request body is not valid: {err}")))
+}
+
+/// JSON's insignificant whitespace (RFC 8259 §2), the only bytes allowed before the value.
+fn is_json_whitespace(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | b'\r')
 }

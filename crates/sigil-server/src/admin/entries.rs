@@ -192,6 +192,60 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn top_level_values_other_than_objects_are_refused_on_create_and_replace() {
+        let h = Harness::new().await;
+        // The positive path first: the same entry as an object is created.
+        let (status, created) = h
+            .call(Method::POST, "/api/v1/entries", Some(entry_body("web")))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{created}");
+        let id = created["id"].as_str().unwrap().to_owned();
+        let positional = json!([
+            "spiffe://example.org/api",
+            "spiffe://example.org/sigil/agent/join_token/abc",
+            ["unix:uid:1000"],
+            null,
+            null,
+            [],
+            [],
+            false,
+            false,
+            "",
+            "team-web",
+            "",
+            null,
+            null
+        ])
+        .to_string();
+        for raw in [
+            positional.as_str(),
+            "[1]",
+            "[]",
+            "1",
+            "\"x\"",
+            "null",
+            "true",
+            " \n[{}]",
+        ] {
+            for (method, uri) in [
+                (Method::POST, "/api/v1/entries".to_owned()),
+                (Method::PUT, format!("/api/v1/entries/{id}")),
+            ] {
+                let (status, err) = h.call_raw(method.clone(), &uri, raw).await;
+                assert_eq!(status, StatusCode::BAD_REQUEST, "{method} {raw}");
+                assert_eq!(err["error"]["code"], "invalid_argument");
+                assert_eq!(
+                    err["error"]["message"], "request body is not valid: expected a JSON object",
+                    "{method} {raw}"
+                );
+            }
+        }
+        let (_, list) = h.call(Method::GET, "/api/v1/entries", None).await;
+        assert_eq!(list["entries"].as_array().unwrap().len(), 1);
+        assert_eq!(list["entries"][0], created, "the stored entry is unchanged");
+    }
+
+    #[tokio::test]
     async fn malformed_json_and_unknown_fields_are_400() {
         let h = Harness::new().await;
         let (status, err) = h

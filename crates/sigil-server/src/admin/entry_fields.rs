@@ -2,10 +2,12 @@
 //! `sigil-spiffe` type, and the first problem is answered as a 400 naming the field, the value
 //! and the reason. Nothing reaches the datastore unless the whole request is valid.
 
+use sigil_api::ErrorCode;
 use sigil_api::entries::{
-    MAX_DESCRIPTION_BYTES, MAX_ENTRY_DNS_NAMES, MAX_ENTRY_FEDERATES_WITH, MAX_ENTRY_SELECTORS,
-    MAX_HINT_BYTES, MAX_OWNER_BYTES,
+    MAX_DESCRIPTION_CHARS, MAX_ENTRY_DNS_NAMES, MAX_ENTRY_FEDERATES_WITH, MAX_ENTRY_SELECTORS,
+    MAX_HINT_CHARS, MAX_OWNER_CHARS,
 };
+use sigil_api::schemas::MAX_DNS_NAME_BYTES;
 use sigil_api::{EntryRequest, TtlValue};
 use sigil_spiffe::{Selector, SpiffeId, TrustDomain, Ttl};
 use sigil_store::NewEntry;
@@ -13,15 +15,14 @@ use sigil_store::NewEntry;
 use super::api_error::{ApiError, quote};
 use crate::naming;
 
-/// Longest DNS name, in bytes (RFC 1035 §2.3.4, without the trailing dot).
-const MAX_DNS_NAME_BYTES: usize = 253;
 /// Longest DNS label, in bytes.
 const MAX_DNS_LABEL_BYTES: usize = 63;
 
 /// Whether the request creates an entry or replaces one; the rules differ slightly.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Mode {
-    /// `POST`: `revision` is refused and `expires_at` must lie in the future.
+    /// `POST`: `revision` is refused and `expires_at` must lie in the future (409 otherwise: the
+    /// request is well formed, the server's clock makes it unacceptable).
     Create,
     /// `PUT`: `revision`, when given, guards the replacement.
     Replace,
@@ -61,14 +62,15 @@ pub(crate) fn parse_entry_request(
         ));
     }
     let parent_id = parse_member_id("parent_id", req.parent_id.as_deref(), td)?;
+    check_parent(&parent_id, &spiffe_id, td)?;
     let selectors = parse_selectors(&req.selectors)?;
     let x509_svid_ttl = parse_ttl("x509_svid_ttl", req.x509_svid_ttl.as_ref())?;
     let jwt_svid_ttl = parse_ttl("jwt_svid_ttl", req.jwt_svid_ttl.as_ref())?;
     let dns_names = parse_dns_names(req.dns_names)?;
     let federates_with = parse_federates_with(&req.federates_with, td)?;
-    let hint = parse_text("hint", req.hint, MAX_HINT_BYTES)?;
+    let hint = parse_text("hint", req.hint, MAX_HINT_CHARS)?;
     let owner = parse_owner(req.owner)?;
-    let description = parse_text("description", req.description, MAX_DESCRIPTION_BYTES)?;
+    let description = parse_text("description", req.description, MAX_DESCRIPTION_CHARS)?;
     let expires_at = parse_expires_at(req.expires_at, now, mode)?;
     let revision = match (mode, req.revision) {
         (Mode::Create, Some(_)) => {
@@ -119,6 +121,42 @@ fn parse_member_id(field: &str, raw: Option<&str>, td: &TrustDomain) -> Result<S
     Ok(id)
 }
 
+/// A parent that can hold the entry: not the entry itself, and inside the reserved `/sigil/`
+/// path only an agent (`/sigil/agent/<attestor>/<id>`) or the server (node aliases).
+fn check_parent(parent: &SpiffeId, spiffe_id: &SpiffeId, td: &TrustDomain) -> Result<(), ApiError> {
+    if parent == spiffe_id {
+        return Err(ApiError::invalid_value(
+            "parent_id",
+            parent.as_str(),
+            "an entry cannot be its own parent",
+        ));
+    }
+    if naming::is_reserved(parent) && !is_agent_shaped(parent) && *parent != naming::server_id(td) {
+        return Err(ApiError::invalid_value(
+            "parent_id",
+            parent.as_str(),
+            format!(
+                "inside the reserved `{}` path only agents (`/sigil/agent/<attestor>/<id>`) \
+                 and the server (`/sigil/server`) can be parents",
+                naming::RESERVED_PATH_PREFIX.trim_end_matches('/')
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// An agent ID with at least the attestor and the agent's own id after `/sigil/agent/`.
+fn is_agent_shaped(id: &SpiffeId) -> bool {
+    naming::is_agent_id(id)
+        && id
+            .path()
+            .strip_prefix(AGENT_PATH_PREFIX)
+            .is_some_and(|rest| rest.split('/').count() >= 2)
+}
+
+/// The path prefix of agent IDs; [`naming::is_agent_id`] checks the same.
+const AGENT_PATH_PREFIX: &str = "/sigil/agent/";
+
 fn parse_selectors(raw: &[String]) -> Result<Vec<Selector>, ApiError> {
     if raw.is_empty() {
         return Err(ApiError::invalid(
@@ -138,18 +176,29 @@ fn parse_selectors(raw: &[String]) -> Result<Vec<Selector>, ApiError> {
 
 /// Absent and `0` mean "server default" (stored as 0); anything else must be a valid [`Ttl`].
 fn parse_ttl(field: &str, raw: Option<&TtlValue>) -> Result<u64, ApiError> {
+    match raw {
+        None | Some(TtlValue::Seconds(0)) => Ok(0),
+        Some(raw) => parse_wire_ttl(field, raw).map(Ttl::as_secs),
+    }
+}
+
+/// A TTL from a request body: seconds, or text in its canonical form (`90`, `90s`, `15m`, `1h`,
+/// `2d`: no space, sign or leading zero, which the OpenAPI document's pattern states), within
+/// [`Ttl`]'s bounds.
+pub(crate) fn parse_wire_ttl(field: &str, raw: &TtlValue) -> Result<Ttl, ApiError> {
     let parsed = match raw {
-        None | Some(TtlValue::Seconds(0)) => return Ok(0),
-        Some(TtlValue::Seconds(n)) => Ttl::from_secs(*n),
-        Some(TtlValue::Text(t)) => Ttl::parse(t),
+        TtlValue::Seconds(n) => Ttl::from_secs(*n),
+        TtlValue::Text(t)
+            if t.starts_with(|c: char| matches!(c, '1'..='9'))
+                && t.chars().all(|c| c.is_ascii_alphanumeric()) =>
+        {
+            Ttl::parse(t)
+        }
+        TtlValue::Text(t) => Err(sigil_spiffe::TtlError::Malformed(
+            t.chars().take(40).collect(),
+        )),
     };
-    parsed.map(Ttl::as_secs).map_err(|err| {
-        ApiError::invalid_value(
-            field,
-            &raw.map(ToString::to_string).unwrap_or_default(),
-            err,
-        )
-    })
+    parsed.map_err(|err| ApiError::invalid_value(field, &raw.to_string(), err))
 }
 
 fn parse_dns_names(raw: Vec<String>) -> Result<Vec<String>, ApiError> {
@@ -235,14 +284,14 @@ fn parse_owner(raw: Option<String>) -> Result<String, ApiError> {
             "owner is required: name the team or contact accountable for this identity",
         ));
     }
-    parse_text("owner", owner, MAX_OWNER_BYTES)
+    parse_text("owner", owner, MAX_OWNER_CHARS)
 }
 
-/// Free text: bounded, no control characters (so it always prints on one line).
-fn parse_text(field: &str, value: String, max_bytes: usize) -> Result<String, ApiError> {
-    if value.len() > max_bytes {
+/// Free text: bounded in characters, no control characters (so it always prints on one line).
+fn parse_text(field: &str, value: String, max_chars: usize) -> Result<String, ApiError> {
+    if value.chars().count() > max_chars {
         return Err(ApiError::invalid(format!(
-            "invalid {field}: longer than {max_bytes} bytes"
+            "invalid {field}: longer than {max_chars} characters"
         )));
     }
     if value.chars().any(char::is_control) {
@@ -262,11 +311,10 @@ fn parse_expires_at(raw: Option<i64>, now: i64, mode: Mode) -> Result<Option<i64
             &t.to_string(),
             "must be a positive number of Unix seconds",
         )),
-        Some(t) if mode == Mode::Create && t <= now => Err(ApiError::invalid_value(
-            "expires_at",
-            &t.to_string(),
-            format!("is not in the future (now is {now})"),
-        )),
+        Some(t) if mode == Mode::Create && t <= now => Err(ApiError {
+            code: ErrorCode::Conflict,
+            message: format!("invalid expires_at `{t}`: is not in the future (now is {now})"),
+        }),
         other => Ok(other),
     }
 }
@@ -371,6 +419,81 @@ mod tests {
     }
 
     #[test]
+    fn parents_inside_the_reserved_path_must_be_agents_or_the_server() {
+        for ok in [
+            "spiffe://example.org/sigil/agent/join_token/abc",
+            "spiffe://example.org/sigil/agent/k8s_psat/cluster/node",
+            "spiffe://example.org/sigil/server",
+            "spiffe://example.org/node-group",
+            "spiffe://example.org/sigilx/a",
+        ] {
+            let mut req = request();
+            req.parent_id = Some(ok.into());
+            assert!(
+                parse_entry_request(req, &td(), NOW, Mode::Create).is_ok(),
+                "{ok}"
+            );
+        }
+        for bad in [
+            "spiffe://example.org/sigil/bogus",
+            "spiffe://example.org/sigil/agents/join_token/abc",
+            "spiffe://example.org/sigil/agent/join_token",
+            "spiffe://example.org/sigil/agent",
+            "spiffe://example.org/sigil",
+            "spiffe://example.org/sigil/server/x",
+        ] {
+            let mut req = request();
+            req.parent_id = Some(bad.into());
+            let msg = error_of(req, Mode::Create);
+            assert_eq!(
+                msg,
+                format!(
+                    "invalid parent_id `{bad}`: inside the reserved `/sigil` path only agents \
+                     (`/sigil/agent/<attestor>/<id>`) and the server (`/sigil/server`) can be parents"
+                )
+            );
+        }
+    }
+
+    #[test]
+    fn an_entry_cannot_be_its_own_parent() {
+        let mut req = request();
+        req.parent_id = Some("spiffe://example.org/web/child".into());
+        assert!(parse_entry_request(req, &td(), NOW, Mode::Create).is_ok());
+        let mut req = request();
+        req.parent_id = req.spiffe_id.clone();
+        assert_eq!(
+            error_of(req, Mode::Replace),
+            "invalid parent_id `spiffe://example.org/web`: an entry cannot be its own parent"
+        );
+    }
+
+    #[test]
+    fn impossible_unix_selectors_are_refused() {
+        for (bad, reason) in [
+            ("unix:uid:abc", "unix selector `uid` takes a decimal number"),
+            ("unix:uid:-1", "unix selector `uid` takes a decimal number"),
+            (
+                "unix:sha256:xyz",
+                "unix selector `sha256` takes 64 lowercase hex digits",
+            ),
+            (
+                "unix:path:bin/sh",
+                "unix selector `path` takes an absolute path",
+            ),
+            ("unix:pid:1", "unknown unix selector `pid`"),
+        ] {
+            let mut req = request();
+            req.selectors = vec![bad.into()];
+            let msg = error_of(req, Mode::Create);
+            assert!(
+                msg.starts_with(&format!("invalid selector `{bad}`: {reason}")),
+                "{msg}"
+            );
+        }
+    }
+
+    #[test]
     fn bad_selector_is_quoted() {
         let mut req = request();
         req.selectors.push("unix".into());
@@ -445,7 +568,9 @@ mod tests {
     fn expires_at_must_be_in_the_future_on_create() {
         let mut req = request();
         req.expires_at = Some(NOW - 1);
-        assert!(error_of(req.clone(), Mode::Create).contains("not in the future"));
+        let err = parse_entry_request(req.clone(), &td(), NOW, Mode::Create).unwrap_err();
+        assert_eq!(err.code, ErrorCode::Conflict);
+        assert!(err.message.contains("not in the future"), "{}", err.message);
         assert!(parse_entry_request(req, &td(), NOW, Mode::Replace).is_ok());
         let mut req = request();
         req.expires_at = Some(-5);
@@ -455,20 +580,45 @@ mod tests {
     #[test]
     fn text_fields_are_bounded_and_single_line() {
         let mut req = request();
-        req.owner = Some("o".repeat(MAX_OWNER_BYTES + 1));
+        req.owner = Some("o".repeat(MAX_OWNER_CHARS + 1));
         assert!(error_of(req, Mode::Create).starts_with("invalid owner: longer than"));
         let mut req = request();
         req.description = "line\nbreak".into();
         assert!(error_of(req, Mode::Create).contains("control character"));
         let mut req = request();
-        req.hint = "h".repeat(MAX_HINT_BYTES + 1);
+        req.hint = "h".repeat(MAX_HINT_CHARS + 1);
         assert!(error_of(req, Mode::Create).starts_with("invalid hint"));
     }
 
     #[test]
-    fn api_limits_agree_with_the_datastore() {
-        assert_eq!(MAX_OWNER_BYTES, sigil_store::MAX_OWNER_BYTES);
-        assert_eq!(MAX_DESCRIPTION_BYTES, sigil_store::MAX_DESCRIPTION_BYTES);
+    fn any_text_within_the_api_limits_fits_the_datastore() {
+        // A character is at most 4 bytes of UTF-8.
+        assert_eq!(MAX_OWNER_CHARS * 4, sigil_store::MAX_OWNER_BYTES);
+        assert_eq!(
+            MAX_DESCRIPTION_CHARS * 4,
+            sigil_store::MAX_DESCRIPTION_BYTES
+        );
+        let mut req = request();
+        req.owner = Some("🦀".repeat(MAX_OWNER_CHARS));
+        req.description = "🦀".repeat(MAX_DESCRIPTION_CHARS);
+        let valid = parse_entry_request(req, &td(), NOW, Mode::Create).unwrap();
+        assert!(valid.spec.normalized().is_ok());
+    }
+
+    #[test]
+    fn ttl_text_must_be_canonical() {
+        for bad in [" 1h", "1h ", "01h", "0", "+5m", "007"] {
+            let mut req = request();
+            req.x509_svid_ttl = Some(TtlValue::Text(bad.into()));
+            let msg = error_of(req, Mode::Create);
+            assert!(
+                msg.starts_with(&format!("invalid x509_svid_ttl `{bad}`: ")),
+                "{msg}"
+            );
+        }
+        let mut req = request();
+        req.x509_svid_ttl = Some(TtlValue::Text("10m".into()));
+        assert!(parse_entry_request(req, &td(), NOW, Mode::Create).is_ok());
     }
 
     #[test]

@@ -8,11 +8,11 @@ use axum::extract::rejection::BytesRejection;
 use axum::http::StatusCode;
 use sigil_api::join_tokens::{DEFAULT_JOIN_TOKEN_TTL_SECS, MAX_JOIN_TOKEN_TTL_SECS};
 use sigil_api::{CreateJoinTokenRequest, JoinTokenCreated, TtlValue};
-use sigil_spiffe::Ttl;
 
 use super::AdminState;
 use super::api_error::ApiError;
 use super::body::decode_json;
+use super::entry_fields::parse_wire_ttl;
 use crate::join_token::{self, JoinTokenError};
 
 /// `POST /api/v1/join-tokens` → 201 with the token, its id, agent ID and expiry.
@@ -51,11 +51,7 @@ fn parse_token_ttl(raw: Option<&TtlValue>) -> Result<u64, ApiError> {
     let Some(raw) = raw else {
         return Ok(DEFAULT_JOIN_TOKEN_TTL_SECS);
     };
-    let ttl = match raw {
-        TtlValue::Seconds(n) => Ttl::from_secs(*n),
-        TtlValue::Text(t) => Ttl::parse(t),
-    }
-    .map_err(|err| ApiError::invalid_value("ttl", &raw.to_string(), err))?;
+    let ttl = parse_wire_ttl("ttl", raw)?;
     if ttl.as_secs() > MAX_JOIN_TOKEN_TTL_SECS {
         return Err(ApiError::invalid_value(
             "ttl",
@@ -109,6 +105,23 @@ mod tests {
             .call(Method::POST, "/api/v1/join-tokens", Some(json!({})))
             .await;
         assert_eq!(created["expires_at"], START + 3600);
+    }
+
+    #[tokio::test]
+    async fn top_level_values_other_than_objects_are_refused() {
+        let h = Harness::new().await;
+        let (status, _) = h
+            .call_raw(Method::POST, "/api/v1/join-tokens", r#"{"ttl": 60}"#)
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "the object form is accepted");
+        for raw in ["[1]", "[60]", "[]", "60", "\"1h\"", "null", "false"] {
+            let (status, err) = h.call_raw(Method::POST, "/api/v1/join-tokens", raw).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{raw}");
+            assert_eq!(
+                err["error"]["message"], "request body is not valid: expected a JSON object",
+                "{raw}"
+            );
+        }
     }
 
     #[tokio::test]

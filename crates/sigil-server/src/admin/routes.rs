@@ -80,9 +80,9 @@ route_builder!(post, Method::POST, routing::post);
 route_builder!(put, Method::PUT, routing::put);
 route_builder!(delete, Method::DELETE, routing::delete);
 
-/// `GET /api/v1/openapi.json`.
-async fn openapi() -> Json<Value> {
-    Json(sigil_api::openapi_document())
+/// `GET /api/v1/openapi.json`: the document for this server's trust domain.
+async fn openapi(State(state): State<AdminState>) -> Json<Value> {
+    Json(sigil_api::openapi_document(&state.trust_domain))
 }
 
 /// `GET /api/v1/health` → `{"status": "ok", "trust_domain": …}`.
@@ -114,8 +114,12 @@ mod tests {
     use super::*;
     use crate::admin::test_support::Harness;
 
+    fn example_org() -> sigil_spiffe::TrustDomain {
+        sigil_spiffe::TrustDomain::parse("example.org").unwrap()
+    }
+
     fn documented_routes() -> BTreeSet<(String, String)> {
-        let doc = sigil_api::openapi_document();
+        let doc = sigil_api::openapi_document(&example_org());
         let mut out = BTreeSet::new();
         for (path, item) in doc["paths"].as_object().unwrap() {
             for method in item.as_object().unwrap().keys() {
@@ -175,7 +179,7 @@ mod tests {
         let h = Harness::new().await;
         let (status, doc) = h.call(Method::GET, "/api/v1/openapi.json", None).await;
         assert_eq!(status, StatusCode::OK);
-        assert_eq!(doc, sigil_api::openapi_document());
+        assert_eq!(doc, sigil_api::openapi_document(&example_org()));
     }
 
     #[tokio::test]

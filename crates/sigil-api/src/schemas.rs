@@ -1,0 +1,258 @@
+//! The component schemas of the OpenAPI document: every request body states exactly what the
+//! server accepts (formats as `pattern`, lengths, ranges, no `null` where a value is optional),
+//! for the trust domain the server serves.
+
+use serde_json::{Value, json};
+use sigil_spiffe::id::MAX_SPIFFE_ID_BYTES;
+
+use crate::entries::{
+    MAX_DESCRIPTION_CHARS, MAX_ENTRY_DNS_NAMES, MAX_ENTRY_FEDERATES_WITH, MAX_ENTRY_SELECTORS,
+    MAX_HINT_CHARS, MAX_OWNER_CHARS,
+};
+use crate::join_tokens::{DEFAULT_JOIN_TOKEN_TTL_SECS, MAX_JOIN_TOKEN_TTL_SECS};
+use crate::{ErrorCode, patterns};
+
+/// Longest DNS name, in bytes (RFC 1035 §2.3.4, without the trailing dot).
+pub const MAX_DNS_NAME_BYTES: usize = 253;
+
+/// Every component schema, for a server of trust domain `td`.
+pub(crate) fn schemas(td: &str) -> Value {
+    let string_array = json!({"type": "array", "items": {"type": "string"}});
+    json!({
+        "SpiffeId": {
+            "type": "string",
+            "description": "A SPIFFE ID in any trust domain",
+            "pattern": patterns::any_spiffe_id(),
+            "maxLength": MAX_SPIFFE_ID_BYTES,
+        },
+        "Selector": selector(),
+        "EntryTtl": {
+            "description": "Whole seconds (0 = server default) or a duration such as `90s`, `15m`, `1h`, `2d`, at most 366 days",
+            "oneOf": [
+                {"type": "integer", "minimum": 0, "maximum": sigil_spiffe::ttl::MAX_TTL_SECS},
+                {"type": "string", "pattern": patterns::ttl_text(sigil_spiffe::ttl::MAX_TTL_SECS)},
+            ],
+        },
+        "JoinTokenTtl": {
+            "description": format!("Whole seconds or a duration such as `15m`, `1h`, `2d`; default {DEFAULT_JOIN_TOKEN_TTL_SECS} seconds, at most {MAX_JOIN_TOKEN_TTL_SECS}"),
+            "oneOf": [
+                {"type": "integer", "minimum": 1, "maximum": MAX_JOIN_TOKEN_TTL_SECS},
+                {"type": "string", "pattern": patterns::ttl_text(MAX_JOIN_TOKEN_TTL_SECS)},
+            ],
+        },
+        "EntryCreateRequest": entry_request(td, false),
+        "EntryReplaceRequest": entry_request(td, true),
+        "Entry": {
+            "type": "object",
+            "required": ["id", "spiffe_id", "parent_id", "selectors", "x509_svid_ttl", "jwt_svid_ttl",
+                         "dns_names", "federates_with", "admin", "downstream", "hint", "owner",
+                         "description", "expires_at", "revision", "created_at", "updated_at"],
+            "properties": {
+                "id": {"type": "string"},
+                "spiffe_id": {"type": "string"},
+                "parent_id": {"type": "string"},
+                "selectors": string_array,
+                "x509_svid_ttl": {"type": "integer", "minimum": 0, "description": "Seconds; 0 = server default"},
+                "jwt_svid_ttl": {"type": "integer", "minimum": 0, "description": "Seconds; 0 = server default"},
+                "dns_names": string_array,
+                "federates_with": string_array,
+                "admin": {"type": "boolean"},
+                "downstream": {"type": "boolean"},
+                "hint": {"type": "string"},
+                "owner": {"type": "string"},
+                "description": {"type": "string"},
+                "expires_at": {"type": ["integer", "null"], "description": "Unix seconds; null = never"},
+                "revision": {"type": "integer", "minimum": 1},
+                "created_at": {"type": "integer", "description": "Unix seconds"},
+                "updated_at": {"type": "integer", "description": "Unix seconds"},
+            },
+        },
+        "EntryList": {
+            "type": "object",
+            "required": ["entries"],
+            "properties": {"entries": {"type": "array", "items": schema_ref("Entry")}},
+        },
+        "CreateJoinTokenRequest": {
+            "type": "object",
+            "additionalProperties": false,
+            "properties": {"ttl": schema_ref("JoinTokenTtl")},
+        },
+        "JoinTokenCreated": {
+            "type": "object",
+            "required": ["id", "token", "agent_id", "expires_at"],
+            "properties": {
+                "id": {"type": "string", "description": "Public id; the last segment of agent_id"},
+                "token": {"type": "string", "description": "The secret (base64url); the server keeps only its SHA-256"},
+                "agent_id": {"type": "string", "description": "SPIFFE ID an agent attesting with this token receives"},
+                "expires_at": {"type": "integer", "description": "Unix seconds"},
+            },
+        },
+        "Agent": {
+            "type": "object",
+            "required": ["spiffe_id", "attestation_type", "selectors", "serial", "expires_at",
+                         "banned", "can_reattest", "created_at", "last_seen"],
+            "properties": {
+                "spiffe_id": {"type": "string"},
+                "attestation_type": {"type": "string"},
+                "selectors": string_array,
+                "serial": {"type": "string", "description": "Hex serial of the current agent SVID"},
+                "expires_at": {"type": "integer", "description": "Unix seconds"},
+                "banned": {"type": "boolean"},
+                "can_reattest": {"type": "boolean"},
+                "created_at": {"type": "integer", "description": "Unix seconds"},
+                "last_seen": {"type": "integer", "description": "Unix seconds"},
+            },
+        },
+        "AgentList": {
+            "type": "object",
+            "required": ["agents"],
+            "properties": {"agents": {"type": "array", "items": schema_ref("Agent")}},
+        },
+        "Jwk": {
+            "type": "object",
+            "required": ["kty"],
+            "properties": {
+                "kty": {"type": "string"},
+                "use": {"type": "string", "enum": ["x509-svid", "jwt-svid"]},
+                "kid": {"type": "string"},
+                "alg": {"type": "string"},
+                "crv": {"type": "string"},
+                "x": {"type": "string"},
+                "y": {"type": "string"},
+                "n": {"type": "string"},
+                "e": {"type": "string"},
+                "x5c": {"type": "array", "items": {"type": "string"}, "description": "Standard base64 DER certificates"},
+            },
+        },
+        "BundleDocument": {
+            "type": "object",
+            "description": "SPIFFE bundle format: a JWK Set with spiffe_sequence and spiffe_refresh_hint",
+            "required": ["keys"],
+            "properties": {
+                "keys": {"type": "array", "items": schema_ref("Jwk")},
+                "spiffe_sequence": {"type": "integer", "minimum": 0},
+                "spiffe_refresh_hint": {"type": "integer", "minimum": 0},
+            },
+        },
+        "Health": {
+            "type": "object",
+            "required": ["status", "trust_domain"],
+            "properties": {
+                "status": {"type": "string", "const": "ok"},
+                "trust_domain": {"type": "string"},
+            },
+        },
+        "ErrorBody": {
+            "type": "object",
+            "required": ["error"],
+            "properties": {
+                "error": {
+                    "type": "object",
+                    "required": ["code", "message"],
+                    "properties": {
+                        "code": {"type": "string", "enum": ErrorCode::ALL.map(ErrorCode::as_str)},
+                        "message": {"type": "string", "description": "One line for people"},
+                    },
+                },
+            },
+        },
+    })
+}
+
+/// A `$ref` to component schema `name`.
+pub(crate) fn schema_ref(name: &str) -> Value {
+    json!({"$ref": format!("#/components/schemas/{name}")})
+}
+
+/// A selector: one of the `unix` shapes the attestor emits, or any other type's `type:value`.
+fn selector() -> Value {
+    let mut any_of: Vec<Value> = patterns::unix_selectors()
+        .into_iter()
+        .map(|p| json!({"pattern": p}))
+        .collect();
+    any_of.push(json!({
+        "pattern": patterns::any_selector(),
+        "not": {"pattern": patterns::unix_type()},
+    }));
+    json!({
+        "type": "string",
+        "description": "`type:value`, such as `unix:uid:1000`. Values of the `unix` type are those the unix workload attestor emits",
+        "anyOf": any_of,
+    })
+}
+
+/// The body of `POST` (`replace` false) or `PUT` (`replace` true) on entries, for trust domain
+/// `td`.
+fn entry_request(td: &str, replace: bool) -> Value {
+    let server_id = format!("spiffe://{td}/sigil/server");
+    let td_id = format!("spiffe://{td}");
+    let mut properties = json!({
+        "spiffe_id": {
+            "type": "string",
+            "description": "SPIFFE ID in the server's trust domain, with a path outside the reserved `/sigil` path",
+            "maxLength": MAX_SPIFFE_ID_BYTES,
+            "pattern": patterns::member_id(td),
+            "not": {"pattern": patterns::reserved_id(td)},
+        },
+        "parent_id": {
+            "type": "string",
+            "description": "An agent ID (`/sigil/agent/<attestor>/<id>`), the server ID (node aliases) or another workload ID, in the server's trust domain; never the entry's own spiffe_id (400)",
+            "maxLength": MAX_SPIFFE_ID_BYTES,
+            "anyOf": [
+                {"pattern": patterns::member_id(td), "not": {"pattern": patterns::reserved_id(td)}},
+                {"pattern": patterns::agent_id(td)},
+                {"const": server_id},
+            ],
+        },
+        "selectors": {"type": "array", "items": schema_ref("Selector"), "minItems": 1, "maxItems": MAX_ENTRY_SELECTORS},
+        "x509_svid_ttl": schema_ref("EntryTtl"),
+        "jwt_svid_ttl": schema_ref("EntryTtl"),
+        "dns_names": {
+            "type": "array",
+            "maxItems": MAX_ENTRY_DNS_NAMES,
+            "items": {"type": "string", "pattern": patterns::dns_name(), "maxLength": MAX_DNS_NAME_BYTES},
+        },
+        "federates_with": {
+            "type": "array",
+            "maxItems": MAX_ENTRY_FEDERATES_WITH,
+            "description": "Other trust domains, by name or ID",
+            "items": {
+                "type": "string",
+                "pattern": patterns::trust_domain(),
+                "not": {"enum": [td, td_id]},
+            },
+        },
+        "admin": {"type": "boolean", "default": false},
+        "downstream": {"type": "boolean", "default": false},
+        "hint": {"type": "string", "maxLength": MAX_HINT_CHARS, "pattern": patterns::single_line()},
+        "owner": {
+            "type": "string",
+            "maxLength": MAX_OWNER_CHARS,
+            "pattern": patterns::single_line_not_blank(),
+            "description": "Team or contact accountable for this identity",
+        },
+        "description": {"type": "string", "maxLength": MAX_DESCRIPTION_CHARS, "pattern": patterns::single_line()},
+        "expires_at": {
+            "type": "integer",
+            "minimum": 1,
+            "maximum": i64::MAX,
+            "description": if replace {
+                "Unix seconds after which the entry is no longer served; absent = never"
+            } else {
+                "Unix seconds after which the entry is no longer served; absent = never. A time not after the server's clock answers 409 conflict"
+            },
+        },
+    });
+    if let (true, Some(map)) = (replace, properties.as_object_mut()) {
+        map.insert(
+            "revision".into(),
+            json!({"type": "integer", "minimum": 1, "maximum": i64::MAX, "description": "The revision last read; a mismatch answers 409 conflict"}),
+        );
+    }
+    json!({
+        "type": "object",
+        "additionalProperties": false,
+        "required": ["spiffe_id", "parent_id", "selectors", "owner"],
+        "properties": properties,
+    })
+}
