@@ -2,14 +2,23 @@
 JSON report on stdout: every public call it makes, what came back, and local JWT-SVID validation
 with the fetched JWT bundles. Exits non-zero (with the failing step in the report) on any failure.
 
-Usage: SPIFFE_ENDPOINT_SOCKET=unix:///path python pyspiffe_client.py --audience AUD
+Every token in the environment variable SIGIL_INTEROP_REFUSAL_CASES (a JSON object
+{case name: token} built by the test: forged signatures, alg none, HS256, expired, wrong audience)
+must be refused both by validate_jwt_svid (the Workload API) and by local validation; the report
+says how each was refused, or that it was accepted (and then the run fails).
+
+Usage: SPIFFE_ENDPOINT_SOCKET=unix:///path SIGIL_INTEROP_REFUSAL_CASES='{...}' \
+    python pyspiffe_client.py --audience AUD
 """
 
 import argparse
 import json
+import os
 import sys
 
 from spiffe import JwtSvid, WorkloadApiClient
+
+REFUSAL_CASES_ENV = "SIGIL_INTEROP_REFUSAL_CASES"
 
 
 class StepFailed(Exception):
@@ -87,27 +96,34 @@ def run(args, report):
             report, "validate_wrong_audience", wrong_audience_is_refused
         )
 
-        def tampered_is_refused():
-            header, payload, signature = token.token.split(".")
-            flipped = payload[:4] + ("B" if payload[4] == "A" else "A") + payload[5:]
-            forged = ".".join([header, flipped, signature])
-            errors = {}
-            try:
-                client.validate_jwt_svid(forged, args.audience)
-            except Exception as e:
-                errors["workload_api"] = f"{type(e).__name__}: {e}"
-            try:
-                td = token.spiffe_id.trust_domain
-                JwtSvid.parse_and_validate(
-                    forged, jwt_bundles.get_bundle_for_trust_domain(td), {args.audience}
-                )
-            except Exception as e:
-                errors["local"] = f"{type(e).__name__}: {e}"
-            if set(errors) != {"workload_api", "local"}:
-                raise RuntimeError(f"a tampered JWT-SVID was accepted: {errors}")
-            return errors
+        def refusal_matrix_is_refused():
+            raw = os.environ.get(REFUSAL_CASES_ENV)
+            if not raw:
+                raise RuntimeError(f"{REFUSAL_CASES_ENV} is not set")
+            cases = json.loads(raw)
+            if not cases:
+                raise RuntimeError(f"{REFUSAL_CASES_ENV} has no cases")
+            bundle = jwt_bundles.get_bundle_for_trust_domain(token.spiffe_id.trust_domain)
+            refusals = {}
+            for name, forged in sorted(cases.items()):
+                outcome = {}
+                try:
+                    client.validate_jwt_svid(forged, args.audience)
+                    outcome["workload_api"] = None
+                except Exception as e:
+                    outcome["workload_api"] = f"{type(e).__name__}: {e}"
+                try:
+                    JwtSvid.parse_and_validate(forged, bundle, {args.audience})
+                    outcome["local"] = None
+                except Exception as e:
+                    outcome["local"] = f"{type(e).__name__}: {e}"
+                refusals[name] = outcome
+            accepted = sorted(n for n, o in refusals.items() if None in o.values())
+            if accepted:
+                raise RuntimeError(f"tokens that must be refused were accepted: {refusals}")
+            return refusals
 
-        report["tampered_errors"] = step(report, "validate_tampered", tampered_is_refused)
+        report["refusals"] = step(report, "validate_refusal_matrix", refusal_matrix_is_refused)
 
 
 def main():

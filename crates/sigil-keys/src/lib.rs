@@ -13,6 +13,8 @@ pub mod digest;
 mod error;
 pub mod files;
 pub mod jws;
+#[cfg(feature = "test-forgery")]
+pub mod jwt_forgery;
 pub mod jwt_svid;
 pub mod key_manager;
 pub mod pem;

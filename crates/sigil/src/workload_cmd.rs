@@ -105,11 +105,20 @@ fn not_after(der: &[u8]) -> String {
         .unwrap_or_else(|_| "unknown".into())
 }
 
+/// Writes a certificate or bundle file with mode 0644 the way the key is written: a new file
+/// created exclusively in `path`'s directory, then renamed over `path`, so a symlink or another
+/// user's file planted there is replaced, never written through.
 fn write_public(path: &Path, text: &str) -> anyhow::Result<()> {
-    std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
+    sigil_keys::files::write_public_file(path, text.as_bytes())
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// `sigil svid fetch [--write DIR]`.
+///
+/// With `--write`, `svid.pem` and `bundle.pem` (0644) and `svid.key` (0600) are each written to a
+/// fresh file and renamed into `DIR`: whatever another user planted under those names (a symlink,
+/// a pre-created file) is replaced, never written through. `DIR` itself is used as given, like
+/// SPIRE's `api fetch -write`: the caller chose it, and it must not be writable by others.
 pub async fn svid_fetch(
     socket: Option<String>,
     write_dir: Option<PathBuf>,

@@ -1,9 +1,10 @@
 //! The core path: server CA -> agent -> SPIFFE Workload API -> a workload process, driven only
 //! through the CLI and the sockets; plus the refusals (reused/expired join tokens, other uids,
-//! tampered JWTs, wrong audiences) and restarts.
+//! JWTs that parse but must be refused) and restarts.
 
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -59,28 +60,13 @@ fn workload_gets_x509_and_jwt_svids_through_server_agent_and_cli() {
     let leaf = first_pem.parse_x509().unwrap();
     assert_leaf_profile(&leaf, spiffe_id);
 
-    // JWT-SVID: fetch, validate through the Workload API, refuse a wrong audience and tampering.
+    // JWT-SVID: fetch, validate through the Workload API (positive first), then refuse tokens
+    // that parse but are bad in exactly one way each (see `sigil_keys::jwt_forgery`).
     let jwt = workload(&agent_paths.socket, &["jwt", "fetch", "--audience", "db"]);
     assert!(jwt.status.success(), "jwt fetch: {}", stderr(&jwt));
     let token = stdout(&jwt).trim().to_owned();
     assert_eq!(token.split('.').count(), 3);
-    let ok = workload(
-        &agent_paths.socket,
-        &["jwt", "validate", "--audience", "db", "--token", &token],
-    );
-    assert!(ok.status.success(), "jwt validate: {}", stderr(&ok));
-    assert!(stdout(&ok).contains(spiffe_id));
-    let wrong = workload(
-        &agent_paths.socket,
-        &["jwt", "validate", "--audience", "other", "--token", &token],
-    );
-    assert_one_line_error(&wrong, "audience");
-    let tampered = tamper_payload(&token);
-    let bad = workload(
-        &agent_paths.socket,
-        &["jwt", "validate", "--audience", "db", "--token", &tampered],
-    );
-    assert_one_line_error(&bad, "InvalidArgument");
+    assert_jwt_refusal_matrix(&server, &agent_paths.socket, &token, spiffe_id);
 
     // The agent and entry are visible through the admin CLI.
     let agents = server.admin(&["agent", "list", "--output", "json"]);
@@ -137,16 +123,47 @@ fn assert_leaf_profile(leaf: &X509Certificate<'_>, spiffe_id: &str) {
     );
 }
 
-fn tamper_payload(token: &str) -> String {
-    let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
-    let payload = &mut parts[1];
-    let c = if payload.as_bytes()[4] == b'A' {
-        "B"
-    } else {
-        "A"
-    };
-    payload.replace_range(4..5, c);
-    parts.join(".")
+/// `sigil jwt validate` accepts `genuine` for its audience `db`, then refuses, each through
+/// ValidateJWTSVID and each for the reason its check gives, a token signed by a foreign key with
+/// the real `kid`, one with the genuine signature over other claims, `alg: none`, HS256 keyed
+/// with the public key (DER and PEM), an expired and a wrong-audience token signed by the real
+/// key (read from the server's key directory).
+fn assert_jwt_refusal_matrix(server: &TestServer, socket: &Path, genuine: &str, spiffe_id: &str) {
+    let ok = workload(
+        socket,
+        &["jwt", "validate", "--audience", "db", "--token", genuine],
+    );
+    assert!(ok.status.success(), "jwt validate: {}", stderr(&ok));
+    assert!(stdout(&ok).contains(spiffe_id));
+    let wrong = workload(
+        socket,
+        &["jwt", "validate", "--audience", "other", "--token", genuine],
+    );
+    assert_one_line_error(&wrong, "audience mismatch");
+
+    let cases = server.jwt_refusal_matrix(genuine, "db");
+    assert_eq!(cases.len(), 7, "the whole matrix is built");
+    for case in &cases {
+        let bad = workload(
+            socket,
+            &[
+                "jwt",
+                "validate",
+                "--audience",
+                "db",
+                "--token",
+                &case.token,
+            ],
+        );
+        assert_one_line_error(&bad, "InvalidArgument");
+        let reason = agent_refusal_reason(case.guarded_by);
+        assert!(
+            stderr(&bad).contains(reason),
+            "{}: expected a refusal for `{reason}`, got: {}",
+            case.name,
+            stderr(&bad)
+        );
+    }
 }
 
 #[test]
@@ -203,12 +220,8 @@ fn agent_restarts_from_its_stored_svid_without_a_new_token() {
 #[test]
 fn process_of_another_uid_gets_permission_denied() {
     if !nix::unistd::getuid().is_root() {
-        // Switching uid needs root; CI runs as root, so this branch is for developer machines.
-        eprintln!("skipped: needs root to run a workload as another uid");
-        assert!(
-            std::env::var("SIGIL_REQUIRE_INTEROP").is_err(),
-            "CI must run this test as root"
-        );
+        // Switching uid needs root; CI runs as root, so only a developer machine may skip.
+        missing_prerequisite("running a workload as another uid needs root");
         return;
     }
     let tmp = tempfile::tempdir().unwrap();

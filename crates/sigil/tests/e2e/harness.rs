@@ -371,3 +371,88 @@ pub fn fetch_svid_files(socket: &Path, out: &Path) -> Output {
         },
     )
 }
+
+/// Whether a missing test prerequisite (root, the py-spiffe venv, an interop binary) must fail
+/// the test instead of skipping it: on CI (`CI=true`) or when `SIGIL_REQUIRE_INTEROP` is set.
+pub fn prerequisites_required() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+        || std::env::var_os("SIGIL_REQUIRE_INTEROP").is_some()
+}
+
+/// Reports a missing prerequisite: panics (the test fails) when [`prerequisites_required`], else
+/// prints why the test is skipped. The caller returns right after.
+pub fn missing_prerequisite(what: &str) {
+    assert!(
+        !prerequisites_required(),
+        "{what} (required because CI=true or SIGIL_REQUIRE_INTEROP is set)"
+    );
+    eprintln!("skipped: {what}");
+}
+
+/// The current Unix time in seconds.
+pub fn unix_now() -> i64 {
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970");
+    i64::try_from(since_epoch.as_secs()).expect("time fits i64")
+}
+
+impl TestServer {
+    /// The server's JWT signing key, read from its key directory (`<data_dir>/keys`): the key
+    /// among those stored there that verifies `token`, a JWT-SVID the server issued.
+    pub fn jwt_signing_key(&self, token: &str) -> std::sync::Arc<sigil_keys::PrivateKey> {
+        use sigil_keys::KeyManager as _;
+        let dir = self.dir.join("server").join("keys");
+        let keys = sigil_keys::DiskKeyManager::new(dir.clone());
+        std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()))
+            .filter_map(|entry| {
+                let name = entry.ok()?.file_name().into_string().ok()?;
+                let key_id = name.strip_suffix(".key")?;
+                keys.load(key_id).ok().flatten()
+            })
+            .find(|key| {
+                let public = key.public_key();
+                sigil_keys::jws::verify_compact(token, |_| Some(public.clone())).is_ok()
+            })
+            .unwrap_or_else(|| panic!("no key in {} verifies the JWT-SVID", dir.display()))
+    }
+
+    /// Tokens that parse but must be refused ([`sigil_keys::jwt_forgery::refusal_matrix`]),
+    /// built from `genuine`, a JWT-SVID this server issued for `audience`.
+    pub fn jwt_refusal_matrix(
+        &self,
+        genuine: &str,
+        audience: &str,
+    ) -> Vec<sigil_keys::jwt_forgery::RefusalCase> {
+        let key = self.jwt_signing_key(genuine);
+        sigil_keys::jwt_forgery::refusal_matrix(genuine, &key, audience, unix_now())
+            .expect("build the JWT refusal matrix")
+    }
+}
+
+/// What the agent's ValidateJWTSVID says when it refuses a token for the check `guarded_by`
+/// (a [`sigil_keys::jwt_forgery::RefusalCase::guarded_by`]).
+pub fn agent_refusal_reason(guarded_by: &str) -> &'static str {
+    match guarded_by {
+        "signature" => "signature does not verify",
+        "alg" => "unsupported algorithm",
+        "exp" => "expired",
+        "aud" => "audience mismatch",
+        other => panic!("unknown check `{other}`"),
+    }
+}
+
+/// The refusal matrix as a JSON object `{name: token}`, for third-party clients.
+pub fn refusal_cases_json(cases: &[sigil_keys::jwt_forgery::RefusalCase]) -> String {
+    let map: serde_json::Map<String, serde_json::Value> = cases
+        .iter()
+        .map(|c| {
+            (
+                c.name.to_owned(),
+                serde_json::Value::String(c.token.clone()),
+            )
+        })
+        .collect();
+    serde_json::Value::Object(map).to_string()
+}

@@ -18,4 +18,5 @@ mod expiry;
 mod harness;
 mod interop;
 mod rotation;
+mod svid_write;
 mod tidy;
