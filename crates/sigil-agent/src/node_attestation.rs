@@ -49,8 +49,7 @@ async fn attest(config: &AgentConfig, token: &str) -> Result<AgentIdentity, Agen
         ));
     }
     let roots = Arc::new(LiveRoots::new(&config.bootstrap_roots));
-    let mut client =
-        server_client::connect(
+    let mut client = server_client::connect(
         &config.server_address,
         &config.trust_domain,
         roots,
