@@ -150,8 +150,8 @@ mod tests {
     use std::time::Duration;
 
     use sigil_keys::unix_socket::StaleSocketError;
-    use sigil_spiffe::FakeClock;
     use sigil_spiffe::time::from_unix_secs;
+    use sigil_testkit::FakeClock;
 
     use super::*;
     use crate::session::tests::test_config;

@@ -92,8 +92,9 @@ mod tests {
     use std::time::Duration;
 
     use sigil_proto::agent::v1 as pb;
+    use sigil_spiffe::Clock;
     use sigil_spiffe::time::from_unix_secs;
-    use sigil_spiffe::{Clock, FakeClock};
+    use sigil_testkit::FakeClock;
 
     use super::*;
     use crate::state::tests::sample_identity;

@@ -317,8 +317,9 @@ pub(crate) mod tests {
     use std::path::Path;
 
     use sigil_proto::agent::v1::agent_service_client::AgentServiceClient;
+    use sigil_spiffe::TrustDomain;
     use sigil_spiffe::time::from_unix_secs;
-    use sigil_spiffe::{FakeClock, TrustDomain};
+    use sigil_testkit::FakeClock;
     use tonic::transport::Channel;
 
     use super::*;

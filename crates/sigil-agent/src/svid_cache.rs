@@ -162,8 +162,9 @@ pub(crate) mod tests {
 
     use proptest::prelude::*;
     use sigil_keys::PrivateKey;
+    use sigil_spiffe::Clock;
     use sigil_spiffe::time::from_unix_secs;
-    use sigil_spiffe::{Clock, FakeClock};
+    use sigil_testkit::FakeClock;
 
     use super::*;
     use crate::state::tests::self_signed;

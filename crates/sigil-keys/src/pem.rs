@@ -1,6 +1,8 @@
 //! PEM (RFC 7468) encoding and decoding of DER blocks: certificates, CSRs and PKCS#8 private keys.
-//! Decoding is strict (standard base64, matching labels) and bounded by [`MAX_PEM_BYTES`]; the
-//! functions that handle private keys return zeroising buffers.
+//! Public material (certificates, chains, bundles, CSRs) goes through the `pem` crate; private
+//! keys go through the small zeroising path at the end of this file, because the `pem` crate's
+//! intermediate buffers (base64 text, decoded bytes) are not wiped when dropped. Decoding is
+//! strict (standard base64, matching labels) and bounded by [`MAX_PEM_BYTES`].
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -19,62 +21,88 @@ pub const CSR_LABEL: &str = "CERTIFICATE REQUEST";
 
 const LINE_LEN: usize = 64;
 
+/// Unix line endings, 64-character base64 lines (the `pem` crate's line length).
+fn lf() -> pem::EncodeConfig {
+    pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF)
+}
+
 /// Encodes `der` as one PEM block with `label`, base64 lines of 64 characters, ending in `\n`.
 pub fn encode(label: &str, der: &[u8]) -> String {
-    let mut out = String::new();
-    encode_into(&mut out, label, der);
-    out
+    pem::encode_config(&pem::Pem::new(label, der), lf())
 }
 
 /// Encodes secret DER (a private key) like [`encode`], into a buffer that is zeroised on drop.
 pub fn encode_secret(label: &str, der: &[u8]) -> Zeroizing<String> {
     let mut out = Zeroizing::new(String::new());
-    encode_into(&mut out, label, der);
+    encode_secret_into(&mut out, label, der);
     out
 }
 
 /// Encodes several DER blocks with the same label, concatenated (a certificate chain or bundle).
 pub fn encode_many<'a>(label: &str, ders: impl IntoIterator<Item = &'a [u8]>) -> String {
-    let mut out = String::new();
-    for der in ders {
-        encode_into(&mut out, label, der);
-    }
-    out
+    let blocks: Vec<pem::Pem> = ders
+        .into_iter()
+        .map(|der| pem::Pem::new(label, der))
+        .collect();
+    pem::encode_many_config(&blocks, lf())
 }
 
 /// Decodes every block labelled `label` in `text`, in order, ignoring text between blocks and
 /// blocks with other labels. Fails with [`KeyError::InvalidPem`] on oversized input, an
 /// unterminated block or bad base64.
 pub fn decode_all(label: &str, text: &str) -> Result<Vec<Vec<u8>>, KeyError> {
-    let mut out = Vec::new();
-    for_each_block(label, text, |body| {
-        out.push(decode_body(body)?.to_vec());
-        Ok(())
+    check_size(text)?;
+    let blocks = pem::parse_many(text).map_err(|_| KeyError::InvalidPem {
+        reason: "malformed block (unterminated, bad label or not base64)",
     })?;
-    Ok(out)
+    Ok(blocks
+        .into_iter()
+        .filter(|block| block.tag() == label)
+        .map(pem::Pem::into_contents)
+        .collect())
 }
 
 /// Decodes exactly one block labelled `label` (other blocks are ignored) into a zeroising buffer,
 /// for private keys. No block or more than one gives [`KeyError::InvalidPem`].
 pub fn decode_secret(label: &str, text: &str) -> Result<Zeroizing<Vec<u8>>, KeyError> {
+    check_size(text)?;
     let mut found: Option<Zeroizing<Vec<u8>>> = None;
-    for_each_block(label, text, |body| {
+    let begin = format!("-----BEGIN {label}-----");
+    let end = format!("-----END {label}-----");
+    let mut rest = text;
+    while let Some(start) = rest.find(&begin) {
+        let after_begin = rest.get(start + begin.len()..).unwrap_or_default();
+        let stop = after_begin.find(&end).ok_or(KeyError::InvalidPem {
+            reason: "a block has no END line",
+        })?;
         if found.is_some() {
             return Err(KeyError::InvalidPem {
                 reason: "more than one block with the label",
             });
         }
-        found = Some(decode_body(body)?);
-        Ok(())
-    })?;
+        found = Some(decode_secret_body(
+            after_begin.get(..stop).unwrap_or_default(),
+        )?);
+        rest = after_begin.get(stop + end.len()..).unwrap_or_default();
+    }
     found.ok_or(KeyError::InvalidPem {
         reason: "no block with the expected label",
     })
 }
 
-fn encode_into(out: &mut String, label: &str, der: &[u8]) {
+fn check_size(text: &str) -> Result<(), KeyError> {
+    if text.len() > MAX_PEM_BYTES {
+        return Err(KeyError::InvalidPem {
+            reason: "text is larger than 1 MiB",
+        });
+    }
+    Ok(())
+}
+
+/// Writes one block into `out` with a single exact reservation, so the secret is never left
+/// behind in a buffer freed by a reallocation.
+fn encode_secret_into(out: &mut String, label: &str, der: &[u8]) {
     let body = Zeroizing::new(STANDARD.encode(der));
-    // Reserve everything up front: a secret must not be left behind in a reallocated buffer.
     let lines = body.len().div_ceil(LINE_LEN);
     out.reserve(2 * label.len() + "-----BEGIN -----\n-----END -----\n".len() + body.len() + lines);
     out.push_str("-----BEGIN ");
@@ -93,32 +121,8 @@ fn encode_into(out: &mut String, label: &str, der: &[u8]) {
     out.push_str("-----\n");
 }
 
-fn for_each_block(
-    label: &str,
-    text: &str,
-    mut on_body: impl FnMut(&str) -> Result<(), KeyError>,
-) -> Result<(), KeyError> {
-    if text.len() > MAX_PEM_BYTES {
-        return Err(KeyError::InvalidPem {
-            reason: "text is larger than 1 MiB",
-        });
-    }
-    let begin = format!("-----BEGIN {label}-----");
-    let end = format!("-----END {label}-----");
-    let mut rest = text;
-    while let Some(start) = rest.find(&begin) {
-        let after_begin = rest.get(start + begin.len()..).unwrap_or_default();
-        let stop = after_begin.find(&end).ok_or(KeyError::InvalidPem {
-            reason: "a block has no END line",
-        })?;
-        on_body(after_begin.get(..stop).unwrap_or_default())?;
-        rest = after_begin.get(stop + end.len()..).unwrap_or_default();
-    }
-    Ok(())
-}
-
-fn decode_body(body: &str) -> Result<Zeroizing<Vec<u8>>, KeyError> {
-    // Sized once so the (possibly secret) base64 text is never copied by a reallocation.
+fn decode_secret_body(body: &str) -> Result<Zeroizing<Vec<u8>>, KeyError> {
+    // Sized once so the secret base64 text is never copied by a reallocation.
     let mut compact = Zeroizing::new(String::with_capacity(body.len()));
     compact.extend(body.chars().filter(|c| !c.is_ascii_whitespace()));
     STANDARD
@@ -149,7 +153,7 @@ mod tests {
         let pem = encode_secret(PRIVATE_KEY_LABEL, &der);
         assert!(pem.len() <= pem.capacity());
         let mut exact = String::new();
-        encode_into(&mut exact, PRIVATE_KEY_LABEL, &der);
+        encode_secret_into(&mut exact, PRIVATE_KEY_LABEL, &der);
         assert_eq!(exact.len(), exact.capacity(), "the reservation is exact");
     }
 

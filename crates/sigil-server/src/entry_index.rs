@@ -346,8 +346,8 @@ impl EntryIndex {
 
 #[cfg(test)]
 mod tests {
-    use sigil_spiffe::FakeClock;
     use sigil_store::{NewEntry, SqliteStore};
+    use sigil_testkit::FakeClock;
 
     use super::*;
 

@@ -280,12 +280,7 @@ impl Issuer {
 /// parse.
 pub fn cert_serial_and_expiry(der: &[u8]) -> Option<(String, i64)> {
     let (_, cert) = x509_parser::certificate::X509Certificate::from_der(der).ok()?;
-    let serial = cert
-        .tbs_certificate
-        .raw_serial()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let serial = sigil_keys::digest::hex(cert.tbs_certificate.raw_serial());
     Some((serial, cert.validity().not_after.timestamp()))
 }
 

@@ -51,10 +51,7 @@ pub async fn create(
         return Err(JoinTokenError::BadTtl);
     }
     let token = sigil_keys::random_token()?;
-    let id: String = sigil_keys::random_bytes(16)?
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let id = sigil_keys::digest::hex(&sigil_keys::random_bytes(16)?);
     let record = JoinToken {
         id: id.clone(),
         token_hash: sigil_keys::sha256_hex(token.as_bytes()),

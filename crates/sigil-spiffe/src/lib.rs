@@ -24,5 +24,5 @@ pub use selector::{
     MAX_SELECTOR_TYPE_BYTES, MAX_SELECTOR_VALUE_CHARS, Selector, SelectorError, UNIX_SELECTOR_KEYS,
     UNIX_SELECTOR_TYPE,
 };
-pub use time::{Clock, FakeClock, SystemClock};
+pub use time::{Clock, SystemClock};
 pub use ttl::{Ttl, TtlError};

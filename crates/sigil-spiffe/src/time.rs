@@ -1,8 +1,6 @@
 //! The injected clock. Issuance, rotation and expiry read time only through [`Clock`], so tests
-//! drive them with [`FakeClock`] instead of sleeping.
+//! drive them with a fake clock (`sigil-testkit`) instead of sleeping.
 
-use std::sync::Arc;
-use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// A source of the current time.
@@ -39,36 +37,5 @@ impl Clock for SystemClock {
     )]
     fn now(&self) -> SystemTime {
         SystemTime::now()
-    }
-}
-
-/// A clock that only moves when told to; shared by clones.
-#[derive(Debug, Clone)]
-pub struct FakeClock(Arc<Mutex<SystemTime>>);
-
-impl FakeClock {
-    /// A fake clock set to `start`.
-    pub fn new(start: SystemTime) -> Self {
-        Self(Arc::new(Mutex::new(start)))
-    }
-
-    /// Moves the clock forward by `by`.
-    pub fn advance(&self, by: Duration) {
-        if let Ok(mut t) = self.0.lock() {
-            *t += by;
-        }
-    }
-
-    /// Sets the clock to `to`.
-    pub fn set(&self, to: SystemTime) {
-        if let Ok(mut t) = self.0.lock() {
-            *t = to;
-        }
-    }
-}
-
-impl Clock for FakeClock {
-    fn now(&self) -> SystemTime {
-        self.0.lock().map(|t| *t).unwrap_or(UNIX_EPOCH)
     }
 }

@@ -8,8 +8,9 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
 use serde_json::{Value, json};
-use sigil_spiffe::{FakeClock, TrustDomain};
+use sigil_spiffe::TrustDomain;
 use sigil_store::{Datastore, SqliteStore};
+use sigil_testkit::FakeClock;
 use tower::ServiceExt;
 
 use super::{AdminState, router};

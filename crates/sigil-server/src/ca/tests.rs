@@ -8,9 +8,9 @@ use rustls::server::danger::ClientCertVerifier;
 use sigil_keys::digest::hex;
 use sigil_keys::{MemoryKeyManager, PrivateKey};
 use sigil_spiffe::AuthorityState;
-use sigil_spiffe::FakeClock;
 use sigil_spiffe::time::from_unix_secs;
 use sigil_store::{AuthorityRecord, SqliteStore};
+use sigil_testkit::FakeClock;
 use sigil_tls::{LiveRoots, SpiffeClientVerifier};
 use x509_parser::prelude::{FromDer, X509Certificate};
 

@@ -14,8 +14,9 @@ use sigil_keys::{MemoryKeyManager, PrivateKey};
 use sigil_proto::agent::v1 as pb;
 use sigil_proto::agent::v1::agent_service_client::AgentServiceClient;
 use sigil_server::{ServerConfig, ServerHandle};
-use sigil_spiffe::{Clock, FakeClock, Selector, SpiffeId, SystemClock, TrustDomain};
+use sigil_spiffe::{Clock, Selector, SpiffeId, SystemClock, TrustDomain};
 use sigil_store::{Entry, NewEntry, SqliteStore};
+use sigil_testkit::FakeClock;
 use sigil_tls::{LiveRoots, LiveSvid, ServerName, SpiffeServerVerifier, TlsConnector};
 use tokio::net::TcpStream;
 use tonic::transport::{Channel, Endpoint};
@@ -82,6 +83,14 @@ impl TestServer {
         &self,
         svid: Option<&AgentSvid>,
     ) -> Result<AgentServiceClient<Channel>, tonic::transport::Error> {
+        self.channel(svid).await.map(AgentServiceClient::new)
+    }
+
+    /// The channel under [`TestServer::connect`], for calls the generated client cannot make.
+    pub async fn channel(
+        &self,
+        svid: Option<&AgentSvid>,
+    ) -> Result<Channel, tonic::transport::Error> {
         let roots = Arc::new(LiveRoots::new(&self.handle.bundle().x509_authorities));
         let verifier = Arc::new(SpiffeServerVerifier::new(
             roots,
@@ -103,12 +112,11 @@ impl TestServer {
                 Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tls))
             }
         });
-        let channel = Endpoint::from_static("http://sigil-server")
+        Endpoint::from_static("http://sigil-server")
             .connect_timeout(PATIENCE)
             .timeout(PATIENCE)
             .connect_with_connector(connector)
-            .await?;
-        Ok(AgentServiceClient::new(channel))
+            .await
     }
 
     /// A client without a client certificate.

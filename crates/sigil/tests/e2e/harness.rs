@@ -229,6 +229,11 @@ impl TestServer {
         self.wait_ready();
     }
 
+    /// The server process (its log, its exit status).
+    pub fn daemon(&self) -> &Daemon {
+        &self.daemon
+    }
+
     /// Runs an admin CLI command against this server.
     pub fn admin(&self, args: &[&str]) -> Output {
         let mut all: Vec<&str> = args.to_vec();

@@ -20,3 +20,4 @@ mod interop;
 mod rotation;
 mod svid_write;
 mod tidy;
+mod tls;
