@@ -1,7 +1,9 @@
 //! py-spiffe (interop/python: the PyPI `spiffe` package on grpcio, pinned and unmodified) against
 //! the real Workload API server on a Unix socket: every public Workload API call, local JWT-SVID
 //! validation with the fetched bundles, and proof that it works only because of the
-//! `:authority` adapter (grpcio sends the percent-encoded socket path, which h2 refuses).
+//! `:authority` adapter (grpcio sends the percent-encoded socket path, which h2 refuses); and
+//! ValidateJWTSVID refusing every token of the JWT refusal matrix (tokens that parse but are bad
+//! in exactly one way) after accepting the genuine one.
 
 #![allow(
     clippy::unwrap_used,
@@ -20,6 +22,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 use sigil_agent::workload::ServeOptions;
+use sigil_keys::jwt_forgery::{RefusalCase, refusal_matrix};
+use sigil_spiffe::{Clock as _, SystemClock};
 use workload_api_fixture::{Harness, my_uid_selector};
 
 const AUDIENCE: &str = "spiffe://example.org/interop";
@@ -28,8 +32,16 @@ fn interop_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../interop/python")
 }
 
+/// Whether a missing prerequisite must fail the test instead of skipping it: on CI (`CI=true`)
+/// or when `SIGIL_REQUIRE_INTEROP` is set.
+fn prerequisites_required() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+        || std::env::var_os("SIGIL_REQUIRE_INTEROP").is_some()
+}
+
 /// The venv's python, after running `setup.sh` once per test binary; `None` (test skipped with a
-/// message) only if the venv is missing and `setup.sh` cannot create it.
+/// message) only if the venv is missing, `setup.sh` cannot create it, and skipping is allowed
+/// ([`prerequisites_required`] is false).
 fn venv_python() -> Option<PathBuf> {
     static PYTHON: OnceLock<Option<PathBuf>> = OnceLock::new();
     PYTHON
@@ -42,8 +54,9 @@ fn venv_python() -> Option<PathBuf> {
                 _ if python.exists() => panic!("interop/python/setup.sh failed on an existing venv"),
                 other => {
                     assert!(
-                        std::env::var_os("SIGIL_REQUIRE_INTEROP").is_none(),
-                        "SIGIL_REQUIRE_INTEROP is set but interop/python/setup.sh failed ({other:?})"
+                        !prerequisites_required(),
+                        "interop/python/setup.sh failed ({other:?}); required because CI=true or \
+                         SIGIL_REQUIRE_INTEROP is set"
                     );
                     eprintln!("SKIPPED: interop/python/.venv is missing and setup.sh cannot create it ({other:?})");
                     None
@@ -53,8 +66,24 @@ fn venv_python() -> Option<PathBuf> {
         .clone()
 }
 
+/// Environment variable through which the client receives the refusal matrix.
+const REFUSAL_CASES_ENV: &str = "SIGIL_INTEROP_REFUSAL_CASES";
+
+/// The refusal matrix for `sub` in the harness's home trust domain, built from a genuine token
+/// signed by the home JWT authority for [`AUDIENCE`].
+fn refusal_cases(h: &Harness, sub: &str) -> Vec<RefusalCase> {
+    let now = SystemClock.unix_secs();
+    let genuine = h.home.sign_jwt(sub, &[AUDIENCE.to_owned()], now + 300);
+    refusal_matrix(&genuine, &h.home.jwt_key, AUDIENCE, now).unwrap()
+}
+
 /// Runs `pyspiffe_client.py` against the harness and returns its JSON report.
 async fn run_pyspiffe(python: &Path, h: &Harness) -> Value {
+    let cases: serde_json::Map<String, Value> =
+        refusal_cases(h, "spiffe://example.org/interop/python")
+            .into_iter()
+            .map(|c| (c.name.to_owned(), Value::String(c.token)))
+            .collect();
     let child = tokio::process::Command::new(python)
         .arg(interop_dir().join("pyspiffe_client.py"))
         .args(["--audience", AUDIENCE, "--timeout", "10"])
@@ -62,6 +91,7 @@ async fn run_pyspiffe(python: &Path, h: &Harness) -> Value {
             "SPIFFE_ENDPOINT_SOCKET",
             format!("unix://{}", h.socket.display()),
         )
+        .env(REFUSAL_CASES_ENV, Value::Object(cases).to_string())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -127,6 +157,32 @@ async fn py_spiffe_uses_every_workload_api_call() {
     assert_eq!(report["locally_validated_spiffe_id"], me);
     let refusal = report["wrong_audience_error"].as_str().unwrap();
     assert!(refusal.contains("INVALID_ARGUMENT"), "{refusal}");
+    // Every token of the matrix is refused by ValidateJWTSVID for its own reason, and locally.
+    let refusals = &report["refusals"];
+    for case in refusal_cases(&h, me) {
+        let reason = match case.guarded_by {
+            "signature" => "signature does not verify",
+            "alg" => "unsupported algorithm",
+            "exp" => "expired",
+            "aud" => "audience mismatch",
+            other => panic!("unknown check `{other}`"),
+        };
+        let remote = refusals[case.name]["workload_api"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{}: accepted by ValidateJWTSVID: {refusals:#}", case.name));
+        assert!(
+            remote.contains("INVALID_ARGUMENT")
+                && remote.contains("invalid JWT-SVID")
+                && remote.contains(reason),
+            "{}: expected INVALID_ARGUMENT for `{reason}`, got: {remote}",
+            case.name
+        );
+        assert!(
+            refusals[case.name]["local"].is_string(),
+            "{}: accepted locally: {refusals:#}",
+            case.name
+        );
+    }
     h.stop().await.unwrap();
 }
 

@@ -118,7 +118,7 @@ fn write_public(path: &Path, text: &str) -> anyhow::Result<()> {
 /// With `--write`, `svid.pem` and `bundle.pem` (0644) and `svid.key` (0600) are each written to a
 /// fresh file and renamed into `DIR`: whatever another user planted under those names (a symlink,
 /// a pre-created file) is replaced, never written through. `DIR` itself is used as given, like
-/// SPIRE's `api fetch -write`: the caller chose it, and it must not be writable by others.
+/// SPIRE's `api fetch -write`: the caller chose it (see SECURITY.md, "Disk").
 pub async fn svid_fetch(
     socket: Option<String>,
     write_dir: Option<PathBuf>,
