@@ -86,7 +86,7 @@ fn expired_entry_leaves_the_workload_stream_without_any_other_change() {
     });
 
     // The entry itself is still registered: only its expiry removed it from the workload.
-    let shown = server.admin(&["entry", "show", &expiring_entry]);
+    let shown = server.admin(&["entry", "show", "--id", &expiring_entry]);
     assert!(shown.status.success(), "entry show: {}", stderr(&shown));
 }
 
