@@ -16,4 +16,5 @@ mod core_path;
 mod harness;
 mod interop;
 mod rotation;
+mod schemathesis;
 mod tidy;
