@@ -79,14 +79,14 @@ pub struct EntryRequest {
     /// Unix seconds after which the entry is no longer served; absent = never.
     #[serde(
         default,
-        deserialize_with = "crate::present",
+        deserialize_with = "crate::present_integer",
         skip_serializing_if = "Option::is_none"
     )]
     pub expires_at: Option<i64>,
     /// `PUT` only: the revision the caller read; a mismatch answers 409 `conflict`.
     #[serde(
         default,
-        deserialize_with = "crate::present",
+        deserialize_with = "crate::present_integer",
         skip_serializing_if = "Option::is_none"
     )]
     pub revision: Option<i64>,
@@ -181,6 +181,16 @@ mod tests {
             let null = serde_json::from_str::<EntryRequest>(&format!(r#"{{"{field}": null}}"#));
             assert!(null.is_err(), "{field}: null is refused");
         }
+    }
+
+    #[test]
+    fn integers_may_be_written_with_an_integral_fraction() {
+        let req: EntryRequest =
+            serde_json::from_str(r#"{"expires_at": 9231.0, "revision": 2}"#).unwrap();
+        assert_eq!(req.expires_at, Some(9231));
+        assert_eq!(req.revision, Some(2));
+        assert!(serde_json::from_str::<EntryRequest>(r#"{"expires_at": 1.5}"#).is_err());
+        assert!(serde_json::from_str::<EntryRequest>(r#"{"revision": 1e300}"#).is_err());
     }
 
     #[test]

@@ -43,3 +43,35 @@ where
 {
     T::deserialize(deserializer).map(Some)
 }
+
+/// `deserialize_with` for optional integers: like [`present`], and a number written with an
+/// integral fraction (`5.0`) is that integer, as JSON Schema's `integer` type counts it.
+pub(crate) fn present_integer<'de, D>(deserializer: D) -> Result<Option<i64>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Integer(i64),
+        Number(f64),
+    }
+    match <Raw as serde::Deserialize>::deserialize(deserializer)? {
+        Raw::Integer(n) => Ok(Some(n)),
+        Raw::Number(f) => integral(f).map(Some).ok_or_else(|| {
+            serde::de::Error::custom(format!("`{f}` is not an integer within ±2^53"))
+        }),
+    }
+}
+
+/// `f` as an integer, when it has no fraction and every integer up to it is exact in an `f64`.
+pub(crate) fn integral(f: f64) -> Option<i64> {
+    const EXACT: f64 = 9_007_199_254_740_992.0;
+    if f == 0.0 {
+        return Some(0); // also -0.0
+    }
+    if f.fract() != 0.0 || !(-EXACT..=EXACT).contains(&f) {
+        return None;
+    }
+    format!("{f:.0}").parse().ok()
+}

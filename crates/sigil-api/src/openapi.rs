@@ -198,9 +198,12 @@ fn error_responses() -> Value {
         ("AlreadyExists", "already_exists: an equal record exists"),
         (
             "CreateConflict",
-            "already_exists: an equal entry exists; or conflict: expires_at is not after the server's current time",
+            "already_exists: an equal entry exists; or conflict: expires_at is not after the server's current time, or parent_id is the entry's own spiffe_id",
         ),
-        ("Conflict", "conflict (revision mismatch) or already_exists"),
+        (
+            "Conflict",
+            "conflict: revision mismatch, or parent_id is the entry's own spiffe_id; or already_exists",
+        ),
         (
             "PayloadTooLarge",
             "payload_too_large: the body is over the limit",

@@ -196,7 +196,7 @@ fn entry_request(td: &str, replace: bool) -> Value {
         },
         "parent_id": {
             "type": "string",
-            "description": "An agent ID (`/sigil/agent/<attestor>/<id>`), the server ID (node aliases) or another workload ID, in the server's trust domain; never the entry's own spiffe_id (400)",
+            "description": "An agent ID (`/sigil/agent/<attestor>/<id>`), the server ID (node aliases) or another workload ID, in the server's trust domain; never the entry's own spiffe_id (409)",
             "maxLength": MAX_SPIFFE_ID_BYTES,
             "anyOf": [
                 {"pattern": patterns::member_id(td), "not": {"pattern": patterns::reserved_id(td)}},

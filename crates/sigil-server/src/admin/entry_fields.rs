@@ -121,15 +121,16 @@ fn parse_member_id(field: &str, raw: Option<&str>, td: &TrustDomain) -> Result<S
     Ok(id)
 }
 
-/// A parent that can hold the entry: not the entry itself, and inside the reserved `/sigil/`
-/// path only an agent (`/sigil/agent/<attestor>/<id>`) or the server (node aliases).
+/// A parent that can hold the entry: not the entry itself (409), and inside the reserved
+/// `/sigil/` path only an agent (`/sigil/agent/<attestor>/<id>`) or the server (node aliases).
 fn check_parent(parent: &SpiffeId, spiffe_id: &SpiffeId, td: &TrustDomain) -> Result<(), ApiError> {
     if parent == spiffe_id {
-        return Err(ApiError::invalid_value(
-            "parent_id",
-            parent.as_str(),
-            "an entry cannot be its own parent",
-        ));
+        // 409, not 400: each field is valid on its own, and no schema can state that two fields
+        // differ; the entry graph would hold a cycle.
+        return Err(ApiError {
+            code: ErrorCode::Conflict,
+            message: format!("invalid parent_id `{parent}`: an entry cannot be its own parent"),
+        });
     }
     if naming::is_reserved(parent) && !is_agent_shaped(parent) && *parent != naming::server_id(td) {
         return Err(ApiError::invalid_value(
@@ -462,8 +463,10 @@ mod tests {
         assert!(parse_entry_request(req, &td(), NOW, Mode::Create).is_ok());
         let mut req = request();
         req.parent_id = req.spiffe_id.clone();
+        let err = parse_entry_request(req, &td(), NOW, Mode::Replace).unwrap_err();
+        assert_eq!(err.code, ErrorCode::Conflict);
         assert_eq!(
-            error_of(req, Mode::Replace),
+            err.message,
             "invalid parent_id `spiffe://example.org/web`: an entry cannot be its own parent"
         );
     }

@@ -279,6 +279,78 @@ async fn invalid_entries_fail_with_one_line_and_store_nothing() {
     server.stop().await;
 }
 
+/// Each entry the server can never serve: refused with one line naming the field and the reason,
+/// exit 1, nothing stored. Each case differs from an accepted request in exactly the rule it
+/// breaks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn impossible_entries_fail_with_one_line_and_store_nothing() {
+    let server = AdminServer::start().await;
+    // The positive path first: the request every case below alters in one rule is accepted.
+    let created = json(
+        &server
+            .admin(&create_args(None, &["--output", "json"]))
+            .await,
+    );
+    assert_eq!(created["spiffe_id"], "spiffe://example.org/web");
+    let reserved_parent = "inside the reserved `/sigil` path only agents \
+                           (`/sigil/agent/<attestor>/<id>`) and the server (`/sigil/server`) can be parents";
+    let cases = [
+        (
+            create_args(
+                Some(("--parent-id", Some("spiffe://example.org/sigil/bogus"))),
+                &[],
+            ),
+            format!("error: invalid parent_id `spiffe://example.org/sigil/bogus`: {reserved_parent}\n"),
+        ),
+        (
+            create_args(
+                Some((
+                    "--parent-id",
+                    Some("spiffe://example.org/sigil/agents/join_token/abc"),
+                )),
+                &[],
+            ),
+            format!(
+                "error: invalid parent_id `spiffe://example.org/sigil/agents/join_token/abc`: {reserved_parent}\n"
+            ),
+        ),
+        (
+            create_args(Some(("--parent-id", Some("spiffe://example.org/web"))), &[]),
+            "error: invalid parent_id `spiffe://example.org/web`: an entry cannot be its own parent\n"
+                .to_owned(),
+        ),
+        (
+            create_args(Some(("--selector", Some("unix:uid:abc"))), &[]),
+            "error: invalid selector `unix:uid:abc`: unix selector `uid` takes a decimal number \
+             from 0 to 4294967295, without sign or leading zero\n"
+                .to_owned(),
+        ),
+        (
+            create_args(Some(("--selector", Some("unix:uid:-1"))), &[]),
+            "error: invalid selector `unix:uid:-1`: unix selector `uid` takes a decimal number \
+             from 0 to 4294967295, without sign or leading zero\n"
+                .to_owned(),
+        ),
+        (
+            create_args(
+                Some(("--spiffe-id", Some("spiffe://example.org/sigil/web"))),
+                &[],
+            ),
+            "error: invalid spiffe_id `spiffe://example.org/sigil/web`: the `/sigil/` path is \
+             reserved for agents and the server\n"
+                .to_owned(),
+        ),
+    ];
+    for (args, expected) in &cases {
+        let o = server.admin(args).await;
+        assert_one_line_failure(&o, 1, expected);
+        assert!(o.stdout.is_empty(), "{}", stdout(&o));
+    }
+    let list = json(&server.admin(&["entry", "list", "--output", "json"]).await);
+    assert_eq!(list, serde_json::json!({"entries": [created]}));
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_create_returns_the_secret_once() {
     let server = AdminServer::start().await;

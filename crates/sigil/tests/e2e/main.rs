@@ -18,6 +18,7 @@ mod expiry;
 mod harness;
 mod interop;
 mod rotation;
+mod schemathesis;
 mod svid_write;
 mod tidy;
 mod tls;
