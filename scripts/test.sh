@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The whole test suite. Installs what the tests need (a Python venv with the pinned py-spiffe
-# client, the openssl CLI), builds once, then runs every Rust test: unit, property, conformance,
+# The whole test suite. Installs what the tests need (Python venvs with the pinned py-spiffe
+# client and schemathesis, cargo-deny, the openssl CLI), checks formatting, lints and the
+# dependency policy, builds once, then runs every Rust test: unit, property, conformance,
 # end-to-end (the real `sigil` binary as separate processes) and interop (third-party clients).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +16,7 @@ if ! command -v openssl >/dev/null 2>&1; then
 fi
 
 ./interop/python/setup.sh
+./interop/schemathesis/setup.sh
 
 # Command-line tools pinned in scripts/ci-tools.txt, in their own venv (reused while the pins hold).
 tools="$PWD/target/ci-tools"
@@ -39,7 +41,7 @@ cargo build --workspace --all-targets --locked
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 set +e
-cargo test --workspace --locked -- --test-threads 2 2>&1 | tee "$log"
+cargo test --workspace --locked --no-fail-fast -- --test-threads 2 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
 # One closing line over every test binary (cargo prints one summary per binary).
