@@ -22,7 +22,10 @@ fn openssl_available() -> bool {
     // CI installs openssl (scripts/test.sh): there a missing binary is a failure, not a skip.
     let required = std::env::var("CI").is_ok_and(|v| v == "true")
         || std::env::var_os("SIGIL_REQUIRE_INTEROP").is_some();
-    assert!(!required, "{OPENSSL} is absent but CI=true or SIGIL_REQUIRE_INTEROP is set");
+    assert!(
+        !required,
+        "{OPENSSL} is absent but CI=true or SIGIL_REQUIRE_INTEROP is set"
+    );
     eprintln!("note: {OPENSSL} is absent, skipping the openssl interop test");
     false
 }
