@@ -52,14 +52,21 @@ pub fn encode_many<'a>(label: &str, ders: impl IntoIterator<Item = &'a [u8]>) ->
 /// unterminated block or bad base64.
 pub fn decode_all(label: &str, text: &str) -> Result<Vec<Vec<u8>>, KeyError> {
     check_size(text)?;
-    let blocks = pem::parse_many(text).map_err(|_| KeyError::InvalidPem {
-        reason: "malformed block (unterminated, bad label or not base64)",
-    })?;
-    Ok(blocks
+    let blocks: Vec<Vec<u8>> = pem::parse_many(text)
+        .map_err(|_| KeyError::InvalidPem {
+            reason: "malformed block (bad label or not base64)",
+        })?
         .into_iter()
         .filter(|block| block.tag() == label)
         .map(pem::Pem::into_contents)
-        .collect())
+        .collect();
+    // The pem crate passes over a BEGIN line that has no END: that is a truncated file here.
+    if text.matches(&format!("-----BEGIN {label}-----")).count() != blocks.len() {
+        return Err(KeyError::InvalidPem {
+            reason: "a block has no END line",
+        });
+    }
+    Ok(blocks)
 }
 
 /// Decodes exactly one block labelled `label` (other blocks are ignored) into a zeroising buffer,
