@@ -2,6 +2,8 @@
 //! OpenAPI document can be checked against exactly what is served. Also the two routes that
 //! describe the API itself (`openapi.json`, `health`) and the JSON fallbacks for unknown routes.
 
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::handler::Handler;
 use axum::http::{Method, Uri};
@@ -93,11 +95,21 @@ async fn health(State(state): State<AdminState>) -> Json<Health> {
     })
 }
 
-async fn unknown_route(method: Method, uri: Uri) -> ApiError {
+// The fallbacks read the request body (within the body limit) before answering: a body left
+// unread makes the HTTP/1 connection close after the answer, and a client that already sent its
+// next request on that kept-alive connection then sees it closed without a response.
+
+async fn unknown_route(method: Method, uri: Uri, body: Result<Bytes, BytesRejection>) -> ApiError {
+    drop(body);
     ApiError::not_found(format!("no route for {method} `{}`", quote(uri.path())))
 }
 
-async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+async fn method_not_allowed(
+    method: Method,
+    uri: Uri,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiError {
+    drop(body);
     ApiError {
         code: ErrorCode::MethodNotAllowed,
         message: format!("{method} is not allowed on `{}`", quote(uri.path())),
