@@ -2,12 +2,9 @@
 //! API sees an expiring entry, then loses it at its `expires_at` although nothing else changes
 //! (no admin call, no restart); an entry without expiry stays.
 
-use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use sigil_proto::workload as wl;
-use sigil_proto::workload::spiffe_workload_api_client::SpiffeWorkloadApiClient;
-use tonic::transport::{Channel, Endpoint};
 
 use crate::harness::*;
 
@@ -44,9 +41,9 @@ fn expired_entry_leaves_the_workload_stream_without_any_other_change() {
         .build()
         .unwrap();
     runtime.block_on(async {
-        let mut client = connect(&agent_paths.socket).await;
+        let mut client = workload_client(&agent_paths.socket).await;
         let mut stream = client
-            .fetch_x509svid(workload_request(wl::X509svidRequest {}))
+            .fetch_x509svid(with_security_header(wl::X509svidRequest {}))
             .await
             .expect("open the X509-SVID stream")
             .into_inner();
@@ -88,37 +85,4 @@ fn expired_entry_leaves_the_workload_stream_without_any_other_change() {
     // The entry itself is still registered: only its expiry removed it from the workload.
     let shown = server.admin(&["entry", "show", "--id", &expiring_entry]);
     assert!(shown.status.success(), "entry show: {}", stderr(&shown));
-}
-
-fn unix_now() -> i64 {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    i64::try_from(secs).unwrap()
-}
-
-async fn connect(socket: &Path) -> SpiffeWorkloadApiClient<Channel> {
-    let target = socket.to_owned();
-    let connector = tower::service_fn(move |_uri: http::Uri| {
-        let target = target.clone();
-        async move {
-            let stream = tokio::net::UnixStream::connect(&target).await?;
-            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
-        }
-    });
-    let channel = Endpoint::from_static("http://localhost")
-        .connect_with_connector(connector)
-        .await
-        .expect("connect to the Workload API");
-    SpiffeWorkloadApiClient::new(channel)
-}
-
-fn workload_request<T>(msg: T) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(msg);
-    request.metadata_mut().insert(
-        sigil_proto::WORKLOAD_API_HEADER,
-        tonic::metadata::MetadataValue::from_static("true"),
-    );
-    request
 }

@@ -461,3 +461,34 @@ pub fn refusal_cases_json(cases: &[sigil_keys::jwt_forgery::RefusalCase]) -> Str
         .collect();
     serde_json::Value::Object(map).to_string()
 }
+
+/// A Workload API client of this test process (the workload) over the agent's Unix socket.
+pub async fn workload_client(
+    socket: &Path,
+) -> sigil_proto::workload::spiffe_workload_api_client::SpiffeWorkloadApiClient<
+    tonic::transport::Channel,
+> {
+    let target = socket.to_owned();
+    let connector = tower::service_fn(move |_uri: http::Uri| {
+        let target = target.clone();
+        async move {
+            let stream = tokio::net::UnixStream::connect(&target).await?;
+            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+        }
+    });
+    let channel = tonic::transport::Endpoint::from_static("http://localhost")
+        .connect_with_connector(connector)
+        .await
+        .expect("connect to the Workload API socket");
+    sigil_proto::workload::spiffe_workload_api_client::SpiffeWorkloadApiClient::new(channel)
+}
+
+/// `msg` as a Workload API request carrying `workload.spiffe.io: true`.
+pub fn with_security_header<T>(msg: T) -> tonic::Request<T> {
+    let mut req = tonic::Request::new(msg);
+    req.metadata_mut().insert(
+        sigil_proto::WORKLOAD_API_HEADER,
+        tonic::metadata::MetadataValue::from_static("true"),
+    );
+    req
+}

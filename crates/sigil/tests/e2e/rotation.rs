@@ -2,32 +2,12 @@
 //! receives the rotated SVID (full state) before the first one expires, and the agent renews its
 //! own SVID again and again while new entries keep reaching workloads.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use sigil_proto::workload as wl;
-use sigil_proto::workload::spiffe_workload_api_client::SpiffeWorkloadApiClient;
-use tonic::transport::{Channel, Endpoint};
 use x509_parser::prelude::*;
 
 use crate::harness::*;
-
-/// A Workload API client of this test process (the workload) over the agent's Unix socket.
-async fn workload_client(socket: &Path) -> SpiffeWorkloadApiClient<Channel> {
-    let target = socket.to_owned();
-    let connector = tower::service_fn(move |_uri: http::Uri| {
-        let target = target.clone();
-        async move {
-            let stream = tokio::net::UnixStream::connect(&target).await?;
-            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
-        }
-    });
-    let channel = Endpoint::from_static("http://localhost")
-        .connect_with_connector(connector)
-        .await
-        .expect("connect to the Workload API socket");
-    SpiffeWorkloadApiClient::new(channel)
-}
 
 /// The next stream message, failing the test at `deadline`.
 async fn next_message(
@@ -39,15 +19,6 @@ async fn next_message(
         .expect("timed out waiting for a Workload API message")
         .expect("stream error")
         .expect("the agent closed the stream")
-}
-
-fn with_security_header<T>(msg: T) -> tonic::Request<T> {
-    let mut req = tonic::Request::new(msg);
-    req.metadata_mut().insert(
-        sigil_proto::WORKLOAD_API_HEADER,
-        tonic::metadata::MetadataValue::from_static("true"),
-    );
-    req
 }
 
 /// What a stream message says about the workload's one X509-SVID.
@@ -92,13 +63,6 @@ fn full_state(msg: &wl::X509svidResponse, spiffe_id: &str) -> Served {
         not_before: leaf.validity().not_before.timestamp(),
         not_after: leaf.validity().not_after.timestamp(),
     }
-}
-
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
 }
 
 #[test]
