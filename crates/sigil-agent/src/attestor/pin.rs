@@ -8,16 +8,23 @@
 //! the very inode it runs). A later `exec` changes none of these; a pid reused by another
 //! process has another start time.
 //!
-//! Why not a pidfd from `SO_PEERPIDFD`: no crate in the tree exposes it through a safe API at
-//! the versions used (nix 0.29, rustix 1.1, socket2 0.6, tokio 1.54; nix ≥ 0.30 has
-//! `sockopt::PeerPidfd`) and the workspace forbids `unsafe`. The start time read at accept and
-//! re-checked after everything else is read stands in for it; see SECURITY.md for the window
-//! that leaves.
+//! Liveness: a pidfd (`pidfd_open`) taken at accept and bound to the pinned process by the start
+//! time re-read after it was opened; each call polls it (one syscall, no `/proc` path walk), and
+//! it turns readable when the process exits, even while it is an unreaped zombie. On a kernel
+//! without `pidfd_open` (before 5.3) each call re-reads the start time instead. Not
+//! `SO_PEERPIDFD` (which would also close the window between `connect()` and accept): no crate
+//! in the tree exposes it through a safe API at the versions used (nix 0.29, rustix 1.1,
+//! socket2 0.6; nix ≥ 0.30 has `sockopt::PeerPidfd`) and the workspace forbids `unsafe`. See
+//! SECURITY.md for the window that leaves.
 
 use std::fs::File;
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::Mutex;
+
+use rustix::event::{PollFd, PollFlags, Timespec};
+use rustix::process::{Pid, PidfdFlags, pidfd_open};
 
 use super::procfs::{ProcessFacts, io_error, proc_path, read_facts, read_start_time};
 use super::{AttestError, CallerInfo};
@@ -30,6 +37,8 @@ pub struct PinnedPeer {
     caller: CallerInfo,
     facts: ProcessFacts,
     binary: PinnedBinary,
+    /// A pidfd on the pinned process; `None` where the kernel has no `pidfd_open`.
+    pidfd: Option<OwnedFd>,
 }
 
 /// What the process ran when it was pinned.
@@ -59,8 +68,9 @@ impl PinnedPeer {
             return Err(AttestError::ProcessChanged { pid });
         }
         let binary = pin_binary(pid)?;
-        // The pid still names the process whose facts were read: nothing above mixes two
-        // processes.
+        let pidfd = open_pidfd(pid)?;
+        // The pid still names the process whose facts were read (and the pidfd was opened on):
+        // nothing above mixes two processes.
         if read_start_time(pid)? != facts.start_time {
             return Err(AttestError::ProcessChanged { pid });
         }
@@ -68,6 +78,7 @@ impl PinnedPeer {
             caller,
             facts,
             binary,
+            pidfd,
         })
     }
 
@@ -76,11 +87,26 @@ impl PinnedPeer {
         self.caller
     }
 
-    /// Succeeds while the pinned process is alive (its pid names a process with the start time
-    /// read at accept). A process that exec'd since is still the same process; one that exited
-    /// is not, even if a child of it holds the connection. One small `/proc` read.
+    /// Succeeds while the pinned process is alive. A process that exec'd since is still the same
+    /// process; one that exited is not, even if a child of it holds the connection or it is not
+    /// reaped yet. One `poll` of the pidfd (or, without one, a `/proc` read of the start time).
     pub fn still_running(&self) -> Result<(), AttestError> {
         let pid = self.caller.pid;
+        if let Some(pidfd) = &self.pidfd {
+            let mut fds = [PollFd::new(pidfd, PollFlags::IN)];
+            let zero = Timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
+            return match rustix::event::poll(&mut fds, Some(&zero)) {
+                Ok(0) => Ok(()),
+                Ok(_) => Err(AttestError::ProcessGone { pid }),
+                Err(e) => Err(AttestError::Proc {
+                    path: format!("pidfd of process {pid}"),
+                    source: e.into(),
+                }),
+            };
+        }
         match read_start_time(pid) {
             Ok(start) if start == self.facts.start_time => Ok(()),
             Ok(_) => Err(AttestError::ProcessChanged { pid }),
@@ -107,6 +133,23 @@ impl PinnedPeer {
             PinnedBinary::Readable { file, .. } => file.lock().ok().and_then(|mut f| f.take()),
             PinnedBinary::Unreadable => None,
         }
+    }
+}
+
+/// A pidfd on process `pid`; `None` where the kernel has no `pidfd_open`.
+fn open_pidfd(pid: i32) -> Result<Option<OwnedFd>, AttestError> {
+    let gone = AttestError::ProcessGone { pid };
+    let Some(raw) = Pid::from_raw(pid) else {
+        return Err(AttestError::UnknownPid);
+    };
+    match pidfd_open(raw, PidfdFlags::empty()) {
+        Ok(fd) => Ok(Some(fd)),
+        Err(rustix::io::Errno::NOSYS) => Ok(None),
+        Err(rustix::io::Errno::SRCH) => Err(gone),
+        Err(e) => Err(AttestError::Proc {
+            path: format!("pidfd of process {pid}"),
+            source: e.into(),
+        }),
     }
 }
 
@@ -177,6 +220,36 @@ mod tests {
         child.wait().unwrap();
         // Gone, or (if its pid was already reused) another process.
         assert!(peer.still_running().is_err());
+    }
+
+    #[test]
+    fn a_process_that_exited_is_not_running_even_before_it_is_reaped() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = i32::try_from(child.id()).unwrap();
+        let peer = PinnedPeer::capture(CallerInfo { pid, ..me() }).unwrap();
+        peer.still_running().unwrap();
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL)
+            .unwrap();
+        // Not reaped: the pid still names the same process (a zombie, same start time), which a
+        // start-time check alone would take as running.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let state = loop {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+            let state = stat.rsplit(')').next().unwrap().trim_start().chars().next();
+            if state == Some('Z') || std::time::Instant::now() > deadline {
+                break state;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        };
+        assert_eq!(state, Some('Z'), "the child did not become a zombie");
+        assert!(matches!(
+            peer.still_running(),
+            Err(AttestError::ProcessGone { .. })
+        ));
+        child.wait().unwrap();
     }
 
     #[test]
