@@ -469,8 +469,8 @@ impl AgentService for AgentApi {
 }
 
 /// The sync stream: a full snapshot now, then one whenever something this agent gets may have
-/// changed: the entry index moved (an entry changed or expired, the bundle changed) or this
-/// agent's own record changed. A ban, an eviction or the retirement of the SVID the stream was
+/// changed: the entry index woke this agent (an entry of its tree changed or expired, the bundle
+/// changed; changes for other agents do not wake it) or this agent's own record changed. A ban, an eviction or the retirement of the SVID the stream was
 /// opened with ends it at once. Nothing here reads the store.
 fn async_stream_sync(
     api: AgentApi,
@@ -480,7 +480,11 @@ fn async_stream_sync(
 ) -> impl Stream<Item = Result<pb::SyncAuthorizedEntriesResponse, Status>> + Send + 'static {
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     let mut shutdown = api.shutdown.clone();
-    let mut versions = api.entries.subscribe();
+    let mut versions = {
+        let view = agent.borrow();
+        let selectors = view.as_ref().map(|v| v.selectors.as_slice()).unwrap_or_default();
+        api.entries.subscribe_agent(&agent_id, selectors)
+    };
     tokio::spawn(async move {
         let mut last_sent: Option<pb::SyncAuthorizedEntriesResponse> = None;
         loop {

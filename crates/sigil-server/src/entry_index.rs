@@ -1,21 +1,27 @@
 //! The in-memory index of registration entries that answers "which entries may this agent
 //! serve?" without touching the datastore. It is built once at start and then kept current by
-//! the datastore's change feed (never by periodic rescans); every applied batch bumps a version
-//! on a `watch` channel so agent sync streams can push the new state at once. Entry expiry is a
+//! the datastore's change feed (never by periodic rescans). A batch is applied in place under a
+//! write lock (nothing copies the index), and wakes exactly the agents whose authorized set it
+//! may change: a sync stream subscribes with [`EntryIndex::subscribe_agent`] and is woken only
+//! for batches that concern its agent (or the bundle every agent carries). Entry expiry is a
 //! change too: [`EntryIndex::run_expiry`] wakes at the next `expires_at` on the injected clock
-//! and bumps the version, so an entry leaves every agent's set at its expiry with nothing else
-//! happening.
+//! and wakes the agents of the entries that expired, so an entry leaves its agents' sets at its
+//! expiry with nothing else happening.
 //!
 //! Authorization rule: an agent may serve (1) entries whose parent is the agent's SPIFFE ID,
 //! (2) entries whose parent is a node alias — an entry parented by the server's ID whose
 //! selectors are all among the agent's node selectors — and (3) transitively, entries whose parent
 //! is the SPIFFE ID of an entry already authorized. Expired entries are never served.
+//!
+//! Which agents a changed entry concerns: walk up from its parent through the entries whose
+//! SPIFFE ID is that parent, to the agent IDs and node aliases at the top. The cost depends on
+//! the entry's ancestry, not on the number of unrelated entries; an ancestry wider than
+//! [`MAX_ANCESTRY`] parents wakes every agent instead.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use sigil_spiffe::time::from_unix_secs;
 use sigil_spiffe::{Clock, Selector, SpiffeId, TrustDomain};
 use sigil_store::{Change, ChangeEvent, Datastore, Entry, EntryFilter, StoreError};
@@ -29,11 +35,16 @@ pub(crate) const FEED_BATCH: u32 = 1000;
 /// clock while `expires_at` is wall-clock time, so a stepped wall clock delays an expiry by at
 /// most this much. Re-reading the clock touches no store and no stream.
 const MAX_EXPIRY_SLEEP: Duration = Duration::from_secs(30);
+/// Most parent IDs visited to find the agents one changed entry concerns; beyond it, every
+/// agent is woken (correct, only slower).
+pub(crate) const MAX_ANCESTRY: usize = 4096;
 
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default)]
 struct IndexState {
     entries: HashMap<String, Arc<Entry>>,
     by_parent: HashMap<SpiffeId, Vec<String>>,
+    /// Entry ids by the SPIFFE ID they issue, to walk from a parent ID up to its own parents.
+    by_spiffe_id: HashMap<SpiffeId, Vec<String>>,
     /// `(expires_at, entry id)` of every entry that expires, soonest first.
     expiries: BTreeSet<(i64, String)>,
 }
@@ -49,31 +60,67 @@ pub enum EntryAccess {
     NotAuthorized,
 }
 
+/// The agents a batch of changes concerns.
+#[derive(Debug, Default)]
+struct Concerned {
+    /// Every agent (the bundle changed, or an ancestry was too wide to follow).
+    all: bool,
+    /// Agents named as a parent on the way up.
+    agents: HashSet<SpiffeId>,
+    /// Selector sets of the node aliases on the way up: every agent whose node selectors
+    /// include one of them.
+    aliases: Vec<Vec<Selector>>,
+}
+
+impl Concerned {
+    fn is_empty(&self) -> bool {
+        !self.all && self.agents.is_empty() && self.aliases.is_empty()
+    }
+
+    fn includes(&self, agent_id: &SpiffeId, selectors: &[Selector]) -> bool {
+        self.all
+            || self.agents.contains(agent_id)
+            || self
+                .aliases
+                .iter()
+                .any(|alias| alias.iter().all(|s| selectors.contains(s)))
+    }
+}
+
+fn push_id(map: &mut HashMap<SpiffeId, Vec<String>>, key: &SpiffeId, id: &str) {
+    map.entry(key.clone()).or_default().push(id.to_owned());
+}
+
+fn remove_id(map: &mut HashMap<SpiffeId, Vec<String>>, key: &SpiffeId, id: &str) {
+    if let Some(ids) = map.get_mut(key) {
+        ids.retain(|i| i != id);
+        if ids.is_empty() {
+            map.remove(key);
+        }
+    }
+}
+
 impl IndexState {
     fn insert(&mut self, entry: Entry) {
         self.remove(&entry.id);
-        let parent = entry.spec.parent_id.clone();
         let id = entry.id.clone();
         if let Some(at) = entry.spec.expires_at {
             self.expiries.insert((at, id.clone()));
         }
-        self.entries.insert(id.clone(), Arc::new(entry));
-        self.by_parent.entry(parent).or_default().push(id);
+        push_id(&mut self.by_parent, &entry.spec.parent_id, &id);
+        push_id(&mut self.by_spiffe_id, &entry.spec.spiffe_id, &id);
+        self.entries.insert(id, Arc::new(entry));
     }
 
-    fn remove(&mut self, id: &str) {
-        let Some(old) = self.entries.remove(id) else {
-            return;
-        };
+    /// Removes the entry with `id`; returns it if it was there.
+    fn remove(&mut self, id: &str) -> Option<Arc<Entry>> {
+        let old = self.entries.remove(id)?;
         if let Some(at) = old.spec.expires_at {
             self.expiries.remove(&(at, id.to_owned()));
         }
-        if let Some(ids) = self.by_parent.get_mut(&old.spec.parent_id) {
-            ids.retain(|i| i != id);
-            if ids.is_empty() {
-                self.by_parent.remove(&old.spec.parent_id);
-            }
-        }
+        remove_id(&mut self.by_parent, &old.spec.parent_id, id);
+        remove_id(&mut self.by_spiffe_id, &old.spec.spiffe_id, id);
+        Some(old)
     }
 
     /// The earliest `expires_at` strictly after `after`.
@@ -89,15 +136,62 @@ impl IndexState {
             .flatten()
             .filter_map(|id| self.entries.get(id))
     }
+
+    /// Adds to `out` the agents whose authorized set `entry` (as it is or was) belongs to: the
+    /// tops of its ancestry, found by walking up from its parent.
+    fn concerned_by(&self, entry: &Entry, server_id: &SpiffeId, out: &mut Concerned) {
+        if out.all {
+            return;
+        }
+        let mut seen: HashSet<&SpiffeId> = HashSet::new();
+        let mut stack: Vec<(&SpiffeId, &[Selector])> =
+            vec![(&entry.spec.parent_id, &entry.spec.selectors)];
+        while let Some((parent, selectors)) = stack.pop() {
+            if !seen.insert(parent) {
+                continue;
+            }
+            if seen.len() > MAX_ANCESTRY {
+                out.all = true;
+                return;
+            }
+            if parent == server_id {
+                // The entry below is a node alias.
+                out.aliases.push(selectors.to_vec());
+                continue;
+            }
+            if naming::is_agent_id(parent) {
+                out.agents.insert(parent.clone());
+            }
+            for above in self
+                .by_spiffe_id
+                .get(parent)
+                .into_iter()
+                .flatten()
+                .filter_map(|id| self.entries.get(id))
+            {
+                stack.push((&above.spec.parent_id, &above.spec.selectors));
+            }
+        }
+    }
 }
 
-/// The entry index. Cheap to clone handles via `Arc`.
+/// One agent's subscription: its node selectors (for node aliases) and its wake-up channel.
+#[derive(Debug)]
+struct Subscriber {
+    selectors: Vec<Selector>,
+    wake: watch::Sender<u64>,
+}
+
+/// The entry index. Shared via `Arc`.
 #[derive(Debug)]
 pub struct EntryIndex {
-    state: ArcSwap<IndexState>,
+    state: RwLock<IndexState>,
     server_id: SpiffeId,
     clock: Arc<dyn Clock>,
+    /// Bumped by every applied batch that changes entries: the expiry timer reschedules on it.
     version: watch::Sender<u64>,
+    /// Sync streams' wake-ups, by agent.
+    subscribers: Mutex<HashMap<SpiffeId, Subscriber>>,
 }
 
 impl EntryIndex {
@@ -115,29 +209,85 @@ impl EntryIndex {
         }
         let (version, _) = watch::channel(0);
         let index = Arc::new(Self {
-            state: ArcSwap::from_pointee(state),
+            state: RwLock::new(state),
             server_id: naming::server_id(trust_domain),
             clock,
             version,
+            subscribers: Mutex::new(HashMap::new()),
         });
         Ok((index, position))
     }
 
-    /// A receiver that changes whenever the index (or anything agents depend on) changes.
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, IndexState> {
+        self.state.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A receiver that changes whenever a batch changed entries (not on expiry, not for bundle
+    /// changes): for whoever must reschedule on any entry change.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.version.subscribe()
     }
 
+    /// A receiver that changes whenever what the agent `agent_id` with node `selectors` is
+    /// served may have changed: an entry of its tree changed or expired, or the bundle changed.
+    /// Batches that concern only other agents do not wake it.
+    pub fn subscribe_agent(
+        &self,
+        agent_id: &SpiffeId,
+        selectors: &[Selector],
+    ) -> watch::Receiver<u64> {
+        let mut subscribers = self
+            .subscribers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let subscriber = subscribers
+            .entry(agent_id.clone())
+            .or_insert_with(|| Subscriber {
+                selectors: Vec::new(),
+                wake: watch::channel(0).0,
+            });
+        // The newest stream's view of the agent wins (selectors change only on re-attestation).
+        selectors.clone_into(&mut subscriber.selectors);
+        subscriber.wake.subscribe()
+    }
+
+    /// Wakes the subscribers `concerned` includes, forgetting those nobody listens to anymore.
+    fn wake(&self, concerned: &Concerned) {
+        if concerned.is_empty() {
+            return;
+        }
+        let mut subscribers = self
+            .subscribers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        subscribers.retain(|agent_id, subscriber| {
+            if subscriber.wake.receiver_count() == 0 {
+                return false;
+            }
+            if concerned.includes(agent_id, &subscriber.selectors) {
+                subscriber.wake.send_modify(|v| *v = v.wrapping_add(1));
+            }
+            true
+        });
+    }
+
+    /// Wakes every agent: what they all carry (the trust bundle) changed.
+    pub fn wake_all(&self) {
+        self.wake(&Concerned {
+            all: true,
+            ..Concerned::default()
+        });
+    }
+
     /// The entry with `id`.
     pub fn get(&self, id: &str) -> Option<Arc<Entry>> {
-        self.state.load().entries.get(id).cloned()
+        self.read().entries.get(id).cloned()
     }
 
     /// Number of entries indexed.
     pub fn len(&self) -> usize {
-        self.state.load().entries.len()
+        self.read().entries.len()
     }
-
     /// Whether the index holds no entries.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
@@ -195,7 +345,7 @@ impl EntryIndex {
 
     /// The earliest entry expiry strictly after `after` (Unix seconds), if any.
     pub fn next_expiry_after(&self, after: i64) -> Option<i64> {
-        self.state.load().next_expiry_after(after)
+        self.read().next_expiry_after(after)
     }
 
     /// Visits each entry of the agent's tree once with whether it has expired; expired entries
@@ -206,7 +356,7 @@ impl EntryIndex {
         selectors: &[Selector],
         mut visit: impl FnMut(&Arc<Entry>, bool),
     ) {
-        let state = self.state.load();
+        let state = self.read();
         let now = self.clock.unix_secs();
         let expired = |entry: &Entry| entry.spec.expires_at.is_some_and(|e| e <= now);
         let mut roots: Vec<SpiffeId> = vec![agent_id.clone()];
@@ -237,8 +387,8 @@ impl EntryIndex {
         }
     }
 
-    /// Bumps the version at every entry expiry until `shutdown` resolves, so sync streams
-    /// recompute (and drop the entry) at its `expires_at` even when nothing else changes.
+    /// Wakes the agents of each expiring entry at its `expires_at` until `shutdown` resolves, so
+    /// their sync streams recompute (and drop the entry) even when nothing else changes.
     ///
     /// Sleeps until the next expiry on the injected clock (re-reading it at least every
     /// [`MAX_EXPIRY_SLEEP`]); a new or changed entry wakes it to reschedule. A timer that fires
@@ -262,9 +412,10 @@ impl EntryIndex {
                 () = tokio::time::sleep(sleep) => {
                     let now = self.clock.unix_secs();
                     if next.is_some_and(|at| at <= now) {
+                        let concerned = self.expired_between(expired_through, now);
                         expired_through = now;
                         tracing::debug!(at = now, "registration entries expired");
-                        self.bump();
+                        self.wake(&concerned);
                     }
                 }
                 changed = versions.changed() => if changed.is_err() { return },
@@ -273,9 +424,20 @@ impl EntryIndex {
         }
     }
 
-    /// Tells subscribers that what agents are served may have changed.
-    fn bump(&self) {
-        self.version.send_modify(|v| *v = v.wrapping_add(1));
+    /// The agents concerned by the entries that expire in `(after, through]`.
+    fn expired_between(&self, after: i64, through: i64) -> Concerned {
+        let state = self.read();
+        let mut concerned = Concerned::default();
+        let from = (after.saturating_add(1), String::new());
+        for (at, id) in state.expiries.range(from..) {
+            if *at > through {
+                break;
+            }
+            if let Some(entry) = state.entries.get(id) {
+                state.concerned_by(entry, &self.server_id, &mut concerned);
+            }
+        }
+        concerned
     }
 
     /// Applies every change after `position`; returns the new position. The server follows the
@@ -298,48 +460,57 @@ impl EntryIndex {
         }
     }
 
-    /// Applies one batch of the feed, re-reading each changed entry from `store`, then bumps the
-    /// version. Bundle and authority changes bump it too, because sync streams carry the
-    /// bundle. A batch of agent or join-token changes only (renewals, bans) copies nothing and
-    /// wakes no one: those reach streams through the agent index.
+    /// Applies one batch of the feed in place: re-reads each changed entry from `store` (before
+    /// taking the lock), applies them all under one write lock, and wakes the agents whose
+    /// authorized set they may change (before and after the change). Bundle and authority
+    /// changes wake every agent, because sync streams carry the bundle. A batch of agent or
+    /// join-token changes only (renewals, bans) wakes no one here: those reach streams through
+    /// the agent index.
     pub async fn apply_batch(
         &self,
         store: &dyn Datastore,
         batch: &[ChangeEvent],
     ) -> Result<(), StoreError> {
-        let concerns_entries = |change: &Change| {
-            matches!(
-                change,
-                Change::EntryCreated(_) | Change::EntryUpdated(_) | Change::EntryDeleted(_)
-            )
+        let mut concerned = Concerned {
+            all: batch.iter().any(|event| {
+                matches!(
+                    event.change,
+                    Change::BundleChanged(_)
+                        | Change::BundleDeleted(_)
+                        | Change::AuthorityChanged(_)
+                        | Change::AuthorityDeleted(_)
+                )
+            }),
+            ..Concerned::default()
         };
-        let concerns_bundles = |change: &Change| {
-            matches!(
-                change,
-                Change::BundleChanged(_) | Change::BundleDeleted(_) | Change::AuthorityChanged(_)
-            )
-        };
-        if !batch.iter().any(|event| concerns_entries(&event.change)) {
-            if batch.iter().any(|event| concerns_bundles(&event.change)) {
-                self.bump();
-            }
-            return Ok(());
-        }
-        let mut state = IndexState::clone(&self.state.load());
+        let mut fetched: Vec<(&str, Option<Entry>)> = Vec::new();
         for event in batch {
             match &event.change {
                 Change::EntryCreated(id) | Change::EntryUpdated(id) => {
-                    match store.get_entry(id).await? {
-                        Some(entry) => state.insert(entry),
-                        None => state.remove(id),
-                    }
+                    fetched.push((id, store.get_entry(id).await?));
                 }
-                Change::EntryDeleted(id) => state.remove(id),
+                Change::EntryDeleted(id) => fetched.push((id, None)),
                 _ => {}
             }
         }
-        self.state.store(Arc::new(state));
-        self.bump();
+        if !fetched.is_empty() {
+            {
+                let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
+                for (id, entry) in fetched {
+                    if let Some(old) = state.remove(id) {
+                        state.concerned_by(&old, &self.server_id, &mut concerned);
+                    }
+                    if let Some(entry) = entry {
+                        state.insert(entry);
+                        if let Some(new) = state.entries.get(id).cloned() {
+                            state.concerned_by(&new, &self.server_id, &mut concerned);
+                        }
+                    }
+                }
+            }
+            self.version.send_modify(|v| *v = v.wrapping_add(1));
+        }
+        self.wake(&concerned);
         Ok(())
     }
 }
@@ -681,7 +852,8 @@ mod tests {
         let (index, _) = f.index().await;
         let (stop, stopped) = watch::channel(false);
         let timer = tokio::spawn(index.clone().run_expiry(stopped));
-        let mut version = index.subscribe();
+        let mut version = index.subscribe_agent(&id(AGENT), &[]);
+        let other = index.subscribe_agent(&id(OTHER_AGENT), &[]);
         let advance = async |secs: u64| {
             f.clock.advance(Duration::from_secs(secs));
             tokio::time::advance(Duration::from_secs(secs)).await;
@@ -714,6 +886,10 @@ mod tests {
             ids(&index.authorized_entries(&id(AGENT), &[])),
             ["spiffe://example.org/db"]
         );
+        assert!(
+            !other.has_changed().unwrap(),
+            "an agent without expiring entries was woken"
+        );
         stop.send(true).unwrap();
         timer.await.unwrap();
     }
@@ -729,7 +905,7 @@ mod tests {
         let (index, _) = f.index().await;
         let (stop, stopped) = watch::channel(false);
         let timer = tokio::spawn(index.clone().run_expiry(stopped));
-        let version = index.subscribe();
+        let version = index.subscribe_agent(&id(AGENT), &[]);
 
         tokio::time::advance(Duration::from_secs(120)).await;
         for _ in 0..10 {
@@ -750,6 +926,138 @@ mod tests {
         assert!(index.authorized_entries(&id(AGENT), &[]).is_empty());
         stop.send(true).unwrap();
         timer.await.unwrap();
+    }
+
+    /// Applies everything new in the store to `index`, from `position`; returns the new position.
+    async fn catch_up(f: &Fixture, index: &EntryIndex, position: u64) -> u64 {
+        index.apply_changes(&f.store, position).await.unwrap()
+    }
+
+    /// Whether `rx` was woken since last asked, and marks it seen.
+    fn woken(rx: &mut watch::Receiver<u64>) -> bool {
+        let changed = rx.has_changed().unwrap();
+        rx.mark_unchanged();
+        changed
+    }
+
+    #[tokio::test]
+    async fn a_change_wakes_only_the_agents_whose_tree_it_is_in() {
+        let f = Fixture::new();
+        let web = f
+            .create(spec("spiffe://example.org/web", AGENT, &["unix:uid:1"]))
+            .await;
+        f.create(spec("spiffe://example.org/db", OTHER_AGENT, &["unix:uid:2"]))
+            .await;
+        let (index, mut pos) = f.index().await;
+        let mut mine = index.subscribe_agent(&id(AGENT), &[]);
+        let mut theirs = index.subscribe_agent(&id(OTHER_AGENT), &[]);
+
+        // A grandchild: found by walking up through `web` to AGENT.
+        let child = f
+            .create(spec(
+                "spiffe://example.org/web/worker",
+                "spiffe://example.org/web",
+                &["unix:uid:3"],
+            ))
+            .await;
+        pos = catch_up(&f, &index, pos).await;
+        assert!(woken(&mut mine));
+        assert!(!woken(&mut theirs), "an unrelated agent was woken");
+
+        // Moving `web` to the other agent concerns both: the old tree and the new one.
+        let mut moved = web.spec.clone();
+        moved.parent_id = id(OTHER_AGENT);
+        f.store
+            .update_entry(&web.id, moved, Some(web.revision), START)
+            .await
+            .unwrap();
+        pos = catch_up(&f, &index, pos).await;
+        assert!(woken(&mut mine));
+        assert!(woken(&mut theirs));
+        assert_eq!(
+            ids(&index.authorized_entries(&id(OTHER_AGENT), &[])),
+            [
+                "spiffe://example.org/db",
+                "spiffe://example.org/web",
+                "spiffe://example.org/web/worker"
+            ]
+        );
+
+        // Deleting the grandchild now concerns only its new tree.
+        f.store.delete_entry(&child.id).await.unwrap();
+        catch_up(&f, &index, pos).await;
+        assert!(!woken(&mut mine));
+        assert!(woken(&mut theirs));
+    }
+
+    #[tokio::test]
+    async fn a_node_alias_change_wakes_the_agents_whose_selectors_include_it() {
+        let f = Fixture::new();
+        let (index, mut pos) = f.index().await;
+        let mut in_a = index.subscribe_agent(&id(AGENT), &selectors(&["node:zone:a"]));
+        let mut in_b = index.subscribe_agent(&id(OTHER_AGENT), &selectors(&["node:zone:b"]));
+
+        f.create(spec("spiffe://example.org/zone-a", SERVER, &["node:zone:a"]))
+            .await;
+        pos = catch_up(&f, &index, pos).await;
+        assert!(woken(&mut in_a));
+        assert!(!woken(&mut in_b), "an agent outside the alias was woken");
+
+        f.create(spec(
+            "spiffe://example.org/zone-a/web",
+            "spiffe://example.org/zone-a",
+            &["unix:uid:1"],
+        ))
+        .await;
+        catch_up(&f, &index, pos).await;
+        assert!(woken(&mut in_a));
+        assert!(!woken(&mut in_b));
+        assert_eq!(
+            ids(&index.authorized_entries(&id(AGENT), &selectors(&["node:zone:a"]))),
+            ["spiffe://example.org/zone-a/web"]
+        );
+    }
+
+    #[tokio::test]
+    async fn bundle_changes_wake_every_agent_and_agent_changes_none() {
+        let f = Fixture::new();
+        let (index, _) = f.index().await;
+        let mut mine = index.subscribe_agent(&id(AGENT), &[]);
+        let mut theirs = index.subscribe_agent(&id(OTHER_AGENT), &[]);
+        let event = |seq, change| ChangeEvent {
+            seq,
+            change,
+            at: START,
+        };
+        index
+            .apply_batch(&f.store, &[event(1, Change::AgentChanged(AGENT.into()))])
+            .await
+            .unwrap();
+        assert!(!woken(&mut mine));
+        assert!(!woken(&mut theirs));
+        index
+            .apply_batch(
+                &f.store,
+                &[event(2, Change::BundleChanged("example.org".into()))],
+            )
+            .await
+            .unwrap();
+        assert!(woken(&mut mine));
+        assert!(woken(&mut theirs));
+    }
+
+    #[tokio::test]
+    async fn subscribers_nobody_listens_to_are_forgotten() {
+        let f = Fixture::new();
+        let (index, pos) = f.index().await;
+        drop(index.subscribe_agent(&id(AGENT), &[]));
+        let _kept = index.subscribe_agent(&id(OTHER_AGENT), &[]);
+        f.create(spec("spiffe://example.org/web", AGENT, &["unix:uid:1"]))
+            .await;
+        catch_up(&f, &index, pos).await;
+        let subscribers = index.subscribers.lock().unwrap();
+        assert!(!subscribers.contains_key(&id(AGENT)));
+        assert!(subscribers.contains_key(&id(OTHER_AGENT)));
     }
 
     #[tokio::test]
