@@ -12,6 +12,7 @@ mod authority;
 mod error;
 mod jwt;
 pub mod lifecycle;
+pub mod operator;
 mod validity;
 mod x509_svid;
 

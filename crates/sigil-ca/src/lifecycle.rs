@@ -14,9 +14,10 @@
 //! - old and tainted authorities stay trusted until they expire; expired authorities that are
 //!   not active are **dropped** (forgotten with their key), and nothing is dropped earlier.
 //!
-//! Tainting and revoking are operator decisions (the next step); the plan respects their result:
-//! a revoked authority is never trusted and a prepared intermediate under a distrusted root is
-//! never activated.
+//! Tainting and revoking are operator decisions ([`crate::operator`]); the plan respects their
+//! result: a revoked authority is never trusted, and an intermediate under a tainted or revoked
+//! root neither keeps signing (it is replaced at once by one under the active root) nor is
+//! activated.
 
 use sigil_spiffe::{AuthorityKind, AuthorityState};
 
@@ -53,6 +54,11 @@ pub enum Action {
     Retire { id: String },
     /// Forget an authority that has expired: delete its record and its private key.
     Drop { id: String },
+    /// Old → tainted (operator command only): still trusted, but whatever it signed is to be
+    /// replaced at once, and an intermediate under a tainted root is replaced.
+    Taint { id: String },
+    /// Tainted → revoked (operator command only): no longer trusted, out of the bundle.
+    Revoke { id: String },
 }
 
 impl AuthorityStatus {
@@ -84,7 +90,7 @@ impl AuthorityStatus {
     }
 
     /// Whether an active authority can still sign at `now`.
-    fn can_sign(&self, now: i64) -> bool {
+    pub(crate) fn can_sign(&self, now: i64) -> bool {
         self.key_available && self.not_after > now
     }
 
@@ -165,12 +171,14 @@ fn plan_kind(
         issuer_id: issuer,
     };
     match (active, successor) {
-        (Some(current), _) if current.can_sign(now) && !current.replacement_due(now) => {
+        (Some(current), _)
+            if usable(current, authorities, now) && !current.replacement_due(now) =>
+        {
             if successor.is_none() && current.successor_due(now) {
                 actions.push(prepare);
             }
         }
-        (Some(current), Some(next)) if current.can_sign(now) => {
+        (Some(current), Some(next)) if usable(current, authorities, now) => {
             // Due for replacement, but a successor prepared this very instant has not been
             // published yet: it activates on the next tick.
             if next.not_before < now {
@@ -198,8 +206,28 @@ fn plan_kind(
     }
 }
 
+/// Whether active authority `a` may go on signing at `now`: its key is at hand, it has not
+/// expired, and (an intermediate) its root is neither tainted nor revoked.
+fn usable(a: &AuthorityStatus, authorities: &[AuthorityStatus], now: i64) -> bool {
+    a.can_sign(now) && issuer_sound(a, authorities, now)
+}
+
+/// Whether the root that signed `a` (an intermediate) is trusted at `now` and not tainted;
+/// always true for other kinds.
+fn issuer_sound(a: &AuthorityStatus, authorities: &[AuthorityStatus], now: i64) -> bool {
+    match a.kind {
+        AuthorityKind::X509Intermediate => authorities.iter().any(|root| {
+            root.kind == AuthorityKind::X509Root
+                && Some(&root.id) == a.issuer_id.as_ref()
+                && root.is_trusted(now)
+                && root.state != AuthorityState::Tainted
+        }),
+        AuthorityKind::X509Root | AuthorityKind::Jwt => true,
+    }
+}
+
 /// The active root that can sign intermediates at `now`, if any.
-fn signing_root(authorities: &[AuthorityStatus], now: i64) -> Option<&AuthorityStatus> {
+pub(crate) fn signing_root(authorities: &[AuthorityStatus], now: i64) -> Option<&AuthorityStatus> {
     newest(authorities.iter().filter(|a| {
         a.kind == AuthorityKind::X509Root && a.state == AuthorityState::Active && a.can_sign(now)
     }))
@@ -207,20 +235,16 @@ fn signing_root(authorities: &[AuthorityStatus], now: i64) -> Option<&AuthorityS
 
 /// Whether prepared authority `a` may become active at `now`: its key is at hand, it has most of
 /// its life ahead (a stale prepared one, say left over by another replica, is not picked), and
-/// an intermediate's root is still trusted.
-fn ready_to_activate(a: &AuthorityStatus, authorities: &[AuthorityStatus], now: i64) -> bool {
-    let issuer_trusted = match a.kind {
-        AuthorityKind::X509Intermediate => authorities.iter().any(|root| {
-            root.kind == AuthorityKind::X509Root
-                && Some(&root.id) == a.issuer_id.as_ref()
-                && root.is_trusted(now)
-        }),
-        AuthorityKind::X509Root | AuthorityKind::Jwt => true,
-    };
-    a.can_sign(now) && !a.successor_due(now) && issuer_trusted
+/// an intermediate's root is still trusted and not tainted.
+pub(crate) fn ready_to_activate(
+    a: &AuthorityStatus,
+    authorities: &[AuthorityStatus],
+    now: i64,
+) -> bool {
+    a.can_sign(now) && !a.successor_due(now) && issuer_sound(a, authorities, now)
 }
 
-fn newest<'a>(
+pub(crate) fn newest<'a>(
     candidates: impl Iterator<Item = &'a AuthorityStatus>,
 ) -> Option<&'a AuthorityStatus> {
     candidates.fold(None, |best, a| match best {

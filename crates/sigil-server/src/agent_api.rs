@@ -482,7 +482,10 @@ fn async_stream_sync(
     let mut shutdown = api.shutdown.clone();
     let mut versions = {
         let view = agent.borrow();
-        let selectors = view.as_ref().map(|v| v.selectors.as_slice()).unwrap_or_default();
+        let selectors = view
+            .as_ref()
+            .map(|v| v.selectors.as_slice())
+            .unwrap_or_default();
         api.entries.subscribe_agent(&agent_id, selectors)
     };
     tokio::spawn(async move {

@@ -946,8 +946,12 @@ mod tests {
         let web = f
             .create(spec("spiffe://example.org/web", AGENT, &["unix:uid:1"]))
             .await;
-        f.create(spec("spiffe://example.org/db", OTHER_AGENT, &["unix:uid:2"]))
-            .await;
+        f.create(spec(
+            "spiffe://example.org/db",
+            OTHER_AGENT,
+            &["unix:uid:2"],
+        ))
+        .await;
         let (index, mut pos) = f.index().await;
         let mut mine = index.subscribe_agent(&id(AGENT), &[]);
         let mut theirs = index.subscribe_agent(&id(OTHER_AGENT), &[]);
@@ -997,8 +1001,12 @@ mod tests {
         let mut in_a = index.subscribe_agent(&id(AGENT), &selectors(&["node:zone:a"]));
         let mut in_b = index.subscribe_agent(&id(OTHER_AGENT), &selectors(&["node:zone:b"]));
 
-        f.create(spec("spiffe://example.org/zone-a", SERVER, &["node:zone:a"]))
-            .await;
+        f.create(spec(
+            "spiffe://example.org/zone-a",
+            SERVER,
+            &["node:zone:a"],
+        ))
+        .await;
         pos = catch_up(&f, &index, pos).await;
         assert!(woken(&mut in_a));
         assert!(!woken(&mut in_b), "an agent outside the alias was woken");

@@ -1,11 +1,13 @@
 //! The one reader of the datastore's change feed: each batch is applied to the entry index and
-//! the agent index, in that order, so both follow the store without rescans.
+//! the agent index, in that order, so both follow the store without rescans; a batch that
+//! changes authorities (an operator command here or on another replica) also wakes the CA's
+//! rotation task at once.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use sigil_store::{Datastore, StoreError};
-use tokio::sync::watch;
+use sigil_store::{Change, Datastore, StoreError};
+use tokio::sync::{Notify, watch};
 
 use crate::agent_index::AgentIndex;
 use crate::entry_index::{EntryIndex, FEED_BATCH};
@@ -13,11 +15,13 @@ use crate::entry_index::{EntryIndex, FEED_BATCH};
 /// Pause before reading the feed again after a store failure.
 const RETRY_AFTER: Duration = Duration::from_millis(500);
 
-/// Applies every change after `position` to both indexes; returns the new position.
+/// Applies every change after `position` to both indexes, and notifies `authorities` when an
+/// authority changed; returns the new position.
 pub async fn catch_up(
     store: &dyn Datastore,
     entries: &EntryIndex,
     agents: &AgentIndex,
+    authorities: &Notify,
     mut position: u64,
 ) -> Result<u64, StoreError> {
     loop {
@@ -28,6 +32,14 @@ pub async fn catch_up(
         let last_seq = last.seq;
         entries.apply_batch(store, &batch).await?;
         agents.apply_batch(store, &batch).await?;
+        if batch.iter().any(|event| {
+            matches!(
+                event.change,
+                Change::AuthorityChanged(_) | Change::AuthorityDeleted(_)
+            )
+        }) {
+            authorities.notify_one();
+        }
         position = last_seq;
         if batch.len() < FEED_BATCH as usize {
             return Ok(position);
@@ -41,13 +53,14 @@ pub async fn follow(
     store: Arc<dyn Datastore>,
     entries: Arc<EntryIndex>,
     agents: Arc<AgentIndex>,
+    authorities: Arc<Notify>,
     mut position: u64,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut changes = store.watch_changes();
     loop {
         changes.mark_unchanged();
-        match catch_up(store.as_ref(), &entries, &agents, position).await {
+        match catch_up(store.as_ref(), &entries, &agents, &authorities, position).await {
             Ok(next) => position = next,
             Err(e) => {
                 tracing::error!(error = %e, "cannot read the change feed; retrying");

@@ -160,16 +160,19 @@ pub async fn start(
     let mut tasks = JoinSet::new();
 
     // Change feed -> entry and agent indexes; entry expiry -> entry index version.
+    let authorities_changed = Arc::new(tokio::sync::Notify::new());
     tasks.spawn(feed::follow(
         store.clone(),
         index.clone(),
         agents.clone(),
+        authorities_changed.clone(),
         position,
         shutdown_rx.clone(),
     ));
     tasks.spawn(index.clone().run_expiry(shutdown_rx.clone()));
 
-    // CA rotation, trust roots and the server's own SVID.
+    // CA rotation (on a timer, and at once when the feed shows an authority change), trust
+    // roots and the server's own SVID.
     {
         let ca = ca.clone();
         let roots = roots.clone();
@@ -182,6 +185,8 @@ pub async fn start(
             loop {
                 tokio::select! {
                     () = tokio::time::sleep(ROTATION_CHECK) => {}
+                    // An operator command, here or on another replica.
+                    () = authorities_changed.notified() => {}
                     _ = stop.changed() => return,
                 }
                 match ca.rotate_if_due().await {

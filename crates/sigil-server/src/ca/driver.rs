@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use sigil_ca::lifecycle::{Action, AuthorityStatus, MAX_ROUNDS, plan};
+use sigil_ca::operator::Command;
 use sigil_ca::{JwtAuthority, X509Authority};
 use sigil_keys::{KeyManager, PrivateKey};
 use sigil_spiffe::time::unix_secs;
@@ -84,6 +85,24 @@ impl LifecycleDriver {
         }
         tracing::warn!("authority life cycle did not settle; continuing on the next tick");
         Ok((self.store.list_authorities().await?, changed))
+    }
+
+    /// Carries out an operator command at `now`, serialised with the ticks: refused with nothing
+    /// changed when [`sigil_ca::operator::command`] refuses it; a transition that loses a race
+    /// with another writer fails with the store's conflict error.
+    pub(super) async fn run_command(
+        &self,
+        command: &Command,
+        now: SystemTime,
+    ) -> Result<(), CaManagerError> {
+        let mut loaded = self.loaded.lock().await;
+        let records = self.store.list_authorities().await?;
+        let statuses = self.statuses(&records, &mut loaded, unix_secs(now))?;
+        let actions = sigil_ca::operator::command(&statuses, command, unix_secs(now))?;
+        for action in actions {
+            self.apply(&action, &records, &mut loaded, now).await?;
+        }
+        Ok(())
     }
 
     /// The active authorities of `records`, reusing those of `current` that did not change.
@@ -197,6 +216,18 @@ impl LifecycleDriver {
                     .set_authority_state(id, AuthorityState::Active, AuthorityState::Old)
                     .await?;
                 tracing::info!(authority = %id, "retired authority; trusted until it expires");
+            }
+            Action::Taint { id } => {
+                self.store
+                    .set_authority_state(id, AuthorityState::Old, AuthorityState::Tainted)
+                    .await?;
+                tracing::warn!(authority = %id, "tainted authority; what it signed is replaced");
+            }
+            Action::Revoke { id } => {
+                self.store
+                    .set_authority_state(id, AuthorityState::Tainted, AuthorityState::Revoked)
+                    .await?;
+                tracing::warn!(authority = %id, "revoked authority; removed from the bundle");
             }
             Action::Drop { id } => {
                 let gone = self.store.delete_authority(id).await?;

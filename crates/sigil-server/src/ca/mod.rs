@@ -22,9 +22,10 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use sigil_ca::MintedJwt;
+pub use sigil_ca::operator::{Command, CommandError};
 use sigil_keys::{KeyManager, PublicKey};
 use sigil_spiffe::{AuthorityKind, Clock, SpiffeId, TrustBundle, TrustDomain};
-use sigil_store::Datastore;
+use sigil_store::{AuthorityRecord, Datastore};
 
 use bundle::BundlePublisher;
 use driver::LifecycleDriver;
@@ -68,6 +69,9 @@ pub enum CaManagerError {
     UnknownAuthority(String),
     #[error("no active {0} authority after settling the life cycle")]
     NoActiveAuthority(AuthorityKind),
+    /// An operator command was refused; nothing changed.
+    #[error(transparent)]
+    Refused(#[from] sigil_ca::operator::CommandError),
 }
 
 /// Issues SVIDs from the active authorities and publishes the trust bundle.
@@ -147,6 +151,21 @@ impl CaManager {
             changed = true;
         }
         Ok(changed)
+    }
+
+    /// Carries out an operator command (`sigil authority prepare|activate|taint|revoke`), then
+    /// settles the life cycle, switches signing and republishes the bundle as it requires (an
+    /// intermediate under a tainted root is replaced at once). Refused commands change nothing
+    /// ([`CaManagerError::Refused`]). Other replicas follow through the change feed.
+    pub async fn command(&self, command: &Command) -> Result<(), CaManagerError> {
+        self.driver.run_command(command, self.clock.now()).await?;
+        self.rotate_if_due().await?;
+        Ok(())
+    }
+
+    /// Every authority record, as stored.
+    pub async fn authorities(&self) -> Result<Vec<AuthorityRecord>, CaManagerError> {
+        Ok(self.store.list_authorities().await?)
     }
 
     /// Rebuilds the trust bundle from the stored authorities and publishes it (with a new

@@ -1,0 +1,281 @@
+//! Push latency at scale: how long after a store change the agent it concerns sees it on its
+//! `SyncAuthorizedEntries` stream, with many unrelated entries and agents around.
+//!
+//! One process runs the real server (agent API over mutual TLS on 127.0.0.1, SQLite in memory,
+//! the change feed, the entry and agent indexes) and simulated agents: each attested with its own
+//! join token and holding its own mTLS connection and sync stream. Two sizes run in the same
+//! process: the baseline (10 agents with the same number of entries each) and the large one (`SIGIL_BENCH_AGENTS`
+//! agents, default 1,000, each parent of `SIGIL_BENCH_ENTRIES_PER_AGENT` entries, default 100:
+//! 100,000 entries). For each size:
+//! - entry delete → the owning agent's stream carries the set without it;
+//! - agent ban → that agent's stream ends with `PermissionDenied`;
+//! and, for the large size, how many unrelated streams were woken (must be 0) and the process
+//! RSS (server and all simulated agents together).
+//!
+//! `cargo bench -p sigil-server --bench push` (env `SIGIL_BENCH_SAMPLES`, default 200 deletes and
+//! 100 bans per size).
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "benchmark code: a broken assumption must fail loudly"
+)]
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use sigil_proto::agent::v1 as pb;
+use sigil_store::Entry;
+use support::{AgentSvid, TestServer};
+use tokio::sync::mpsc;
+
+fn env(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// What one simulated agent's stream delivered.
+enum Event {
+    Message(HashSet<String>),
+    Ended(tonic::Code),
+}
+
+struct SimAgent {
+    svid: AgentSvid,
+    entries: Vec<Entry>,
+    events: mpsc::UnboundedReceiver<(Instant, Event)>,
+}
+
+struct Figures {
+    p50: Duration,
+    p99: Duration,
+    max: Duration,
+}
+
+fn figures(mut samples: Vec<Duration>) -> Figures {
+    samples.sort();
+    let at = |q: f64| samples[((samples.len() as f64 * q) as usize).min(samples.len() - 1)];
+    Figures {
+        p50: at(0.5),
+        p99: at(0.99),
+        max: *samples.last().unwrap(),
+    }
+}
+
+fn rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kib / 1024.0
+}
+
+/// Opens the agent's sync stream; its messages (entry-id sets) and its end go to the returned
+/// receiver, each stamped on arrival; every message counts in `delivered`.
+async fn follow(
+    server: &TestServer,
+    svid: &AgentSvid,
+    delivered: Arc<AtomicU64>,
+) -> mpsc::UnboundedReceiver<(Instant, Event)> {
+    let mut client = server.client(svid).await;
+    let mut stream = client
+        .sync_authorized_entries(pb::SyncAuthorizedEntriesRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let _client = client;
+        while let Some(item) = stream.next().await {
+            let now = Instant::now();
+            match item {
+                Ok(msg) => {
+                    delivered.fetch_add(1, Ordering::Relaxed);
+                    let ids = msg.entries.into_iter().map(|e| e.id).collect();
+                    if tx.send((now, Event::Message(ids))).is_err() {
+                        return;
+                    }
+                }
+                Err(status) => {
+                    let _ = tx.send((now, Event::Ended(status.code())));
+                    return;
+                }
+            }
+        }
+    });
+    rx
+}
+
+/// Waits for the first event matching `done` (at most 10 s), returning when it arrived.
+async fn wait_for(
+    events: &mut mpsc::UnboundedReceiver<(Instant, Event)>,
+    done: impl Fn(&Event) -> bool,
+) -> Instant {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let (at, event) = events.recv().await.expect("stream task ended");
+            if done(&event) {
+                return at;
+            }
+        }
+    })
+    .await
+    .expect("the change was not pushed within 10 s")
+}
+
+struct Size {
+    agents: usize,
+    entries_per_agent: usize,
+}
+
+async fn run(size: &Size, samples: usize) -> (Figures, Figures) {
+    let server = TestServer::start().await;
+    let rss_empty = rss_mib();
+    let setup = Instant::now();
+    let delivered = Arc::new(AtomicU64::new(0));
+    let mut agents = Vec::with_capacity(size.agents);
+    for a in 0..size.agents {
+        let svid = server.attest().await;
+        let mut entries = Vec::with_capacity(size.entries_per_agent);
+        for e in 0..size.entries_per_agent {
+            entries.push(
+                server
+                    .create_entry(&format!("spiffe://example.org/a{a}/w{e}"), &svid.id)
+                    .await,
+            );
+        }
+        agents.push((svid, entries));
+    }
+    server.agents_caught_up().await;
+    // Wait for the entry index too: every entry visible.
+    let total = size.agents * size.entries_per_agent;
+    while server.handle.index.len() < total {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut sims = Vec::with_capacity(size.agents);
+    for (svid, entries) in agents {
+        let mut events = follow(&server, &svid, Arc::clone(&delivered)).await;
+        let want = entries.len();
+        wait_for(
+            &mut events,
+            |e| matches!(e, Event::Message(ids) if ids.len() == want),
+        )
+        .await;
+        sims.push(SimAgent {
+            svid,
+            entries,
+            events,
+        });
+    }
+    let rss_loaded = rss_mib();
+    println!(
+        "size: {} agents × {} entries = {} entries; setup {:.1} s; RSS {:.0} MiB empty, {:.0} MiB loaded (server and simulated agents in one process)",
+        size.agents,
+        size.entries_per_agent,
+        total,
+        setup.elapsed().as_secs_f64(),
+        rss_empty,
+        rss_loaded
+    );
+
+    // Entry deletes, spread over the agents.
+    let before = delivered.load(Ordering::Relaxed);
+    let mut latencies = Vec::with_capacity(samples);
+    for i in 0..samples {
+        let a = (i * 7919) % sims.len();
+        let sim = &mut sims[a];
+        let Some(entry) = sim.entries.pop() else {
+            continue;
+        };
+        let start = Instant::now();
+        server.handle.store.delete_entry(&entry.id).await.unwrap();
+        let at = wait_for(
+            &mut sim.events,
+            |e| matches!(e, Event::Message(ids) if !ids.contains(&entry.id)),
+        )
+        .await;
+        latencies.push(at - start);
+    }
+    // Let stray wake-ups (there must be none) arrive before counting.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let pushed = delivered.load(Ordering::Relaxed) - before;
+    let unrelated = pushed.saturating_sub(latencies.len() as u64);
+    let delete = figures(latencies);
+    println!(
+        "  entry delete → agent stream: p50 {:>7.2} ms  p99 {:>7.2} ms  max {:>7.2} ms; messages to other agents: {unrelated}",
+        delete.p50.as_secs_f64() * 1e3,
+        delete.p99.as_secs_f64() * 1e3,
+        delete.max.as_secs_f64() * 1e3,
+    );
+
+    // Bans, each of a different agent.
+    let mut latencies = Vec::new();
+    for sim in sims.iter_mut().take(samples.min(100)) {
+        let start = Instant::now();
+        server
+            .handle
+            .store
+            .set_agent_banned(sim.svid.id.as_str(), true)
+            .await
+            .unwrap();
+        let at = wait_for(&mut sim.events, |e| {
+            matches!(e, Event::Ended(tonic::Code::PermissionDenied))
+        })
+        .await;
+        latencies.push(at - start);
+    }
+    let ban = figures(latencies);
+    println!(
+        "  agent ban    → stream ended:  p50 {:>7.2} ms  p99 {:>7.2} ms  max {:>7.2} ms",
+        ban.p50.as_secs_f64() * 1e3,
+        ban.p99.as_secs_f64() * 1e3,
+        ban.max.as_secs_f64() * 1e3,
+    );
+    drop(sims);
+    server.stop().await;
+    (delete, ban)
+}
+
+fn main() {
+    let samples = env("SIGIL_BENCH_SAMPLES", 200);
+    let large = Size {
+        agents: env("SIGIL_BENCH_AGENTS", 1000),
+        entries_per_agent: env("SIGIL_BENCH_ENTRIES_PER_AGENT", 100),
+    };
+    // The same tree per agent, without the unrelated agents and entries: what the large size
+    // adds over it is the cost of the others.
+    let baseline = Size {
+        agents: 10,
+        entries_per_agent: large.entries_per_agent,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        println!("baseline");
+        let (base_delete, base_ban) = run(&baseline, samples).await;
+        println!("large");
+        let (delete, ban) = run(&large, samples).await;
+        let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64();
+        println!(
+            "large ÷ baseline: delete p50 {:.2} p99 {:.2}; ban p50 {:.2} p99 {:.2}",
+            ratio(delete.p50, base_delete.p50),
+            ratio(delete.p99, base_delete.p99),
+            ratio(ban.p50, base_ban.p50),
+            ratio(ban.p99, base_ban.p99),
+        );
+    });
+}
