@@ -98,7 +98,11 @@ pub async fn start(config: AgentConfig, clock: Arc<dyn Clock>) -> Result<AgentHa
     let spiffe_id = session.spiffe_id().clone();
     let context = WorkloadApiContext {
         snapshots: session.snapshots(),
-        jwt: Arc::new(ServerJwtMinter::new(session.client_slot(), clock.clone())),
+        jwt: Arc::new(ServerJwtMinter::new(
+            session.client_slot(),
+            session.tainted_slot(),
+            clock.clone(),
+        )),
         clock,
     };
     let api = WorkloadApi::with_attestor(context, Arc::new(attestor));

@@ -1,10 +1,11 @@
 //! JWT-SVIDs for workloads: minted by the server on request (the JWT signing key never leaves
-//! it) and cached here per entry and audience set until half their life is gone.
+//! it) and cached here per entry and audience set until half their life is gone, or until the
+//! key that signed one is tainted.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use arc_swap::ArcSwapOption;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use async_trait::async_trait;
 use sigil_proto::agent::v1 as pb;
 use sigil_spiffe::Clock;
@@ -18,21 +19,34 @@ const MAX_CACHED: usize = 10_000;
 struct CachedToken {
     token: String,
     refresh_at: i64,
+    /// The signing key's `kid`.
+    kid: Option<String>,
 }
+
+/// The authorities the server last said are tainted (shared with the session that receives
+/// them), sorted.
+pub(crate) type TaintedAuthorities = Arc<ArcSwap<Vec<String>>>;
 
 /// Mints through the agent's current server connection.
 pub struct ServerJwtMinter {
     client: Arc<ArcSwapOption<Client>>,
     clock: Arc<dyn Clock>,
+    tainted: TaintedAuthorities,
     cache: Mutex<HashMap<(String, Vec<String>), CachedToken>>,
 }
 
 impl ServerJwtMinter {
-    /// A minter using whatever connection `client` holds at call time.
-    pub(crate) fn new(client: Arc<ArcSwapOption<Client>>, clock: Arc<dyn Clock>) -> Self {
+    /// A minter using whatever connection `client` holds at call time; cached tokens signed by
+    /// a key in `tainted` are dropped instead of served.
+    pub(crate) fn new(
+        client: Arc<ArcSwapOption<Client>>,
+        tainted: TaintedAuthorities,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
         Self {
             client,
             clock,
+            tainted,
             cache: Mutex::new(HashMap::new()),
         }
     }
@@ -46,11 +60,20 @@ impl JwtSvidMinter for ServerJwtMinter {
         audiences.dedup();
         let key = (entry_id.to_owned(), audiences.clone());
         let now = self.clock.unix_secs();
-        if let Ok(cache) = self.cache.lock()
+        if let Ok(mut cache) = self.cache.lock()
             && let Some(hit) = cache.get(&key)
             && hit.refresh_at > now
         {
-            return Ok(hit.token.clone());
+            let tainted = self.tainted.load();
+            let signed_by_tainted = !tainted.is_empty()
+                && hit
+                    .kid
+                    .as_ref()
+                    .is_some_and(|kid| tainted.binary_search(kid).is_ok());
+            if !signed_by_tainted {
+                return Ok(hit.token.clone());
+            }
+            cache.remove(&key);
         }
         let client = self
             .client
@@ -78,11 +101,59 @@ impl JwtSvidMinter for ServerJwtMinter {
             cache.insert(
                 key,
                 CachedToken {
+                    kid: sigil_keys::jws::unverified_kid(&resp.token),
                     token: resp.token.clone(),
                     refresh_at: resp.issued_at.saturating_add(life / 2),
                 },
             );
         }
         Ok(resp.token)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sigil_spiffe::time::from_unix_secs;
+    use sigil_testkit::FakeClock;
+
+    use super::*;
+
+    const NOW: i64 = 1_700_000_000;
+
+    /// A minter without a server connection, holding one cached token signed by key `kid`.
+    fn minter_with_cached(kid: &str, tainted: &TaintedAuthorities) -> ServerJwtMinter {
+        let minter = ServerJwtMinter::new(
+            Arc::new(ArcSwapOption::empty()),
+            tainted.clone(),
+            Arc::new(FakeClock::new(from_unix_secs(NOW))),
+        );
+        minter.cache.lock().unwrap().insert(
+            ("e1".to_owned(), vec!["aud".to_owned()]),
+            CachedToken {
+                token: "cached-token".into(),
+                refresh_at: NOW + 100,
+                kid: Some(kid.to_owned()),
+            },
+        );
+        minter
+    }
+
+    #[tokio::test]
+    async fn a_cached_token_is_served_until_its_key_is_tainted() {
+        let tainted: TaintedAuthorities = Arc::new(ArcSwap::from_pointee(vec!["other".into()]));
+        let minter = minter_with_cached("k1", &tainted);
+        let audience = ["aud".to_owned()];
+        assert_eq!(minter.mint("e1", &audience).await.unwrap(), "cached-token");
+
+        tainted.store(Arc::new(vec!["k1".into(), "other".into()]));
+        // Not served from the cache: the minter goes to the server (absent here).
+        assert!(matches!(
+            minter.mint("e1", &audience).await,
+            Err(JwtMintError::Unavailable(_))
+        ));
+        assert!(
+            minter.cache.lock().unwrap().is_empty(),
+            "the token was not dropped"
+        );
     }
 }

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwapOption;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use sigil_keys::PrivateKey;
 use sigil_proto::agent::v1 as pb;
 use sigil_spiffe::{Clock, SpiffeId, TrustBundle};
@@ -20,6 +20,7 @@ use tokio::sync::watch;
 
 use crate::config::AgentConfig;
 use crate::error::AgentError;
+use crate::jwt::TaintedAuthorities;
 use crate::publish::{build_snapshot, publish};
 use crate::server_client::{self, Client};
 use crate::snapshot::{IdentitySnapshot, X509SvidMaterial};
@@ -45,6 +46,8 @@ pub(crate) struct Session {
     snapshot_tx: watch::Sender<Arc<IdentitySnapshot>>,
     cache: SvidCache,
     bundle: Arc<TrustBundle>,
+    /// The tainted authorities, shared with the JWT minter.
+    tainted: TaintedAuthorities,
 }
 
 /// How one connection to the server ended without an error.
@@ -86,6 +89,7 @@ impl Session {
             snapshot_tx,
             cache: SvidCache::default(),
             bundle,
+            tainted: Arc::new(ArcSwap::from_pointee(Vec::new())),
         })
     }
 
@@ -97,6 +101,11 @@ impl Session {
     /// The feed of published snapshots.
     pub(crate) fn snapshots(&self) -> watch::Receiver<Arc<IdentitySnapshot>> {
         self.snapshot_tx.subscribe()
+    }
+
+    /// The tainted authorities as the server last sent them, for the JWT minter.
+    pub(crate) fn tainted_slot(&self) -> TaintedAuthorities {
+        self.tainted.clone()
     }
 
     /// The slot holding the current server connection (empty while disconnected).
@@ -187,7 +196,8 @@ impl Session {
     }
 
     /// Applies one sync message: a new bundle (saved, and the TLS roots replaced), then the new
-    /// authorized set.
+    /// authorized set and the tainted authorities (SVIDs chained to a newly tainted one are
+    /// re-signed now, JWT-SVIDs it signed are no longer served from the cache).
     async fn apply(
         &mut self,
         client: &mut Client,
@@ -210,6 +220,14 @@ impl Session {
             }
         }
         self.cache.set_entries(msg.entries);
+        let mut tainted = msg.tainted_authorities;
+        tainted.sort();
+        tainted.dedup();
+        if **self.tainted.load() != tainted {
+            self.cache
+                .set_tainted(tainted.clone(), self.clock.unix_secs());
+            self.tainted.store(Arc::new(tainted));
+        }
         // Publish removals before signing anything new, so a deleted entry stops being served now.
         self.publish();
         self.sign_due_svids(client).await?;

@@ -44,6 +44,9 @@ pub(crate) struct CachedSvid {
     pub material: Arc<X509SvidMaterial>,
     /// Unix seconds at which to ask for a new one.
     pub renew_at: i64,
+    /// Ids of the authorities its chain depends on (intermediate and root), to replace it at
+    /// once when one is tainted.
+    pub authorities: Vec<String>,
 }
 
 /// An entry that needs an SVID signed now.
@@ -58,6 +61,8 @@ pub(crate) struct DueSvid {
 pub(crate) struct SvidCache {
     entries: Vec<pb::Entry>,
     svids: HashMap<String, CachedSvid>,
+    /// The tainted authorities the server last sent, sorted.
+    tainted: Vec<String>,
 }
 
 impl SvidCache {
@@ -112,10 +117,33 @@ impl SvidCache {
             CachedSvid {
                 revision: entry.revision,
                 renew_at: renew_at(now, material.expires_at),
+                authorities: sigil_keys::cert_ids::chain_authority_ids(&material.cert_chain),
                 material: Arc::new(material),
             },
         );
         true
+    }
+
+    /// Takes the server's set of tainted authorities. When it changes, every held SVID chained to
+    /// a newly tainted authority is due at `now` (it keeps being served until its replacement
+    /// arrives); one signed afterwards is renewed on its normal schedule.
+    pub fn set_tainted(&mut self, mut ids: Vec<String>, now: i64) {
+        ids.sort();
+        ids.dedup();
+        if ids == self.tainted {
+            return;
+        }
+        for (entry_id, cached) in &mut self.svids {
+            let newly_tainted = cached
+                .authorities
+                .iter()
+                .any(|a| ids.binary_search(a).is_ok() && self.tainted.binary_search(a).is_err());
+            if newly_tainted {
+                tracing::info!(entry = %entry_id, "X509-SVID chains to a tainted authority; replacing it");
+                cached.renew_at = cached.renew_at.min(now);
+            }
+        }
+        self.tainted = ids;
     }
 
     /// The server did not sign a new SVID for `entry_id` at `now`: keep serving the one held and
@@ -197,6 +225,7 @@ pub(crate) mod tests {
     /// A current SVID for `e` (valid 600 s from `NOW`, renewal at `NOW + 300`).
     pub(crate) fn current(e: &pb::Entry) -> CachedSvid {
         CachedSvid {
+            authorities: Vec::new(),
             revision: e.revision,
             material: Arc::new(material(&e.spiffe_id, NOW + 600)),
             renew_at: NOW + 300,
@@ -297,6 +326,35 @@ pub(crate) mod tests {
         let mut cache = SvidCache::default();
         cache.set_entries(vec![entry("e-bad", "not a spiffe id", 1)]);
         assert!(cache.due(NOW).is_empty());
+    }
+
+    #[test]
+    fn svids_chained_to_a_newly_tainted_authority_are_due_at_once_and_only_once() {
+        let a = entry("e-a", "spiffe://example.org/a", 1);
+        let b = entry("e-b", "spiffe://example.org/b", 1);
+        let mut cache = held(&[a, b]);
+        cache.svid_mut("e-a").unwrap().authorities = vec!["int-1".into(), "root".into()];
+        cache.svid_mut("e-b").unwrap().authorities = vec!["int-2".into(), "root".into()];
+        assert!(due_ids(&cache, NOW + 10).is_empty());
+
+        cache.set_tainted(vec!["int-1".into()], NOW + 10);
+        assert_eq!(due_ids(&cache, NOW + 10), ["e-a"]);
+        // Its replacement (another intermediate) is renewed on its normal schedule, even though
+        // the same tainted set keeps arriving.
+        cache.store(
+            "e-a",
+            material("spiffe://example.org/a", NOW + 610),
+            NOW + 10,
+        );
+        cache.set_tainted(vec!["int-1".into()], NOW + 11);
+        assert!(due_ids(&cache, NOW + 11).is_empty());
+
+        // Tainting the root concerns every SVID still chained to it.
+        cache.svid_mut("e-a").unwrap().authorities = vec!["int-3".into(), "root".into()];
+        cache.set_tainted(vec!["int-1".into(), "root".into()], NOW + 12);
+        let mut due = due_ids(&cache, NOW + 12);
+        due.sort();
+        assert_eq!(due, ["e-a", "e-b"]);
     }
 
     #[test]

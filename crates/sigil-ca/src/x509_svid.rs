@@ -404,4 +404,18 @@ mod tests {
         cert.verify_signature(Some(root.public_key())).unwrap();
         assert_eq!(ca.root.svid_chain(der.clone()), vec![der]);
     }
+
+    /// The ids an agent compares with tainted authorities: those of the intermediate and of the
+    /// root, as the CA names them, and nothing else.
+    #[test]
+    fn a_chain_names_its_intermediate_and_root_by_their_authority_ids() {
+        let ca = ca();
+        let (_, der) = leaf(&ca, 60, &[]);
+        let chain = ca.inter.svid_chain(der);
+        let mut ids = sigil_keys::cert_ids::chain_authority_ids(&chain);
+        ids.sort();
+        let mut want = vec![ca.inter.subject_key_id(), ca.root.subject_key_id()];
+        want.sort();
+        assert_eq!(ids, want);
+    }
 }

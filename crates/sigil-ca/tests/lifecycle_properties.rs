@@ -160,6 +160,13 @@ impl World {
                 );
                 self.authorities.retain(|a| a.id != *id);
             }
+            // Operator commands: the plan itself never taints or revokes.
+            Action::Taint { id } => {
+                self.set_state(id, AuthorityState::Old, AuthorityState::Tainted)
+            }
+            Action::Revoke { id } => {
+                self.set_state(id, AuthorityState::Tainted, AuthorityState::Revoked);
+            }
         }
     }
 

@@ -113,6 +113,17 @@ pub fn encode_header(header_json: &[u8]) -> String {
     URL_SAFE_NO_PAD.encode(header_json)
 }
 
+/// The `kid` of a compact JWS's header, read without verifying anything: for bookkeeping of
+/// tokens this process obtained itself (never to decide trust). `None` when there is none or
+/// the token is malformed or larger than [`MAX_JWS_BYTES`].
+pub fn unverified_kid(token: &str) -> Option<String> {
+    if token.len() > MAX_JWS_BYTES {
+        return None;
+    }
+    let header = decode_object(token.split('.').next()?, "header").ok()?;
+    header.get("kid")?.as_str().map(str::to_owned)
+}
+
 /// Verifies a compact JWS and returns its header and claims.
 ///
 /// `find_key` receives the `kid` header (if any) and returns the key to verify with, or `None`

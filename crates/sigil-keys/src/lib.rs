@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod bundle_json;
+pub mod cert_ids;
 pub mod csr;
 pub mod digest;
 mod error;

@@ -275,6 +275,7 @@ impl AgentApi {
             entries: entries.iter().map(|e| to_pb_entry(e)).collect(),
             bundle: Some(to_pb_bundle(&self.issuer.bundle())),
             federated_bundles: Default::default(),
+            tainted_authorities: self.issuer.tainted_authorities().to_vec(),
         }
     }
 }
@@ -470,7 +471,8 @@ impl AgentService for AgentApi {
 
 /// The sync stream: a full snapshot now, then one whenever something this agent gets may have
 /// changed: the entry index woke this agent (an entry of its tree changed or expired, the bundle
-/// changed; changes for other agents do not wake it) or this agent's own record changed. A ban, an eviction or the retirement of the SVID the stream was
+/// changed; changes for other agents do not wake it), the CA's bundle or tainted set changed, or
+/// this agent's own record changed. A ban, an eviction or the retirement of the SVID the stream was
 /// opened with ends it at once. Nothing here reads the store.
 fn async_stream_sync(
     api: AgentApi,
@@ -488,10 +490,12 @@ fn async_stream_sync(
             .unwrap_or_default();
         api.entries.subscribe_agent(&agent_id, selectors)
     };
+    let mut trust = api.issuer.subscribe_trust();
     tokio::spawn(async move {
         let mut last_sent: Option<pb::SyncAuthorizedEntriesResponse> = None;
         loop {
             versions.mark_unchanged();
+            trust.mark_unchanged();
             let view = agent.borrow_and_update().clone();
             let view = match view {
                 Some(view) if !view.banned && view.accepts_serial(&credential.serial) => view,
@@ -525,6 +529,7 @@ fn async_stream_sync(
                 .max(0);
             tokio::select! {
                 changed = versions.changed() => if changed.is_err() { return },
+                changed = trust.changed() => if changed.is_err() { return },
                 changed = agent.changed() => if changed.is_err() {
                     // The index dropped the agent's channel: it is gone.
                     let _ = tx

@@ -135,6 +135,16 @@ impl Issuer {
         self.ca.bundle()
     }
 
+    /// Ids of the tainted authorities: what they signed is to be replaced at once.
+    pub fn tainted_authorities(&self) -> Arc<Vec<String>> {
+        self.ca.tainted()
+    }
+
+    /// A receiver that changes whenever the bundle or the tainted set changes.
+    pub fn subscribe_trust(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.ca.subscribe_trust()
+    }
+
     /// The first SVID of agent `agent_id`, whose node attestation just succeeded.
     pub fn attestation_svid(&self, agent_id: &SpiffeId, csr: &[u8]) -> Result<IssuedX509, Refusal> {
         let grant = self.decide(Requester::Attesting(agent_id), Subject::OwnAgentId)?;

@@ -24,8 +24,9 @@ use arc_swap::ArcSwap;
 use sigil_ca::MintedJwt;
 pub use sigil_ca::operator::{Command, CommandError};
 use sigil_keys::{KeyManager, PublicKey};
-use sigil_spiffe::{AuthorityKind, Clock, SpiffeId, TrustBundle, TrustDomain};
+use sigil_spiffe::{AuthorityKind, AuthorityState, Clock, SpiffeId, TrustBundle, TrustDomain};
 use sigil_store::{AuthorityRecord, Datastore};
+use tokio::sync::watch;
 
 use bundle::BundlePublisher;
 use driver::LifecycleDriver;
@@ -83,6 +84,21 @@ pub struct CaManager {
     publisher: BundlePublisher,
     signing: ArcSwap<Signing>,
     bundle: ArcSwap<TrustBundle>,
+    /// Ids of the tainted authorities, sorted.
+    tainted: ArcSwap<Vec<String>>,
+    /// Bumped whenever the bundle or the tainted set changes, for whoever pushes them.
+    trust_version: watch::Sender<u64>,
+}
+
+/// Ids of the tainted authorities among `records`, sorted.
+fn tainted_ids(records: &[AuthorityRecord]) -> Vec<String> {
+    let mut ids: Vec<String> = records
+        .iter()
+        .filter(|r| r.state == AuthorityState::Tainted)
+        .map(|r| r.id.clone())
+        .collect();
+    ids.sort();
+    ids
 }
 
 impl std::fmt::Debug for CaManager {
@@ -120,6 +136,8 @@ impl CaManager {
             publisher,
             signing: ArcSwap::from_pointee(signing),
             bundle: ArcSwap::new(bundle),
+            tainted: ArcSwap::from_pointee(tainted_ids(&records)),
+            trust_version: watch::channel(0).0,
         }))
     }
 
@@ -149,8 +167,25 @@ impl CaManager {
                 .await?;
             self.bundle.store(bundle);
             changed = true;
+            self.trust_version.send_modify(|v| *v = v.wrapping_add(1));
+        }
+        let tainted = tainted_ids(&records);
+        if **self.tainted.load() != tainted {
+            self.tainted.store(Arc::new(tainted));
+            changed = true;
+            self.trust_version.send_modify(|v| *v = v.wrapping_add(1));
         }
         Ok(changed)
+    }
+
+    /// Ids of the tainted authorities (hex subject key ids and JWT `kid`s), sorted.
+    pub fn tainted(&self) -> Arc<Vec<String>> {
+        self.tainted.load_full()
+    }
+
+    /// A receiver that changes whenever the trust bundle or the tainted set changes.
+    pub fn subscribe_trust(&self) -> watch::Receiver<u64> {
+        self.trust_version.subscribe()
     }
 
     /// Carries out an operator command (`sigil authority prepare|activate|taint|revoke`), then
@@ -177,6 +212,7 @@ impl CaManager {
             .publish(self.store.as_ref(), &records, self.clock.unix_secs())
             .await?;
         self.bundle.store(bundle.clone());
+        self.trust_version.send_modify(|v| *v = v.wrapping_add(1));
         Ok(bundle)
     }
 
