@@ -231,8 +231,7 @@ mod tests {
         let pid = i32::try_from(child.id()).unwrap();
         let peer = PinnedPeer::capture(CallerInfo { pid, ..me() }).unwrap();
         peer.still_running().unwrap();
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL)
-            .unwrap();
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL).unwrap();
         // Not reaped: the pid still names the same process (a zombie, same start time), which a
         // start-time check alone would take as running.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
