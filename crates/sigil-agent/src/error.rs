@@ -25,8 +25,24 @@ pub enum AgentError {
     AttestationRefused(String),
     #[error("the server answered with an invalid {0}")]
     BadResponse(&'static str),
-    #[error("the server no longer accepts this agent: {0}")]
+    /// The server refused the agent itself (banned, evicted, its SVID replaced): the agent
+    /// stopped serving and deleted its stored identity.
+    #[error(
+        "the server refused this agent ({0}); its stored identity was deleted and it stopped \
+         serving workloads: attest it again with a new join token"
+    )]
     Rejected(String),
+    /// Like [`AgentError::Rejected`], but deleting the stored identity failed: it must be deleted
+    /// by hand, and the agent will not start on it (the server refuses it anyway).
+    #[error(
+        "the server refused this agent ({reason}) and it stopped serving workloads, but its \
+         stored identity could not be deleted: {source}"
+    )]
+    RejectedIdentityKept {
+        reason: String,
+        #[source]
+        source: StateError,
+    },
     #[error("cannot create directory `{path}`: {source}")]
     CreateDir {
         path: PathBuf,

@@ -6,6 +6,12 @@
 //!
 //! Offline operation: when the server is unreachable the agent keeps serving what it holds, and
 //! keeps retrying with capped exponential backoff, until the SVIDs expire.
+//!
+//! Refusal: when the server refuses the agent itself (`PermissionDenied` on any call or at the
+//! end of the sync stream: banned, evicted, or its SVID replaced), the agent stops serving at
+//! once (every held SVID dropped, an empty snapshot published, so Workload API streams end with
+//! `PermissionDenied`), deletes its stored identity so it is never presented again, and the
+//! session ends with [`AgentError::Rejected`].
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -60,6 +66,8 @@ enum SessionEnd {
 enum SessionError {
     /// Worth reconnecting (after a backoff).
     Retry(String),
+    /// The server refuses this agent (the status message says why): its identity is void.
+    Refused(String),
     /// The agent cannot go on.
     Fatal(AgentError),
 }
@@ -114,7 +122,8 @@ impl Session {
     }
 
     /// Runs until `shutdown` turns true. Returns an error only when the server definitively
-    /// rejects this agent (banned, evicted) or its SVID expired.
+    /// rejects this agent (banned, evicted: [`AgentError::Rejected`], after the agent stopped
+    /// serving and deleted its stored identity) or its SVID expired.
     pub(crate) async fn run(
         mut self,
         mut shutdown: watch::Receiver<bool>,
@@ -134,6 +143,7 @@ impl Session {
                     continue;
                 }
                 Err(SessionError::Fatal(e)) => return Err(e),
+                Err(SessionError::Refused(reason)) => return Err(self.discard_identity(reason)),
                 Err(SessionError::Retry(why)) => {
                     tracing::warn!(error = %why, retry_in = ?backoff, "server session ended");
                 }
@@ -308,6 +318,22 @@ impl Session {
         Ok(())
     }
 
+    /// The server refused this agent: stop serving (every held SVID and its key dropped, an empty
+    /// snapshot published, the server connection released), then delete the stored identity so
+    /// a restart cannot present it again. Returns the error the agent stops with.
+    fn discard_identity(&mut self, reason: String) -> AgentError {
+        self.cache = SvidCache::default();
+        self.client.store(None);
+        publish(
+            &self.snapshot_tx,
+            IdentitySnapshot::empty(self.bundle.clone()),
+        );
+        match AgentIdentity::remove(&self.config.data_dir) {
+            Ok(()) => AgentError::Rejected(reason),
+            Err(source) => AgentError::RejectedIdentityKept { reason, source },
+        }
+    }
+
     /// Publishes what is servable now.
     fn publish(&self) {
         let snapshot = build_snapshot(
@@ -320,12 +346,11 @@ impl Session {
     }
 }
 
-/// Only a refusal of the agent itself is final; everything else is retried.
+/// Only a refusal of the agent itself (`PermissionDenied`: the server's answer to a banned,
+/// evicted or replaced agent) is final; everything else is retried.
 fn classify(status: tonic::Status) -> SessionError {
     match status.code() {
-        tonic::Code::PermissionDenied => {
-            SessionError::Fatal(AgentError::Rejected(status.message().to_owned()))
-        }
+        tonic::Code::PermissionDenied => SessionError::Refused(status.message().to_owned()),
         _ => SessionError::Retry(format!("{}: {}", status.code(), status.message())),
     }
 }
@@ -518,7 +543,7 @@ pub(crate) mod tests {
     fn only_permission_denied_ends_the_agent() {
         assert!(matches!(
             classify(tonic::Status::permission_denied("banned")),
-            SessionError::Fatal(AgentError::Rejected(m)) if m == "banned"
+            SessionError::Refused(m) if m == "banned"
         ));
         for status in [
             tonic::Status::unavailable("down"),
@@ -527,6 +552,63 @@ pub(crate) mod tests {
         ] {
             assert!(matches!(classify(status), SessionError::Retry(_)));
         }
+    }
+
+    #[tokio::test]
+    async fn a_refused_agent_stops_serving_and_deletes_its_identity() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut session, _clock) = resumed_session(dir.path());
+        hold(&mut session, entry("e-a", "spiffe://example.org/a", 1));
+        session.publish();
+        let mut rx = session.snapshots();
+        assert_eq!(served(&session), vec!["e-a"]);
+        assert!(
+            AgentIdentity::load(&session.config.data_dir)
+                .unwrap()
+                .is_some()
+        );
+        session
+            .client
+            .store(Some(Arc::new(unreachable_client(&session))));
+
+        let err = session.discard_identity("agent `x` is banned or evicted".into());
+        assert!(
+            matches!(&err, AgentError::Rejected(m) if m == "agent `x` is banned or evicted"),
+            "{err}"
+        );
+        assert!(rx.has_changed().unwrap(), "workload streams are woken");
+        assert!(rx.borrow_and_update().identities.is_empty());
+        assert!(session.cache.svid("e-a").is_none(), "its key is dropped");
+        assert!(session.client.load().is_none(), "no more server calls");
+        assert!(
+            AgentIdentity::load(&session.config.data_dir)
+                .unwrap()
+                .is_none(),
+            "the stored identity is deleted"
+        );
+        let line = err.to_string();
+        assert!(
+            line.contains("banned or evicted") && line.contains("deleted"),
+            "{line}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refused_agent_whose_identity_cannot_be_deleted_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut session, _clock) = resumed_session(dir.path());
+        hold(&mut session, entry("e-a", "spiffe://example.org/a", 1));
+        session.publish();
+        let state = session.config.data_dir.join("agent-state.json");
+        std::fs::remove_file(&state).unwrap();
+        std::fs::create_dir(&state).unwrap();
+
+        let err = session.discard_identity("banned".into());
+        assert!(
+            matches!(&err, AgentError::RejectedIdentityKept { reason, .. } if reason == "banned"),
+            "{err}"
+        );
+        assert!(served(&session).is_empty(), "it stops serving all the same");
     }
 
     #[tokio::test]

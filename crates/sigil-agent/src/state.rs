@@ -1,6 +1,7 @@
 //! The agent's own identity on disk: its SVID chain and trust bundle (`agent-state.json`) and its
 //! private key (`agent.key`, PKCS#8 PEM), both mode 0600 and written atomically, so a restarted
-//! agent resumes without a new join token.
+//! agent resumes without a new join token; and its removal, when the server refuses the agent
+//! (banned, evicted), so the refused identity is never presented again.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -29,6 +30,11 @@ pub enum StateError {
     },
     #[error("{path} is corrupt: {detail}")]
     Corrupt { path: PathBuf, detail: String },
+    #[error("cannot delete {path}: {source}")]
+    Remove {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// The agent's SVID, key and bundle.
@@ -152,6 +158,25 @@ impl AgentIdentity {
             path: spath,
             source,
         })
+    }
+
+    /// Deletes the identity stored in `dir`: the key first (the secret goes before anything else),
+    /// then the state file, then makes the removal durable. Files already gone are no error, so a
+    /// second call, or a call on an agent that never attested, succeeds. Afterwards
+    /// [`AgentIdentity::load`] returns `None`.
+    pub fn remove(dir: &Path) -> Result<(), StateError> {
+        for path in [key_path(dir), state_path(dir)] {
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => return Err(StateError::Remove { path, source }),
+            }
+        }
+        // Persist the unlinks, so a crash now cannot bring the identity back.
+        if let Ok(handle) = std::fs::File::open(dir) {
+            let _ = handle.sync_all();
+        }
+        Ok(())
     }
 }
 
@@ -346,6 +371,39 @@ pub(crate) mod tests {
         big.resize(limit + 1024, b'a');
         std::fs::write(&spath, big).unwrap();
         assert_corrupt(dir.path(), &spath);
+    }
+
+    #[test]
+    fn removing_the_identity_deletes_key_and_state_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        sample_identity(1_700_000_000).save(dir.path()).unwrap();
+        let other = dir.path().join("agent.lock");
+        std::fs::write(&other, b"").unwrap();
+        assert!(AgentIdentity::load(dir.path()).unwrap().is_some());
+
+        AgentIdentity::remove(dir.path()).unwrap();
+        assert!(!key_path(dir.path()).exists());
+        assert!(!state_path(dir.path()).exists());
+        assert!(AgentIdentity::load(dir.path()).unwrap().is_none());
+        assert!(other.exists(), "only the identity is deleted");
+
+        AgentIdentity::remove(dir.path()).unwrap();
+        AgentIdentity::remove(&dir.path().join("never-created")).unwrap();
+    }
+
+    #[test]
+    fn an_identity_that_cannot_be_deleted_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        sample_identity(1_700_000_000).save(dir.path()).unwrap();
+        // A directory in place of the state file: unlink fails with something other than
+        // "not found", and the error names the file.
+        std::fs::remove_file(state_path(dir.path())).unwrap();
+        std::fs::create_dir(state_path(dir.path())).unwrap();
+        match AgentIdentity::remove(dir.path()) {
+            Err(StateError::Remove { path, .. }) => assert_eq!(path, state_path(dir.path())),
+            other => panic!("expected StateError::Remove, got {other:?}"),
+        }
+        assert!(!key_path(dir.path()).exists(), "the key went first");
     }
 
     #[test]

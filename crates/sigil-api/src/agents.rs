@@ -1,4 +1,5 @@
-//! Attested agents on the wire: `GET /api/v1/agents` and `GET /api/v1/agents/{spiffe_id}`.
+//! Attested agents on the wire: `GET /api/v1/agents`, and `GET` (show), `DELETE` (evict) and
+//! `POST …/ban` on `/api/v1/agents/{spiffe_id}`; each answers an [`Agent`].
 
 use serde::{Deserialize, Serialize};
 
@@ -14,6 +15,7 @@ pub struct Agent {
     pub serial: String,
     /// Unix seconds when the current SVID expires.
     pub expires_at: i64,
+    /// Whether the agent is banned: it is refused on every call until its record is evicted.
     pub banned: bool,
     pub can_reattest: bool,
     /// Unix seconds.

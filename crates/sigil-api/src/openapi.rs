@@ -154,11 +154,7 @@ fn path_items() -> Value {
         }),
     );
     items.insert(paths::AGENT.into(), json!({
-        "parameters": [{
-            "name": "spiffe_id", "in": "path", "required": true,
-            "description": "The agent's SPIFFE ID, percent-encoded as one segment (`/` as `%2F`)",
-            "schema": schema_ref("SpiffeId"),
-        }],
+        "parameters": [agent_id_parameter()],
         "get": {
             "operationId": "getAgent",
             "summary": "One attested agent",
@@ -166,6 +162,30 @@ fn path_items() -> Value {
                 "200": ok_json("The agent", schema_ref("Agent")),
                 "400": error_ref("InvalidArgument"),
                 "404": error_ref("NotFound"),
+                "500": error_ref("Internal"),
+            },
+        },
+        "delete": {
+            "operationId": "evictAgent",
+            "summary": "Evict an agent: delete its record, so its SVID is refused from then on and its open sync stream ends; it must attest again (a join-token agent needs a new token)",
+            "responses": {
+                "200": ok_json("The agent as it was before eviction", schema_ref("Agent")),
+                "400": error_ref("InvalidArgument"),
+                "404": error_ref("NotFound"),
+                "500": error_ref("Internal"),
+            },
+        },
+    }));
+    items.insert(paths::AGENT_BAN.into(), json!({
+        "parameters": [agent_id_parameter()],
+        "post": {
+            "operationId": "banAgent",
+            "summary": "Ban an agent: its record is kept and marked banned, its SVID is refused from then on and its open sync stream ends. Banning a banned agent changes nothing. The request has no body",
+            "responses": {
+                "200": ok_json("The banned agent", schema_ref("Agent")),
+                "400": error_ref("InvalidArgument"),
+                "404": error_ref("NotFound"),
+                "413": error_ref("PayloadTooLarge"),
                 "500": error_ref("Internal"),
             },
         },
@@ -219,6 +239,15 @@ fn error_responses() -> Value {
         );
     }
     Value::Object(out)
+}
+
+/// The `{spiffe_id}` path parameter of the agent routes.
+fn agent_id_parameter() -> Value {
+    json!({
+        "name": "spiffe_id", "in": "path", "required": true,
+        "description": "The agent's SPIFFE ID, percent-encoded as one segment (`/` as `%2F`)",
+        "schema": schema_ref("SpiffeId"),
+    })
 }
 
 fn error_ref(name: &str) -> Value {
@@ -339,6 +368,32 @@ mod tests {
             Value::Array(items) => items.iter().for_each(|v| collect_refs(v, out)),
             _ => {}
         }
+    }
+
+    #[test]
+    fn every_path_template_parameter_is_declared() {
+        let doc = openapi_document(&td());
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            let templated: BTreeSet<String> = path
+                .split('/')
+                .filter_map(|seg| seg.strip_prefix('{')?.strip_suffix('}'))
+                .map(str::to_owned)
+                .collect();
+            let declared: BTreeSet<String> = item["parameters"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|p| p["in"] == "path")
+                .map(|p| p["name"].as_str().unwrap().to_owned())
+                .collect();
+            assert_eq!(templated, declared, "{path}");
+        }
+        assert!(
+            doc["paths"][paths::AGENT_BAN]["post"]
+                .get("requestBody")
+                .is_none(),
+            "a ban takes no body"
+        );
     }
 
     #[test]

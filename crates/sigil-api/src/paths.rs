@@ -15,8 +15,11 @@ pub const ENTRY: &str = "/api/v1/entries/{id}";
 pub const JOIN_TOKENS: &str = "/api/v1/join-tokens";
 /// `GET`: list attested agents.
 pub const AGENTS: &str = "/api/v1/agents";
-/// `GET`: one agent by SPIFFE ID (percent-encoded as a single path segment).
+/// `GET`: one agent by SPIFFE ID (percent-encoded as a single path segment); `DELETE`: evict
+/// it (its record is deleted; it must attest again).
 pub const AGENT: &str = "/api/v1/agents/{spiffe_id}";
+/// `POST`: ban the agent (its record is kept, marked banned; it is refused from then on).
+pub const AGENT_BAN: &str = "/api/v1/agents/{spiffe_id}/ban";
 /// `GET`: the server's own trust bundle document.
 pub const BUNDLE: &str = "/api/v1/bundle";
 /// `GET`: liveness and trust domain.
@@ -39,6 +42,11 @@ pub fn agent(spiffe_id: &str) -> String {
     format!("{AGENTS}/{}", encode_segment(spiffe_id))
 }
 
+/// The ban path of the agent `spiffe_id` (its ID percent-encoded as one segment).
+pub fn agent_ban(spiffe_id: &str) -> String {
+    format!("{}/ban", agent(spiffe_id))
+}
+
 /// `value` percent-encoded so that it is exactly one path segment.
 pub fn encode_segment(value: &str) -> String {
     utf8_percent_encode(value, SEGMENT).to_string()
@@ -53,6 +61,19 @@ mod tests {
         assert_eq!(
             agent("spiffe://example.org/sigil/agent/join_token/ab"),
             "/api/v1/agents/spiffe%3A%2F%2Fexample.org%2Fsigil%2Fagent%2Fjoin_token%2Fab"
+        );
+    }
+
+    #[test]
+    fn ban_path_is_the_agent_path_and_one_more_segment() {
+        assert_eq!(
+            agent_ban("spiffe://example.org/sigil/agent/join_token/ab"),
+            "/api/v1/agents/spiffe%3A%2F%2Fexample.org%2Fsigil%2Fagent%2Fjoin_token%2Fab/ban"
+        );
+        assert_eq!(
+            AGENT_BAN.replace("{spiffe_id}", "x"),
+            agent_ban("x"),
+            "the builder and the route template agree"
         );
     }
 

@@ -254,6 +254,7 @@ pub async fn start(
             store: store.clone(),
             trust_domain: td.clone(),
             clock: clock.clone(),
+            agents: Some(agents.clone()),
         };
         let mut stop = shutdown_rx.clone();
         let path = config.admin_socket.clone();

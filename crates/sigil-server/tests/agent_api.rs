@@ -305,6 +305,43 @@ async fn banned_agent_is_refused_and_its_open_sync_stream_ends() {
 }
 
 #[tokio::test]
+async fn evicted_agent_is_refused_and_its_open_sync_stream_ends() {
+    let server = TestServer::start().await;
+    let agent = server.attest().await;
+    let entry = indexed_entry(&server, "spiffe://example.org/web", &agent.id).await;
+    let mut client = server.client(&agent).await;
+    assert_all_ok(&call_every_authenticated_method(&mut client, &entry.id).await);
+
+    let mut stream = client
+        .sync_authorized_entries(pb::SyncAuthorizedEntriesRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let first = tokio::time::timeout(PATIENCE, stream.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.entries.len(), 1);
+
+    server
+        .handle
+        .store
+        .delete_agent(agent.id.as_str())
+        .await
+        .unwrap();
+
+    let ended = tokio::time::timeout(PATIENCE, stream.message())
+        .await
+        .expect("the sync stream was not ended after the eviction");
+    expect_status(ended, Code::PermissionDenied, "evicted");
+
+    let outcomes = call_every_authenticated_method(&mut client, &entry.id).await;
+    assert_all_refused(&outcomes, Code::PermissionDenied);
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn renewed_svid_works_and_retires_the_old_one_once_used() {
     let server = TestServer::start().await;
     let old = server.attest().await;

@@ -47,7 +47,7 @@ enum Command {
     /// Run the server.
     #[command(subcommand)]
     Server(ServerCommand),
-    /// Run the node agent, or inspect attested agents through the admin API.
+    /// Run the node agent, or inspect, ban and evict attested agents through the admin API.
     #[command(subcommand)]
     Agent(AgentCommand),
     /// Run server and agent in one process with a local state directory (zero configuration).
@@ -82,7 +82,11 @@ enum AgentCommand {
     /// List attested agents.
     List(agent::ListArgs),
     /// Show one attested agent.
-    Show(agent::ShowArgs),
+    Show(agent::SpiffeIdArgs),
+    /// Ban an agent: the server refuses it from now on and keeps its record, marked banned.
+    Ban(agent::SpiffeIdArgs),
+    /// Evict an agent: the server deletes its record; it must attest again.
+    Evict(agent::SpiffeIdArgs),
 }
 
 #[derive(Debug, Args)]
@@ -188,6 +192,8 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Agent(AgentCommand::Run(args)) => agent_cmd::run(&args.config).await,
         Command::Agent(AgentCommand::List(args)) => agent::list(args).await,
         Command::Agent(AgentCommand::Show(args)) => agent::show(args).await,
+        Command::Agent(AgentCommand::Ban(args)) => agent::ban(args).await,
+        Command::Agent(AgentCommand::Evict(args)) => agent::evict(args).await,
         Command::Dev(args) => {
             dev::run(dev::DevOptions {
                 state_dir: args.state_dir,

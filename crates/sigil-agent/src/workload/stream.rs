@@ -1,8 +1,9 @@
 //! Server streams driven by snapshot changes: the first message is sent at once, then one more
 //! each time a new snapshot changes what this caller gets (no polling); the stream ends with
 //! `PermissionDenied` when the caller loses its last identity, and with `Unavailable` when the
-//! agent shuts down. Dropping the stream (the client went away) stops everything: no task is
-//! spawned.
+//! agent shuts down (unless the caller's identity went in the same instant, as when the server
+//! refuses the agent and it stops: then `PermissionDenied`, whichever of the two the stream sees
+//! first). Dropping the stream (the client went away) stops everything: no task is spawned.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -67,7 +68,13 @@ where
             };
             if !changed {
                 st.done = true;
-                return Some((Err(Status::unavailable(SHUTTING_DOWN)), st));
+                let snapshot = Arc::clone(&st.snapshots.borrow_and_update());
+                let status = if (st.build)(&snapshot).is_none() {
+                    Status::permission_denied(NO_IDENTITY)
+                } else {
+                    Status::unavailable(SHUTTING_DOWN)
+                };
+                return Some((Err(status), st));
             }
             let snapshot = Arc::clone(&st.snapshots.borrow_and_update());
             match (st.build)(&snapshot) {
@@ -89,5 +96,95 @@ where
 pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
     if stop.wait_for(|s| *s).await.is_err() {
         std::future::pending::<()>().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::StreamExt as _;
+    use sigil_spiffe::SpiffeId;
+    use tonic::Code;
+
+    use super::*;
+    use crate::snapshot::WorkloadIdentity;
+    use crate::state::tests::sample_identity;
+    use crate::svid_cache::tests::{NOW, material};
+
+    /// A snapshot serving `count` identities.
+    fn snapshot(count: usize) -> Arc<IdentitySnapshot> {
+        let mut snapshot = IdentitySnapshot::empty(Arc::new(sample_identity(NOW + 3_600).bundle));
+        for i in 0..count {
+            let spiffe_id = SpiffeId::parse(&format!("spiffe://example.org/w{i}")).unwrap();
+            snapshot.identities.push(WorkloadIdentity {
+                entry_id: format!("e{i}"),
+                svid: Arc::new(material(spiffe_id.as_str(), NOW + 3_600)),
+                spiffe_id,
+                selectors: Vec::new(),
+                hint: String::new(),
+                federates_with: Vec::new(),
+            });
+        }
+        Arc::new(snapshot)
+    }
+
+    /// A stream whose message is the number of identities, `None` (no identity) at zero; its
+    /// first message already taken.
+    async fn counting_stream(
+        snapshots: &watch::Sender<Arc<IdentitySnapshot>>,
+        stop: &watch::Sender<bool>,
+    ) -> ResponseStream<usize> {
+        let build: Build<usize> =
+            Box::new(|s| (!s.identities.is_empty()).then_some(s.identities.len()));
+        let mut rx = snapshots.subscribe();
+        rx.mark_unchanged();
+        let mut stream = watch_stream(rx, stop.subscribe(), 1, build);
+        assert_eq!(stream.next().await.unwrap().unwrap(), 1);
+        stream
+    }
+
+    async fn end_code(stream: &mut ResponseStream<usize>) -> Code {
+        let end = stream.next().await.unwrap().unwrap_err().code();
+        assert!(stream.next().await.is_none(), "nothing after the end");
+        end
+    }
+
+    #[tokio::test]
+    async fn losing_the_identity_as_the_agent_stops_is_permission_denied() {
+        let (snapshots, _) = watch::channel(snapshot(1));
+        let (stop, _) = watch::channel(false);
+        let mut stream = counting_stream(&snapshots, &stop).await;
+        // Both before the stream looks again: the stop signal is checked first.
+        snapshots.send_replace(snapshot(0));
+        stop.send_replace(true);
+        assert_eq!(end_code(&mut stream).await, Code::PermissionDenied);
+    }
+
+    #[tokio::test]
+    async fn a_plain_stop_is_unavailable() {
+        let (snapshots, _) = watch::channel(snapshot(1));
+        let (stop, _) = watch::channel(false);
+        let mut stream = counting_stream(&snapshots, &stop).await;
+        stop.send_replace(true);
+        assert_eq!(end_code(&mut stream).await, Code::Unavailable);
+    }
+
+    #[tokio::test]
+    async fn a_stop_after_a_change_that_keeps_the_identity_is_unavailable() {
+        let (snapshots, _) = watch::channel(snapshot(1));
+        let (stop, _) = watch::channel(false);
+        let mut stream = counting_stream(&snapshots, &stop).await;
+        snapshots.send_replace(snapshot(2));
+        stop.send_replace(true);
+        assert_eq!(end_code(&mut stream).await, Code::Unavailable);
+    }
+
+    #[tokio::test]
+    async fn the_snapshot_feed_ending_without_identities_is_permission_denied() {
+        let (snapshots, _) = watch::channel(snapshot(1));
+        let (stop, _) = watch::channel(false);
+        let mut stream = counting_stream(&snapshots, &stop).await;
+        snapshots.send_replace(snapshot(0));
+        drop(snapshots);
+        assert_eq!(end_code(&mut stream).await, Code::PermissionDenied);
     }
 }

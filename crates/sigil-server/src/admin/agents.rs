@@ -1,7 +1,15 @@
-//! `/api/v1/agents` and `/api/v1/agents/{spiffe_id}`: the attested node agents.
+//! `/api/v1/agents` and `/api/v1/agents/{spiffe_id}`: the attested node agents; listing and
+//! showing them, banning (`POST …/ban`) and evicting (`DELETE`) one.
+//!
+//! A ban writes only the agent's `banned` column (never the whole record, so a concurrent
+//! renewal or heartbeat cannot undo it); an eviction deletes the record. Both append a change
+//! event, from which the server's agent index refuses the agent and ends its sync stream.
+
+use std::time::Duration;
 
 use axum::Json;
-use axum::extract::rejection::PathRejection;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{Path, State};
 use sigil_api::{Agent, AgentList};
 use sigil_spiffe::SpiffeId;
@@ -9,6 +17,10 @@ use sigil_store::AttestedAgent;
 
 use super::AdminState;
 use super::api_error::ApiError;
+use super::body::require_empty;
+
+/// Longest a ban or an eviction waits for the agent index to apply it before answering.
+const AGENT_INDEX_WAIT: Duration = Duration::from_secs(5);
 
 /// `GET /api/v1/agents` → every agent, ordered by SPIFFE ID.
 pub(crate) async fn list(State(state): State<AdminState>) -> Result<Json<AgentList>, ApiError> {
@@ -24,20 +36,89 @@ pub(crate) async fn show(
     State(state): State<AdminState>,
     raw: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Agent>, ApiError> {
+    let id = agent_id(raw)?;
+    let agent = state
+        .store
+        .get_agent(id.as_str())
+        .await?
+        .ok_or_else(|| not_found(&id))?;
+    Ok(Json(to_wire(&agent)))
+}
+
+/// `POST /api/v1/agents/{spiffe_id}/ban` (no body) → the agent, now banned; 400 for a malformed
+/// ID or a body, 404 (nothing changed) for an unknown agent. Banning a banned agent is a no-op
+/// that answers the same.
+pub(crate) async fn ban(
+    State(state): State<AdminState>,
+    raw: Result<Path<String>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Agent>, ApiError> {
+    let id = agent_id(raw)?;
+    require_empty(body)?;
+    // Only the `banned` column is written; `NotFound` (a 404) writes nothing.
+    state.store.set_agent_banned(id.as_str(), true).await?;
+    wait_for_agent_index(&state).await;
+    tracing::info!(agent = %id, "agent banned");
+    // Read after the write only to answer; evicted in between, it is gone.
+    let agent = state
+        .store
+        .get_agent(id.as_str())
+        .await?
+        .ok_or_else(|| not_found(&id))?;
+    Ok(Json(to_wire(&agent)))
+}
+
+/// `DELETE /api/v1/agents/{spiffe_id}` → the agent as it was before it was evicted; 400 for a
+/// malformed ID, 404 for an unknown agent.
+pub(crate) async fn evict(
+    State(state): State<AdminState>,
+    raw: Result<Path<String>, PathRejection>,
+) -> Result<Json<Agent>, ApiError> {
+    let id = agent_id(raw)?;
+    let agent = state.store.delete_agent(id.as_str()).await?;
+    wait_for_agent_index(&state).await;
+    tracing::info!(agent = %id, "agent evicted");
+    Ok(Json(to_wire(&agent)))
+}
+
+/// The `{spiffe_id}` path parameter, parsed; a 400 naming `spiffe_id` when it is not a SPIFFE ID.
+fn agent_id(raw: Result<Path<String>, PathRejection>) -> Result<SpiffeId, ApiError> {
     let Path(raw) = raw.map_err(|rejection| {
         ApiError::invalid(format!(
             "invalid agent SPIFFE ID: {}",
             rejection.body_text()
         ))
     })?;
-    let id =
-        SpiffeId::parse(&raw).map_err(|err| ApiError::invalid_value("spiffe_id", &raw, err))?;
-    let agent = state
-        .store
-        .get_agent(id.as_str())
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("agent `{id}` not found")))?;
-    Ok(Json(to_wire(&agent)))
+    SpiffeId::parse(&raw).map_err(|err| ApiError::invalid_value("spiffe_id", &raw, err))
+}
+
+fn not_found(id: &SpiffeId) -> ApiError {
+    ApiError::not_found(format!("agent `{id}` not found"))
+}
+
+/// Waits (bounded) until the server's agent index has applied the store's latest change, so
+/// once the caller has the answer the agent is refused by this server. The write is stored
+/// whatever happens here; a late index only delays its effect, and is logged.
+async fn wait_for_agent_index(state: &AdminState) {
+    let Some(index) = &state.agents else {
+        return;
+    };
+    let written = match state.store.latest_change().await {
+        Ok(seq) => seq,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the change feed position");
+            return;
+        }
+    };
+    if tokio::time::timeout(AGENT_INDEX_WAIT, index.applied_through(written))
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            seq = written,
+            "the agent index did not apply the change in time; it takes effect when it does"
+        );
+    }
 }
 
 /// The agent as the API answers it.
@@ -57,12 +138,19 @@ pub(crate) fn to_wire(agent: &AttestedAgent) -> Agent {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
     use axum::http::{Method, StatusCode};
     use serde_json::json;
     use sigil_spiffe::{Selector, SpiffeId};
-    use sigil_store::AttestedAgent;
+    use sigil_store::{AttestedAgent, Datastore};
 
-    use crate::admin::test_support::Harness;
+    use crate::admin::test_support::{Harness, state};
+    use crate::agent_index::AgentIndex;
+
+    const A: &str = "spiffe://example.org/sigil/agent/join_token/abc";
+    const B: &str = "spiffe://example.org/sigil/agent/join_token/def";
 
     fn agent(id: &str) -> AttestedAgent {
         AttestedAgent {
@@ -137,6 +225,189 @@ mod tests {
                 .as_str()
                 .unwrap()
                 .starts_with("invalid spiffe_id `spiffe://Bad`")
+        );
+    }
+
+    /// A harness whose store holds agents `A` and `B`.
+    async fn with_two_agents() -> Harness {
+        let h = Harness::new().await;
+        h.store.create_agent(agent(A)).await.unwrap();
+        h.store.create_agent(agent(B)).await.unwrap();
+        h
+    }
+
+    /// Every agent as stored, and the change-feed position: what "nothing changed" compares.
+    async fn snapshot(store: &dyn Datastore) -> (Vec<AttestedAgent>, u64) {
+        (
+            store.list_agents().await.unwrap(),
+            store.latest_change().await.unwrap(),
+        )
+    }
+
+    #[tokio::test]
+    async fn ban_sets_only_the_banned_flag_and_answers_the_agent() {
+        let h = with_two_agents().await;
+        let (status, body) = h
+            .call(Method::POST, &sigil_api::paths::agent_ban(A), None)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["spiffe_id"], A);
+        assert_eq!(body["banned"], true);
+
+        let stored = h.store.get_agent(A).await.unwrap().unwrap();
+        let mut expected = agent(A);
+        expected.banned = true;
+        assert_eq!(stored, expected, "no other column changed");
+        assert_eq!(body, serde_json::to_value(super::to_wire(&stored)).unwrap());
+        assert!(
+            !h.store.get_agent(B).await.unwrap().unwrap().banned,
+            "only the named agent is banned"
+        );
+        // The ban is on the record the agent index follows.
+        let shown = h
+            .call(Method::GET, &sigil_api::paths::agent(A), None)
+            .await
+            .1;
+        assert_eq!(shown["banned"], true);
+    }
+
+    #[tokio::test]
+    async fn banning_a_banned_agent_answers_the_same_and_changes_nothing_else() {
+        let h = with_two_agents().await;
+        let first = h
+            .call(Method::POST, &sigil_api::paths::agent_ban(A), None)
+            .await;
+        assert_eq!(first.0, StatusCode::OK, "{}", first.1);
+        let after_first = h.store.list_agents().await.unwrap();
+        let second = h
+            .call(Method::POST, &sigil_api::paths::agent_ban(A), None)
+            .await;
+        assert_eq!(second, first);
+        assert_eq!(h.store.list_agents().await.unwrap(), after_first);
+    }
+
+    #[tokio::test]
+    async fn evict_deletes_the_agent_and_answers_what_it_was() {
+        let h = with_two_agents().await;
+        let (status, body) = h
+            .call(Method::DELETE, &sigil_api::paths::agent(A), None)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(
+            body,
+            serde_json::to_value(super::to_wire(&agent(A))).unwrap()
+        );
+        assert!(h.store.get_agent(A).await.unwrap().is_none(), "deleted");
+        assert!(h.store.get_agent(B).await.unwrap().is_some(), "B is kept");
+
+        let (status, err) = h
+            .call(Method::DELETE, &sigil_api::paths::agent(A), None)
+            .await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "evicting twice: {err}");
+        let (status, _) = h.call(Method::GET, &sigil_api::paths::agent(A), None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+    }
+
+    #[tokio::test]
+    async fn ban_and_evict_of_an_unknown_agent_are_404_and_change_nothing() {
+        let h = with_two_agents().await;
+        let before = snapshot(h.store.as_ref()).await;
+        let unknown = "spiffe://example.org/sigil/agent/join_token/nobody";
+        for (method, path) in [
+            (Method::POST, sigil_api::paths::agent_ban(unknown)),
+            (Method::DELETE, sigil_api::paths::agent(unknown)),
+        ] {
+            let (status, err) = h.call(method.clone(), &path, None).await;
+            assert_eq!(status, StatusCode::NOT_FOUND, "{method} {path}: {err}");
+            assert_eq!(
+                err,
+                json!({"error": {"code": "not_found", "message": format!("agent `{unknown}` not found")}}),
+            );
+        }
+        assert_eq!(snapshot(h.store.as_ref()).await, before, "nothing changed");
+    }
+
+    #[tokio::test]
+    async fn ban_and_evict_of_a_malformed_id_are_400_and_change_nothing() {
+        let h = with_two_agents().await;
+        let before = snapshot(h.store.as_ref()).await;
+        for raw in ["spiffe://Bad", "not-a-spiffe-id"] {
+            for (method, path) in [
+                (Method::POST, sigil_api::paths::agent_ban(raw)),
+                (Method::DELETE, sigil_api::paths::agent(raw)),
+            ] {
+                let (status, err) = h.call(method.clone(), &path, None).await;
+                assert_eq!(status, StatusCode::BAD_REQUEST, "{method} {path}: {err}");
+                assert_eq!(err["error"]["code"], "invalid_argument");
+                let message = err["error"]["message"].as_str().unwrap();
+                assert!(
+                    message.starts_with(&format!("invalid spiffe_id `{raw}`: ")),
+                    "{message}"
+                );
+            }
+        }
+        assert_eq!(snapshot(h.store.as_ref()).await, before, "nothing changed");
+    }
+
+    #[tokio::test]
+    async fn ban_with_a_body_is_400_and_changes_nothing() {
+        let h = with_two_agents().await;
+        let before = snapshot(h.store.as_ref()).await;
+        let (status, err) = h
+            .call(
+                Method::POST,
+                &sigil_api::paths::agent_ban(A),
+                Some(json!({"reason": "compromised"})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{err}");
+        assert_eq!(err["error"]["message"], "this request takes no body");
+        assert_eq!(snapshot(h.store.as_ref()).await, before);
+    }
+
+    /// Applies the feed to `index` every 100 ms, starting 200 ms from now (so a handler that does
+    /// not wait for the index answers before it has the change).
+    fn slow_follower(store: Arc<dyn Datastore>, index: Arc<AgentIndex>, mut position: u64) {
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            loop {
+                let batch = store.changes_since(position, 1000).await.unwrap();
+                index.apply_batch(store.as_ref(), &batch).await.unwrap();
+                position = batch.last().map_or(position, |e| e.seq);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+    }
+
+    #[tokio::test]
+    async fn ban_and_evict_answer_once_the_agent_index_refuses_the_agent() {
+        let mut state = state().await;
+        state.store.create_agent(agent(A)).await.unwrap();
+        state.store.create_agent(agent(B)).await.unwrap();
+        let (index, position) = AgentIndex::load(state.store.as_ref()).await.unwrap();
+        state.agents = Some(index.clone());
+        let h = Harness::with_state(state);
+        slow_follower(h.store.clone(), index.clone(), position);
+        let a = SpiffeId::parse(A).unwrap();
+        let b = SpiffeId::parse(B).unwrap();
+        assert!(!index.get(&a).unwrap().banned);
+
+        let (status, body) = h
+            .call(Method::POST, &sigil_api::paths::agent_ban(A), None)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert!(
+            index.get(&a).unwrap().banned,
+            "answered before the agent index had the ban"
+        );
+
+        let (status, body) = h
+            .call(Method::DELETE, &sigil_api::paths::agent(B), None)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert!(
+            index.get(&b).is_none(),
+            "answered before the agent index had the eviction"
         );
     }
 }

@@ -1,6 +1,7 @@
-//! JSON request bodies: read within the body limit (the router sets it to
-//! [`sigil_api::MAX_REQUEST_BODY_BYTES`]), required to be a JSON object, and decoded with errors
-//! in the API's own vocabulary instead of axum's plain-text rejections.
+//! Request bodies: read within the body limit (the router sets it to
+//! [`sigil_api::MAX_REQUEST_BODY_BYTES`]); JSON bodies required to be a JSON object and decoded,
+//! bodies of requests that take none required to be empty, with errors in the API's own
+//! vocabulary instead of axum's plain-text rejections.
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -18,19 +19,7 @@ pub(crate) fn decode_json<T: DeserializeOwned>(
     body: Result<Bytes, BytesRejection>,
     empty_default: Option<T>,
 ) -> Result<T, ApiError> {
-    let bytes = body.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError {
-                code: ErrorCode::PayloadTooLarge,
-                message: format!("request body is larger than {MAX_REQUEST_BODY_BYTES} bytes"),
-            }
-        } else {
-            ApiError::invalid(format!(
-                "cannot read the request body: {}",
-                rejection.body_text()
-            ))
-        }
-    })?;
+    let bytes = read(body)?;
     match bytes.iter().find(|b| !is_json_whitespace(**b)) {
         None => {
             return empty_default.ok_or_else(|| {
@@ -46,6 +35,33 @@ pub(crate) fn decode_json<T: DeserializeOwned>(
     }
     serde_json::from_slice(&bytes)
         .map_err(|err| ApiError::invalid(format!("request body is not valid: {err}")))
+}
+
+/// Accepts only an empty body, for requests that take none: a body sent anyway is a 400 instead
+/// of being ignored, so a caller that thinks it passes options learns that it does not.
+pub(crate) fn require_empty(body: Result<Bytes, BytesRejection>) -> Result<(), ApiError> {
+    if read(body)?.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::invalid("this request takes no body"))
+    }
+}
+
+/// The body's bytes, or the error for a body over the limit or unreadable.
+fn read(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError {
+                code: ErrorCode::PayloadTooLarge,
+                message: format!("request body is larger than {MAX_REQUEST_BODY_BYTES} bytes"),
+            }
+        } else {
+            ApiError::invalid(format!(
+                "cannot read the request body: {}",
+                rejection.body_text()
+            ))
+        }
+    })
 }
 
 /// JSON's insignificant whitespace (RFC 8259 §2), the only bytes allowed before the value.

@@ -20,6 +20,8 @@ use std::sync::Arc;
 use sigil_spiffe::{Clock, TrustDomain};
 use sigil_store::Datastore;
 
+use crate::agent_index::AgentIndex;
+
 pub use routes::router;
 pub use socket::{BoundSocket, bind, serve, serve_bound};
 
@@ -29,6 +31,10 @@ pub struct AdminState {
     pub store: Arc<dyn Datastore>,
     pub trust_domain: TrustDomain,
     pub clock: Arc<dyn Clock>,
+    /// The agent index the server's agent API authenticates with. When given, a ban or an
+    /// eviction is answered only once this index has applied it (waiting a bounded time), so the
+    /// agent's next call to this server is refused. `None` answers as soon as the store has it.
+    pub agents: Option<Arc<AgentIndex>>,
 }
 
 /// Why the admin API could not be served.

@@ -56,6 +56,8 @@ pub(crate) fn route_table() -> Vec<Route> {
         post(paths::JOIN_TOKENS, join_tokens::create),
         get(paths::AGENTS, agents::list),
         get(paths::AGENT, agents::show),
+        delete(paths::AGENT, agents::evict),
+        post(paths::AGENT_BAN, agents::ban),
         get(paths::BUNDLE, bundle::show),
     ]
 }

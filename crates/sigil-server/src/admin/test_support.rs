@@ -26,6 +26,7 @@ pub(crate) async fn state() -> AdminState {
         store,
         trust_domain: TrustDomain::parse("example.org").unwrap(),
         clock: Arc::new(FakeClock::new(start)),
+        agents: None,
     }
 }
 
@@ -37,7 +38,11 @@ pub(crate) struct Harness {
 
 impl Harness {
     pub(crate) async fn new() -> Self {
-        let state = state().await;
+        Self::with_state(state().await)
+    }
+
+    /// A harness over `state` (for tests that change what [`state`] gives).
+    pub(crate) fn with_state(state: AdminState) -> Self {
         Self {
             store: state.store.clone(),
             router: router(state),

@@ -1,5 +1,7 @@
-//! `sigil agent list` and `sigil agent show --spiffe-id ID`: attested agents as the server
-//! knows them.
+//! `sigil agent list|show|ban|evict`: attested agents as the server knows them, and the two ways
+//! to stop one (`ban` keeps its record, marked banned; `evict` deletes it, so it must attest
+//! again). Either way the server refuses the agent from then on, and the agent deletes its
+//! stored identity and exits.
 
 use clap::Args;
 use sigil_api::{Agent, AgentList, paths};
@@ -17,8 +19,9 @@ pub struct ListArgs {
     pub conn: AdminConnection,
 }
 
+/// Arguments of the commands on one agent (`show`, `ban`, `evict`).
 #[derive(Debug, Args)]
-pub struct ShowArgs {
+pub struct SpiffeIdArgs {
     /// The agent's SPIFFE ID.
     #[arg(long, value_name = "ID")]
     pub spiffe_id: String,
@@ -42,12 +45,36 @@ pub async fn list(args: ListArgs) -> anyhow::Result<()> {
 }
 
 /// `sigil agent show --spiffe-id ID`.
-pub async fn show(args: ShowArgs) -> anyhow::Result<()> {
+pub async fn show(args: SpiffeIdArgs) -> anyhow::Result<()> {
     let client = AdminClient::new(&args.conn.admin_socket);
     let agent: Agent = client.get(&paths::agent(&args.spiffe_id)).await?;
     match args.out.output {
         OutputFormat::Json => emit_json(&agent),
         OutputFormat::Text => emit(&agent_block(&agent).render()),
+    }
+}
+
+/// `sigil agent ban --spiffe-id ID`: the server refuses the agent from now on and keeps its
+/// record, marked banned. Banning a banned agent succeeds and changes nothing.
+pub async fn ban(args: SpiffeIdArgs) -> anyhow::Result<()> {
+    let client = AdminClient::new(&args.conn.admin_socket);
+    let agent: Agent = client
+        .post_empty(&paths::agent_ban(&args.spiffe_id))
+        .await?;
+    match args.out.output {
+        OutputFormat::Json => emit_json(&agent),
+        OutputFormat::Text => emit(&format!("Banned agent {}\n", agent.spiffe_id)),
+    }
+}
+
+/// `sigil agent evict --spiffe-id ID`: the server deletes the agent's record and refuses it from
+/// now on; it must attest again (a join-token agent needs a new token).
+pub async fn evict(args: SpiffeIdArgs) -> anyhow::Result<()> {
+    let client = AdminClient::new(&args.conn.admin_socket);
+    let agent: Agent = client.delete(&paths::agent(&args.spiffe_id)).await?;
+    match args.out.output {
+        OutputFormat::Json => emit_json(&agent),
+        OutputFormat::Text => emit(&format!("Evicted agent {}\n", agent.spiffe_id)),
     }
 }
 

@@ -53,6 +53,11 @@ impl AdminClient {
         decode(&self.call(Method::POST, path, Some(encode(body)?)).await?)
     }
 
+    /// `POST path` without a body, answer decoded as `T`.
+    pub async fn post_empty<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        decode(&self.call(Method::POST, path, None).await?)
+    }
+
     /// `PUT path` with `body` as JSON, answer decoded as `T`.
     pub async fn put<B: Serialize, T: DeserializeOwned>(
         &self,

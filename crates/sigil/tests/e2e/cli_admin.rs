@@ -33,6 +33,7 @@ impl AdminServer {
             store: store.clone(),
             trust_domain: TrustDomain::parse("example.org").unwrap(),
             clock: Arc::new(SystemClock),
+            agents: None,
         };
         let (stop, stopped) = oneshot::channel::<()>();
         let path = socket.clone();

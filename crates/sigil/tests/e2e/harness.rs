@@ -394,6 +394,28 @@ pub fn missing_prerequisite(what: &str) {
     eprintln!("skipped: {what}");
 }
 
+/// The directory of the py-spiffe interop client and its scripts (interop/python).
+pub fn pyspiffe_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../interop/python")
+}
+
+/// The Python of the pinned py-spiffe venv (`SIGIL_INTEROP_PYTHON`, else
+/// interop/python/.venv/bin/python); `None` after reporting it missing with
+/// [`missing_prerequisite`] (which fails the test on CI).
+pub fn pyspiffe_python() -> Option<PathBuf> {
+    let python = std::env::var("SIGIL_INTEROP_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| pyspiffe_dir().join(".venv/bin/python"));
+    if python.exists() {
+        return Some(python);
+    }
+    missing_prerequisite(&format!(
+        "{} is missing (run interop/python/setup.sh)",
+        python.display()
+    ));
+    None
+}
+
 /// The current Unix time in seconds.
 pub fn unix_now() -> i64 {
     let since_epoch = std::time::SystemTime::now()

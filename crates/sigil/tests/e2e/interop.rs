@@ -122,20 +122,12 @@ fn rust_spiffe_crate_fetches_validates_and_refuses_forged_jwts() {
 
 #[test]
 fn py_spiffe_on_grpcio_fetches_validates_and_refuses_forged_jwts() {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../interop/python");
-    let python = std::env::var("SIGIL_INTEROP_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| root.join(".venv/bin/python"));
-    if !python.exists() {
-        missing_prerequisite(&format!(
-            "{} is missing (run interop/python/setup.sh)",
-            python.display()
-        ));
+    let Some(python) = pyspiffe_python() else {
         return;
-    }
+    };
     let agent = running_agent();
     let o = client_command(&python, &agent)
-        .arg(root.join("pyspiffe_client.py"))
+        .arg(pyspiffe_dir().join("pyspiffe_client.py"))
         .args(["--audience", AUDIENCE])
         .output()
         .unwrap();
