@@ -2,7 +2,11 @@
 against SPIFFE_ENDPOINT_SOCKET, and prints one JSON object per line on stdout (flushed), for the
 test to follow as it happens:
 
-  {"event": "update", "spiffe_ids": [...]}   each X.509 context the stream delivers
+  {"event": "update", "spiffe_ids": [...], "issuers": [...], "roots": [...]}
+                                             each X.509 context the stream delivers: the SPIFFE
+                                             IDs, the SHA-256 fingerprints (hex) of the
+                                             certificates above each leaf in its chain, and of
+                                             the X.509 authorities of its trust domain's bundle
   {"event": "error", "error": "..."}         the stream failed; retries are off (fail closed), so
                                              this is the end of the watch
   {"event": "refetch", "ok": false, "error": "..."}  (or "ok": true with "spiffe_id") one
@@ -20,6 +24,7 @@ import json
 import sys
 import threading
 
+from cryptography.hazmat.primitives import hashes
 from spiffe import WorkloadApiClient
 
 
@@ -33,8 +38,26 @@ def main():
     args = parser.parse_args()
     ended = threading.Event()
 
+    def fingerprint(cert):
+        return cert.fingerprint(hashes.SHA256()).hex()
+
     def on_success(context):
-        emit({"event": "update", "spiffe_ids": sorted(str(s.spiffe_id) for s in context.x509_svids)})
+        svids = context.x509_svids
+        issuers = sorted({fingerprint(c) for s in svids for c in s.cert_chain[1:]})
+        roots = sorted(
+            {
+                fingerprint(c)
+                for s in svids
+                for c in (context.x509_bundle_set.get_bundle_for_trust_domain(
+                    s.spiffe_id.trust_domain).x509_authorities)
+            }
+        )
+        emit({
+            "event": "update",
+            "spiffe_ids": sorted(str(s.spiffe_id) for s in svids),
+            "issuers": issuers,
+            "roots": roots,
+        })
 
     def on_error(error):
         emit({"event": "error", "error": f"{type(error).__name__}: {error}"})
