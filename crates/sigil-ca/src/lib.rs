@@ -19,5 +19,5 @@ mod x509_svid;
 pub use authority::{X509Authority, intermediate, self_signed_root};
 pub use error::CaError;
 pub use jwt::{JwtAuthority, KID_LEN, MintedJwt, new_kid};
-pub use lifecycle::{Action, AuthorityStatus, plan};
+pub use lifecycle::{Action, AuthorityStatus, next_transition, plan};
 pub use validity::BACKDATE_SECS;

@@ -131,6 +131,27 @@ pub fn plan(authorities: &[AuthorityStatus], now: i64) -> Vec<Action> {
     actions
 }
 
+/// The next instant after `now` at which [`plan`] may have something new to do for
+/// `authorities`: a successor due (half life), a replacement due (a sixth left), an expiry, or
+/// the second after a successor was prepared (it activates once published). The driver sleeps
+/// until then (bounded by its own periodic check), so short-lived authorities rotate on time.
+pub fn next_transition(authorities: &[AuthorityStatus], now: i64) -> Option<i64> {
+    authorities
+        .iter()
+        .filter(|a| a.state != AuthorityState::Revoked || a.not_after > now)
+        .flat_map(|a| {
+            let life = a.life();
+            [
+                a.not_before.saturating_add(life.saturating_add(1) / 2),
+                a.not_after.saturating_sub(life / 6),
+                a.not_after,
+                a.not_before.saturating_add(1),
+            ]
+        })
+        .filter(|at| *at > now)
+        .min()
+}
+
 /// How many rounds of [`plan`] and apply at one instant settle any state: expired ones are
 /// dropped, roots settle (prepare, activate), then intermediates under the active root (prepare,
 /// activate).
@@ -316,6 +337,21 @@ mod tests {
 
     fn retire(id: &str) -> Action {
         Action::Retire { id: id.to_owned() }
+    }
+
+    #[test]
+    fn the_next_transition_is_the_earliest_half_life_sixth_left_or_expiry() {
+        let world = settled();
+        // JWT key and intermediate: born T0, life 600: half life at T0 + 300.
+        assert_eq!(next_transition(&world, T0 + 1), Some(T0 + 300));
+        // Then a sixth left: T0 + 500; then the expiry.
+        assert_eq!(next_transition(&world, T0 + 300), Some(T0 + 500));
+        assert_eq!(next_transition(&world, T0 + 500), Some(T0 + 600));
+        // Nothing is due before the instant reported, something is at it.
+        for now in [T0 + 1, T0 + 150, T0 + 299] {
+            assert_eq!(plan(&world, now), [], "{now}");
+        }
+        assert_ne!(plan(&world, T0 + 300), []);
     }
 
     fn drop_(id: &str) -> Action {

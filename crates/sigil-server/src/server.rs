@@ -183,8 +183,26 @@ pub async fn start(
             let mut svid_renew_at =
                 clock.unix_secs() + i64::try_from(SERVER_SVID_TTL / 2).unwrap_or(0);
             loop {
+                // Until the life cycle's next transition or the server SVID's renewal, and at
+                // most ROTATION_CHECK (which also picks up a stepped clock).
+                let next = match ca.next_transition().await {
+                    Ok(next) => next,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot plan the next CA transition");
+                        None
+                    }
+                };
+                let now = clock.unix_secs();
+                let wait = next
+                    .into_iter()
+                    .chain([svid_renew_at])
+                    .map(|at| u64::try_from(at.saturating_sub(now)).unwrap_or(0))
+                    .map(Duration::from_secs)
+                    .fold(ROTATION_CHECK, Duration::min)
+                    // A failing renewal is retried a second later, not in a busy loop.
+                    .max(Duration::from_secs(1));
                 tokio::select! {
-                    () = tokio::time::sleep(ROTATION_CHECK) => {}
+                    () = tokio::time::sleep(wait) => {}
                     // An operator command, here or on another replica.
                     () = authorities_changed.notified() => {}
                     _ = stop.changed() => return,

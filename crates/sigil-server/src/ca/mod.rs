@@ -198,6 +198,26 @@ impl CaManager {
         Ok(())
     }
 
+    /// The next instant (Unix seconds) at which the life cycle has something to do, from the
+    /// stored authorities ([`sigil_ca::next_transition`]); `None` when nothing is scheduled.
+    pub async fn next_transition(&self) -> Result<Option<i64>, CaManagerError> {
+        let records = self.store.list_authorities().await?;
+        let statuses: Vec<sigil_ca::AuthorityStatus> = records
+            .iter()
+            .map(|r| sigil_ca::AuthorityStatus {
+                id: r.id.clone(),
+                kind: r.kind,
+                state: r.state,
+                issuer_id: r.issuer_id.clone(),
+                not_before: r.not_before,
+                not_after: r.not_after,
+                // Only the times matter here.
+                key_available: true,
+            })
+            .collect();
+        Ok(sigil_ca::next_transition(&statuses, self.clock.unix_secs()))
+    }
+
     /// Every authority record, as stored.
     pub async fn authorities(&self) -> Result<Vec<AuthorityRecord>, CaManagerError> {
         Ok(self.store.list_authorities().await?)
