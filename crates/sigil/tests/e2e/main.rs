@@ -20,6 +20,7 @@ mod harness;
 mod interop;
 mod rotation;
 mod schemathesis;
+mod soak;
 mod svid_write;
 mod tidy;
 mod tls;
