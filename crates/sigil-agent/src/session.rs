@@ -5,7 +5,8 @@
 //! `publish`; this module only does the I/O.
 //!
 //! Offline operation: when the server is unreachable the agent keeps serving what it holds, and
-//! keeps retrying with capped exponential backoff, until the SVIDs expire.
+//! keeps retrying with capped exponential backoff (each wait drawn between half and all of it, so
+//! agents cut off together do not reconnect in step), until the SVIDs expire.
 //!
 //! Refusal: when the server refuses the agent itself (`PermissionDenied` on any call or at the
 //! end of the sync stream: banned, evicted, or its SVID replaced), the agent stops serving at
@@ -31,7 +32,7 @@ use crate::publish::{build_snapshot, publish};
 use crate::server_client::{self, Client};
 use crate::snapshot::{IdentitySnapshot, X509SvidMaterial};
 use crate::state::AgentIdentity;
-use crate::svid_cache::{SvidCache, renew_at};
+use crate::svid_cache::{SvidCache, jittered_backoff, random_sample, renew_at};
 use crate::wire::bundle_from_pb;
 
 /// Shortest wait between two wake-ups of a session with nothing to receive.
@@ -148,8 +149,9 @@ impl Session {
                     tracing::warn!(error = %why, retry_in = ?backoff, "server session ended");
                 }
             }
+            let wait = jittered_backoff(backoff, random_sample());
             tokio::select! {
-                () = tokio::time::sleep(backoff) => {}
+                () = tokio::time::sleep(wait) => {}
                 _ = shutdown.changed() => return Ok(()),
             }
             backoff = (backoff * 2).min(self.config.max_backoff);

@@ -4,6 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::time::Duration;
 
 use sigil_proto::agent::v1 as pb;
 use sigil_spiffe::SpiffeId;
@@ -17,11 +18,24 @@ pub(crate) const RENEWAL_RETRY_SECS: i64 = 5;
 /// minus up to a tenth of it as random jitter, so many SVIDs issued together don't renew together.
 /// Never before `now` nor after `expires_at` (when that is later than `now`).
 pub fn renew_at(now: i64, expires_at: i64) -> i64 {
-    let sample = sigil_keys::random_bytes(8)
+    renew_at_with_jitter(now, expires_at, random_sample())
+}
+
+/// A random `u64` for jitter (0 if the system RNG fails: no jitter, never an error).
+pub(crate) fn random_sample() -> u64 {
+    sigil_keys::random_bytes(8)
         .ok()
         .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
-        .map_or(0, u64::from_le_bytes);
-    renew_at_with_jitter(now, expires_at, sample)
+        .map_or(0, u64::from_le_bytes)
+}
+
+/// How long to wait before reconnecting after `backoff`: between half of it and all of it,
+/// drawn from `sample`, so agents cut off together (a server restart) do not reconnect in step.
+pub fn jittered_backoff(backoff: Duration, sample: u64) -> Duration {
+    let half = backoff / 2;
+    let span = u64::try_from(half.as_millis()).unwrap_or(u64::MAX);
+    let extra = if span == 0 { 0 } else { sample % (span + 1) };
+    half + Duration::from_millis(extra)
 }
 
 /// [`renew_at`] with the jitter drawn from `sample` (any value; reduced to the jitter span), so
@@ -326,6 +340,24 @@ pub(crate) mod tests {
         let mut cache = SvidCache::default();
         cache.set_entries(vec![entry("e-bad", "not a spiffe id", 1)]);
         assert!(cache.due(NOW).is_empty());
+    }
+
+    proptest! {
+        #[test]
+        fn a_jittered_backoff_is_between_half_and_all_of_it(ms in 0u64..120_000, sample: u64) {
+            let backoff = Duration::from_millis(ms);
+            let wait = jittered_backoff(backoff, sample);
+            prop_assert!(wait >= backoff / 2 && wait <= backoff, "{wait:?} for {backoff:?}");
+        }
+    }
+
+    #[test]
+    fn jittered_backoffs_differ_with_the_sample() {
+        let backoff = Duration::from_secs(8);
+        let waits: HashSet<Duration> = (0..50u64)
+            .map(|i| jittered_backoff(backoff, i.wrapping_mul(0x9e37_79b9_7f4a_7c15)))
+            .collect();
+        assert!(waits.len() > 40, "{waits:?}");
     }
 
     #[test]
