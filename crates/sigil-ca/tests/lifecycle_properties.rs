@@ -8,6 +8,7 @@ use std::collections::HashMap;
 
 use proptest::prelude::*;
 use sigil_ca::lifecycle::MAX_ROUNDS;
+use sigil_ca::operator::{Command, command};
 use sigil_ca::{Action, AuthorityStatus, plan};
 use sigil_spiffe::{AuthorityKind, AuthorityState};
 
@@ -35,6 +36,28 @@ const NO_FAULTS: Faults = Faults {
     crash_per_mille: 0,
 };
 
+/// Operator commands the world may receive between ticks.
+#[derive(Debug, Clone, Copy)]
+struct Operator {
+    /// Per tick, chance in 1000 of tainting an old authority of a random kind.
+    taint_per_mille: u64,
+    /// Per tick, chance in 1000 of revoking a tainted authority.
+    revoke_per_mille: u64,
+}
+
+const NO_OPERATOR: Operator = Operator {
+    taint_per_mille: 0,
+    revoke_per_mille: 0,
+};
+
+/// A credential issued in the simulation: the authority a relying party must trust to verify it
+/// (the root above the intermediate for X509-SVIDs, the key for JWT-SVIDs) and its expiry.
+#[derive(Debug, Clone)]
+struct Issued {
+    anchor: String,
+    not_after: i64,
+}
+
 /// A small deterministic generator so one proptest seed drives thousands of ticks.
 struct XorShift(u64);
 
@@ -57,6 +80,8 @@ struct World {
     /// Activations made while no active authority of the kind could sign.
     forced_activations: u64,
     bootstrapped: bool,
+    /// Every X509-SVID and JWT-SVID issued, one of each per settled tick.
+    issued: Vec<Issued>,
 }
 
 impl World {
@@ -68,6 +93,7 @@ impl World {
             published: HashMap::new(),
             forced_activations: 0,
             bootstrapped: false,
+            issued: Vec::new(),
         }
     }
 
@@ -123,11 +149,21 @@ impl World {
             }
             Action::Activate { id } => {
                 let next = self.find(id).clone();
+                // An intermediate under a tainted root must stop signing at once (it travels in
+                // chains, so its replacement needs no time in the bundle).
+                let under_tainted_root = |a: &AuthorityStatus| {
+                    a.issuer_id.as_deref().is_some_and(|root| {
+                        self.authorities
+                            .iter()
+                            .any(|r| r.id == root && r.state == AuthorityState::Tainted)
+                    })
+                };
                 let current_can_sign = self.authorities.iter().any(|a| {
                     a.kind == next.kind
                         && a.state == AuthorityState::Active
                         && a.key_available
                         && a.not_after > now
+                        && !under_tainted_root(a)
                 });
                 if current_can_sign {
                     // A planned replacement: the successor was prepared at an earlier instant.
@@ -197,6 +233,86 @@ impl World {
             self.published.entry(a.id.clone()).or_insert(now);
         }
         self.check_settled(now);
+        self.issue(now);
+        self.check_issued_verify(now);
+    }
+
+    /// Issues one X509-SVID from the active intermediate and one JWT-SVID from the active JWT
+    /// key, each for a quarter of its issuer's life and never past the issuer's expiry (as the
+    /// real authorities clamp).
+    fn issue(&mut self, now: i64) {
+        let active = |kind| {
+            self.authorities
+                .iter()
+                .find(|a| a.kind == kind && a.state == AuthorityState::Active)
+                .unwrap()
+                .clone()
+        };
+        let inter = active(AuthorityKind::X509Intermediate);
+        let root = inter.issuer_id.clone().unwrap();
+        self.issued.push(Issued {
+            anchor: root,
+            not_after: (now + self.lifetimes.intermediate / 4).min(inter.not_after),
+        });
+        let jwt = active(AuthorityKind::Jwt);
+        self.issued.push(Issued {
+            anchor: jwt.id.clone(),
+            not_after: (now + self.lifetimes.jwt / 4).min(jwt.not_after),
+        });
+        self.issued.retain(|c| c.not_after > now);
+    }
+
+    /// At every settled instant, every unexpired credential verifies against the published
+    /// bundle: its anchor is in it, unless an operator revoked that anchor on purpose.
+    fn check_issued_verify(&self, now: i64) {
+        for c in self.issued.iter().filter(|c| c.not_after > now) {
+            match self.authorities.iter().find(|a| a.id == c.anchor) {
+                Some(a) if a.state == AuthorityState::Revoked => {}
+                Some(a) => assert!(
+                    a.is_published(now),
+                    "a credential valid until {} chains to `{}` ({}), unpublished at {now}",
+                    c.not_after,
+                    a.id,
+                    a.state
+                ),
+                None => panic!(
+                    "a credential valid until {} chains to `{}`, dropped by {now}",
+                    c.not_after, c.anchor
+                ),
+            }
+        }
+    }
+
+    /// An operator command on a random authority of the right state, carried out if accepted.
+    fn operate(&mut self, rng: &mut XorShift, operator: Operator, now: i64) {
+        let pick = |rng: &mut XorShift, state: AuthorityState, authorities: &[AuthorityStatus]| {
+            let candidates: Vec<String> = authorities
+                .iter()
+                .filter(|a| a.state == state)
+                .map(|a| a.id.clone())
+                .collect();
+            (!candidates.is_empty()).then(|| {
+                candidates[usize::try_from(rng.below(candidates.len() as u64)).unwrap()].clone()
+            })
+        };
+        let mut commands = Vec::new();
+        if rng.below(1000) < operator.taint_per_mille
+            && let Some(id) = pick(rng, AuthorityState::Old, &self.authorities)
+        {
+            commands.push(Command::Taint { id });
+        }
+        if rng.below(1000) < operator.revoke_per_mille
+            && let Some(id) = pick(rng, AuthorityState::Tainted, &self.authorities)
+        {
+            commands.push(Command::Revoke { id });
+        }
+        for cmd in commands {
+            let actions = command(&self.authorities, &cmd, now)
+                .unwrap_or_else(|e| panic!("{cmd:?} refused at {now}: {e}"));
+            for action in &actions {
+                self.apply(action, now);
+            }
+        }
     }
 
     /// What holds after every settled tick.
@@ -216,6 +332,11 @@ impl World {
                 assert!(
                     issuer.is_trusted(now),
                     "intermediate chains to a trusted root"
+                );
+                assert_ne!(
+                    issuer.state,
+                    AuthorityState::Tainted,
+                    "the active intermediate chains to a tainted root at {now}"
                 );
                 assert!(
                     issuer.not_after >= active.not_after,
@@ -244,6 +365,18 @@ fn lifetimes() -> impl Strategy<Value = Lifetimes> {
 /// Runs the world from an empty store for `span` seconds with ticks at most `max_step` apart;
 /// returns it for the caller's checks.
 fn run(lifetimes: Lifetimes, span: i64, seed: u64, max_step: i64, faults: Faults) -> World {
+    run_with(lifetimes, span, seed, max_step, faults, NO_OPERATOR)
+}
+
+/// [`run`] with operator commands between ticks.
+fn run_with(
+    lifetimes: Lifetimes,
+    span: i64,
+    seed: u64,
+    max_step: i64,
+    faults: Faults,
+    operator: Operator,
+) -> World {
     let mut world = World::new(lifetimes);
     let mut rng = XorShift(seed | 1);
     let mut now = T0;
@@ -261,6 +394,9 @@ fn run(lifetimes: Lifetimes, span: i64, seed: u64, max_step: i64, faults: Faults
                     }
                 }
             }
+        }
+        if world.bootstrapped {
+            world.operate(&mut rng, operator, now);
         }
         let crash = (rng.below(1000) < faults.crash_per_mille)
             .then(|| usize::try_from(rng.below(4)).unwrap());
@@ -325,6 +461,29 @@ proptest! {
             Faults { lose_key_per_mille, crash_per_mille },
         );
         prop_assert!(world.authorities.len() <= 24, "{} kept", world.authorities.len());
+    }
+
+    /// Operators tainting old authorities and revoking tainted ones at random: the life cycle
+    /// keeps one usable active authority per kind, never signs under a tainted root, and every
+    /// unexpired credential not chained to a revoked authority still verifies.
+    #[test]
+    fn taints_and_revocations_keep_every_other_credential_verifiable(
+        lifetimes in lifetimes(),
+        seed in any::<u64>(),
+        taint_per_mille in 0_u64..=200,
+        revoke_per_mille in 0_u64..=200,
+    ) {
+        let shortest = lifetimes.intermediate.min(lifetimes.root / 6).min(lifetimes.jwt);
+        let max_step = (shortest / 12).max(1);
+        let world = run_with(
+            lifetimes,
+            3 * lifetimes.root,
+            seed,
+            max_step,
+            NO_FAULTS,
+            Operator { taint_per_mille, revoke_per_mille },
+        );
+        prop_assert!(world.next_id >= 6, "only {} authorities created", world.next_id);
     }
 }
 
