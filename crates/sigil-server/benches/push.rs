@@ -8,9 +8,10 @@
 //! agents, default 1,000, each parent of `SIGIL_BENCH_ENTRIES_PER_AGENT` entries, default 100:
 //! 100,000 entries). For each size:
 //! - entry delete → the owning agent's stream carries the set without it;
-//! - agent ban → that agent's stream ends with `PermissionDenied`;
-//! and, for the large size, how many unrelated streams were woken (must be 0) and the process
-//! RSS (server and all simulated agents together).
+//! - agent ban → that agent's stream ends with `PermissionDenied`.
+//!
+//! It also reports how many unrelated streams were woken (must be 0) and the process RSS
+//! (server and all simulated agents together).
 //!
 //! `cargo bench -p sigil-server --bench push` (env `SIGIL_BENCH_SAMPLES`, default 200 deletes and
 //! 100 bans per size).
