@@ -5,11 +5,9 @@
 //! cannot come back (its join token is spent). Banning or evicting an agent the server does not
 //! know is one error line and changes nothing, while the real agent keeps serving.
 
-use std::io::{BufRead as _, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::process::ExitStatus;
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -89,70 +87,6 @@ impl Node {
         );
         let status = wait_for(PATIENCE, "the restarted agent to stop", || again.exited());
         (status, again.log())
-    }
-}
-
-/// A workload watching its X.509 contexts with py-spiffe (interop/python/pyspiffe_watch.py),
-/// each event it reports as JSON; killed when dropped.
-struct PySpiffeWatch {
-    child: Child,
-    events: mpsc::Receiver<Value>,
-}
-
-impl PySpiffeWatch {
-    /// Starts watching the agent at `socket`; `None` (after [`missing_prerequisite`]) without
-    /// the py-spiffe venv.
-    fn start(socket: &std::path::Path) -> Option<Self> {
-        let python = pyspiffe_python()?;
-        let mut child = Command::new(python)
-            .arg(pyspiffe_dir().join("pyspiffe_watch.py"))
-            .args(["--timeout", "120"])
-            .env(
-                "SPIFFE_ENDPOINT_SOCKET",
-                format!("unix://{}", socket.display()),
-            )
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start the py-spiffe watcher");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, events) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { return };
-                let event = serde_json::from_str(&line)
-                    .unwrap_or_else(|e| panic!("py-spiffe watcher printed non-JSON ({e}): {line}"));
-                if tx.send(event).is_err() {
-                    return;
-                }
-            }
-        });
-        Some(Self { child, events })
-    }
-
-    /// The next event, within [`PATIENCE`].
-    fn next(&self) -> Value {
-        self.events
-            .recv_timeout(PATIENCE)
-            .expect("no event from the py-spiffe watcher in time")
-    }
-
-    /// Skips updates until the stream ends; returns the end event and how long it took.
-    fn wait_end(&self) -> (Value, Duration) {
-        let start = Instant::now();
-        loop {
-            let event = self.next();
-            if event["event"] != "update" {
-                return (event, start.elapsed());
-            }
-        }
-    }
-}
-
-impl Drop for PySpiffeWatch {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

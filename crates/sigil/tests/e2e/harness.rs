@@ -2,10 +2,14 @@
 //! agent, CLI, workloads) on temporary directories and free loopback ports, and talks to them only
 //! through their public interfaces (admin socket via the CLI, Workload API socket).
 
+use std::io::{BufRead as _, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
+
+use serde_json::Value;
 
 /// Path of the `sigil` binary under test.
 pub fn sigil_bin() -> &'static str {
@@ -513,4 +517,71 @@ pub fn with_security_header<T>(msg: T) -> tonic::Request<T> {
         tonic::metadata::MetadataValue::from_static("true"),
     );
     req
+}
+
+/// Longest a py-spiffe watcher waits for its next event; only ever a failure bound.
+pub const PYSPIFFE_PATIENCE: Duration = Duration::from_secs(30);
+
+/// A workload watching its X.509 contexts with py-spiffe (interop/python/pyspiffe_watch.py),
+/// each event it reports as JSON; killed when dropped.
+pub struct PySpiffeWatch {
+    child: Child,
+    events: mpsc::Receiver<Value>,
+}
+
+impl PySpiffeWatch {
+    /// Starts watching the agent at `socket`; `None` (after [`missing_prerequisite`]) without
+    /// the py-spiffe venv.
+    pub fn start(socket: &std::path::Path) -> Option<Self> {
+        let python = pyspiffe_python()?;
+        let mut child = Command::new(python)
+            .arg(pyspiffe_dir().join("pyspiffe_watch.py"))
+            .args(["--timeout", "120"])
+            .env(
+                "SPIFFE_ENDPOINT_SOCKET",
+                format!("unix://{}", socket.display()),
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start the py-spiffe watcher");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, events) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { return };
+                let event = serde_json::from_str(&line)
+                    .unwrap_or_else(|e| panic!("py-spiffe watcher printed non-JSON ({e}): {line}"));
+                if tx.send(event).is_err() {
+                    return;
+                }
+            }
+        });
+        Some(Self { child, events })
+    }
+
+    /// The next event, within [`PYSPIFFE_PATIENCE`].
+    pub fn next(&self) -> Value {
+        self.events
+            .recv_timeout(PYSPIFFE_PATIENCE)
+            .expect("no event from the py-spiffe watcher in time")
+    }
+
+    /// Skips updates until the stream ends; returns the end event and how long it took.
+    pub fn wait_end(&self) -> (Value, Duration) {
+        let start = Instant::now();
+        loop {
+            let event = self.next();
+            if event["event"] != "update" {
+                return (event, start.elapsed());
+            }
+        }
+    }
+}
+
+impl Drop for PySpiffeWatch {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
