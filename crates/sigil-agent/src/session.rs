@@ -236,8 +236,14 @@ impl Session {
         tainted.sort();
         tainted.dedup();
         if **self.tainted.load() != tainted {
-            self.cache
-                .set_tainted(tainted.clone(), self.clock.unix_secs());
+            let now = self.clock.unix_secs();
+            // The agent's own SVID too: renewed on the next wake (in a moment), then reconnected.
+            let own = sigil_keys::cert_ids::chain_authority_ids(&self.identity.cert_chain);
+            if own.iter().any(|id| tainted.binary_search(id).is_ok()) {
+                tracing::info!("the agent SVID chains to a tainted authority; renewing it");
+                self.identity_renew_at = self.identity_renew_at.min(now);
+            }
+            self.cache.set_tainted(tainted.clone(), now);
             self.tainted.store(Arc::new(tainted));
         }
         // Publish removals before signing anything new, so a deleted entry stops being served now.
