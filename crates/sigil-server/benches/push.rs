@@ -194,6 +194,7 @@ async fn run(size: &Size, samples: usize) -> (Figures, Figures) {
     // Entry deletes, spread over the agents.
     let before = delivered.load(Ordering::Relaxed);
     let mut latencies = Vec::with_capacity(samples);
+    let mut store_writes = Vec::with_capacity(samples);
     for i in 0..samples {
         let a = (i * 7919) % sims.len();
         let sim = &mut sims[a];
@@ -202,6 +203,7 @@ async fn run(size: &Size, samples: usize) -> (Figures, Figures) {
         };
         let start = Instant::now();
         server.handle.store.delete_entry(&entry.id).await.unwrap();
+        store_writes.push(start.elapsed());
         let at = wait_for(
             &mut sim.events,
             |e| matches!(e, Event::Message(ids) if !ids.contains(&entry.id)),
@@ -214,11 +216,17 @@ async fn run(size: &Size, samples: usize) -> (Figures, Figures) {
     let pushed = delivered.load(Ordering::Relaxed) - before;
     let unrelated = pushed.saturating_sub(latencies.len() as u64);
     let delete = figures(latencies);
+    let write = figures(store_writes);
     println!(
         "  entry delete → agent stream: p50 {:>7.2} ms  p99 {:>7.2} ms  max {:>7.2} ms; messages to other agents: {unrelated}",
         delete.p50.as_secs_f64() * 1e3,
         delete.p99.as_secs_f64() * 1e3,
         delete.max.as_secs_f64() * 1e3,
+    );
+    println!(
+        "    of which the store write: p50 {:>7.2} ms  p99 {:>7.2} ms",
+        write.p50.as_secs_f64() * 1e3,
+        write.p99.as_secs_f64() * 1e3,
     );
 
     // Bans, each of a different agent.
