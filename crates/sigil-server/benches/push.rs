@@ -9,6 +9,7 @@
 //! 100,000 entries). For each size:
 //! - entry delete → the owning agent's stream carries the set without it;
 //! - agent ban → that agent's stream ends with `PermissionDenied`;
+//!
 //! and, for the large size, how many unrelated streams were woken (must be 0) and the process
 //! RSS (server and all simulated agents together).
 //!
