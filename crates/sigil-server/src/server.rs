@@ -255,6 +255,7 @@ pub async fn start(
             trust_domain: td.clone(),
             clock: clock.clone(),
             agents: Some(agents.clone()),
+            ca: ca.clone(),
         };
         let mut stop = shutdown_rx.clone();
         let path = config.admin_socket.clone();
