@@ -183,18 +183,21 @@ pub async fn start(
             let mut svid_renew_at =
                 clock.unix_secs() + i64::try_from(SERVER_SVID_TTL / 2).unwrap_or(0);
             loop {
-                tokio::select! {
-                    () = tokio::time::sleep(ROTATION_CHECK) => {}
+                let authorities_moved = tokio::select! {
+                    () = tokio::time::sleep(ROTATION_CHECK) => false,
                     // An operator command, here or on another replica.
-                    () = authorities_changed.notified() => {}
+                    () = authorities_changed.notified() => true,
                     _ = stop.changed() => return,
-                }
+                };
+                // An operator command on this replica has already settled the CA itself (so
+                // `rotate_if_due` may find nothing to do); the TLS roots and the server's own
+                // SVID still follow it.
                 match ca.rotate_if_due().await {
-                    Ok(true) => {
+                    Ok(changed) if changed || authorities_moved => {
                         roots.replace(&ca.bundle().x509_authorities);
                         svid_renew_at = 0;
                     }
-                    Ok(false) => {}
+                    Ok(_) => {}
                     Err(e) => tracing::error!(error = %e, "CA rotation check failed"),
                 }
                 if clock.unix_secs() >= svid_renew_at {
