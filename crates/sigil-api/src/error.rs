@@ -41,7 +41,8 @@ pub enum ErrorCode {
     MethodNotAllowed,
     /// 409: a record with the same identity already exists.
     AlreadyExists,
-    /// 409: the record changed since the caller read it (revision mismatch).
+    /// 409: the record changed since the caller read it (revision mismatch), or its current
+    /// state does not allow the operation (an authority step out of order).
     Conflict,
     /// 413: the request body is larger than [`crate::MAX_REQUEST_BODY_BYTES`].
     PayloadTooLarge,

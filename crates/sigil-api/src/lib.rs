@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 pub mod agents;
+pub mod authorities;
 pub mod entries;
 pub mod error;
 pub mod join_tokens;
@@ -23,6 +24,7 @@ pub mod status;
 pub mod ttl;
 
 pub use agents::{Agent, AgentList};
+pub use authorities::{Authority, AuthorityList, PrepareAuthorityRequest};
 pub use entries::{Entry, EntryList, EntryRequest};
 pub use error::{ErrorBody, ErrorCode, ErrorDetail, WireError};
 pub use join_tokens::{CreateJoinTokenRequest, JoinTokenCreated};

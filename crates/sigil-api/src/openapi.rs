@@ -18,8 +18,8 @@ pub fn openapi_document(td: &TrustDomain) -> Value {
             "title": "Sigil admin API",
             "version": env!("CARGO_PKG_VERSION"),
             "description": format!(
-                "Administration of a Sigil server: registration entries, join tokens, agents and \
-                 the trust bundle. Served on the server's local admin Unix socket. Request bodies \
+                "Administration of a Sigil server: registration entries, join tokens, agents, the \
+                 trust bundle and forced rotation of the signing authorities. Served on the server's local admin Unix socket. Request bodies \
                  are JSON, at most {MAX_REQUEST_BODY_BYTES} bytes. Every error answers an \
                  ErrorBody."
             ),
@@ -191,6 +191,75 @@ fn path_items() -> Value {
         },
     }));
     items.insert(
+        paths::AUTHORITIES.into(),
+        json!({
+            "get": {
+                "operationId": "listAuthorities",
+                "summary": "List the signing authorities (X.509 roots and intermediates, JWT keys) in every state",
+                "responses": {
+                    "200": ok_json("Every authority", schema_ref("AuthorityList")),
+                    "500": error_ref("Internal"),
+                },
+            },
+        }),
+    );
+    items.insert(paths::AUTHORITIES_PREPARE.into(), json!({
+        "post": {
+            "operationId": "prepareAuthority",
+            "summary": "Prepare a successor authority of a kind now, ahead of the schedule: published in the bundle, not yet signing",
+            "requestBody": {"required": true, "content": {"application/json": {"schema": schema_ref("PrepareAuthorityRequest")}}},
+            "responses": {
+                "201": ok_json("The prepared authority", schema_ref("Authority")),
+                "400": error_ref("InvalidArgument"),
+                "409": error_ref("CommandRefused"),
+                "413": error_ref("PayloadTooLarge"),
+                "500": error_ref("Internal"),
+            },
+        },
+    }));
+    for (path, operation_id, summary, answer) in [
+        (
+            paths::AUTHORITY_ACTIVATE,
+            "activateAuthority",
+            "Make a prepared authority the one that signs; the active one of its kind becomes old. Refused in the second it was prepared",
+            "The activated authority",
+        ),
+        (
+            paths::AUTHORITY_TAINT,
+            "taintAuthority",
+            "Mark an old authority as compromised: agents replace at once what it signed (and an intermediate under a tainted root is replaced); it stays trusted until revoked",
+            "The tainted authority",
+        ),
+        (
+            paths::AUTHORITY_REVOKE,
+            "revokeAuthority",
+            "Remove a tainted authority from the trust bundle: nothing it signed verifies any more for those holding the new bundle",
+            "The revoked authority",
+        ),
+    ] {
+        items.insert(
+            path.into(),
+            json!({
+                "parameters": [{
+                    "name": "id", "in": "path", "required": true,
+                    "description": "The authority id", "schema": schema_ref("AuthorityId"),
+                }],
+                "post": {
+                    "operationId": operation_id,
+                    "summary": format!("{summary}. The request has no body"),
+                    "responses": {
+                        "200": ok_json(answer, schema_ref("Authority")),
+                        "400": error_ref("InvalidArgument"),
+                        "404": error_ref("NotFound"),
+                        "409": error_ref("CommandRefused"),
+                        "413": error_ref("PayloadTooLarge"),
+                        "500": error_ref("Internal"),
+                    },
+                },
+            }),
+        );
+    }
+    items.insert(
         paths::BUNDLE.into(),
         json!({
             "get": {
@@ -223,6 +292,10 @@ fn error_responses() -> Value {
         (
             "Conflict",
             "conflict: revision mismatch, or parent_id is the entry's own spiffe_id; or already_exists",
+        ),
+        (
+            "CommandRefused",
+            "conflict: the authorities' states do not allow this step (the message says why and what to do first); nothing changed. Also when another writer changed the authority first",
         ),
         (
             "PayloadTooLarge",
@@ -270,8 +343,9 @@ mod tests {
 
     use super::*;
     use crate::{
-        Agent, AgentList, CreateJoinTokenRequest, Entry, EntryList, EntryQuery, EntryRequest,
-        ErrorBody, ErrorCode, Health, JoinTokenCreated, TtlValue,
+        Agent, AgentList, Authority, AuthorityList, CreateJoinTokenRequest, Entry, EntryList,
+        EntryQuery, EntryRequest, ErrorBody, ErrorCode, Health, JoinTokenCreated,
+        PrepareAuthorityRequest, TtlValue,
     };
 
     fn td() -> sigil_spiffe::TrustDomain {
@@ -421,6 +495,28 @@ mod tests {
         assert_schema_matches(&doc, "EntryList", &EntryList { entries: vec![] });
         assert_schema_matches(&doc, "Agent", &sample_agent());
         assert_schema_matches(&doc, "AgentList", &AgentList { agents: vec![] });
+        let authority = Authority {
+            id: "ab".into(),
+            kind: "x509_intermediate".into(),
+            state: "active".into(),
+            issuer_id: Some("cd".into()),
+            not_before: 1,
+            not_after: 2,
+            certificate_pem: Some("-----BEGIN CERTIFICATE-----".into()),
+        };
+        assert_schema_matches(&doc, "Authority", &authority);
+        assert_schema_matches(
+            &doc,
+            "AuthorityList",
+            &AuthorityList {
+                authorities: vec![],
+            },
+        );
+        assert_schema_matches(
+            &doc,
+            "PrepareAuthorityRequest",
+            &PrepareAuthorityRequest { kind: "jwt".into() },
+        );
         assert_schema_matches(
             &doc,
             "CreateJoinTokenRequest",
@@ -489,6 +585,27 @@ mod tests {
             .map(|p| p.split_once('=').unwrap().0.to_owned())
             .collect();
         assert_eq!(documented, encoded);
+    }
+
+    #[test]
+    fn authority_enums_list_every_stable_name() {
+        let doc = openapi_document(&td());
+        let names = |schema_name: &str| -> Vec<String> {
+            schema(&doc, schema_name)["enum"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_str().unwrap().to_owned())
+                .collect()
+        };
+        assert_eq!(
+            names("AuthorityKind"),
+            ["x509_root", "x509_intermediate", "jwt"]
+        );
+        assert_eq!(
+            names("AuthorityState"),
+            ["prepared", "active", "old", "tainted", "revoked"]
+        );
     }
 
     #[test]

@@ -20,6 +20,16 @@ pub const AGENTS: &str = "/api/v1/agents";
 pub const AGENT: &str = "/api/v1/agents/{spiffe_id}";
 /// `POST`: ban the agent (its record is kept, marked banned; it is refused from then on).
 pub const AGENT_BAN: &str = "/api/v1/agents/{spiffe_id}/ban";
+/// `GET`: list the signing authorities.
+pub const AUTHORITIES: &str = "/api/v1/authorities";
+/// `POST`: prepare a new authority of a kind ahead of the schedule.
+pub const AUTHORITIES_PREPARE: &str = "/api/v1/authorities/prepare";
+/// `POST`: make a prepared authority the one that signs.
+pub const AUTHORITY_ACTIVATE: &str = "/api/v1/authorities/{id}/activate";
+/// `POST`: mark an old authority as compromised.
+pub const AUTHORITY_TAINT: &str = "/api/v1/authorities/{id}/taint";
+/// `POST`: remove a tainted authority from the trust bundle.
+pub const AUTHORITY_REVOKE: &str = "/api/v1/authorities/{id}/revoke";
 /// `GET`: the server's own trust bundle document.
 pub const BUNDLE: &str = "/api/v1/bundle";
 /// `GET`: liveness and trust domain.
@@ -45,6 +55,21 @@ pub fn agent(spiffe_id: &str) -> String {
 /// The ban path of the agent `spiffe_id` (its ID percent-encoded as one segment).
 pub fn agent_ban(spiffe_id: &str) -> String {
     format!("{}/ban", agent(spiffe_id))
+}
+
+/// The path that activates authority `id` (percent-encoded as one segment).
+pub fn authority_activate(id: &str) -> String {
+    AUTHORITY_ACTIVATE.replace("{id}", &encode_segment(id))
+}
+
+/// The path that taints authority `id` (percent-encoded as one segment).
+pub fn authority_taint(id: &str) -> String {
+    AUTHORITY_TAINT.replace("{id}", &encode_segment(id))
+}
+
+/// The path that revokes authority `id` (percent-encoded as one segment).
+pub fn authority_revoke(id: &str) -> String {
+    AUTHORITY_REVOKE.replace("{id}", &encode_segment(id))
 }
 
 /// `value` percent-encoded so that it is exactly one path segment.
@@ -75,6 +100,13 @@ mod tests {
             agent_ban("x"),
             "the builder and the route template agree"
         );
+    }
+
+    #[test]
+    fn authority_paths_keep_the_id_in_one_segment() {
+        assert_eq!(authority_activate("k1"), "/api/v1/authorities/k1/activate");
+        assert_eq!(authority_taint("a/b"), "/api/v1/authorities/a%2Fb/taint");
+        assert_eq!(authority_revoke("k_-1"), "/api/v1/authorities/k_-1/revoke");
     }
 
     #[test]

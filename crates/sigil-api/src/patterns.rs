@@ -3,7 +3,9 @@
 //! below check them against `sigil-spiffe`), and is written in the subset shared by ECMA-262
 //! (JSON Schema), Python `re` and Rust `regex`: no lookaround, no `\d`/`\s`, `\uXXXX` escapes.
 
-use sigil_spiffe::{MAX_SELECTOR_TYPE_BYTES, MAX_SELECTOR_VALUE_CHARS, UNIX_SELECTOR_TYPE};
+use sigil_spiffe::{
+    MAX_AUTHORITY_ID_CHARS, MAX_SELECTOR_TYPE_BYTES, MAX_SELECTOR_VALUE_CHARS, UNIX_SELECTOR_TYPE,
+};
 
 /// Characters `char::is_control` reports (Unicode `Cc`), as the inside of a character class.
 pub(crate) const CONTROL: &str = r"\u0000-\u001F\u007F-\u009F";
@@ -82,6 +84,11 @@ pub(crate) fn any_selector() -> String {
 /// Selectors of the `unix` type.
 pub(crate) fn unix_type() -> String {
     format!("^{UNIX_SELECTOR_TYPE}:")
+}
+
+/// An authority id: a hex subject key id or a JWT `kid`.
+pub(crate) fn authority_id() -> String {
+    format!("^[A-Za-z0-9_-]{{1,{MAX_AUTHORITY_ID_CHARS}}}$")
 }
 
 /// A TTL written as text: whole units from 1 up to `max_secs` in all, without sign, space or
@@ -391,6 +398,26 @@ mod tests {
         }
     }
 
+    #[test]
+    fn authority_id_pattern_agrees_with_the_parser() {
+        let re = full(&authority_id());
+        for s in [
+            "",
+            "a",
+            "0a1b2c3d4e5f60718293a4b5c6d7e8f901234567",
+            "Xy_-09azAZ",
+            "a/b",
+            "a.b",
+            "a b",
+            "a\n",
+            "é",
+            &"k".repeat(MAX_AUTHORITY_ID_CHARS),
+            &"k".repeat(MAX_AUTHORITY_ID_CHARS + 1),
+        ] {
+            assert_eq!(re.is_match(s), sigil_spiffe::is_authority_id(s), "{s:?}");
+        }
+    }
+
     proptest! {
         #[test]
         fn selector_pattern_agrees_with_the_parser(
@@ -402,6 +429,13 @@ mod tests {
         ) {
             let s = format!("{kind}:{key}:{value}");
             prop_assert_eq!(selector_pattern_accepts(&s), Selector::parse(&s).is_ok(), "{}", s);
+        }
+
+        #[test]
+        fn authority_id_pattern_agrees_with_the_parser_on_any_text(id in "\\PC{0,4}|[ -~]{0,130}") {
+            static COMPILED: OnceLock<Regex> = OnceLock::new();
+            let re = COMPILED.get_or_init(|| full(&authority_id()));
+            prop_assert_eq!(re.is_match(&id), sigil_spiffe::is_authority_id(&id), "{:?}", id);
         }
 
         #[test]

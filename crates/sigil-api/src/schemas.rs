@@ -4,6 +4,7 @@
 
 use serde_json::{Value, json};
 use sigil_spiffe::id::MAX_SPIFFE_ID_BYTES;
+use sigil_spiffe::{AuthorityKind, AuthorityState, MAX_AUTHORITY_ID_CHARS};
 
 use crate::entries::{
     MAX_DESCRIPTION_CHARS, MAX_ENTRY_DNS_NAMES, MAX_ENTRY_FEDERATES_WITH, MAX_ENTRY_SELECTORS,
@@ -107,6 +108,46 @@ pub(crate) fn schemas(td: &str) -> Value {
             "type": "object",
             "required": ["agents"],
             "properties": {"agents": {"type": "array", "items": schema_ref("Agent")}},
+        },
+        "AuthorityId": {
+            "type": "string",
+            "description": "Lowercase hex subject key id (X.509) or `kid` (JWT)",
+            "pattern": patterns::authority_id(),
+            "maxLength": MAX_AUTHORITY_ID_CHARS,
+        },
+        "AuthorityKind": {
+            "type": "string",
+            "enum": AuthorityKind::ALL.map(AuthorityKind::as_str),
+        },
+        "AuthorityState": {
+            "type": "string",
+            "description": "prepared (published, not signing) → active (signing) → old (replaced, trusted until it expires) → tainted (what it signed is replaced at once) → revoked (out of the bundle)",
+            "enum": AuthorityState::ALL.map(AuthorityState::as_str),
+        },
+        "Authority": {
+            "type": "object",
+            "description": "A signing authority; never carries a private key",
+            "required": ["id", "kind", "state", "not_before", "not_after"],
+            "properties": {
+                "id": {"type": "string"},
+                "kind": schema_ref("AuthorityKind"),
+                "state": schema_ref("AuthorityState"),
+                "issuer_id": {"type": "string", "description": "The root that signed an intermediate; absent otherwise"},
+                "not_before": {"type": "integer", "description": "Unix seconds"},
+                "not_after": {"type": "integer", "description": "Unix seconds"},
+                "certificate_pem": {"type": "string", "description": "The certificate as a PEM CERTIFICATE block (X.509 kinds); absent for JWT keys"},
+            },
+        },
+        "AuthorityList": {
+            "type": "object",
+            "required": ["authorities"],
+            "properties": {"authorities": {"type": "array", "items": schema_ref("Authority")}},
+        },
+        "PrepareAuthorityRequest": {
+            "type": "object",
+            "additionalProperties": false,
+            "required": ["kind"],
+            "properties": {"kind": schema_ref("AuthorityKind")},
         },
         "Jwk": {
             "type": "object",

@@ -386,6 +386,10 @@ mod tests {
         assert_eq!(root.trust_domain(), &td());
         assert_eq!(root.not_after(), NOW + 86_400);
         assert_eq!(root.subject_key_id().len(), 40);
+        assert!(
+            sigil_spiffe::is_authority_id(&root.subject_key_id()),
+            "the admin API accepts it"
+        );
         let (_, cert) = X509Certificate::from_der(root.cert_der()).unwrap();
         cert.verify_signature(None).unwrap();
     }

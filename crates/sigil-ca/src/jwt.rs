@@ -174,6 +174,10 @@ mod tests {
             kid.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         );
+        assert!(
+            sigil_spiffe::is_authority_id(&kid),
+            "the admin API accepts it"
+        );
         assert_ne!(kid, new_kid().unwrap());
     }
 

@@ -201,18 +201,21 @@ pub async fn start(
                     .fold(ROTATION_CHECK, Duration::min)
                     // A failing renewal is retried a second later, not in a busy loop.
                     .max(Duration::from_secs(1));
-                tokio::select! {
-                    () = tokio::time::sleep(wait) => {}
+                let authorities_moved = tokio::select! {
+                    () = tokio::time::sleep(wait) => false,
                     // An operator command, here or on another replica.
-                    () = authorities_changed.notified() => {}
+                    () = authorities_changed.notified() => true,
                     _ = stop.changed() => return,
-                }
+                };
+                // An operator command on this replica has already settled the CA itself (so
+                // `rotate_if_due` may find nothing to do); the TLS roots and the server's own
+                // SVID still follow it.
                 match ca.rotate_if_due().await {
-                    Ok(true) => {
+                    Ok(changed) if changed || authorities_moved => {
                         roots.replace(&ca.bundle().x509_authorities);
                         svid_renew_at = 0;
                     }
-                    Ok(false) => {}
+                    Ok(_) => {}
                     Err(e) => tracing::error!(error = %e, "CA rotation check failed"),
                 }
                 if clock.unix_secs() >= svid_renew_at {
@@ -273,6 +276,7 @@ pub async fn start(
             trust_domain: td.clone(),
             clock: clock.clone(),
             agents: Some(agents.clone()),
+            ca: ca.clone(),
         };
         let mut stop = shutdown_rx.clone();
         let path = config.admin_socket.clone();

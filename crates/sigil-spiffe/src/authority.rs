@@ -4,6 +4,10 @@
 
 use serde::{Deserialize, Serialize};
 
+/// Longest authority id accepted from callers, in characters. Ids the CA makes are shorter: 40
+/// hex digits for an X.509 subject key id, 32 base64url characters for a JWT `kid`.
+pub const MAX_AUTHORITY_ID_CHARS: usize = 128;
+
 /// What an authority signs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -97,6 +101,16 @@ impl AuthorityState {
     }
 }
 
+/// Whether `id` has the shape of an authority id: the lowercase hex subject key id of an X.509
+/// authority or the base64url `kid` of a JWT key, so 1 to [`MAX_AUTHORITY_ID_CHARS`] ASCII
+/// letters, digits, `-` and `_`. Whether such an authority exists is the store's answer.
+pub fn is_authority_id(id: &str) -> bool {
+    (1..=MAX_AUTHORITY_ID_CHARS).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 impl std::fmt::Display for AuthorityKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
@@ -145,6 +159,29 @@ mod tests {
                 (AuthorityState::Tainted, AuthorityState::Revoked),
             ]
         );
+    }
+
+    #[test]
+    fn authority_ids_are_base64url_characters_of_bounded_length() {
+        for ok in [
+            "0a1b2c3d4e5f60718293a4b5c6d7e8f901234567",
+            "Xy_-09azAZ",
+            &"a".repeat(MAX_AUTHORITY_ID_CHARS),
+        ] {
+            assert!(is_authority_id(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            &"a".repeat(MAX_AUTHORITY_ID_CHARS + 1),
+            "a/b",
+            "a b",
+            "a.b",
+            "a%2Fb",
+            "é",
+            "a\n",
+        ] {
+            assert!(!is_authority_id(bad), "{bad:?}");
+        }
     }
 
     #[test]

@@ -14,7 +14,7 @@ pub mod selector;
 pub mod time;
 pub mod ttl;
 
-pub use authority::{AuthorityKind, AuthorityState};
+pub use authority::{AuthorityKind, AuthorityState, MAX_AUTHORITY_ID_CHARS, is_authority_id};
 pub use bundle::{
     BundleDocument, BundleError, Jwk, JwtAuthorityKey, MAX_BUNDLE_DOCUMENT_BYTES, TrustBundle,
 };

@@ -15,7 +15,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
-use crate::admin_cli::{agent, bundle, entry, token};
+use crate::admin_cli::{agent, authority, bundle, entry, token};
 
 /// `--output` of list/show/create/fetch commands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -61,6 +61,9 @@ enum Command {
     /// Show the server's trust bundle.
     #[command(subcommand)]
     Bundle(bundle::BundleCommand),
+    /// List the signing authorities, or force their rotation (prepare, activate, taint, revoke).
+    #[command(subcommand)]
+    Authority(authority::AuthorityCommand),
     /// Fetch X509-SVIDs from the Workload API (as a workload).
     #[command(subcommand)]
     Svid(SvidCommand),
@@ -204,6 +207,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Entry(cmd) => entry::run(cmd).await,
         Command::Token(cmd) => token::run(cmd).await,
         Command::Bundle(cmd) => bundle::run(cmd).await,
+        Command::Authority(cmd) => authority::run(cmd).await,
         Command::Svid(SvidCommand::Fetch {
             write_dir,
             workload,
@@ -314,6 +318,12 @@ mod tests {
         assert_eq!(
             first_paragraph(&err.render().to_string()),
             "error: invalid value 'der' for '--format <FORMAT>' [possible values: pem, spiffe]"
+        );
+        let err =
+            Cli::try_parse_from(["sigil", "authority", "prepare", "--kind", "rsa"]).unwrap_err();
+        assert_eq!(
+            first_paragraph(&err.render().to_string()),
+            "error: invalid value 'rsa' for '--kind <KIND>' [possible values: x509_root, x509_intermediate, jwt]"
         );
         let err = Cli::try_parse_from(["sigil", "entry", "list", "--bogus"]).unwrap_err();
         assert_eq!(

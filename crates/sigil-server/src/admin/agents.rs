@@ -146,7 +146,7 @@ mod tests {
     use sigil_spiffe::{Selector, SpiffeId};
     use sigil_store::{AttestedAgent, Datastore};
 
-    use crate::admin::test_support::{Harness, state};
+    use crate::admin::test_support::{Harness, state_and_clock};
     use crate::agent_index::AgentIndex;
 
     const A: &str = "spiffe://example.org/sigil/agent/join_token/abc";
@@ -381,12 +381,12 @@ mod tests {
 
     #[tokio::test]
     async fn ban_and_evict_answer_once_the_agent_index_refuses_the_agent() {
-        let mut state = state().await;
+        let (mut state, clock) = state_and_clock().await;
         state.store.create_agent(agent(A)).await.unwrap();
         state.store.create_agent(agent(B)).await.unwrap();
         let (index, position) = AgentIndex::load(state.store.as_ref()).await.unwrap();
         state.agents = Some(index.clone());
-        let h = Harness::with_state(state);
+        let h = Harness::with_state(state, clock);
         slow_follower(h.store.clone(), index.clone(), position);
         let a = SpiffeId::parse(A).unwrap();
         let b = SpiffeId::parse(B).unwrap();

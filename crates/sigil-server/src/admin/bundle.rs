@@ -36,8 +36,25 @@ mod tests {
     use crate::admin::test_support::Harness;
 
     #[tokio::test]
+    async fn serves_the_bundle_the_ca_published() {
+        let h = Harness::new().await;
+        let (status, served) = h.call(Method::GET, "/api/v1/bundle", None).await;
+        assert_eq!(status, StatusCode::OK, "{served}");
+        let kids: Vec<&str> = served["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|k| k["kid"].as_str())
+            .collect();
+        let jwt = &h.ca.bundle().jwt_authorities;
+        assert_eq!(jwt.len(), 1);
+        assert!(kids.contains(&jwt[0].kid.as_str()), "{served}");
+    }
+
+    #[tokio::test]
     async fn bundle_is_404_until_published_then_the_stored_document() {
         let h = Harness::new().await;
+        h.store.delete_bundle("example.org").await.unwrap();
         let (status, err) = h.call(Method::GET, "/api/v1/bundle", None).await;
         assert_eq!(status, StatusCode::NOT_FOUND);
         assert_eq!(err["error"]["code"], "not_found");

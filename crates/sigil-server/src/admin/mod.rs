@@ -1,10 +1,12 @@
 //! The admin API: REST + JSON under `/api/v1` on a local Unix socket whose filesystem
 //! permissions (directory 0700, socket 0600) are the access control. Wire types and the OpenAPI
 //! document live in `sigil-api`; this module validates requests into the parsed types of
-//! `sigil-spiffe`, calls the datastore, and maps failures to the documented error bodies.
+//! `sigil-spiffe`, calls the datastore (or the CA, for operator commands on authorities), and
+//! maps failures to the documented error bodies.
 
 mod agents;
 mod api_error;
+mod authorities;
 mod body;
 mod bundle;
 mod entries;
@@ -21,11 +23,13 @@ use sigil_spiffe::{Clock, TrustDomain};
 use sigil_store::Datastore;
 
 use crate::agent_index::AgentIndex;
+use crate::ca::CaManager;
 
 pub use routes::router;
 pub use socket::{BoundSocket, bind, serve, serve_bound};
 
-/// What the admin handlers share: the datastore, the server's trust domain and the clock.
+/// What the admin handlers share: the datastore, the server's trust domain, the clock, and the
+/// CA (the only way the admin API changes authorities: through its operator commands).
 #[derive(Clone)]
 pub struct AdminState {
     pub store: Arc<dyn Datastore>,
@@ -35,6 +39,7 @@ pub struct AdminState {
     /// eviction is answered only once this index has applied it (waiting a bounded time), so the
     /// agent's next call to this server is refused. `None` answers as soon as the store has it.
     pub agents: Option<Arc<AgentIndex>>,
+    pub ca: Arc<CaManager>,
 }
 
 /// Why the admin API could not be served.

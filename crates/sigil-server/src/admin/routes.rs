@@ -13,7 +13,7 @@ use serde_json::Value;
 use sigil_api::{ErrorCode, Health, MAX_REQUEST_BODY_BYTES, paths};
 
 use super::api_error::{ApiError, quote};
-use super::{AdminState, agents, bundle, entries, join_tokens};
+use super::{AdminState, agents, authorities, bundle, entries, join_tokens};
 
 /// One served route.
 pub(crate) struct Route {
@@ -59,6 +59,11 @@ pub(crate) fn route_table() -> Vec<Route> {
         delete(paths::AGENT, agents::evict),
         post(paths::AGENT_BAN, agents::ban),
         get(paths::BUNDLE, bundle::show),
+        get(paths::AUTHORITIES, authorities::list),
+        post(paths::AUTHORITIES_PREPARE, authorities::prepare),
+        post(paths::AUTHORITY_ACTIVATE, authorities::activate),
+        post(paths::AUTHORITY_TAINT, authorities::taint),
+        post(paths::AUTHORITY_REVOKE, authorities::revoke),
     ]
 }
 

@@ -1,5 +1,6 @@
-//! Test harness for the admin handlers: the router over an in-memory SQLite store, a fake clock
-//! and trust domain `example.org`, driven with `tower::ServiceExt::oneshot`.
+//! Test harness for the admin handlers: the router over an in-memory SQLite store, a fake clock,
+//! trust domain `example.org` and a CA on that store (in-memory keys, default lifetimes), driven
+//! with `tower::ServiceExt::oneshot`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,43 +9,70 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
 use serde_json::{Value, json};
+use sigil_keys::MemoryKeyManager;
 use sigil_spiffe::TrustDomain;
 use sigil_store::{Datastore, SqliteStore};
 use sigil_testkit::FakeClock;
 use tower::ServiceExt;
 
 use super::{AdminState, router};
+use crate::ca::{CaLifetimes, CaManager};
 
 /// Unix time the fake clock starts at.
 pub(crate) const START: i64 = 1_700_000_000;
 
-/// Fresh admin state over an empty in-memory store.
-pub(crate) async fn state() -> AdminState {
-    let store: Arc<dyn Datastore> = Arc::new(SqliteStore::open_in_memory().unwrap());
-    let start = std::time::UNIX_EPOCH + Duration::from_secs(START.unsigned_abs());
-    AdminState {
-        store,
-        trust_domain: TrustDomain::parse("example.org").unwrap(),
-        clock: Arc::new(FakeClock::new(start)),
-        agents: None,
-    }
-}
-
-/// A router plus direct access to its store.
+/// A router plus direct access to its store, clock and CA. The store holds no entries, agents
+/// or tokens; it holds the CA's authorities and published bundle.
 pub(crate) struct Harness {
     pub(crate) store: Arc<dyn Datastore>,
+    pub(crate) clock: FakeClock,
+    pub(crate) ca: Arc<CaManager>,
     router: Router,
+}
+
+/// Fresh admin state over an in-memory store holding only the CA's authorities and bundle.
+pub(crate) async fn state() -> AdminState {
+    state_and_clock().await.0
+}
+
+/// Fresh admin state as [`state`] gives it, and the fake clock it reads.
+pub(crate) async fn state_and_clock() -> (AdminState, FakeClock) {
+    let store: Arc<dyn Datastore> = Arc::new(SqliteStore::open_in_memory().unwrap());
+    let start = std::time::UNIX_EPOCH + Duration::from_secs(START.unsigned_abs());
+    let clock = FakeClock::new(start);
+    let trust_domain = TrustDomain::parse("example.org").unwrap();
+    let ca = CaManager::load_or_init(
+        trust_domain.clone(),
+        Arc::new(MemoryKeyManager::new()),
+        store.clone(),
+        Arc::new(clock.clone()),
+        CaLifetimes::default(),
+    )
+    .await
+    .unwrap();
+    let state = AdminState {
+        store,
+        trust_domain,
+        clock: Arc::new(clock.clone()),
+        agents: None,
+        ca,
+    };
+    (state, clock)
 }
 
 impl Harness {
     pub(crate) async fn new() -> Self {
-        Self::with_state(state().await)
+        let (state, clock) = state_and_clock().await;
+        Self::with_state(state, clock)
     }
 
-    /// A harness over `state` (for tests that change what [`state`] gives).
-    pub(crate) fn with_state(state: AdminState) -> Self {
+    /// A harness over `state` and its `clock` (for tests that change what [`state_and_clock`]
+    /// gives).
+    pub(crate) fn with_state(state: AdminState, clock: FakeClock) -> Self {
         Self {
             store: state.store.clone(),
+            clock,
+            ca: state.ca.clone(),
             router: router(state),
         }
     }

@@ -70,7 +70,7 @@ impl LifecycleDriver {
             changed = true;
             for action in actions {
                 match self.apply(&action, &records, &mut loaded, now).await {
-                    Ok(()) => {}
+                    Ok(_) => {}
                     Err(CaManagerError::Store(
                         e @ (StoreError::AuthorityStateConflict { .. }
                         | StoreError::NotFound { .. }),
@@ -87,22 +87,27 @@ impl LifecycleDriver {
         Ok((self.store.list_authorities().await?, changed))
     }
 
-    /// Carries out an operator command at `now`, serialised with the ticks: refused with nothing
+    /// Carries out an operator command at `now`, serialised with the ticks; returns the id of the
+    /// authority it created (prepare) or moved (activate, taint, revoke). Refused with nothing
     /// changed when [`sigil_ca::operator::command`] refuses it; a transition that loses a race
     /// with another writer fails with the store's conflict error.
     pub(super) async fn run_command(
         &self,
         command: &Command,
         now: SystemTime,
-    ) -> Result<(), CaManagerError> {
+    ) -> Result<String, CaManagerError> {
         let mut loaded = self.loaded.lock().await;
         let records = self.store.list_authorities().await?;
         let statuses = self.statuses(&records, &mut loaded, unix_secs(now))?;
         let actions = sigil_ca::operator::command(&statuses, command, unix_secs(now))?;
+        let mut subject = None;
+        // The command's own action comes first; the rest follow from it (the retired
+        // predecessor of an activated authority).
         for action in actions {
-            self.apply(&action, &records, &mut loaded, now).await?;
+            let id = self.apply(&action, &records, &mut loaded, now).await?;
+            subject.get_or_insert(id);
         }
-        Ok(())
+        subject.ok_or_else(|| CaManagerError::UnknownAuthority("named by the command".to_owned()))
     }
 
     /// The active authorities of `records`, reusing those of `current` that did not change.
@@ -184,13 +189,14 @@ impl LifecycleDriver {
             .collect()
     }
 
+    /// Applies `action`; returns the id of the authority it created or changed.
     async fn apply(
         &self,
         action: &Action,
         records: &[AuthorityRecord],
         loaded: &mut HashMap<String, Arc<PrivateKey>>,
         now: SystemTime,
-    ) -> Result<(), CaManagerError> {
+    ) -> Result<String, CaManagerError> {
         let record = |id: &str| {
             records
                 .iter()
@@ -204,30 +210,35 @@ impl LifecycleDriver {
                 let id = created.id.clone();
                 self.store.create_authority(created).await?;
                 tracing::info!(authority = %id, kind = %kind, "prepared authority");
+                Ok(id)
             }
             Action::Activate { id } => {
                 self.store
                     .set_authority_state(id, AuthorityState::Prepared, AuthorityState::Active)
                     .await?;
                 tracing::info!(authority = %id, "activated authority");
+                Ok(id.clone())
             }
             Action::Retire { id } => {
                 self.store
                     .set_authority_state(id, AuthorityState::Active, AuthorityState::Old)
                     .await?;
                 tracing::info!(authority = %id, "retired authority; trusted until it expires");
+                Ok(id.clone())
             }
             Action::Taint { id } => {
                 self.store
                     .set_authority_state(id, AuthorityState::Old, AuthorityState::Tainted)
                     .await?;
                 tracing::warn!(authority = %id, "tainted authority; what it signed is replaced");
+                Ok(id.clone())
             }
             Action::Revoke { id } => {
                 self.store
                     .set_authority_state(id, AuthorityState::Tainted, AuthorityState::Revoked)
                     .await?;
                 tracing::warn!(authority = %id, "revoked authority; removed from the bundle");
+                Ok(id.clone())
             }
             Action::Drop { id } => {
                 let gone = self.store.delete_authority(id).await?;
@@ -236,9 +247,9 @@ impl LifecycleDriver {
                     tracing::warn!(authority = %id, error = %e, "cannot delete the key of an expired authority");
                 }
                 tracing::info!(authority = %id, "dropped expired authority");
+                Ok(id.clone())
             }
         }
-        Ok(())
     }
 
     /// Generates a key and builds the record of a new prepared authority of `kind`.

@@ -88,6 +88,10 @@ pub struct CaManager {
     tainted: ArcSwap<Vec<String>>,
     /// Bumped whenever the bundle or the tainted set changes, for whoever pushes them.
     trust_version: watch::Sender<u64>,
+    /// Held for the whole of a rotation (settle, signing switch, publication): a rotation that
+    /// read older records would otherwise switch signing back or publish an older bundle after
+    /// one that read newer (the timer's tick racing an operator command).
+    rotation: tokio::sync::Mutex<()>,
 }
 
 /// Ids of the tainted authorities among `records`, sorted.
@@ -138,6 +142,7 @@ impl CaManager {
             bundle: ArcSwap::new(bundle),
             tainted: ArcSwap::from_pointee(tainted_ids(&records)),
             trust_version: watch::channel(0).0,
+            rotation: tokio::sync::Mutex::new(()),
         }))
     }
 
@@ -145,9 +150,11 @@ impl CaManager {
     /// them with a sixth of life left, retires the replaced ones and drops expired ones; then
     /// signs with the active authorities and republishes the bundle if what it should trust
     /// changed. Also picks up transitions another replica made on the same store. Returns
-    /// whether the authorities changed. Concurrent calls are serialised; issuance goes on
+    /// whether the authorities changed. Concurrent calls are serialised as a whole, so what is
+    /// signed with and published always follows the newest records read; issuance goes on
     /// meanwhile.
     pub async fn rotate_if_due(&self) -> Result<bool, CaManagerError> {
+        let _rotation = self.rotation.lock().await;
         let (records, mut changed) = self.driver.settle(self.clock.now()).await?;
         let current = self.signing.load_full();
         if signing::active_ids(&records) != current.ids() {
@@ -190,12 +197,20 @@ impl CaManager {
 
     /// Carries out an operator command (`sigil authority prepare|activate|taint|revoke`), then
     /// settles the life cycle, switches signing and republishes the bundle as it requires (an
-    /// intermediate under a tainted root is replaced at once). Refused commands change nothing
-    /// ([`CaManagerError::Refused`]). Other replicas follow through the change feed.
-    pub async fn command(&self, command: &Command) -> Result<(), CaManagerError> {
-        self.driver.run_command(command, self.clock.now()).await?;
+    /// intermediate under a tainted root is replaced at once). Returns the authority the command
+    /// created or moved, as stored once the life cycle settled. Refused commands change nothing
+    /// ([`CaManagerError::Refused`]); a step that lost a race with another writer fails with the
+    /// store's conflict (`StoreError::AuthorityStateConflict` or `NotFound`). Other replicas
+    /// follow through the change feed.
+    pub async fn command(&self, command: &Command) -> Result<AuthorityRecord, CaManagerError> {
+        let id = self.driver.run_command(command, self.clock.now()).await?;
         self.rotate_if_due().await?;
-        Ok(())
+        self.store
+            .list_authorities()
+            .await?
+            .into_iter()
+            .find(|r| r.id == id)
+            .ok_or(CaManagerError::UnknownAuthority(id))
     }
 
     /// The next instant (Unix seconds) at which the life cycle has something to do, from the
@@ -226,6 +241,7 @@ impl CaManager {
     /// Rebuilds the trust bundle from the stored authorities and publishes it (with a new
     /// sequence number) when it differs from the stored one.
     pub async fn publish_bundle(&self) -> Result<Arc<TrustBundle>, CaManagerError> {
+        let _rotation = self.rotation.lock().await;
         let records = self.store.list_authorities().await?;
         let bundle = self
             .publisher

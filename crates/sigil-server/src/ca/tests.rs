@@ -465,3 +465,58 @@ async fn issued_svid_chains_to_the_bundle_root_and_not_to_another_ca() {
     f.clock.advance(Duration::from_secs(301));
     assert!(verify(&chain, &ca.bundle().x509_authorities, f.now()).is_err());
 }
+
+/// Ticks racing operator commands: however they interleave, when a command returns the CA signs
+/// with the newest active key and the bundle no longer carries a revoked one (a tick that read
+/// the records before the command must not switch signing back or publish after it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ticks_racing_commands_never_leave_an_older_signer_or_bundle_behind() {
+    for _ in 0..20 {
+        let f = Fixture::new();
+        let ca = f.ca().await;
+        let leaked = f.active(AuthorityKind::Jwt).await.remove(0).id;
+        let next = ca
+            .command(&Command::Prepare {
+                kind: AuthorityKind::Jwt,
+            })
+            .await
+            .unwrap()
+            .id;
+        f.clock.advance(Duration::from_secs(1));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let ticker = {
+            let (ca, stop) = (ca.clone(), stop.clone());
+            tokio::spawn(async move {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    ca.rotate_if_due().await.unwrap();
+                    tokio::task::yield_now().await;
+                }
+            })
+        };
+        ca.command(&Command::Activate { id: next.clone() })
+            .await
+            .unwrap();
+        let token = ca
+            .mint_jwt_svid(&workload_id(), &["a".to_owned()], 60)
+            .unwrap()
+            .token;
+        assert_eq!(minted_kid(&token), next, "signs with the activated key");
+        ca.command(&Command::Taint { id: leaked.clone() })
+            .await
+            .unwrap();
+        ca.command(&Command::Revoke { id: leaked.clone() })
+            .await
+            .unwrap();
+        assert_eq!(kids(&ca.bundle()), [next.as_str()], "the revoked key left");
+        let stored = f.store.get_bundle("example.org").await.unwrap().unwrap();
+        let stored = sigil_spiffe::BundleDocument::parse(&stored.document).unwrap();
+        let stored_kids: Vec<&str> = stored
+            .keys
+            .iter()
+            .filter_map(|k| k.kid.as_deref())
+            .collect();
+        assert_eq!(stored_kids, [next.as_str()], "the stored bundle too");
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        ticker.await.unwrap();
+    }
+}

@@ -1,8 +1,9 @@
-//! Admin commands (`sigil entry|agent list/show/ban/evict|token|bundle`): clap arguments,
-//! calls to the server's admin API over its Unix socket, and output as aligned text or the API's
-//! JSON.
+//! Admin commands (`sigil entry|agent list/show/ban/evict|token|bundle|authority`): clap
+//! arguments, calls to the server's admin API over its Unix socket, and output as aligned text or
+//! the API's JSON.
 
 pub mod agent;
+pub mod authority;
 pub mod bundle;
 mod client;
 pub mod entry;

@@ -1,6 +1,7 @@
 //! The admin CLI end to end: the real `sigil` binary, run as a separate process, against an
 //! admin API served in this test process (`sigil_server::admin::serve` on a temporary socket over
-//! an in-memory store). Checks outputs, exit codes and the one-line error contract.
+//! an in-memory store and a CA on it). Checks outputs, exit codes and the one-line error
+//! contract.
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -8,7 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
+use sigil_keys::MemoryKeyManager;
 use sigil_server::admin::{AdminState, serve};
+use sigil_server::ca::{CaLifetimes, CaManager};
 use sigil_spiffe::{SystemClock, TrustDomain};
 use sigil_store::{Datastore, SqliteStore, StoredBundle};
 use tokio::net::UnixStream;
@@ -29,11 +32,22 @@ impl AdminServer {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("run").join("admin.sock");
         let store: Arc<dyn Datastore> = Arc::new(SqliteStore::open_in_memory().unwrap());
+        let trust_domain = TrustDomain::parse("example.org").unwrap();
+        let ca = CaManager::load_or_init(
+            trust_domain.clone(),
+            Arc::new(MemoryKeyManager::new()),
+            store.clone(),
+            Arc::new(SystemClock),
+            CaLifetimes::default(),
+        )
+        .await
+        .unwrap();
         let state = AdminState {
             store: store.clone(),
-            trust_domain: TrustDomain::parse("example.org").unwrap(),
+            trust_domain,
             clock: Arc::new(SystemClock),
             agents: None,
+            ca,
         };
         let (stop, stopped) = oneshot::channel::<()>();
         let path = socket.clone();
@@ -401,6 +415,14 @@ async fn agents_and_bundle_are_shown() {
         "error: agent `spiffe://example.org/sigil/agent/join_token/x` not found",
     );
 
+    // The CA published its bundle at start; without one stored, `bundle show` says so.
+    let published = server.admin(&["bundle", "show"]).await;
+    assert!(
+        stdout(&published).starts_with("-----BEGIN CERTIFICATE-----\n"),
+        "{}",
+        stderr(&published)
+    );
+    server.store.delete_bundle("example.org").await.unwrap();
     let missing = server.admin(&["bundle", "show"]).await;
     assert_one_line_failure(&missing, 1, "error: no trust bundle for `example.org` yet");
     let document = serde_json::json!({
