@@ -275,13 +275,19 @@ pub(crate) fn newest<'a>(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    const T0: i64 = 1_700_000_000;
-    const LIFE: i64 = 600;
+    pub(crate) const T0: i64 = 1_700_000_000;
+    pub(crate) const LIFE: i64 = 600;
 
-    fn status(id: &str, kind: AuthorityKind, state: AuthorityState, born: i64) -> AuthorityStatus {
+    /// An authority born at `born` living [`LIFE`]; intermediates are issued by `root`.
+    pub(crate) fn status(
+        id: &str,
+        kind: AuthorityKind,
+        state: AuthorityState,
+        born: i64,
+    ) -> AuthorityStatus {
         AuthorityStatus {
             id: id.to_owned(),
             kind,
@@ -298,7 +304,7 @@ mod tests {
     }
 
     /// A settled world at `T0`: one long-lived active root, one intermediate and one JWT key.
-    fn settled() -> Vec<AuthorityStatus> {
+    pub(crate) fn settled() -> Vec<AuthorityStatus> {
         let mut root = status("root", AuthorityKind::X509Root, AuthorityState::Active, T0);
         root.not_after = T0 + 100 * LIFE;
         vec![

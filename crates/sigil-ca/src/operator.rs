@@ -155,36 +155,7 @@ pub fn command(
 mod tests {
     use super::*;
     use crate::lifecycle::plan;
-
-    const T0: i64 = 1_700_000_000;
-    const LIFE: i64 = 600;
-
-    fn status(id: &str, kind: AuthorityKind, state: AuthorityState, born: i64) -> AuthorityStatus {
-        AuthorityStatus {
-            id: id.to_owned(),
-            kind,
-            state,
-            issuer_id: (kind == AuthorityKind::X509Intermediate).then(|| "root".to_owned()),
-            not_before: born,
-            not_after: born + LIFE,
-            key_available: true,
-        }
-    }
-
-    fn world() -> Vec<AuthorityStatus> {
-        let mut root = status("root", AuthorityKind::X509Root, AuthorityState::Active, T0);
-        root.not_after = T0 + 100 * LIFE;
-        vec![
-            root,
-            status(
-                "int",
-                AuthorityKind::X509Intermediate,
-                AuthorityState::Active,
-                T0,
-            ),
-            status("jwt", AuthorityKind::Jwt, AuthorityState::Active, T0),
-        ]
-    }
+    use crate::lifecycle::tests::{LIFE, T0, settled as world, status};
 
     fn set_state(world: &mut [AuthorityStatus], id: &str, state: AuthorityState) {
         for a in world.iter_mut().filter(|a| a.id == id) {

@@ -53,9 +53,7 @@ pub(crate) async fn activate(
     id: Result<Path<String>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Authority>, ApiError> {
-    let id = authority_id(id)?;
-    require_empty(body)?;
-    run(&state, Command::Activate { id }).await.map(Json)
+    by_id(&state, id, body, |id| Command::Activate { id }).await
 }
 
 /// `POST /api/v1/authorities/{id}/taint` (no body) → the authority, now tainted: agents replace
@@ -65,9 +63,7 @@ pub(crate) async fn taint(
     id: Result<Path<String>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Authority>, ApiError> {
-    let id = authority_id(id)?;
-    require_empty(body)?;
-    run(&state, Command::Taint { id }).await.map(Json)
+    by_id(&state, id, body, |id| Command::Taint { id }).await
 }
 
 /// `POST /api/v1/authorities/{id}/revoke` (no body) → the authority, now revoked: out of the
@@ -77,9 +73,19 @@ pub(crate) async fn revoke(
     id: Result<Path<String>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Authority>, ApiError> {
+    by_id(&state, id, body, |id| Command::Revoke { id }).await
+}
+
+/// Runs the command `make` builds for the authority named in the path; the request has no body.
+async fn by_id(
+    state: &AdminState,
+    id: Result<Path<String>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+    make: fn(String) -> Command,
+) -> Result<Json<Authority>, ApiError> {
     let id = authority_id(id)?;
     require_empty(body)?;
-    run(&state, Command::Revoke { id }).await.map(Json)
+    run(state, make(id)).await.map(Json)
 }
 
 /// The authority as the API answers it: no private key (records hold none), the certificate as

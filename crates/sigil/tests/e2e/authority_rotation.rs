@@ -18,6 +18,17 @@ const PATIENCE: Duration = Duration::from_secs(30);
 const WORKLOAD: &str = "spiffe://example.org/rotated";
 const AUDIENCE: &str = "spiffe://example.org/relying-party";
 
+/// A server and an agent under `dir`, serving [`WORKLOAD`] to this uid (fetched once).
+fn node(dir: &Path) -> (TestServer, AgentPaths, Daemon) {
+    let server = TestServer::start(dir);
+    let (token, agent_id) = server.join_token("10m");
+    let paths = agent_config(&dir.join("agent"), &server, Some(&token));
+    let agent = start_agent(&paths);
+    create_uid_entry(&server, WORKLOAD, &agent_id);
+    fetch_svid_files(&paths.socket, &dir.join("warmup"));
+    (server, paths, agent)
+}
+
 /// `sigil authority list --output json`: every authority.
 fn authorities(server: &TestServer) -> Vec<Value> {
     let o = server.admin(&["authority", "list", "--output", "json"]);
@@ -133,12 +144,7 @@ fn taint_and_revoke_reach_a_py_spiffe_workload() {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
-    let server = TestServer::start(tmp.path());
-    let (token, agent_id) = server.join_token("10m");
-    let paths = agent_config(&tmp.path().join("agent"), &server, Some(&token));
-    let _agent = start_agent(&paths);
-    create_uid_entry(&server, WORKLOAD, &agent_id);
-    fetch_svid_files(&paths.socket, &tmp.path().join("warmup"));
+    let (server, paths, _agent) = node(tmp.path());
     let watch = PySpiffeWatch::start(&paths.socket).expect("py-spiffe watcher");
     let first = watch.next();
     assert_eq!(
@@ -226,12 +232,7 @@ fn an_agent_stopped_while_keys_rotated_catches_up_without_attesting_again() {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
-    let server = TestServer::start(tmp.path());
-    let (token, agent_id) = server.join_token("10m");
-    let paths = agent_config(&tmp.path().join("agent"), &server, Some(&token));
-    let mut agent = start_agent(&paths);
-    create_uid_entry(&server, WORKLOAD, &agent_id);
-    fetch_svid_files(&paths.socket, &tmp.path().join("warmup"));
+    let (server, paths, mut agent) = node(tmp.path());
     let before = pyspiffe_jwt(&python, &paths.socket);
     let status = agent.terminate().expect("the agent stops on SIGTERM");
     assert!(status.success(), "agent exit: {status}");
