@@ -252,6 +252,8 @@ impl EntryIndex {
     }
 
     /// Wakes the subscribers `concerned` includes, forgetting those nobody listens to anymore.
+    /// When it names agents only (the common case: an entry under an agent), just those are
+    /// looked up, so the cost does not grow with the number of subscribed agents.
     fn wake(&self, concerned: &Concerned) {
         if concerned.is_empty() {
             return;
@@ -260,6 +262,19 @@ impl EntryIndex {
             .subscribers
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
+        if !concerned.all && concerned.aliases.is_empty() {
+            for agent_id in &concerned.agents {
+                let Some(subscriber) = subscribers.get(agent_id) else {
+                    continue;
+                };
+                if subscriber.wake.receiver_count() == 0 {
+                    subscribers.remove(agent_id);
+                } else {
+                    subscriber.wake.send_modify(|v| *v = v.wrapping_add(1));
+                }
+            }
+            return;
+        }
         subscribers.retain(|agent_id, subscriber| {
             if subscriber.wake.receiver_count() == 0 {
                 return false;
