@@ -32,8 +32,6 @@ use crate::naming;
 const MAX_BATCH: usize = 1000;
 /// `last_seen` is written at most this often per agent, in seconds.
 const LAST_SEEN_GRANULARITY: i64 = 60;
-/// Longest a renewal or attestation waits for the agent index to reflect its own write.
-const READ_YOUR_WRITE_WAIT: Duration = Duration::from_secs(5);
 
 /// The agent API service.
 #[derive(Clone)]
@@ -231,7 +229,7 @@ impl AgentApi {
                     "agent `{id}` presented an SVID that is no longer current"
                 )));
             }
-            self.wait_for_own_write().await;
+            self.agents.catch_up_with(self.store.as_ref()).await;
         }
         if self.agents.claim_last_seen(&id, now, LAST_SEEN_GRANULARITY)
             && let Err(e) = self.store.touch_agent_last_seen(id.as_str(), now).await
@@ -244,27 +242,6 @@ impl AgentApi {
             serial,
             not_after,
         })
-    }
-
-    /// Waits (bounded) until the agent index has applied this server's latest write, so the
-    /// agent's next call, made as soon as this one returns, sees it.
-    async fn wait_for_own_write(&self) {
-        let written = match self.store.latest_change().await {
-            Ok(seq) => seq,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read the change feed position");
-                return;
-            }
-        };
-        if tokio::time::timeout(READ_YOUR_WRITE_WAIT, self.agents.applied_through(written))
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                seq = written,
-                "the agent index did not catch up with this server's write"
-            );
-        }
     }
 
     fn sync_message(&self, agent: &AgentView) -> pb::SyncAuthorizedEntriesResponse {
@@ -354,7 +331,7 @@ impl AgentService for AgentApi {
             .attest_with_join_token(&hash, agent, now)
             .await
             .map_err(join_token_status)?;
-        self.wait_for_own_write().await;
+        self.agents.catch_up_with(self.store.as_ref()).await;
         tracing::info!(agent = %agent_id, "agent attested with a join token");
         Ok(Response::new(pb::AttestAgentResponse {
             svid: Some(to_pb_svid(svid)),
@@ -378,7 +355,7 @@ impl AgentService for AgentApi {
             .await
             .map_err(store_status)?;
         // The agent switches to the new SVID as soon as it has it: the index must know it then.
-        self.wait_for_own_write().await;
+        self.agents.catch_up_with(self.store.as_ref()).await;
         tracing::debug!(agent = %agent.view.spiffe_id, "renewed agent SVID");
         Ok(Response::new(pb::RenewAgentResponse {
             svid: Some(to_pb_svid(svid)),

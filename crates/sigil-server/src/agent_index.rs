@@ -9,10 +9,14 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Duration;
 
 use sigil_spiffe::{Selector, SpiffeId};
 use sigil_store::{AttestedAgent, Change, ChangeEvent, Datastore, StoreError};
 use tokio::sync::watch;
+
+/// Longest [`AgentIndex::catch_up_with`] waits for the index to apply a write.
+pub const READ_YOUR_WRITE_WAIT: Duration = Duration::from_secs(5);
 
 /// What authentication and sync need to know about one agent (its identity state; `last_seen`
 /// is bookkeeping and lives apart).
@@ -119,6 +123,29 @@ impl AgentIndex {
     pub async fn applied_through(&self, seq: u64) {
         let mut applied = self.applied.subscribe();
         let _ = applied.wait_for(|applied| *applied >= seq).await;
+    }
+
+    /// Waits, at most [`READ_YOUR_WRITE_WAIT`], until the index has applied every change `store`
+    /// had when called: read-your-writes for whoever just wrote (an attestation, a renewal, a
+    /// ban), so the next call sees it. On a store error or a timeout it logs and returns; the
+    /// change takes effect when the feed follower applies it.
+    pub async fn catch_up_with(&self, store: &dyn Datastore) {
+        let written = match store.latest_change().await {
+            Ok(seq) => seq,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the change feed position");
+                return;
+            }
+        };
+        if tokio::time::timeout(READ_YOUR_WRITE_WAIT, self.applied_through(written))
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                seq = written,
+                "the agent index did not apply the change in time; it takes effect when it does"
+            );
+        }
     }
 
     /// Applies one batch of the feed, re-reading each changed agent from `store`; wakes the

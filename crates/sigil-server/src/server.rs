@@ -185,13 +185,7 @@ pub async fn start(
             loop {
                 // Until the life cycle's next transition or the server SVID's renewal, and at
                 // most ROTATION_CHECK (which also picks up a stepped clock).
-                let next = match ca.next_transition().await {
-                    Ok(next) => next,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot plan the next CA transition");
-                        None
-                    }
-                };
+                let next = ca.next_transition();
                 let now = clock.unix_secs();
                 let wait = next
                     .into_iter()

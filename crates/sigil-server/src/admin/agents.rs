@@ -5,8 +5,6 @@
 //! renewal or heartbeat cannot undo it); an eviction deletes the record. Both append a change
 //! event, from which the server's agent index refuses the agent and ends its sync stream.
 
-use std::time::Duration;
-
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
@@ -18,9 +16,6 @@ use sigil_store::AttestedAgent;
 use super::AdminState;
 use super::api_error::ApiError;
 use super::body::require_empty;
-
-/// Longest a ban or an eviction waits for the agent index to apply it before answering.
-const AGENT_INDEX_WAIT: Duration = Duration::from_secs(5);
 
 /// `GET /api/v1/agents` → every agent, ordered by SPIFFE ID.
 pub(crate) async fn list(State(state): State<AdminState>) -> Result<Json<AgentList>, ApiError> {
@@ -37,12 +32,7 @@ pub(crate) async fn show(
     raw: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Agent>, ApiError> {
     let id = agent_id(raw)?;
-    let agent = state
-        .store
-        .get_agent(id.as_str())
-        .await?
-        .ok_or_else(|| not_found(&id))?;
-    Ok(Json(to_wire(&agent)))
+    Ok(Json(to_wire(&stored_agent(&state, &id).await?)))
 }
 
 /// `POST /api/v1/agents/{spiffe_id}/ban` (no body) → the agent, now banned; 400 for a malformed
@@ -57,15 +47,12 @@ pub(crate) async fn ban(
     require_empty(body)?;
     // Only the `banned` column is written; `NotFound` (a 404) writes nothing.
     state.store.set_agent_banned(id.as_str(), true).await?;
-    wait_for_agent_index(&state).await;
+    if let Some(index) = &state.agents {
+        index.catch_up_with(state.store.as_ref()).await;
+    }
     tracing::info!(agent = %id, "agent banned");
     // Read after the write only to answer; evicted in between, it is gone.
-    let agent = state
-        .store
-        .get_agent(id.as_str())
-        .await?
-        .ok_or_else(|| not_found(&id))?;
-    Ok(Json(to_wire(&agent)))
+    Ok(Json(to_wire(&stored_agent(&state, &id).await?)))
 }
 
 /// `DELETE /api/v1/agents/{spiffe_id}` → the agent as it was before it was evicted; 400 for a
@@ -76,7 +63,9 @@ pub(crate) async fn evict(
 ) -> Result<Json<Agent>, ApiError> {
     let id = agent_id(raw)?;
     let agent = state.store.delete_agent(id.as_str()).await?;
-    wait_for_agent_index(&state).await;
+    if let Some(index) = &state.agents {
+        index.catch_up_with(state.store.as_ref()).await;
+    }
     tracing::info!(agent = %id, "agent evicted");
     Ok(Json(to_wire(&agent)))
 }
@@ -96,29 +85,13 @@ fn not_found(id: &SpiffeId) -> ApiError {
     ApiError::not_found(format!("agent `{id}` not found"))
 }
 
-/// Waits (bounded) until the server's agent index has applied the store's latest change, so
-/// once the caller has the answer the agent is refused by this server. The write is stored
-/// whatever happens here; a late index only delays its effect, and is logged.
-async fn wait_for_agent_index(state: &AdminState) {
-    let Some(index) = &state.agents else {
-        return;
-    };
-    let written = match state.store.latest_change().await {
-        Ok(seq) => seq,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot read the change feed position");
-            return;
-        }
-    };
-    if tokio::time::timeout(AGENT_INDEX_WAIT, index.applied_through(written))
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            seq = written,
-            "the agent index did not apply the change in time; it takes effect when it does"
-        );
-    }
+/// The stored agent `id`, or 404.
+async fn stored_agent(state: &AdminState, id: &SpiffeId) -> Result<AttestedAgent, ApiError> {
+    state
+        .store
+        .get_agent(id.as_str())
+        .await?
+        .ok_or_else(|| not_found(id))
 }
 
 /// The agent as the API answers it.

@@ -176,15 +176,7 @@ impl LifecycleDriver {
                 if !key_available && r.state == AuthorityState::Active && r.not_after > now {
                     tracing::warn!(authority = %r.id, kind = %r.kind, "key of the active authority is missing; replacing it");
                 }
-                Ok(AuthorityStatus {
-                    id: r.id.clone(),
-                    kind: r.kind,
-                    state: r.state,
-                    issuer_id: r.issuer_id.clone(),
-                    not_before: r.not_before,
-                    not_after: r.not_after,
-                    key_available,
-                })
+                Ok(status(r, key_available))
             })
             .collect()
     }
@@ -345,6 +337,19 @@ impl LifecycleDriver {
             loaded.insert(key_id.to_owned(), key.clone());
         }
         Ok(key)
+    }
+}
+
+/// What the life cycle needs of `record`, given whether its key is at hand.
+pub(super) fn status(record: &AuthorityRecord, key_available: bool) -> AuthorityStatus {
+    AuthorityStatus {
+        id: record.id.clone(),
+        kind: record.kind,
+        state: record.state,
+        issuer_id: record.issuer_id.clone(),
+        not_before: record.not_before,
+        not_after: record.not_after,
+        key_available,
     }
 }
 

@@ -19,6 +19,7 @@ mod signing;
 mod tests;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use arc_swap::ArcSwap;
 use sigil_ca::MintedJwt;
@@ -86,12 +87,28 @@ pub struct CaManager {
     bundle: ArcSwap<TrustBundle>,
     /// Ids of the tainted authorities, sorted.
     tainted: ArcSwap<Vec<String>>,
+    /// [`CaManager::next_transition`], from the records the last rotation read.
+    next_transition: AtomicI64,
     /// Bumped whenever the bundle or the tainted set changes, for whoever pushes them.
     trust_version: watch::Sender<u64>,
     /// Held for the whole of a rotation (settle, signing switch, publication): a rotation that
     /// read older records would otherwise switch signing back or publish an older bundle after
     /// one that read newer (the timer's tick racing an operator command).
     rotation: tokio::sync::Mutex<()>,
+}
+
+/// [`CaManager::next_transition`]'s "nothing scheduled".
+const NO_TRANSITION: i64 = i64::MIN;
+
+/// When the life cycle of `records` next has something to do after `now`, or
+/// [`NO_TRANSITION`].
+fn next_transition_of(records: &[AuthorityRecord], now: i64) -> i64 {
+    let statuses: Vec<sigil_ca::AuthorityStatus> = records
+        .iter()
+        // Only the times matter here.
+        .map(|r| driver::status(r, true))
+        .collect();
+    sigil_ca::next_transition(&statuses, now).unwrap_or(NO_TRANSITION)
 }
 
 /// Ids of the tainted authorities among `records`, sorted.
@@ -132,6 +149,7 @@ impl CaManager {
         let bundle = publisher
             .publish(store.as_ref(), &records, clock.unix_secs())
             .await?;
+        let next = next_transition_of(&records, clock.unix_secs());
         Ok(Arc::new(Self {
             trust_domain,
             store,
@@ -141,6 +159,7 @@ impl CaManager {
             signing: ArcSwap::from_pointee(signing),
             bundle: ArcSwap::new(bundle),
             tainted: ArcSwap::from_pointee(tainted_ids(&records)),
+            next_transition: AtomicI64::new(next),
             trust_version: watch::channel(0).0,
             rotation: tokio::sync::Mutex::new(()),
         }))
@@ -176,6 +195,8 @@ impl CaManager {
             changed = true;
             self.trust_version.send_modify(|v| *v = v.wrapping_add(1));
         }
+        self.next_transition
+            .store(next_transition_of(&records, now), Ordering::Relaxed);
         let tainted = tainted_ids(&records);
         if **self.tainted.load() != tainted {
             self.tainted.store(Arc::new(tainted));
@@ -213,24 +234,11 @@ impl CaManager {
             .ok_or(CaManagerError::UnknownAuthority(id))
     }
 
-    /// The next instant (Unix seconds) at which the life cycle has something to do, from the
-    /// stored authorities ([`sigil_ca::next_transition`]); `None` when nothing is scheduled.
-    pub async fn next_transition(&self) -> Result<Option<i64>, CaManagerError> {
-        let records = self.store.list_authorities().await?;
-        let statuses: Vec<sigil_ca::AuthorityStatus> = records
-            .iter()
-            .map(|r| sigil_ca::AuthorityStatus {
-                id: r.id.clone(),
-                kind: r.kind,
-                state: r.state,
-                issuer_id: r.issuer_id.clone(),
-                not_before: r.not_before,
-                not_after: r.not_after,
-                // Only the times matter here.
-                key_available: true,
-            })
-            .collect();
-        Ok(sigil_ca::next_transition(&statuses, self.clock.unix_secs()))
+    /// The next instant (Unix seconds) at which the life cycle has something to do
+    /// ([`sigil_ca::next_transition`] of the records the last rotation read); `None` when
+    /// nothing is scheduled. No I/O: the rotation task asks it after every tick.
+    pub fn next_transition(&self) -> Option<i64> {
+        Some(self.next_transition.load(Ordering::Relaxed)).filter(|at| *at != NO_TRANSITION)
     }
 
     /// Every authority record, as stored.
