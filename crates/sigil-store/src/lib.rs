@@ -40,6 +40,13 @@ pub enum StoreError {
         expected: AuthorityState,
         found: AuthorityState,
     },
+    /// A credential that has already expired cannot be revoked: there is nothing to deny.
+    #[error("{kind} `{id}` expired at {expired_at}; there is nothing to revoke")]
+    CredentialExpired {
+        kind: CredentialKind,
+        id: String,
+        expired_at: i64,
+    },
     #[error("join token has expired")]
     JoinTokenExpired,
     #[error("join token was already used")]
@@ -175,6 +182,46 @@ pub trait Datastore: Send + Sync + 'static {
     async fn delete_authority(&self, id: &str) -> StoreResult<AuthorityRecord>;
     /// Every authority, ordered by creation time then id.
     async fn list_authorities(&self) -> StoreResult<Vec<AuthorityRecord>>;
+
+    // ---- issued credentials and revocations ----
+
+    /// Records credentials just issued, all in one transaction (a batch of X509-SVIDs is one
+    /// write). Appends no change event: issuance is bookkeeping, not a change readers follow.
+    /// `AlreadyExists` if any `(kind, id)` is already recorded, and then nothing is stored;
+    /// `Invalid` for an empty or over-long id.
+    async fn record_issued(&self, credentials: Vec<IssuedCredential>) -> StoreResult<()>;
+    /// The issued credential `id` of `kind`, if recorded and not pruned.
+    async fn get_issued(
+        &self,
+        kind: CredentialKind,
+        id: &str,
+    ) -> StoreResult<Option<IssuedCredential>>;
+    /// Revokes issued credential `id` of `kind` in one transaction: `NotFound` (kind
+    /// `credential`) if it was never recorded or was pruned, `CredentialExpired` if it expired at
+    /// or before `now`, `AlreadyExists` if it is already revoked, `Invalid` if `reason` is longer
+    /// than [`MAX_REVOCATION_REASON_BYTES`]; in each case nothing changes. Otherwise stores the
+    /// revocation (expiring with the credential), appends a `RevocationAdded` event and returns
+    /// it.
+    async fn revoke_credential(
+        &self,
+        kind: CredentialKind,
+        id: &str,
+        reason: &str,
+        now: i64,
+    ) -> StoreResult<Revocation>;
+    /// The revocation of credential `id` of `kind`, if any.
+    async fn get_revocation(
+        &self,
+        kind: CredentialKind,
+        id: &str,
+    ) -> StoreResult<Option<Revocation>>;
+    /// Every stored revocation (expired ones too until pruned), ordered by `revoked_at`, kind,
+    /// id.
+    async fn list_revocations(&self) -> StoreResult<Vec<Revocation>>;
+    /// Forgets issued credentials and revocations whose credential expired before `before`,
+    /// appending one `RevocationDeleted` event per revocation removed. Returns how many
+    /// revocations were removed.
+    async fn prune_expired_credentials(&self, before: i64) -> StoreResult<u64>;
 
     // ---- trust bundles (own and federated) ----
 

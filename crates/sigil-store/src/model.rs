@@ -135,6 +135,90 @@ pub struct StoredBundle {
     pub updated_at: i64,
 }
 
+/// Longest revocation reason accepted, in bytes.
+pub const MAX_REVOCATION_REASON_BYTES: usize = 1024;
+/// Longest credential id (X509-SVID serial hex or JWT `jti`) accepted, in bytes.
+pub const MAX_CREDENTIAL_ID_BYTES: usize = 128;
+
+/// Which kind of credential an issued-credential record or a revocation names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CredentialKind {
+    /// An X509-SVID, named by its serial number (lowercase hex).
+    X509Svid,
+    /// A JWT-SVID, named by its `jti`.
+    JwtSvid,
+}
+
+impl CredentialKind {
+    /// Both kinds.
+    pub const ALL: [Self; 2] = [Self::X509Svid, Self::JwtSvid];
+
+    /// The stable name stored and shown (`x509_svid`, `jwt_svid`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::X509Svid => "x509_svid",
+            Self::JwtSvid => "jwt_svid",
+        }
+    }
+
+    /// The kind named `name` (as returned by [`CredentialKind::as_str`]), or `None`.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|kind| kind.as_str() == name)
+    }
+}
+
+/// One credential the server issued: the inventory behind revocation ("is this serial ours, and
+/// when does it expire?"). Written after signing and before the credential is handed out;
+/// bookkeeping, so it appends no change event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IssuedCredential {
+    pub kind: CredentialKind,
+    /// X509-SVID: lowercase hex of the serial number; JWT-SVID: the `jti`.
+    pub id: String,
+    pub spiffe_id: SpiffeId,
+    /// The authority that signed it: hex subject key id of the intermediate, or the JWT `kid`.
+    pub authority_id: String,
+    /// The agent it was issued to (for a workload SVID, the agent that asked for it; for an
+    /// agent SVID, the agent itself).
+    pub issued_to: SpiffeId,
+    /// Unix seconds.
+    pub issued_at: i64,
+    /// Unix seconds.
+    pub expires_at: i64,
+}
+
+/// A revoked credential: on the deny-list until `expires_at`, when the credential it names
+/// expires and the entry can go.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Revocation {
+    pub kind: CredentialKind,
+    /// As in [`IssuedCredential::id`].
+    pub id: String,
+    pub spiffe_id: SpiffeId,
+    /// As in [`IssuedCredential::authority_id`].
+    pub authority_id: String,
+    /// Free text from the operator, at most [`MAX_REVOCATION_REASON_BYTES`].
+    pub reason: String,
+    /// Unix seconds.
+    pub revoked_at: i64,
+    /// Unix seconds: when the revoked credential expires.
+    pub expires_at: i64,
+}
+
+impl Revocation {
+    /// The change-feed key of the revocation of credential `id` of `kind`: `<kind>:<id>`.
+    pub fn feed_key(kind: CredentialKind, id: &str) -> String {
+        format!("{}:{id}", kind.as_str())
+    }
+
+    /// The kind and id named by a change-feed key made by [`Revocation::feed_key`].
+    pub fn parse_feed_key(key: &str) -> Option<(CredentialKind, &str)> {
+        let (kind, id) = key.split_once(':')?;
+        Some((CredentialKind::from_name(kind)?, id))
+    }
+}
+
 /// One mutation recorded in the change feed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChangeEvent {
@@ -160,6 +244,10 @@ pub enum Change {
     BundleChanged(String),
     BundleDeleted(String),
     JoinTokenChanged(String),
+    /// A credential was revoked; the key is [`Revocation::feed_key`].
+    RevocationAdded(String),
+    /// A revocation whose credential expired was pruned; the key is [`Revocation::feed_key`].
+    RevocationDeleted(String),
 }
 
 impl NewEntry {
@@ -294,6 +382,8 @@ impl Change {
             Self::BundleChanged(_) => "bundle_changed",
             Self::BundleDeleted(_) => "bundle_deleted",
             Self::JoinTokenChanged(_) => "join_token_changed",
+            Self::RevocationAdded(_) => "revocation_added",
+            Self::RevocationDeleted(_) => "revocation_deleted",
         }
     }
 
@@ -310,7 +400,9 @@ impl Change {
             | Self::AuthorityDeleted(key)
             | Self::BundleChanged(key)
             | Self::BundleDeleted(key)
-            | Self::JoinTokenChanged(key) => key,
+            | Self::JoinTokenChanged(key)
+            | Self::RevocationAdded(key)
+            | Self::RevocationDeleted(key) => key,
         }
     }
 
@@ -328,6 +420,8 @@ impl Change {
             "bundle_changed" => Self::BundleChanged,
             "bundle_deleted" => Self::BundleDeleted,
             "join_token_changed" => Self::JoinTokenChanged,
+            "revocation_added" => Self::RevocationAdded,
+            "revocation_deleted" => Self::RevocationDeleted,
             _ => return None,
         };
         Some(build(key))
