@@ -202,6 +202,11 @@ impl X509Authority {
         sigil_keys::digest::hex(&self.subject_key_id)
     }
 
+    /// The subject key identifier's bytes.
+    pub(crate) fn subject_key_id_bytes(&self) -> &[u8] {
+        &self.subject_key_id
+    }
+
     /// Whether the certificate is self-signed (a root).
     pub fn is_self_signed(&self) -> bool {
         self.self_signed

@@ -17,6 +17,9 @@ pub enum CaError {
     /// The private key given for an authority is not the key of its certificate.
     #[error("the authority key does not match the authority certificate")]
     KeyMismatch,
+    /// A CRL would list more certificates than one document may hold.
+    #[error("{count} revoked certificates exceed the CRL limit of {max}")]
+    TooManyRevocations { count: usize, max: usize },
     /// The authority's certificate or key has expired at the issuing time.
     #[error("authority expired at {not_after} (now {now})")]
     AuthorityExpired { not_after: i64, now: i64 },

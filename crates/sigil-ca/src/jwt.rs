@@ -39,6 +39,8 @@ pub struct MintedJwt {
     pub issued_at: i64,
     /// `exp`, Unix seconds.
     pub expires_at: i64,
+    /// `jti`: the token's unique id, by which it can be revoked.
+    pub jti: String,
 }
 
 #[derive(Serialize)]
@@ -130,6 +132,7 @@ impl JwtAuthority {
             token,
             issued_at: now,
             expires_at,
+            jti,
         })
     }
 }

@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 mod authority;
+pub mod crl;
 mod error;
 mod jwt;
 pub mod lifecycle;
@@ -17,6 +18,7 @@ mod validity;
 mod x509_svid;
 
 pub use authority::{X509Authority, intermediate, self_signed_root};
+pub use crl::{MAX_CRL_ENTRIES, RevokedCert};
 pub use error::CaError;
 pub use jwt::{JwtAuthority, KID_LEN, MintedJwt, new_kid};
 pub use lifecycle::{Action, AuthorityStatus, next_transition, plan};

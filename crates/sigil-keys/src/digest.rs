@@ -46,21 +46,28 @@ impl Default for Sha256Stream {
 
 /// `bytes` as lowercase hex.
 pub fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for byte in bytes {
-        for nibble in [byte >> 4, byte & 0x0f] {
-            out.push(char::from(
-                DIGITS.get(usize::from(nibble)).copied().unwrap_or(b'0'),
-            ));
-        }
-    }
-    out
+    data_encoding::HEXLOWER.encode(bytes)
+}
+
+/// The bytes of hex text `text` (either case); `None` for anything else, including an odd number
+/// of digits.
+pub fn from_hex(text: &str) -> Option<Vec<u8>> {
+    data_encoding::HEXLOWER_PERMISSIVE
+        .decode(text.as_bytes())
+        .ok()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hex_round_trips_and_refuses_non_hex() {
+        assert_eq!(hex(&[0x4a, 0x00, 0xff]), "4a00ff");
+        assert_eq!(from_hex("4A00fF"), Some(vec![0x4a, 0x00, 0xff]));
+        assert_eq!(from_hex("4a0"), None);
+        assert_eq!(from_hex("4g"), None);
+    }
 
     #[test]
     fn sha256_matches_the_standard_test_vector() {
