@@ -28,12 +28,13 @@ mod authorities;
 mod change_feed;
 mod entries;
 mod records;
+mod revocations;
 
 use sigil_spiffe::{Selector, SpiffeId, TrustDomain};
 
 use crate::{
-    AttestedAgent, AuthorityKind, AuthorityRecord, AuthorityState, Datastore, JoinToken, NewEntry,
-    StoredBundle,
+    AttestedAgent, AuthorityKind, AuthorityRecord, AuthorityState, CredentialKind, Datastore,
+    IssuedCredential, JoinToken, NewEntry, StoredBundle,
 };
 
 pub use agent_writes::{
@@ -64,6 +65,14 @@ pub use records::{
     expired_join_token_is_rejected_and_stays_unused, invalid_join_token_is_rejected,
     join_token_is_consumed_once, prune_removes_only_tokens_expired_before_cutoff,
     unknown_join_token_is_not_found,
+};
+pub use revocations::{
+    duplicate_issued_credential_rejects_the_whole_batch, expired_credential_is_not_revoked,
+    invalid_credential_id_rejects_the_whole_batch, issued_credentials_round_trip_without_events,
+    over_long_revocation_reason_is_invalid_and_changes_nothing,
+    prune_forgets_only_credentials_expired_before_cutoff, revocation_appends_one_keyed_event,
+    revocations_are_listed_by_time_kind_and_id, revoking_twice_is_already_exists_with_one_event,
+    unknown_credential_is_not_found_and_nothing_is_revoked,
 };
 
 /// Expands to one `#[tokio::test]` per conformance case, each on a fresh store made by
@@ -99,6 +108,16 @@ macro_rules! datastore_conformance_tests {
             concurrent_transitions_of_one_authority_one_wins,
             deleted_authority_is_gone_with_one_event,
             bundles_put_get_list_delete,
+            issued_credentials_round_trip_without_events,
+            duplicate_issued_credential_rejects_the_whole_batch,
+            invalid_credential_id_rejects_the_whole_batch,
+            unknown_credential_is_not_found_and_nothing_is_revoked,
+            expired_credential_is_not_revoked,
+            revoking_twice_is_already_exists_with_one_event,
+            over_long_revocation_reason_is_invalid_and_changes_nothing,
+            revocation_appends_one_keyed_event,
+            revocations_are_listed_by_time_kind_and_id,
+            prune_forgets_only_credentials_expired_before_cutoff,
             each_mutation_appends_one_event_in_order,
             failed_mutations_append_no_event,
             changes_since_paginates_with_limit,
@@ -188,6 +207,20 @@ pub fn bundle(trust_domain: &str, sequence: u64) -> StoredBundle {
         document: format!(r#"{{"keys":[],"spiffe_sequence":{sequence}}}"#).into_bytes(),
         sequence,
         updated_at: NOW,
+    }
+}
+
+/// A credential of `kind` named `id`, issued at `NOW - 60` to an agent for `spiffe://example.org/web`
+/// by authority `int-1`, expiring at `expires_at`.
+pub fn issued_credential(kind: CredentialKind, id: &str, expires_at: i64) -> IssuedCredential {
+    IssuedCredential {
+        kind,
+        id: id.to_owned(),
+        spiffe_id: spiffe_id_of("spiffe://example.org/web"),
+        authority_id: "int-1".to_owned(),
+        issued_to: spiffe_id_of("spiffe://example.org/sigil/agent/join_token/a"),
+        issued_at: NOW - 60,
+        expires_at,
     }
 }
 

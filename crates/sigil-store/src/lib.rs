@@ -215,8 +215,8 @@ pub trait Datastore: Send + Sync + 'static {
         kind: CredentialKind,
         id: &str,
     ) -> StoreResult<Option<Revocation>>;
-    /// Every stored revocation (expired ones too until pruned), ordered by `revoked_at`, kind,
-    /// id.
+    /// Every stored revocation (expired ones too until pruned), ordered by `revoked_at`, kind
+    /// (by its name, [`CredentialKind::as_str`]), id (bytewise).
     async fn list_revocations(&self) -> StoreResult<Vec<Revocation>>;
     /// Forgets issued credentials and revocations whose credential expired before `before`,
     /// appending one `RevocationDeleted` event per revocation removed. Returns how many

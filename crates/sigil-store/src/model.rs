@@ -168,6 +168,12 @@ impl CredentialKind {
     }
 }
 
+impl std::fmt::Display for CredentialKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One credential the server issued: the inventory behind revocation ("is this serial ours, and
 /// when does it expire?"). Written after signing and before the credential is handed out;
 /// bookkeeping, so it appends no change event.
@@ -206,7 +212,36 @@ pub struct Revocation {
     pub expires_at: i64,
 }
 
+impl IssuedCredential {
+    /// Checks what every backend relies on: an id of 1 to [`MAX_CREDENTIAL_ID_BYTES`] bytes.
+    /// Fails with [`StoreError::Invalid`].
+    pub fn validate(&self) -> StoreResult<()> {
+        if self.id.is_empty() || self.id.len() > MAX_CREDENTIAL_ID_BYTES {
+            return Err(invalid(
+                "id",
+                format!(
+                    "{} id must be 1 to {MAX_CREDENTIAL_ID_BYTES} bytes",
+                    self.kind.as_str()
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl Revocation {
+    /// Checks a revocation reason: at most [`MAX_REVOCATION_REASON_BYTES`] bytes (an empty
+    /// reason is allowed). Fails with [`StoreError::Invalid`].
+    pub fn check_reason(reason: &str) -> StoreResult<()> {
+        if reason.len() > MAX_REVOCATION_REASON_BYTES {
+            return Err(invalid(
+                "reason",
+                format!("is longer than {MAX_REVOCATION_REASON_BYTES} bytes"),
+            ));
+        }
+        Ok(())
+    }
+
     /// The change-feed key of the revocation of credential `id` of `kind`: `<kind>:<id>`.
     pub fn feed_key(kind: CredentialKind, id: &str) -> String {
         format!("{}:{id}", kind.as_str())
@@ -387,8 +422,8 @@ impl Change {
         }
     }
 
-    /// The key of the changed record (entry id, agent SPIFFE ID, authority id, trust domain or
-    /// join token id).
+    /// The key of the changed record (entry id, agent SPIFFE ID, authority id, trust domain,
+    /// join token id, or [`Revocation::feed_key`]).
     pub fn key(&self) -> &str {
         match self {
             Self::EntryCreated(key)
@@ -554,6 +589,8 @@ mod tests {
             Change::BundleChanged("td".into()),
             Change::BundleDeleted("td".into()),
             Change::JoinTokenChanged("t".into()),
+            Change::RevocationAdded("x509_svid:0a".into()),
+            Change::RevocationDeleted("jwt_svid:j".into()),
         ];
         for change in changes {
             let back = Change::from_kind_and_key(change.kind(), change.key().to_owned());
@@ -563,5 +600,76 @@ mod tests {
             assert_eq!(json["kind"], change.kind());
         }
         assert_eq!(Change::from_kind_and_key("nope", String::new()), None);
+    }
+
+    #[test]
+    fn credential_kind_names_round_trip() {
+        for kind in CredentialKind::ALL {
+            assert_eq!(CredentialKind::from_name(kind.as_str()), Some(kind));
+            assert_eq!(kind.to_string(), kind.as_str());
+            // The stored name is the serde name, so JSON and the database agree.
+            assert_eq!(serde_json::to_value(kind).unwrap(), kind.as_str());
+        }
+        assert_eq!(CredentialKind::from_name("X509Svid"), None);
+    }
+
+    #[test]
+    fn revocation_feed_key_round_trips_ids_holding_colons() {
+        for kind in CredentialKind::ALL {
+            for id in ["0a1b", "jti:with:colons", ""] {
+                let key = Revocation::feed_key(kind, id);
+                assert_eq!(Revocation::parse_feed_key(&key), Some((kind, id)));
+            }
+        }
+        assert_eq!(Revocation::parse_feed_key("0a1b"), None);
+        assert_eq!(Revocation::parse_feed_key("crl:0a1b"), None);
+    }
+
+    fn issued(id: &str) -> IssuedCredential {
+        IssuedCredential {
+            kind: CredentialKind::X509Svid,
+            id: id.to_owned(),
+            spiffe_id: SpiffeId::parse("spiffe://example.org/web").unwrap(),
+            authority_id: "int-1".to_owned(),
+            issued_to: SpiffeId::parse("spiffe://example.org/agent").unwrap(),
+            issued_at: 0,
+            expires_at: 3600,
+        }
+    }
+
+    #[test]
+    fn issued_credential_id_must_be_1_to_max_bytes() {
+        assert!(issued("0a").validate().is_ok());
+        assert!(
+            issued(&"a".repeat(MAX_CREDENTIAL_ID_BYTES))
+                .validate()
+                .is_ok()
+        );
+        for id in [String::new(), "a".repeat(MAX_CREDENTIAL_ID_BYTES + 1)] {
+            assert!(
+                matches!(
+                    issued(&id).validate(),
+                    Err(StoreError::Invalid { field: "id", .. })
+                ),
+                "{id:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn revocation_reason_is_limited_in_bytes_not_characters() {
+        // Two bytes per character: the limit in bytes is reached with half as many characters.
+        let at_limit = "\u{e9}".repeat(MAX_REVOCATION_REASON_BYTES / 2);
+        assert!(Revocation::check_reason("").is_ok());
+        assert!(Revocation::check_reason(&at_limit).is_ok());
+        let over = format!("{at_limit}x");
+        assert!(over.chars().count() < MAX_REVOCATION_REASON_BYTES);
+        assert!(matches!(
+            Revocation::check_reason(&over),
+            Err(StoreError::Invalid {
+                field: "reason",
+                ..
+            })
+        ));
     }
 }

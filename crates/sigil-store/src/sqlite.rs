@@ -8,6 +8,7 @@ mod agents;
 mod authorities;
 mod bundles;
 mod change_feed;
+mod credentials;
 mod entries;
 mod join_tokens;
 mod migrate;
@@ -21,8 +22,9 @@ use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 use tokio::sync::watch;
 
 use crate::{
-    AttestedAgent, AuthorityRecord, AuthorityState, ChangeEvent, Datastore, Entry, EntryFilter,
-    JoinToken, NewEntry, StoreError, StoreResult, StoredBundle,
+    AttestedAgent, AuthorityRecord, AuthorityState, ChangeEvent, CredentialKind, Datastore, Entry,
+    EntryFilter, IssuedCredential, JoinToken, NewEntry, Revocation, StoreError, StoreResult,
+    StoredBundle,
 };
 
 pub use migrate::LATEST_SCHEMA_VERSION;
@@ -276,6 +278,59 @@ impl Datastore for SqliteStore {
 
     async fn list_authorities(&self) -> StoreResult<Vec<AuthorityRecord>> {
         self.read(authorities::list).await
+    }
+
+    async fn record_issued(&self, credentials: Vec<IssuedCredential>) -> StoreResult<()> {
+        for credential in &credentials {
+            credential.validate()?;
+        }
+        if credentials.is_empty() {
+            return Ok(());
+        }
+        self.write(move |tx| credentials::record_issued(tx, &credentials))
+            .await
+    }
+
+    async fn get_issued(
+        &self,
+        kind: CredentialKind,
+        id: &str,
+    ) -> StoreResult<Option<IssuedCredential>> {
+        let id = id.to_owned();
+        self.read(move |conn| credentials::get_issued(conn, kind, &id))
+            .await
+    }
+
+    async fn revoke_credential(
+        &self,
+        kind: CredentialKind,
+        id: &str,
+        reason: &str,
+        now: i64,
+    ) -> StoreResult<Revocation> {
+        let id = id.to_owned();
+        let reason = reason.to_owned();
+        self.write(move |tx| credentials::revoke(tx, kind, &id, &reason, now))
+            .await
+    }
+
+    async fn get_revocation(
+        &self,
+        kind: CredentialKind,
+        id: &str,
+    ) -> StoreResult<Option<Revocation>> {
+        let id = id.to_owned();
+        self.read(move |conn| credentials::get_revocation(conn, kind, &id))
+            .await
+    }
+
+    async fn list_revocations(&self) -> StoreResult<Vec<Revocation>> {
+        self.read(credentials::list_revocations).await
+    }
+
+    async fn prune_expired_credentials(&self, before: i64) -> StoreResult<u64> {
+        self.write(move |tx| credentials::prune_expired(tx, before))
+            .await
     }
 
     async fn put_bundle(&self, bundle: StoredBundle) -> StoreResult<()> {

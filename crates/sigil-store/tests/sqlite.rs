@@ -10,9 +10,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use rusqlite::Connection;
-use sigil_store::conformance::{NOW, new_entry};
+use sigil_store::conformance::{NOW, issued_credential, new_entry};
 use sigil_store::sqlite::LATEST_SCHEMA_VERSION;
-use sigil_store::{Datastore, EntryFilter, SqliteStore, StoreError};
+use sigil_store::{CredentialKind, Datastore, EntryFilter, SqliteStore, StoreError};
 use tempfile::TempDir;
 
 /// A fresh store in a database file of its own; the directory lives as long as the guard.
@@ -228,6 +228,53 @@ async fn corrupt_selectors_and_change_kinds_are_reported() {
             })
         ),
         "{changes:?}"
+    );
+}
+
+#[tokio::test]
+async fn corrupt_credential_rows_are_reported_not_panicked_on() {
+    let (store, dir) = store_on_disk().await;
+    let kind = CredentialKind::X509Svid;
+    store
+        .record_issued(vec![
+            issued_credential(kind, "0a", NOW + 3600),
+            issued_credential(kind, "0b", NOW + 3600),
+        ])
+        .await
+        .unwrap();
+    store
+        .revoke_credential(kind, "0a", "compromised", NOW)
+        .await
+        .unwrap();
+    // Proves the reads work before the rows are damaged.
+    assert!(store.get_issued(kind, "0b").await.unwrap().is_some());
+    assert_eq!(store.list_revocations().await.unwrap().len(), 1);
+
+    let conn = Connection::open(db_path(&dir)).unwrap();
+    conn.execute(
+        "UPDATE issued_credentials SET issued_to = 'not a spiffe id' WHERE id = '0b'",
+        [],
+    )
+    .unwrap();
+    conn.execute("UPDATE revocations SET kind = 'crl_entry'", [])
+        .unwrap();
+
+    let issued = store.get_issued(kind, "0b").await;
+    assert!(
+        matches!(&issued, Err(StoreError::Corrupt { kind: "issued credential", id, detail })
+            if id == "x509_svid:0b" && detail.contains("issued_to")),
+        "{issued:?}"
+    );
+    let listed = store.list_revocations().await;
+    assert!(
+        matches!(
+            listed,
+            Err(StoreError::Corrupt {
+                kind: "revocation",
+                ..
+            })
+        ),
+        "{listed:?}"
     );
 }
 

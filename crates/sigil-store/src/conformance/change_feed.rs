@@ -6,8 +6,13 @@ use std::time::Duration;
 
 use tokio::task::JoinSet;
 
-use super::{NOW, agent, authority, bundle, join_token, latest, new_entry, token_hash};
-use crate::{AuthorityKind, Change, Datastore, EntryFilter, StoreError};
+use super::{
+    NOW, agent, authority, bundle, issued_credential, join_token, latest, new_entry, token_hash,
+};
+use crate::{
+    AuthorityKind, Change, CredentialKind, Datastore, EntryFilter, MAX_REVOCATION_REASON_BYTES,
+    Revocation, StoreError,
+};
 
 const WEB: &str = "spiffe://example.org/web";
 const AGENT: &str = "spiffe://example.org/sigil/agent/join_token/a";
@@ -109,6 +114,36 @@ pub async fn each_mutation_appends_one_event_in_order<S: Datastore>(store: S) {
         latest(&store).await,
     );
 
+    // Recording issuance is bookkeeping: no event (the next step checks that the sequence moved
+    // by exactly one since the bundle was deleted).
+    let svid = issued_credential(CredentialKind::X509Svid, "0a", NOW + 3600);
+    let jwt = issued_credential(CredentialKind::JwtSvid, "j1", NOW + 300);
+    store
+        .record_issued(vec![svid.clone(), jwt])
+        .await
+        .expect("record issued");
+    store
+        .revoke_credential(svid.kind, &svid.id, "compromised", NOW + 3)
+        .await
+        .expect("revoke");
+    let revocation_key = Revocation::feed_key(svid.kind, &svid.id);
+    step(
+        Change::RevocationAdded(revocation_key.clone()),
+        latest(&store).await,
+    );
+    // Forgets both credentials; only the revoked one has an event.
+    assert_eq!(
+        store
+            .prune_expired_credentials(svid.expires_at + 1)
+            .await
+            .expect("prune credentials"),
+        1
+    );
+    step(
+        Change::RevocationDeleted(revocation_key.clone()),
+        latest(&store).await,
+    );
+
     let events = store.changes_since(0, 1000).await.expect("changes");
     let changes: Vec<Change> = events.iter().map(|e| e.change.clone()).collect();
     assert_eq!(changes, expected);
@@ -125,6 +160,16 @@ pub async fn each_mutation_appends_one_event_in_order<S: Datastore>(store: S) {
         stamped,
         [NOW, NOW + 1],
         "entry events carry the caller's now"
+    );
+    let revoked_at: Vec<i64> = events
+        .iter()
+        .filter(|e| e.change == Change::RevocationAdded(revocation_key.clone()))
+        .map(|e| e.at)
+        .collect();
+    assert_eq!(
+        revoked_at,
+        [NOW + 3],
+        "a revocation carries the caller's now"
     );
 }
 
@@ -154,6 +199,18 @@ pub async fn failed_mutations_append_no_event<S: Datastore>(store: S) {
         .create_agent(agent(AGENT))
         .await
         .expect("create agent");
+    store
+        .record_issued(vec![
+            issued_credential(CredentialKind::X509Svid, "revoked", NOW + 600),
+            issued_credential(CredentialKind::X509Svid, "valid", NOW + 600),
+            issued_credential(CredentialKind::X509Svid, "expired", NOW),
+        ])
+        .await
+        .expect("record issued");
+    store
+        .revoke_credential(CredentialKind::X509Svid, "revoked", "compromised", NOW)
+        .await
+        .expect("revoke");
     let before = latest(&store).await;
 
     let mut no_owner = entry.spec.clone();
@@ -263,6 +320,61 @@ pub async fn failed_mutations_append_no_event<S: Datastore>(store: S) {
         (
             "delete missing bundle",
             store.delete_bundle("example.org").await.is_err(),
+        ),
+        (
+            "duplicate issued credential",
+            store
+                .record_issued(vec![issued_credential(
+                    CredentialKind::X509Svid,
+                    "valid",
+                    NOW + 600,
+                )])
+                .await
+                .is_err(),
+        ),
+        (
+            "issued credential without id",
+            store
+                .record_issued(vec![issued_credential(
+                    CredentialKind::X509Svid,
+                    "",
+                    NOW + 600,
+                )])
+                .await
+                .is_err(),
+        ),
+        (
+            "revoke unknown credential",
+            store
+                .revoke_credential(CredentialKind::JwtSvid, "valid", "lost", NOW)
+                .await
+                .is_err(),
+        ),
+        (
+            "revoke expired credential",
+            store
+                .revoke_credential(CredentialKind::X509Svid, "expired", "lost", NOW)
+                .await
+                .is_err(),
+        ),
+        (
+            "revoke twice",
+            store
+                .revoke_credential(CredentialKind::X509Svid, "revoked", "again", NOW)
+                .await
+                .is_err(),
+        ),
+        (
+            "over-long revocation reason",
+            store
+                .revoke_credential(
+                    CredentialKind::X509Svid,
+                    "valid",
+                    &"r".repeat(MAX_REVOCATION_REASON_BYTES + 1),
+                    NOW,
+                )
+                .await
+                .is_err(),
         ),
     ];
     for (what, failed) in failures {

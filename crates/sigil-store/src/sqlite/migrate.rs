@@ -14,14 +14,21 @@ struct Migration {
 }
 
 /// Every migration this build knows, oldest first, versions 1, 2, 3... without gaps.
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "initial",
-    sql: include_str!("../migrations/0001_initial.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "initial",
+        sql: include_str!("../migrations/0001_initial.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "revocation",
+        sql: include_str!("../migrations/0002_revocation.sql"),
+    },
+];
 
 /// The schema version a database has once every known migration is applied.
-pub const LATEST_SCHEMA_VERSION: i64 = 1;
+pub const LATEST_SCHEMA_VERSION: i64 = 2;
 
 const CREATE_MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (
     version INTEGER PRIMARY KEY NOT NULL,
@@ -100,6 +107,40 @@ mod tests {
             .unwrap();
         assert_eq!(rows, LATEST_SCHEMA_VERSION);
         assert_eq!(current_version(&conn).unwrap(), LATEST_SCHEMA_VERSION);
+    }
+
+    #[test]
+    fn upgrades_a_version_1_database_and_keeps_its_rows() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.execute(CREATE_MIGRATIONS_TABLE, []).unwrap();
+        let first = MIGRATIONS.first().unwrap();
+        conn.execute_batch(first.sql).unwrap();
+        conn.execute(
+            "INSERT INTO schema_migrations VALUES (?1, ?2, 0)",
+            params![first.version, first.name],
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO bundles VALUES ('example.org', x'7b7d', 1, 0)",
+            [],
+        )
+        .unwrap();
+
+        apply_pending(&mut conn).unwrap();
+        assert_eq!(current_version(&conn).unwrap(), LATEST_SCHEMA_VERSION);
+        let bundles: i64 = conn
+            .query_row("SELECT count(*) FROM bundles", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(bundles, 1);
+        let new_tables: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_schema \
+                 WHERE type = 'table' AND name IN ('issued_credentials', 'revocations')",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(new_tables, 2);
     }
 
     #[test]
