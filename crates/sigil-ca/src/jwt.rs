@@ -41,6 +41,8 @@ pub struct MintedJwt {
     pub expires_at: i64,
     /// `jti`: the token's unique id, by which it can be revoked.
     pub jti: String,
+    /// `kid` of the key that signed it.
+    pub kid: String,
 }
 
 #[derive(Serialize)]
@@ -133,6 +135,7 @@ impl JwtAuthority {
             issued_at: now,
             expires_at,
             jti,
+            kid: self.kid.clone(),
         })
     }
 }

@@ -17,7 +17,7 @@ use futures::Stream;
 use sigil_proto::agent::v1 as pb;
 use sigil_proto::agent::v1::agent_service_server::AgentService;
 use sigil_spiffe::{Clock, SpiffeId, TrustBundle};
-use sigil_store::{AttestedAgent, Datastore, Entry, StoreError};
+use sigil_store::{AttestedAgent, CredentialKind, Datastore, Entry, StoreError};
 use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 
@@ -86,7 +86,7 @@ fn refusal_status(refusal: Refusal) -> Status {
         Refusal::InvalidCsr(_) | Refusal::InvalidAudience(_) => {
             Status::invalid_argument(refusal.to_string())
         }
-        Refusal::Signing(_) => {
+        Refusal::Signing(_) | Refusal::Unrecorded(_) => {
             tracing::error!(error = %refusal, "issuance failed");
             Status::internal("cannot issue the credential")
         }
@@ -211,6 +211,11 @@ impl AgentApi {
         if view.banned {
             return Err(Status::permission_denied(format!("agent `{id}` is banned")));
         }
+        if self.svid_revoked(&serial, now) {
+            return Err(Status::permission_denied(format!(
+                "the SVID agent `{id}` presented has been revoked"
+            )));
+        }
         if view.serial != serial {
             if view.new_serial.as_deref() != Some(serial.as_str()) {
                 return Err(Status::permission_denied(format!(
@@ -244,15 +249,38 @@ impl AgentApi {
         })
     }
 
+    /// Whether the X509-SVID with `serial` is on the deny-list at `now`.
+    fn svid_revoked(&self, serial: &str, now: i64) -> bool {
+        self.issuer
+            .revocations()
+            .list
+            .is_revoked(CredentialKind::X509Svid, serial, now)
+    }
+
     fn sync_message(&self, agent: &AgentView) -> pb::SyncAuthorizedEntriesResponse {
         let entries = self
             .entries
             .authorized_entries(&agent.spiffe_id, &agent.selectors);
+        let revocations = self.issuer.revocations();
+        let now = self.clock.unix_secs();
+        let deny = |kind| {
+            revocations
+                .list
+                .live(kind, now)
+                .map(|r| pb::RevokedCredential {
+                    id: r.id.clone(),
+                    expires_at: r.expires_at,
+                })
+                .collect()
+        };
         pb::SyncAuthorizedEntriesResponse {
             entries: entries.iter().map(|e| to_pb_entry(e)).collect(),
             bundle: Some(to_pb_bundle(&self.issuer.bundle())),
             federated_bundles: Default::default(),
             tainted_authorities: self.issuer.tainted_authorities().to_vec(),
+            revoked_x509_svids: deny(CredentialKind::X509Svid),
+            revoked_jwt_svids: deny(CredentialKind::JwtSvid),
+            crls: revocations.crls.clone(),
         }
     }
 }
@@ -313,6 +341,7 @@ impl AgentService for AgentApi {
         let svid = self
             .issuer
             .attestation_svid(&agent_id, &req.csr)
+            .await
             .map_err(refusal_status)?;
         let agent = AttestedAgent {
             spiffe_id: agent_id.clone(),
@@ -348,6 +377,7 @@ impl AgentService for AgentApi {
         let svid = self
             .issuer
             .renewal_svid(&agent.view, &req.csr)
+            .await
             .map_err(refusal_status)?;
         // Only `new_serial` is written: a heartbeat or ban racing this call is kept.
         self.store
@@ -392,28 +422,34 @@ impl AgentService for AgentApi {
                 "at most {MAX_BATCH} CSRs per batch"
             )));
         }
+        let requests: Vec<(&str, &[u8])> = req
+            .params
+            .iter()
+            .map(|p| (p.entry_id.as_str(), p.csr.as_slice()))
+            .collect();
+        let signed = self
+            .issuer
+            .workload_x509_svids(&agent.view, &requests)
+            .await
+            .map_err(refusal_status)?;
         let results = req
             .params
             .into_iter()
-            .map(|p| {
-                match self
-                    .issuer
-                    .workload_x509_svid(&agent.view, &p.entry_id, &p.csr)
-                {
-                    Ok(svid) => pb::BatchNewX509SvidResult {
+            .zip(signed)
+            .map(|(p, signed)| match signed {
+                Ok(svid) => pb::BatchNewX509SvidResult {
+                    entry_id: p.entry_id,
+                    svid: Some(to_pb_svid(svid)),
+                    error: String::new(),
+                },
+                Err(refusal) => {
+                    if matches!(refusal, Refusal::Signing(_)) {
+                        tracing::error!(error = %refusal, "X509-SVID signing failed");
+                    }
+                    pb::BatchNewX509SvidResult {
                         entry_id: p.entry_id,
-                        svid: Some(to_pb_svid(svid)),
-                        error: String::new(),
-                    },
-                    Err(refusal) => {
-                        if matches!(refusal, Refusal::Signing(_)) {
-                            tracing::error!(error = %refusal, "X509-SVID signing failed");
-                        }
-                        pb::BatchNewX509SvidResult {
-                            entry_id: p.entry_id,
-                            svid: None,
-                            error: refusal.to_string(),
-                        }
+                        svid: None,
+                        error: refusal.to_string(),
                     }
                 }
             })
@@ -430,6 +466,7 @@ impl AgentService for AgentApi {
         let minted = self
             .issuer
             .workload_jwt_svid(&agent.view, &req.entry_id, &req.audience)
+            .await
             .map_err(|refusal| match refusal {
                 // The id is the caller's input: echo a bounded prefix only.
                 Refusal::EntryNotAuthorized { entry_id } => Status::permission_denied(format!(
@@ -475,6 +512,18 @@ fn async_stream_sync(
             trust.mark_unchanged();
             let view = agent.borrow_and_update().clone();
             let view = match view {
+                Some(view)
+                    if !view.banned
+                        && api.svid_revoked(&credential.serial, api.clock.unix_secs()) =>
+                {
+                    let _ = tx
+                        .send(Err(Status::permission_denied(format!(
+                            "the SVID agent `{}` opened this stream with has been revoked",
+                            view.spiffe_id
+                        ))))
+                        .await;
+                    return;
+                }
                 Some(view) if !view.banned && view.accepts_serial(&credential.serial) => view,
                 Some(view) if !view.banned => {
                     let _ = tx

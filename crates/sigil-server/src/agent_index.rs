@@ -9,14 +9,12 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
-use std::time::Duration;
 
 use sigil_spiffe::{Selector, SpiffeId};
 use sigil_store::{AttestedAgent, Change, ChangeEvent, Datastore, StoreError};
 use tokio::sync::watch;
 
-/// Longest [`AgentIndex::catch_up_with`] waits for the index to apply a write.
-pub const READ_YOUR_WRITE_WAIT: Duration = Duration::from_secs(5);
+use crate::feed::AppliedPosition;
 
 /// What authentication and sync need to know about one agent (its identity state; `last_seen`
 /// is bookkeeping and lives apart).
@@ -42,7 +40,7 @@ pub type AgentWatch = watch::Receiver<Option<Arc<AgentView>>>;
 pub struct AgentIndex {
     slots: RwLock<HashMap<SpiffeId, Arc<Slot>>>,
     /// Highest change-feed sequence applied; read-your-writes waits on it.
-    applied: watch::Sender<u64>,
+    applied: AppliedPosition,
 }
 
 #[derive(Debug)]
@@ -79,7 +77,7 @@ impl AgentIndex {
         for agent in store.list_agents().await? {
             index.upsert(&agent);
         }
-        index.applied.send_replace(position);
+        index.applied.advance(position);
         Ok((Arc::new(index), position))
     }
 
@@ -117,35 +115,16 @@ impl AgentIndex {
         false
     }
 
-    /// Waits until the index has applied the feed up to `seq` (a write this server just made),
-    /// so the writer's next call reads its own write. Returns at once if already applied;
-    /// returns early if the feed follower is gone.
+    /// Waits until the index has applied the feed up to `seq` (a write this server just made).
     pub async fn applied_through(&self, seq: u64) {
-        let mut applied = self.applied.subscribe();
-        let _ = applied.wait_for(|applied| *applied >= seq).await;
+        self.applied.reached(seq).await;
     }
 
-    /// Waits, at most [`READ_YOUR_WRITE_WAIT`], until the index has applied every change `store`
-    /// had when called: read-your-writes for whoever just wrote (an attestation, a renewal, a
-    /// ban), so the next call sees it. On a store error or a timeout it logs and returns; the
-    /// change takes effect when the feed follower applies it.
+    /// Waits, at most [`crate::feed::READ_YOUR_WRITE_WAIT`], until the index has applied every
+    /// change `store` had when called (an attestation, a renewal, a ban), so the next call sees
+    /// it.
     pub async fn catch_up_with(&self, store: &dyn Datastore) {
-        let written = match store.latest_change().await {
-            Ok(seq) => seq,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read the change feed position");
-                return;
-            }
-        };
-        if tokio::time::timeout(READ_YOUR_WRITE_WAIT, self.applied_through(written))
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                seq = written,
-                "the agent index did not apply the change in time; it takes effect when it does"
-            );
-        }
+        self.applied.catch_up_with(store, "agent index").await;
     }
 
     /// Applies one batch of the feed, re-reading each changed agent from `store`; wakes the
@@ -166,13 +145,7 @@ impl AgentIndex {
             }
         }
         if let Some(last) = batch.last() {
-            self.applied.send_if_modified(|applied| {
-                let moved = last.seq > *applied;
-                if moved {
-                    *applied = last.seq;
-                }
-                moved
-            });
+            self.applied.advance(last.seq);
         }
         Ok(())
     }

@@ -1,5 +1,5 @@
-//! The one reader of the datastore's change feed: each batch is applied to the entry index and
-//! the agent index, in that order, so both follow the store without rescans; a batch that
+//! The one reader of the datastore's change feed: each batch is applied to the entry index, the
+//! agent index and the revocation index, in that order, so all follow the store without rescans; a batch that
 //! changes authorities (an operator command here or on another replica) also wakes the CA's
 //! rotation task at once.
 
@@ -11,17 +11,78 @@ use tokio::sync::{Notify, watch};
 
 use crate::agent_index::AgentIndex;
 use crate::entry_index::{EntryIndex, FEED_BATCH};
+use crate::revocation::RevocationIndex;
 
 /// Pause before reading the feed again after a store failure.
 const RETRY_AFTER: Duration = Duration::from_millis(500);
 
-/// Applies every change after `position` to both indexes, and notifies `authorities` when an
+/// Longest [`AppliedPosition::catch_up_with`] waits for an index to apply a write.
+pub const READ_YOUR_WRITE_WAIT: Duration = Duration::from_secs(5);
+
+/// How far an index has applied the feed: the highest sequence applied, which read-your-writes
+/// waits on.
+#[derive(Debug, Default)]
+pub struct AppliedPosition(watch::Sender<u64>);
+
+impl AppliedPosition {
+    /// Records that everything up to `seq` is applied (never moves back).
+    pub fn advance(&self, seq: u64) {
+        self.0.send_if_modified(|applied| {
+            let moved = seq > *applied;
+            if moved {
+                *applied = seq;
+            }
+            moved
+        });
+    }
+
+    /// Waits until everything up to `seq` is applied. Returns at once if it is; returns early if
+    /// the feed follower is gone.
+    pub async fn reached(&self, seq: u64) {
+        let mut applied = self.0.subscribe();
+        let _ = applied.wait_for(|applied| *applied >= seq).await;
+    }
+
+    /// Waits, at most [`READ_YOUR_WRITE_WAIT`], until every change `store` had when called is
+    /// applied: read-your-writes for whoever just wrote, so the next call sees it. On a store
+    /// error or a timeout it logs (naming `index`) and returns; the change takes effect when the
+    /// feed follower applies it.
+    pub async fn catch_up_with(&self, store: &dyn Datastore, index: &'static str) {
+        let written = match store.latest_change().await {
+            Ok(seq) => seq,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the change feed position");
+                return;
+            }
+        };
+        if tokio::time::timeout(READ_YOUR_WRITE_WAIT, self.reached(written))
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                seq = written,
+                index,
+                "the index did not apply the change in time; it takes effect when it does"
+            );
+        }
+    }
+}
+
+/// Everything that follows the feed: the three indexes, and the CA's rotation task, woken when
+/// an authority changed.
+#[derive(Clone)]
+pub struct Followers {
+    pub entries: Arc<EntryIndex>,
+    pub agents: Arc<AgentIndex>,
+    pub revocations: Arc<RevocationIndex>,
+    pub authorities: Arc<Notify>,
+}
+
+/// Applies every change after `position` to the indexes, and notifies `authorities` when an
 /// authority changed; returns the new position.
 pub async fn catch_up(
     store: &dyn Datastore,
-    entries: &EntryIndex,
-    agents: &AgentIndex,
-    authorities: &Notify,
+    followers: &Followers,
     mut position: u64,
 ) -> Result<u64, StoreError> {
     loop {
@@ -30,15 +91,16 @@ pub async fn catch_up(
             return Ok(position);
         };
         let last_seq = last.seq;
-        entries.apply_batch(store, &batch).await?;
-        agents.apply_batch(store, &batch).await?;
+        followers.entries.apply_batch(store, &batch).await?;
+        followers.agents.apply_batch(store, &batch).await?;
+        followers.revocations.apply_batch(store, &batch).await?;
         if batch.iter().any(|event| {
             matches!(
                 event.change,
                 Change::AuthorityChanged(_) | Change::AuthorityDeleted(_)
             )
         }) {
-            authorities.notify_one();
+            followers.authorities.notify_one();
         }
         position = last_seq;
         if batch.len() < FEED_BATCH as usize {
@@ -51,16 +113,14 @@ pub async fn catch_up(
 /// catches up, and retries after a pause when the store fails.
 pub async fn follow(
     store: Arc<dyn Datastore>,
-    entries: Arc<EntryIndex>,
-    agents: Arc<AgentIndex>,
-    authorities: Arc<Notify>,
+    followers: Followers,
     mut position: u64,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut changes = store.watch_changes();
     loop {
         changes.mark_unchanged();
-        match catch_up(store.as_ref(), &entries, &agents, &authorities, position).await {
+        match catch_up(store.as_ref(), &followers, position).await {
             Ok(next) => position = next,
             Err(e) => {
                 tracing::error!(error = %e, "cannot read the change feed; retrying");

@@ -3,18 +3,22 @@
 //! signed here. Input: who asks, for which identity or entry, what; output: the credential or a
 //! typed [`Refusal`].
 //!
-//! Revocation, policy decisions, audit records and the credential inventory attach in this
-//! module when they land: decisions in [`Issuer::decide`], records of what was issued after the
-//! signing step of each method. No RPC handler signs on its own.
+//! Every credential is recorded in the credential inventory ([`Datastore::record_issued`]) after
+//! it is signed and before it is returned, so whatever the server hands out can be revoked by
+//! its serial or `jti`; a credential that cannot be recorded is not handed out. Policy decisions
+//! and audit records attach here when they land: decisions in [`Issuer::decide`], records next
+//! to the inventory write. No RPC handler signs on its own.
 
 use std::sync::Arc;
 
 use sigil_ca::MintedJwt;
 use sigil_spiffe::{Clock, SpiffeId, TrustBundle, TrustDomain};
+use sigil_store::{CredentialKind, Datastore, IssuedCredential};
+use x509_parser::extensions::ParsedExtension;
 use x509_parser::prelude::FromDer;
 
 use crate::agent_index::AgentView;
-use crate::ca::CaManager;
+use crate::ca::{CaManager, Revocations};
 use crate::entry_index::{EntryAccess, EntryIndex};
 
 /// Largest CSR accepted, in bytes.
@@ -58,6 +62,10 @@ pub enum Refusal {
     /// The CA failed for a reason that is not the caller's (logged, not sent).
     #[error("cannot sign: {0}")]
     Signing(String),
+    /// The credential was signed but could not be recorded in the inventory, so it is not
+    /// handed out (logged, not sent).
+    #[error("cannot record the issued credential: {0}")]
+    Unrecorded(String),
 }
 
 /// A signed X509-SVID.
@@ -70,6 +78,22 @@ pub struct IssuedX509 {
     pub serial: String,
     /// The leaf's `notAfter`, Unix seconds.
     pub expires_at: i64,
+    /// Hex key id of the authority that signed the leaf (its authority key identifier).
+    pub authority_id: String,
+}
+
+impl IssuedX509 {
+    fn inventory(&self, issued_to: &SpiffeId, issued_at: i64) -> IssuedCredential {
+        IssuedCredential {
+            kind: CredentialKind::X509Svid,
+            id: self.serial.clone(),
+            spiffe_id: self.spiffe_id.clone(),
+            authority_id: self.authority_id.clone(),
+            issued_to: issued_to.clone(),
+            issued_at,
+            expires_at: self.expires_at,
+        }
+    }
 }
 
 /// Who asks for a credential.
@@ -101,25 +125,37 @@ struct Grant {
 }
 
 /// The issuance choke point. Cheap to share via `Arc`.
-#[derive(Debug)]
 pub struct Issuer {
     ca: Arc<CaManager>,
     entries: Arc<EntryIndex>,
+    store: Arc<dyn Datastore>,
     clock: Arc<dyn Clock>,
     defaults: IssuanceDefaults,
 }
 
+impl std::fmt::Debug for Issuer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Issuer")
+            .field("trust_domain", self.ca.trust_domain())
+            .field("defaults", &self.defaults)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Issuer {
-    /// An issuer signing with `ca` and authorizing entries with `entries` on `clock`.
+    /// An issuer signing with `ca`, authorizing entries with `entries` and recording what it
+    /// issues in `store`, on `clock`.
     pub fn new(
         ca: Arc<CaManager>,
         entries: Arc<EntryIndex>,
+        store: Arc<dyn Datastore>,
         clock: Arc<dyn Clock>,
         defaults: IssuanceDefaults,
     ) -> Self {
         Self {
             ca,
             entries,
+            store,
             clock,
             defaults,
         }
@@ -140,37 +176,68 @@ impl Issuer {
         self.ca.tainted()
     }
 
-    /// A receiver that changes whenever the bundle or the tainted set changes.
+    /// A receiver that changes whenever the bundle, the tainted set or the revocations change.
     pub fn subscribe_trust(&self) -> tokio::sync::watch::Receiver<u64> {
         self.ca.subscribe_trust()
     }
 
+    /// The deny-list and the CRLs signed from it, as last published.
+    pub fn revocations(&self) -> Arc<Revocations> {
+        self.ca.revocations()
+    }
+
     /// The first SVID of agent `agent_id`, whose node attestation just succeeded.
-    pub fn attestation_svid(&self, agent_id: &SpiffeId, csr: &[u8]) -> Result<IssuedX509, Refusal> {
+    pub async fn attestation_svid(
+        &self,
+        agent_id: &SpiffeId,
+        csr: &[u8],
+    ) -> Result<IssuedX509, Refusal> {
         let grant = self.decide(Requester::Attesting(agent_id), Subject::OwnAgentId)?;
-        self.sign_x509(&grant, csr, self.defaults.agent_svid_ttl)
+        let svid = self.sign_x509(&grant, csr, self.defaults.agent_svid_ttl)?;
+        self.record(vec![svid.inventory(agent_id, self.clock.unix_secs())])
+            .await?;
+        Ok(svid)
     }
 
     /// A renewed SVID for `agent`.
-    pub fn renewal_svid(&self, agent: &AgentView, csr: &[u8]) -> Result<IssuedX509, Refusal> {
+    pub async fn renewal_svid(&self, agent: &AgentView, csr: &[u8]) -> Result<IssuedX509, Refusal> {
         let grant = self.decide(Requester::Agent(agent), Subject::OwnAgentId)?;
-        self.sign_x509(&grant, csr, self.defaults.agent_svid_ttl)
+        let svid = self.sign_x509(&grant, csr, self.defaults.agent_svid_ttl)?;
+        self.record(vec![
+            svid.inventory(&agent.spiffe_id, self.clock.unix_secs()),
+        ])
+        .await?;
+        Ok(svid)
     }
 
-    /// A workload X509-SVID for entry `entry_id`, asked for by `agent`.
-    pub fn workload_x509_svid(
+    /// Workload X509-SVIDs asked for by `agent`, one per `(entry id, CSR)`: each is decided and
+    /// signed on its own (one refusal does not fail the others), then all that were signed are
+    /// recorded in one write. If that write fails, nothing is handed out.
+    pub async fn workload_x509_svids(
         &self,
         agent: &AgentView,
-        entry_id: &str,
-        csr: &[u8],
-    ) -> Result<IssuedX509, Refusal> {
-        let grant = self.decide(Requester::Agent(agent), Subject::Entry(entry_id))?;
-        let ttl = grant.x509_ttl;
-        self.sign_x509(&grant, csr, ttl)
+        requests: &[(&str, &[u8])],
+    ) -> Result<Vec<Result<IssuedX509, Refusal>>, Refusal> {
+        let results: Vec<Result<IssuedX509, Refusal>> = requests
+            .iter()
+            .map(|(entry_id, csr)| {
+                let grant = self.decide(Requester::Agent(agent), Subject::Entry(entry_id))?;
+                let ttl = grant.x509_ttl;
+                self.sign_x509(&grant, csr, ttl)
+            })
+            .collect();
+        let now = self.clock.unix_secs();
+        let inventory: Vec<IssuedCredential> = results
+            .iter()
+            .flatten()
+            .map(|svid| svid.inventory(&agent.spiffe_id, now))
+            .collect();
+        self.record(inventory).await?;
+        Ok(results)
     }
 
     /// A workload JWT-SVID for entry `entry_id` with `audience`, asked for by `agent`.
-    pub fn workload_jwt_svid(
+    pub async fn workload_jwt_svid(
         &self,
         agent: &AgentView,
         entry_id: &str,
@@ -179,9 +246,32 @@ impl Issuer {
         check_audience(audience)?;
         let grant = self.decide(Requester::Agent(agent), Subject::Entry(entry_id))?;
         let ttl = self.capped_ttl(grant.jwt_ttl, grant.not_after);
-        self.ca
+        let minted = self
+            .ca
             .mint_jwt_svid(&grant.spiffe_id, audience, ttl)
-            .map_err(|e| Refusal::Signing(e.to_string()))
+            .map_err(|e| Refusal::Signing(e.to_string()))?;
+        self.record(vec![IssuedCredential {
+            kind: CredentialKind::JwtSvid,
+            id: minted.jti.clone(),
+            spiffe_id: grant.spiffe_id,
+            authority_id: minted.kid.clone(),
+            issued_to: agent.spiffe_id.clone(),
+            issued_at: minted.issued_at,
+            expires_at: minted.expires_at,
+        }])
+        .await?;
+        Ok(minted)
+    }
+
+    /// Writes `credentials` to the inventory (nothing for an empty batch).
+    async fn record(&self, credentials: Vec<IssuedCredential>) -> Result<(), Refusal> {
+        if credentials.is_empty() {
+            return Ok(());
+        }
+        self.store
+            .record_issued(credentials)
+            .await
+            .map_err(|e| Refusal::Unrecorded(e.to_string()))
     }
 
     /// The decision: may `requester` have a credential for `subject` now? Every method passes
@@ -275,13 +365,14 @@ impl Issuer {
         let leaf = chain
             .first()
             .ok_or_else(|| Refusal::Signing("the CA returned an empty chain".to_owned()))?;
-        let (serial, expires_at) = cert_serial_and_expiry(leaf)
+        let (serial, expires_at, authority_id) = leaf_facts(leaf)
             .ok_or_else(|| Refusal::Signing("the CA returned an unparsable leaf".to_owned()))?;
         Ok(IssuedX509 {
             spiffe_id: grant.spiffe_id.clone(),
             chain,
             serial,
             expires_at,
+            authority_id,
         })
     }
 }
@@ -292,6 +383,23 @@ pub fn cert_serial_and_expiry(der: &[u8]) -> Option<(String, i64)> {
     let (_, cert) = x509_parser::certificate::X509Certificate::from_der(der).ok()?;
     let serial = sigil_keys::digest::hex(cert.tbs_certificate.raw_serial());
     Some((serial, cert.validity().not_after.timestamp()))
+}
+
+/// Serial (lowercase hex), `notAfter` (Unix seconds) and authority key identifier (hex) of a
+/// leaf the CA just signed; `None` if it does not parse or names no issuer key.
+fn leaf_facts(der: &[u8]) -> Option<(String, i64, String)> {
+    let (_, cert) = x509_parser::certificate::X509Certificate::from_der(der).ok()?;
+    let aki = cert
+        .iter_extensions()
+        .find_map(|ext| match ext.parsed_extension() {
+            ParsedExtension::AuthorityKeyIdentifier(aki) => aki.key_identifier.as_ref(),
+            _ => None,
+        })?;
+    Some((
+        sigil_keys::digest::hex(cert.tbs_certificate.raw_serial()),
+        cert.validity().not_after.timestamp(),
+        sigil_keys::digest::hex(aki.0),
+    ))
 }
 
 /// A CSR is non-empty and at most [`MAX_CSR_BYTES`]; the CA checks the rest.

@@ -4,7 +4,9 @@
 //!
 //! Architecture invariant: the server reads registration state for agents only from
 //! [`entry_index::EntryIndex`] and agent state only from [`agent_index::AgentIndex`], both kept
-//! current by [`feed::follow`]; no code path rescans the store periodically.
+//! current by [`feed::follow`], and revoked credentials only from
+//! [`revocation::RevocationIndex`] (through the CA, which publishes them with its CRLs); no code
+//! path rescans the store periodically.
 //!
 //! Architecture invariant: every credential the server issues passes through
 //! [`issuer::Issuer`].
@@ -21,6 +23,7 @@ pub mod feed;
 pub mod issuer;
 pub mod join_token;
 pub mod naming;
+pub mod revocation;
 mod server;
 
 pub use server::{ServerConfig, ServerError, ServerHandle, start};

@@ -20,12 +20,17 @@ use crate::agent_index::AgentIndex;
 use crate::ca::{CaLifetimes, CaManager};
 use crate::entry_index::EntryIndex;
 use crate::issuer::Issuer;
+use crate::revocation::RevocationIndex;
 use crate::{admin, agent_listener, feed, naming};
 
 /// Lifetime of the server's own TLS SVID, in seconds.
 const SERVER_SVID_TTL: u64 = 3600;
 /// How often the CA checks whether an authority is due for rotation.
 const ROTATION_CHECK: Duration = Duration::from_secs(10);
+/// How often expired credentials are pruned from the inventory and the deny-list.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+/// How long after its expiry a credential is kept on record.
+const PRUNE_GRACE_SECS: i64 = 300;
 
 /// Everything the server needs to run (the CLI builds this from `server.toml`).
 #[derive(Debug, Clone)]
@@ -111,6 +116,45 @@ impl ServerHandle {
     }
 }
 
+/// Signs the CRLs again and republishes the deny-list whenever the revocation index changes.
+async fn publish_revocations(
+    revocations: Arc<RevocationIndex>,
+    ca: Arc<CaManager>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut changes = revocations.subscribe();
+    loop {
+        tokio::select! {
+            r = changes.changed() => if r.is_err() { return },
+            _ = stop.changed() => return,
+        }
+        if let Err(e) = ca.set_revocations(revocations.snapshot()).await {
+            tracing::error!(error = %e, "cannot publish the revocations");
+        }
+    }
+}
+
+/// Forgets, every [`PRUNE_EVERY`], issued credentials and revocations whose credential expired
+/// more than [`PRUNE_GRACE_SECS`] ago (a margin for clocks that disagree).
+async fn prune_credentials(
+    store: Arc<dyn Datastore>,
+    clock: Arc<dyn Clock>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(PRUNE_EVERY) => {}
+            _ = stop.changed() => return,
+        }
+        let before = clock.unix_secs().saturating_sub(PRUNE_GRACE_SECS);
+        match store.prune_expired_credentials(before).await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(revocations = n, "pruned expired revocations"),
+            Err(e) => tracing::warn!(error = %e, "cannot prune expired credentials"),
+        }
+    }
+}
+
 fn issue_server_svid(ca: &CaManager) -> Result<(Vec<Vec<u8>>, PrivateKey), ServerError> {
     let key = PrivateKey::generate()?;
     let chain = ca.sign_x509_svid_for_key(
@@ -135,8 +179,12 @@ pub async fn start(
         CaManager::load_or_init(td.clone(), keys, store.clone(), clock.clone(), config.ca).await?;
     let (index, entries_position) = EntryIndex::load(store.as_ref(), &td, clock.clone()).await?;
     let (agents, agents_position) = AgentIndex::load(store.as_ref()).await?;
-    // Re-applying a change is idempotent, so the feed is followed from the older of the two.
-    let position = entries_position.min(agents_position);
+    let (revocations, revocations_position) = RevocationIndex::load(store.as_ref()).await?;
+    ca.set_revocations(revocations.snapshot()).await?;
+    // Re-applying a change is idempotent, so the feed is followed from the oldest position.
+    let position = entries_position
+        .min(agents_position)
+        .min(revocations_position);
 
     let (chain, key) = issue_server_svid(&ca)?;
     let svid = Arc::new(LiveSvid::new(&chain, key.pkcs8_der())?);
@@ -159,17 +207,33 @@ pub async fn start(
     let (shutdown, shutdown_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
 
-    // Change feed -> entry and agent indexes; entry expiry -> entry index version.
+    // Change feed -> entry, agent and revocation indexes; entry expiry -> entry index version.
     let authorities_changed = Arc::new(tokio::sync::Notify::new());
     tasks.spawn(feed::follow(
         store.clone(),
-        index.clone(),
-        agents.clone(),
-        authorities_changed.clone(),
+        feed::Followers {
+            entries: index.clone(),
+            agents: agents.clone(),
+            revocations: revocations.clone(),
+            authorities: authorities_changed.clone(),
+        },
         position,
         shutdown_rx.clone(),
     ));
     tasks.spawn(index.clone().run_expiry(shutdown_rx.clone()));
+
+    // Deny-list -> CRLs signed again and pushed with it; expired credentials pruned from the
+    // inventory and the deny-list.
+    tasks.spawn(publish_revocations(
+        revocations.clone(),
+        ca.clone(),
+        shutdown_rx.clone(),
+    ));
+    tasks.spawn(prune_credentials(
+        store.clone(),
+        clock.clone(),
+        shutdown_rx.clone(),
+    ));
 
     // CA rotation (on a timer, and at once when the feed shows an authority change), trust
     // roots and the server's own SVID.
@@ -234,6 +298,7 @@ pub async fn start(
         let issuer = Arc::new(Issuer::new(
             ca.clone(),
             index.clone(),
+            store.clone(),
             clock.clone(),
             config.issuance,
         ));

@@ -20,7 +20,7 @@ use sigil_keys::PrivateKey;
 use sigil_proto::agent::v1 as pb;
 use sigil_proto::agent::v1::agent_service_client::AgentServiceClient;
 use sigil_spiffe::{Clock, SpiffeId};
-use sigil_store::Entry;
+use sigil_store::{CredentialKind, Entry};
 use support::{AgentSvid, PATIENCE, TestServer, attest_request, csr, serial_hex};
 use tonic::transport::Channel;
 use tonic::{Code, Status};
@@ -666,4 +666,248 @@ async fn shutdown_ends_open_sync_streams_instead_of_waiting_for_agents() {
         .await
         .expect("the sync stream outlived the server");
     assert!(!matches!(ended, Ok(Some(_))), "{ended:?}");
+}
+
+/// Waits for the next sync message that satisfies `done`, skipping others.
+async fn next_message_where(
+    stream: &mut tonic::Streaming<pb::SyncAuthorizedEntriesResponse>,
+    done: impl Fn(&pb::SyncAuthorizedEntriesResponse) -> bool,
+) -> pb::SyncAuthorizedEntriesResponse {
+    tokio::time::timeout(PATIENCE, async {
+        loop {
+            let msg = stream.message().await.unwrap().unwrap();
+            if done(&msg) {
+                return msg;
+            }
+        }
+    })
+    .await
+    .expect("no such sync message was pushed")
+}
+
+/// The parsed CRL among `crls` issued by the authority with subject key id `authority_id`,
+/// its signature checked against that authority's certificate `issuer_der`; returns the hex
+/// serials it lists.
+fn crl_serials(crls: &[Vec<u8>], issuer_der: &[u8]) -> Vec<String> {
+    use x509_parser::prelude::FromDer;
+    let (_, issuer) = x509_parser::certificate::X509Certificate::from_der(issuer_der).unwrap();
+    let key = sigil_keys::PublicKey::from_spki_der(issuer.public_key().raw).unwrap();
+    let mut found = crls.iter().filter_map(|der| {
+        let (_, crl) =
+            x509_parser::revocation_list::CertificateRevocationList::from_der(der).unwrap();
+        (crl.issuer() == issuer.subject()).then(|| {
+            key.verify_x509(crl.tbs_cert_list.as_ref(), &crl.signature_value.data)
+                .expect("a CRL names an issuer whose key did not sign it");
+            crl.iter_revoked_certificates()
+                .map(|r| sigil_keys::digest::hex(r.raw_serial()))
+                .collect::<Vec<_>>()
+        })
+    });
+    let serials = found.next().expect("no CRL from this issuer");
+    assert!(found.next().is_none(), "two CRLs from one issuer");
+    serials
+}
+
+/// The `jti` claim of a compact JWS, read without verifying it (the test's own token).
+fn jti_of(token: &str) -> String {
+    use base64::Engine;
+    let payload = token.split('.').nth(1).unwrap();
+    let claims: serde_json::Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap();
+    claims["jti"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn every_issued_credential_is_recorded_in_the_inventory() {
+    let server = TestServer::start().await;
+    let agent = server.attest().await;
+    let store = &server.handle.store;
+    let own = store
+        .get_issued(CredentialKind::X509Svid, &serial_hex(&agent.chain))
+        .await
+        .unwrap()
+        .expect("the agent SVID issued at attestation is not recorded");
+    assert_eq!(own.spiffe_id, agent.id);
+    assert_eq!(own.issued_to, agent.id);
+
+    let entry = indexed_entry(&server, "spiffe://example.org/web", &agent.id).await;
+    let mut client = server.client(&agent).await;
+    let key = PrivateKey::generate().unwrap();
+    let svid = client
+        .batch_new_x509_svid(pb::BatchNewX509SvidRequest {
+            params: vec![pb::NewX509SvidParams {
+                entry_id: entry.id.clone(),
+                csr: csr(&key),
+            }],
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .results
+        .remove(0)
+        .svid
+        .unwrap();
+    let recorded = store
+        .get_issued(CredentialKind::X509Svid, &serial_hex(&svid.cert_chain))
+        .await
+        .unwrap()
+        .expect("a workload X509-SVID is not recorded");
+    assert_eq!(recorded.spiffe_id.as_str(), "spiffe://example.org/web");
+    assert_eq!(recorded.issued_to, agent.id);
+    assert_eq!(recorded.expires_at, svid.expires_at);
+    let intermediate = sigil_keys::cert_ids::chain_authority_ids(&svid.cert_chain[1..2]);
+    assert!(intermediate.contains(&recorded.authority_id));
+
+    let jwt = client
+        .new_jwt_svid(pb::NewJwtSvidRequest {
+            entry_id: entry.id.clone(),
+            audience: vec!["db".to_owned()],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let jti = jti_of(&jwt.token);
+    let recorded = store
+        .get_issued(CredentialKind::JwtSvid, &jti)
+        .await
+        .unwrap()
+        .expect("a JWT-SVID is not recorded");
+    assert_eq!(recorded.expires_at, jwt.expires_at);
+    assert_eq!(
+        Some(recorded.authority_id),
+        sigil_keys::jws::unverified_kid(&jwt.token)
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn revocations_are_pushed_with_crls_that_list_revoked_serials() {
+    let server = TestServer::start().await;
+    let agent = server.attest().await;
+    let entry = indexed_entry(&server, "spiffe://example.org/web", &agent.id).await;
+    let mut client = server.client(&agent).await;
+    let mut stream = client
+        .sync_authorized_entries(pb::SyncAuthorizedEntriesRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let first = next_message_where(&mut stream, |_| true).await;
+    assert!(first.revoked_x509_svids.is_empty());
+    assert!(first.revoked_jwt_svids.is_empty());
+    // One CRL per X.509 authority (root and intermediate), empty so far.
+    assert_eq!(first.crls.len(), 2);
+
+    let key = PrivateKey::generate().unwrap();
+    let sign = |client: &mut Client| {
+        let params = vec![pb::NewX509SvidParams {
+            entry_id: entry.id.clone(),
+            csr: csr(&key),
+        }];
+        let mut client = client.clone();
+        async move {
+            client
+                .batch_new_x509_svid(pb::BatchNewX509SvidRequest { params })
+                .await
+                .unwrap()
+                .into_inner()
+                .results
+                .remove(0)
+                .svid
+                .unwrap()
+        }
+    };
+    let revoked = sign(&mut client).await;
+    let kept = sign(&mut client).await;
+    let serial = serial_hex(&revoked.cert_chain);
+    let now = server.clock.unix_secs();
+    server
+        .handle
+        .store
+        .revoke_credential(CredentialKind::X509Svid, &serial, "key leaked", now)
+        .await
+        .unwrap();
+
+    let msg = next_message_where(&mut stream, |m| !m.revoked_x509_svids.is_empty()).await;
+    assert_eq!(
+        msg.revoked_x509_svids,
+        vec![pb::RevokedCredential {
+            id: serial.clone(),
+            expires_at: revoked.expires_at,
+        }]
+    );
+    assert_eq!(
+        crl_serials(&msg.crls, &revoked.cert_chain[1]),
+        vec![serial.clone()],
+        "the intermediate's CRL must list exactly the revoked serial, not {}",
+        serial_hex(&kept.cert_chain)
+    );
+    let root = &server.handle.ca.bundle().x509_authorities[0];
+    assert!(crl_serials(&msg.crls, root).is_empty());
+
+    // A JWT-SVID: pushed by jti, in no CRL.
+    let jwt = client
+        .new_jwt_svid(pb::NewJwtSvidRequest {
+            entry_id: entry.id.clone(),
+            audience: vec!["db".to_owned()],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let jti = jti_of(&jwt.token);
+    server
+        .handle
+        .store
+        .revoke_credential(CredentialKind::JwtSvid, &jti, "", now)
+        .await
+        .unwrap();
+    let msg = next_message_where(&mut stream, |m| !m.revoked_jwt_svids.is_empty()).await;
+    assert_eq!(msg.revoked_jwt_svids[0].id, jti);
+    assert_eq!(msg.revoked_x509_svids.len(), 1);
+    assert_eq!(crl_serials(&msg.crls, &revoked.cert_chain[1]), vec![serial]);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn an_agent_whose_own_svid_is_revoked_is_refused_and_its_stream_ends() {
+    let server = TestServer::start().await;
+    let agent = server.attest().await;
+    let entry = indexed_entry(&server, "spiffe://example.org/web", &agent.id).await;
+    let mut client = server.client(&agent).await;
+    assert_all_ok(&call_every_authenticated_method(&mut client, &entry.id).await);
+    let mut stream = client
+        .sync_authorized_entries(pb::SyncAuthorizedEntriesRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    next_message_where(&mut stream, |_| true).await;
+
+    server
+        .handle
+        .store
+        .revoke_credential(
+            CredentialKind::X509Svid,
+            &serial_hex(&agent.chain),
+            "node compromised",
+            server.clock.unix_secs(),
+        )
+        .await
+        .unwrap();
+    let ended = tokio::time::timeout(PATIENCE, async {
+        loop {
+            match stream.message().await {
+                Ok(Some(_)) => continue,
+                other => return other,
+            }
+        }
+    })
+    .await
+    .expect("the sync stream was not ended after the revocation");
+    expect_status(ended, Code::PermissionDenied, "revoked");
+    let outcomes = call_every_authenticated_method(&mut client, &entry.id).await;
+    assert_all_refused(&outcomes, Code::PermissionDenied);
+    server.stop().await;
 }

@@ -148,6 +148,30 @@ impl LifecycleDriver {
         })
     }
 
+    /// The X.509 authorities of `records` that sign CRLs at `now`, with their records: every
+    /// root and intermediate that is neither revoked nor expired and whose key is at hand (an
+    /// old intermediate still vouches for the unexpired SVIDs it signed). An authority whose key
+    /// is gone is skipped with a warning: its CRL cannot be signed.
+    pub(super) async fn crl_signers(
+        &self,
+        records: &[AuthorityRecord],
+        now: i64,
+    ) -> Vec<(AuthorityRecord, X509Authority)> {
+        let mut loaded = self.loaded.lock().await;
+        let mut signers = Vec::new();
+        for record in records.iter().filter(|r| {
+            r.kind != AuthorityKind::Jwt && r.state != AuthorityState::Revoked && r.not_after > now
+        }) {
+            match self.x509_authority(record, &mut loaded) {
+                Ok(authority) => signers.push((record.clone(), authority)),
+                Err(e) => {
+                    tracing::warn!(authority = %record.id, error = %e, "cannot sign this authority's CRL");
+                }
+            }
+        }
+        signers
+    }
+
     /// What the life cycle needs of each record. Only prepared and active authorities are asked
     /// for their key.
     fn statuses(

@@ -10,9 +10,12 @@
 //!   one tick at a time, serialised;
 //! - [`signing`] holds the active authorities in memory, so signing never waits on a lock or the
 //!   store;
-//! - [`bundle`] builds the trust bundle and moves its sequence only when its content changes.
+//! - [`bundle`] builds the trust bundle and moves its sequence only when its content changes;
+//! - [`crls`] decides what each X.509 authority's CRL lists; the CRLs are signed again whenever
+//!   the deny-list or the authorities change.
 
 mod bundle;
+mod crls;
 mod driver;
 mod signing;
 #[cfg(test)]
@@ -27,6 +30,8 @@ pub use sigil_ca::operator::{Command, CommandError};
 use sigil_keys::{KeyManager, PublicKey};
 use sigil_spiffe::{AuthorityKind, AuthorityState, Clock, SpiffeId, TrustBundle, TrustDomain};
 use sigil_store::{AuthorityRecord, Datastore};
+
+use crate::revocation::DenyList;
 use tokio::sync::watch;
 
 use bundle::BundlePublisher;
@@ -87,6 +92,8 @@ pub struct CaManager {
     bundle: ArcSwap<TrustBundle>,
     /// Ids of the tainted authorities, sorted.
     tainted: ArcSwap<Vec<String>>,
+    /// The deny-list the CRLs were signed from, and the CRLs (DER), pushed together.
+    revocations: ArcSwap<Revocations>,
     /// [`CaManager::next_transition`], from the records the last rotation read.
     next_transition: AtomicI64,
     /// Bumped whenever the bundle or the tainted set changes, for whoever pushes them.
@@ -95,6 +102,15 @@ pub struct CaManager {
     /// read older records would otherwise switch signing back or publish an older bundle after
     /// one that read newer (the timer's tick racing an operator command).
     rotation: tokio::sync::Mutex<()>,
+}
+
+/// The deny-list and the CRLs signed from it, published together so a sync message never pairs
+/// a list with CRLs of another.
+#[derive(Debug, Default)]
+pub struct Revocations {
+    pub list: Arc<DenyList>,
+    /// DER CRLs, one per X.509 authority that signs one.
+    pub crls: Vec<Vec<u8>>,
 }
 
 /// [`CaManager::next_transition`]'s "nothing scheduled".
@@ -150,6 +166,13 @@ impl CaManager {
             .publish(store.as_ref(), &records, clock.unix_secs())
             .await?;
         let next = next_transition_of(&records, clock.unix_secs());
+        let list = Arc::new(DenyList::default());
+        let crls = crls::sign_all(
+            &driver.crl_signers(&records, clock.unix_secs()).await,
+            &records,
+            &list,
+            clock.now(),
+        );
         Ok(Arc::new(Self {
             trust_domain,
             store,
@@ -159,6 +182,7 @@ impl CaManager {
             signing: ArcSwap::from_pointee(signing),
             bundle: ArcSwap::new(bundle),
             tainted: ArcSwap::from_pointee(tainted_ids(&records)),
+            revocations: ArcSwap::from_pointee(Revocations { list, crls }),
             next_transition: AtomicI64::new(next),
             trust_version: watch::channel(0).0,
             rotation: tokio::sync::Mutex::new(()),
@@ -203,7 +227,37 @@ impl CaManager {
             changed = true;
             self.trust_version.send_modify(|v| *v = v.wrapping_add(1));
         }
+        if changed {
+            // New, retired or revoked authorities: each signer's CRL, and the set of signers.
+            let list = self.revocations.load().list.clone();
+            self.sign_crls(&records, list).await;
+        }
         Ok(changed)
+    }
+
+    /// Takes a new deny-list (from the revocation index): signs every X.509 authority's CRL
+    /// again and publishes both, waking whoever pushes them. Serialised with rotations.
+    pub async fn set_revocations(&self, list: Arc<DenyList>) -> Result<(), CaManagerError> {
+        let _rotation = self.rotation.lock().await;
+        let records = self.store.list_authorities().await?;
+        self.sign_crls(&records, list).await;
+        Ok(())
+    }
+
+    /// The deny-list and the CRLs signed from it.
+    pub fn revocations(&self) -> Arc<Revocations> {
+        self.revocations.load_full()
+    }
+
+    /// Signs the CRLs of `records`' authorities from `list` and publishes them with it.
+    async fn sign_crls(&self, records: &[AuthorityRecord], list: Arc<DenyList>) {
+        let signers = self
+            .driver
+            .crl_signers(records, self.clock.unix_secs())
+            .await;
+        let crls = crls::sign_all(&signers, records, &list, self.clock.now());
+        self.revocations.store(Arc::new(Revocations { list, crls }));
+        self.trust_version.send_modify(|v| *v = v.wrapping_add(1));
     }
 
     /// Ids of the tainted authorities (hex subject key ids and JWT `kid`s), sorted.
@@ -211,7 +265,8 @@ impl CaManager {
         self.tainted.load_full()
     }
 
-    /// A receiver that changes whenever the trust bundle or the tainted set changes.
+    /// A receiver that changes whenever the trust bundle, the tainted set or the revocations
+    /// (deny-list and CRLs) change.
     pub fn subscribe_trust(&self) -> watch::Receiver<u64> {
         self.trust_version.subscribe()
     }
