@@ -101,6 +101,7 @@ pub async fn start(config: AgentConfig, clock: Arc<dyn Clock>) -> Result<AgentHa
         jwt: Arc::new(ServerJwtMinter::new(
             session.client_slot(),
             session.tainted_slot(),
+            session.revoked_jwt_slot(),
             clock.clone(),
         )),
         clock,

@@ -15,6 +15,7 @@ mod error;
 pub mod jwt;
 mod node_attestation;
 mod publish;
+pub mod revocation;
 pub mod server_client;
 mod session;
 pub mod snapshot;

@@ -1,6 +1,6 @@
-//! Building the [`IdentitySnapshot`] the Workload API serves from the held SVIDs, and publishing
-//! it only when it differs from the current one, so an unchanged state never wakes workload
-//! streams.
+//! Building the [`IdentitySnapshot`] the Workload API serves from the held SVIDs and the
+//! revocation state, and publishing it only when it differs from the current one, so an unchanged
+//! state never wakes workload streams.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -8,17 +8,22 @@ use std::sync::Arc;
 use sigil_spiffe::{Selector, SpiffeId, TrustBundle, TrustDomain};
 use tokio::sync::watch;
 
+use crate::revocation::RevokedIds;
 use crate::snapshot::{IdentitySnapshot, WorkloadIdentity};
 use crate::svid_cache::SvidCache;
 
-/// The identities servable at `now`: authorized entries that hold an unexpired SVID, have not
-/// themselves expired, and whose selectors all parse (an entry with an unparsable or no selector
-/// is never served: it could match more workloads than intended). Ordered by SPIFFE ID, then
-/// entry id.
+/// The identities servable at `now`: authorized entries that hold an unexpired SVID that is not
+/// revoked (or revoked so recently that its replacement is still being signed, see
+/// [`REVOKED_SVID_GRACE_SECS`](crate::svid_cache::REVOKED_SVID_GRACE_SECS)), have not themselves
+/// expired, and whose selectors all parse (an entry with an unparsable or no selector is never
+/// served: it could match more workloads than intended). Ordered by SPIFFE ID, then entry id.
+/// The snapshot also carries `crls` and the JWT-SVID deny-list.
 pub(crate) fn build_snapshot(
     trust_domain: &TrustDomain,
     bundle: &Arc<TrustBundle>,
     cache: &SvidCache,
+    crls: &Arc<Vec<Vec<u8>>>,
+    revoked_jwt_svids: &Arc<RevokedIds>,
     now: i64,
 ) -> IdentitySnapshot {
     let mut identities: Vec<WorkloadIdentity> = cache
@@ -26,7 +31,10 @@ pub(crate) fn build_snapshot(
         .iter()
         .filter_map(|e| {
             let cached = cache.svid(&e.id)?;
-            if cached.material.expires_at <= now || (e.expires_at != 0 && e.expires_at <= now) {
+            if cached.material.expires_at <= now
+                || (e.expires_at != 0 && e.expires_at <= now)
+                || !cached.servable(now)
+            {
                 return None;
             }
             let selectors = e
@@ -57,11 +65,14 @@ pub(crate) fn build_snapshot(
         bundle: bundle.clone(),
         federated_bundles: BTreeMap::new(),
         identities,
+        crls: crls.clone(),
+        revoked_jwt_svids: revoked_jwt_svids.clone(),
     }
 }
 
 /// Replaces the published snapshot with `snapshot` unless it serves exactly the same (same
-/// bundle, same identities with the same SVIDs, selectors and hints). Returns whether it changed.
+/// bundle, same identities with the same SVIDs, selectors and hints, same CRLs and JWT-SVID
+/// deny-list). Returns whether it changed.
 pub(crate) fn publish(
     tx: &watch::Sender<Arc<IdentitySnapshot>>,
     snapshot: IdentitySnapshot,
@@ -77,7 +88,12 @@ pub(crate) fn publish(
 }
 
 fn serves_the_same(a: &IdentitySnapshot, b: &IdentitySnapshot) -> bool {
+    // The session keeps one `Arc` per CRL set and deny-list until they change, so the pointer
+    // comparison usually decides without comparing contents.
     a.bundle == b.bundle
+        && (Arc::ptr_eq(&a.crls, &b.crls) || a.crls == b.crls)
+        && (Arc::ptr_eq(&a.revoked_jwt_svids, &b.revoked_jwt_svids)
+            || a.revoked_jwt_svids == b.revoked_jwt_svids)
         && a.identities.len() == b.identities.len()
         && a.identities.iter().zip(&b.identities).all(|(x, y)| {
             x.entry_id == y.entry_id
@@ -98,7 +114,16 @@ mod tests {
 
     use super::*;
     use crate::state::tests::sample_identity;
-    use crate::svid_cache::tests::{NOW, current, entry, material};
+    use crate::svid_cache::REVOKED_SVID_GRACE_SECS;
+    use crate::svid_cache::tests::{NOW, current, entry, held_serial, material, revoked_serials};
+
+    fn no_crls() -> Arc<Vec<Vec<u8>>> {
+        Arc::new(Vec::new())
+    }
+
+    fn no_revoked() -> Arc<RevokedIds> {
+        Arc::new(RevokedIds::default())
+    }
 
     fn td() -> TrustDomain {
         TrustDomain::parse("example.org").unwrap()
@@ -152,7 +177,7 @@ mod tests {
         entries.push(entry("e-unsigned", "spiffe://example.org/c", 1));
         cache.set_entries(entries);
 
-        let snapshot = build_snapshot(&td(), &bundle(), &cache, NOW);
+        let snapshot = build_snapshot(&td(), &bundle(), &cache, &no_crls(), &no_revoked(), NOW);
         assert_eq!(served(&snapshot), vec!["e-a", "e-b"]);
         assert_eq!(snapshot.trust_domain.as_str(), "example.org");
         assert_eq!(
@@ -166,10 +191,24 @@ mod tests {
         let mut cache = SvidCache::default();
         hold(&mut cache, entry("e-a", "spiffe://example.org/a", 1));
         let clock = FakeClock::new(from_unix_secs(NOW));
-        let snapshot = build_snapshot(&td(), &bundle(), &cache, clock.unix_secs());
+        let snapshot = build_snapshot(
+            &td(),
+            &bundle(),
+            &cache,
+            &no_crls(),
+            &no_revoked(),
+            clock.unix_secs(),
+        );
         assert_eq!(served(&snapshot), vec!["e-a"]);
         clock.advance(Duration::from_secs(600));
-        let snapshot = build_snapshot(&td(), &bundle(), &cache, clock.unix_secs());
+        let snapshot = build_snapshot(
+            &td(),
+            &bundle(),
+            &cache,
+            &no_crls(),
+            &no_revoked(),
+            clock.unix_secs(),
+        );
         assert!(served(&snapshot).is_empty());
     }
 
@@ -181,10 +220,24 @@ mod tests {
         hold(&mut cache, a);
         hold(&mut cache, entry("e-b", "spiffe://example.org/b", 1));
         let clock = FakeClock::new(from_unix_secs(NOW));
-        let snapshot = build_snapshot(&td(), &bundle(), &cache, clock.unix_secs());
+        let snapshot = build_snapshot(
+            &td(),
+            &bundle(),
+            &cache,
+            &no_crls(),
+            &no_revoked(),
+            clock.unix_secs(),
+        );
         assert_eq!(served(&snapshot), vec!["e-a", "e-b"]);
         clock.advance(Duration::from_secs(60));
-        let snapshot = build_snapshot(&td(), &bundle(), &cache, clock.unix_secs());
+        let snapshot = build_snapshot(
+            &td(),
+            &bundle(),
+            &cache,
+            &no_crls(),
+            &no_revoked(),
+            clock.unix_secs(),
+        );
         assert_eq!(served(&snapshot), vec!["e-b"], "e-b has no expiry");
     }
 
@@ -194,20 +247,87 @@ mod tests {
         let b = bundle();
         let mut cache = SvidCache::default();
         hold(&mut cache, entry("e-a", "spiffe://example.org/a", 1));
-        assert!(publish(&tx, build_snapshot(&td(), &b, &cache, NOW)));
+        assert!(publish(
+            &tx,
+            build_snapshot(&td(), &b, &cache, &no_crls(), &no_revoked(), NOW)
+        ));
         assert!(rx.has_changed().unwrap());
         rx.mark_unchanged();
 
-        assert!(!publish(&tx, build_snapshot(&td(), &b, &cache, NOW)));
+        assert!(!publish(
+            &tx,
+            build_snapshot(&td(), &b, &cache, &no_crls(), &no_revoked(), NOW)
+        ));
         assert!(!rx.has_changed().unwrap(), "same state, no new message");
 
         // A rotated SVID is a change, even for the same entry.
         if let Some(c) = cache.svid_mut("e-a") {
             c.material = Arc::new(material("spiffe://example.org/a", NOW + 900));
         }
-        assert!(publish(&tx, build_snapshot(&td(), &b, &cache, NOW)));
+        assert!(publish(
+            &tx,
+            build_snapshot(&td(), &b, &cache, &no_crls(), &no_revoked(), NOW)
+        ));
         assert!(rx.has_changed().unwrap());
         assert_eq!(served_now(&tx), vec!["e-a"]);
+    }
+
+    #[test]
+    fn a_revoked_svid_is_served_during_the_grace_only() {
+        let mut cache = SvidCache::default();
+        hold(&mut cache, entry("e-a", "spiffe://example.org/a", 1));
+        hold(&mut cache, entry("e-b", "spiffe://example.org/b", 1));
+        let serial = held_serial(&cache, "e-a");
+        cache.set_revoked(revoked_serials(&[&serial]), NOW);
+        let at = |now| {
+            served(&build_snapshot(
+                &td(),
+                &bundle(),
+                &cache,
+                &no_crls(),
+                &no_revoked(),
+                now,
+            ))
+        };
+        assert_eq!(at(NOW), vec!["e-a", "e-b"], "its replacement is on its way");
+        assert_eq!(at(NOW + REVOKED_SVID_GRACE_SECS), vec!["e-b"]);
+    }
+
+    #[test]
+    fn new_crls_or_a_new_jwt_deny_list_are_a_change() {
+        let (tx, mut rx) = watch::channel(Arc::new(IdentitySnapshot::empty(bundle())));
+        let b = bundle();
+        let cache = SvidCache::default();
+        let crls = Arc::new(vec![vec![0x30, 0x03, 1, 2, 3]]);
+        assert!(publish(
+            &tx,
+            build_snapshot(&td(), &b, &cache, &crls, &no_revoked(), NOW)
+        ));
+        assert!(rx.has_changed().unwrap());
+        rx.mark_unchanged();
+        // The same CRLs in another allocation are no change.
+        let same = Arc::new(crls.as_ref().clone());
+        assert!(!publish(
+            &tx,
+            build_snapshot(&td(), &b, &cache, &same, &no_revoked(), NOW)
+        ));
+        let revoked = Arc::new(RevokedIds::jwt_ids(
+            vec![pb::RevokedCredential {
+                id: "j1".into(),
+                expires_at: NOW + 60,
+            }],
+            NOW,
+        ));
+        assert!(publish(
+            &tx,
+            build_snapshot(&td(), &b, &cache, &crls, &revoked, NOW)
+        ));
+        assert!(rx.borrow_and_update().revoked_jwt_svids.contains("j1"));
+        assert!(publish(
+            &tx,
+            build_snapshot(&td(), &b, &cache, &no_crls(), &revoked, NOW)
+        ));
+        assert!(rx.borrow_and_update().crls.is_empty());
     }
 
     #[test]
@@ -218,7 +338,14 @@ mod tests {
         other.sequence += 1;
         assert!(publish(
             &tx,
-            build_snapshot(&td(), &Arc::new(other), &SvidCache::default(), NOW)
+            build_snapshot(
+                &td(),
+                &Arc::new(other),
+                &SvidCache::default(),
+                &no_crls(),
+                &no_revoked(),
+                NOW
+            )
         ));
         assert!(rx.has_changed().unwrap());
     }

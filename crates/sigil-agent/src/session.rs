@@ -8,6 +8,11 @@
 //! keeps retrying with capped exponential backoff (each wait drawn between half and all of it, so
 //! agents cut off together do not reconnect in step), until the SVIDs expire.
 //!
+//! Revocation: each sync message carries the whole deny-list and the CRLs. Held X509-SVIDs whose
+//! serial is listed are re-signed at once (see `svid_cache` for what is served meanwhile),
+//! cached JWT-SVIDs whose `jti` is listed are no longer served and `ValidateJWTSVID` refuses
+//! them, and the CRLs are served to workloads.
+//!
 //! Refusal: when the server refuses the agent itself (`PermissionDenied` on any call or at the
 //! end of the sync stream: banned, evicted, or its SVID replaced), the agent stops serving at
 //! once (every held SVID dropped, an empty snapshot published, so Workload API streams end with
@@ -29,6 +34,7 @@ use crate::config::AgentConfig;
 use crate::error::AgentError;
 use crate::jwt::TaintedAuthorities;
 use crate::publish::{build_snapshot, publish};
+use crate::revocation::{RevokedIds, RevokedJwtSvids, bounded_crls};
 use crate::server_client::{self, Client};
 use crate::snapshot::{IdentitySnapshot, X509SvidMaterial};
 use crate::state::AgentIdentity;
@@ -55,6 +61,10 @@ pub(crate) struct Session {
     bundle: Arc<TrustBundle>,
     /// The tainted authorities, shared with the JWT minter.
     tainted: TaintedAuthorities,
+    /// The revoked JWT-SVIDs, shared with the JWT minter and published in every snapshot.
+    revoked_jwt: RevokedJwtSvids,
+    /// The CRLs the server last sent, bounded, published in every snapshot.
+    crls: Arc<Vec<Vec<u8>>>,
 }
 
 /// How one connection to the server ended without an error.
@@ -99,6 +109,8 @@ impl Session {
             cache: SvidCache::default(),
             bundle,
             tainted: Arc::new(ArcSwap::from_pointee(Vec::new())),
+            revoked_jwt: Arc::new(ArcSwap::from_pointee(RevokedIds::default())),
+            crls: Arc::new(Vec::new()),
         })
     }
 
@@ -115,6 +127,11 @@ impl Session {
     /// The tainted authorities as the server last sent them, for the JWT minter.
     pub(crate) fn tainted_slot(&self) -> TaintedAuthorities {
         self.tainted.clone()
+    }
+
+    /// The revoked JWT-SVIDs as the server last sent them, for the JWT minter.
+    pub(crate) fn revoked_jwt_slot(&self) -> RevokedJwtSvids {
+        self.revoked_jwt.clone()
     }
 
     /// The slot holding the current server connection (empty while disconnected).
@@ -208,8 +225,9 @@ impl Session {
     }
 
     /// Applies one sync message: a new bundle (saved, and the TLS roots replaced), then the new
-    /// authorized set and the tainted authorities (SVIDs chained to a newly tainted one are
-    /// re-signed now, JWT-SVIDs it signed are no longer served from the cache).
+    /// authorized set, the tainted authorities (SVIDs chained to a newly tainted one are
+    /// re-signed now, JWT-SVIDs it signed are no longer served from the cache) and the
+    /// revocations ([`Session::apply_revocations`]).
     async fn apply(
         &mut self,
         client: &mut Client,
@@ -246,11 +264,45 @@ impl Session {
             self.cache.set_tainted(tainted.clone(), now);
             self.tainted.store(Arc::new(tainted));
         }
+        self.apply_revocations(
+            msg.revoked_x509_svids,
+            msg.revoked_jwt_svids,
+            msg.crls,
+            self.clock.unix_secs(),
+        );
         // Publish removals before signing anything new, so a deleted entry stops being served now.
         self.publish();
         self.sign_due_svids(client).await?;
         self.publish();
         Ok(())
+    }
+
+    /// Takes the deny-list and CRLs of one sync message, which replace the previous ones (the
+    /// server sends them whole), bounded and without entries already expired at `now`: held
+    /// X509-SVIDs whose serial is newly listed become due at once, the JWT minter stops serving
+    /// cached tokens whose `jti` is listed, and the next snapshot carries the JWT deny-list (for
+    /// `ValidateJWTSVID`) and the CRLs.
+    ///
+    /// The agent's own SVID is deliberately not checked against the deny-list: if its serial is
+    /// listed, the server refuses the agent's next call with `PermissionDenied` and [`classify`]
+    /// turns that into the refusal that stops the agent.
+    fn apply_revocations(
+        &mut self,
+        x509: Vec<pb::RevokedCredential>,
+        jwt: Vec<pb::RevokedCredential>,
+        crls: Vec<Vec<u8>>,
+        now: i64,
+    ) {
+        self.cache
+            .set_revoked(Arc::new(RevokedIds::x509_serials(x509, now)), now);
+        let jwt = RevokedIds::jwt_ids(jwt, now);
+        if **self.revoked_jwt.load() != jwt {
+            self.revoked_jwt.store(Arc::new(jwt));
+        }
+        let crls = bounded_crls(crls);
+        if *self.crls != crls {
+            self.crls = Arc::new(crls);
+        }
     }
 
     /// Asks the server to sign, in one batch, every SVID the cache says is due.
@@ -348,6 +400,8 @@ impl Session {
             &self.config.trust_domain,
             &self.bundle,
             &self.cache,
+            &self.crls,
+            &self.revoked_jwt.load_full(),
             self.clock.unix_secs(),
         );
         publish(&self.snapshot_tx, snapshot);
@@ -375,7 +429,8 @@ pub(crate) mod tests {
 
     use super::*;
     use crate::state::tests::{sample_identity, self_signed};
-    use crate::svid_cache::tests::{NOW, current, entry};
+    use crate::svid_cache::REVOKED_SVID_GRACE_SECS;
+    use crate::svid_cache::tests::{NOW, current, entry, held_serial};
 
     /// A configuration for `dir` whose server address nothing listens on.
     pub(crate) fn test_config(dir: &Path) -> AgentConfig {
@@ -545,6 +600,93 @@ pub(crate) mod tests {
             Err(SessionError::Fatal(AgentError::BadResponse(_)))
         ));
         assert_eq!(session.roots.current(), before);
+    }
+
+    fn revoked(id: &str, expires_at: i64) -> pb::RevokedCredential {
+        pb::RevokedCredential {
+            id: id.into(),
+            expires_at,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_revoked_serial_is_replaced_at_once_and_stops_being_served_after_the_grace() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut session, clock) = resumed_session(dir.path());
+        let mut client = unreachable_client(&session);
+        let a = entry("e-a", "spiffe://example.org/a", 1);
+        let b = entry("e-b", "spiffe://example.org/b", 1);
+        hold(&mut session, a.clone());
+        hold(&mut session, b.clone());
+        session.publish();
+        let serial_a = held_serial(&session.cache, "e-a");
+
+        let msg = pb::SyncAuthorizedEntriesResponse {
+            entries: vec![a, b],
+            // Sent in uppercase to prove the comparison does not depend on it.
+            revoked_x509_svids: vec![revoked(&serial_a.to_ascii_uppercase(), NOW + 600)],
+            ..Default::default()
+        };
+        // The replacement is asked for at once (same revision): the server is unreachable here.
+        let result = session.apply(&mut client, msg).await;
+        assert!(matches!(result, Err(SessionError::Retry(_))));
+        let due: Vec<String> = session
+            .cache
+            .due(NOW)
+            .into_iter()
+            .map(|d| d.entry_id)
+            .collect();
+        assert_eq!(due, ["e-a"]);
+        assert_eq!(
+            served(&session),
+            vec!["e-a", "e-b"],
+            "served while its replacement is on its way"
+        );
+
+        clock.advance(Duration::from_secs(
+            u64::try_from(REVOKED_SVID_GRACE_SECS).unwrap(),
+        ));
+        session.publish();
+        assert_eq!(served(&session), vec!["e-b"], "no replacement came");
+    }
+
+    #[tokio::test]
+    async fn a_sync_message_sets_the_jwt_deny_list_and_the_crls_without_expired_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut session, _clock) = resumed_session(dir.path());
+        let mut client = unreachable_client(&session);
+        let minter_slot = session.revoked_jwt_slot();
+        let mut rx = session.snapshots();
+        rx.mark_unchanged();
+        let crl = vec![0x30, 0x03, 0x02, 0x01, 0x01];
+        let msg = pb::SyncAuthorizedEntriesResponse {
+            revoked_jwt_svids: vec![
+                revoked("jti-live", NOW + 60),
+                revoked("jti-expired", NOW - 3_600),
+            ],
+            revoked_x509_svids: vec![revoked("0a0b", NOW - 3_600)],
+            crls: vec![crl.clone()],
+            ..Default::default()
+        };
+        assert!(session.apply(&mut client, msg).await.is_ok());
+
+        let slot = minter_slot.load();
+        assert!(slot.contains("jti-live"));
+        assert!(!slot.contains("jti-expired"), "expired entries are dropped");
+        assert!(session.cache.due(NOW).is_empty());
+        assert!(rx.has_changed().unwrap(), "workload streams are woken");
+        let snapshot = rx.borrow_and_update().clone();
+        assert_eq!(*snapshot.crls, vec![crl]);
+        assert!(snapshot.revoked_jwt_svids.contains("jti-live"));
+        assert_eq!(snapshot.revoked_jwt_svids.len(), 1);
+
+        // The lists are whole each time: an empty message clears them.
+        let msg = pb::SyncAuthorizedEntriesResponse::default();
+        assert!(session.apply(&mut client, msg).await.is_ok());
+        assert!(minter_slot.load().is_empty());
+        let snapshot = rx.borrow_and_update().clone();
+        assert!(snapshot.crls.is_empty());
+        assert!(snapshot.revoked_jwt_svids.is_empty());
     }
 
     #[test]

@@ -1,6 +1,7 @@
-//! The agent's identity snapshot: everything the Workload API serves, swapped atomically as a
-//! whole (`tokio::sync::watch`), so Workload API streams never wait on the sync loop and every
-//! stream message is built from one consistent state.
+//! The agent's identity snapshot: everything the Workload API serves (identities, bundles, CRLs
+//! and the JWT-SVID deny-list), swapped atomically as a whole (`tokio::sync::watch`), so Workload
+//! API streams never wait on the sync loop and every stream message is built from one consistent
+//! state.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -9,6 +10,8 @@ use async_trait::async_trait;
 use sigil_keys::PrivateKey;
 use sigil_spiffe::{Clock, Selector, SpiffeId, TrustBundle, TrustDomain};
 use tokio::sync::watch;
+
+use crate::revocation::RevokedIds;
 
 /// An X509-SVID held by the agent: chain (leaf first) and the private key generated on this node.
 #[derive(Debug)]
@@ -43,6 +46,11 @@ pub struct IdentitySnapshot {
     pub federated_bundles: BTreeMap<TrustDomain, Arc<TrustBundle>>,
     /// Identities with a current SVID, ordered by SPIFFE ID then entry id.
     pub identities: Vec<WorkloadIdentity>,
+    /// DER CRLs of the trust domain's X.509 authorities, served in the `crl` fields of
+    /// `X509SVIDResponse` and `X509BundlesResponse`.
+    pub crls: Arc<Vec<Vec<u8>>>,
+    /// Revoked JWT-SVIDs of the trust domain, by `jti`: `ValidateJWTSVID` refuses them.
+    pub revoked_jwt_svids: Arc<RevokedIds>,
 }
 
 impl IdentitySnapshot {
@@ -53,6 +61,8 @@ impl IdentitySnapshot {
             bundle,
             federated_bundles: BTreeMap::new(),
             identities: Vec::new(),
+            crls: Arc::new(Vec::new()),
+            revoked_jwt_svids: Arc::new(RevokedIds::default()),
         }
     }
 

@@ -1,6 +1,8 @@
 //! The SVIDs the agent holds for its authorized entries, and the renewal policy: which entries
-//! need an SVID signed, when each is renewed, and when the session must wake next. Everything
-//! here is a pure function of the held state and the time passed in; the session does the I/O.
+//! need an SVID signed, when each is renewed (at once when its chain involves a tainted authority
+//! or its serial is revoked), whether a revoked one may still be served, and when the session
+//! must wake next. Everything here is a pure function of the held state and the time passed in;
+//! the session does the I/O.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -9,10 +11,30 @@ use std::time::Duration;
 use sigil_proto::agent::v1 as pb;
 use sigil_spiffe::SpiffeId;
 
+use crate::revocation::RevokedIds;
 use crate::snapshot::X509SvidMaterial;
 
 /// Wait before retrying a renewal the server refused, in seconds.
 pub(crate) const RENEWAL_RETRY_SECS: i64 = 5;
+
+/// How long a held X509-SVID whose serial the server revoked may still be served while its
+/// replacement is signed, in seconds.
+///
+/// Why not withhold it at once: the replacement is requested in the same step that applies the
+/// deny-list, over the connection that brought it, and normally arrives milliseconds later.
+/// Withholding the revoked SVID in between would leave a workload with a single identity with none
+/// for that moment, which ends its open `FetchX509SVID` streams with `PermissionDenied` ("no
+/// identity issued") and fails its `FetchJWTSVID` calls, only for it to reconnect and receive the
+/// replacement; a streaming client keeps using the SVID it already has meanwhile anyway. So, like
+/// an SVID chained to a tainted authority, a revoked one keeps being served until its replacement
+/// arrives, and never again afterwards (the replacement takes its place in the same snapshot).
+///
+/// Why not serve it for as long as no replacement comes: the revocation is an operator's order to
+/// stop using that credential. When the server cannot or will not sign a replacement within this
+/// grace (unreachable, refusing the entry), the revoked SVID stops being served even though the
+/// workload is then left without that identity; the session wakes at the deadline to publish
+/// that.
+pub const REVOKED_SVID_GRACE_SECS: i64 = 10;
 
 /// When to renew something valid until `expires_at`, seen at `now`: half its remaining life,
 /// minus up to a tenth of it as random jitter, so many SVIDs issued together don't renew together.
@@ -61,6 +83,26 @@ pub(crate) struct CachedSvid {
     /// Ids of the authorities its chain depends on (intermediate and root), to replace it at
     /// once when one is tainted.
     pub authorities: Vec<String>,
+    /// The leaf's serial number (lowercase hex, as on the deny-list); `None` if the leaf does not
+    /// parse (then it cannot be matched against the deny-list; the server never sends such one).
+    pub serial: Option<String>,
+    /// When the agent learned that its serial is revoked (Unix seconds); `None` while it is not.
+    pub revoked_at: Option<i64>,
+}
+
+impl CachedSvid {
+    /// Whether it may be served at `now`: not revoked, or revoked less than
+    /// [`REVOKED_SVID_GRACE_SECS`] ago (its replacement is being signed). Expiry is checked by
+    /// the caller.
+    pub fn servable(&self, now: i64) -> bool {
+        self.withheld_at().is_none_or(|at| now < at)
+    }
+
+    /// When a revoked SVID stops being served; `None` when it is not revoked.
+    fn withheld_at(&self) -> Option<i64> {
+        self.revoked_at
+            .map(|at| at.saturating_add(REVOKED_SVID_GRACE_SECS))
+    }
 }
 
 /// An entry that needs an SVID signed now.
@@ -77,6 +119,8 @@ pub(crate) struct SvidCache {
     svids: HashMap<String, CachedSvid>,
     /// The tainted authorities the server last sent, sorted.
     tainted: Vec<String>,
+    /// The revoked X509-SVID serials the server last sent.
+    revoked: Arc<RevokedIds>,
 }
 
 impl SvidCache {
@@ -126,12 +170,28 @@ impl SvidCache {
         let Some(entry) = self.entries.iter().find(|e| e.id == entry_id) else {
             return false;
         };
+        let serial = material
+            .cert_chain
+            .first()
+            .and_then(|leaf| sigil_keys::cert_ids::serial_hex(leaf));
+        let revoked = serial.as_deref().is_some_and(|s| self.revoked.contains(s));
+        let mut renew = renew_at(now, material.expires_at);
+        if revoked {
+            // Not expected (the server picks fresh serials), but then it is replaced like one
+            // the server refused to renew rather than at every wake-up.
+            tracing::warn!(entry = %entry_id, "the server signed an X509-SVID whose serial is revoked");
+            renew = now
+                .saturating_add(RENEWAL_RETRY_SECS)
+                .min(material.expires_at);
+        }
         self.svids.insert(
             entry_id.to_owned(),
             CachedSvid {
                 revision: entry.revision,
-                renew_at: renew_at(now, material.expires_at),
+                renew_at: renew,
                 authorities: sigil_keys::cert_ids::chain_authority_ids(&material.cert_chain),
+                serial,
+                revoked_at: revoked.then_some(now),
                 material: Arc::new(material),
             },
         );
@@ -160,6 +220,37 @@ impl SvidCache {
         self.tainted = ids;
     }
 
+    /// Takes the server's revoked X509-SVID serials (the whole deny-list). When it changes, every
+    /// held SVID whose serial is newly listed is due at `now` (the replacement is signed even
+    /// though the entry's revision did not change) and is served for at most
+    /// [`REVOKED_SVID_GRACE_SECS`] more (see there why); the replacement, having another serial,
+    /// takes its place and is renewed on its normal schedule. A serial that leaves the list (its
+    /// certificate expired) is no longer treated as revoked.
+    ///
+    /// The agent's own SVID is not held here: if its serial is listed, the server refuses the
+    /// agent's next call with `PermissionDenied` and the session's refusal handling applies.
+    pub fn set_revoked(&mut self, revoked: Arc<RevokedIds>, now: i64) {
+        if revoked == self.revoked {
+            return;
+        }
+        for (entry_id, cached) in &mut self.svids {
+            let listed = cached
+                .serial
+                .as_deref()
+                .is_some_and(|serial| revoked.contains(serial));
+            match (listed, cached.revoked_at) {
+                (true, None) => {
+                    tracing::info!(entry = %entry_id, serial = ?cached.serial, "X509-SVID is revoked; replacing it");
+                    cached.revoked_at = Some(now);
+                    cached.renew_at = cached.renew_at.min(now);
+                }
+                (false, Some(_)) => cached.revoked_at = None,
+                _ => {}
+            }
+        }
+        self.revoked = revoked;
+    }
+
     /// The server did not sign a new SVID for `entry_id` at `now`: keep serving the one held and
     /// retry after [`RENEWAL_RETRY_SECS`] (not later than it expires, not earlier than planned)
     /// rather than at every wake-up.
@@ -172,9 +263,9 @@ impl SvidCache {
         }
     }
 
-    /// When the state next changes on its own: the earliest renewal of a held SVID, or the
-    /// earliest expiry of an authorized entry (after which it is no longer served). `None` when
-    /// nothing is scheduled.
+    /// When the state next changes on its own: the earliest renewal of a held SVID, the earliest
+    /// expiry of an authorized entry (after which it is no longer served), or the moment a
+    /// revoked SVID still served stops being served. `None` when nothing is scheduled.
     pub fn next_wake(&self, now: i64) -> Option<i64> {
         let renewals = self.svids.values().map(|c| c.renew_at);
         let expiries = self
@@ -182,7 +273,12 @@ impl SvidCache {
             .iter()
             .map(|e| e.expires_at)
             .filter(|at| *at > now);
-        renewals.chain(expiries).min()
+        let withdrawals = self
+            .svids
+            .values()
+            .filter_map(CachedSvid::withheld_at)
+            .filter(|at| *at > now);
+        renewals.chain(expiries).chain(withdrawals).min()
     }
 
     #[cfg(test)]
@@ -238,12 +334,32 @@ pub(crate) mod tests {
 
     /// A current SVID for `e` (valid 600 s from `NOW`, renewal at `NOW + 300`).
     pub(crate) fn current(e: &pb::Entry) -> CachedSvid {
+        let material = material(&e.spiffe_id, NOW + 600);
         CachedSvid {
             authorities: Vec::new(),
             revision: e.revision,
-            material: Arc::new(material(&e.spiffe_id, NOW + 600)),
+            serial: sigil_keys::cert_ids::serial_hex(material.cert_chain.first().unwrap()),
+            revoked_at: None,
+            material: Arc::new(material),
             renew_at: NOW + 300,
         }
+    }
+
+    /// The serial of the SVID held for `entry_id`.
+    pub(crate) fn held_serial(cache: &SvidCache, entry_id: &str) -> String {
+        cache.svid(entry_id).unwrap().serial.clone().unwrap()
+    }
+
+    /// A deny-list of `serials`, each expiring an hour after `NOW`.
+    pub(crate) fn revoked_serials(serials: &[&str]) -> Arc<RevokedIds> {
+        let list = serials
+            .iter()
+            .map(|s| pb::RevokedCredential {
+                id: (*s).to_owned(),
+                expires_at: NOW + 3_600,
+            })
+            .collect();
+        Arc::new(RevokedIds::x509_serials(list, NOW))
     }
 
     fn held(entries: &[pb::Entry]) -> SvidCache {
@@ -387,6 +503,66 @@ pub(crate) mod tests {
         let mut due = due_ids(&cache, NOW + 12);
         due.sort();
         assert_eq!(due, ["e-a", "e-b"]);
+    }
+
+    #[test]
+    fn a_revoked_serial_makes_its_svid_due_at_once_and_an_unrelated_one_not() {
+        let a = entry("e-a", "spiffe://example.org/a", 1);
+        let b = entry("e-b", "spiffe://example.org/b", 1);
+        let mut cache = held(&[a, b]);
+        let serial_a = held_serial(&cache, "e-a");
+        assert_ne!(serial_a, held_serial(&cache, "e-b"));
+        assert!(due_ids(&cache, NOW + 10).is_empty());
+
+        cache.set_revoked(revoked_serials(&[&serial_a, "00ffee"]), NOW + 10);
+        assert_eq!(
+            due_ids(&cache, NOW + 10),
+            ["e-a"],
+            "same revision, still due"
+        );
+        assert_eq!(cache.svid("e-a").unwrap().revoked_at, Some(NOW + 10));
+        assert_eq!(cache.svid("e-b").unwrap().revoked_at, None);
+        assert_eq!(cache.svid("e-b").unwrap().renew_at, NOW + 300);
+    }
+
+    #[test]
+    fn the_replacement_of_a_revoked_svid_is_not_revoked_and_renews_on_schedule() {
+        let a = entry("e-a", "spiffe://example.org/a", 1);
+        let mut cache = held(std::slice::from_ref(&a));
+        let revoked = revoked_serials(&[&held_serial(&cache, "e-a")]);
+        cache.set_revoked(revoked.clone(), NOW + 10);
+        assert!(cache.store(
+            "e-a",
+            material("spiffe://example.org/a", NOW + 610),
+            NOW + 10
+        ));
+        let replacement = cache.svid("e-a").unwrap();
+        assert_eq!(replacement.revoked_at, None);
+        assert!(replacement.servable(NOW + 10_000));
+        // The same deny-list keeps arriving: the replacement is not due again.
+        cache.set_revoked(revoked, NOW + 11);
+        assert!(due_ids(&cache, NOW + 11).is_empty());
+    }
+
+    #[test]
+    fn a_revoked_svid_is_served_only_for_the_grace_and_the_session_wakes_then() {
+        let a = entry("e-a", "spiffe://example.org/a", 1);
+        let mut cache = held(std::slice::from_ref(&a));
+        let serial = held_serial(&cache, "e-a");
+        cache.set_revoked(revoked_serials(&[&serial]), NOW + 10);
+        let held = cache.svid("e-a").unwrap();
+        assert!(held.servable(NOW + 10));
+        assert!(held.servable(NOW + 9 + REVOKED_SVID_GRACE_SECS));
+        assert!(!held.servable(NOW + 10 + REVOKED_SVID_GRACE_SECS));
+        // Its renewal was refused: the next wake is the end of the grace, not the retry later.
+        cache.svid_mut("e-a").unwrap().renew_at = NOW + 10 + REVOKED_SVID_GRACE_SECS + 5;
+        assert_eq!(
+            cache.next_wake(NOW + 11),
+            Some(NOW + 10 + REVOKED_SVID_GRACE_SECS)
+        );
+        // Once its serial leaves the deny-list (it expired), it is no longer treated as revoked.
+        cache.set_revoked(revoked_serials(&[]), NOW + 12);
+        assert!(cache.svid("e-a").unwrap().servable(NOW + 10_000));
     }
 
     #[test]

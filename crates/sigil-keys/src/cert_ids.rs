@@ -1,6 +1,7 @@
-//! The authorities an X.509 chain depends on, by the ids Sigil names them with (the hex subject
-//! key identifier of each CA): every certificate's subject and authority key identifiers. An
-//! agent compares them with the tainted authorities the server pushes.
+//! The ids Sigil names X.509 things by: the authorities a chain depends on (the hex subject key
+//! identifier of each CA: every certificate's subject and authority key identifiers), which an
+//! agent compares with the tainted authorities the server pushes, and a certificate's serial
+//! number (lowercase hex), which it compares with the deny-list.
 
 use x509_parser::certificate::X509Certificate;
 use x509_parser::extensions::ParsedExtension;
@@ -32,4 +33,40 @@ pub fn chain_authority_ids(chain: &[Vec<u8>]) -> Vec<String> {
         }
     }
     ids
+}
+
+/// The serial number of DER certificate `der` as Sigil names it on the deny-list and in CRL
+/// bookkeeping: lowercase hex of the DER INTEGER's content octets (a leading `00` octet included
+/// when the encoding has one). `None` when `der` does not parse as a certificate.
+pub fn serial_hex(der: &[u8]) -> Option<String> {
+    let (_, cert) = X509Certificate::from_der(der).ok()?;
+    Some(crate::digest::hex(cert.tbs_certificate.raw_serial()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::PrivateKey;
+
+    fn cert_with_serial(serial: &[u8]) -> Vec<u8> {
+        let key = PrivateKey::generate().unwrap();
+        let mut params = rcgen::CertificateParams::default();
+        params.serial_number = Some(rcgen::SerialNumber::from_slice(serial));
+        params.self_signed(&key).unwrap().der().to_vec()
+    }
+
+    #[test]
+    fn serial_hex_is_the_lowercase_hex_of_the_integer_content_octets() {
+        assert_eq!(
+            serial_hex(&cert_with_serial(&[0x0a, 0xbc, 0xde, 0xf1])).as_deref(),
+            Some("0abcdef1")
+        );
+        // A high first bit needs a leading zero octet in DER; it is part of the serial's name.
+        assert_eq!(
+            serial_hex(&cert_with_serial(&[0x80, 0x01])).as_deref(),
+            Some("008001")
+        );
+        assert_eq!(serial_hex(b"not a certificate"), None);
+        assert_eq!(serial_hex(&[]), None);
+    }
 }

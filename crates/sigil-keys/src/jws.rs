@@ -124,6 +124,17 @@ pub fn unverified_kid(token: &str) -> Option<String> {
     header.get("kid")?.as_str().map(str::to_owned)
 }
 
+/// The `jti` claim of a compact JWS's payload, read without verifying anything: for bookkeeping
+/// of tokens this process obtained itself (never to decide trust). `None` when there is none, it
+/// is not a string, or the token is malformed or larger than [`MAX_JWS_BYTES`].
+pub fn unverified_jti(token: &str) -> Option<String> {
+    if token.len() > MAX_JWS_BYTES {
+        return None;
+    }
+    let claims = decode_object(token.split('.').nth(1)?, "payload").ok()?;
+    claims.get("jti")?.as_str().map(str::to_owned)
+}
+
 /// Verifies a compact JWS and returns its header and claims.
 ///
 /// `find_key` receives the `kid` header (if any) and returns the key to verify with, or `None`
@@ -371,8 +382,36 @@ mod tests {
         ));
     }
 
+    #[test]
+    fn unverified_jti_reads_the_claim_of_a_well_formed_token_only() {
+        let token = sign_compact(&header(), &json!({"sub": "x", "jti": "j-1"}), key()).unwrap();
+        assert_eq!(unverified_jti(&token).as_deref(), Some("j-1"));
+        assert_eq!(unverified_kid(&token).as_deref(), Some("k1"));
+
+        let no_jti = sign_compact(&header(), &json!({"sub": "x"}), key()).unwrap();
+        assert_eq!(unverified_jti(&no_jti), None);
+        let numeric = sign_compact(&header(), &json!({"jti": 7}), key()).unwrap();
+        assert_eq!(unverified_jti(&numeric), None);
+        assert_eq!(unverified_jti("only-one-part"), None);
+        assert_eq!(unverified_jti("a.!!!.c"), None);
+        let padded = format!(
+            "{}.{}.sig",
+            URL_SAFE_NO_PAD.encode("{}"),
+            URL_SAFE_NO_PAD.encode(format!(
+                r#"{{"jti":"j","pad":"{}"}}"#,
+                "x".repeat(MAX_JWS_BYTES)
+            ))
+        );
+        assert_eq!(unverified_jti(&padded), None, "larger than the limit");
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn unverified_jti_never_panics(s in "\\PC{0,300}") {
+            let _ = unverified_jti(&s);
+        }
 
         #[test]
         fn sign_then_verify_round_trips(sub in "\\PC{0,40}", n in any::<i64>(), aud in proptest::collection::vec("[a-z]{1,8}", 0..4)) {

@@ -1,6 +1,8 @@
 //! Workload API response messages built from one snapshot for one caller's identities: always the
 //! full state (SPIFFE Workload API §4.3), bundles keyed by trust domain ID (`spiffe://<td>`),
-//! federated bundles limited to the trust domains the caller's identities federate with.
+//! federated bundles limited to the trust domains the caller's identities federate with, and the
+//! CRLs of the agent's trust domain in the X.509 messages' `crl` fields (so a CRL change is a new
+//! message on open streams).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -72,7 +74,7 @@ pub(crate) fn x509_svid_response(
         .collect();
     Some(X509svidResponse {
         svids,
-        crl: Vec::new(),
+        crl: snapshot.crls.to_vec(),
         federated_bundles,
     })
 }
@@ -95,7 +97,7 @@ pub(crate) fn x509_bundles_response(
         bundles.insert(td.id_string(), b.x509_authorities_der());
     }
     Some(X509BundlesResponse {
-        crl: Vec::new(),
+        crl: snapshot.crls.to_vec(),
         bundles,
     })
 }

@@ -33,6 +33,9 @@ use crate::snapshot::{IdentitySnapshot, JwtMintError, WorkloadApiContext};
 
 /// The status message of a request without the security header (Workload Endpoint §6).
 pub const MISSING_HEADER: &str = "security header missing from request";
+/// The status message of `ValidateJWTSVID` for a correctly signed, unexpired JWT-SVID of the
+/// agent's trust domain whose `jti` is on the server's deny-list.
+pub const REVOKED_JWT_SVID: &str = "JWT-SVID has been revoked";
 /// Attestations (binary hashes) run at once when nothing else is configured.
 pub const DEFAULT_MAX_CONCURRENT_ATTESTATIONS: usize = 4;
 
@@ -259,7 +262,9 @@ impl SpiffeWorkloadApi for WorkloadApi {
 
     /// Validation needs no identity of the caller (the standard does not ask for one), but the
     /// foreign bundles it may use are those its identities federate with, as for
-    /// `FetchJWTBundles`.
+    /// `FetchJWTBundles`. A token of the agent's own trust domain that passes every check but
+    /// whose `jti` the server revoked is refused with `InvalidArgument`
+    /// ([`REVOKED_JWT_SVID`]), as any other invalid token.
     async fn validate_jwtsvid(
         &self,
         request: Request<ValidateJwtsvidRequest>,
@@ -297,6 +302,15 @@ impl SpiffeWorkloadApi for WorkloadApi {
             self.ctx.clock.unix_secs(),
         )
         .map_err(|e| Status::invalid_argument(format!("invalid JWT-SVID: {e}")))?;
+        // Only the agent's own trust domain: the deny-list names tokens its server issued, and
+        // a `jti` is unique only per issuer (a foreign token may reuse one).
+        if td == snapshot.trust_domain
+            && let Some(jti) = validated.claims.get("jti").and_then(|v| v.as_str())
+            && snapshot.revoked_jwt_svids.contains(jti)
+        {
+            tracing::debug!(jti, spiffe_id = %validated.spiffe_id, "refusing a revoked JWT-SVID");
+            return Err(Status::invalid_argument(REVOKED_JWT_SVID));
+        }
         Ok(Response::new(ValidateJwtsvidResponse {
             spiffe_id: validated.spiffe_id.to_string(),
             claims: Some(to_struct(&validated.claims)),

@@ -15,9 +15,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use hyper_util::rt::TokioIo;
-use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyUsagePurpose, SanType};
+use rcgen::{
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, IsCa, Issuer,
+    KeyIdMethod, KeyUsagePurpose, RevokedCertParams, SanType, SerialNumber, date_time_ymd,
+};
 use serde_json::json;
 use sigil_agent::attestor::{UnixAttestor, WorkloadAttestor};
+use sigil_agent::revocation::RevokedIds;
 use sigil_agent::snapshot::{
     IdentitySnapshot, JwtMintError, JwtSvidMinter, WorkloadApiContext, WorkloadIdentity,
     X509SvidMaterial,
@@ -98,6 +102,37 @@ impl Domain {
             key,
             expires_at: SystemClock.unix_secs() + 3600,
         })
+    }
+
+    /// A DER CRL signed by this domain's CA, numbered `number`, revoking the leaf of each chain
+    /// in `revoked`.
+    pub fn crl(&self, number: u64, revoked: &[&X509SvidMaterial]) -> Vec<u8> {
+        let revoked_certs = revoked
+            .iter()
+            .map(|m| {
+                let hex = sigil_keys::cert_ids::serial_hex(&m.cert_chain[0]).unwrap();
+                let serial: Vec<u8> = (0..hex.len())
+                    .step_by(2)
+                    .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+                    .collect();
+                RevokedCertParams {
+                    serial_number: SerialNumber::from_slice(&serial),
+                    revocation_time: date_time_ymd(2026, 1, 1),
+                    reason_code: None,
+                    invalidity_date: None,
+                }
+            })
+            .collect();
+        let params = CertificateRevocationListParams {
+            this_update: date_time_ymd(2026, 1, 1),
+            next_update: date_time_ymd(2099, 1, 1),
+            crl_number: SerialNumber::from(number),
+            issuing_distribution_point: None,
+            revoked_certs,
+            key_identifier_method: KeyIdMethod::Sha256,
+        };
+        let issuer = Issuer::from_params(&self.ca_params, &self.ca_key);
+        params.signed_by(&issuer).unwrap().der().to_vec()
     }
 
     /// A JWT-SVID for `sub` signed by this domain's JWT authority.
@@ -265,6 +300,17 @@ impl Harness {
 
     /// Publishes a snapshot with `identities` and the foreign bundle.
     pub fn publish(&self, identities: Vec<WorkloadIdentity>) {
+        self.publish_with_revocations(identities, Vec::new(), RevokedIds::default());
+    }
+
+    /// Publishes a snapshot with `identities`, the foreign bundle, `crls` and the JWT-SVID
+    /// deny-list `revoked_jwt_svids`.
+    pub fn publish_with_revocations(
+        &self,
+        identities: Vec<WorkloadIdentity>,
+        crls: Vec<Vec<u8>>,
+        revoked_jwt_svids: RevokedIds,
+    ) {
         let mut federated = BTreeMap::new();
         federated.insert(self.foreign.td.clone(), Arc::clone(&self.foreign.bundle));
         self.snapshots.send_replace(Arc::new(IdentitySnapshot {
@@ -272,6 +318,8 @@ impl Harness {
             bundle: Arc::clone(&self.home.bundle),
             federated_bundles: federated,
             identities,
+            crls: Arc::new(crls),
+            revoked_jwt_svids: Arc::new(revoked_jwt_svids),
         }));
     }
 
