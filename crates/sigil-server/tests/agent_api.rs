@@ -708,19 +708,6 @@ fn crl_serials(crls: &[Vec<u8>], issuer_der: &[u8]) -> Vec<String> {
     serials
 }
 
-/// The `jti` claim of a compact JWS, read without verifying it (the test's own token).
-fn jti_of(token: &str) -> String {
-    use base64::Engine;
-    let payload = token.split('.').nth(1).unwrap();
-    let claims: serde_json::Value = serde_json::from_slice(
-        &base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(payload)
-            .unwrap(),
-    )
-    .unwrap();
-    claims["jti"].as_str().unwrap().to_owned()
-}
-
 #[tokio::test]
 async fn every_issued_credential_is_recorded_in_the_inventory() {
     let server = TestServer::start().await;
@@ -770,7 +757,7 @@ async fn every_issued_credential_is_recorded_in_the_inventory() {
         .await
         .unwrap()
         .into_inner();
-    let jti = jti_of(&jwt.token);
+    let jti = sigil_keys::jws::unverified_jti(&jwt.token).unwrap();
     let recorded = store
         .get_issued(CredentialKind::JwtSvid, &jti)
         .await
@@ -857,7 +844,7 @@ async fn revocations_are_pushed_with_crls_that_list_revoked_serials() {
         .await
         .unwrap()
         .into_inner();
-    let jti = jti_of(&jwt.token);
+    let jti = sigil_keys::jws::unverified_jti(&jwt.token).unwrap();
     server
         .handle
         .store

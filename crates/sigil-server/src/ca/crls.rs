@@ -39,7 +39,7 @@ pub(super) fn revoked_under(
                     && r.not_after > now
             })
             .filter_map(|r| {
-                let (serial, _) = crate::issuer::cert_serial_and_expiry(r.cert_der.as_deref()?)?;
+                let serial = sigil_keys::cert_ids::serial_hex(r.cert_der.as_deref()?)?;
                 Some(RevokedCert {
                     serial: sigil_keys::digest::from_hex(&serial)?,
                     // The record keeps no revocation time; the CRL's own time stands in for it.

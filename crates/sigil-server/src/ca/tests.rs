@@ -520,3 +520,73 @@ async fn ticks_racing_commands_never_leave_an_older_signer_or_bundle_behind() {
         ticker.await.unwrap();
     }
 }
+
+/// Hex serials listed by the CRL in `crls` whose issuer is `issuer_der`, its signature checked.
+fn crl_serials(crls: &[Vec<u8>], issuer_der: &[u8]) -> Vec<String> {
+    let (_, issuer) = X509Certificate::from_der(issuer_der).unwrap();
+    let key = sigil_keys::PublicKey::from_spki_der(issuer.public_key().raw).unwrap();
+    let crl = crls
+        .iter()
+        .map(|der| {
+            x509_parser::revocation_list::CertificateRevocationList::from_der(der)
+                .unwrap()
+                .1
+        })
+        .find(|crl| crl.issuer() == issuer.subject())
+        .expect("no CRL from this issuer");
+    key.verify_x509(crl.tbs_cert_list.as_ref(), &crl.signature_value.data)
+        .unwrap();
+    crl.iter_revoked_certificates()
+        .map(|r| hex(r.raw_serial()))
+        .collect()
+}
+
+/// A revoked intermediate leaves nothing to remove from the bundle (it holds only roots): the
+/// root's CRL is what names it. The new intermediate's CRL is there and empty, and the old one
+/// signs no CRL once revoked.
+#[tokio::test]
+async fn the_root_crl_lists_a_revoked_intermediate() {
+    let f = Fixture::new();
+    let ca = f.ca().await;
+    let leaked = f.active(AuthorityKind::X509Intermediate).await.remove(0);
+    let root = f.active(AuthorityKind::X509Root).await.remove(0);
+    let root_der = root.cert_der.clone().unwrap();
+    assert!(crl_serials(&ca.revocations().crls, &root_der).is_empty());
+    assert_eq!(ca.revocations().crls.len(), 2);
+
+    let next = ca
+        .command(&Command::Prepare {
+            kind: AuthorityKind::X509Intermediate,
+        })
+        .await
+        .unwrap();
+    f.clock.advance(Duration::from_secs(1));
+    ca.command(&Command::Activate {
+        id: next.id.clone(),
+    })
+    .await
+    .unwrap();
+    ca.command(&Command::Taint {
+        id: leaked.id.clone(),
+    })
+    .await
+    .unwrap();
+    // Tainted, not revoked: still trusted, not listed.
+    assert!(crl_serials(&ca.revocations().crls, &root_der).is_empty());
+    ca.command(&Command::Revoke {
+        id: leaked.id.clone(),
+    })
+    .await
+    .unwrap();
+
+    let published = ca.revocations();
+    let leaked_serial =
+        sigil_keys::cert_ids::serial_hex(leaked.cert_der.as_ref().unwrap()).unwrap();
+    assert_eq!(crl_serials(&published.crls, &root_der), vec![leaked_serial]);
+    assert!(crl_serials(&published.crls, next.cert_der.as_ref().unwrap()).is_empty());
+    assert_eq!(
+        published.crls.len(),
+        2,
+        "root and the new intermediate only"
+    );
+}
