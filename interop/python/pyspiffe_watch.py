@@ -2,9 +2,10 @@
 against SPIFFE_ENDPOINT_SOCKET, and prints one JSON object per line on stdout (flushed), for the
 test to follow as it happens:
 
-  {"event": "update", "spiffe_ids": [...], "issuers": [...], "roots": [...]}
+  {"event": "update", "spiffe_ids": [...], "serials": [...], "issuers": [...], "roots": [...]}
                                              each X.509 context the stream delivers: the SPIFFE
-                                             IDs, the SHA-256 fingerprints (hex) of the
+                                             IDs, the leaf serial numbers (hex), the SHA-256
+                                             fingerprints (hex) of the
                                              certificates above each leaf in its chain, and of
                                              the X.509 authorities of its trust domain's bundle
   {"event": "error", "error": "..."}         the stream failed; retries are off (fail closed), so
@@ -55,6 +56,7 @@ def main():
         emit({
             "event": "update",
             "spiffe_ids": sorted(str(s.spiffe_id) for s in svids),
+            "serials": sorted(format(s.leaf.serial_number, "x") for s in svids),
             "issuers": issuers,
             "roots": roots,
         })

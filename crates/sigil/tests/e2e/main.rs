@@ -20,6 +20,7 @@ mod expiry;
 mod forced_rotation;
 mod harness;
 mod interop;
+mod revocation;
 mod rotation;
 mod schemathesis;
 mod soak;
