@@ -253,6 +253,10 @@ impl AgentApi {
             bundle: Some(to_pb_bundle(&self.issuer.bundle())),
             federated_bundles: Default::default(),
             tainted_authorities: self.issuer.tainted_authorities().to_vec(),
+            // Empty until the revocation index feeds the deny-list and the CRLs.
+            revoked_x509_svids: Vec::new(),
+            revoked_jwt_svids: Vec::new(),
+            crls: Vec::new(),
         }
     }
 }
