@@ -19,6 +19,7 @@ pub mod openapi;
 pub mod paths;
 mod patterns;
 pub mod query;
+pub mod revocations;
 pub mod schemas;
 pub mod status;
 pub mod ttl;
@@ -30,6 +31,7 @@ pub use error::{ErrorBody, ErrorCode, ErrorDetail, WireError};
 pub use join_tokens::{CreateJoinTokenRequest, JoinTokenCreated};
 pub use openapi::openapi_document;
 pub use query::EntryQuery;
+pub use revocations::{Revocation, RevocationList, RevokeRequest};
 pub use status::Health;
 pub use ttl::TtlValue;
 

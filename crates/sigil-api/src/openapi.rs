@@ -19,8 +19,8 @@ pub fn openapi_document(td: &TrustDomain) -> Value {
             "version": env!("CARGO_PKG_VERSION"),
             "description": format!(
                 "Administration of a Sigil server: registration entries, join tokens, agents, the \
-                 trust bundle and forced rotation of the signing authorities. Served on the server's local admin Unix socket. Request bodies \
-                 are JSON, at most {MAX_REQUEST_BODY_BYTES} bytes. Every error answers an \
+                 trust bundle, forced rotation of the signing authorities and revocation of single \
+                 SVIDs. Served on the server's local admin Unix socket. Request bodies are JSON, at most {MAX_REQUEST_BODY_BYTES} bytes. Every error answers an \
                  ErrorBody."
             ),
         },
@@ -259,6 +259,29 @@ fn path_items() -> Value {
             }),
         );
     }
+    items.insert(paths::REVOCATIONS.into(), json!({
+        "post": {
+            "operationId": "revokeCredential",
+            "summary": "Revoke one credential this server issued, an X509-SVID by serial or a JWT-SVID by `jti`, until it expires: agents replace or drop it at once",
+            "requestBody": {"required": true, "content": {"application/json": {"schema": schema_ref("RevokeRequest")}}},
+            "responses": {
+                "201": ok_json("The revocation", schema_ref("Revocation")),
+                "400": error_ref("InvalidArgument"),
+                "404": error_ref("UnknownCredential"),
+                "409": error_ref("RevokeConflict"),
+                "413": error_ref("PayloadTooLarge"),
+                "500": error_ref("Internal"),
+            },
+        },
+        "get": {
+            "operationId": "listRevocations",
+            "summary": "List the revocations whose credential has not expired yet, oldest first",
+            "responses": {
+                "200": ok_json("Every revocation in force", schema_ref("RevocationList")),
+                "500": error_ref("Internal"),
+            },
+        },
+    }));
     items.insert(
         paths::BUNDLE.into(),
         json!({
@@ -296,6 +319,14 @@ fn error_responses() -> Value {
         (
             "CommandRefused",
             "conflict: the authorities' states do not allow this step (the message says why and what to do first); nothing changed. Also when another writer changed the authority first",
+        ),
+        (
+            "UnknownCredential",
+            "not_found: this server issued no credential with that serial or jti (or it expired and was forgotten); nothing changed",
+        ),
+        (
+            "RevokeConflict",
+            "already_exists: the credential is already revoked; or conflict: it has already expired, so there is nothing to revoke; nothing changed",
         ),
         (
             "PayloadTooLarge",
@@ -345,7 +376,7 @@ mod tests {
     use crate::{
         Agent, AgentList, Authority, AuthorityList, CreateJoinTokenRequest, Entry, EntryList,
         EntryQuery, EntryRequest, ErrorBody, ErrorCode, Health, JoinTokenCreated,
-        PrepareAuthorityRequest, TtlValue,
+        PrepareAuthorityRequest, Revocation, RevocationList, RevokeRequest, TtlValue,
     };
 
     fn td() -> sigil_spiffe::TrustDomain {
@@ -542,6 +573,32 @@ mod tests {
                 trust_domain: "td".into(),
             },
         );
+        assert_schema_matches(
+            &doc,
+            "RevokeRequest",
+            &RevokeRequest {
+                serial: Some("4a".into()),
+                jti: Some("j".into()),
+                reason: Some("r".into()),
+            },
+        );
+        let revocation = Revocation {
+            kind: "x509_svid".into(),
+            id: "4a".into(),
+            spiffe_id: "spiffe://td/a".into(),
+            authority_id: "ab".into(),
+            reason: String::new(),
+            revoked_at: 1,
+            expires_at: 2,
+        };
+        assert_schema_matches(&doc, "Revocation", &revocation);
+        assert_schema_matches(
+            &doc,
+            "RevocationList",
+            &RevocationList {
+                revocations: vec![revocation],
+            },
+        );
         assert_schema_matches(&doc, "ErrorBody", &ErrorBody::new(ErrorCode::Internal, "x"));
         let jwk = sigil_spiffe::Jwk {
             kty: "EC".into(),
@@ -606,6 +663,26 @@ mod tests {
             names("AuthorityState"),
             ["prepared", "active", "old", "tainted", "revoked"]
         );
+    }
+
+    #[test]
+    fn revoke_request_names_exactly_one_existing_field() {
+        let doc = openapi_document(&td());
+        let request = schema(&doc, "RevokeRequest");
+        let properties = keys_of(&request["properties"]);
+        let alternatives: Vec<&str> = request["oneOf"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|branch| {
+                let required = branch["required"].as_array().unwrap();
+                assert_eq!(required.len(), 1, "{branch}");
+                required[0].as_str().unwrap()
+            })
+            .collect();
+        assert_eq!(alternatives, ["serial", "jti"]);
+        assert!(alternatives.iter().all(|f| properties.contains(*f)));
+        assert_eq!(request["additionalProperties"], false);
     }
 
     #[test]

@@ -30,6 +30,9 @@ pub const AUTHORITY_ACTIVATE: &str = "/api/v1/authorities/{id}/activate";
 pub const AUTHORITY_TAINT: &str = "/api/v1/authorities/{id}/taint";
 /// `POST`: remove a tainted authority from the trust bundle.
 pub const AUTHORITY_REVOKE: &str = "/api/v1/authorities/{id}/revoke";
+/// `POST`: revoke one issued X509-SVID (by serial) or JWT-SVID (by `jti`); `GET`: list the
+/// revocations whose credential has not expired.
+pub const REVOCATIONS: &str = "/api/v1/revocations";
 /// `GET`: the server's own trust bundle document.
 pub const BUNDLE: &str = "/api/v1/bundle";
 /// `GET`: liveness and trust domain.

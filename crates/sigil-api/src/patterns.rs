@@ -3,6 +3,7 @@
 //! below check them against `sigil-spiffe`), and is written in the subset shared by ECMA-262
 //! (JSON Schema), Python `re` and Rust `regex`: no lookaround, no `\d`/`\s`, `\uXXXX` escapes.
 
+use crate::revocations::MAX_JTI_CHARS;
 use sigil_spiffe::{
     MAX_AUTHORITY_ID_CHARS, MAX_SELECTOR_TYPE_BYTES, MAX_SELECTOR_VALUE_CHARS, UNIX_SELECTOR_TYPE,
 };
@@ -89,6 +90,19 @@ pub(crate) fn unix_type() -> String {
 /// An authority id: a hex subject key id or a JWT `kid`.
 pub(crate) fn authority_id() -> String {
     format!("^[A-Za-z0-9_-]{{1,{MAX_AUTHORITY_ID_CHARS}}}$")
+}
+
+/// An X509-SVID serial as the admin API reads it: hex digits in any case, `:` anywhere (openssl
+/// prints `4a:1b:…`), and at least one digit that is not `0` (a serial is positive). Pair it
+/// with `maxLength`.
+pub(crate) fn serial_text() -> String {
+    "^[0-9A-Fa-f:]*[1-9A-Fa-f][0-9A-Fa-f:]*$".to_owned()
+}
+
+/// A JWT `jti` as the admin API reads it: 1 to [`MAX_JTI_CHARS`] printable ASCII characters
+/// other than space.
+pub(crate) fn jti() -> String {
+    format!(r"^[\u0021-\u007E]{{1,{MAX_JTI_CHARS}}}$")
 }
 
 /// A TTL written as text: whole units from 1 up to `max_secs` in all, without sign, space or
@@ -415,6 +429,42 @@ mod tests {
             &"k".repeat(MAX_AUTHORITY_ID_CHARS + 1),
         ] {
             assert_eq!(re.is_match(s), sigil_spiffe::is_authority_id(s), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn serial_and_jti_patterns_hold_their_edges() {
+        let serial = full(&serial_text());
+        for (s, ok) in [
+            ("1", true),
+            ("4A:1B:00", true),
+            ("4a1bff", true),
+            ("00:4a", true),
+            (":4a:", true),
+            ("0", false),
+            ("00:00", false),
+            (":", false),
+            ("", false),
+            ("4g", false),
+            ("0x4a", false),
+            ("4a 1b", false),
+            ("serial=4A", false),
+        ] {
+            assert_eq!(serial.is_match(s), ok, "{s:?}");
+        }
+        let jti = full(&jti());
+        for (s, ok) in [
+            ("a", true),
+            ("Zm9v-YmFy_", true),
+            ("!~", true),
+            (&"j".repeat(MAX_JTI_CHARS), true),
+            (&"j".repeat(MAX_JTI_CHARS + 1), false),
+            ("", false),
+            ("a b", false),
+            ("a\n", false),
+            ("é", false),
+        ] {
+            assert_eq!(jti.is_match(s), ok, "{s:?}");
         }
     }
 

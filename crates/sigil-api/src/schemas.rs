@@ -11,6 +11,7 @@ use crate::entries::{
     MAX_HINT_CHARS, MAX_OWNER_CHARS,
 };
 use crate::join_tokens::{DEFAULT_JOIN_TOKEN_TTL_SECS, MAX_JOIN_TOKEN_TTL_SECS};
+use crate::revocations::{MAX_JTI_CHARS, MAX_REVOCATION_REASON_CHARS, MAX_SERIAL_TEXT_CHARS};
 use crate::{ErrorCode, patterns};
 
 /// Longest DNS name, in bytes (RFC 1035 §2.3.4, without the trailing dot).
@@ -148,6 +149,51 @@ pub(crate) fn schemas(td: &str) -> Value {
             "additionalProperties": false,
             "required": ["kind"],
             "properties": {"kind": schema_ref("AuthorityKind")},
+        },
+        "RevokeRequest": {
+            "type": "object",
+            "description": "Exactly one of `serial` (an X509-SVID) and `jti` (a JWT-SVID) this server issued that has not expired",
+            "additionalProperties": false,
+            "oneOf": [{"required": ["serial"]}, {"required": ["jti"]}],
+            "properties": {
+                "serial": {
+                    "type": "string",
+                    "description": "The X509-SVID's serial number in hex, any case; `:` separators are ignored and leading zeros do not matter (`4A:1B:…` and `4a1b…` name the same serial)",
+                    "pattern": patterns::serial_text(),
+                    "maxLength": MAX_SERIAL_TEXT_CHARS,
+                },
+                "jti": {
+                    "type": "string",
+                    "description": "The JWT-SVID's `jti` claim",
+                    "pattern": patterns::jti(),
+                    "maxLength": MAX_JTI_CHARS,
+                },
+                "reason": {
+                    "type": "string",
+                    "description": "Why, for the record; absent = empty",
+                    "maxLength": MAX_REVOCATION_REASON_CHARS,
+                    "pattern": patterns::single_line(),
+                },
+            },
+        },
+        "Revocation": {
+            "type": "object",
+            "description": "A revoked credential; on the deny-list until the credential expires",
+            "required": ["kind", "id", "spiffe_id", "authority_id", "reason", "revoked_at", "expires_at"],
+            "properties": {
+                "kind": {"type": "string", "enum": ["x509_svid", "jwt_svid"]},
+                "id": {"type": "string", "description": "X509-SVID: the serial in lowercase hex without colons or leading zeros; JWT-SVID: the `jti`"},
+                "spiffe_id": {"type": "string"},
+                "authority_id": {"type": "string", "description": "The authority that signed it: hex subject key id (X.509) or `kid` (JWT)"},
+                "reason": {"type": "string", "description": "Empty when none was given"},
+                "revoked_at": {"type": "integer", "description": "Unix seconds"},
+                "expires_at": {"type": "integer", "description": "Unix seconds when the revoked credential expires"},
+            },
+        },
+        "RevocationList": {
+            "type": "object",
+            "required": ["revocations"],
+            "properties": {"revocations": {"type": "array", "items": schema_ref("Revocation")}},
         },
         "Jwk": {
             "type": "object",

@@ -15,7 +15,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
-use crate::admin_cli::{agent, authority, bundle, entry, token};
+use crate::admin_cli::{agent, authority, bundle, entry, svid, token};
 
 /// `--output` of list/show/create/fetch commands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -64,7 +64,8 @@ enum Command {
     /// List the signing authorities, or force their rotation (prepare, activate, taint, revoke).
     #[command(subcommand)]
     Authority(authority::AuthorityCommand),
-    /// Fetch X509-SVIDs from the Workload API (as a workload).
+    /// Fetch X509-SVIDs from the Workload API (as a workload), or revoke SVIDs through the admin
+    /// API.
     #[command(subcommand)]
     Svid(SvidCommand),
     /// Fetch or validate JWT-SVIDs through the Workload API (as a workload).
@@ -119,6 +120,11 @@ enum SvidCommand {
         #[command(flatten)]
         workload: WorkloadArgs,
     },
+    /// Revoke one SVID this server issued, by X509-SVID serial or JWT-SVID `jti`: agents replace
+    /// or drop it at once, and it stays denied until it expires.
+    Revoke(svid::RevokeArgs),
+    /// List the revoked SVIDs that have not expired yet.
+    Revocations(svid::RevocationsArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -212,6 +218,8 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             write_dir,
             workload,
         }) => workload_cmd::svid_fetch(workload.socket, write_dir, workload.output).await,
+        Command::Svid(SvidCommand::Revoke(args)) => svid::revoke(args).await,
+        Command::Svid(SvidCommand::Revocations(args)) => svid::revocations(args).await,
         Command::Jwt(JwtCommand::Fetch {
             audiences,
             spiffe_id,
@@ -357,6 +365,68 @@ mod tests {
         let Command::Token(token::TokenCommand::Create(args)) = cli.command else {
             panic!("parsed as {cli:?}");
         };
+        assert_eq!(args.conn.admin_socket, PathBuf::from("/x.sock"));
+    }
+
+    #[test]
+    fn svid_revoke_takes_exactly_one_of_serial_and_jti() {
+        let cli = Cli::try_parse_from([
+            "sigil",
+            "svid",
+            "revoke",
+            "--serial",
+            "4A:1B",
+            "--reason",
+            "key leaked",
+            "--output",
+            "json",
+        ])
+        .unwrap();
+        let Command::Svid(SvidCommand::Revoke(args)) = cli.command else {
+            panic!("parsed as {cli:?}");
+        };
+        assert_eq!(args.serial.as_deref(), Some("4A:1B"));
+        assert_eq!(args.jti, None);
+        assert_eq!(args.reason.as_deref(), Some("key leaked"));
+        assert_eq!(args.out.output, OutputFormat::Json);
+        assert_eq!(args.conn.admin_socket, PathBuf::from(".sigil/admin.sock"));
+
+        let cli = Cli::try_parse_from(["sigil", "svid", "revoke", "--jti", "abc"]).unwrap();
+        let Command::Svid(SvidCommand::Revoke(args)) = cli.command else {
+            panic!("parsed as {cli:?}");
+        };
+        assert_eq!((args.serial, args.jti), (None, Some("abc".to_owned())));
+
+        let err = Cli::try_parse_from(["sigil", "svid", "revoke", "--serial", "1", "--jti", "j"])
+            .unwrap_err();
+        assert_eq!(
+            first_paragraph(&err.render().to_string()),
+            "error: the argument '--serial <HEX>' cannot be used with '--jti <JTI>'"
+        );
+        let err = Cli::try_parse_from(["sigil", "svid", "revoke", "--reason", "r"]).unwrap_err();
+        assert_eq!(
+            first_paragraph(&err.render().to_string()),
+            "error: the following required arguments were not provided: <--serial <HEX>|--jti <JTI>>"
+        );
+    }
+
+    #[test]
+    fn svid_revocations_lists_with_the_usual_options() {
+        let cli = Cli::try_parse_from([
+            "sigil",
+            "svid",
+            "revocations",
+            "--output",
+            "json",
+            "--admin-socket",
+            "/x.sock",
+        ])
+        .unwrap();
+        assert_eq!(cli.command.default_log_filter(), "warn");
+        let Command::Svid(SvidCommand::Revocations(args)) = cli.command else {
+            panic!("parsed as {cli:?}");
+        };
+        assert_eq!(args.out.output, OutputFormat::Json);
         assert_eq!(args.conn.admin_socket, PathBuf::from("/x.sock"));
     }
 

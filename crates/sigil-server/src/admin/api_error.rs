@@ -70,7 +70,9 @@ impl From<StoreError> for ApiError {
         let code = match &err {
             StoreError::NotFound { .. } => ErrorCode::NotFound,
             StoreError::AlreadyExists { .. } => ErrorCode::AlreadyExists,
-            StoreError::RevisionConflict { .. } => ErrorCode::Conflict,
+            StoreError::RevisionConflict { .. } | StoreError::CredentialExpired { .. } => {
+                ErrorCode::Conflict
+            }
             StoreError::Invalid { .. } => ErrorCode::InvalidArgument,
             _ => return Self::internal("datastore call failed", &err),
         };
@@ -119,6 +121,17 @@ mod tests {
             detail: "same".into(),
         });
         assert_eq!(exists.code, ErrorCode::AlreadyExists);
+        let expired = ApiError::from(StoreError::CredentialExpired {
+            kind: sigil_store::CredentialKind::X509Svid,
+            id: "4a".into(),
+            expired_at: 5,
+        });
+        assert_eq!(expired.code, ErrorCode::Conflict);
+        let invalid = ApiError::from(StoreError::Invalid {
+            field: "reason",
+            reason: "too long".into(),
+        });
+        assert_eq!(invalid.code, ErrorCode::InvalidArgument);
     }
 
     #[test]

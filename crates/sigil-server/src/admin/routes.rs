@@ -13,7 +13,7 @@ use serde_json::Value;
 use sigil_api::{ErrorCode, Health, MAX_REQUEST_BODY_BYTES, paths};
 
 use super::api_error::{ApiError, quote};
-use super::{AdminState, agents, authorities, bundle, entries, join_tokens};
+use super::{AdminState, agents, authorities, bundle, entries, join_tokens, revocations};
 
 /// One served route.
 pub(crate) struct Route {
@@ -64,6 +64,8 @@ pub(crate) fn route_table() -> Vec<Route> {
         post(paths::AUTHORITY_ACTIVATE, authorities::activate),
         post(paths::AUTHORITY_TAINT, authorities::taint),
         post(paths::AUTHORITY_REVOKE, authorities::revoke),
+        post(paths::REVOCATIONS, revocations::revoke),
+        get(paths::REVOCATIONS, revocations::list),
     ]
 }
 

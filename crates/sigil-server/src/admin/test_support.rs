@@ -55,6 +55,7 @@ pub(crate) async fn state_and_clock() -> (AdminState, FakeClock) {
         trust_domain,
         clock: Arc::new(clock.clone()),
         agents: None,
+        revocations: None,
         ca,
     };
     (state, clock)

@@ -1,6 +1,6 @@
-//! Admin commands (`sigil entry|agent list/show/ban/evict|token|bundle|authority`): clap
-//! arguments, calls to the server's admin API over its Unix socket, and output as aligned text or
-//! the API's JSON.
+//! Admin commands (`sigil entry|agent list/show/ban/evict|token|bundle|authority|svid
+//! revoke/revocations`): clap arguments, calls to the server's admin API over its Unix socket, and
+//! output as aligned text or the API's JSON.
 
 pub mod agent;
 pub mod authority;
@@ -8,6 +8,7 @@ pub mod bundle;
 mod client;
 pub mod entry;
 mod output;
+pub mod svid;
 pub mod token;
 
 use std::path::PathBuf;

@@ -12,8 +12,8 @@ use serde_json::Value;
 use sigil_keys::MemoryKeyManager;
 use sigil_server::admin::{AdminState, serve};
 use sigil_server::ca::{CaLifetimes, CaManager};
-use sigil_spiffe::{SystemClock, TrustDomain};
-use sigil_store::{Datastore, SqliteStore, StoredBundle};
+use sigil_spiffe::{Clock, SpiffeId, SystemClock, TrustDomain};
+use sigil_store::{CredentialKind, Datastore, IssuedCredential, SqliteStore, StoredBundle};
 use tokio::net::UnixStream;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -47,6 +47,7 @@ impl AdminServer {
             trust_domain,
             clock: Arc::new(SystemClock),
             agents: None,
+            revocations: None,
             ca,
         };
         let (stop, stopped) = oneshot::channel::<()>();
@@ -452,6 +453,91 @@ async fn agents_and_bundle_are_shown() {
             .await,
     );
     assert_eq!(spiffe, document);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn svid_revoke_and_revocations() {
+    let server = AdminServer::start().await;
+    let serial = "4a1b2c3d4e5f60718293a4b5c6d7e8f9";
+    let now = SystemClock.unix_secs();
+    server
+        .store
+        .record_issued(vec![IssuedCredential {
+            kind: CredentialKind::X509Svid,
+            id: serial.to_owned(),
+            spiffe_id: SpiffeId::parse("spiffe://example.org/web").unwrap(),
+            authority_id: "ab12".to_owned(),
+            issued_to: SpiffeId::parse("spiffe://example.org/sigil/agent/join_token/abc").unwrap(),
+            issued_at: now,
+            expires_at: now + 3600,
+        }])
+        .await
+        .unwrap();
+    let none = server.admin(&["svid", "revocations"]).await;
+    assert_eq!(stdout(&none), "Found 0 revocations\n", "{}", stderr(&none));
+
+    // As `openssl x509 -text` prints it.
+    let revoked = json(
+        &server
+            .admin(&[
+                "svid",
+                "revoke",
+                "--serial",
+                "4A:1B:2C:3D:4E:5F:60:71:82:93:A4:B5:C6:D7:E8:F9",
+                "--reason",
+                "key leaked",
+                "--output",
+                "json",
+            ])
+            .await,
+    );
+    assert_eq!(revoked["kind"], "x509_svid");
+    assert_eq!(revoked["id"], serial);
+    assert_eq!(revoked["reason"], "key leaked");
+    let listed = server.admin(&["svid", "revocations"]).await;
+    let text = stdout(&listed);
+    assert!(
+        text.starts_with("Found 1 revocation\n\n"),
+        "{text}{}",
+        stderr(&listed)
+    );
+    assert!(
+        text.contains(&format!("Serial number   : {serial}\n")),
+        "{text}"
+    );
+
+    let again = server.admin(&["svid", "revoke", "--serial", serial]).await;
+    assert_one_line_failure(
+        &again,
+        1,
+        &format!("error: X509-SVID with serial `{serial}` is already revoked\n"),
+    );
+    let unknown = server
+        .admin(&["svid", "revoke", "--serial", "7F:00:01"])
+        .await;
+    assert_one_line_failure(
+        &unknown,
+        1,
+        "error: no X509-SVID with serial `7f0001` was issued by this server (or it already expired and was pruned)\n",
+    );
+    let malformed = server
+        .admin(&["svid", "revoke", "--serial", "serial=7F"])
+        .await;
+    assert_one_line_failure(&malformed, 1, "error: invalid serial `serial=7F`: ");
+    let both = server
+        .admin(&["svid", "revoke", "--serial", "7F", "--jti", "j"])
+        .await;
+    assert_one_line_failure(
+        &both,
+        2,
+        "error: the argument '--serial <HEX>' cannot be used",
+    );
+    assert_eq!(
+        server.store.list_revocations().await.unwrap().len(),
+        1,
+        "only the first revoke stored anything"
+    );
     server.stop().await;
 }
 

@@ -68,7 +68,11 @@ fn revoked_svids_reach_a_py_spiffe_workload() {
     create_uid_entry(&server, WORKLOAD, &agent_id);
     let watch = PySpiffeWatch::start(&paths.socket).expect("py-spiffe watcher");
     let first = watch.next();
-    assert_eq!(first["spiffe_ids"], serde_json::json!([WORKLOAD]), "{first}");
+    assert_eq!(
+        first["spiffe_ids"],
+        serde_json::json!([WORKLOAD]),
+        "{first}"
+    );
     let old_serial = first["serials"][0].as_str().unwrap().to_owned();
 
     // Before: the CRLs are there (root and intermediate), signed, and list nothing.
@@ -107,7 +111,10 @@ fn revoked_svids_reach_a_py_spiffe_workload() {
             break event;
         }
     };
-    eprintln!("X509-SVID replaced {:?} after the revocation", started.elapsed());
+    eprintln!(
+        "X509-SVID replaced {:?} after the revocation",
+        started.elapsed()
+    );
     assert_eq!(replaced["spiffe_ids"], serde_json::json!([WORKLOAD]));
 
     // And the old serial is in a CRL that verifies under the old leaf's issuer.
@@ -144,20 +151,28 @@ fn revoked_svids_reach_a_py_spiffe_workload() {
     let cached = pyspiffe(&python, &paths.socket, &["jwt", "--audience", AUDIENCE]);
     assert_eq!(cached["jti"], jti.as_str(), "served from the cache");
     revoke(&server, &["--jti", &jti]);
-    let refused = wait_for(PATIENCE, "ValidateJWTSVID to refuse the revoked token", || {
-        let got = pyspiffe(
-            &python,
-            &paths.socket,
-            &["validate", "--audience", AUDIENCE, "--token", &token],
-        );
-        (got["valid"] == false).then_some(got)
-    });
+    let refused = wait_for(
+        PATIENCE,
+        "ValidateJWTSVID to refuse the revoked token",
+        || {
+            let got = pyspiffe(
+                &python,
+                &paths.socket,
+                &["validate", "--audience", AUDIENCE, "--token", &token],
+            );
+            (got["valid"] == false).then_some(got)
+        },
+    );
     assert!(
         refused["error"].as_str().unwrap().contains("revoked"),
         "{refused}"
     );
     let fresh = pyspiffe(&python, &paths.socket, &["jwt", "--audience", AUDIENCE]);
-    assert_ne!(fresh["jti"], jti.as_str(), "the revoked token was served again");
+    assert_ne!(
+        fresh["jti"],
+        jti.as_str(),
+        "the revoked token was served again"
+    );
     let fresh_valid = pyspiffe(
         &python,
         &paths.socket,
@@ -175,7 +190,12 @@ fn revoked_svids_reach_a_py_spiffe_workload() {
     assert_eq!(listed.len(), 2, "{listed:?}");
 
     // A serial this server never issued: one clear line, non-zero exit, nothing changed.
-    let unknown = server.admin(&["svid", "revoke", "--serial", "7fffffffffffffffffffffffffffffff"]);
+    let unknown = server.admin(&[
+        "svid",
+        "revoke",
+        "--serial",
+        "7fffffffffffffffffffffffffffffff",
+    ]);
     assert_one_line_error(&unknown, "7fffffffffffffffffffffffffffffff");
     assert_eq!(revocations(&server).len(), 2);
 }
