@@ -8,13 +8,16 @@
 //! agents, default 1,000, each parent of `SIGIL_BENCH_ENTRIES_PER_AGENT` entries, default 100:
 //! 100,000 entries). For each size:
 //! - entry delete → the owning agent's stream carries the set without it;
+//! - JWT-SVID revocation → the deny-list on every agent's stream names its `jti` (a revocation
+//!   concerns every agent: any of them may be asked to validate the token), reported both for
+//!   the agent that obtained the token and for the last of all agents;
 //! - agent ban → that agent's stream ends with `PermissionDenied`.
 //!
 //! It also reports how many unrelated streams were woken (must be 0) and the process RSS
 //! (server and all simulated agents together).
 //!
 //! `cargo bench -p sigil-server --bench push` (env `SIGIL_BENCH_SAMPLES`, default 200 deletes and
-//! 100 bans per size).
+//! 100 bans per size; `SIGIL_BENCH_JWT_SAMPLES`, default 50 JWT revocations per size).
 
 #![allow(
     clippy::unwrap_used,
@@ -47,7 +50,10 @@ fn env(name: &str, default: usize) -> usize {
 
 /// What one simulated agent's stream delivered.
 enum Event {
-    Message(HashSet<String>),
+    Message {
+        entries: HashSet<String>,
+        revoked_jwts: HashSet<String>,
+    },
     Ended(tonic::Code),
 }
 
@@ -104,8 +110,11 @@ async fn follow(
             match item {
                 Ok(msg) => {
                     delivered.fetch_add(1, Ordering::Relaxed);
-                    let ids = msg.entries.into_iter().map(|e| e.id).collect();
-                    if tx.send((now, Event::Message(ids))).is_err() {
+                    let event = Event::Message {
+                        entries: msg.entries.into_iter().map(|e| e.id).collect(),
+                        revoked_jwts: msg.revoked_jwt_svids.into_iter().map(|r| r.id).collect(),
+                    };
+                    if tx.send((now, event)).is_err() {
                         return;
                     }
                 }
@@ -141,7 +150,15 @@ struct Size {
     entries_per_agent: usize,
 }
 
-async fn run(size: &Size, samples: usize) -> (Figures, Figures) {
+/// Results of one size.
+struct Run {
+    delete: Figures,
+    jwt_own: Figures,
+    jwt_all: Figures,
+    ban: Figures,
+}
+
+async fn run(size: &Size, samples: usize, jwt_samples: usize) -> Run {
     let server = TestServer::start().await;
     let rss_empty = rss_mib();
     let setup = Instant::now();
@@ -171,7 +188,7 @@ async fn run(size: &Size, samples: usize) -> (Figures, Figures) {
         let want = entries.len();
         wait_for(
             &mut events,
-            |e| matches!(e, Event::Message(ids) if ids.len() == want),
+            |e| matches!(e, Event::Message { entries, .. } if entries.len() == want),
         )
         .await;
         sims.push(SimAgent {
@@ -206,7 +223,7 @@ async fn run(size: &Size, samples: usize) -> (Figures, Figures) {
         store_writes.push(start.elapsed());
         let at = wait_for(
             &mut sim.events,
-            |e| matches!(e, Event::Message(ids) if !ids.contains(&entry.id)),
+            |e| matches!(e, Event::Message { entries, .. } if !entries.contains(&entry.id)),
         )
         .await;
         latencies.push(at - start);
@@ -227,6 +244,65 @@ async fn run(size: &Size, samples: usize) -> (Figures, Figures) {
         "    of which the store write: p50 {:>7.2} ms  p99 {:>7.2} ms",
         write.p50.as_secs_f64() * 1e3,
         write.p99.as_secs_f64() * 1e3,
+    );
+
+    // JWT-SVID revocations: each token obtained by a different agent, then revoked.
+    let mut own = Vec::with_capacity(jwt_samples);
+    let mut all = Vec::with_capacity(jwt_samples);
+    for i in 0..jwt_samples {
+        let a = (i * 7919) % sims.len();
+        let entry_id = sims[a].entries[0].id.clone();
+        let mut client = server.client(&sims[a].svid).await;
+        let token = client
+            .new_jwt_svid(pb::NewJwtSvidRequest {
+                entry_id,
+                audience: vec!["bench".to_owned()],
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .token;
+        let jti = sigil_keys::jws::unverified_jti(&token).unwrap();
+        let start = Instant::now();
+        server
+            .handle
+            .store
+            .revoke_credential(
+                sigil_store::CredentialKind::JwtSvid,
+                &jti,
+                "",
+                sigil_spiffe::Clock::unix_secs(&server.clock),
+            )
+            .await
+            .unwrap();
+        let mut last = start;
+        for (b, sim) in sims.iter_mut().enumerate() {
+            let at = wait_for(
+                &mut sim.events,
+                |e| matches!(e, Event::Message { revoked_jwts, .. } if revoked_jwts.contains(&jti)),
+            )
+            .await;
+            if b == a {
+                own.push(at - start);
+            }
+            last = last.max(at);
+        }
+        all.push(last - start);
+    }
+    let jwt_own = figures(own);
+    let jwt_all = figures(all);
+    println!(
+        "  JWT revoke   → its agent:     p50 {:>7.2} ms  p99 {:>7.2} ms  max {:>7.2} ms",
+        jwt_own.p50.as_secs_f64() * 1e3,
+        jwt_own.p99.as_secs_f64() * 1e3,
+        jwt_own.max.as_secs_f64() * 1e3,
+    );
+    println!(
+        "  JWT revoke   → all {:>5} agents: p50 {:>7.2} ms  p99 {:>7.2} ms  max {:>7.2} ms",
+        sims.len(),
+        jwt_all.p50.as_secs_f64() * 1e3,
+        jwt_all.p99.as_secs_f64() * 1e3,
+        jwt_all.max.as_secs_f64() * 1e3,
     );
 
     // Bans, each of a different agent.
@@ -254,11 +330,17 @@ async fn run(size: &Size, samples: usize) -> (Figures, Figures) {
     );
     drop(sims);
     server.stop().await;
-    (delete, ban)
+    Run {
+        delete,
+        jwt_own,
+        jwt_all,
+        ban,
+    }
 }
 
 fn main() {
     let samples = env("SIGIL_BENCH_SAMPLES", 200);
+    let jwt_samples = env("SIGIL_BENCH_JWT_SAMPLES", 50);
     let large = Size {
         agents: env("SIGIL_BENCH_AGENTS", 1000),
         entries_per_agent: env("SIGIL_BENCH_ENTRIES_PER_AGENT", 100),
@@ -275,16 +357,20 @@ fn main() {
         .unwrap();
     runtime.block_on(async {
         println!("baseline");
-        let (base_delete, base_ban) = run(&baseline, samples).await;
+        let base = run(&baseline, samples, jwt_samples).await;
         println!("large");
-        let (delete, ban) = run(&large, samples).await;
+        let large = run(&large, samples, jwt_samples).await;
         let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64();
         println!(
-            "large ÷ baseline: delete p50 {:.2} p99 {:.2}; ban p50 {:.2} p99 {:.2}",
-            ratio(delete.p50, base_delete.p50),
-            ratio(delete.p99, base_delete.p99),
-            ratio(ban.p50, base_ban.p50),
-            ratio(ban.p99, base_ban.p99),
+            "large ÷ baseline: delete p50 {:.2} p99 {:.2}; JWT revoke (its agent) p50 {:.2} p99 {:.2}; JWT revoke (all agents) p50 {:.2} p99 {:.2}; ban p50 {:.2} p99 {:.2}",
+            ratio(large.delete.p50, base.delete.p50),
+            ratio(large.delete.p99, base.delete.p99),
+            ratio(large.jwt_own.p50, base.jwt_own.p50),
+            ratio(large.jwt_own.p99, base.jwt_own.p99),
+            ratio(large.jwt_all.p50, base.jwt_all.p50),
+            ratio(large.jwt_all.p99, base.jwt_all.p99),
+            ratio(large.ban.p50, base.ban.p50),
+            ratio(large.ban.p99, base.ban.p99),
         );
     });
 }
