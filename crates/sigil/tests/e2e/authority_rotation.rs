@@ -96,22 +96,7 @@ fn rotate(server: &TestServer, kind: &str) -> (String, String) {
 
 /// One JWT-SVID and the JWT bundle as py-spiffe sees them (interop/python/pyspiffe_jwt.py).
 fn pyspiffe_jwt(python: &Path, socket: &Path) -> Value {
-    let o = std::process::Command::new(python)
-        .arg(pyspiffe_dir().join("pyspiffe_jwt.py"))
-        .args(["--audience", AUDIENCE])
-        .env(
-            "SPIFFE_ENDPOINT_SOCKET",
-            format!("unix://{}", socket.display()),
-        )
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "pyspiffe_jwt: {}{}",
-        stdout(&o),
-        stderr(&o)
-    );
-    serde_json::from_slice(&o.stdout).unwrap()
+    pyspiffe_json(python, socket, "pyspiffe_jwt.py", &["--audience", AUDIENCE])
 }
 
 /// Waits for the watcher's next update that satisfies `done`.

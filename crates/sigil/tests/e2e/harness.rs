@@ -519,6 +519,27 @@ pub fn with_security_header<T>(msg: T) -> tonic::Request<T> {
     req
 }
 
+/// Runs `interop/python/<script>` with `args` and the py-spiffe venv's `python` against the agent
+/// at `socket`; it must succeed and print one JSON object, which is returned.
+pub fn pyspiffe_json(python: &Path, socket: &Path, script: &str, args: &[&str]) -> Value {
+    let o = Command::new(python)
+        .arg(pyspiffe_dir().join(script))
+        .args(args)
+        .env(
+            "SPIFFE_ENDPOINT_SOCKET",
+            format!("unix://{}", socket.display()),
+        )
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "{script} {args:?}: {}{}",
+        stdout(&o),
+        stderr(&o)
+    );
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
 /// Longest a py-spiffe watcher waits for its next event; only ever a failure bound.
 pub const PYSPIFFE_PATIENCE: Duration = Duration::from_secs(30);
 

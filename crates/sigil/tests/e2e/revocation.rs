@@ -19,22 +19,7 @@ const AUDIENCE: &str = "spiffe://example.org/relying-party";
 
 /// `interop/python/pyspiffe_revocation.py MODE ARGS…` against the agent at `socket`.
 fn pyspiffe(python: &Path, socket: &Path, args: &[&str]) -> Value {
-    let o = std::process::Command::new(python)
-        .arg(pyspiffe_dir().join("pyspiffe_revocation.py"))
-        .args(args)
-        .env(
-            "SPIFFE_ENDPOINT_SOCKET",
-            format!("unix://{}", socket.display()),
-        )
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "pyspiffe_revocation {args:?}: {}{}",
-        stdout(&o),
-        stderr(&o)
-    );
-    serde_json::from_slice(&o.stdout).unwrap()
+    pyspiffe_json(python, socket, "pyspiffe_revocation.py", args)
 }
 
 /// `sigil svid revoke ARGS… --output json`, which must succeed.
