@@ -191,7 +191,9 @@ impl Session {
         .map_err(|e| SessionError::Retry(e.to_string()))?;
         self.client.store(Some(Arc::new(client.clone())));
         let mut stream = client
-            .sync_authorized_entries(pb::SyncAuthorizedEntriesRequest {})
+            .sync_authorized_entries(pb::SyncAuthorizedEntriesRequest {
+                omit_unchanged_entries: true,
+            })
             .await
             .map_err(classify)?
             .into_inner();
@@ -249,7 +251,10 @@ impl Session {
                 self.bundle = Arc::new(bundle);
             }
         }
-        self.cache.set_entries(msg.entries);
+        // A push of trust alone leaves the authorized set as it was (the agent asked for that).
+        if !msg.entries_unchanged {
+            self.cache.set_entries(msg.entries);
+        }
         let mut tainted = msg.tainted_authorities;
         tainted.sort();
         tainted.dedup();
@@ -517,6 +522,26 @@ pub(crate) mod tests {
         assert!(session.apply(&mut client, msg).await.is_ok());
         assert_eq!(served(&session), vec!["e-a"]);
         assert!(session.cache.svid("e-b").is_none(), "its key is dropped");
+    }
+
+    #[tokio::test]
+    async fn a_message_with_unchanged_entries_keeps_the_set_and_an_empty_one_clears_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut session, _clock) = resumed_session(dir.path());
+        let mut client = unreachable_client(&session);
+        hold(&mut session, entry("e-a", "spiffe://example.org/a", 1));
+        session.publish();
+
+        let trust_only = pb::SyncAuthorizedEntriesResponse {
+            entries_unchanged: true,
+            ..Default::default()
+        };
+        assert!(session.apply(&mut client, trust_only).await.is_ok());
+        assert_eq!(served(&session), vec!["e-a"], "the set is kept");
+
+        let empty = pb::SyncAuthorizedEntriesResponse::default();
+        assert!(session.apply(&mut client, empty).await.is_ok());
+        assert!(served(&session).is_empty(), "an empty set is an empty set");
     }
 
     #[tokio::test]

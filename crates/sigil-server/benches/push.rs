@@ -51,7 +51,7 @@ fn env(name: &str, default: usize) -> usize {
 /// What one simulated agent's stream delivered.
 enum Event {
     Message {
-        entries: HashSet<String>,
+        entries: Arc<HashSet<String>>,
         revoked_jwts: HashSet<String>,
     },
     Ended(tonic::Code),
@@ -98,20 +98,27 @@ async fn follow(
 ) -> mpsc::UnboundedReceiver<(Instant, Event)> {
     let mut client = server.client(svid).await;
     let mut stream = client
-        .sync_authorized_entries(pb::SyncAuthorizedEntriesRequest {})
+        // As the agent asks: a push of trust alone comes without the unchanged entries.
+        .sync_authorized_entries(pb::SyncAuthorizedEntriesRequest {
+            omit_unchanged_entries: true,
+        })
         .await
         .unwrap()
         .into_inner();
     let (tx, rx) = mpsc::unbounded_channel();
     tokio::spawn(async move {
         let _client = client;
+        let mut entries: Arc<HashSet<String>> = Arc::default();
         while let Some(item) = stream.next().await {
             let now = Instant::now();
             match item {
                 Ok(msg) => {
                     delivered.fetch_add(1, Ordering::Relaxed);
+                    if !msg.entries_unchanged {
+                        entries = Arc::new(msg.entries.into_iter().map(|e| e.id).collect());
+                    }
                     let event = Event::Message {
-                        entries: msg.entries.into_iter().map(|e| e.id).collect(),
+                        entries: Arc::clone(&entries),
                         revoked_jwts: msg.revoked_jwt_svids.into_iter().map(|r| r.id).collect(),
                     };
                     if tx.send((now, event)).is_err() {

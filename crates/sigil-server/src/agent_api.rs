@@ -257,10 +257,18 @@ impl AgentApi {
             .is_revoked(CredentialKind::X509Svid, serial, now)
     }
 
-    fn sync_message(&self, agent: &AgentView) -> pb::SyncAuthorizedEntriesResponse {
-        let entries = self
-            .entries
-            .authorized_entries(&agent.spiffe_id, &agent.selectors);
+    /// The entries `agent` is authorized to serve, in wire form.
+    fn authorized_entries(&self, agent: &AgentView) -> Vec<pb::Entry> {
+        self.entries
+            .authorized_entries(&agent.spiffe_id, &agent.selectors)
+            .iter()
+            .map(|e| to_pb_entry(e))
+            .collect()
+    }
+
+    /// A sync message carrying what every agent trusts (bundle, tainted authorities, deny-list,
+    /// CRLs) and no entries.
+    fn trust_message(&self) -> pb::SyncAuthorizedEntriesResponse {
         let revocations = self.issuer.revocations();
         let now = self.clock.unix_secs();
         let deny = |kind| {
@@ -274,13 +282,14 @@ impl AgentApi {
                 .collect()
         };
         pb::SyncAuthorizedEntriesResponse {
-            entries: entries.iter().map(|e| to_pb_entry(e)).collect(),
+            entries: Vec::new(),
             bundle: Some(to_pb_bundle(&self.issuer.bundle())),
             federated_bundles: Default::default(),
             tainted_authorities: self.issuer.tainted_authorities().to_vec(),
             revoked_x509_svids: deny(CredentialKind::X509Svid),
             revoked_jwt_svids: deny(CredentialKind::JwtSvid),
             crls: revocations.crls.clone(),
+            entries_unchanged: false,
         }
     }
 }
@@ -407,7 +416,8 @@ impl AgentService for AgentApi {
             serial: agent.serial,
             not_after: agent.not_after,
         };
-        let stream = async_stream_sync(self.clone(), agent_id, credential, watch);
+        let omit_unchanged = request.get_ref().omit_unchanged_entries;
+        let stream = async_stream_sync(self.clone(), agent_id, credential, watch, omit_unchanged);
         Ok(Response::new(Box::pin(stream)))
     }
 
@@ -493,6 +503,7 @@ fn async_stream_sync(
     agent_id: SpiffeId,
     credential: PresentedSvid,
     mut agent: AgentWatch,
+    omit_unchanged: bool,
 ) -> impl Stream<Item = Result<pb::SyncAuthorizedEntriesResponse, Status>> + Send + 'static {
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     let mut shutdown = api.shutdown.clone();
@@ -506,7 +517,13 @@ fn async_stream_sync(
     };
     let mut trust = api.issuer.subscribe_trust();
     tokio::spawn(async move {
-        let mut last_sent: Option<pb::SyncAuthorizedEntriesResponse> = None;
+        // The entries and the trust part last sent; the entries are recomputed only when the
+        // entry index or the agent's record woke the stream, so a push of trust alone (a
+        // revocation, a new bundle: every agent at once) costs no entry lookup and, for an
+        // agent that asked, sends no entries.
+        let mut sent_entries: Option<Vec<pb::Entry>> = None;
+        let mut sent_trust: Option<pb::SyncAuthorizedEntriesResponse> = None;
+        let mut entries_dirty = true;
         loop {
             versions.mark_unchanged();
             trust.mark_unchanged();
@@ -542,28 +559,50 @@ fn async_stream_sync(
                     return;
                 }
             };
-            let msg = api.sync_message(&view);
-            if last_sent.as_ref() != Some(&msg) {
-                if tx.send(Ok(msg.clone())).await.is_err() {
+            let mut entries_changed = false;
+            if entries_dirty {
+                let entries = api.authorized_entries(&view);
+                if sent_entries.as_ref() != Some(&entries) {
+                    sent_entries = Some(entries);
+                    entries_changed = true;
+                }
+                entries_dirty = false;
+            }
+            let trust_now = api.trust_message();
+            if entries_changed || sent_trust.as_ref() != Some(&trust_now) {
+                let mut msg = trust_now.clone();
+                if entries_changed || !omit_unchanged {
+                    msg.entries = sent_entries.clone().unwrap_or_default();
+                } else {
+                    msg.entries_unchanged = true;
+                }
+                if tx.send(Ok(msg)).await.is_err() {
                     return;
                 }
-                last_sent = Some(msg);
+                sent_trust = Some(trust_now);
             }
             let expires_in = credential
                 .not_after
                 .saturating_sub(api.clock.unix_secs())
                 .max(0);
             tokio::select! {
-                changed = versions.changed() => if changed.is_err() { return },
+                changed = versions.changed() => {
+                    if changed.is_err() { return }
+                    entries_dirty = true;
+                },
                 changed = trust.changed() => if changed.is_err() { return },
-                changed = agent.changed() => if changed.is_err() {
-                    // The index dropped the agent's channel: it is gone.
-                    let _ = tx
-                        .send(Err(Status::permission_denied(format!(
-                            "agent `{agent_id}` is banned or evicted"
-                        ))))
-                        .await;
-                    return;
+                changed = agent.changed() => {
+                    if changed.is_err() {
+                        // The index dropped the agent's channel: it is gone.
+                        let _ = tx
+                            .send(Err(Status::permission_denied(format!(
+                                "agent `{agent_id}` is banned or evicted"
+                            ))))
+                            .await;
+                        return;
+                    }
+                    // Its node selectors may have changed, and with them its entries.
+                    entries_dirty = true;
                 },
                 () = tx.closed() => return,
                 () = tokio::time::sleep(Duration::from_secs(expires_in.unsigned_abs())) => {

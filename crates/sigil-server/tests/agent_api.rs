@@ -57,7 +57,7 @@ async fn call_every_authenticated_method(
         .await
         .map(drop);
     let sync = match client
-        .sync_authorized_entries(pb::SyncAuthorizedEntriesRequest {})
+        .sync_authorized_entries(pb::SyncAuthorizedEntriesRequest::default())
         .await
     {
         Ok(response) => response.into_inner().message().await.map(drop),
@@ -276,7 +276,7 @@ async fn banned_agent_is_refused_and_its_open_sync_stream_ends() {
     assert_all_ok(&call_every_authenticated_method(&mut client, &entry.id).await);
 
     let mut stream = client
-        .sync_authorized_entries(pb::SyncAuthorizedEntriesRequest {})
+        .sync_authorized_entries(pb::SyncAuthorizedEntriesRequest::default())
         .await
         .unwrap()
         .into_inner();
@@ -313,7 +313,7 @@ async fn evicted_agent_is_refused_and_its_open_sync_stream_ends() {
     assert_all_ok(&call_every_authenticated_method(&mut client, &entry.id).await);
 
     let mut stream = client
-        .sync_authorized_entries(pb::SyncAuthorizedEntriesRequest {})
+        .sync_authorized_entries(pb::SyncAuthorizedEntriesRequest::default())
         .await
         .unwrap()
         .into_inner();
@@ -390,7 +390,7 @@ async fn sync_stream_opened_with_a_replaced_svid_ends_at_the_next_change() {
     let old = server.attest().await;
     let mut old_client = server.client(&old).await;
     let mut stream = old_client
-        .sync_authorized_entries(pb::SyncAuthorizedEntriesRequest {})
+        .sync_authorized_entries(pb::SyncAuthorizedEntriesRequest::default())
         .await
         .unwrap()
         .into_inner();
@@ -593,7 +593,7 @@ async fn sync_stream_sends_the_full_set_at_once_and_pushes_every_change() {
     .await;
     let mut client = server.client(&agent).await;
     let mut stream = client
-        .sync_authorized_entries(pb::SyncAuthorizedEntriesRequest {})
+        .sync_authorized_entries(pb::SyncAuthorizedEntriesRequest::default())
         .await
         .unwrap()
         .into_inner();
@@ -650,7 +650,7 @@ async fn shutdown_ends_open_sync_streams_instead_of_waiting_for_agents() {
     let agent = server.attest().await;
     let mut client = server.client(&agent).await;
     let mut stream = client
-        .sync_authorized_entries(pb::SyncAuthorizedEntriesRequest {})
+        .sync_authorized_entries(pb::SyncAuthorizedEntriesRequest::default())
         .await
         .unwrap()
         .into_inner();
@@ -778,7 +778,7 @@ async fn revocations_are_pushed_with_crls_that_list_revoked_serials() {
     let entry = indexed_entry(&server, "spiffe://example.org/web", &agent.id).await;
     let mut client = server.client(&agent).await;
     let mut stream = client
-        .sync_authorized_entries(pb::SyncAuthorizedEntriesRequest {})
+        .sync_authorized_entries(pb::SyncAuthorizedEntriesRequest::default())
         .await
         .unwrap()
         .into_inner();
@@ -858,6 +858,63 @@ async fn revocations_are_pushed_with_crls_that_list_revoked_serials() {
     server.stop().await;
 }
 
+/// A push of trust alone (here a revocation) leaves the entries out for an agent that asked for
+/// that, and carries them in full for one that did not; an entry change carries them either way.
+#[tokio::test]
+async fn trust_only_pushes_omit_unchanged_entries_for_agents_that_ask() {
+    let server = TestServer::start().await;
+    let agent = server.attest().await;
+    let entry = indexed_entry(&server, "spiffe://example.org/web", &agent.id).await;
+    let mut client = server.client(&agent).await;
+    let open = |omit: bool| {
+        let mut client = client.clone();
+        async move {
+            client
+                .sync_authorized_entries(pb::SyncAuthorizedEntriesRequest {
+                    omit_unchanged_entries: omit,
+                })
+                .await
+                .unwrap()
+                .into_inner()
+        }
+    };
+    let mut terse = open(true).await;
+    let mut full = open(false).await;
+    for stream in [&mut terse, &mut full] {
+        let first = next_message_where(stream, |_| true).await;
+        assert_eq!(first.entries.len(), 1);
+        assert!(!first.entries_unchanged);
+    }
+
+    let jwt = client
+        .new_jwt_svid(pb::NewJwtSvidRequest {
+            entry_id: entry.id.clone(),
+            audience: vec!["db".to_owned()],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let jti = sigil_keys::jws::unverified_jti(&jwt.token).unwrap();
+    server
+        .handle
+        .store
+        .revoke_credential(CredentialKind::JwtSvid, &jti, "", server.clock.unix_secs())
+        .await
+        .unwrap();
+    let pushed = next_message_where(&mut terse, |m| !m.revoked_jwt_svids.is_empty()).await;
+    assert!(pushed.entries_unchanged);
+    assert!(pushed.entries.is_empty());
+    let pushed = next_message_where(&mut full, |m| !m.revoked_jwt_svids.is_empty()).await;
+    assert!(!pushed.entries_unchanged);
+    assert_eq!(pushed.entries.len(), 1);
+
+    let second = indexed_entry(&server, "spiffe://example.org/api", &agent.id).await;
+    let pushed = next_message_where(&mut terse, |m| m.entries.len() == 2).await;
+    assert!(!pushed.entries_unchanged);
+    assert!(pushed.entries.iter().any(|e| e.id == second.id));
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn an_agent_whose_own_svid_is_revoked_is_refused_and_its_stream_ends() {
     let server = TestServer::start().await;
@@ -866,7 +923,7 @@ async fn an_agent_whose_own_svid_is_revoked_is_refused_and_its_stream_ends() {
     let mut client = server.client(&agent).await;
     assert_all_ok(&call_every_authenticated_method(&mut client, &entry.id).await);
     let mut stream = client
-        .sync_authorized_entries(pb::SyncAuthorizedEntriesRequest {})
+        .sync_authorized_entries(pb::SyncAuthorizedEntriesRequest::default())
         .await
         .unwrap()
         .into_inner();

@@ -127,7 +127,7 @@ async fn expiring_entry_leaves_the_sync_stream_at_its_expiry_without_any_other_c
         .await;
     let mut client = server.client(&agent).await;
     let mut stream = client
-        .sync_authorized_entries(pb::SyncAuthorizedEntriesRequest {})
+        .sync_authorized_entries(pb::SyncAuthorizedEntriesRequest::default())
         .await
         .unwrap()
         .into_inner();
