@@ -15,6 +15,10 @@ if ! command -v openssl >/dev/null 2>&1; then
     fi
 fi
 
+# PostgreSQL on 127.0.0.1:5432 for the datastore conformance suite: started where it is
+# installed but stopped, installed (Debian's package) where it is missing.
+./scripts/postgres.sh
+
 ./interop/python/setup.sh
 ./interop/schemathesis/setup.sh
 
