@@ -79,10 +79,21 @@ pub use revocations::{
 /// `$fixture`: an expression of type `impl Future<Output = (S, G)>` where `S: Datastore` and `G`
 /// is dropped after the case. The caller's crate needs `tokio` with `macros` and
 /// `rt-multi-thread`. Expand it once per module.
+///
+/// For a backend that needs a server which may be missing (PostgreSQL), write
+/// `datastore_conformance_tests!(optional: $fixture)` with a fixture yielding
+/// `Option<(S, G)>`: on `None` the case returns without running. The fixture decides whether
+/// skipping is allowed (it must not be under CI) and says why it skips.
 #[macro_export]
 macro_rules! datastore_conformance_tests {
+    (optional: $fixture:expr) => {
+        $crate::datastore_conformance_tests!(@list optional $fixture);
+    };
     ($fixture:expr) => {
-        $crate::datastore_conformance_tests!(@cases $fixture;
+        $crate::datastore_conformance_tests!(@list required $fixture);
+    };
+    (@list $mode:ident $fixture:expr) => {
+        $crate::datastore_conformance_tests!(@cases $mode $fixture;
             entry_crud_round_trips,
             entry_is_stored_normalised,
             duplicate_entry_is_rejected_and_nothing_stored,
@@ -126,11 +137,22 @@ macro_rules! datastore_conformance_tests {
             concurrent_creates_of_one_entry_one_wins,
         );
     };
-    (@cases $fixture:expr; $($case:ident),+ $(,)?) => {
+    (@cases required $fixture:expr; $($case:ident),+ $(,)?) => {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $case() {
                 let (store, _guard) = $fixture.await;
+                $crate::conformance::$case(store).await;
+            }
+        )+
+    };
+    (@cases optional $fixture:expr; $($case:ident),+ $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let Some((store, _guard)) = $fixture.await else {
+                    return;
+                };
                 $crate::conformance::$case(store).await;
             }
         )+

@@ -1,5 +1,6 @@
 //! The datastore: one async [`Datastore`] trait, the records it keeps, its change feed, and the
-//! backends that implement it (SQLite now; PostgreSQL later, against the same conformance suite).
+//! backends that implement it (SQLite, embedded; PostgreSQL, shared by several server replicas),
+//! both run against the same conformance suite.
 //!
 //! Design: every mutation appends a [`ChangeEvent`] in the same transaction as the mutation, so a
 //! reader that has applied events up to sequence `n` can catch up with
@@ -12,12 +13,14 @@
 #[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod model;
+pub mod postgres;
 pub mod sqlite;
 
 use async_trait::async_trait;
 use tokio::sync::watch;
 
 pub use model::*;
+pub use postgres::{PostgresConfig, PostgresPassword, PostgresStore};
 pub use sqlite::SqliteStore;
 
 /// What went wrong in a datastore call.
