@@ -68,8 +68,11 @@ pub enum StoreError {
         "datastore schema version {found} is newer than the newest this build knows ({supported}): upgrade sigil or restore a backup"
     )]
     SchemaTooNew { found: i64, supported: i64 },
+    /// The message already carries the backend error's own message (and its causes, where the
+    /// backend writes them into it), so it is not repeated as a `source`: an error chain printed
+    /// as one line would say it twice.
     #[error("datastore backend failed: {0}")]
-    Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+    Backend(Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// Result alias for datastore calls.

@@ -114,7 +114,9 @@ pub async fn run(opts: DevOptions) -> anyhow::Result<()> {
             issuance: IssuanceDefaults::default(),
             tls: sigil_tls::TlsPolicy::default(),
         },
-        datastore_path: layout.server_dir.join("datastore.sqlite3"),
+        datastore: crate::server_cmd::DatastoreConfig::Sqlite {
+            path: layout.server_dir.join("datastore.sqlite3"),
+        },
         data_dir: layout.server_dir.clone(),
     };
     let server = crate::server_cmd::start(&server_config, clock.clone()).await?;

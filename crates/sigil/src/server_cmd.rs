@@ -98,11 +98,184 @@ impl Default for RawCa {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawDatastore {
-    /// `sqlite` (the only backend so far).
+    /// `sqlite` (the default) or `postgres`.
     #[serde(default)]
     kind: Option<String>,
     /// SQLite file; default `<data_dir>/datastore.sqlite3`.
     path: Option<PathBuf>,
+    /// PostgreSQL connection string, without a password.
+    url: Option<String>,
+    /// File holding the PostgreSQL password (its first line).
+    password_file: Option<PathBuf>,
+    /// Environment variable holding the PostgreSQL password.
+    password_env: Option<String>,
+    /// Most pooled PostgreSQL connections.
+    pool_size: Option<usize>,
+}
+
+/// Where the datastore lives.
+#[derive(Debug, Clone)]
+pub enum DatastoreConfig {
+    /// An SQLite file.
+    Sqlite { path: PathBuf },
+    /// A PostgreSQL database shared by every server replica; the password is read at start.
+    Postgres {
+        url: String,
+        password: Option<PasswordSource>,
+        pool_size: usize,
+    },
+}
+
+/// Where the PostgreSQL password comes from (never the configuration file itself).
+#[derive(Debug, Clone)]
+pub enum PasswordSource {
+    File(PathBuf),
+    Env(String),
+}
+
+/// Largest password file read, in bytes.
+const MAX_PASSWORD_FILE_BYTES: u64 = 4096;
+
+impl DatastoreConfig {
+    fn from_raw(raw: RawDatastore, data_dir: &Path) -> anyhow::Result<Self> {
+        match raw.kind.as_deref().unwrap_or("sqlite") {
+            "sqlite" => {
+                for (field, given) in [
+                    ("url", raw.url.is_some()),
+                    ("password_file", raw.password_file.is_some()),
+                    ("password_env", raw.password_env.is_some()),
+                    ("pool_size", raw.pool_size.is_some()),
+                ] {
+                    if given {
+                        bail!("datastore.{field} applies to kind = \"postgres\" only");
+                    }
+                }
+                Ok(Self::Sqlite {
+                    path: raw
+                        .path
+                        .unwrap_or_else(|| data_dir.join("datastore.sqlite3")),
+                })
+            }
+            "postgres" => {
+                if raw.path.is_some() {
+                    bail!("datastore.path applies to kind = \"sqlite\" only");
+                }
+                let url = raw
+                    .url
+                    .ok_or_else(|| anyhow::anyhow!("datastore.url is required for postgres"))?;
+                if url_has_password(&url) {
+                    bail!(
+                        "datastore.url must not hold a password: put it in datastore.password_file or datastore.password_env"
+                    );
+                }
+                let password = match (raw.password_file, raw.password_env) {
+                    (Some(_), Some(_)) => {
+                        bail!("give datastore.password_file or datastore.password_env, not both")
+                    }
+                    (Some(path), None) => Some(PasswordSource::File(path)),
+                    (None, Some(var)) => Some(PasswordSource::Env(var)),
+                    (None, None) => None,
+                };
+                let pool_size = raw
+                    .pool_size
+                    .unwrap_or(sigil_store::postgres::DEFAULT_POOL_SIZE);
+                if pool_size == 0 || pool_size > sigil_store::postgres::MAX_POOL_SIZE {
+                    bail!(
+                        "invalid datastore.pool_size {pool_size}: expected 1 to {}",
+                        sigil_store::postgres::MAX_POOL_SIZE
+                    );
+                }
+                Ok(Self::Postgres {
+                    url,
+                    password,
+                    pool_size,
+                })
+            }
+            other => {
+                bail!("unsupported datastore.kind `{other}` (supported: `sqlite`, `postgres`)")
+            }
+        }
+    }
+
+    /// Opens the datastore: the SQLite file (created if missing), or a connection pool to
+    /// PostgreSQL with the password read now. Migrations run in both cases.
+    async fn open(&self) -> anyhow::Result<Arc<dyn sigil_store::Datastore>> {
+        match self {
+            Self::Sqlite { path } => {
+                let owned = path.clone();
+                let store =
+                    tokio::task::spawn_blocking(move || sigil_store::SqliteStore::open(&owned))
+                        .await
+                        .context("datastore open task failed")?
+                        .with_context(|| {
+                            format!("cannot open datastore sqlite://{}", path.display())
+                        })?;
+                Ok(Arc::new(store))
+            }
+            Self::Postgres {
+                url,
+                password,
+                pool_size,
+            } => {
+                let mut config = sigil_store::PostgresConfig::new(url.clone());
+                config.pool_size = *pool_size;
+                config.password = password.as_ref().map(read_password).transpose()?;
+                let store = sigil_store::PostgresStore::connect(&config)
+                    .await
+                    .context("cannot open the PostgreSQL datastore")?;
+                Ok(Arc::new(store))
+            }
+        }
+    }
+}
+
+/// Whether a connection string carries a password (`postgres://user:secret@…` or
+/// `password=…`).
+fn url_has_password(url: &str) -> bool {
+    if let Some(rest) = url
+        .strip_prefix("postgres://")
+        .or_else(|| url.strip_prefix("postgresql://"))
+    {
+        let authority = rest.split(['/', '?']).next().unwrap_or_default();
+        return authority
+            .rsplit_once('@')
+            .is_some_and(|(userinfo, _)| userinfo.contains(':'))
+            || rest.contains("password=");
+    }
+    url.split_whitespace()
+        .any(|pair| pair.trim_start().starts_with("password="))
+}
+
+/// The password from its source: the first line of the file (at most 4 KiB), or the variable.
+fn read_password(source: &PasswordSource) -> anyhow::Result<sigil_store::PostgresPassword> {
+    let text = match source {
+        PasswordSource::File(path) => {
+            use std::io::Read;
+            let file = std::fs::File::open(path).with_context(|| {
+                format!("cannot open datastore.password_file {}", path.display())
+            })?;
+            let mut text = String::new();
+            file.take(MAX_PASSWORD_FILE_BYTES + 1)
+                .read_to_string(&mut text)
+                .with_context(|| {
+                    format!("cannot read datastore.password_file {}", path.display())
+                })?;
+            if text.len() as u64 > MAX_PASSWORD_FILE_BYTES {
+                bail!(
+                    "datastore.password_file {} is larger than 4 KiB",
+                    path.display()
+                );
+            }
+            text.lines().next().unwrap_or_default().to_owned()
+        }
+        PasswordSource::Env(var) => std::env::var(var).map_err(|_| {
+            anyhow::anyhow!("datastore.password_env names `{var}`, which is not set (or not UTF-8)")
+        })?,
+    };
+    if text.is_empty() {
+        bail!("the datastore password is empty");
+    }
+    Ok(sigil_store::PostgresPassword::new(text))
 }
 
 fn default_bind() -> String {
@@ -131,7 +304,7 @@ fn default_refresh_hint() -> String {
 #[derive(Debug, Clone)]
 pub struct LoadedServerConfig {
     pub server: ServerConfig,
-    pub datastore_path: PathBuf,
+    pub datastore: DatastoreConfig,
     pub data_dir: PathBuf,
 }
 
@@ -172,12 +345,8 @@ pub fn parse_server_config(text: &str) -> anyhow::Result<LoadedServerConfig> {
             raw.server.bind_address
         )
     })?;
-    if let Some(kind) = raw.datastore.kind.as_deref()
-        && kind != "sqlite"
-    {
-        bail!("unsupported datastore.kind `{kind}` (supported: `sqlite`)");
-    }
     let data_dir = raw.server.data_dir.clone();
+    let datastore = DatastoreConfig::from_raw(raw.datastore, &data_dir)?;
     let ca = CaLifetimes {
         root_ttl: ttl("ca.root_ca_ttl", &raw.ca.root_ca_ttl)?,
         intermediate_ttl: ttl("ca.ca_ttl", &raw.ca.ca_ttl)?,
@@ -211,10 +380,7 @@ pub fn parse_server_config(text: &str) -> anyhow::Result<LoadedServerConfig> {
             issuance,
             tls: raw.tls.policy(),
         },
-        datastore_path: raw
-            .datastore
-            .path
-            .unwrap_or_else(|| data_dir.join("datastore.sqlite3")),
+        datastore,
         data_dir,
     })
 }
@@ -236,25 +402,11 @@ pub async fn start(
 ) -> anyhow::Result<sigil_server::ServerHandle> {
     create_private_dir(&config.data_dir)?;
     create_private_dir(&config.server.key_dir)?;
-    let path = config.datastore_path.clone();
-    let store = tokio::task::spawn_blocking(move || sigil_store::SqliteStore::open(&path))
-        .await
-        .context("datastore open task failed")?
-        .with_context(|| {
-            format!(
-                "cannot open datastore sqlite://{}",
-                config.datastore_path.display()
-            )
-        })?;
+    let store = config.datastore.open().await?;
     let keys = sigil_keys::DiskKeyManager::new(config.server.key_dir.clone());
-    sigil_server::start(
-        config.server.clone(),
-        Arc::new(store),
-        Arc::new(keys),
-        clock,
-    )
-    .await
-    .context("cannot start the server")
+    sigil_server::start(config.server.clone(), store, Arc::new(keys), clock)
+        .await
+        .context("cannot start the server")
 }
 
 /// Resolves when the process receives Ctrl-C or SIGTERM.
@@ -309,10 +461,79 @@ mod tests {
         assert_eq!(c.server.ca.root_ttl, 365 * 24 * 3600);
         assert_eq!(c.server.issuance.jwt_svid_ttl, 300);
         assert!(c.server.tls.post_quantum);
-        assert_eq!(
-            c.datastore_path,
-            PathBuf::from("/var/lib/sigil/server/datastore.sqlite3")
-        );
+        assert!(matches!(
+            c.datastore,
+            DatastoreConfig::Sqlite { ref path } if *path == PathBuf::from("/var/lib/sigil/server/datastore.sqlite3")
+        ));
+    }
+
+    const BASE: &str = "[server]\ntrust_domain = \"td\"\ndata_dir = \"/x\"\n[datastore]\n";
+
+    #[test]
+    fn postgres_datastore_takes_a_url_and_a_password_from_a_file_or_the_environment() {
+        let c = parse_server_config(&format!(
+            "{BASE}kind = \"postgres\"\nurl = \"postgres://sigil@db:5432/sigil\"\npassword_env = \"PGPASS\"\npool_size = 4\n"
+        ))
+        .unwrap();
+        match c.datastore {
+            DatastoreConfig::Postgres {
+                url,
+                password,
+                pool_size,
+            } => {
+                assert_eq!(url, "postgres://sigil@db:5432/sigil");
+                assert!(matches!(password, Some(PasswordSource::Env(ref v)) if v == "PGPASS"));
+                assert_eq!(pool_size, 4);
+            }
+            other => panic!("{other:?}"),
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pw");
+        std::fs::write(&file, "s3cret\nignored\n").unwrap();
+        let password = read_password(&PasswordSource::File(file)).unwrap();
+        assert_eq!(format!("{password:?}"), "<redacted>");
+    }
+
+    #[test]
+    fn postgres_datastore_refusals_are_one_clear_line() {
+        for (extra, needle) in [
+            ("kind = \"postgres\"\n", "datastore.url is required"),
+            (
+                "kind = \"postgres\"\nurl = \"postgres://u:pw@db/s\"\n",
+                "must not hold a password",
+            ),
+            (
+                "kind = \"postgres\"\nurl = \"host=db password=pw\"\n",
+                "must not hold a password",
+            ),
+            (
+                "kind = \"postgres\"\nurl = \"postgres://u@db/s\"\npassword_file = \"/f\"\npassword_env = \"V\"\n",
+                "not both",
+            ),
+            (
+                "kind = \"postgres\"\nurl = \"postgres://u@db/s\"\npool_size = 0\n",
+                "pool_size",
+            ),
+            (
+                "kind = \"postgres\"\nurl = \"postgres://u@db/s\"\npath = \"/db\"\n",
+                "datastore.path applies",
+            ),
+            ("url = \"postgres://u@db/s\"\n", "datastore.url applies"),
+        ] {
+            let err = parse_server_config(&format!("{BASE}{extra}"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(needle), "{extra}: {err}");
+            assert!(
+                !err.contains("pw@") && !err.contains("password=pw"),
+                "{err}"
+            );
+            assert_eq!(err.lines().count(), 1, "{err}");
+        }
+        let missing = read_password(&PasswordSource::Env("SIGIL_TEST_UNSET_VAR".into()))
+            .unwrap_err()
+            .to_string();
+        assert!(missing.contains("SIGIL_TEST_UNSET_VAR"), "{missing}");
     }
 
     #[test]

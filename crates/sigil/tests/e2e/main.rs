@@ -20,6 +20,7 @@ mod expiry;
 mod forced_rotation;
 mod harness;
 mod interop;
+mod postgres;
 mod revocation;
 mod rotation;
 mod schemathesis;
