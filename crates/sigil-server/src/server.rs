@@ -36,6 +36,10 @@ const PRUNE_GRACE_SECS: i64 = 300;
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub trust_domain: TrustDomain,
+    /// This server among the replicas sharing one datastore: it rotates and signs with its own
+    /// authorities (its keys never leave `key_dir`) and trusts every replica's. Empty for a
+    /// single server.
+    pub replica_id: String,
     /// Where the agent API listens (TLS).
     pub bind_address: SocketAddr,
     /// The admin API's Unix socket (mode 0600, in a 0700 directory).
@@ -175,8 +179,15 @@ pub async fn start(
 ) -> Result<ServerHandle, ServerError> {
     sigil_tls::install_default_provider();
     let td = config.trust_domain.clone();
-    let ca =
-        CaManager::load_or_init(td.clone(), keys, store.clone(), clock.clone(), config.ca).await?;
+    let ca = CaManager::load_or_init(
+        td.clone(),
+        &config.replica_id,
+        keys,
+        store.clone(),
+        clock.clone(),
+        config.ca,
+    )
+    .await?;
     let (index, entries_position) = EntryIndex::load(store.as_ref(), &td, clock.clone()).await?;
     let (agents, agents_position) = AgentIndex::load(store.as_ref()).await?;
     let (revocations, revocations_position) = RevocationIndex::load(store.as_ref()).await?;

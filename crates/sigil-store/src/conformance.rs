@@ -219,6 +219,7 @@ pub fn authority(id: &str, kind: AuthorityKind, created_at: i64) -> AuthorityRec
         not_before: created_at,
         not_after: created_at + 86_400,
         created_at,
+        replica: String::new(),
     }
 }
 

@@ -122,6 +122,10 @@ pub struct AuthorityRecord {
     pub not_after: i64,
     /// Unix seconds.
     pub created_at: i64,
+    /// The server replica that holds the private key and runs this authority's life cycle;
+    /// empty for a single server (and for records written before replicas existed). Every
+    /// replica trusts every replica's authorities; each rotates only its own.
+    pub replica: String,
 }
 
 /// A trust bundle as stored: the trust domain and its SPIFFE bundle document (JSON).

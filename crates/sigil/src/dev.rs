@@ -107,6 +107,7 @@ pub async fn run(opts: DevOptions) -> anyhow::Result<()> {
     let server_config = LoadedServerConfig {
         server: ServerConfig {
             trust_domain: td.clone(),
+            replica_id: String::new(),
             bind_address: SocketAddr::from(([127, 0, 0, 1], 0)),
             admin_socket: layout.admin_socket.clone(),
             key_dir: layout.server_dir.join("keys"),

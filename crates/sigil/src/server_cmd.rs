@@ -59,6 +59,9 @@ fn default_post_quantum() -> bool {
 #[serde(deny_unknown_fields)]
 struct RawServer {
     trust_domain: String,
+    /// This server's name among replicas sharing one PostgreSQL datastore; empty for one server.
+    #[serde(default)]
+    replica_id: String,
     #[serde(default = "default_bind")]
     bind_address: String,
     data_dir: PathBuf,
@@ -347,6 +350,17 @@ pub fn parse_server_config(text: &str) -> anyhow::Result<LoadedServerConfig> {
     })?;
     let data_dir = raw.server.data_dir.clone();
     let datastore = DatastoreConfig::from_raw(raw.datastore, &data_dir)?;
+    let replica_id = raw.server.replica_id;
+    if replica_id.len() > 64
+        || !replica_id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        bail!(
+            "invalid server.replica_id `{}`: expected up to 64 lowercase letters, digits or `-`",
+            replica_id.chars().take(80).collect::<String>()
+        );
+    }
     let ca = CaLifetimes {
         root_ttl: ttl("ca.root_ca_ttl", &raw.ca.root_ca_ttl)?,
         intermediate_ttl: ttl("ca.ca_ttl", &raw.ca.ca_ttl)?,
@@ -370,6 +384,7 @@ pub fn parse_server_config(text: &str) -> anyhow::Result<LoadedServerConfig> {
     Ok(LoadedServerConfig {
         server: ServerConfig {
             trust_domain,
+            replica_id,
             bind_address,
             admin_socket: raw
                 .server

@@ -133,6 +133,10 @@ fn command_error(err: CaManagerError) -> ApiError {
             code: ErrorCode::Conflict,
             message: refusal.to_string(),
         },
+        other @ CaManagerError::OtherReplica { .. } => ApiError {
+            code: ErrorCode::Conflict,
+            message: other.to_string(),
+        },
         CaManagerError::Store(
             race @ (StoreError::AuthorityStateConflict { .. } | StoreError::NotFound { .. }),
         ) => ApiError {

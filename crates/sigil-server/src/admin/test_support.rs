@@ -43,6 +43,7 @@ pub(crate) async fn state_and_clock() -> (AdminState, FakeClock) {
     let trust_domain = TrustDomain::parse("example.org").unwrap();
     let ca = CaManager::load_or_init(
         trust_domain.clone(),
+        "",
         Arc::new(MemoryKeyManager::new()),
         store.clone(),
         Arc::new(clock.clone()),

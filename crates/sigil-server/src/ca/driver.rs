@@ -26,6 +26,8 @@ use super::{CaLifetimes, CaManagerError};
 /// Applies the life cycle's actions to the store and the key manager.
 pub(super) struct LifecycleDriver {
     trust_domain: TrustDomain,
+    /// This server replica: it plans, rotates and signs with its own authorities only.
+    replica: String,
     keys: Arc<dyn KeyManager>,
     store: Arc<dyn Datastore>,
     lifetimes: CaLifetimes,
@@ -37,12 +39,14 @@ pub(super) struct LifecycleDriver {
 impl LifecycleDriver {
     pub(super) fn new(
         trust_domain: TrustDomain,
+        replica: String,
         keys: Arc<dyn KeyManager>,
         store: Arc<dyn Datastore>,
         lifetimes: CaLifetimes,
     ) -> Self {
         Self {
             trust_domain,
+            replica,
             keys,
             store,
             lifetimes,
@@ -50,9 +54,9 @@ impl LifecycleDriver {
         }
     }
 
-    /// Plans and applies until nothing is due at `now`; returns the records as they are then and
-    /// whether anything changed. Fails with `MissingKey` when the active, unexpired root has no
-    /// key.
+    /// Plans and applies this replica's life cycle until nothing is due at `now`; returns every
+    /// record (all replicas': the bundle trusts them all) as it is then and whether anything
+    /// changed. Fails with `MissingKey` when this replica's active, unexpired root has no key.
     pub(super) async fn settle(
         &self,
         now: SystemTime,
@@ -61,11 +65,12 @@ impl LifecycleDriver {
         let secs = unix_secs(now);
         let mut changed = false;
         for _ in 0..=MAX_ROUNDS {
-            let records = self.store.list_authorities().await?;
+            let all = self.store.list_authorities().await?;
+            let records = self.mine(&all);
             let statuses = self.statuses(&records, &mut loaded, secs)?;
             let actions = plan(&statuses, secs);
             if actions.is_empty() {
-                return Ok((records, changed));
+                return Ok((all, changed));
             }
             changed = true;
             for action in actions {
@@ -97,7 +102,17 @@ impl LifecycleDriver {
         now: SystemTime,
     ) -> Result<String, CaManagerError> {
         let mut loaded = self.loaded.lock().await;
-        let records = self.store.list_authorities().await?;
+        let all = self.store.list_authorities().await?;
+        let records = self.mine(&all);
+        if let Some(other) = command_subject(command)
+            .and_then(|id| all.iter().find(|r| r.id == id))
+            .filter(|r| r.replica != self.replica)
+        {
+            return Err(CaManagerError::OtherReplica {
+                id: other.id.clone(),
+                replica: other.replica.clone(),
+            });
+        }
         let statuses = self.statuses(&records, &mut loaded, unix_secs(now))?;
         let actions = sigil_ca::operator::command(&statuses, command, unix_secs(now))?;
         let mut subject = None;
@@ -148,6 +163,15 @@ impl LifecycleDriver {
         })
     }
 
+    /// This replica's authorities among `records`.
+    pub(super) fn mine(&self, records: &[AuthorityRecord]) -> Vec<AuthorityRecord> {
+        records
+            .iter()
+            .filter(|r| r.replica == self.replica)
+            .cloned()
+            .collect()
+    }
+
     /// The X.509 authorities of `records` that sign CRLs at `now`, with their records: every
     /// root and intermediate that is neither revoked nor expired and whose key is at hand (an
     /// old intermediate still vouches for the unexpired SVIDs it signed). An authority whose key
@@ -160,7 +184,10 @@ impl LifecycleDriver {
         let mut loaded = self.loaded.lock().await;
         let mut signers = Vec::new();
         for record in records.iter().filter(|r| {
-            r.kind != AuthorityKind::Jwt && r.state != AuthorityState::Revoked && r.not_after > now
+            r.replica == self.replica
+                && r.kind != AuthorityKind::Jwt
+                && r.state != AuthorityState::Revoked
+                && r.not_after > now
         }) {
             match self.x509_authority(record, &mut loaded) {
                 Ok(authority) => signers.push((record.clone(), authority)),
@@ -328,6 +355,7 @@ impl LifecycleDriver {
             not_before: secs,
             not_after,
             created_at: secs,
+            replica: self.replica.clone(),
         })
     }
 
@@ -361,6 +389,14 @@ impl LifecycleDriver {
             loaded.insert(key_id.to_owned(), key.clone());
         }
         Ok(key)
+    }
+}
+
+/// The authority an operator command names, if it names one.
+fn command_subject(command: &Command) -> Option<&str> {
+    match command {
+        Command::Prepare { .. } => None,
+        Command::Activate { id } | Command::Taint { id } | Command::Revoke { id } => Some(id),
     }
 }
 

@@ -79,6 +79,12 @@ pub enum CaManagerError {
     /// An operator command was refused; nothing changed.
     #[error(transparent)]
     Refused(#[from] sigil_ca::operator::CommandError),
+    /// An operator command named an authority of another server replica, which only that
+    /// replica can move (it holds the key and runs its life cycle); nothing changed.
+    #[error(
+        "authority `{id}` belongs to server replica `{replica}`: send the command to that replica"
+    )]
+    OtherReplica { id: String, replica: String },
 }
 
 /// Issues SVIDs from the active authorities and publishes the trust bundle.
@@ -153,19 +159,26 @@ impl CaManager {
     /// trust anchor is not replaced silently.
     pub async fn load_or_init(
         trust_domain: TrustDomain,
+        replica: &str,
         keys: Arc<dyn KeyManager>,
         store: Arc<dyn Datastore>,
         clock: Arc<dyn Clock>,
         lifetimes: CaLifetimes,
     ) -> Result<Arc<Self>, CaManagerError> {
-        let driver = LifecycleDriver::new(trust_domain.clone(), keys, store.clone(), lifetimes);
+        let driver = LifecycleDriver::new(
+            trust_domain.clone(),
+            replica.to_owned(),
+            keys,
+            store.clone(),
+            lifetimes,
+        );
         let (records, _) = driver.settle(clock.now()).await?;
-        let signing = driver.load_signing(&records, None).await?;
+        let signing = driver.load_signing(&driver.mine(&records), None).await?;
         let publisher = BundlePublisher::new(trust_domain.clone(), lifetimes.bundle_refresh_hint);
         let bundle = publisher
             .publish(store.as_ref(), &records, clock.unix_secs())
             .await?;
-        let next = next_transition_of(&records, clock.unix_secs());
+        let next = next_transition_of(&driver.mine(&records), clock.unix_secs());
         let list = Arc::new(DenyList::default());
         let crls = crls::sign_all(
             &driver.crl_signers(&records, clock.unix_secs()).await,
@@ -199,9 +212,10 @@ impl CaManager {
     pub async fn rotate_if_due(&self) -> Result<bool, CaManagerError> {
         let _rotation = self.rotation.lock().await;
         let (records, mut changed) = self.driver.settle(self.clock.now()).await?;
+        let mine = self.driver.mine(&records);
         let current = self.signing.load_full();
-        if signing::active_ids(&records) != current.ids() {
-            let signing = self.driver.load_signing(&records, Some(&current)).await?;
+        if signing::active_ids(&mine) != current.ids() {
+            let signing = self.driver.load_signing(&mine, Some(&current)).await?;
             self.signing.store(Arc::new(signing));
             changed = true;
         }
@@ -220,7 +234,7 @@ impl CaManager {
             self.trust_version.send_modify(|v| *v = v.wrapping_add(1));
         }
         self.next_transition
-            .store(next_transition_of(&records, now), Ordering::Relaxed);
+            .store(next_transition_of(&mine, now), Ordering::Relaxed);
         let tainted = tainted_ids(&records);
         if **self.tainted.load() != tainted {
             self.tainted.store(Arc::new(tainted));

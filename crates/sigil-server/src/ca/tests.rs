@@ -48,9 +48,16 @@ impl Fixture {
     }
 
     async fn ca(&self) -> Arc<CaManager> {
+        self.replica("", self.keys.clone()).await
+    }
+
+    /// A CA on this fixture's store and clock as server replica `replica`, holding its keys in
+    /// `keys`.
+    async fn replica(&self, replica: &str, keys: Arc<MemoryKeyManager>) -> Arc<CaManager> {
         CaManager::load_or_init(
             td(),
-            self.keys.clone(),
+            replica,
+            keys,
             self.store.clone(),
             Arc::new(self.clock.clone()),
             lifetimes(),
@@ -378,6 +385,7 @@ async fn missing_root_key_is_refused_rather_than_replacing_the_trust_anchor() {
     f.keys.delete(&root.key_id).unwrap();
     let err = CaManager::load_or_init(
         td(),
+        "",
         f.keys.clone(),
         f.store.clone(),
         Arc::new(f.clock.clone()),
@@ -589,4 +597,75 @@ async fn the_root_crl_lists_a_revoked_intermediate() {
         2,
         "root and the new intermediate only"
     );
+}
+
+/// Two server replicas on one store, each with its own key manager: each creates and rotates its
+/// own authorities (never retiring the other's), signs with its own, and both publish the union
+/// of what they trust, so what either issues verifies under the bundle of the other. An operator
+/// command on the other replica's authority is refused with nothing changed.
+#[tokio::test]
+async fn replicas_on_one_store_keep_their_own_keys_and_trust_each_others() {
+    let f = Fixture::new();
+    let a = f.replica("a", Arc::new(MemoryKeyManager::new())).await;
+    let b = f.replica("b", Arc::new(MemoryKeyManager::new())).await;
+    // A published before B existed; it picks B's authorities up on its next tick.
+    a.rotate_if_due().await.unwrap();
+    for kind in AuthorityKind::ALL {
+        let active = f.active(kind).await;
+        let owners: Vec<&str> = active.iter().map(|r| r.replica.as_str()).collect();
+        assert_eq!(owners.len(), 2, "{kind}: {owners:?}");
+        assert!(owners.contains(&"a") && owners.contains(&"b"), "{kind}");
+    }
+    for step in [300, 200, 100, 300] {
+        f.clock.advance(Duration::from_secs(step));
+        a.rotate_if_due().await.unwrap();
+        b.rotate_if_due().await.unwrap();
+        for kind in AuthorityKind::ALL {
+            for replica in ["a", "b"] {
+                let mine = f
+                    .active(kind)
+                    .await
+                    .into_iter()
+                    .filter(|r| r.replica == replica)
+                    .count();
+                assert_eq!(mine, 1, "{kind} of {replica} after {step} s");
+            }
+        }
+    }
+    a.rotate_if_due().await.unwrap();
+    b.rotate_if_due().await.unwrap();
+    assert_eq!(a.bundle().x509_authorities, b.bundle().x509_authorities);
+    assert_eq!(kids(&a.bundle()), kids(&b.bundle()));
+    assert_eq!(a.bundle().x509_authorities.len(), 2, "both roots");
+
+    let key = PrivateKey::generate().unwrap();
+    let csr = key.csr_der(&workload_id()).unwrap();
+    let from_a = a.sign_x509_svid(&csr, &workload_id(), 60, &[]).unwrap();
+    let from_b = b.sign_x509_svid(&csr, &workload_id(), 60, &[]).unwrap();
+    assert_ne!(from_a[1], from_b[1], "each signs with its own intermediate");
+    verify(&from_a, &b.bundle().x509_authorities, f.now()).unwrap();
+    verify(&from_b, &a.bundle().x509_authorities, f.now()).unwrap();
+    let jwt_b = b
+        .mint_jwt_svid(&workload_id(), &["x".to_owned()], 60)
+        .unwrap();
+    assert!(kids(&a.bundle()).contains(&jwt_b.kid.as_str()));
+
+    let b_jwt = f
+        .active(AuthorityKind::Jwt)
+        .await
+        .into_iter()
+        .find(|r| r.replica == "b")
+        .unwrap();
+    let before = f.store.list_authorities().await.unwrap();
+    let refused = a
+        .command(&Command::Taint {
+            id: b_jwt.id.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(refused, CaManagerError::OtherReplica { ref replica, .. } if replica == "b"),
+        "{refused}"
+    );
+    assert_eq!(f.store.list_authorities().await.unwrap(), before);
 }

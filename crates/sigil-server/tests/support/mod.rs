@@ -47,6 +47,7 @@ impl TestServer {
         let clock = FakeClock::new(SystemClock.now());
         let config = ServerConfig {
             trust_domain: td(),
+            replica_id: String::new(),
             bind_address: "127.0.0.1:0".parse().unwrap(),
             admin_socket: dir.path().join("admin").join("admin.sock"),
             key_dir: dir.path().join("keys"),

@@ -17,6 +17,8 @@ pub async fn authorities_are_created_once_and_listed_in_order<S: Datastore>(stor
     intermediate.issuer_id = Some(root.id.clone());
     let mut next_root = authority("root-2", AuthorityKind::X509Root, NOW + 10);
     next_root.state = AuthorityState::Prepared;
+    // Another replica's authority is stored and listed with its owner.
+    next_root.replica = "replica-b".to_owned();
     for record in [&jwt, &next_root, &intermediate, &root] {
         store
             .create_authority(record.clone())

@@ -9,14 +9,14 @@ use crate::{AuthorityKind, AuthorityRecord, AuthorityState, Change, StoreError, 
 
 const KIND: &str = "authority";
 const COLUMNS: &str = "id, kind, state, cert_der, public_key_der, key_id, issuer_id, not_before, \
-                       not_after, created_at";
+                       not_after, created_at, replica";
 
 /// Inserts a new record; `AlreadyExists` if `authority.id` is taken.
 pub(super) async fn create(tx: &mut WriteTx<'_>, authority: &AuthorityRecord) -> StoreResult<()> {
     execute(
         tx.db(),
         &format!(
-            "INSERT INTO authorities ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+            "INSERT INTO authorities ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
         ),
         &[
             &authority.id,
@@ -29,6 +29,7 @@ pub(super) async fn create(tx: &mut WriteTx<'_>, authority: &AuthorityRecord) ->
             &authority.not_before,
             &authority.not_after,
             &authority.created_at,
+            &authority.replica,
         ],
     )
     .await
@@ -133,6 +134,7 @@ struct AuthorityRow {
     not_before: i64,
     not_after: i64,
     created_at: i64,
+    replica: String,
 }
 
 impl AuthorityRow {
@@ -149,6 +151,7 @@ impl AuthorityRow {
             not_before: column(row, 7)?,
             not_after: column(row, 8)?,
             created_at: column(row, 9)?,
+            replica: column(row, 10)?,
         })
     }
 
@@ -168,6 +171,7 @@ impl AuthorityRow {
             not_before: self.not_before,
             not_after: self.not_after,
             created_at: self.created_at,
+            replica: self.replica,
         })
     }
 }

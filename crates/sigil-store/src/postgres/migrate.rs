@@ -33,10 +33,15 @@ const MIGRATIONS: &[Migration] = &[
         name: "revocation",
         sql: include_str!("../migrations/postgres/0002_revocation.sql"),
     },
+    Migration {
+        version: 3,
+        name: "authority_replica",
+        sql: include_str!("../migrations/postgres/0003_authority_replica.sql"),
+    },
 ];
 
 /// The schema version a database has once every known migration is applied.
-pub const LATEST_SCHEMA_VERSION: i64 = 2;
+pub const LATEST_SCHEMA_VERSION: i64 = 3;
 
 const CREATE_MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (
     version BIGINT PRIMARY KEY,

@@ -8,14 +8,14 @@ use crate::{AuthorityKind, AuthorityRecord, AuthorityState, Change, StoreError, 
 
 const KIND: &str = "authority";
 const COLUMNS: &str = "id, kind, state, cert_der, public_key_der, key_id, issuer_id, not_before, \
-                       not_after, created_at";
+                       not_after, created_at, replica";
 
 /// Inserts a new record; `AlreadyExists` if `authority.id` is taken.
 pub(super) fn create(conn: &Connection, authority: &AuthorityRecord) -> StoreResult<()> {
     conn.execute(
         "INSERT INTO authorities (id, kind, state, cert_der, public_key_der, key_id, issuer_id, \
-           not_before, not_after, created_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+           not_before, not_after, created_at, replica) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
         params![
             authority.id,
             authority.kind.as_str(),
@@ -27,6 +27,7 @@ pub(super) fn create(conn: &Connection, authority: &AuthorityRecord) -> StoreRes
             authority.not_before,
             authority.not_after,
             authority.created_at,
+            authority.replica,
         ],
     )
     .map_err(|e| {
@@ -120,6 +121,7 @@ struct AuthorityRow {
     not_before: i64,
     not_after: i64,
     created_at: i64,
+    replica: String,
 }
 
 impl AuthorityRow {
@@ -135,6 +137,7 @@ impl AuthorityRow {
             not_before: row.get(7)?,
             not_after: row.get(8)?,
             created_at: row.get(9)?,
+            replica: row.get(10)?,
         })
     }
 
@@ -154,6 +157,7 @@ impl AuthorityRow {
             not_before: self.not_before,
             not_after: self.not_after,
             created_at: self.created_at,
+            replica: self.replica,
         })
     }
 }

@@ -35,6 +35,7 @@ impl AdminServer {
         let trust_domain = TrustDomain::parse("example.org").unwrap();
         let ca = CaManager::load_or_init(
             trust_domain.clone(),
+            "",
             Arc::new(MemoryKeyManager::new()),
             store.clone(),
             Arc::new(SystemClock),
