@@ -15,6 +15,7 @@
     reason = "fixtures outside #[test] functions: a failed unwrap is a failed test"
 )]
 
+use std::io::Write as _;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -66,10 +67,15 @@ impl TestSchema {
                          PostgreSQL tests may not be skipped: {detail}"
                     );
                 }
-                eprintln!(
-                    "NOTICE: skipping a PostgreSQL test: the database (SIGIL_TEST_POSTGRES_URL, \
-                     default {DEFAULT_URL}) is unreachable: {detail}"
-                );
+                // Straight to the stderr handle: libtest captures `eprintln!` of passing tests.
+                static NOTICE: std::sync::Once = std::sync::Once::new();
+                NOTICE.call_once(|| {
+                    let _ = writeln!(
+                        std::io::stderr(),
+                        "NOTICE: skipping the PostgreSQL tests: the database \
+                         (SIGIL_TEST_POSTGRES_URL, default {DEFAULT_URL}) is unreachable: {detail}"
+                    );
+                });
                 return None;
             }
         };
@@ -348,7 +354,8 @@ async fn listener_reconnects_and_catches_up_after_losing_its_connection() {
 
     writer.put_bundle(bundle("example.org", 2)).await.unwrap();
     watch_reaches(&mut watch, 2).await;
-    assert_eq!(*watch.borrow(), writer.latest_change().await.unwrap());
+    let seen = *watch.borrow();
+    assert_eq!(seen, writer.latest_change().await.unwrap());
 }
 
 /// Several servers starting at once on an empty schema: every connect succeeds and the schema
