@@ -338,19 +338,51 @@ async fn listener_reconnects_and_catches_up_after_losing_its_connection() {
     let mut watch = watched.watch_changes();
     let admin = schema.client().await;
 
-    let killed: i64 = admin
+    let listeners = format!("{} listener", schema.name);
+    let killed: Vec<i32> = admin
+        .query(
+            // Materialised first: in one WHERE the planner may call pg_terminate_backend on
+            // rows the name test would have filtered out.
+            "WITH listener AS MATERIALIZED \
+               (SELECT pid FROM pg_stat_activity WHERE application_name = $1) \
+             SELECT pid FROM listener WHERE pg_terminate_backend(pid)",
+            &[&listeners],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(killed.len(), 2, "one listener per store");
+    wait_for("the killed listeners to be gone", || {
+        let (admin, killed) = (&admin, &killed);
+        async move {
+            let alive: i64 = admin
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity WHERE pid = ANY($1)",
+                    &[killed],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            alive == 0
+        }
+    })
+    .await;
+    // Both listeners are down (or reconnecting) while this commits.
+    writer.put_bundle(bundle("example.org", 1)).await.unwrap();
+    watch_reaches(&mut watch, 1).await;
+
+    let reconnected: i64 = admin
         .query_one(
-            "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-             WHERE application_name = $1) AS killed",
-            &[&format!("{} listener", schema.name)],
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE application_name = $1 AND NOT pid = ANY($2)",
+            &[&listeners, &killed],
         )
         .await
         .unwrap()
         .get(0);
-    assert_eq!(killed, 2, "one listener per store");
-    // Both listeners are down (or reconnecting) while this commits.
-    writer.put_bundle(bundle("example.org", 1)).await.unwrap();
-    watch_reaches(&mut watch, 1).await;
+    assert_eq!(reconnected, 2, "both listeners are back on new connections");
 
     writer.put_bundle(bundle("example.org", 2)).await.unwrap();
     watch_reaches(&mut watch, 2).await;
