@@ -15,18 +15,6 @@ if ! command -v openssl >/dev/null 2>&1; then
     fi
 fi
 
-# The PostgreSQL datastore tests (crates/sigil-store/tests/postgres.rs) need a server on
-# 127.0.0.1:5432, or SIGIL_TEST_POSTGRES_URL; under CI they fail rather than skip without one.
-# Start the machine's cluster when it is installed but stopped.
-if [[ -z "${SIGIL_TEST_POSTGRES_URL:-}" ]] && command -v pg_isready >/dev/null 2>&1 \
-    && ! pg_isready -q -h 127.0.0.1 -p 5432 && command -v pg_ctlcluster >/dev/null 2>&1; then
-    for version in /etc/postgresql/*/; do
-        version="$(basename "$version")"
-        echo "starting PostgreSQL $version (for the datastore tests)"
-        pg_ctlcluster --skip-systemctl-redirect "$version" main start || true
-    done
-fi
-
 ./interop/python/setup.sh
 ./interop/schemathesis/setup.sh
 
