@@ -713,8 +713,13 @@ fn skip_value(s: &str) -> &str {
     }
 }
 
-/// Moves the watch channel forward to `newest`, never back.
+/// Moves the watch channel forward to `newest`, never back. The common case (the listener
+/// hearing of a change this store already announced) takes only the read lock, so it cannot
+/// wait for a receiver that holds a borrow.
 fn advance(latest: &watch::Sender<u64>, newest: u64) {
+    if newest <= *latest.borrow() {
+        return;
+    }
     latest.send_if_modified(|seen| {
         let moved = newest > *seen;
         if moved {

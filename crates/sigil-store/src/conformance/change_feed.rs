@@ -426,7 +426,10 @@ pub async fn watch_changes_sees_each_new_sequence<S: Datastore>(store: S) {
         .await
         .expect("put bundle");
     let mut watch = store.watch_changes();
-    assert_eq!(*watch.borrow_and_update(), latest(&store).await);
+    // Copied out first: a borrow held across an await blocks the store's sender (another task
+    // moving the watch) on a worker thread.
+    let seen = *watch.borrow_and_update();
+    assert_eq!(seen, latest(&store).await);
     for sequence in 2..=4 {
         store
             .put_bundle(bundle("example.org", sequence))
@@ -436,7 +439,8 @@ pub async fn watch_changes_sees_each_new_sequence<S: Datastore>(store: S) {
             .await
             .expect("notified within 5 s")
             .expect("store still open");
-        assert_eq!(*watch.borrow_and_update(), latest(&store).await);
+        let seen = *watch.borrow_and_update();
+        assert_eq!(seen, latest(&store).await);
     }
 }
 

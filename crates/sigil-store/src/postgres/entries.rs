@@ -72,25 +72,33 @@ pub(super) async fn get(db: &impl GenericClient, id: &str) -> StoreResult<Option
 pub(super) async fn list(db: &impl GenericClient, filter: &EntryFilter) -> StoreResult<Vec<Entry>> {
     let spiffe_id = filter.spiffe_id.as_ref().map(SpiffeId::as_str);
     let parent_id = filter.parent_id.as_ref().map(SpiffeId::as_str);
-    let owner = filter.owner.as_deref();
     let mut wanted: Vec<String> = filter.selectors.iter().map(ToString::to_string).collect();
     wanted.sort();
     wanted.dedup();
-    // One statement for every filter combination (a NULL parameter matches everything), so it
-    // is prepared once per connection; `@>` on the selector array is answered by the GIN index.
-    let rows = query(
-        db,
-        &format!(
-            "SELECT {COLUMNS} FROM entries \
-             WHERE ($1::text IS NULL OR spiffe_id = $1) \
-               AND ($2::text IS NULL OR parent_id = $2) \
-               AND ($3::text IS NULL OR owner = $3) \
-               AND (cardinality($4::text[]) = 0 OR selectors @> $4) \
-             ORDER BY id"
-        ),
-        &[&spiffe_id, &parent_id, &owner, &wanted],
-    )
-    .await?;
+    // Only the set filters become conditions, so each can use its index whatever plan the
+    // server caches (`col = $1 OR $1 IS NULL` would defeat a generic plan); there are at most
+    // 16 statement texts, each prepared once per connection.
+    let mut conditions: Vec<(&str, &(dyn ToSql + Sync))> = Vec::new();
+    if let Some(spiffe_id) = &spiffe_id {
+        conditions.push(("spiffe_id =", spiffe_id));
+    }
+    if let Some(parent_id) = &parent_id {
+        conditions.push(("parent_id =", parent_id));
+    }
+    if let Some(owner) = &filter.owner {
+        conditions.push(("owner =", owner));
+    }
+    if !wanted.is_empty() {
+        // Answered by the GIN index on the selector array.
+        conditions.push(("selectors @>", &wanted));
+    }
+    let mut sql = format!("SELECT {COLUMNS} FROM entries WHERE true");
+    for (n, (test, _)) in (1..).zip(&conditions) {
+        sql.push_str(&format!(" AND {test} ${n}"));
+    }
+    sql.push_str(" ORDER BY id");
+    let params: Vec<&(dyn ToSql + Sync)> = conditions.iter().map(|(_, value)| *value).collect();
+    let rows = query(db, &sql, &params).await?;
     rows.iter()
         .map(|row| EntryRow::read(row)?.into_entry())
         .collect()
