@@ -478,7 +478,7 @@ mod tests {
         assert!(c.server.tls.post_quantum);
         assert!(matches!(
             c.datastore,
-            DatastoreConfig::Sqlite { ref path } if *path == PathBuf::from("/var/lib/sigil/server/datastore.sqlite3")
+            DatastoreConfig::Sqlite { ref path } if path.as_path() == Path::new("/var/lib/sigil/server/datastore.sqlite3")
         ));
     }
 
