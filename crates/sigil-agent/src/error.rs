@@ -86,22 +86,22 @@ pub enum AttemptError {
 
 /// `errors` on one line, each with its causes, separated by `; `.
 fn describe(errors: &[AttemptError]) -> String {
-    let mut out = String::new();
-    for (i, e) in errors.iter().enumerate() {
-        if i > 0 {
-            out.push_str("; ");
+    let described: Vec<String> = errors.iter().map(|e| with_causes(e)).collect();
+    described.join("; ")
+}
+
+/// `error` and its chain of causes on one line, separated by `: `.
+pub(crate) fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut out = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        // Some messages already end with their cause's.
+        if !out.ends_with(&cause_text) {
+            out.push_str(": ");
+            out.push_str(&cause_text);
         }
-        out.push_str(&e.to_string());
-        let mut source = std::error::Error::source(e);
-        while let Some(cause) = source {
-            let cause_text = cause.to_string();
-            // Some messages already end with their cause's.
-            if !out.ends_with(&cause_text) {
-                out.push_str(": ");
-                out.push_str(&cause_text);
-            }
-            source = cause.source();
-        }
+        source = cause.source();
     }
     out
 }

@@ -15,7 +15,7 @@ use sigil_spiffe::SpiffeId;
 use sigil_tls::LiveRoots;
 
 use crate::config::AgentConfig;
-use crate::error::{AgentError, AttemptError};
+use crate::error::{AgentError, AttemptError, with_causes};
 use crate::server_client::{self, ConnectError};
 use crate::state::AgentIdentity;
 use crate::wire::bundle_from_pb;
@@ -74,7 +74,7 @@ async fn attest(config: &AgentConfig, token: &str) -> Result<(AgentIdentity, usi
         match attest_at(config, addr, roots.clone(), token).await {
             Ok(id) => return Ok((id, index)),
             Err(AttestAt::Next(e)) => {
-                tracing::warn!(server = %addr, error = %e, "cannot attest through this server address");
+                tracing::warn!(server = %addr, error = %with_causes(&e), "cannot attest through this server address");
                 failures.push(e);
             }
             Err(AttestAt::Final(e)) => return Err(e),

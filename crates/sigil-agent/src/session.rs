@@ -42,7 +42,7 @@ use sigil_tls::{LiveRoots, LiveSvid};
 use tokio::sync::watch;
 
 use crate::config::AgentConfig;
-use crate::error::AgentError;
+use crate::error::{AgentError, with_causes};
 use crate::failover::{NextAttempt, ServerFailover};
 use crate::jwt::TaintedAuthorities;
 use crate::publish::{build_snapshot, publish};
@@ -229,7 +229,7 @@ impl Session {
             self.config.tls,
         )
         .await
-        .map_err(|e| SessionError::Retry(e.to_string()))?;
+        .map_err(|e| SessionError::Retry(with_causes(&e)))?;
         self.client.store(Some(Arc::new(client.clone())));
         let mut stream = client
             .sync_authorized_entries(pb::SyncAuthorizedEntriesRequest {
@@ -239,7 +239,7 @@ impl Session {
             .map_err(classify)?
             .into_inner();
         self.servers.connected();
-        tracing::debug!(%server, "sync stream open");
+        tracing::info!(%server, "sync stream open");
         loop {
             let now = self.clock.unix_secs();
             let next = self
