@@ -73,11 +73,15 @@ impl AgentHandle {
 
 /// Starts the agent described by `config`; returns once the Workload API socket is bound.
 ///
+/// A configuration without a server address is refused ([`AgentError::NoServerAddress`]).
 /// Before anything else it takes the exclusive lock of the data directory (created 0700 if
 /// missing) and fails with [`AgentError::AlreadyRunning`] when another agent holds it; it also
 /// refuses a Workload API socket another process answers on ([`AgentError::WorkloadSocket`])
 /// instead of replacing it. Then it resumes the stored identity or attests with the join token.
 pub async fn start(config: AgentConfig, clock: Arc<dyn Clock>) -> Result<AgentHandle, AgentError> {
+    if config.server_addresses.is_empty() {
+        return Err(AgentError::NoServerAddress);
+    }
     create_dir(&config.data_dir)?;
     let lock = DataDirLock::acquire(&config.data_dir)?;
     if let Some(parent) = config.socket_path.parent()
@@ -89,12 +93,12 @@ pub async fn start(config: AgentConfig, clock: Arc<dyn Clock>) -> Result<AgentHa
     remove_stale_socket(&config.socket_path)?;
 
     sigil_tls::install_default_provider();
-    let identity = load_or_attest(&config, clock.unix_secs()).await?;
+    let (identity, first_server) = load_or_attest(&config, clock.unix_secs()).await?;
     let socket_path = config.socket_path.clone();
     let attestor = UnixAttestor::new(UnixAttestorConfig {
         max_hash_bytes: config.max_hash_bytes,
     });
-    let session = Session::new(config, clock.clone(), identity)?;
+    let session = Session::new(config, clock.clone(), identity, first_server)?;
     let spiffe_id = session.spiffe_id().clone();
     let context = WorkloadApiContext {
         snapshots: session.snapshots(),

@@ -9,8 +9,11 @@ use sigil_spiffe::TrustDomain;
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
     pub trust_domain: TrustDomain,
-    /// `host:port` of the server's agent API.
-    pub server_address: String,
+    /// `host:port` of each server replica's agent API, in the order the agent tries them (it
+    /// starts from the last one that worked and moves to the next one when a connection fails).
+    /// Must not be empty: [`crate::start`] refuses an empty list with
+    /// [`crate::AgentError::NoServerAddress`].
+    pub server_addresses: Vec<String>,
     /// DER X.509 authorities trusted for the first connection (before the agent holds a bundle).
     pub bootstrap_roots: Vec<Vec<u8>>,
     /// One-time join token for the first attestation; unused once the agent has an SVID.

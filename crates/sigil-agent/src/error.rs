@@ -17,6 +17,12 @@ pub enum AgentError {
     Keys(#[from] sigil_keys::KeyError),
     #[error("TLS: {0}")]
     Tls(#[from] sigil_tls::TlsError),
+    #[error("the configuration names no server address")]
+    NoServerAddress,
+    /// Every server address failed (unreachable, TLS refused, a failure on the server's side)
+    /// during attestation: one failure per address, in the order tried.
+    #[error("no server address could attest the agent: {}", describe(.0))]
+    NoServerAnswered(Vec<AttemptError>),
     #[error("the agent has never attested and no join token is configured")]
     NoJoinToken,
     #[error("the agent SVID expired at {0}; attest again with a new join token")]
@@ -63,4 +69,39 @@ pub enum AgentError {
     WorkloadApi(#[from] WorkloadServerError),
     #[error("an agent task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
+}
+
+/// Why one server address could not be used (the agent moved on to the next one).
+#[derive(Debug, thiserror::Error)]
+pub enum AttemptError {
+    #[error(transparent)]
+    Connect(ConnectError),
+    #[error("the server at `{addr}` failed: {code:?}: {message}")]
+    Status {
+        addr: String,
+        code: tonic::Code,
+        message: String,
+    },
+}
+
+/// `errors` on one line, each with its causes, separated by `; `.
+fn describe(errors: &[AttemptError]) -> String {
+    let described: Vec<String> = errors.iter().map(|e| with_causes(e)).collect();
+    described.join("; ")
+}
+
+/// `error` and its chain of causes on one line, separated by `: `.
+pub(crate) fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut out = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        // Some messages already end with their cause's.
+        if !out.ends_with(&cause_text) {
+            out.push_str(": ");
+            out.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    out
 }

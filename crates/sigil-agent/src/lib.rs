@@ -12,6 +12,9 @@ pub mod attestor;
 pub mod config;
 mod data_dir_lock;
 mod error;
+mod failover;
+#[cfg(test)]
+mod fake_server;
 pub mod jwt;
 mod node_attestation;
 mod publish;
@@ -27,4 +30,4 @@ pub mod workload;
 pub use agent::{AgentHandle, start};
 pub use config::AgentConfig;
 pub use data_dir_lock::DataDirLock;
-pub use error::AgentError;
+pub use error::{AgentError, AttemptError};

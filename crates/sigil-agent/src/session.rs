@@ -8,6 +8,13 @@
 //! keeps retrying with capped exponential backoff (each wait drawn between half and all of it, so
 //! agents cut off together do not reconnect in step), until the SVIDs expire.
 //!
+//! Failover: with several server addresses (replicas of one trust domain), a connection that
+//! fails or ends moves to the next address at once; only a full round of failures waits the
+//! backoff (see `failover`). Every replica is verified as today's single server is: its TLS
+//! certificate must chain to the agent's trust bundle and carry `spiffe://<td>/sigil/server`.
+//! The agent presents its current SVID to whichever replica it reaches (they share the trust
+//! domain's CA), so resuming on another replica needs no new attestation.
+//!
 //! Revocation: each sync message carries the whole deny-list and the CRLs. Held X509-SVIDs whose
 //! serial is listed are re-signed at once (see `svid_cache` for what is served meanwhile),
 //! cached JWT-SVIDs whose `jti` is listed are no longer served and `ValidateJWTSVID` refuses
@@ -18,6 +25,10 @@
 //! once (every held SVID dropped, an empty snapshot published, so Workload API streams end with
 //! `PermissionDenied`), deletes its stored identity so it is never presented again, and the
 //! session ends with [`AgentError::Rejected`].
+//!
+//! Open question (several replicas): a refusal is final, whichever replica sends it, so a
+//! replica that has not caught up with the database could wrongly refuse a valid agent, which
+//! would then delete a good identity. Not handled yet: see the comment on [`classify`].
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -31,7 +42,8 @@ use sigil_tls::{LiveRoots, LiveSvid};
 use tokio::sync::watch;
 
 use crate::config::AgentConfig;
-use crate::error::AgentError;
+use crate::error::{AgentError, with_causes};
+use crate::failover::{NextAttempt, ServerFailover};
 use crate::jwt::TaintedAuthorities;
 use crate::publish::{build_snapshot, publish};
 use crate::revocation::{RevokedIds, RevokedJwtSvids, bounded_crls};
@@ -56,6 +68,8 @@ pub(crate) struct Session {
     roots: Arc<LiveRoots>,
     svid: Arc<LiveSvid>,
     client: Arc<ArcSwapOption<Client>>,
+    /// The server addresses, which one is used now, and the backoff.
+    servers: ServerFailover,
     snapshot_tx: watch::Sender<Arc<IdentitySnapshot>>,
     cache: SvidCache,
     bundle: Arc<TrustBundle>,
@@ -75,7 +89,8 @@ enum SessionEnd {
 
 /// How one connection to the server ended with an error.
 enum SessionError {
-    /// Worth reconnecting (after a backoff).
+    /// Worth reconnecting: to the next server address at once, or after a backoff when every
+    /// address has failed in a row.
     Retry(String),
     /// The server refuses this agent (the status message says why): its identity is void.
     Refused(String),
@@ -84,12 +99,22 @@ enum SessionError {
 }
 
 impl Session {
-    /// A session for `identity`, serving nothing yet.
+    /// A session for `identity`, serving nothing yet, that connects first to the server address
+    /// at index `first_server` (the one attestation used, if it just happened). Fails with
+    /// [`AgentError::NoServerAddress`] when the configuration names no server.
     pub(crate) fn new(
         config: AgentConfig,
         clock: Arc<dyn Clock>,
         identity: AgentIdentity,
+        first_server: usize,
     ) -> Result<Self, AgentError> {
+        let servers = ServerFailover::new(
+            config.server_addresses.clone(),
+            first_server,
+            FIRST_BACKOFF,
+            config.max_backoff,
+        )
+        .ok_or(AgentError::NoServerAddress)?;
         let roots = Arc::new(LiveRoots::new(&identity.bundle.x509_authorities));
         let svid = Arc::new(LiveSvid::new(
             &identity.cert_chain,
@@ -105,6 +130,7 @@ impl Session {
             roots,
             svid,
             client: Arc::new(ArcSwapOption::empty()),
+            servers,
             snapshot_tx,
             cache: SvidCache::default(),
             bundle,
@@ -146,7 +172,6 @@ impl Session {
         mut self,
         mut shutdown: watch::Receiver<bool>,
     ) -> Result<(), AgentError> {
-        let mut backoff = FIRST_BACKOFF;
         loop {
             if *shutdown.borrow() {
                 return Ok(());
@@ -154,41 +179,57 @@ impl Session {
             if self.identity.expires_at <= self.clock.unix_secs() {
                 return Err(AgentError::SvidExpired(self.identity.expires_at));
             }
-            match self.connection(&mut shutdown).await {
+            let server = self.servers.address().to_owned();
+            let why = match self.connection(&server, &mut shutdown).await {
                 Ok(SessionEnd::Shutdown) => return Ok(()),
-                Ok(SessionEnd::Reconnect) => {
-                    backoff = FIRST_BACKOFF;
-                    continue;
-                }
+                // Same server, at once: it just renewed the agent SVID.
+                Ok(SessionEnd::Reconnect) => continue,
                 Err(SessionError::Fatal(e)) => return Err(e),
                 Err(SessionError::Refused(reason)) => return Err(self.discard_identity(reason)),
-                Err(SessionError::Retry(why)) => {
-                    tracing::warn!(error = %why, retry_in = ?backoff, "server session ended");
+                Err(SessionError::Retry(why)) => why,
+            };
+            let wait = match self.servers.failed() {
+                NextAttempt::Now => {
+                    tracing::warn!(
+                        %server,
+                        error = %why,
+                        next_server = %self.servers.address(),
+                        "server session ended; trying the next server address"
+                    );
+                    continue;
                 }
-            }
-            let wait = jittered_backoff(backoff, random_sample());
+                NextAttempt::After(backoff) => jittered_backoff(backoff, random_sample()),
+            };
+            tracing::warn!(
+                %server,
+                error = %why,
+                retry_in = ?wait,
+                next_server = %self.servers.address(),
+                "server session ended and no server address answered; retrying after a backoff"
+            );
             tokio::select! {
                 () = tokio::time::sleep(wait) => {}
                 _ = shutdown.changed() => return Ok(()),
             }
-            backoff = (backoff * 2).min(self.config.max_backoff);
         }
     }
 
-    /// One connection: follow the sync stream and wake for renewals until it ends.
+    /// One connection to the server at `server`: follow the sync stream and wake for renewals
+    /// until it ends.
     async fn connection(
         &mut self,
+        server: &str,
         shutdown: &mut watch::Receiver<bool>,
     ) -> Result<SessionEnd, SessionError> {
         let mut client = server_client::connect(
-            &self.config.server_address,
+            server,
             &self.config.trust_domain,
             self.roots.clone(),
             Some(self.svid.clone()),
             self.config.tls,
         )
         .await
-        .map_err(|e| SessionError::Retry(e.to_string()))?;
+        .map_err(|e| SessionError::Retry(with_causes(&e)))?;
         self.client.store(Some(Arc::new(client.clone())));
         let mut stream = client
             .sync_authorized_entries(pb::SyncAuthorizedEntriesRequest {
@@ -197,6 +238,8 @@ impl Session {
             .await
             .map_err(classify)?
             .into_inner();
+        self.servers.connected();
+        tracing::info!(%server, "sync stream open");
         loop {
             let now = self.clock.unix_secs();
             let next = self
@@ -207,13 +250,17 @@ impl Session {
                 .max(MIN_WAKE);
             tokio::select! {
                 msg = stream.message() => match msg {
-                    Ok(Some(m)) => self.apply(&mut client, m).await?,
+                    Ok(Some(m)) => {
+                        self.servers.served();
+                        self.apply(&mut client, m).await?;
+                    }
                     Ok(None) => return Err(SessionError::Retry("the server closed the sync stream".into())),
                     Err(status) => return Err(classify(status)),
                 },
                 () = tokio::time::sleep(wait) => {
                     if self.clock.unix_secs() >= self.identity_renew_at {
                         self.renew_agent_svid(&mut client).await?;
+                        self.servers.served();
                         // Reconnect so the server sees the new SVID.
                         return Ok(SessionEnd::Reconnect);
                     }
@@ -414,7 +461,16 @@ impl Session {
 }
 
 /// Only a refusal of the agent itself (`PermissionDenied`: the server's answer to a banned,
-/// evicted or replaced agent) is final; everything else is retried.
+/// evicted or replaced agent) is final; everything else is retried, on the next server address.
+//
+// Open question with several replicas: each replica judges the agent from its own in-memory
+// agent index, fed by the shared database's change feed. A replica that has not caught up (it
+// has not yet applied an attestation or a renewal recorded through another replica) answers
+// `PermissionDenied` ("not attested", "an SVID that is no longer current") to a valid agent,
+// which then deletes its identity for good. Whether the server should catch up with the store
+// before refusing an agent or serial it does not know, or the agent should have a refusal
+// confirmed by another replica, is not decided; today a refusal is final, as with one server.
+// (The session starts on the replica that attested the agent, which narrows the first case.)
 fn classify(status: tonic::Status) -> SessionError {
     match status.code() {
         tonic::Code::PermissionDenied => SessionError::Refused(status.message().to_owned()),
@@ -433,6 +489,7 @@ pub(crate) mod tests {
     use tonic::transport::Channel;
 
     use super::*;
+    use crate::fake_server::{CountingListener, FakeServer, SERVER_ID, TestCa};
     use crate::state::tests::{sample_identity, self_signed};
     use crate::svid_cache::REVOKED_SVID_GRACE_SECS;
     use crate::svid_cache::tests::{NOW, current, entry, held_serial};
@@ -447,7 +504,7 @@ pub(crate) mod tests {
             .port();
         AgentConfig {
             trust_domain: TrustDomain::parse("example.org").unwrap(),
-            server_address: format!("127.0.0.1:{port}"),
+            server_addresses: vec![format!("127.0.0.1:{port}")],
             bootstrap_roots: Vec::new(),
             join_token: None,
             data_dir: dir.join("data"),
@@ -464,13 +521,13 @@ pub(crate) mod tests {
         let identity = sample_identity(NOW + 3_600);
         identity.save(&config.data_dir).unwrap();
         let clock = FakeClock::new(from_unix_secs(NOW));
-        let session = Session::new(config, Arc::new(clock.clone()), identity).unwrap();
+        let session = Session::new(config, Arc::new(clock.clone()), identity, 0).unwrap();
         (session, clock)
     }
 
     /// A client whose every call fails as unreachable.
     fn unreachable_client(session: &Session) -> Client {
-        let uri = format!("http://{}", session.config.server_address);
+        let uri = format!("http://{}", session.servers.address());
         AgentServiceClient::new(Channel::from_shared(uri).unwrap().connect_lazy())
     }
 
@@ -812,5 +869,165 @@ pub(crate) mod tests {
             .unwrap()
             .unwrap();
         assert!(result.is_ok());
+    }
+
+    /// A session on a fake clock at `NOW` for an agent identity issued by `ca`, over
+    /// `addresses`, whose first backoff is a minute: any wait shows as a test timeout.
+    fn failover_session(dir: &Path, ca: &TestCa, addresses: &[String]) -> Session {
+        let mut config = test_config(dir);
+        config.server_addresses = addresses.to_vec();
+        config.max_backoff = Duration::from_secs(60);
+        let identity = ca.agent_identity(NOW + 3_600);
+        identity.save(&config.data_dir).unwrap();
+        let clock = FakeClock::new(from_unix_secs(NOW));
+        let mut session = Session::new(config, Arc::new(clock), identity, 0).unwrap();
+        session.servers = ServerFailover::new(
+            addresses.to_vec(),
+            0,
+            Duration::from_secs(60),
+            Duration::from_secs(60),
+        )
+        .unwrap();
+        session
+    }
+
+    /// A sync message that keeps the held entries and carries `crl`: the agent's snapshot shows
+    /// which server it synced with.
+    fn marked_message(crl: u8) -> pb::SyncAuthorizedEntriesResponse {
+        pb::SyncAuthorizedEntriesResponse {
+            entries_unchanged: true,
+            crls: vec![vec![0x30, 0x03, 0x02, 0x01, crl]],
+            ..Default::default()
+        }
+    }
+
+    /// Waits until the published snapshot carries `crl` (see [`marked_message`]).
+    async fn wait_for_crl(rx: &mut watch::Receiver<Arc<IdentitySnapshot>>, crl: u8) {
+        let want = vec![vec![0x30, 0x03, 0x02, 0x01, crl]];
+        tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|s| *s.crls == want))
+            .await
+            .expect("the agent did not sync in time")
+            .unwrap();
+    }
+
+    /// A port nothing listens on.
+    fn dead_address() -> String {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().to_string()
+    }
+
+    #[tokio::test]
+    async fn a_dead_first_address_is_skipped_and_the_agent_syncs_through_the_next() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = TestCa::new("example.org");
+        let server = FakeServer::start(ca.svid(SERVER_ID), &[ca.root()], marked_message(7)).await;
+        let session = failover_session(dir.path(), &ca, &[dead_address(), server.addr()]);
+        let own_leaf = session.identity.cert_chain[0].clone();
+        let mut rx = session.snapshots();
+        let (stop, stop_rx) = watch::channel(false);
+        let running = tokio::spawn(session.run(stop_rx));
+
+        // Within seconds, where a backoff would take a minute: the next address came at once.
+        wait_for_crl(&mut rx, 7).await;
+        assert_eq!(
+            server.syncs(),
+            [Some(own_leaf)],
+            "one stream, authenticated with the agent's current SVID (no new attestation)"
+        );
+        stop.send(true).unwrap();
+        let result = tokio::time::timeout(Duration::from_secs(5), running).await;
+        assert!(result.unwrap().unwrap().is_ok());
+        server.stop().await;
+    }
+
+    #[tokio::test]
+    async fn when_the_server_goes_away_the_next_address_is_tried_at_once_and_serving_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = TestCa::new("example.org");
+        let server = FakeServer::start(ca.svid(SERVER_ID), &[ca.root()], marked_message(1)).await;
+        let next = CountingListener::start().await;
+        let mut session = failover_session(dir.path(), &ca, &[server.addr(), next.addr()]);
+        hold(&mut session, entry("e-a", "spiffe://example.org/a", 1));
+        let mut rx = session.snapshots();
+        let (stop, stop_rx) = watch::channel(false);
+        let running = tokio::spawn(session.run(stop_rx));
+        wait_for_crl(&mut rx, 1).await;
+        assert_eq!(
+            next.count(),
+            0,
+            "the first address worked: the next one is not tried"
+        );
+        let serving = |rx: &watch::Receiver<Arc<IdentitySnapshot>>| {
+            rx.borrow()
+                .identities
+                .iter()
+                .map(|i| i.entry_id.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(serving(&rx), ["e-a"]);
+
+        server.stop().await;
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while next.count() == 0 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("the next address was not tried at once (a one-minute backoff came first?)");
+        // Both addresses have now failed in a row: the agent waits its backoff, it does not spin.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(next.count(), 1);
+        assert_eq!(serving(&rx), ["e-a"], "held SVIDs are served meanwhile");
+        assert!(!running.is_finished());
+
+        stop.send(true).unwrap();
+        let result = tokio::time::timeout(Duration::from_secs(5), running).await;
+        assert!(
+            result.unwrap().unwrap().is_ok(),
+            "shutdown ends the backoff"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_server_whose_certificate_does_not_verify_is_skipped_like_a_dead_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = TestCa::new("example.org");
+        // Both impostors would accept the agent (they trust its root), so only the agent's own
+        // check of their certificate keeps it from syncing with them.
+        let other_ca = TestCa::new("example.org");
+        let foreign_root =
+            FakeServer::start(other_ca.svid(SERVER_ID), &[ca.root()], marked_message(2)).await;
+        let wrong_id = FakeServer::start(
+            ca.svid("spiffe://example.org/not-the-server"),
+            &[ca.root()],
+            marked_message(3),
+        )
+        .await;
+        let server = FakeServer::start(ca.svid(SERVER_ID), &[ca.root()], marked_message(4)).await;
+        let session = failover_session(
+            dir.path(),
+            &ca,
+            &[foreign_root.addr(), wrong_id.addr(), server.addr()],
+        );
+        let mut rx = session.snapshots();
+        let (stop, stop_rx) = watch::channel(false);
+        let running = tokio::spawn(session.run(stop_rx));
+
+        wait_for_crl(&mut rx, 4).await;
+        assert_eq!(server.syncs().len(), 1);
+        assert!(
+            foreign_root.syncs().is_empty(),
+            "a server under another root"
+        );
+        assert!(
+            wrong_id.syncs().is_empty(),
+            "a certificate without the server's ID"
+        );
+        stop.send(true).unwrap();
+        let result = tokio::time::timeout(Duration::from_secs(5), running).await;
+        assert!(result.unwrap().unwrap().is_ok());
+        for s in [foreign_root, wrong_id, server] {
+            s.stop().await;
+        }
     }
 }

@@ -14,6 +14,10 @@ use crate::server_cmd::{RawTls, read_config_file, shutdown_signal};
 
 /// Default limit for hashing workload binaries (`unix:sha256`).
 const DEFAULT_MAX_HASH_BYTES: u64 = 256 * 1024 * 1024;
+/// Most server addresses an agent may list.
+const MAX_SERVER_ADDRESSES: usize = 16;
+/// Longest `host:port` accepted: a 253-byte DNS name (or a bracketed IPv6 address), `:`, a port.
+const MAX_SERVER_ADDRESS_LEN: usize = 261;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -27,7 +31,10 @@ struct RawAgentFile {
 #[serde(deny_unknown_fields)]
 struct RawAgent {
     trust_domain: String,
-    server_address: String,
+    /// One server (the same as a list of one); exclusive with `server_addresses`.
+    server_address: Option<String>,
+    /// The servers (replicas of one trust domain), tried in order.
+    server_addresses: Option<Vec<String>>,
     trust_bundle_path: Option<PathBuf>,
     join_token: Option<String>,
     data_dir: PathBuf,
@@ -42,15 +49,7 @@ pub fn parse_agent_config(text: &str) -> anyhow::Result<AgentConfig> {
     let a = raw.agent;
     let trust_domain = TrustDomain::parse(&a.trust_domain)
         .map_err(|e| anyhow::anyhow!("invalid agent.trust_domain `{}`: {e}", a.trust_domain))?;
-    if a.server_address
-        .rsplit_once(':')
-        .is_none_or(|(_, p)| p.parse::<u16>().is_err())
-    {
-        anyhow::bail!(
-            "invalid agent.server_address `{}`: expected host:port",
-            a.server_address
-        );
-    }
+    let server_addresses = server_addresses(a.server_address, a.server_addresses)?;
     let bootstrap_roots = match &a.trust_bundle_path {
         Some(path) => {
             let text = read_config_file(path)?;
@@ -68,7 +67,7 @@ pub fn parse_agent_config(text: &str) -> anyhow::Result<AgentConfig> {
         .unwrap_or_else(|| a.data_dir.join("workload.sock"));
     Ok(AgentConfig {
         trust_domain,
-        server_address: a.server_address,
+        server_addresses,
         bootstrap_roots,
         join_token: a.join_token.filter(|t| !t.is_empty()),
         data_dir: a.data_dir,
@@ -77,6 +76,53 @@ pub fn parse_agent_config(text: &str) -> anyhow::Result<AgentConfig> {
         max_backoff: Duration::from_secs(30),
         tls: raw.tls.policy(),
     })
+}
+
+/// The agent's server addresses from `server_address` (a list of one) or `server_addresses`
+/// (exactly one of them must be set): 1 to [`MAX_SERVER_ADDRESSES`] `host:port` entries, no
+/// two the same (host compared without case).
+fn server_addresses(
+    single: Option<String>,
+    list: Option<Vec<String>>,
+) -> anyhow::Result<Vec<String>> {
+    let (key, addresses) = match (single, list) {
+        (Some(one), None) => ("agent.server_address", vec![one]),
+        (None, Some(list)) => ("agent.server_addresses", list),
+        (Some(_), Some(_)) => anyhow::bail!(
+            "agent.server_address and agent.server_addresses are both set: keep one \
+             (server_addresses lists every server)"
+        ),
+        (None, None) => anyhow::bail!(
+            "missing agent.server_addresses (a list of host:port) or agent.server_address"
+        ),
+    };
+    if addresses.is_empty() {
+        anyhow::bail!("{key} is empty: list 1 to {MAX_SERVER_ADDRESSES} host:port");
+    }
+    if addresses.len() > MAX_SERVER_ADDRESSES {
+        anyhow::bail!(
+            "{key} lists {} addresses: at most {MAX_SERVER_ADDRESSES}",
+            addresses.len()
+        );
+    }
+    let mut seen = std::collections::HashSet::with_capacity(addresses.len());
+    for addr in &addresses {
+        let shown = addr
+            .chars()
+            .take(MAX_SERVER_ADDRESS_LEN)
+            .collect::<String>();
+        let valid = addr.len() <= MAX_SERVER_ADDRESS_LEN
+            && addr
+                .rsplit_once(':')
+                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+        if !valid {
+            anyhow::bail!("invalid {key} entry `{shown}`: expected host:port");
+        }
+        if !seen.insert(addr.to_ascii_lowercase()) {
+            anyhow::bail!("{key} lists `{shown}` twice");
+        }
+    }
+    Ok(addresses)
 }
 
 /// Runs the agent described by the TOML file at `config_path` until Ctrl-C or SIGTERM (a clean
@@ -116,7 +162,7 @@ mod tests {
             .replace("/etc/sigil/bundle.pem", bundle.to_str().unwrap());
         let c = parse_agent_config(&text).unwrap();
         assert_eq!(c.trust_domain.as_str(), "example.org");
-        assert_eq!(c.server_address, "127.0.0.1:8081");
+        assert_eq!(c.server_addresses, ["127.0.0.1:8081"]);
         assert_eq!(c.bootstrap_roots.len(), 1);
         assert_eq!(c.join_token, None, "an empty join_token means none");
         assert_eq!(
@@ -153,5 +199,101 @@ mod tests {
             let err = format!("{:#}", parse_agent_config(&text).unwrap_err());
             assert!(err.contains(needle), "{err:?} should mention {needle:?}");
         }
+    }
+
+    const BASE: &str = "[agent]\ntrust_domain = \"td\"\ndata_dir = \"/x\"\n";
+
+    fn addresses_of(lines: &str) -> anyhow::Result<Vec<String>> {
+        parse_agent_config(&format!("{BASE}{lines}")).map(|c| c.server_addresses)
+    }
+
+    fn error_of(lines: &str) -> String {
+        let err = format!("{:#}", addresses_of(lines).unwrap_err());
+        assert_eq!(err.lines().count(), 1, "{err:?}");
+        err
+    }
+
+    #[test]
+    fn server_address_is_a_list_of_one() {
+        assert_eq!(
+            addresses_of("server_address = \"s1.example:8081\"\n").unwrap(),
+            ["s1.example:8081"]
+        );
+    }
+
+    #[test]
+    fn server_addresses_are_kept_in_order() {
+        let list = addresses_of(
+            "server_addresses = [\"s2.example:8081\", \"10.0.0.1:8081\", \"[::1]:8081\"]\n",
+        )
+        .unwrap();
+        assert_eq!(list, ["s2.example:8081", "10.0.0.1:8081", "[::1]:8081"]);
+    }
+
+    #[test]
+    fn sixteen_server_addresses_are_accepted_and_seventeen_refused() {
+        let list = |n: u16| {
+            let entries: Vec<String> = (1..=n).map(|p| format!("\"h:{p}\"")).collect();
+            format!("server_addresses = [{}]\n", entries.join(", "))
+        };
+        assert_eq!(addresses_of(&list(16)).unwrap().len(), 16);
+        let err = error_of(&list(17));
+        assert!(
+            err.contains("server_addresses") && err.contains("17") && err.contains("16"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn both_address_forms_together_are_refused() {
+        let err = error_of("server_address = \"a:1\"\nserver_addresses = [\"b:1\"]\n");
+        assert!(err.contains("both set"), "{err}");
+    }
+
+    #[test]
+    fn a_config_without_any_server_address_is_refused() {
+        let err = error_of("");
+        assert!(err.contains("missing agent.server_addresses"), "{err}");
+        let err = error_of("server_addresses = []\n");
+        assert!(err.contains("server_addresses is empty"), "{err}");
+    }
+
+    #[test]
+    fn a_duplicate_server_address_is_refused() {
+        let err = error_of("server_addresses = [\"a:1\", \"b:1\", \"A:1\"]\n");
+        assert!(err.contains("`A:1` twice"), "{err}");
+        // The same host on another port is another server.
+        assert_eq!(
+            addresses_of("server_addresses = [\"a:1\", \"a:2\"]\n").unwrap(),
+            ["a:1", "a:2"]
+        );
+    }
+
+    #[test]
+    fn a_bad_server_addresses_entry_is_refused_by_name() {
+        for bad in ["nohost", "h:99999", ":8081", "h:", "h:port"] {
+            let err = error_of(&format!("server_addresses = [\"a:1\", \"{bad}\"]\n"));
+            assert!(
+                err.contains(&format!("invalid agent.server_addresses entry `{bad}`")),
+                "{err}"
+            );
+        }
+        let long = format!("{}:1", "h".repeat(MAX_SERVER_ADDRESS_LEN));
+        let err = error_of(&format!("server_addresses = [\"{long}\"]\n"));
+        assert!(
+            err.contains("invalid agent.server_addresses entry"),
+            "{err}"
+        );
+        assert!(
+            err.len() < 2 * MAX_SERVER_ADDRESS_LEN,
+            "the entry is shown cut: {err}"
+        );
+        let err = error_of("server_address = \"h:0x50\"\n");
+        assert!(
+            err.contains("invalid agent.server_address entry `h:0x50`"),
+            "{err}"
+        );
+        let err = error_of("server_addresses = \"a:1\"\n");
+        assert!(err.contains("server_addresses"), "not a list: {err}");
     }
 }

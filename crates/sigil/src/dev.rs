@@ -137,7 +137,7 @@ pub async fn run(opts: DevOptions) -> anyhow::Result<()> {
     };
     let agent_config = sigil_agent::AgentConfig {
         trust_domain: td.clone(),
-        server_address: server.agent_api_addr.to_string(),
+        server_addresses: vec![server.agent_api_addr.to_string()],
         bootstrap_roots: server.bundle().x509_authorities.clone(),
         join_token,
         data_dir: layout.agent_dir.clone(),

@@ -219,12 +219,18 @@ impl TestServer {
     /// Stops the server with SIGTERM (asserting a clean exit) and starts it again on the same
     /// configuration, data and port.
     pub fn restart(&mut self) {
+        self.restart_after(|| {});
+    }
+
+    /// Like [`TestServer::restart`], running `while_down` while the server is stopped.
+    pub fn restart_after(&mut self, while_down: impl FnOnce()) {
         let status = self.daemon.terminate().expect("server stops on SIGTERM");
         assert!(
             status.success(),
             "server exit status {status}: {}",
             self.daemon.log()
         );
+        while_down();
         self.daemon = Daemon::spawn(
             "server",
             &self.dir,
@@ -276,6 +282,29 @@ pub struct AgentPaths {
 
 /// Writes an agent config for `server` under `dir`, with `token` if given.
 pub fn agent_config(dir: &Path, server: &TestServer, token: Option<&str>) -> AgentPaths {
+    let address = format!("server_address = \"127.0.0.1:{}\"", server.port);
+    write_agent_config(dir, server, token, &address)
+}
+
+/// Like [`agent_config`], with `server_addresses` listing `addresses` (`host:port`) in order.
+pub fn agent_config_with_addresses(
+    dir: &Path,
+    server: &TestServer,
+    token: Option<&str>,
+    addresses: &[String],
+) -> AgentPaths {
+    let list: Vec<String> = addresses.iter().map(|a| format!("\"{a}\"")).collect();
+    let line = format!("server_addresses = [{}]", list.join(", "));
+    write_agent_config(dir, server, token, &line)
+}
+
+/// Writes an agent config trusting `server`'s bundle, with `address_line` naming the servers.
+fn write_agent_config(
+    dir: &Path,
+    server: &TestServer,
+    token: Option<&str>,
+    address_line: &str,
+) -> AgentPaths {
     std::fs::create_dir_all(dir).expect("agent dir");
     let bundle = dir.join("bootstrap-bundle.pem");
     server.write_bundle(&bundle);
@@ -292,10 +321,9 @@ pub fn agent_config(dir: &Path, server: &TestServer, token: Option<&str>) -> Age
     std::fs::write(
         &config,
         format!(
-            "[agent]\ntrust_domain = \"{}\"\nserver_address = \"127.0.0.1:{}\"\n\
+            "[agent]\ntrust_domain = \"{}\"\n{address_line}\n\
              trust_bundle_path = \"{}\"\ndata_dir = \"{}\"\nsocket_path = \"{}\"\n{token_line}",
             server.trust_domain,
-            server.port,
             bundle.display(),
             dir.join("data").display(),
             socket.display()

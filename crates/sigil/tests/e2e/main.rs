@@ -17,6 +17,7 @@ mod ban_evict;
 mod cli_admin;
 mod core_path;
 mod expiry;
+mod failover;
 mod forced_rotation;
 mod harness;
 mod interop;
