@@ -91,6 +91,12 @@ impl Daemon {
         None
     }
 
+    /// Kills the process with SIGKILL (no shutdown of any kind) and reaps it.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Whether the process has exited, with its status.
     pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
         self.child.try_wait().ok().flatten()
@@ -242,6 +248,11 @@ impl TestServer {
     /// The server process (its log, its exit status).
     pub fn daemon(&self) -> &Daemon {
         &self.daemon
+    }
+
+    /// The server process, to stop or kill it.
+    pub fn daemon_mut(&mut self) -> &mut Daemon {
+        &mut self.daemon
     }
 
     /// Runs an admin CLI command against this server.

@@ -22,6 +22,7 @@ mod forced_rotation;
 mod harness;
 mod interop;
 mod postgres;
+mod replicas;
 mod revocation;
 mod rotation;
 mod schemathesis;

@@ -13,13 +13,13 @@ use crate::harness::*;
 const ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
 /// A fresh, empty database, dropped when this is dropped.
-struct Database {
+pub struct Database {
     name: String,
 }
 
 impl Database {
     /// `None` (after a notice) when PostgreSQL does not answer and `CI` is not set.
-    fn create() -> Option<Self> {
+    pub fn create() -> Option<Self> {
         let name = format!(
             "sigil_e2e_{}",
             sigil_keys::digest::hex(&sigil_keys::random_bytes(6).unwrap())
@@ -44,7 +44,7 @@ impl Database {
         }
     }
 
-    fn url(&self) -> String {
+    pub fn url(&self) -> String {
         format!("postgres://postgres@127.0.0.1:5432/{}", self.name)
     }
 }
@@ -61,7 +61,7 @@ impl Drop for Database {
     }
 }
 
-fn postgres_table(url: &str) -> String {
+pub fn postgres_table(url: &str) -> String {
     format!("\n[datastore]\nkind = \"postgres\"\nurl = \"{url}\"\npool_size = 4\n")
 }
 
