@@ -250,6 +250,17 @@ impl TestServer {
         &self.daemon
     }
 
+    /// Starts the server process again on the same configuration, data and port (after it was
+    /// killed), and waits until it answers.
+    pub fn respawn(&mut self) {
+        self.daemon = Daemon::spawn(
+            "server",
+            &self.dir,
+            &["server", "run", "-c", self.config.to_str().unwrap()],
+        );
+        self.wait_ready();
+    }
+
     /// The server process, to stop or kill it.
     pub fn daemon_mut(&mut self) -> &mut Daemon {
         &mut self.daemon
