@@ -74,6 +74,15 @@ impl From<StoreError> for ApiError {
                 ErrorCode::Conflict
             }
             StoreError::Invalid { .. } => ErrorCode::InvalidArgument,
+            StoreError::Backend(_) => {
+                tracing::error!(error = %err, "admin API: datastore call failed");
+                return Self {
+                    code: ErrorCode::Internal,
+                    message: "the datastore failed or cannot be reached (the cause is in the \
+                              server log); retry once it is back"
+                        .to_owned(),
+                };
+            }
             _ => return Self::internal("datastore call failed", &err),
         };
         Self {

@@ -188,6 +188,7 @@ impl TestServer {
         let data_dir = dir.join("server");
         let admin_socket = dir.join("admin").join("admin.sock");
         let config = dir.join("server.toml");
+        std::fs::create_dir_all(dir).expect("server dir");
         std::fs::write(
             &config,
             format!(

@@ -7,6 +7,7 @@
 
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
 use crate::harness::*;
 
@@ -114,4 +115,148 @@ fn an_unreachable_database_at_start_is_one_clear_error() {
     let o = sigil(&["server", "run", "-c", config.to_str().unwrap()]);
     assert_one_line_error(&o, &format!("127.0.0.1:{port}"));
     assert!(!Path::new(&tmp.path().join("data").join("admin.sock")).exists());
+}
+
+/// A TCP proxy from a local port to PostgreSQL that the test can cut (every open connection
+/// reset, new ones refused by closing them at once) and restore: the database "lost" for one
+/// server only.
+struct CuttableProxy {
+    port: u16,
+    open: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    streams: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+}
+
+impl CuttableProxy {
+    fn to_postgres() -> Self {
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let open = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let streams = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (accept_open, accept_streams) = (open.clone(), streams.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                if !accept_open.load(Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                let Ok(upstream) = std::net::TcpStream::connect("127.0.0.1:5432") else {
+                    continue;
+                };
+                let mut kept = accept_streams.lock().unwrap();
+                kept.push(client.try_clone().unwrap());
+                kept.push(upstream.try_clone().unwrap());
+                drop(kept);
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), upstream.try_clone().unwrap()),
+                    (upstream, client),
+                ] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Self {
+            port,
+            open,
+            streams,
+        }
+    }
+
+    fn cut(&self) {
+        self.open.store(false, std::sync::atomic::Ordering::SeqCst);
+        for stream in self.streams.lock().unwrap().drain(..) {
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    fn restore(&self) {
+        self.open.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// The database lost while a server runs: its workloads keep being served from memory, admin
+/// writes through it fail with a clear error, and once the database is back it recovers by
+/// itself, including a change another replica made meanwhile (no change is lost).
+#[test]
+fn a_server_survives_losing_its_database_and_catches_up_when_it_returns() {
+    let Some(db) = Database::create() else {
+        return;
+    };
+    let proxy = CuttableProxy::to_postgres();
+    let tmp = tempfile::tempdir().unwrap();
+    let proxied = db.url().replace(":5432/", &format!(":{}/", proxy.port));
+    let server = TestServer::start_with(
+        &tmp.path().join("s"),
+        &format!("replica_id = \"s\"\n{}", postgres_table(&proxied)),
+    );
+    // A second replica with a direct connection, to write while `server` has none.
+    let other = TestServer::start_with(
+        &tmp.path().join("o"),
+        &format!("replica_id = \"o\"\n{}", postgres_table(&db.url())),
+    );
+    let (token, agent_id) = server.join_token("10m");
+    let paths = agent_config(&tmp.path().join("agent"), &server, Some(&token));
+    let _agent = start_agent(&paths);
+    create_uid_entry(&server, "spiffe://example.org/before", &agent_id);
+    let o = fetch_svid_files(&paths.socket, &tmp.path().join("svid-1"));
+    assert!(stdout(&o).contains("spiffe://example.org/before"));
+
+    proxy.cut();
+    // Workloads are still served.
+    let o = workload(
+        &paths.socket,
+        &[
+            "svid",
+            "fetch",
+            "--write",
+            tmp.path().join("svid-2").to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    // Admin writes through this server fail, one clear line.
+    let refused = wait_for(Duration::from_secs(30), "an admin write to fail", || {
+        let o = server.admin(&[
+            "entry",
+            "create",
+            "--spiffe-id",
+            "spiffe://example.org/during",
+            "--parent-id",
+            &agent_id,
+            "--selector",
+            "unix:uid:1",
+            "--owner",
+            "team-e2e",
+        ]);
+        (!o.status.success()).then_some(o)
+    });
+    assert_one_line_error(&refused, "datastore");
+    // Meanwhile another replica writes.
+    create_uid_entry(&other, "spiffe://example.org/meanwhile", &agent_id);
+
+    proxy.restore();
+    // The change made while this server had no database reaches its agent's workload.
+    wait_for(Duration::from_secs(60), "the change made meanwhile", || {
+        let o = workload(
+            &paths.socket,
+            &[
+                "svid",
+                "fetch",
+                "--write",
+                tmp.path().join("svid-3").to_str().unwrap(),
+            ],
+        );
+        stdout(&o)
+            .contains("spiffe://example.org/meanwhile")
+            .then_some(())
+    });
+    // And writes through this server work again.
+    wait_for(Duration::from_secs(60), "an admin write to succeed", || {
+        let o = server.admin(&["entry", "list", "--output", "json"]);
+        o.status.success().then_some(())
+    });
+    create_uid_entry(&server, "spiffe://example.org/after", &agent_id);
 }

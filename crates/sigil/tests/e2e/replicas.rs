@@ -15,7 +15,6 @@ use crate::postgres::{Database, postgres_table};
 const PATIENCE: Duration = Duration::from_secs(30);
 
 fn start_replica(dir: &Path, replica: &str, db: &Database) -> TestServer {
-    std::fs::create_dir_all(dir).unwrap();
     TestServer::start_with(
         dir,
         &format!("replica_id = \"{replica}\"\n{}", postgres_table(&db.url())),
