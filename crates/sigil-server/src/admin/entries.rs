@@ -43,6 +43,7 @@ pub(crate) async fn list(
             .map(|s| Selector::parse(s).map_err(|err| ApiError::invalid_value("selector", s, err)))
             .collect::<Result<_, _>>()?,
         owner: query.owner,
+        ..EntryFilter::default()
     };
     let entries = state.store.list_entries(&filter).await?;
     Ok(Json(EntryList {
