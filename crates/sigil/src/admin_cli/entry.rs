@@ -157,6 +157,7 @@ pub async fn run(command: EntryCommand) -> anyhow::Result<()> {
                 parent_id: args.parent_id,
                 selectors: args.selectors,
                 owner: args.owner,
+                ..EntryQuery::default()
             }
             .to_query_string();
             let path = if query.is_empty() {
