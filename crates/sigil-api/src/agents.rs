@@ -24,8 +24,11 @@ pub struct Agent {
     pub last_seen: i64,
 }
 
-/// Answer of `GET /api/v1/agents`.
+/// Answer of `GET /api/v1/agents`: one page of agents, ordered by SPIFFE ID.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AgentList {
     pub agents: Vec<Agent>,
+    /// Opaque token that reads the next page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_page_token: Option<String>,
 }

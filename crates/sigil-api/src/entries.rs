@@ -120,10 +120,13 @@ pub struct Entry {
     pub updated_at: i64,
 }
 
-/// Answer of `GET /api/v1/entries`.
+/// Answer of `GET /api/v1/entries`: one page of entries, ordered by id.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EntryList {
     pub entries: Vec<Entry>,
+    /// Opaque token that reads the next page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_page_token: Option<String>,
 }
 
 impl Entry {

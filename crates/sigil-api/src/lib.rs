@@ -30,7 +30,9 @@ pub use entries::{Entry, EntryList, EntryRequest};
 pub use error::{ErrorBody, ErrorCode, ErrorDetail, WireError};
 pub use join_tokens::{CreateJoinTokenRequest, JoinTokenCreated};
 pub use openapi::openapi_document;
-pub use query::EntryQuery;
+pub use query::{
+    AgentQuery, DEFAULT_PAGE_SIZE, EntryQuery, MAX_PAGE_SIZE, MAX_PAGE_TOKEN_CHARS, PageQuery,
+};
 pub use revocations::{Revocation, RevocationList, RevokeRequest};
 pub use status::Health;
 pub use ttl::TtlValue;

@@ -5,9 +5,12 @@
 
 use serde_json::{Map, Value, json};
 use sigil_spiffe::TrustDomain;
+use sigil_spiffe::id::MAX_SPIFFE_ID_BYTES;
 
 use crate::schemas::{schema_ref, schemas};
-use crate::{MAX_REQUEST_BODY_BYTES, paths};
+use crate::{
+    DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, MAX_PAGE_TOKEN_CHARS, MAX_REQUEST_BODY_BYTES, paths, patterns,
+};
 
 /// The OpenAPI 3.1 document describing every route, parameter, body and error of the admin API
 /// of a server for trust domain `td` (the IDs it accepts are stated for that trust domain).
@@ -80,9 +83,21 @@ fn path_items() -> Value {
                     "style": "form", "explode": true,
                 },
                 query_param("owner", "Only entries with this owner", json!({"type": "string"})),
+                query_param(
+                    "spiffe_id_prefix",
+                    "Only entries whose SPIFFE ID starts with this string (compared literally)",
+                    json!({"type": "string", "maxLength": MAX_SPIFFE_ID_BYTES}),
+                ),
+                query_param(
+                    "federates_with",
+                    "Only entries that federate with this trust domain (by name or ID)",
+                    json!({"type": "string", "pattern": patterns::trust_domain()}),
+                ),
+                page_size_param(),
+                page_token_param(),
             ],
             "responses": {
-                "200": ok_json("Matching entries, ordered by id", schema_ref("EntryList")),
+                "200": ok_json("One page of the matching entries, ordered by id", schema_ref("EntryList")),
                 "400": error_ref("InvalidArgument"),
                 "500": error_ref("Internal"),
             },
@@ -146,8 +161,10 @@ fn path_items() -> Value {
             "get": {
                 "operationId": "listAgents",
                 "summary": "List attested agents, ordered by SPIFFE ID",
+                "parameters": [page_size_param(), page_token_param()],
                 "responses": {
-                    "200": ok_json("Every agent", schema_ref("AgentList")),
+                    "200": ok_json("One page of agents, ordered by SPIFFE ID", schema_ref("AgentList")),
+                    "400": error_ref("InvalidArgument"),
                     "500": error_ref("Internal"),
                 },
             },
@@ -366,6 +383,22 @@ fn query_param(name: &str, description: &str, schema: Value) -> Value {
     json!({"name": name, "in": "query", "required": false, "description": description, "schema": schema})
 }
 
+fn page_size_param() -> Value {
+    query_param(
+        "page_size",
+        "Most records in the page",
+        json!({"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE, "default": DEFAULT_PAGE_SIZE}),
+    )
+}
+
+fn page_token_param() -> Value {
+    query_param(
+        "page_token",
+        "`next_page_token` of the previous page (opaque); absent or empty for the first page",
+        json!({"type": "string", "pattern": patterns::page_token(), "maxLength": MAX_PAGE_TOKEN_CHARS}),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeSet;
@@ -375,7 +408,7 @@ mod tests {
     use super::*;
     use crate::{
         Agent, AgentList, Authority, AuthorityList, CreateJoinTokenRequest, Entry, EntryList,
-        EntryQuery, EntryRequest, ErrorBody, ErrorCode, Health, JoinTokenCreated,
+        EntryQuery, EntryRequest, ErrorBody, ErrorCode, Health, JoinTokenCreated, PageQuery,
         PrepareAuthorityRequest, Revocation, RevocationList, RevokeRequest, TtlValue,
     };
 
@@ -523,9 +556,23 @@ mod tests {
             ..full_entry_request()
         };
         assert_schema_matches(&doc, "EntryCreateRequest", &create);
-        assert_schema_matches(&doc, "EntryList", &EntryList { entries: vec![] });
+        assert_schema_matches(
+            &doc,
+            "EntryList",
+            &EntryList {
+                entries: vec![],
+                next_page_token: Some("x".into()),
+            },
+        );
         assert_schema_matches(&doc, "Agent", &sample_agent());
-        assert_schema_matches(&doc, "AgentList", &AgentList { agents: vec![] });
+        assert_schema_matches(
+            &doc,
+            "AgentList",
+            &AgentList {
+                agents: vec![],
+                next_page_token: Some("x".into()),
+            },
+        );
         let authority = Authority {
             id: "ab".into(),
             kind: "x509_intermediate".into(),
@@ -635,6 +682,12 @@ mod tests {
             parent_id: Some("b".into()),
             selectors: vec!["c:d".into()],
             owner: Some("e".into()),
+            spiffe_id_prefix: Some("f".into()),
+            federates_with: Some("g".into()),
+            page: PageQuery {
+                page_size: Some("1".into()),
+                page_token: Some("h".into()),
+            },
         }
         .to_query_string();
         let encoded: BTreeSet<String> = query

@@ -25,6 +25,12 @@ fn escape(s: &str) -> String {
     s.replace('.', r"\.")
 }
 
+/// A page token: unpadded base64url, so never a length of 4n+1 (pair it with `maxLength`).
+/// Empty is allowed and reads the first page.
+pub(crate) fn page_token() -> &'static str {
+    "^(?:[A-Za-z0-9_-]{4})*(?:[A-Za-z0-9_-]{2,3})?$"
+}
+
 /// Any SPIFFE ID, in any trust domain, with or without a path (pair it with `maxLength`).
 pub(crate) fn any_spiffe_id() -> String {
     format!("^spiffe://{TRUST_DOMAIN}(?:/{SEGMENT})*$")

@@ -1,6 +1,8 @@
-//! The filter of `GET /api/v1/entries` and its query-string form:
-//! `?spiffe_id=…&parent_id=…&selector=…&selector=…&owner=…` (`selector` repeats; the others may
-//! appear once). Values are percent-encoded UTF-8; `+` decodes to a space as in HTML forms.
+//! The query strings of the list calls: the filter and page of `GET /api/v1/entries`
+//! (`?spiffe_id=…&spiffe_id_prefix=…&parent_id=…&selector=…&selector=…&owner=…&federates_with=…
+//! &page_size=…&page_token=…`; `selector` repeats, the others may appear once) and the page of
+//! `GET /api/v1/agents`. Values are percent-encoded UTF-8; `+` decodes to a space as in HTML
+//! forms. Values stay strings here: the server parses them and names the one that is wrong.
 
 use percent_encoding::percent_decode_str;
 
@@ -9,69 +11,157 @@ use crate::paths::encode_segment;
 
 /// Most parameters accepted in one query string.
 pub const MAX_QUERY_PARAMETERS: usize = 256;
+/// Records in a page when `page_size` is absent.
+pub const DEFAULT_PAGE_SIZE: u32 = 500;
+/// Most records in one page.
+pub const MAX_PAGE_SIZE: u32 = 1000;
+/// Longest `page_token` accepted, in characters: the base64url of the longest key (a SPIFFE ID
+/// of 2048 bytes) fits.
+pub const MAX_PAGE_TOKEN_CHARS: usize = 2800;
+
+/// Which page of a list to read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PageQuery {
+    /// Most records in the page (decimal; the server's default when absent).
+    pub page_size: Option<String>,
+    /// `next_page_token` of the previous page; absent for the first page.
+    pub page_token: Option<String>,
+}
 
 /// Which entries to list; empty fields match everything, `selectors` must all be present.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EntryQuery {
     pub spiffe_id: Option<String>,
+    /// Entries whose SPIFFE ID starts with this, compared literally.
+    pub spiffe_id_prefix: Option<String>,
     pub parent_id: Option<String>,
     pub selectors: Vec<String>,
     pub owner: Option<String>,
+    /// Entries that federate with this trust domain.
+    pub federates_with: Option<String>,
+    pub page: PageQuery,
+}
+
+/// Which agents to list: a page of them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AgentQuery {
+    pub page: PageQuery,
+}
+
+impl AgentQuery {
+    /// The query string, without the leading `?` (empty for the first page at the default size).
+    pub fn to_query_string(&self) -> String {
+        encode_pairs(&self.page.singles(), &[])
+    }
+
+    /// Decodes a query string (without the leading `?`). Fails on unknown parameters, repeated
+    /// ones, bad percent-encoding, or more than [`MAX_QUERY_PARAMETERS`] pairs.
+    pub fn parse(query: &str) -> Result<Self, WireError> {
+        let mut out = Self::default();
+        for_each_pair(query, |key, value| {
+            let slot = match key {
+                "page_size" => &mut out.page.page_size,
+                "page_token" => &mut out.page.page_token,
+                _ => return Err(WireError::UnknownQueryParameter(truncate(key))),
+            };
+            set_once(slot, key, value)
+        })?;
+        Ok(out)
+    }
+}
+
+impl PageQuery {
+    fn singles(&self) -> [(&'static str, &Option<String>); 2] {
+        [
+            ("page_size", &self.page_size),
+            ("page_token", &self.page_token),
+        ]
+    }
 }
 
 impl EntryQuery {
     /// The query string, without the leading `?` (empty when nothing is filtered).
     pub fn to_query_string(&self) -> String {
+        let [size, token] = self.page.singles();
         let singles = [
             ("spiffe_id", &self.spiffe_id),
+            ("spiffe_id_prefix", &self.spiffe_id_prefix),
             ("parent_id", &self.parent_id),
             ("owner", &self.owner),
+            ("federates_with", &self.federates_with),
+            size,
+            token,
         ];
-        let mut pairs: Vec<String> = singles
-            .iter()
-            .filter_map(|(key, value)| {
-                value
-                    .as_deref()
-                    .map(|v| format!("{key}={}", encode_segment(v)))
-            })
-            .collect();
-        pairs.extend(
-            self.selectors
-                .iter()
-                .map(|s| format!("selector={}", encode_segment(s))),
-        );
-        pairs.join("&")
+        encode_pairs(&singles, &self.selectors)
     }
 
     /// Decodes a query string (without the leading `?`). Fails on unknown parameters, repeated
     /// single-valued ones, bad percent-encoding, or more than [`MAX_QUERY_PARAMETERS`] pairs.
     pub fn parse(query: &str) -> Result<Self, WireError> {
         let mut out = Self::default();
-        for (count, pair) in query.split('&').filter(|p| !p.is_empty()).enumerate() {
-            if count >= MAX_QUERY_PARAMETERS {
-                return Err(WireError::TooManyQueryParameters {
-                    max: MAX_QUERY_PARAMETERS,
-                });
-            }
-            let (raw_key, raw_value) = pair.split_once('=').unwrap_or((pair, ""));
-            let key = decode(raw_key, raw_key)?;
-            let value = decode(raw_value, &key)?;
-            let slot = match key.as_str() {
+        for_each_pair(query, |key, value| {
+            let slot = match key {
                 "selector" => {
                     out.selectors.push(value);
-                    continue;
+                    return Ok(());
                 }
                 "spiffe_id" => &mut out.spiffe_id,
+                "spiffe_id_prefix" => &mut out.spiffe_id_prefix,
                 "parent_id" => &mut out.parent_id,
                 "owner" => &mut out.owner,
-                _ => return Err(WireError::UnknownQueryParameter(truncate(&key))),
+                "federates_with" => &mut out.federates_with,
+                "page_size" => &mut out.page.page_size,
+                "page_token" => &mut out.page.page_token,
+                _ => return Err(WireError::UnknownQueryParameter(truncate(key))),
             };
-            if slot.replace(value).is_some() {
-                return Err(WireError::RepeatedQueryParameter(key));
-            }
-        }
+            set_once(slot, key, value)
+        })?;
         Ok(out)
     }
+}
+
+fn encode_pairs(singles: &[(&str, &Option<String>)], selectors: &[String]) -> String {
+    let mut pairs: Vec<String> = singles
+        .iter()
+        .filter_map(|(key, value)| {
+            value
+                .as_deref()
+                .map(|v| format!("{key}={}", encode_segment(v)))
+        })
+        .collect();
+    pairs.extend(
+        selectors
+            .iter()
+            .map(|s| format!("selector={}", encode_segment(s))),
+    );
+    pairs.join("&")
+}
+
+/// Calls `each` with every decoded `(key, value)` pair of `query`, at most
+/// [`MAX_QUERY_PARAMETERS`] of them.
+fn for_each_pair(
+    query: &str,
+    mut each: impl FnMut(&str, String) -> Result<(), WireError>,
+) -> Result<(), WireError> {
+    for (count, pair) in query.split('&').filter(|p| !p.is_empty()).enumerate() {
+        if count >= MAX_QUERY_PARAMETERS {
+            return Err(WireError::TooManyQueryParameters {
+                max: MAX_QUERY_PARAMETERS,
+            });
+        }
+        let (raw_key, raw_value) = pair.split_once('=').unwrap_or((pair, ""));
+        let key = decode(raw_key, raw_key)?;
+        let value = decode(raw_value, &key)?;
+        each(&key, value)?;
+    }
+    Ok(())
+}
+
+fn set_once(slot: &mut Option<String>, key: &str, value: String) -> Result<(), WireError> {
+    if slot.replace(value).is_some() {
+        return Err(WireError::RepeatedQueryParameter(key.to_owned()));
+    }
+    Ok(())
 }
 
 fn decode(raw: &str, key_for_error: &str) -> Result<String, WireError> {
@@ -94,12 +184,38 @@ mod tests {
     fn round_trips_every_field() {
         let q = EntryQuery {
             spiffe_id: Some("spiffe://td/a b".into()),
+            spiffe_id_prefix: Some("spiffe://td/%_".into()),
             parent_id: Some("spiffe://td/p".into()),
             selectors: vec!["unix:uid:1000".into(), "k8s:ns:a&b=c+d".into()],
             owner: Some("team x".into()),
+            federates_with: Some("other.org".into()),
+            page: PageQuery {
+                page_size: Some("2".into()),
+                page_token: Some("YWJj=".into()),
+            },
         };
         let s = q.to_query_string();
         assert_eq!(EntryQuery::parse(&s).unwrap(), q);
+    }
+
+    #[test]
+    fn agent_query_round_trips_and_refuses_entry_filters() {
+        let q = AgentQuery {
+            page: PageQuery {
+                page_size: Some("10".into()),
+                page_token: Some("x y".into()),
+            },
+        };
+        assert_eq!(AgentQuery::parse(&q.to_query_string()).unwrap(), q);
+        assert_eq!(AgentQuery::default().to_query_string(), "");
+        assert_eq!(
+            AgentQuery::parse("owner=a"),
+            Err(WireError::UnknownQueryParameter("owner".into()))
+        );
+        assert_eq!(
+            AgentQuery::parse("page_size=1&page_size=2"),
+            Err(WireError::RepeatedQueryParameter("page_size".into()))
+        );
     }
 
     #[test]

@@ -72,7 +72,10 @@ pub(crate) fn schemas(td: &str) -> Value {
         "EntryList": {
             "type": "object",
             "required": ["entries"],
-            "properties": {"entries": {"type": "array", "items": schema_ref("Entry")}},
+            "properties": {
+                "entries": {"type": "array", "items": schema_ref("Entry")},
+                "next_page_token": {"type": "string", "description": "Reads the next page; absent on the last page"},
+            },
         },
         "CreateJoinTokenRequest": {
             "type": "object",
@@ -108,7 +111,10 @@ pub(crate) fn schemas(td: &str) -> Value {
         "AgentList": {
             "type": "object",
             "required": ["agents"],
-            "properties": {"agents": {"type": "array", "items": schema_ref("Agent")}},
+            "properties": {
+                "agents": {"type": "array", "items": schema_ref("Agent")},
+                "next_page_token": {"type": "string", "description": "Reads the next page; absent on the last page"},
+            },
         },
         "AuthorityId": {
             "type": "string",

@@ -27,6 +27,7 @@ mod agent_writes;
 mod authorities;
 mod change_feed;
 mod entries;
+mod paging;
 mod records;
 mod revocations;
 
@@ -58,6 +59,11 @@ pub use entries::{
     list_entries_applies_every_filter, missing_entry_is_not_found,
     stale_revision_is_rejected_and_entry_unchanged, update_bumps_revision_and_replaces_selectors,
     update_into_existing_identity_is_rejected,
+};
+pub use paging::{
+    agent_pages_cover_everything_once_in_id_order, entry_page_filters_combine,
+    entry_pages_cover_everything_once_in_id_order, entry_prefix_is_literal,
+    zero_page_limit_is_invalid,
 };
 pub use records::{
     agent_lifecycle, attestation_consumes_the_token_and_stores_the_agent_atomically,
@@ -99,6 +105,11 @@ macro_rules! datastore_conformance_tests {
             duplicate_entry_is_rejected_and_nothing_stored,
             invalid_entry_is_rejected_and_nothing_stored,
             list_entries_applies_every_filter,
+            entry_pages_cover_everything_once_in_id_order,
+            entry_page_filters_combine,
+            entry_prefix_is_literal,
+            zero_page_limit_is_invalid,
+            agent_pages_cover_everything_once_in_id_order,
             update_bumps_revision_and_replaces_selectors,
             stale_revision_is_rejected_and_entry_unchanged,
             update_into_existing_identity_is_rejected,

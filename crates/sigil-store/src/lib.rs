@@ -95,6 +95,17 @@ pub trait Datastore: Send + Sync + 'static {
     async fn get_entry(&self, id: &str) -> StoreResult<Option<Entry>>;
     /// Entries matching `filter`, ordered by id.
     async fn list_entries(&self, filter: &EntryFilter) -> StoreResult<Vec<Entry>>;
+    /// One page of the entries matching `filter`: at most `limit` of them, ordered by id, each
+    /// with an id greater than `after` (the last id of the previous page; `None` for the first
+    /// page). Keyset paging, so a page costs the same wherever it starts, and an entry created
+    /// or deleted between pages does not shift the others. `Invalid` (field `limit`) when
+    /// `limit` is 0.
+    async fn list_entries_page(
+        &self,
+        filter: &EntryFilter,
+        after: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Vec<Entry>>;
     /// Replaces the mutable fields of entry `id`. When `expected_revision` is given and differs
     /// from the stored one, fails with `RevisionConflict` and changes nothing. Bumps the revision.
     async fn update_entry(
@@ -138,6 +149,14 @@ pub trait Datastore: Send + Sync + 'static {
     async fn get_agent(&self, spiffe_id: &str) -> StoreResult<Option<AttestedAgent>>;
     /// Every agent, ordered by SPIFFE ID.
     async fn list_agents(&self) -> StoreResult<Vec<AttestedAgent>>;
+    /// One page of agents: at most `limit` of them, ordered by SPIFFE ID, each with a SPIFFE ID
+    /// greater than `after` (the last one of the previous page; `None` for the first page).
+    /// `Invalid` (field `limit`) when `limit` is 0.
+    async fn list_agents_page(
+        &self,
+        after: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Vec<AttestedAgent>>;
     /// Records that agent `spiffe_id` was issued a renewed SVID with serial `new_serial`, not yet
     /// seen in use. Writes only `new_serial` (replacing an earlier unused one), so a concurrent
     /// ban or heartbeat is kept; appends an `AgentChanged` event. `NotFound` if there is no such

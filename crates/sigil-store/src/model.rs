@@ -56,14 +56,33 @@ pub struct NewEntry {
     pub expires_at: Option<i64>,
 }
 
-/// Which entries [`crate::Datastore::list_entries`] returns. Empty fields match everything.
+/// Which entries [`crate::Datastore::list_entries`] and
+/// [`crate::Datastore::list_entries_page`] return. Empty fields match everything; set fields
+/// combine with AND.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EntryFilter {
     pub spiffe_id: Option<SpiffeId>,
+    /// Entries whose SPIFFE ID starts with this string, compared literally (`%` and `_` match
+    /// only themselves).
+    pub spiffe_id_prefix: Option<String>,
     pub parent_id: Option<SpiffeId>,
     /// Entries whose selector set contains every one of these.
     pub selectors: Vec<Selector>,
     pub owner: Option<String>,
+    /// Entries that federate with this trust domain.
+    pub federates_with: Option<TrustDomain>,
+}
+
+/// Checks the `limit` of a paged list: a page of nothing is a caller's mistake, not a request
+/// for everything.
+pub(crate) fn check_page_limit(limit: u32) -> StoreResult<()> {
+    if limit == 0 {
+        return Err(StoreError::Invalid {
+            field: "limit",
+            reason: "a page holds at least one record".to_owned(),
+        });
+    }
+    Ok(())
 }
 
 /// A one-time join token. Only the SHA-256 of the secret is stored.

@@ -37,6 +37,7 @@ use tokio_postgres::NoTls;
 use tokio_postgres::config::Host;
 use tokio_postgres::error::SqlState;
 
+use crate::model::check_page_limit;
 use crate::{
     AttestedAgent, AuthorityRecord, AuthorityState, Change, ChangeEvent, CredentialKind, Datastore,
     Entry, EntryFilter, IssuedCredential, JoinToken, NewEntry, Revocation, StoreError, StoreResult,
@@ -281,7 +282,18 @@ impl Datastore for PostgresStore {
 
     async fn list_entries(&self, filter: &EntryFilter) -> StoreResult<Vec<Entry>> {
         let conn = self.conn().await?;
-        entries::list(&conn, filter).await
+        entries::list(&conn, filter, None, None).await
+    }
+
+    async fn list_entries_page(
+        &self,
+        filter: &EntryFilter,
+        after: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Vec<Entry>> {
+        check_page_limit(limit)?;
+        let conn = self.conn().await?;
+        entries::list(&conn, filter, after, Some(limit)).await
     }
 
     async fn update_entry(
@@ -365,6 +377,16 @@ impl Datastore for PostgresStore {
     async fn list_agents(&self) -> StoreResult<Vec<AttestedAgent>> {
         let conn = self.conn().await?;
         agents::list(&conn).await
+    }
+
+    async fn list_agents_page(
+        &self,
+        after: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Vec<AttestedAgent>> {
+        check_page_limit(limit)?;
+        let conn = self.conn().await?;
+        agents::list_page(&conn, after, limit).await
     }
 
     async fn record_agent_renewal(&self, spiffe_id: &str, new_serial: &str) -> StoreResult<()> {

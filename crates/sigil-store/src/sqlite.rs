@@ -21,6 +21,7 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 use tokio::sync::watch;
 
+use crate::model::check_page_limit;
 use crate::{
     AttestedAgent, AuthorityRecord, AuthorityState, ChangeEvent, CredentialKind, Datastore, Entry,
     EntryFilter, IssuedCredential, JoinToken, NewEntry, Revocation, StoreError, StoreResult,
@@ -149,7 +150,21 @@ impl Datastore for SqliteStore {
 
     async fn list_entries(&self, filter: &EntryFilter) -> StoreResult<Vec<Entry>> {
         let filter = filter.clone();
-        self.read(move |conn| entries::list(conn, &filter)).await
+        self.read(move |conn| entries::list(conn, &filter, None, None))
+            .await
+    }
+
+    async fn list_entries_page(
+        &self,
+        filter: &EntryFilter,
+        after: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Vec<Entry>> {
+        check_page_limit(limit)?;
+        let filter = filter.clone();
+        let after = after.map(str::to_owned);
+        self.read(move |conn| entries::list(conn, &filter, after.as_deref(), Some(limit)))
+            .await
     }
 
     async fn update_entry(
@@ -217,6 +232,17 @@ impl Datastore for SqliteStore {
 
     async fn list_agents(&self) -> StoreResult<Vec<AttestedAgent>> {
         self.read(agents::list).await
+    }
+
+    async fn list_agents_page(
+        &self,
+        after: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Vec<AttestedAgent>> {
+        check_page_limit(limit)?;
+        let after = after.map(str::to_owned);
+        self.read(move |conn| agents::list_page(conn, after.as_deref(), limit))
+            .await
     }
 
     async fn record_agent_renewal(&self, spiffe_id: &str, new_serial: &str) -> StoreResult<()> {

@@ -8,20 +8,32 @@
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
-use axum::extract::{Path, State};
-use sigil_api::{Agent, AgentList};
+use axum::extract::{Path, RawQuery, State};
+use sigil_api::{Agent, AgentList, AgentQuery};
 use sigil_spiffe::SpiffeId;
 use sigil_store::AttestedAgent;
 
 use super::AdminState;
 use super::api_error::ApiError;
 use super::body::require_empty;
+use super::paging::PageRequest;
 
-/// `GET /api/v1/agents` → every agent, ordered by SPIFFE ID.
-pub(crate) async fn list(State(state): State<AdminState>) -> Result<Json<AgentList>, ApiError> {
-    let agents = state.store.list_agents().await?;
+/// `GET /api/v1/agents?page_size=&page_token=` → one page of agents, ordered by SPIFFE ID,
+/// with the token of the next page unless it is the last.
+pub(crate) async fn list(
+    State(state): State<AdminState>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<AgentList>, ApiError> {
+    let query = AgentQuery::parse(query.as_deref().unwrap_or_default())?;
+    let page = PageRequest::parse(&query.page)?;
+    let mut agents = state
+        .store
+        .list_agents_page(page.after.as_deref(), page.fetch_limit())
+        .await?;
+    let next_page_token = page.finish(&mut agents, |agent| agent.spiffe_id.as_str());
     Ok(Json(AgentList {
         agents: agents.iter().map(to_wire).collect(),
+        next_page_token,
     }))
 }
 
@@ -172,6 +184,65 @@ mod tests {
                 "last_seen": 20,
             })
         );
+    }
+
+    #[tokio::test]
+    async fn list_pages_cover_every_agent_exactly_once() {
+        let h = Harness::new().await;
+        let mut expected = Vec::new();
+        for n in [4, 0, 3, 1, 2] {
+            let id = format!("spiffe://example.org/sigil/agent/join_token/{n}");
+            h.store.create_agent(agent(&id)).await.unwrap();
+            expected.push(id);
+        }
+        expected.sort();
+        for size in [1, 2, 5] {
+            let mut ids = Vec::new();
+            let mut uri = format!("/api/v1/agents?page_size={size}");
+            for _ in 0..10 {
+                let (status, page) = h.call(Method::GET, &uri, None).await;
+                assert_eq!(status, StatusCode::OK, "{page}");
+                let agents = page["agents"].as_array().unwrap();
+                assert!(agents.len() <= size);
+                ids.extend(
+                    agents
+                        .iter()
+                        .map(|a| a["spiffe_id"].as_str().unwrap().to_owned()),
+                );
+                match page["next_page_token"].as_str() {
+                    Some(token) => {
+                        uri = format!("/api/v1/agents?page_size={size}&page_token={token}")
+                    }
+                    None => break,
+                }
+            }
+            assert_eq!(ids, expected, "pages of {size}");
+        }
+        let (_, all) = h.call(Method::GET, "/api/v1/agents", None).await;
+        assert_eq!(all["agents"].as_array().unwrap().len(), 5);
+        assert!(all.get("next_page_token").is_none());
+    }
+
+    #[tokio::test]
+    async fn list_rejects_bad_page_parameters_naming_them() {
+        let h = Harness::new().await;
+        let (status, _) = h
+            .call(Method::GET, "/api/v1/agents?page_size=1", None)
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        for (uri, expected) in [
+            ("/api/v1/agents?page_size=0", "invalid page_size `0`"),
+            (
+                "/api/v1/agents?page_token=%25%25",
+                "invalid page_token `%%`",
+            ),
+            ("/api/v1/agents?owner=x", "unknown query parameter `owner`"),
+        ] {
+            let (status, err) = h.call(Method::GET, uri, None).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}: {err}");
+            let message = err["error"]["message"].as_str().unwrap();
+            assert!(message.starts_with(expected), "{uri}: {message}");
+        }
     }
 
     #[tokio::test]

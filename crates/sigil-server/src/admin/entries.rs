@@ -7,13 +7,15 @@ use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use sigil_api::{EntryList, EntryQuery, EntryRequest};
-use sigil_spiffe::{Selector, SpiffeId};
+use sigil_spiffe::id::MAX_SPIFFE_ID_BYTES;
+use sigil_spiffe::{Selector, SpiffeId, TrustDomain};
 use sigil_store::{Entry, EntryFilter};
 
 use super::AdminState;
 use super::api_error::ApiError;
 use super::body::decode_json;
 use super::entry_fields::{Mode, parse_entry_request};
+use super::paging::PageRequest;
 
 /// `POST /api/v1/entries` → 201 and the stored entry.
 pub(crate) async fn create(
@@ -28,14 +30,27 @@ pub(crate) async fn create(
     Ok((StatusCode::CREATED, Json(to_wire(&entry))))
 }
 
-/// `GET /api/v1/entries?spiffe_id=&parent_id=&selector=&owner=` → the matching entries.
+/// `GET /api/v1/entries?spiffe_id=&spiffe_id_prefix=&parent_id=&selector=&owner=
+/// &federates_with=&page_size=&page_token=` → one page of the matching entries, ordered by id,
+/// with the token of the next page unless it is the last. The filters run in the store, which
+/// reads only one page (plus one row), however many entries there are.
 pub(crate) async fn list(
     State(state): State<AdminState>,
     RawQuery(query): RawQuery,
 ) -> Result<Json<EntryList>, ApiError> {
     let query = EntryQuery::parse(query.as_deref().unwrap_or_default())?;
+    let page = PageRequest::parse(&query.page)?;
+    let spiffe_id_prefix = parse_prefix(query.spiffe_id_prefix)?;
+    let federates_with = query
+        .federates_with
+        .map(|raw| {
+            TrustDomain::parse(&raw)
+                .map_err(|err| ApiError::invalid_value("federates_with", &raw, err))
+        })
+        .transpose()?;
     let filter = EntryFilter {
         spiffe_id: parse_filter_id("spiffe_id", query.spiffe_id.as_deref())?,
+        spiffe_id_prefix,
         parent_id: parse_filter_id("parent_id", query.parent_id.as_deref())?,
         selectors: query
             .selectors
@@ -43,11 +58,38 @@ pub(crate) async fn list(
             .map(|s| Selector::parse(s).map_err(|err| ApiError::invalid_value("selector", s, err)))
             .collect::<Result<_, _>>()?,
         owner: query.owner,
+        federates_with,
     };
-    let entries = state.store.list_entries(&filter).await?;
+    if filter
+        .spiffe_id_prefix
+        .as_deref()
+        .is_some_and(|prefix| prefix.contains('\0'))
+    {
+        // No SPIFFE ID holds NUL (and PostgreSQL text cannot): nothing matches.
+        return Ok(Json(EntryList {
+            entries: Vec::new(),
+            next_page_token: None,
+        }));
+    }
+    let mut entries = state
+        .store
+        .list_entries_page(&filter, page.after.as_deref(), page.fetch_limit())
+        .await?;
+    let next_page_token = page.finish(&mut entries, |entry| entry.id.as_str());
     Ok(Json(EntryList {
         entries: entries.iter().map(to_wire).collect(),
+        next_page_token,
     }))
+}
+
+/// A SPIFFE ID prefix filter: any text, as long as a SPIFFE ID could be.
+fn parse_prefix(raw: Option<String>) -> Result<Option<String>, ApiError> {
+    match raw {
+        Some(prefix) if prefix.chars().count() > MAX_SPIFFE_ID_BYTES => Err(ApiError::invalid(
+            format!("invalid spiffe_id_prefix: longer than {MAX_SPIFFE_ID_BYTES} characters"),
+        )),
+        other => Ok(other),
+    }
 }
 
 /// `GET /api/v1/entries/{id}` → the entry, or 404.
@@ -338,6 +380,188 @@ mod tests {
             )
             .await;
         assert_eq!(count(&by_parent), 2);
+    }
+
+    /// Follows `next_page_token` from `first` (a list URI) to the end; the pages' ids in order
+    /// and the size of each page.
+    async fn all_pages(h: &Harness, first: &str) -> (Vec<String>, Vec<usize>) {
+        let mut ids = Vec::new();
+        let mut sizes = Vec::new();
+        let mut uri = first.to_owned();
+        loop {
+            let (status, page) = h.call(Method::GET, &uri, None).await;
+            assert_eq!(status, StatusCode::OK, "{uri}: {page}");
+            let entries = page["entries"].as_array().unwrap();
+            sizes.push(entries.len());
+            ids.extend(entries.iter().map(|e| e["id"].as_str().unwrap().to_owned()));
+            assert!(sizes.len() < 50, "paging does not end");
+            match page.get("next_page_token") {
+                None => return (ids, sizes),
+                Some(token) => {
+                    let token = token.as_str().unwrap();
+                    assert!(!token.is_empty());
+                    let sep = if first.contains('?') { '&' } else { '?' };
+                    uri = format!("{first}{sep}page_token={token}");
+                }
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn list_pages_cover_every_entry_exactly_once() {
+        let h = Harness::new().await;
+        for n in 0..7 {
+            let (status, _) = h
+                .call(
+                    Method::POST,
+                    "/api/v1/entries",
+                    Some(entry_body(&format!("w{n}"))),
+                )
+                .await;
+            assert_eq!(status, StatusCode::CREATED);
+        }
+        let (_, one_page) = h.call(Method::GET, "/api/v1/entries", None).await;
+        assert!(one_page.get("next_page_token").is_none(), "{one_page}");
+        let mut expected: Vec<String> = one_page["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["id"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(expected.len(), 7);
+        expected.sort();
+
+        let (ids, sizes) = all_pages(&h, "/api/v1/entries?page_size=3").await;
+        assert_eq!(ids, expected);
+        assert_eq!(sizes, [3, 3, 1]);
+        // A page size that divides the count exactly ends without an empty page.
+        let (ids, sizes) = all_pages(&h, "/api/v1/entries?page_size=7").await;
+        assert_eq!((ids, sizes), (expected.clone(), vec![7]));
+        let (ids, sizes) = all_pages(&h, "/api/v1/entries?page_size=1").await;
+        assert_eq!((ids, sizes.len()), (expected, 7));
+    }
+
+    /// The SPIFFE IDs of every entry `uri` lists, over all its pages, sorted.
+    async fn names(h: &Harness, uri: String) -> Vec<String> {
+        let (ids, _) = all_pages(h, &uri).await;
+        let mut names = Vec::new();
+        for id in ids {
+            let (_, entry) = h
+                .call(Method::GET, &format!("/api/v1/entries/{id}"), None)
+                .await;
+            names.push(entry["spiffe_id"].as_str().unwrap().to_owned());
+        }
+        names.sort();
+        names
+    }
+
+    #[tokio::test]
+    async fn list_filters_by_prefix_and_federation_across_pages() {
+        let h = Harness::new().await;
+        for (name, federates) in [
+            ("team/a", json!(["partner.org"])),
+            ("team/b", json!(["spiffe://partner.org", "other.org"])),
+            ("team/c", json!([])),
+            ("teams/d", json!(["partner.org"])),
+            ("solo", json!(["partner.org"])),
+        ] {
+            let mut body = entry_body(name);
+            body["federates_with"] = federates;
+            let (status, created) = h.call(Method::POST, "/api/v1/entries", Some(body)).await;
+            assert_eq!(status, StatusCode::CREATED, "{created}");
+        }
+        let prefix = "spiffe_id_prefix=spiffe%3A%2F%2Fexample.org%2Fteam%2F";
+        assert_eq!(
+            names(&h, format!("/api/v1/entries?page_size=1&{prefix}")).await,
+            [
+                "spiffe://example.org/team/a",
+                "spiffe://example.org/team/b",
+                "spiffe://example.org/team/c"
+            ]
+        );
+        assert_eq!(
+            names(
+                &h,
+                "/api/v1/entries?page_size=2&federates_with=partner.org".into()
+            )
+            .await,
+            [
+                "spiffe://example.org/solo",
+                "spiffe://example.org/team/a",
+                "spiffe://example.org/team/b",
+                "spiffe://example.org/teams/d"
+            ]
+        );
+        assert_eq!(
+            names(
+                &h,
+                format!("/api/v1/entries?page_size=1&federates_with=spiffe://partner.org&{prefix}")
+            )
+            .await,
+            ["spiffe://example.org/team/a", "spiffe://example.org/team/b"]
+        );
+        // `_` and `%` are literal characters of the prefix, not wildcards.
+        assert!(
+            names(
+                &h,
+                "/api/v1/entries?spiffe_id_prefix=spiffe://example.org/t_am".into()
+            )
+            .await
+            .is_empty()
+        );
+        assert!(
+            names(&h, "/api/v1/entries?spiffe_id_prefix=%25".into())
+                .await
+                .is_empty()
+        );
+        assert!(
+            names(&h, "/api/v1/entries?spiffe_id_prefix=%00".into())
+                .await
+                .is_empty()
+        );
+    }
+
+    #[tokio::test]
+    async fn list_rejects_bad_page_parameters_naming_them() {
+        let h = Harness::new().await;
+        h.call(Method::POST, "/api/v1/entries", Some(entry_body("web")))
+            .await;
+        // The positive path first: the largest page size and an empty token are accepted.
+        let (status, _) = h
+            .call(
+                Method::GET,
+                "/api/v1/entries?page_size=1000&page_token=",
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        for (uri, expected) in [
+            ("/api/v1/entries?page_size=0", "invalid page_size `0`"),
+            ("/api/v1/entries?page_size=1001", "invalid page_size `1001`"),
+            ("/api/v1/entries?page_size=many", "invalid page_size `many`"),
+            (
+                "/api/v1/entries?page_token=abcde",
+                "invalid page_token `abcde`",
+            ),
+            (
+                "/api/v1/entries?page_token=a%2Bb%2F",
+                "invalid page_token `a+b/`",
+            ),
+            (
+                "/api/v1/entries?federates_with=Bad!",
+                "invalid federates_with `Bad!`",
+            ),
+            (
+                "/api/v1/entries?page_size=1&page_size=2",
+                "query parameter `page_size` is given more than once",
+            ),
+        ] {
+            let (status, err) = h.call(Method::GET, uri, None).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}: {err}");
+            assert_eq!(err["error"]["code"], "invalid_argument");
+            let message = err["error"]["message"].as_str().unwrap();
+            assert!(message.starts_with(expected), "{uri}: {message}");
+        }
     }
 
     #[tokio::test]

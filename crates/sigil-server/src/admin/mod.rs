@@ -12,6 +12,7 @@ mod bundle;
 mod entries;
 mod entry_fields;
 mod join_tokens;
+mod paging;
 mod revocations;
 mod routes;
 mod socket;

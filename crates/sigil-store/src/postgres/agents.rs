@@ -75,6 +75,38 @@ pub(super) async fn list(db: &impl GenericClient) -> StoreResult<Vec<AttestedAge
         .collect()
 }
 
+/// At most `limit` agents with a SPIFFE ID greater than `after` (every one when `None`),
+/// ordered by SPIFFE ID.
+pub(super) async fn list_page(
+    db: &impl GenericClient,
+    after: Option<&str>,
+    limit: u32,
+) -> StoreResult<Vec<AttestedAgent>> {
+    let limit = i64::from(limit);
+    let rows =
+        match after {
+            Some(after) => query(
+                db,
+                &format!(
+                    "SELECT {COLUMNS} FROM agents WHERE spiffe_id > $1 ORDER BY spiffe_id LIMIT $2"
+                ),
+                &[&after, &limit],
+            )
+            .await?,
+            None => {
+                query(
+                    db,
+                    &format!("SELECT {COLUMNS} FROM agents ORDER BY spiffe_id LIMIT $1"),
+                    &[&limit],
+                )
+                .await?
+            }
+        };
+    rows.iter()
+        .map(|row| AgentRow::read(row)?.into_agent())
+        .collect()
+}
+
 /// Sets `new_serial` only; `NotFound` if there is no such agent.
 pub(super) async fn record_renewal(
     tx: &mut WriteTx<'_>,

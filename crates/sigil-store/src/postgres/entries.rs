@@ -68,19 +68,37 @@ pub(super) async fn get(db: &impl GenericClient, id: &str) -> StoreResult<Option
     .transpose()
 }
 
-/// Entries matching every set field of `filter`, ordered by id.
-pub(super) async fn list(db: &impl GenericClient, filter: &EntryFilter) -> StoreResult<Vec<Entry>> {
+/// Entries matching every set field of `filter`, ordered by id: those with an id greater than
+/// `after`, if given, and at most `limit`, if given.
+pub(super) async fn list(
+    db: &impl GenericClient,
+    filter: &EntryFilter,
+    after: Option<&str>,
+    limit: Option<u32>,
+) -> StoreResult<Vec<Entry>> {
     let spiffe_id = filter.spiffe_id.as_ref().map(SpiffeId::as_str);
+    let federates_with = filter.federates_with.as_ref().map(|td| vec![td.as_str()]);
+    let limit = limit.map(i64::from);
     let parent_id = filter.parent_id.as_ref().map(SpiffeId::as_str);
     let mut wanted: Vec<String> = filter.selectors.iter().map(ToString::to_string).collect();
     wanted.sort();
     wanted.dedup();
     // Only the set filters become conditions, so each can use its index whatever plan the
     // server caches (`col = $1 OR $1 IS NULL` would defeat a generic plan); there are at most
-    // 16 statement texts, each prepared once per connection.
+    // few hundred statement texts, each prepared once per connection.
     let mut conditions: Vec<(&str, &(dyn ToSql + Sync))> = Vec::new();
+    if let Some(after) = &after {
+        conditions.push(("id >", after));
+    }
     if let Some(spiffe_id) = &spiffe_id {
         conditions.push(("spiffe_id =", spiffe_id));
+    }
+    if let Some(prefix) = &filter.spiffe_id_prefix {
+        // Not LIKE: `%` and `_` in a prefix are literal characters of the SPIFFE ID.
+        conditions.push(("starts_with(spiffe_id,", prefix));
+    }
+    if let Some(federates_with) = &federates_with {
+        conditions.push(("federates_with @>", federates_with));
     }
     if let Some(parent_id) = &parent_id {
         conditions.push(("parent_id =", parent_id));
@@ -94,10 +112,15 @@ pub(super) async fn list(db: &impl GenericClient, filter: &EntryFilter) -> Store
     }
     let mut sql = format!("SELECT {COLUMNS} FROM entries WHERE true");
     for (n, (test, _)) in (1..).zip(&conditions) {
-        sql.push_str(&format!(" AND {test} ${n}"));
+        let close = if test.ends_with(',') { ")" } else { "" };
+        sql.push_str(&format!(" AND {test} ${n}{close}"));
     }
     sql.push_str(" ORDER BY id");
-    let params: Vec<&(dyn ToSql + Sync)> = conditions.iter().map(|(_, value)| *value).collect();
+    let mut params: Vec<&(dyn ToSql + Sync)> = conditions.iter().map(|(_, value)| *value).collect();
+    if let Some(limit) = &limit {
+        params.push(limit);
+        sql.push_str(&format!(" LIMIT ${}", params.len()));
+    }
     let rows = query(db, &sql, &params).await?;
     rows.iter()
         .map(|row| EntryRow::read(row)?.into_entry())

@@ -1,6 +1,8 @@
 //! Attested agents in SQLite, keyed by SPIFFE ID.
 
-use rusqlite::{Connection, OptionalExtension, ParamsFromIter, Row, ToSql, params_from_iter};
+use rusqlite::{
+    Connection, OptionalExtension, ParamsFromIter, Row, ToSql, params, params_from_iter,
+};
 use sigil_spiffe::{Selector, SpiffeId};
 
 use super::{backend, change_feed, corrupt, is_unique_violation, to_json};
@@ -74,6 +76,26 @@ pub(super) fn list(conn: &Connection) -> StoreResult<Vec<AttestedAgent>> {
         .prepare_cached(&format!("SELECT {COLUMNS} FROM agents ORDER BY spiffe_id"))
         .map_err(backend)?;
     let rows = stmt.query_map([], AgentRow::read).map_err(backend)?;
+    rows.map(|row| row.map_err(backend).and_then(AgentRow::into_agent))
+        .collect()
+}
+
+/// At most `limit` agents with a SPIFFE ID greater than `after` (every one when `None`),
+/// ordered by SPIFFE ID.
+pub(super) fn list_page(
+    conn: &Connection,
+    after: Option<&str>,
+    limit: u32,
+) -> StoreResult<Vec<AttestedAgent>> {
+    let mut stmt = conn
+        .prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM agents WHERE ?1 IS NULL OR spiffe_id > ?1 \
+             ORDER BY spiffe_id LIMIT ?2"
+        ))
+        .map_err(backend)?;
+    let rows = stmt
+        .query_map(params![after, i64::from(limit)], AgentRow::read)
+        .map_err(backend)?;
     rows.map(|row| row.map_err(backend).and_then(AgentRow::into_agent))
         .collect()
 }

@@ -56,13 +56,36 @@ pub(super) fn get(conn: &Connection, id: &str) -> StoreResult<Option<Entry>> {
     .transpose()
 }
 
-/// Entries matching every set field of `filter`, ordered by id.
-pub(super) fn list(conn: &Connection, filter: &EntryFilter) -> StoreResult<Vec<Entry>> {
+/// Entries matching every set field of `filter`, ordered by id: those with an id greater than
+/// `after`, if given, and at most `limit`, if given.
+pub(super) fn list(
+    conn: &Connection,
+    filter: &EntryFilter,
+    after: Option<&str>,
+    limit: Option<u32>,
+) -> StoreResult<Vec<Entry>> {
     let mut sql = format!("SELECT {COLUMNS} FROM entries WHERE 1 = 1");
     let mut args: Vec<Value> = Vec::new();
+    if let Some(after) = after {
+        args.push(Value::Text(after.to_owned()));
+        sql.push_str(&format!(" AND id > ?{}", args.len()));
+    }
     if let Some(spiffe_id) = &filter.spiffe_id {
         args.push(Value::Text(spiffe_id.as_str().to_owned()));
         sql.push_str(&format!(" AND spiffe_id = ?{}", args.len()));
+    }
+    if let Some(prefix) = &filter.spiffe_id_prefix {
+        // Not LIKE: `%` and `_` in a prefix are literal characters of the SPIFFE ID.
+        args.push(Value::Text(prefix.clone()));
+        let n = args.len();
+        sql.push_str(&format!(" AND substr(spiffe_id, 1, length(?{n})) = ?{n}"));
+    }
+    if let Some(trust_domain) = &filter.federates_with {
+        args.push(Value::Text(trust_domain.as_str().to_owned()));
+        sql.push_str(&format!(
+            " AND EXISTS (SELECT 1 FROM json_each(entries.federates_with) WHERE value = ?{})",
+            args.len()
+        ));
     }
     if let Some(parent_id) = &filter.parent_id {
         args.push(Value::Text(parent_id.as_str().to_owned()));
@@ -91,6 +114,10 @@ pub(super) fn list(conn: &Connection, filter: &EntryFilter) -> StoreResult<Vec<E
         ));
     }
     sql.push_str(" ORDER BY id");
+    if let Some(limit) = limit {
+        args.push(Value::Integer(i64::from(limit)));
+        sql.push_str(&format!(" LIMIT ?{}", args.len()));
+    }
 
     let mut stmt = conn.prepare(&sql).map_err(backend)?;
     let rows = stmt

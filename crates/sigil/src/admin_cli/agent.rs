@@ -4,15 +4,18 @@
 //! stored identity and exits.
 
 use clap::Args;
-use sigil_api::{Agent, AgentList, paths};
+use sigil_api::{Agent, AgentList, AgentQuery, PageQuery, paths};
 
 use super::client::AdminClient;
-use super::output::{Block, emit, emit_json, format_time, render_found, yes_no};
+use super::output::{Block, ListWriter, emit, emit_json, format_time, with_query, yes_no};
 use super::{AdminConnection, OutputArg};
 use crate::OutputFormat;
 
 #[derive(Debug, Args)]
 pub struct ListArgs {
+    /// Agents asked of the server per request (the server's default when absent).
+    #[arg(long, value_name = "N")]
+    pub page_size: Option<u32>,
     #[command(flatten)]
     pub out: OutputArg,
     #[command(flatten)]
@@ -31,15 +34,24 @@ pub struct SpiffeIdArgs {
     pub conn: AdminConnection,
 }
 
-/// `sigil agent list`.
+/// `sigil agent list`: follows the server's pages to the end, writing each as it comes.
 pub async fn list(args: ListArgs) -> anyhow::Result<()> {
     let client = AdminClient::new(&args.conn.admin_socket);
-    let list: AgentList = client.get(paths::AGENTS).await?;
-    match args.out.output {
-        OutputFormat::Json => emit_json(&list),
-        OutputFormat::Text => {
-            let blocks: Vec<Block> = list.agents.iter().map(agent_block).collect();
-            emit(&render_found(list.agents.len(), "agent", "agents", &blocks))
+    let mut query = AgentQuery {
+        page: PageQuery {
+            page_size: args.page_size.map(|n| n.to_string()),
+            page_token: None,
+        },
+    };
+    let mut writer = ListWriter::new(args.out.output, "agents", "agent", "agents");
+    loop {
+        let path = with_query(paths::AGENTS, &query.to_query_string());
+        let page: AgentList = client.get(&path).await?;
+        let next = page.next_page_token.filter(|t| !t.is_empty());
+        writer.page(&page.agents, next.is_none(), agent_block)?;
+        match next {
+            Some(token) => query.page.page_token = Some(token),
+            None => return Ok(()),
         }
     }
 }

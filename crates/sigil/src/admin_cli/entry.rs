@@ -2,10 +2,12 @@
 //! commands only shape the request, so a bad value gets the server's own message.
 
 use clap::{Args, Subcommand};
-use sigil_api::{Entry, EntryList, EntryQuery, EntryRequest, TtlValue, paths};
+use sigil_api::{Entry, EntryList, EntryQuery, EntryRequest, PageQuery, TtlValue, paths};
 
 use super::client::AdminClient;
-use super::output::{Block, emit, emit_json, format_time, format_ttl, render_found, yes_no};
+use super::output::{
+    Block, ListWriter, emit, emit_json, format_time, format_ttl, with_query, yes_no,
+};
 use super::{AdminConnection, OutputArg};
 use crate::OutputFormat;
 
@@ -111,6 +113,15 @@ pub struct ListArgs {
     /// Only entries with this owner.
     #[arg(long, value_name = "OWNER")]
     pub owner: Option<String>,
+    /// Only entries whose SPIFFE ID starts with this text (compared literally).
+    #[arg(long, value_name = "PREFIX")]
+    pub spiffe_id_prefix: Option<String>,
+    /// Only entries that federate with this trust domain.
+    #[arg(long, value_name = "TD")]
+    pub federates_with: Option<String>,
+    /// Entries asked of the server per request (the server's default when absent).
+    #[arg(long, value_name = "N")]
+    pub page_size: Option<u32>,
     #[command(flatten)]
     pub out: OutputArg,
     #[command(flatten)]
@@ -152,29 +163,27 @@ pub async fn run(command: EntryCommand) -> anyhow::Result<()> {
         }
         EntryCommand::List(args) => {
             let client = AdminClient::new(&args.conn.admin_socket);
-            let query = EntryQuery {
+            let mut query = EntryQuery {
                 spiffe_id: args.spiffe_id,
+                spiffe_id_prefix: args.spiffe_id_prefix,
                 parent_id: args.parent_id,
                 selectors: args.selectors,
                 owner: args.owner,
-            }
-            .to_query_string();
-            let path = if query.is_empty() {
-                paths::ENTRIES.to_owned()
-            } else {
-                format!("{}?{query}", paths::ENTRIES)
+                federates_with: args.federates_with,
+                page: PageQuery {
+                    page_size: args.page_size.map(|n| n.to_string()),
+                    page_token: None,
+                },
             };
-            let list: EntryList = client.get(&path).await?;
-            match args.out.output {
-                OutputFormat::Json => emit_json(&list),
-                OutputFormat::Text => {
-                    let blocks: Vec<Block> = list.entries.iter().map(entry_block).collect();
-                    emit(&render_found(
-                        list.entries.len(),
-                        "entry",
-                        "entries",
-                        &blocks,
-                    ))
+            let mut writer = ListWriter::new(args.out.output, "entries", "entry", "entries");
+            loop {
+                let path = with_query(paths::ENTRIES, &query.to_query_string());
+                let page: EntryList = client.get(&path).await?;
+                let next = page.next_page_token.filter(|t| !t.is_empty());
+                writer.page(&page.entries, next.is_none(), entry_block)?;
+                match next {
+                    Some(token) => query.page.page_token = Some(token),
+                    None => return Ok(()),
                 }
             }
         }

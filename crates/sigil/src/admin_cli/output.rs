@@ -72,6 +72,124 @@ pub fn emit_json<T: Serialize>(value: &T) -> anyhow::Result<()> {
     emit(&text)
 }
 
+/// `path` with `query` appended after `?`, or alone when `query` is empty.
+pub fn with_query(path: &str, query: &str) -> String {
+    if query.is_empty() {
+        path.to_owned()
+    } else {
+        format!("{path}?{query}")
+    }
+}
+
+/// Writes a list that arrives page by page to stdout as it comes, so memory holds one page.
+///
+/// JSON output is one document, byte for byte what [`emit_json`] writes for `{"<key>": [...]}`;
+/// text output is what [`render_found`] writes when everything fits in the first page, and
+/// otherwise the blocks as they come followed by the `Found …` line (the count is known only at
+/// the end).
+pub struct ListWriter {
+    format: crate::OutputFormat,
+    key: &'static str,
+    singular: &'static str,
+    plural: &'static str,
+    count: usize,
+    started: bool,
+}
+
+impl ListWriter {
+    pub fn new(
+        format: crate::OutputFormat,
+        key: &'static str,
+        singular: &'static str,
+        plural: &'static str,
+    ) -> Self {
+        Self {
+            format,
+            key,
+            singular,
+            plural,
+            count: 0,
+            started: false,
+        }
+    }
+
+    /// Writes one page; `last` says whether more follow.
+    pub fn page<T: Serialize>(
+        &mut self,
+        items: &[T],
+        last: bool,
+        block: impl Fn(&T) -> Block,
+    ) -> anyhow::Result<()> {
+        let out = self.render_page(items, last, block)?;
+        emit(&out)
+    }
+
+    /// What [`Self::page`] writes.
+    fn render_page<T: Serialize>(
+        &mut self,
+        items: &[T],
+        last: bool,
+        block: impl Fn(&T) -> Block,
+    ) -> anyhow::Result<String> {
+        let first = !self.started;
+        self.started = true;
+        let mut out = String::new();
+        match self.format {
+            crate::OutputFormat::Json => {
+                if first {
+                    out.push_str(&format!("{{\n  \"{}\": [", self.key));
+                }
+                for item in items {
+                    let text = serde_json::to_string_pretty(item)
+                        .context("cannot encode the answer as JSON")?;
+                    out.push_str(if self.count == 0 { "\n" } else { ",\n" });
+                    for (n, line) in text.lines().enumerate() {
+                        if n > 0 {
+                            out.push('\n');
+                        }
+                        out.push_str("    ");
+                        out.push_str(line);
+                    }
+                    self.count += 1;
+                }
+                if last {
+                    out.push_str(if self.count == 0 {
+                        "]\n}\n"
+                    } else {
+                        "\n  ]\n}\n"
+                    });
+                }
+            }
+            crate::OutputFormat::Text => {
+                let blocks: Vec<Block> = items.iter().map(block).collect();
+                if first && last {
+                    out = render_found(items.len(), self.singular, self.plural, &blocks);
+                } else {
+                    for b in &blocks {
+                        if self.count > 0 {
+                            out.push('\n');
+                        }
+                        out.push_str(&b.render());
+                        self.count += 1;
+                    }
+                    if last {
+                        let noun = if self.count == 1 {
+                            self.singular
+                        } else {
+                            self.plural
+                        };
+                        if self.count > 0 {
+                            out.push('\n');
+                        }
+                        out.push_str(&format!("Found {} {noun}\n", self.count));
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
 /// Unix seconds as RFC 3339 UTC (`2024-05-01T12:00:00Z`), or the number if out of range.
 pub fn format_time(unix_secs: i64) -> String {
     OffsetDateTime::from_unix_timestamp(unix_secs)
@@ -137,6 +255,44 @@ mod tests {
         assert_eq!(format_ttl(900), "15m");
         assert_eq!(format_ttl(3600), "1h");
         assert_eq!(format_ttl(172_800), "2d");
+    }
+
+    #[test]
+    fn streamed_json_equals_the_whole_document() {
+        #[derive(Serialize)]
+        struct Item {
+            a: u32,
+            b: Vec<&'static str>,
+        }
+        #[derive(Serialize)]
+        struct List<'a> {
+            entries: &'a [Item],
+        }
+        let items = [
+            Item { a: 1, b: vec!["x"] },
+            Item { a: 2, b: vec![] },
+            Item {
+                a: 3,
+                b: vec!["y", "z"],
+            },
+        ];
+        let no_block = |_: &Item| Block::default();
+        let whole = serde_json::to_string_pretty(&List { entries: &items }).unwrap() + "\n";
+        for split in [0, 1, 2, 3] {
+            let (head, tail) = items.split_at(split);
+            let mut writer =
+                ListWriter::new(crate::OutputFormat::Json, "entries", "entry", "entries");
+            let mut out = writer.render_page(head, false, no_block).unwrap();
+            out.push_str(&writer.render_page(tail, true, no_block).unwrap());
+            assert_eq!(out, whole, "split at {split}");
+        }
+        let mut writer = ListWriter::new(crate::OutputFormat::Json, "entries", "entry", "entries");
+        let mut empty = writer.render_page(&[], false, no_block).unwrap();
+        empty.push_str(&writer.render_page(&[], true, no_block).unwrap());
+        let none: &[Item] = &[];
+        let whole = serde_json::to_string_pretty(&List { entries: none }).unwrap() + "\n";
+        assert_eq!(empty, whole);
+        serde_json::from_str::<serde_json::Value>(&empty).unwrap();
     }
 
     #[test]

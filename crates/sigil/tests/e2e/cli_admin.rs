@@ -261,6 +261,71 @@ async fn entry_create_list_show_update_delete() {
     server.stop().await;
 }
 
+/// More entries than one page: `entry list` follows the pages and writes one JSON document
+/// equal to the one-page answer, and text output counts every entry; filters reach the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entry_list_follows_pages_to_the_end() {
+    let server = AdminServer::start().await;
+    for (path, federates) in [("a", None), ("b", Some("partner.org")), ("c", None)] {
+        let id = format!("spiffe://example.org/paged/{path}");
+        let mut args = create_args(Some(("--spiffe-id", Some(id.as_str()))), &[]);
+        if let Some(td) = federates {
+            args.extend(["--federates-with", td]);
+        }
+        let created = server.admin(&args).await;
+        assert!(created.status.success(), "{}", stderr(&created));
+    }
+    // The positive path first: one page holds all three.
+    let whole = server.admin(&["entry", "list", "--output", "json"]).await;
+    assert!(whole.status.success(), "{}", stderr(&whole));
+    let whole_json = json(&whole);
+    assert_eq!(whole_json["entries"].as_array().unwrap().len(), 3);
+    assert!(whole_json.get("next_page_token").is_none());
+
+    let paged = server
+        .admin(&["entry", "list", "--page-size", "2", "--output", "json"])
+        .await;
+    assert!(paged.status.success(), "{}", stderr(&paged));
+    assert_eq!(
+        stdout(&paged),
+        stdout(&whole),
+        "paged JSON equals the one-page JSON"
+    );
+
+    let text = server.admin(&["entry", "list", "--page-size", "2"]).await;
+    let text = stdout(&text);
+    assert_eq!(text.matches("Entry ID").count(), 3, "{text}");
+    assert!(text.ends_with("Found 3 entries\n"), "{text}");
+
+    let prefixed = json(
+        &server
+            .admin(&[
+                "entry",
+                "list",
+                "--page-size",
+                "1",
+                "--spiffe-id-prefix",
+                "spiffe://example.org/paged/",
+                "--federates-with",
+                "partner.org",
+                "--output",
+                "json",
+            ])
+            .await,
+    );
+    let entries = prefixed["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 1, "{prefixed}");
+    assert_eq!(entries[0]["spiffe_id"], "spiffe://example.org/paged/b");
+
+    let refused = server.admin(&["entry", "list", "--page-size", "0"]).await;
+    assert!(!refused.status.success());
+    assert!(
+        stderr(&refused).contains("page_size"),
+        "{}",
+        stderr(&refused)
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_entries_fail_with_one_line_and_store_nothing() {
     let server = AdminServer::start().await;
