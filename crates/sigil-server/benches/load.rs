@@ -8,8 +8,8 @@
 //! 1. setup: the join tokens and the entries, created one by one through the `Datastore`
 //!    (several writers at once), before any server runs;
 //! 2. start-up: `sigil_server::start` on the populated store (CA, then the indexes loading);
-//! 3. initial sync: every agent connects and opens its stream at once, until the last one holds
-//!    its full entry set;
+//! 3. initial sync: every agent connects and opens its stream at once (or at most
+//!    `SIGIL_LOAD_CONNECTS` handshakes at a time), until the last one holds its full entry set;
 //! 4. change propagation: entry created in the store → the owning agent's stream carries it;
 //! 5. X509-SVID issuance over the agent API (`BatchNewX509Svid`, one CSR per call, several
 //!    concurrent callers), per core and as a ratio to the ceiling measured next in the same
@@ -21,7 +21,8 @@
 //! `cargo bench -p sigil-server --bench load`, configured by the environment:
 //! `SIGIL_LOAD_BACKEND` (`sqlite`, the default, or `postgres`), `SIGIL_LOAD_ENTRIES` (100000),
 //! `SIGIL_LOAD_AGENTS` (1000), `SIGIL_LOAD_SECS` (10: the issuance phase, and its ceiling, each),
-//! `SIGIL_LOAD_CALLERS` (8 concurrent issuance callers), `SIGIL_LOAD_POSTGRES_URL` (default
+//! `SIGIL_LOAD_CALLERS` (8 concurrent issuance callers), `SIGIL_LOAD_CONNECTS` (handshakes in
+//! flight during the initial sync; default: every agent at once), `SIGIL_LOAD_POSTGRES_URL` (default
 //! `postgres://postgres@127.0.0.1:5432/test`; the user must be allowed to create schemas).
 
 #![allow(
@@ -45,7 +46,7 @@ use sigil_proto::agent::v1 as pb;
 use sigil_spiffe::{Clock, SpiffeId, SystemClock};
 use sigil_store::{Datastore, PostgresConfig, PostgresStore, SqliteStore};
 use support::{AgentSvid, TestServer};
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 
 /// Store writes in flight while creating the join tokens and entries, and attestations in
@@ -93,6 +94,8 @@ struct Load {
     agents: usize,
     secs: u64,
     callers: usize,
+    /// Agents connecting (TCP and TLS handshake) at once during the initial sync.
+    connects: usize,
     cores: usize,
 }
 
@@ -139,11 +142,14 @@ impl PgSchema {
 /// The entry-ID sets an agent's stream delivered, each stamped on arrival.
 type Pushes = mpsc::UnboundedReceiver<(Instant, HashSet<String>)>;
 
-/// Connects as `svid` and follows its sync stream in a task of its own.
-fn follow(server: Arc<TestServer>, svid: Arc<AgentSvid>) -> Pushes {
+/// Connects as `svid` (holding one of `connects` meanwhile) and follows its sync stream in a
+/// task of its own.
+fn follow(server: Arc<TestServer>, svid: Arc<AgentSvid>, connects: Arc<Semaphore>) -> Pushes {
     let (tx, rx) = mpsc::unbounded_channel();
     tokio::spawn(async move {
+        let permit = connects.acquire().await.unwrap();
         let mut client = server.client(&svid).await;
+        drop(permit);
         // The server is stopped at the end, which needs every other reference gone.
         drop(server);
         let mut stream = client
@@ -302,9 +308,10 @@ async fn run(load: &Load) {
         .await;
     let attest_time = attest_start.elapsed();
     let sync_start = Instant::now();
+    let connects = Arc::new(Semaphore::new(load.connects));
     let mut pushes: Vec<Pushes> = svids
         .iter()
-        .map(|svid| follow(Arc::clone(&server), Arc::clone(svid)))
+        .map(|svid| follow(Arc::clone(&server), Arc::clone(svid), Arc::clone(&connects)))
         .collect();
     let mut last = sync_start;
     for (agent_pushes, ids) in pushes.iter_mut().zip(&per_agent) {
@@ -314,8 +321,9 @@ async fn run(load: &Load) {
     }
     let rss_synced = rss_mib();
     println!(
-        "3. initial sync: {} agents connect (mTLS) and open their streams at once; the last holds its {} entries after {:.2} s (attesting them one by one before: {:.1} s)",
+        "3. initial sync: {} agents connect (mTLS, {} handshakes at once at most) and open their streams; the last holds its {} entries after {:.2} s (attesting them one by one before: {:.1} s)",
         load.agents,
+        load.connects,
         load.entries / load.agents,
         (last - sync_start).as_secs_f64(),
         attest_time.as_secs_f64(),
@@ -419,6 +427,7 @@ async fn run(load: &Load) {
 }
 
 fn main() {
+    let agents = env("SIGIL_LOAD_AGENTS", 1_000);
     let load = Load {
         postgres_url: match std::env::var("SIGIL_LOAD_BACKEND").as_deref() {
             Ok("sqlite") | Err(_) => None,
@@ -429,9 +438,10 @@ fn main() {
             Ok(other) => panic!("SIGIL_LOAD_BACKEND must be `sqlite` or `postgres`, not `{other}`"),
         },
         entries: env("SIGIL_LOAD_ENTRIES", 100_000),
-        agents: env("SIGIL_LOAD_AGENTS", 1_000),
+        agents,
         secs: env("SIGIL_LOAD_SECS", 10) as u64,
         callers: env("SIGIL_LOAD_CALLERS", 8),
+        connects: env("SIGIL_LOAD_CONNECTS", agents),
         cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
     tokio::runtime::Builder::new_multi_thread()
