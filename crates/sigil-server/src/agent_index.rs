@@ -14,7 +14,7 @@ use sigil_spiffe::{Selector, SpiffeId};
 use sigil_store::{AttestedAgent, Change, ChangeEvent, Datastore, StoreError};
 use tokio::sync::watch;
 
-use crate::feed::AppliedPosition;
+use crate::applied::AppliedPosition;
 
 /// What authentication and sync need to know about one agent (its identity state; `last_seen`
 /// is bookkeeping and lives apart).
@@ -120,7 +120,7 @@ impl AgentIndex {
         self.applied.reached(seq).await;
     }
 
-    /// Waits, at most [`crate::feed::READ_YOUR_WRITE_WAIT`], until the index has applied every
+    /// Waits, at most [`crate::applied::READ_YOUR_WRITE_WAIT`], until the index has applied every
     /// change `store` had when called (an attestation, a renewal, a ban), so the next call sees
     /// it.
     pub async fn catch_up_with(&self, store: &dyn Datastore) {

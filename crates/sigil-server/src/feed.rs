@@ -16,58 +16,6 @@ use crate::revocation::RevocationIndex;
 /// Pause before reading the feed again after a store failure.
 const RETRY_AFTER: Duration = Duration::from_millis(500);
 
-/// Longest [`AppliedPosition::catch_up_with`] waits for an index to apply a write.
-pub const READ_YOUR_WRITE_WAIT: Duration = Duration::from_secs(5);
-
-/// How far an index has applied the feed: the highest sequence applied, which read-your-writes
-/// waits on.
-#[derive(Debug, Default)]
-pub struct AppliedPosition(watch::Sender<u64>);
-
-impl AppliedPosition {
-    /// Records that everything up to `seq` is applied (never moves back).
-    pub fn advance(&self, seq: u64) {
-        self.0.send_if_modified(|applied| {
-            let moved = seq > *applied;
-            if moved {
-                *applied = seq;
-            }
-            moved
-        });
-    }
-
-    /// Waits until everything up to `seq` is applied. Returns at once if it is; returns early if
-    /// the feed follower is gone.
-    pub async fn reached(&self, seq: u64) {
-        let mut applied = self.0.subscribe();
-        let _ = applied.wait_for(|applied| *applied >= seq).await;
-    }
-
-    /// Waits, at most [`READ_YOUR_WRITE_WAIT`], until every change `store` had when called is
-    /// applied: read-your-writes for whoever just wrote, so the next call sees it. On a store
-    /// error or a timeout it logs (naming `index`) and returns; the change takes effect when the
-    /// feed follower applies it.
-    pub async fn catch_up_with(&self, store: &dyn Datastore, index: &'static str) {
-        let written = match store.latest_change().await {
-            Ok(seq) => seq,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read the change feed position");
-                return;
-            }
-        };
-        if tokio::time::timeout(READ_YOUR_WRITE_WAIT, self.reached(written))
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                seq = written,
-                index,
-                "the index did not apply the change in time; it takes effect when it does"
-            );
-        }
-    }
-}
-
 /// Everything that follows the feed: the three indexes, and the CA's rotation task, woken when
 /// an authority changed.
 #[derive(Clone)]

@@ -17,6 +17,7 @@ pub mod admin;
 pub mod agent_api;
 pub mod agent_index;
 pub mod agent_listener;
+pub mod applied;
 pub mod ca;
 pub mod entry_index;
 pub mod feed;

@@ -14,7 +14,7 @@ use arc_swap::ArcSwap;
 use sigil_store::{Change, ChangeEvent, CredentialKind, Datastore, Revocation, StoreError};
 use tokio::sync::watch;
 
-use crate::feed::AppliedPosition;
+use crate::applied::AppliedPosition;
 
 /// The revoked credentials, by kind and id.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -92,7 +92,7 @@ impl RevocationIndex {
         self.version.subscribe()
     }
 
-    /// Waits, at most [`crate::feed::READ_YOUR_WRITE_WAIT`], until every change `store` had when
+    /// Waits, at most [`crate::applied::READ_YOUR_WRITE_WAIT`], until every change `store` had when
     /// called is applied, so a revocation just written is enforced by this server's next call.
     pub async fn catch_up_with(&self, store: &dyn Datastore) {
         self.applied.catch_up_with(store, "revocation index").await;
