@@ -14,6 +14,7 @@
 pub mod conformance;
 pub mod model;
 pub mod postgres;
+mod rows;
 pub mod sqlite;
 
 use async_trait::async_trait;

@@ -38,6 +38,7 @@ use tokio_postgres::config::Host;
 use tokio_postgres::error::SqlState;
 
 use crate::model::check_page_limit;
+use crate::rows::corrupt;
 use crate::{
     AttestedAgent, AuthorityRecord, AuthorityState, Change, ChangeEvent, CredentialKind, Datastore,
     Entry, EntryFilter, IssuedCredential, JoinToken, NewEntry, Revocation, StoreError, StoreResult,
@@ -804,14 +805,6 @@ fn to_sql_int(field: &'static str, value: u64) -> StoreResult<i64> {
 /// A stored integer that must not be negative, or `Corrupt`.
 fn from_sql_int(kind: &'static str, id: &str, field: &str, value: i64) -> StoreResult<u64> {
     u64::try_from(value).map_err(|_| corrupt(kind, id, format!("{field} is negative ({value})")))
-}
-
-fn corrupt(kind: &'static str, id: &str, detail: impl Into<String>) -> StoreError {
-    StoreError::Corrupt {
-        kind,
-        id: id.to_owned(),
-        detail: detail.into(),
-    }
 }
 
 /// Reads column `idx` of `row`; a type mismatch is a backend failure, not a panic.

@@ -22,6 +22,7 @@ use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 use tokio::sync::watch;
 
 use crate::model::check_page_limit;
+use crate::rows::corrupt;
 use crate::{
     AttestedAgent, AuthorityRecord, AuthorityState, ChangeEvent, CredentialKind, Datastore, Entry,
     EntryFilter, IssuedCredential, JoinToken, NewEntry, Revocation, StoreError, StoreResult,
@@ -489,12 +490,4 @@ fn to_json<T: serde::Serialize>(value: &T) -> StoreResult<String> {
 /// A stored integer that must not be negative, or `Corrupt`.
 fn from_sql_int(kind: &'static str, id: &str, field: &str, value: i64) -> StoreResult<u64> {
     u64::try_from(value).map_err(|_| corrupt(kind, id, format!("{field} is negative ({value})")))
-}
-
-fn corrupt(kind: &'static str, id: &str, detail: impl Into<String>) -> StoreError {
-    StoreError::Corrupt {
-        kind,
-        id: id.to_owned(),
-        detail: detail.into(),
-    }
 }

@@ -3,20 +3,14 @@
 //! credential they name expires.
 
 use deadpool_postgres::GenericClient;
-use sigil_spiffe::SpiffeId;
 use tokio_postgres::Row;
 
-use super::{WriteTx, backend, column, corrupt, execute, is_unique_violation, query, query_opt};
+use super::{WriteTx, backend, column, execute, is_unique_violation, query, query_opt};
+use crate::rows::{
+    CREDENTIAL_KIND, ISSUED_COLUMNS, ISSUED_KIND, IssuedRow, REVOCATION_COLUMNS, REVOCATION_KIND,
+    RevocationRow,
+};
 use crate::{Change, CredentialKind, IssuedCredential, Revocation, StoreError, StoreResult};
-
-const ISSUED_KIND: &str = "issued credential";
-const REVOCATION_KIND: &str = "revocation";
-/// The kind `NotFound` names when there is no issued record to revoke.
-const CREDENTIAL_KIND: &str = "credential";
-
-const ISSUED_COLUMNS: &str = "kind, id, spiffe_id, authority_id, issued_to, issued_at, expires_at";
-const REVOCATION_COLUMNS: &str =
-    "kind, id, spiffe_id, authority_id, reason, revoked_at, expires_at";
 
 /// Inserts every credential of a checked batch in one statement, so the batch is stored whole
 /// or not at all; `AlreadyExists` when any `(kind, id)` is taken (also within the batch).
@@ -80,7 +74,7 @@ pub(super) async fn get_issued(
         &[&kind.as_str(), &id],
     )
     .await?
-    .map(|row| IssuedRow::read(&row)?.into_credential())
+    .map(|row| issued_row(&row)?.into_credential())
     .transpose()
 }
 
@@ -160,7 +154,7 @@ pub(super) async fn get_revocation(
         &[&kind.as_str(), &id],
     )
     .await?
-    .map(|row| RevocationRow::read(&row)?.into_revocation())
+    .map(|row| revocation_row(&row)?.into_revocation())
     .transpose()
 }
 
@@ -174,7 +168,7 @@ pub(super) async fn list_revocations(db: &impl GenericClient) -> StoreResult<Vec
     )
     .await?;
     rows.iter()
-        .map(|row| RevocationRow::read(row)?.into_revocation())
+        .map(|row| revocation_row(row)?.into_revocation())
         .collect()
 }
 
@@ -213,100 +207,28 @@ pub(super) async fn prune_expired(tx: &mut WriteTx<'_>, before: i64) -> StoreRes
     Ok(pruned)
 }
 
-/// An `issued_credentials` row as PostgreSQL returns it, before the kind and SPIFFE IDs are
-/// parsed.
-struct IssuedRow {
-    kind: String,
-    id: String,
-    spiffe_id: String,
-    authority_id: String,
-    issued_to: String,
-    issued_at: i64,
-    expires_at: i64,
+/// Reads the columns of [`ISSUED_COLUMNS`], in order.
+fn issued_row(row: &Row) -> StoreResult<IssuedRow> {
+    Ok(IssuedRow {
+        kind: column(row, 0)?,
+        id: column(row, 1)?,
+        spiffe_id: column(row, 2)?,
+        authority_id: column(row, 3)?,
+        issued_to: column(row, 4)?,
+        issued_at: column(row, 5)?,
+        expires_at: column(row, 6)?,
+    })
 }
 
-impl IssuedRow {
-    /// Reads the columns of [`ISSUED_COLUMNS`], in order.
-    fn read(row: &Row) -> StoreResult<Self> {
-        Ok(Self {
-            kind: column(row, 0)?,
-            id: column(row, 1)?,
-            spiffe_id: column(row, 2)?,
-            authority_id: column(row, 3)?,
-            issued_to: column(row, 4)?,
-            issued_at: column(row, 5)?,
-            expires_at: column(row, 6)?,
-        })
-    }
-
-    fn into_credential(self) -> StoreResult<IssuedCredential> {
-        let key = format!("{}:{}", self.kind, self.id);
-        let kind = parse_kind(ISSUED_KIND, &key, &self.kind)?;
-        let spiffe_id = parse_spiffe_id(ISSUED_KIND, &key, "spiffe_id", &self.spiffe_id)?;
-        let issued_to = parse_spiffe_id(ISSUED_KIND, &key, "issued_to", &self.issued_to)?;
-        Ok(IssuedCredential {
-            kind,
-            id: self.id,
-            spiffe_id,
-            authority_id: self.authority_id,
-            issued_to,
-            issued_at: self.issued_at,
-            expires_at: self.expires_at,
-        })
-    }
-}
-
-/// A `revocations` row as PostgreSQL returns it, before the kind and SPIFFE ID are parsed.
-struct RevocationRow {
-    kind: String,
-    id: String,
-    spiffe_id: String,
-    authority_id: String,
-    reason: String,
-    revoked_at: i64,
-    expires_at: i64,
-}
-
-impl RevocationRow {
-    /// Reads the columns of [`REVOCATION_COLUMNS`], in order.
-    fn read(row: &Row) -> StoreResult<Self> {
-        Ok(Self {
-            kind: column(row, 0)?,
-            id: column(row, 1)?,
-            spiffe_id: column(row, 2)?,
-            authority_id: column(row, 3)?,
-            reason: column(row, 4)?,
-            revoked_at: column(row, 5)?,
-            expires_at: column(row, 6)?,
-        })
-    }
-
-    fn into_revocation(self) -> StoreResult<Revocation> {
-        let key = format!("{}:{}", self.kind, self.id);
-        let kind = parse_kind(REVOCATION_KIND, &key, &self.kind)?;
-        let spiffe_id = parse_spiffe_id(REVOCATION_KIND, &key, "spiffe_id", &self.spiffe_id)?;
-        Ok(Revocation {
-            kind,
-            id: self.id,
-            spiffe_id,
-            authority_id: self.authority_id,
-            reason: self.reason,
-            revoked_at: self.revoked_at,
-            expires_at: self.expires_at,
-        })
-    }
-}
-
-fn parse_kind(record: &'static str, key: &str, name: &str) -> StoreResult<CredentialKind> {
-    CredentialKind::from_name(name)
-        .ok_or_else(|| corrupt(record, key, format!("unknown kind `{name}`")))
-}
-
-fn parse_spiffe_id(
-    record: &'static str,
-    key: &str,
-    field: &str,
-    value: &str,
-) -> StoreResult<SpiffeId> {
-    SpiffeId::parse(value).map_err(|e| corrupt(record, key, format!("{field}: {e}")))
+/// Reads the columns of [`REVOCATION_COLUMNS`], in order.
+fn revocation_row(row: &Row) -> StoreResult<RevocationRow> {
+    Ok(RevocationRow {
+        kind: column(row, 0)?,
+        id: column(row, 1)?,
+        spiffe_id: column(row, 2)?,
+        authority_id: column(row, 3)?,
+        reason: column(row, 4)?,
+        revoked_at: column(row, 5)?,
+        expires_at: column(row, 6)?,
+    })
 }

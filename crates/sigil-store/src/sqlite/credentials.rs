@@ -3,19 +3,13 @@
 //! credential they name expires.
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
-use sigil_spiffe::SpiffeId;
 
-use super::{backend, change_feed, corrupt, is_unique_violation};
+use super::{backend, change_feed, is_unique_violation};
+use crate::rows::{
+    CREDENTIAL_KIND, ISSUED_COLUMNS, ISSUED_KIND, IssuedRow, REVOCATION_COLUMNS, REVOCATION_KIND,
+    RevocationRow,
+};
 use crate::{Change, CredentialKind, IssuedCredential, Revocation, StoreError, StoreResult};
-
-const ISSUED_KIND: &str = "issued credential";
-const REVOCATION_KIND: &str = "revocation";
-/// The kind `NotFound` names when there is no issued record to revoke.
-const CREDENTIAL_KIND: &str = "credential";
-
-const ISSUED_COLUMNS: &str = "kind, id, spiffe_id, authority_id, issued_to, issued_at, expires_at";
-const REVOCATION_COLUMNS: &str =
-    "kind, id, spiffe_id, authority_id, reason, revoked_at, expires_at";
 
 /// Inserts every credential of a checked batch; `AlreadyExists` on the first `(kind, id)` that
 /// is taken (also within the batch), after which the caller's transaction rolls the rest back.
@@ -62,7 +56,7 @@ pub(super) fn get_issued(
     conn.query_row(
         &format!("SELECT {ISSUED_COLUMNS} FROM issued_credentials WHERE kind = ?1 AND id = ?2"),
         params![kind.as_str(), id],
-        IssuedRow::read,
+        issued_row,
     )
     .optional()
     .map_err(backend)?
@@ -139,7 +133,7 @@ pub(super) fn get_revocation(
     conn.query_row(
         &format!("SELECT {REVOCATION_COLUMNS} FROM revocations WHERE kind = ?1 AND id = ?2"),
         params![kind.as_str(), id],
-        RevocationRow::read,
+        revocation_row,
     )
     .optional()
     .map_err(backend)?
@@ -155,7 +149,7 @@ pub(super) fn list_revocations(conn: &Connection) -> StoreResult<Vec<Revocation>
             "SELECT {REVOCATION_COLUMNS} FROM revocations ORDER BY revoked_at, kind, id"
         ))
         .map_err(backend)?;
-    let rows = stmt.query_map([], RevocationRow::read).map_err(backend)?;
+    let rows = stmt.query_map([], revocation_row).map_err(backend)?;
     rows.map(|row| {
         row.map_err(backend)
             .and_then(RevocationRow::into_revocation)
@@ -195,97 +189,28 @@ pub(super) fn prune_expired(conn: &Connection, before: i64) -> StoreResult<u64> 
     Ok(u64::try_from(removed.len()).unwrap_or(u64::MAX))
 }
 
-/// An `issued_credentials` row as SQLite returns it, before the kind and SPIFFE IDs are parsed.
-struct IssuedRow {
-    kind: String,
-    id: String,
-    spiffe_id: String,
-    authority_id: String,
-    issued_to: String,
-    issued_at: i64,
-    expires_at: i64,
+/// Reads the columns of [`ISSUED_COLUMNS`], in order.
+fn issued_row(row: &Row<'_>) -> rusqlite::Result<IssuedRow> {
+    Ok(IssuedRow {
+        kind: row.get(0)?,
+        id: row.get(1)?,
+        spiffe_id: row.get(2)?,
+        authority_id: row.get(3)?,
+        issued_to: row.get(4)?,
+        issued_at: row.get(5)?,
+        expires_at: row.get(6)?,
+    })
 }
 
-impl IssuedRow {
-    fn read(row: &Row<'_>) -> rusqlite::Result<Self> {
-        Ok(Self {
-            kind: row.get(0)?,
-            id: row.get(1)?,
-            spiffe_id: row.get(2)?,
-            authority_id: row.get(3)?,
-            issued_to: row.get(4)?,
-            issued_at: row.get(5)?,
-            expires_at: row.get(6)?,
-        })
-    }
-
-    fn into_credential(self) -> StoreResult<IssuedCredential> {
-        let key = format!("{}:{}", self.kind, self.id);
-        let kind = parse_kind(ISSUED_KIND, &key, &self.kind)?;
-        let spiffe_id = parse_spiffe_id(ISSUED_KIND, &key, "spiffe_id", &self.spiffe_id)?;
-        let issued_to = parse_spiffe_id(ISSUED_KIND, &key, "issued_to", &self.issued_to)?;
-        Ok(IssuedCredential {
-            kind,
-            id: self.id,
-            spiffe_id,
-            authority_id: self.authority_id,
-            issued_to,
-            issued_at: self.issued_at,
-            expires_at: self.expires_at,
-        })
-    }
-}
-
-/// A `revocations` row as SQLite returns it, before the kind and SPIFFE ID are parsed.
-struct RevocationRow {
-    kind: String,
-    id: String,
-    spiffe_id: String,
-    authority_id: String,
-    reason: String,
-    revoked_at: i64,
-    expires_at: i64,
-}
-
-impl RevocationRow {
-    fn read(row: &Row<'_>) -> rusqlite::Result<Self> {
-        Ok(Self {
-            kind: row.get(0)?,
-            id: row.get(1)?,
-            spiffe_id: row.get(2)?,
-            authority_id: row.get(3)?,
-            reason: row.get(4)?,
-            revoked_at: row.get(5)?,
-            expires_at: row.get(6)?,
-        })
-    }
-
-    fn into_revocation(self) -> StoreResult<Revocation> {
-        let key = format!("{}:{}", self.kind, self.id);
-        let kind = parse_kind(REVOCATION_KIND, &key, &self.kind)?;
-        let spiffe_id = parse_spiffe_id(REVOCATION_KIND, &key, "spiffe_id", &self.spiffe_id)?;
-        Ok(Revocation {
-            kind,
-            id: self.id,
-            spiffe_id,
-            authority_id: self.authority_id,
-            reason: self.reason,
-            revoked_at: self.revoked_at,
-            expires_at: self.expires_at,
-        })
-    }
-}
-
-fn parse_kind(record: &'static str, key: &str, name: &str) -> StoreResult<CredentialKind> {
-    CredentialKind::from_name(name)
-        .ok_or_else(|| corrupt(record, key, format!("unknown kind `{name}`")))
-}
-
-fn parse_spiffe_id(
-    record: &'static str,
-    key: &str,
-    field: &str,
-    value: &str,
-) -> StoreResult<SpiffeId> {
-    SpiffeId::parse(value).map_err(|e| corrupt(record, key, format!("{field}: {e}")))
+/// Reads the columns of [`REVOCATION_COLUMNS`], in order.
+fn revocation_row(row: &Row<'_>) -> rusqlite::Result<RevocationRow> {
+    Ok(RevocationRow {
+        kind: row.get(0)?,
+        id: row.get(1)?,
+        spiffe_id: row.get(2)?,
+        authority_id: row.get(3)?,
+        reason: row.get(4)?,
+        revoked_at: row.get(5)?,
+        expires_at: row.get(6)?,
+    })
 }

@@ -1,0 +1,99 @@
+//! What both backends share of the issued-credential and revocation records: the names and
+//! column lists, and the step from a row's raw values to a checked record. Each backend only
+//! reads its columns into these rows.
+
+use sigil_spiffe::SpiffeId;
+
+use crate::{CredentialKind, IssuedCredential, Revocation, StoreError, StoreResult};
+
+pub(crate) const ISSUED_KIND: &str = "issued credential";
+pub(crate) const REVOCATION_KIND: &str = "revocation";
+/// The kind `NotFound` names when there is no issued record to revoke.
+pub(crate) const CREDENTIAL_KIND: &str = "credential";
+
+pub(crate) const ISSUED_COLUMNS: &str =
+    "kind, id, spiffe_id, authority_id, issued_to, issued_at, expires_at";
+pub(crate) const REVOCATION_COLUMNS: &str =
+    "kind, id, spiffe_id, authority_id, reason, revoked_at, expires_at";
+
+/// An `issued_credentials` row as a backend reads it, before the kind and SPIFFE IDs are parsed.
+pub(crate) struct IssuedRow {
+    pub(crate) kind: String,
+    pub(crate) id: String,
+    pub(crate) spiffe_id: String,
+    pub(crate) authority_id: String,
+    pub(crate) issued_to: String,
+    pub(crate) issued_at: i64,
+    pub(crate) expires_at: i64,
+}
+
+impl IssuedRow {
+    /// The record, or `Corrupt` if the kind or a SPIFFE ID no longer parses.
+    pub(crate) fn into_credential(self) -> StoreResult<IssuedCredential> {
+        let key = format!("{}:{}", self.kind, self.id);
+        let kind = parse_kind(ISSUED_KIND, &key, &self.kind)?;
+        let spiffe_id = parse_spiffe_id(ISSUED_KIND, &key, "spiffe_id", &self.spiffe_id)?;
+        let issued_to = parse_spiffe_id(ISSUED_KIND, &key, "issued_to", &self.issued_to)?;
+        Ok(IssuedCredential {
+            kind,
+            id: self.id,
+            spiffe_id,
+            authority_id: self.authority_id,
+            issued_to,
+            issued_at: self.issued_at,
+            expires_at: self.expires_at,
+        })
+    }
+}
+
+/// A `revocations` row as a backend reads it, before the kind and SPIFFE ID are parsed.
+pub(crate) struct RevocationRow {
+    pub(crate) kind: String,
+    pub(crate) id: String,
+    pub(crate) spiffe_id: String,
+    pub(crate) authority_id: String,
+    pub(crate) reason: String,
+    pub(crate) revoked_at: i64,
+    pub(crate) expires_at: i64,
+}
+
+impl RevocationRow {
+    /// The record, or `Corrupt` if the kind or the SPIFFE ID no longer parses.
+    pub(crate) fn into_revocation(self) -> StoreResult<Revocation> {
+        let key = format!("{}:{}", self.kind, self.id);
+        let kind = parse_kind(REVOCATION_KIND, &key, &self.kind)?;
+        let spiffe_id = parse_spiffe_id(REVOCATION_KIND, &key, "spiffe_id", &self.spiffe_id)?;
+        Ok(Revocation {
+            kind,
+            id: self.id,
+            spiffe_id,
+            authority_id: self.authority_id,
+            reason: self.reason,
+            revoked_at: self.revoked_at,
+            expires_at: self.expires_at,
+        })
+    }
+}
+
+fn parse_kind(record: &'static str, key: &str, name: &str) -> StoreResult<CredentialKind> {
+    CredentialKind::from_name(name)
+        .ok_or_else(|| corrupt(record, key, format!("unknown kind `{name}`")))
+}
+
+fn parse_spiffe_id(
+    record: &'static str,
+    key: &str,
+    field: &str,
+    value: &str,
+) -> StoreResult<SpiffeId> {
+    SpiffeId::parse(value).map_err(|e| corrupt(record, key, format!("{field}: {e}")))
+}
+
+/// A stored record that no longer parses.
+pub(crate) fn corrupt(kind: &'static str, id: &str, detail: impl Into<String>) -> StoreError {
+    StoreError::Corrupt {
+        kind,
+        id: id.to_owned(),
+        detail: detail.into(),
+    }
+}
