@@ -346,7 +346,7 @@ pub async fn start(
             trust_domain: td.clone(),
             clock: clock.clone(),
             agents: Some(agents.clone()),
-            revocations: Some(revocations.clone()),
+            publishes_revocations: true,
             ca: ca.clone(),
         };
         let mut stop = shutdown_rx.clone();

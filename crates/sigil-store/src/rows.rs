@@ -1,10 +1,13 @@
-//! What both backends share of the issued-credential and revocation records: the names and
-//! column lists, and the step from a row's raw values to a checked record. Each backend only
-//! reads its columns into these rows.
+//! What both backends share of the authority, issued-credential and revocation records: the
+//! names and column lists, and the step from a row's raw values to a checked record. Each
+//! backend only reads its columns into these rows.
 
 use sigil_spiffe::SpiffeId;
 
-use crate::{CredentialKind, IssuedCredential, Revocation, StoreError, StoreResult};
+use crate::{
+    AuthorityKind, AuthorityRecord, AuthorityState, CredentialKind, IssuedCredential, Revocation,
+    StoreError, StoreResult,
+};
 
 pub(crate) const ISSUED_KIND: &str = "issued credential";
 pub(crate) const REVOCATION_KIND: &str = "revocation";
@@ -15,6 +18,57 @@ pub(crate) const ISSUED_COLUMNS: &str =
     "kind, id, spiffe_id, authority_id, issued_to, issued_at, expires_at";
 pub(crate) const REVOCATION_COLUMNS: &str =
     "kind, id, spiffe_id, authority_id, reason, revoked_at, expires_at";
+
+/// What a missing or corrupt authority is called in errors.
+pub(crate) const AUTHORITY_KIND: &str = "authority";
+
+/// An `authorities` row as a backend reads it, before the kind and state are parsed.
+pub(crate) struct AuthorityRow {
+    pub(crate) id: String,
+    pub(crate) kind: String,
+    pub(crate) state: String,
+    pub(crate) cert_der: Option<Vec<u8>>,
+    pub(crate) public_key_der: Vec<u8>,
+    pub(crate) key_id: String,
+    pub(crate) issuer_id: Option<String>,
+    pub(crate) not_before: i64,
+    pub(crate) not_after: i64,
+    pub(crate) created_at: i64,
+    pub(crate) replica: String,
+}
+
+impl AuthorityRow {
+    /// The record, or `Corrupt` if the kind or state is not one this build knows.
+    pub(crate) fn into_record(self) -> StoreResult<AuthorityRecord> {
+        let kind = AuthorityKind::from_name(&self.kind).ok_or_else(|| {
+            corrupt(
+                AUTHORITY_KIND,
+                &self.id,
+                format!("unknown kind `{}`", self.kind),
+            )
+        })?;
+        let state = AuthorityState::from_name(&self.state).ok_or_else(|| {
+            corrupt(
+                AUTHORITY_KIND,
+                &self.id,
+                format!("unknown state `{}`", self.state),
+            )
+        })?;
+        Ok(AuthorityRecord {
+            id: self.id,
+            kind,
+            state,
+            cert_der: self.cert_der,
+            public_key_der: self.public_key_der,
+            key_id: self.key_id,
+            issuer_id: self.issuer_id,
+            not_before: self.not_before,
+            not_after: self.not_after,
+            created_at: self.created_at,
+            replica: self.replica,
+        })
+    }
+}
 
 /// An `issued_credentials` row as a backend reads it, before the kind and SPIFFE IDs are parsed.
 pub(crate) struct IssuedRow {

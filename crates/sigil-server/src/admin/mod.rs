@@ -26,7 +26,6 @@ use sigil_store::Datastore;
 
 use crate::agent_index::AgentIndex;
 use crate::ca::CaManager;
-use crate::revocation::RevocationIndex;
 
 pub use routes::router;
 pub use socket::{BoundSocket, bind, serve, serve_bound};
@@ -42,11 +41,11 @@ pub struct AdminState {
     /// eviction is answered only once this index has applied it (waiting a bounded time), so the
     /// agent's next call to this server is refused. `None` answers as soon as the store has it.
     pub agents: Option<Arc<AgentIndex>>,
-    /// The revocation index the server's CA publishes the deny-list from. When given, a
-    /// revocation is answered only once this server pushes it (the index applied it and the CA
-    /// signed the CRLs), so agents of this server have it by then. `None` answers as soon as the
-    /// store has it.
-    pub revocations: Option<Arc<RevocationIndex>>,
+    /// Whether this server's revocation task publishes what is revoked (the running server:
+    /// yes). Then a revocation is answered only once the CA publishes it (deny-list and CRLs
+    /// signed), so agents of this server are being sent it. `false` answers as soon as the store
+    /// has it.
+    pub publishes_revocations: bool,
     pub ca: Arc<CaManager>,
 }
 

@@ -38,11 +38,18 @@ pub(crate) async fn revoke(
         .map_err(|err| refusal(err, &credential))?;
     // Read-your-writes: when this call answers, this server's deny-list and CRLs name the
     // credential and its agents are being sent them.
-    if let Some(index) = &state.revocations {
-        index.catch_up_with(state.store.as_ref()).await;
-        if let Err(e) = state.ca.set_revocations(index.snapshot()).await {
-            tracing::warn!(error = %e, "cannot sign the CRLs now; the revocation task signs them when it runs");
-        }
+    // The revocation task signs the CRLs and publishes once the index has the revocation; this
+    // waits for that instead of signing a second time here.
+    if state.publishes_revocations
+        && !state
+            .ca
+            .revocation_published(credential.kind, &credential.id)
+            .await
+    {
+        tracing::warn!(
+            id = %credential.id,
+            "the revocation is stored but not yet published; agents get it when it is"
+        );
     }
     tracing::info!(
         kind = credential.kind.as_str(),

@@ -56,7 +56,7 @@ pub(crate) async fn state_and_clock() -> (AdminState, FakeClock) {
         trust_domain,
         clock: Arc::new(clock.clone()),
         agents: None,
-        revocations: None,
+        publishes_revocations: false,
         ca,
     };
     (state, clock)

@@ -29,7 +29,7 @@ use sigil_ca::MintedJwt;
 pub use sigil_ca::operator::{Command, CommandError};
 use sigil_keys::{KeyManager, PublicKey};
 use sigil_spiffe::{AuthorityKind, AuthorityState, Clock, SpiffeId, TrustBundle, TrustDomain};
-use sigil_store::{AuthorityRecord, Datastore};
+use sigil_store::{AuthorityRecord, CredentialKind, Datastore};
 
 use crate::revocation::DenyList;
 use tokio::sync::watch;
@@ -256,6 +256,32 @@ impl CaManager {
         let records = self.store.list_authorities().await?;
         self.sign_crls(&records, list).await;
         Ok(())
+    }
+
+    /// Waits, at most [`crate::applied::READ_YOUR_WRITE_WAIT`], until the published deny-list
+    /// (and the CRLs signed with it) names credential `id` of `kind`: read-your-writes for a
+    /// revocation, which the revocation task publishes once the index has it. Returns whether
+    /// it did in time.
+    pub async fn revocation_published(&self, kind: CredentialKind, id: &str) -> bool {
+        let mut trust = self.trust_version.subscribe();
+        let published = async {
+            loop {
+                trust.mark_unchanged();
+                if self
+                    .revocations()
+                    .list
+                    .is_revoked(kind, id, self.clock.unix_secs())
+                {
+                    return;
+                }
+                if trust.changed().await.is_err() {
+                    return;
+                }
+            }
+        };
+        tokio::time::timeout(crate::applied::READ_YOUR_WRITE_WAIT, published)
+            .await
+            .is_ok()
     }
 
     /// The deny-list and the CRLs signed from it.

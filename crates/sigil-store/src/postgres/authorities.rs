@@ -4,10 +4,11 @@
 use deadpool_postgres::GenericClient;
 use tokio_postgres::Row;
 
-use super::{WriteTx, backend, column, corrupt, execute, is_unique_violation, query, query_opt};
-use crate::{AuthorityKind, AuthorityRecord, AuthorityState, Change, StoreError, StoreResult};
+use super::{WriteTx, backend, column, execute, is_unique_violation, query, query_opt};
+use crate::rows::{AUTHORITY_KIND, AuthorityRow};
+use crate::{AuthorityRecord, AuthorityState, Change, StoreError, StoreResult};
 
-const KIND: &str = "authority";
+const KIND: &str = AUTHORITY_KIND;
 const COLUMNS: &str = "id, kind, state, cert_der, public_key_der, key_id, issuer_id, not_before, \
                        not_after, created_at, replica";
 
@@ -65,7 +66,7 @@ pub(super) async fn set_state(
     )
     .await?;
     if let Some(row) = updated {
-        let record = AuthorityRow::read(&row)?.into_record()?;
+        let record = authority_row(&row)?.into_record()?;
         tx.record(Change::AuthorityChanged(id.to_owned()), None);
         return Ok(record);
     }
@@ -86,7 +87,7 @@ pub(super) async fn delete(tx: &mut WriteTx<'_>, id: &str) -> StoreResult<Author
     )
     .await?
     .ok_or_else(|| not_found(id))?;
-    let record = AuthorityRow::read(&row)?.into_record()?;
+    let record = authority_row(&row)?.into_record()?;
     tx.record(Change::AuthorityDeleted(id.to_owned()), None);
     Ok(record)
 }
@@ -100,7 +101,7 @@ pub(super) async fn list(db: &impl GenericClient) -> StoreResult<Vec<AuthorityRe
     )
     .await?;
     rows.iter()
-        .map(|row| AuthorityRow::read(row)?.into_record())
+        .map(|row| authority_row(row)?.into_record())
         .collect()
 }
 
@@ -111,7 +112,7 @@ async fn get(db: &impl GenericClient, id: &str) -> StoreResult<Option<AuthorityR
         &[&id],
     )
     .await?
-    .map(|row| AuthorityRow::read(&row)?.into_record())
+    .map(|row| authority_row(&row)?.into_record())
     .transpose()
 }
 
@@ -122,56 +123,19 @@ fn not_found(id: &str) -> StoreError {
     }
 }
 
-/// An `authorities` row as PostgreSQL returns it, before the kind and state are parsed.
-struct AuthorityRow {
-    id: String,
-    kind: String,
-    state: String,
-    cert_der: Option<Vec<u8>>,
-    public_key_der: Vec<u8>,
-    key_id: String,
-    issuer_id: Option<String>,
-    not_before: i64,
-    not_after: i64,
-    created_at: i64,
-    replica: String,
-}
-
-impl AuthorityRow {
-    /// Reads the columns of [`COLUMNS`], in order.
-    fn read(row: &Row) -> StoreResult<Self> {
-        Ok(Self {
-            id: column(row, 0)?,
-            kind: column(row, 1)?,
-            state: column(row, 2)?,
-            cert_der: column(row, 3)?,
-            public_key_der: column(row, 4)?,
-            key_id: column(row, 5)?,
-            issuer_id: column(row, 6)?,
-            not_before: column(row, 7)?,
-            not_after: column(row, 8)?,
-            created_at: column(row, 9)?,
-            replica: column(row, 10)?,
-        })
-    }
-
-    fn into_record(self) -> StoreResult<AuthorityRecord> {
-        let kind = AuthorityKind::from_name(&self.kind)
-            .ok_or_else(|| corrupt(KIND, &self.id, format!("unknown kind `{}`", self.kind)))?;
-        let state = AuthorityState::from_name(&self.state)
-            .ok_or_else(|| corrupt(KIND, &self.id, format!("unknown state `{}`", self.state)))?;
-        Ok(AuthorityRecord {
-            id: self.id,
-            kind,
-            state,
-            cert_der: self.cert_der,
-            public_key_der: self.public_key_der,
-            key_id: self.key_id,
-            issuer_id: self.issuer_id,
-            not_before: self.not_before,
-            not_after: self.not_after,
-            created_at: self.created_at,
-            replica: self.replica,
-        })
-    }
+/// Reads the columns of `COLUMNS`, in order.
+fn authority_row(row: &Row) -> StoreResult<AuthorityRow> {
+    Ok(AuthorityRow {
+        id: column(row, 0)?,
+        kind: column(row, 1)?,
+        state: column(row, 2)?,
+        cert_der: column(row, 3)?,
+        public_key_der: column(row, 4)?,
+        key_id: column(row, 5)?,
+        issuer_id: column(row, 6)?,
+        not_before: column(row, 7)?,
+        not_after: column(row, 8)?,
+        created_at: column(row, 9)?,
+        replica: column(row, 10)?,
+    })
 }

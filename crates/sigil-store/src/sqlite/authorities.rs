@@ -3,10 +3,11 @@
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
-use super::{backend, change_feed, corrupt, is_unique_violation};
-use crate::{AuthorityKind, AuthorityRecord, AuthorityState, Change, StoreError, StoreResult};
+use super::{backend, change_feed, is_unique_violation};
+use crate::rows::{AUTHORITY_KIND, AuthorityRow};
+use crate::{AuthorityRecord, AuthorityState, Change, StoreError, StoreResult};
 
-const KIND: &str = "authority";
+const KIND: &str = AUTHORITY_KIND;
 const COLUMNS: &str = "id, kind, state, cert_der, public_key_der, key_id, issuer_id, not_before, \
                        not_after, created_at, replica";
 
@@ -82,7 +83,7 @@ fn get(conn: &Connection, id: &str) -> StoreResult<Option<AuthorityRecord>> {
     conn.query_row(
         &format!("SELECT {COLUMNS} FROM authorities WHERE id = ?1"),
         [id],
-        AuthorityRow::read,
+        authority_row,
     )
     .optional()
     .map_err(backend)?
@@ -104,60 +105,24 @@ pub(super) fn list(conn: &Connection) -> StoreResult<Vec<AuthorityRecord>> {
             "SELECT {COLUMNS} FROM authorities ORDER BY created_at, id"
         ))
         .map_err(backend)?;
-    let rows = stmt.query_map([], AuthorityRow::read).map_err(backend)?;
+    let rows = stmt.query_map([], authority_row).map_err(backend)?;
     rows.map(|row| row.map_err(backend).and_then(AuthorityRow::into_record))
         .collect()
 }
 
-/// An `authorities` row as SQLite returns it, before the kind and state are parsed.
-struct AuthorityRow {
-    id: String,
-    kind: String,
-    state: String,
-    cert_der: Option<Vec<u8>>,
-    public_key_der: Vec<u8>,
-    key_id: String,
-    issuer_id: Option<String>,
-    not_before: i64,
-    not_after: i64,
-    created_at: i64,
-    replica: String,
-}
-
-impl AuthorityRow {
-    fn read(row: &Row<'_>) -> rusqlite::Result<Self> {
-        Ok(Self {
-            id: row.get(0)?,
-            kind: row.get(1)?,
-            state: row.get(2)?,
-            cert_der: row.get(3)?,
-            public_key_der: row.get(4)?,
-            key_id: row.get(5)?,
-            issuer_id: row.get(6)?,
-            not_before: row.get(7)?,
-            not_after: row.get(8)?,
-            created_at: row.get(9)?,
-            replica: row.get(10)?,
-        })
-    }
-
-    fn into_record(self) -> StoreResult<AuthorityRecord> {
-        let kind = AuthorityKind::from_name(&self.kind)
-            .ok_or_else(|| corrupt(KIND, &self.id, format!("unknown kind `{}`", self.kind)))?;
-        let state = AuthorityState::from_name(&self.state)
-            .ok_or_else(|| corrupt(KIND, &self.id, format!("unknown state `{}`", self.state)))?;
-        Ok(AuthorityRecord {
-            id: self.id,
-            kind,
-            state,
-            cert_der: self.cert_der,
-            public_key_der: self.public_key_der,
-            key_id: self.key_id,
-            issuer_id: self.issuer_id,
-            not_before: self.not_before,
-            not_after: self.not_after,
-            created_at: self.created_at,
-            replica: self.replica,
-        })
-    }
+/// Reads the columns of `COLUMNS`, in order.
+fn authority_row(row: &Row<'_>) -> rusqlite::Result<AuthorityRow> {
+    Ok(AuthorityRow {
+        id: row.get(0)?,
+        kind: row.get(1)?,
+        state: row.get(2)?,
+        cert_der: row.get(3)?,
+        public_key_der: row.get(4)?,
+        key_id: row.get(5)?,
+        issuer_id: row.get(6)?,
+        not_before: row.get(7)?,
+        not_after: row.get(8)?,
+        created_at: row.get(9)?,
+        replica: row.get(10)?,
+    })
 }

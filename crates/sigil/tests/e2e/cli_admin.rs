@@ -48,7 +48,7 @@ impl AdminServer {
             trust_domain,
             clock: Arc::new(SystemClock),
             agents: None,
-            revocations: None,
+            publishes_revocations: false,
             ca,
         };
         let (stop, stopped) = oneshot::channel::<()>();
