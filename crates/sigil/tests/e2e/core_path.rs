@@ -235,7 +235,11 @@ fn process_of_another_uid_gets_permission_denied() {
     // Positive first: this uid is served.
     fetch_svid_files(&paths.socket, &tmp.path().join("mine"));
 
-    let other = Command::new(sigil_bin())
+    // A copy of the binary in the world-readable test directory: the checkout (and its target
+    // directory) may sit below a directory `nobody` cannot enter.
+    let binary = tmp.path().join("sigil");
+    std::fs::copy(sigil_bin(), &binary).unwrap();
+    let other = Command::new(&binary)
         .args(["svid", "fetch"])
         .env(
             "SPIFFE_ENDPOINT_SOCKET",
