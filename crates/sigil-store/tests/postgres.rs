@@ -373,16 +373,24 @@ async fn listener_reconnects_and_catches_up_after_losing_its_connection() {
     writer.put_bundle(bundle("example.org", 1)).await.unwrap();
     watch_reaches(&mut watch, 1).await;
 
-    let reconnected: i64 = admin
-        .query_one(
-            "SELECT count(*) FROM pg_stat_activity \
-             WHERE application_name = $1 AND NOT pid = ANY($2)",
-            &[&listeners, &killed],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(reconnected, 2, "both listeners are back on new connections");
+    // The watched store's listener is back (its watch moved); the writer's reconnects on its
+    // own backoff, so wait for both rather than read the count once.
+    wait_for("both listeners back on new connections", || {
+        let (admin, killed, listeners) = (&admin, &killed, &listeners);
+        async move {
+            let reconnected: i64 = admin
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity \
+                     WHERE application_name = $1 AND NOT pid = ANY($2)",
+                    &[listeners, killed],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            reconnected == 2
+        }
+    })
+    .await;
 
     writer.put_bundle(bundle("example.org", 2)).await.unwrap();
     watch_reaches(&mut watch, 2).await;
