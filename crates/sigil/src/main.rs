@@ -397,6 +397,18 @@ mod tests {
         };
         assert_eq!((args.serial, args.jti), (None, Some("abc".to_owned())));
 
+        // Base64url ids and jtis can begin with '-': still a value, not a flag.
+        let cli = Cli::try_parse_from(["sigil", "svid", "revoke", "--jti", "-x_1"]).unwrap();
+        let Command::Svid(SvidCommand::Revoke(args)) = cli.command else {
+            panic!("parsed as {cli:?}");
+        };
+        assert_eq!(args.jti.as_deref(), Some("-x_1"));
+        let cli = Cli::try_parse_from(["sigil", "authority", "taint", "--id", "-egWg"]).unwrap();
+        let Command::Authority(authority::AuthorityCommand::Taint(args)) = cli.command else {
+            panic!("parsed as {cli:?}");
+        };
+        assert_eq!(args.id, "-egWg");
+
         let err = Cli::try_parse_from(["sigil", "svid", "revoke", "--serial", "1", "--jti", "j"])
             .unwrap_err();
         assert_eq!(

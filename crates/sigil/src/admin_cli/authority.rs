@@ -46,8 +46,9 @@ pub struct PrepareArgs {
 
 #[derive(Debug, Args)]
 pub struct IdArgs {
-    /// The authority id (as `sigil authority list` shows it).
-    #[arg(long, value_name = "ID")]
+    /// The authority id (as `sigil authority list` shows it). Ids are
+    /// base64url and may begin with `-`, so a leading hyphen is a value here.
+    #[arg(long, value_name = "ID", allow_hyphen_values = true)]
     pub id: String,
     #[command(flatten)]
     pub out: OutputArg,

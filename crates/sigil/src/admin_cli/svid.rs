@@ -18,8 +18,8 @@ pub struct RevokeArgs {
     /// Serial number of the X509-SVID in hex, as openssl prints it (`4A:1B:…` or `4A1B…`).
     #[arg(long, value_name = "HEX")]
     pub serial: Option<String>,
-    /// `jti` claim of the JWT-SVID.
-    #[arg(long, value_name = "JTI")]
+    /// `jti` claim of the JWT-SVID (may begin with `-`: Sigil's are base64url).
+    #[arg(long, value_name = "JTI", allow_hyphen_values = true)]
     pub jti: Option<String>,
     /// Why, for the record (one line).
     #[arg(long, value_name = "TEXT")]
