@@ -332,7 +332,79 @@ impl EntryIndex {
         selectors: &[Selector],
         entry_id: &str,
     ) -> EntryAccess {
-        // The set is small per agent; recomputing keeps one source of truth for the rule.
+        // Walk up from the entry rather than down the agent's whole tree: the cost is the
+        // entry's ancestry, not the size of the agent's set (this runs on every issuance).
+        let state = self.read();
+        let Some(entry) = state.entries.get(entry_id) else {
+            return EntryAccess::NotAuthorized;
+        };
+        let now = self.clock.unix_secs();
+        match self.in_agent_tree(&state, &entry.spec.parent_id, agent_id, selectors, now) {
+            Some(true) => match entry.spec.expires_at {
+                Some(expired_at) if expired_at <= now => EntryAccess::Expired { expired_at },
+                _ => EntryAccess::Authorized(entry.clone()),
+            },
+            Some(false) => EntryAccess::NotAuthorized,
+            None => {
+                drop(state);
+                self.entry_access_by_walk(agent_id, selectors, entry_id)
+            }
+        }
+    }
+
+    /// Whether `parent` is a node of the agent's tree, so that an entry under it is in the
+    /// agent's set: the agent's own ID, the SPIFFE ID of an unexpired node alias whose
+    /// selectors are all among the agent's, or the SPIFFE ID of an unexpired entry whose own
+    /// parent is such a node (the rule [`Self::walk`] applies from the top). `None` when more
+    /// than [`MAX_ANCESTRY`] IDs would be visited.
+    fn in_agent_tree(
+        &self,
+        state: &IndexState,
+        parent: &SpiffeId,
+        agent_id: &SpiffeId,
+        selectors: &[Selector],
+        now: i64,
+    ) -> Option<bool> {
+        let mut seen: HashSet<&SpiffeId> = HashSet::new();
+        let mut pending: Vec<&SpiffeId> = vec![parent];
+        while let Some(id) = pending.pop() {
+            if id == agent_id {
+                return Some(true);
+            }
+            if !seen.insert(id) {
+                continue;
+            }
+            if seen.len() > MAX_ANCESTRY {
+                return None;
+            }
+            let holders = state
+                .by_spiffe_id
+                .get(id)
+                .into_iter()
+                .flatten()
+                .filter_map(|entry_id| state.entries.get(entry_id));
+            for holder in holders {
+                if holder.spec.expires_at.is_some_and(|at| at <= now) {
+                    continue;
+                }
+                if holder.spec.parent_id == self.server_id
+                    && holder.spec.selectors.iter().all(|s| selectors.contains(s))
+                {
+                    return Some(true);
+                }
+                pending.push(&holder.spec.parent_id);
+            }
+        }
+        Some(false)
+    }
+
+    /// [`Self::entry_access`] by walking the agent's whole tree from the top.
+    fn entry_access_by_walk(
+        &self,
+        agent_id: &SpiffeId,
+        selectors: &[Selector],
+        entry_id: &str,
+    ) -> EntryAccess {
         let mut access = EntryAccess::NotAuthorized;
         self.walk(agent_id, selectors, |entry, expired| {
             if entry.id == entry_id {
@@ -1093,5 +1165,75 @@ mod tests {
         assert_eq!(position, f.store.latest_change().await.unwrap());
         assert_eq!(index.len(), 1);
         assert_eq!(index.get(&entry.id).as_deref(), Some(&entry));
+    }
+
+    /// The upward check agrees with the walk from the top on every (agent, entry) pair of a
+    /// tangled random graph: nesting, node aliases, cycles, expired links, several entries
+    /// sharing a SPIFFE ID.
+    #[tokio::test]
+    async fn entry_access_upward_agrees_with_the_walk_from_the_top() {
+        let f = Fixture::new();
+        let agents = [AGENT, OTHER_AGENT];
+        let nodes: Vec<String> = (0..12)
+            .map(|i| format!("spiffe://example.org/n{i}"))
+            .collect();
+        let sels = ["k:a", "k:b", "k:c"];
+        let mut seed: u64 = 0x5eed;
+        let mut next = |n: usize| {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            usize::try_from(seed >> 33).unwrap() % n
+        };
+        let mut created = Vec::new();
+        for _ in 0..60 {
+            let spiffe_id = nodes[next(nodes.len())].clone();
+            let parent = match next(4) {
+                0 => agents[next(2)].to_owned(),
+                1 => SERVER.to_owned(),
+                _ => nodes[next(nodes.len())].clone(),
+            };
+            let mut own: Vec<&str> = vec![sels[next(3)]];
+            if next(2) == 0 {
+                own.push(sels[next(3)]);
+            }
+            own.sort();
+            own.dedup();
+            let mut entry = spec(&spiffe_id, &parent, &own);
+            if next(5) == 0 {
+                entry.expires_at = Some(START + 30);
+            }
+            // A repeat of an earlier (SPIFFE ID, parent, selectors) is refused: skip it.
+            if let Ok(entry) = f.store.create_entry(entry, START).await {
+                created.push(entry);
+            }
+        }
+        f.clock.advance(Duration::from_secs(30));
+        let (index, _) = f.index().await;
+        let agent_selectors = [selectors(&["k:a"]), selectors(&["k:a", "k:b"]), vec![]];
+        let (mut authorized, mut expired, mut refused) = (0, 0, 0);
+        for agent in agents {
+            for node_selectors in &agent_selectors {
+                for entry in &created {
+                    let fast = index.entry_access(&id(agent), node_selectors, &entry.id);
+                    let walk = index.entry_access_by_walk(&id(agent), node_selectors, &entry.id);
+                    assert_eq!(fast, walk, "{agent} {node_selectors:?} {entry:?}");
+                    match fast {
+                        EntryAccess::Authorized(_) => authorized += 1,
+                        EntryAccess::Expired { .. } => expired += 1,
+                        EntryAccess::NotAuthorized => refused += 1,
+                    }
+                }
+            }
+        }
+        // Every outcome occurs, or the comparison proves little.
+        assert!(
+            authorized > 0 && expired > 0 && refused > 0,
+            "{authorized} authorized, {expired} expired, {refused} refused"
+        );
+        assert_eq!(
+            index.entry_access(&id(AGENT), &[], "no-such-entry"),
+            EntryAccess::NotAuthorized
+        );
     }
 }

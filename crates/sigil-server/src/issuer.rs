@@ -3,8 +3,9 @@
 //! signed here. Input: who asks, for which identity or entry, what; output: the credential or a
 //! typed [`Refusal`].
 //!
-//! Every credential is recorded in the credential inventory ([`Datastore::record_issued`]) after
-//! it is signed and before it is returned, so whatever the server hands out can be revoked by
+//! Every credential is recorded in the credential inventory ([`Datastore::record_issued`], with
+//! concurrent RPCs' records grouped into one write by [`crate::inventory`]) after it is signed
+//! and before it is returned, so whatever the server hands out can be revoked by
 //! its serial or `jti`; a credential that cannot be recorded is not handed out. Policy decisions
 //! and audit records attach here when they land: decisions in [`Issuer::decide`], records next
 //! to the inventory write. No RPC handler signs on its own.
@@ -20,6 +21,7 @@ use x509_parser::prelude::FromDer;
 use crate::agent_index::AgentView;
 use crate::ca::{CaManager, Revocations};
 use crate::entry_index::{EntryAccess, EntryIndex};
+use crate::inventory::InventoryWriter;
 
 /// Largest CSR accepted, in bytes.
 pub const MAX_CSR_BYTES: usize = 16 * 1024;
@@ -128,7 +130,7 @@ struct Grant {
 pub struct Issuer {
     ca: Arc<CaManager>,
     entries: Arc<EntryIndex>,
-    store: Arc<dyn Datastore>,
+    inventory: InventoryWriter,
     clock: Arc<dyn Clock>,
     defaults: IssuanceDefaults,
 }
@@ -155,7 +157,7 @@ impl Issuer {
         Self {
             ca,
             entries,
-            store,
+            inventory: InventoryWriter::new(store),
             clock,
             defaults,
         }
@@ -265,13 +267,10 @@ impl Issuer {
 
     /// Writes `credentials` to the inventory (nothing for an empty batch).
     async fn record(&self, credentials: Vec<IssuedCredential>) -> Result<(), Refusal> {
-        if credentials.is_empty() {
-            return Ok(());
-        }
-        self.store
-            .record_issued(credentials)
+        self.inventory
+            .record(credentials)
             .await
-            .map_err(|e| Refusal::Unrecorded(e.to_string()))
+            .map_err(Refusal::Unrecorded)
     }
 
     /// The decision: may `requester` have a credential for `subject` now? Every method passes

@@ -21,6 +21,7 @@ pub mod applied;
 pub mod ca;
 pub mod entry_index;
 pub mod feed;
+mod inventory;
 pub mod issuer;
 pub mod join_token;
 pub mod naming;
