@@ -61,11 +61,21 @@ pub async fn compare(secs: u64, callers: usize, cores: usize, sigil: &Sigil) {
 
     let issue_body = json!({ "uri_sans": SPIFFE_ID, "ttl": "1h" });
     let issue_rate = server
-        .hammer(&format!("/v1/pki/issue/{ROLE}"), &issue_body, callers, duration)
+        .hammer(
+            &format!("/v1/pki/issue/{ROLE}"),
+            &issue_body,
+            callers,
+            duration,
+        )
         .await;
     let sign_body = json!({ "csr": csr_pem(), "ttl": "1h" });
     let sign_rate = server
-        .hammer(&format!("/v1/pki/sign/{ROLE}"), &sign_body, callers, duration)
+        .hammer(
+            &format!("/v1/pki/sign/{ROLE}"),
+            &sign_body,
+            callers,
+            duration,
+        )
         .await;
     drop(server);
 
@@ -128,14 +138,14 @@ impl DevServer {
             if let Some(status) = server.child.try_wait().unwrap() {
                 panic!("`bao server -dev` exited ({status}):\n{}", server.log());
             }
-            if let Ok(mut conn) = connect(addr).await {
-                if let Ok((StatusCode::OK, _)) = call(&mut conn, "GET", "/v1/sys/health", None).await
-                {
-                    return server;
-                }
+            if healthy(addr).await {
+                return server;
             }
             if started.elapsed() > START_PATIENCE {
-                panic!("`bao server -dev` did not answer on {addr}:\n{}", server.log());
+                panic!(
+                    "`bao server -dev` did not answer on {addr}:\n{}",
+                    server.log()
+                );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -175,13 +185,15 @@ impl DevServer {
         ];
         for (path, body) in steps {
             let (status, response) = call(&mut conn, "POST", path, Some(&body)).await.unwrap();
-            assert!(
-                status.is_success(),
-                "OpenBao `{path}`: {status} {response}"
-            );
+            assert!(status.is_success(), "OpenBao `{path}`: {status} {response}");
         }
-        let (_, health) = call(&mut conn, "GET", "/v1/sys/health", None).await.unwrap();
-        health["version"].as_str().unwrap_or("(unknown version)").to_owned()
+        let (_, health) = call(&mut conn, "GET", "/v1/sys/health", None)
+            .await
+            .unwrap();
+        health["version"]
+            .as_str()
+            .unwrap_or("(unknown version)")
+            .to_owned()
     }
 
     /// Certificates per second that `callers` connections obtain from `POST path` in `duration`,
@@ -289,6 +301,17 @@ async fn call(
 ) -> Result<(StatusCode, Value), hyper::Error> {
     let body = body.map_or_else(Bytes::new, |b| Bytes::from(serde_json::to_vec(b).unwrap()));
     conn.request(method, path, body).await
+}
+
+/// Whether the dev server at `addr` answers `sys/health` with a 200 (initialised, unsealed, active).
+async fn healthy(addr: SocketAddr) -> bool {
+    let Ok(mut conn) = connect(addr).await else {
+        return false;
+    };
+    matches!(
+        call(&mut conn, "GET", "/v1/sys/health", None).await,
+        Ok((StatusCode::OK, _))
+    )
 }
 
 /// A 127.0.0.1 address nothing listens on (the port is free when this returns).
