@@ -15,6 +15,8 @@
 //!    concurrent callers), per core and as a ratio to the ceiling measured next in the same
 //!    process: `X509Authority::sign_x509_svid` (verify the CSR, sign the leaf) on as many threads
 //!    as the machine has cores, for as long;
+//!    Then, with `SIGIL_LOAD_OPENBAO` set to a `bao` binary, OpenBao's PKI `issue` and `sign`
+//!    beside it, same callers, same duration, same ceiling (`load/openbao.rs`);
 //! 6. the process RSS at each stage (server and simulated agents together; with SQLite the
 //!    database is in the process too).
 //!
@@ -33,6 +35,8 @@
     reason = "benchmark code: a broken assumption must fail loudly"
 )]
 
+#[path = "load/openbao.rs"]
+mod openbao;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
@@ -405,6 +409,11 @@ async fn run(load: &Load) {
         ceiling_rate / load.cores as f64,
         api_rate / ceiling_rate,
     );
+    let sigil = openbao::Sigil {
+        api_rate,
+        ceiling_rate,
+    };
+    openbao::compare(load.secs, load.callers, load.cores, &sigil).await;
 
     println!(
         "6. RSS (whole process: server and simulated agents{}): {rss_start:.0} MiB at start, {rss_setup:.0} MiB after setup, {rss_started:.0} MiB with the server started, {rss_synced:.0} MiB with every agent synced, {rss_issued:.0} MiB after issuance",

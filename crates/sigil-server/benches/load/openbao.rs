@@ -1,0 +1,338 @@
+//! The load bench's OpenBao phase: OpenBao's PKI engine issuing EC P-256 certificates
+//! (`no_store`) from a `bao server -dev` child on 127.0.0.1, timed beside Sigil's agent API in
+//! the same run, on the same cores.
+//!
+//! Enabled by `SIGIL_LOAD_OPENBAO=<path of the bao binary>` (`scripts/openbao.sh` installs it and
+//! prints that path). The dev server keeps its storage in memory and listens on plain HTTP; the
+//! bench mounts `pki`, generates an internal EC P-256 root, creates a role (`key_type=ec`,
+//! `key_bits=256`, `no_store=true`, any name, SPIFFE URI SANs, 1 h TTL), then, each for
+//! `SIGIL_LOAD_SECS` with `SIGIL_LOAD_CALLERS` keep-alive HTTP/1.1 connections:
+//! - `POST /v1/pki/issue/<role>`: OpenBao generates the key pair and signs;
+//! - `POST /v1/pki/sign/<role>` with one pre-made CSR: OpenBao verifies the CSR and signs, the
+//!   work Sigil's agent API does.
+//!
+//! Every response must be a 200 whose body carries a PEM certificate. The child is killed when
+//! the phase ends or panics.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use bytes::Bytes;
+use http::{Request, StatusCode, header};
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+use sigil_keys::PrivateKey;
+use tokio::net::TcpStream;
+use tokio::task::JoinSet;
+
+/// The dev server's root token, given to it on the command line.
+const ROOT_TOKEN: &str = "sigil-load-bench";
+const ROLE: &str = "svid";
+/// The SPIFFE ID that `issue` puts in the URI SAN, as Sigil's agent API does.
+const SPIFFE_ID: &str = "spiffe://example.org/a0/w0";
+/// Longest the bench waits for the dev server to answer; only ever a failure bound.
+const START_PATIENCE: Duration = Duration::from_secs(60);
+
+/// Sigil's figures from the same run, to print beside OpenBao's.
+pub struct Sigil {
+    /// X509-SVIDs per second over the agent API.
+    pub api_rate: f64,
+    /// X509-SVIDs per second from `sign_x509_svid` on every core.
+    pub ceiling_rate: f64,
+}
+
+/// Runs the OpenBao phase when `SIGIL_LOAD_OPENBAO` names the `bao` binary, or prints how to
+/// enable it.
+pub async fn compare(secs: u64, callers: usize, cores: usize, sigil: &Sigil) {
+    let Some(binary) = std::env::var_os("SIGIL_LOAD_OPENBAO").map(PathBuf::from) else {
+        println!(
+            "5b. OpenBao PKI `issue`/`sign`: skipped; set SIGIL_LOAD_OPENBAO to the `bao` binary (`SIGIL_LOAD_OPENBAO=\"$(scripts/openbao.sh)\"` installs it and prints its path)"
+        );
+        return;
+    };
+    let server = DevServer::start(&binary).await;
+    let version = server.setup().await;
+    let duration = Duration::from_secs(secs);
+
+    let issue_body = json!({ "uri_sans": SPIFFE_ID, "ttl": "1h" });
+    let issue_rate = server
+        .hammer(
+            &format!("/v1/pki/issue/{ROLE}"),
+            &issue_body,
+            callers,
+            duration,
+        )
+        .await;
+    let sign_body = json!({ "csr": csr_pem(), "ttl": "1h" });
+    let sign_rate = server
+        .hammer(
+            &format!("/v1/pki/sign/{ROLE}"),
+            &sign_body,
+            callers,
+            duration,
+        )
+        .await;
+    drop(server);
+
+    let per_core = |rate: f64| rate / cores as f64;
+    println!(
+        "5b. OpenBao {version} PKI (`bao server -dev`: in-memory storage, plain HTTP; EC P-256 root and role, `no_store`), {callers} callers, {secs} s each, sharing the {cores} cores with this process:"
+    );
+    println!(
+        "    `issue` (OpenBao generates the key): {issue_rate:.0} certificates/s = {:.0} per core; ratio to the ceiling {:.2}",
+        per_core(issue_rate),
+        issue_rate / sigil.ceiling_rate,
+    );
+    println!(
+        "    `sign` (one CSR, as Sigil's agent API): {sign_rate:.0} certificates/s = {:.0} per core; ratio to the ceiling {:.2}",
+        per_core(sign_rate),
+        sign_rate / sigil.ceiling_rate,
+    );
+    println!(
+        "    Sigil's agent API (mTLS gRPC) in this run: {:.0} SVIDs/s = {:.0} per core; ratio to the ceiling {:.2}; {:.2}× OpenBao's `sign`, {:.2}× its `issue`",
+        sigil.api_rate,
+        per_core(sigil.api_rate),
+        sigil.api_rate / sigil.ceiling_rate,
+        sigil.api_rate / sign_rate,
+        sigil.api_rate / issue_rate,
+    );
+}
+
+/// A `bao server -dev` child on a free 127.0.0.1 port, killed on drop.
+struct DevServer {
+    child: Child,
+    addr: SocketAddr,
+    /// Holds the child's log.
+    dir: tempfile::TempDir,
+}
+
+impl DevServer {
+    /// Starts the dev server and waits until it answers `sys/health` as unsealed.
+    async fn start(binary: &Path) -> Self {
+        let addr = free_port();
+        let dir = tempfile::tempdir().unwrap();
+        let log = std::fs::File::create(dir.path().join("bao.log")).unwrap();
+        let child = Command::new(binary)
+            .args([
+                "server",
+                "-dev",
+                "-dev-no-store-token",
+                &format!("-dev-root-token-id={ROOT_TOKEN}"),
+                &format!("-dev-listen-address={addr}"),
+            ])
+            // The token helper and any other per-user state stay out of the caller's home.
+            .env("HOME", dir.path())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run `{}`: {e}", binary.display()));
+        let mut server = Self { child, addr, dir };
+        let started = Instant::now();
+        loop {
+            if let Some(status) = server.child.try_wait().unwrap() {
+                panic!("`bao server -dev` exited ({status}):\n{}", server.log());
+            }
+            if healthy(addr).await {
+                return server;
+            }
+            if started.elapsed() > START_PATIENCE {
+                panic!(
+                    "`bao server -dev` did not answer on {addr}:\n{}",
+                    server.log()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("bao.log")).unwrap_or_default()
+    }
+
+    /// Mounts `pki`, generates the EC P-256 root and creates the role; returns OpenBao's version.
+    async fn setup(&self) -> String {
+        let mut conn = connect(self.addr).await.unwrap();
+        let steps = [
+            ("/v1/sys/mounts/pki", json!({ "type": "pki" })),
+            (
+                "/v1/pki/root/generate/internal",
+                json!({
+                    "common_name": "sigil load bench root",
+                    "key_type": "ec",
+                    "key_bits": 256,
+                    "ttl": "24h",
+                }),
+            ),
+            (
+                &format!("/v1/pki/roles/{ROLE}"),
+                json!({
+                    "key_type": "ec",
+                    "key_bits": 256,
+                    "no_store": true,
+                    "allow_any_name": true,
+                    "require_cn": false,
+                    "allowed_uri_sans": "spiffe://example.org/*",
+                    "ttl": "1h",
+                    "max_ttl": "1h",
+                }),
+            ),
+        ];
+        for (path, body) in steps {
+            let (status, response) = call(&mut conn, "POST", path, Some(&body)).await.unwrap();
+            assert!(status.is_success(), "OpenBao `{path}`: {status} {response}");
+        }
+        let (_, health) = call(&mut conn, "GET", "/v1/sys/health", None)
+            .await
+            .unwrap();
+        health["version"]
+            .as_str()
+            .unwrap_or("(unknown version)")
+            .to_owned()
+    }
+
+    /// Certificates per second that `callers` connections obtain from `POST path` in `duration`,
+    /// each call checked for a 200 and a PEM certificate.
+    async fn hammer(&self, path: &str, body: &Value, callers: usize, duration: Duration) -> f64 {
+        let body = Bytes::from(serde_json::to_vec(body).unwrap());
+        let mut conns = Vec::with_capacity(callers);
+        for _ in 0..callers {
+            conns.push(connect(self.addr).await.unwrap());
+        }
+        let start = Instant::now();
+        let deadline = start + duration;
+        let mut tasks = JoinSet::new();
+        for mut conn in conns {
+            let (path, body) = (path.to_owned(), body.clone());
+            tasks.spawn(async move {
+                let mut issued = 0_u64;
+                while Instant::now() < deadline {
+                    let (status, response) = conn.send(&path, body.clone()).await;
+                    assert_eq!(status, StatusCode::OK, "OpenBao `{path}`: {response}");
+                    let certificate = response["data"]["certificate"].as_str().unwrap_or("");
+                    assert!(
+                        certificate.starts_with("-----BEGIN CERTIFICATE-----"),
+                        "OpenBao `{path}` returned no certificate: {response}"
+                    );
+                    issued += 1;
+                }
+                issued
+            });
+        }
+        let issued: u64 = tasks.join_all().await.into_iter().sum();
+        issued as f64 / start.elapsed().as_secs_f64()
+    }
+}
+
+impl Drop for DevServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One keep-alive HTTP/1.1 connection to the dev server; its driver task ends with it.
+struct Conn {
+    sender: SendRequest<Full<Bytes>>,
+    host: String,
+    driver: tokio::task::JoinHandle<()>,
+}
+
+impl Conn {
+    async fn send(&mut self, path: &str, body: Bytes) -> (StatusCode, Value) {
+        self.request("POST", path, body).await.unwrap()
+    }
+
+    async fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: Bytes,
+    ) -> Result<(StatusCode, Value), hyper::Error> {
+        let request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::HOST, &self.host)
+            .header(header::CONTENT_TYPE, "application/json")
+            .header("X-Vault-Token", ROOT_TOKEN)
+            .body(Full::new(body))
+            .unwrap();
+        self.sender.ready().await?;
+        let response = self.sender.send_request(request).await?;
+        let status = response.status();
+        let bytes = response.into_body().collect().await?.to_bytes();
+        let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Ok((status, json))
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.driver.abort();
+    }
+}
+
+async fn connect(addr: SocketAddr) -> std::io::Result<Conn> {
+    let stream = TcpStream::connect(addr).await?;
+    stream.set_nodelay(true)?;
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(std::io::Error::other)?;
+    let driver = tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(Conn {
+        sender,
+        host: addr.to_string(),
+        driver,
+    })
+}
+
+async fn call(
+    conn: &mut Conn,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+) -> Result<(StatusCode, Value), hyper::Error> {
+    let body = body.map_or_else(Bytes::new, |b| Bytes::from(serde_json::to_vec(b).unwrap()));
+    conn.request(method, path, body).await
+}
+
+/// Whether the dev server at `addr` answers `sys/health` with a 200 (initialised, unsealed, active).
+async fn healthy(addr: SocketAddr) -> bool {
+    let Ok(mut conn) = connect(addr).await else {
+        return false;
+    };
+    matches!(
+        call(&mut conn, "GET", "/v1/sys/health", None).await,
+        Ok((StatusCode::OK, _))
+    )
+}
+
+/// A 127.0.0.1 address nothing listens on (the port is free when this returns).
+fn free_port() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// A CSR for an EC P-256 key with a SPIFFE URI SAN, PEM-encoded as OpenBao's `sign` takes it.
+fn csr_pem() -> String {
+    let der = super::support::csr(&PrivateKey::generate().unwrap());
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let lines: Vec<&str> = b64
+        .as_bytes()
+        .chunks(64)
+        .map(|l| std::str::from_utf8(l).unwrap())
+        .collect();
+    format!(
+        "-----BEGIN CERTIFICATE REQUEST-----\n{}\n-----END CERTIFICATE REQUEST-----\n",
+        lines.join("\n")
+    )
+}
