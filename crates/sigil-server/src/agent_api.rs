@@ -25,7 +25,7 @@ use crate::agent_index::{AgentIndex, AgentView, AgentWatch};
 use crate::agent_listener::AgentPeer;
 use crate::entry_index::EntryIndex;
 pub use crate::issuer::IssuanceDefaults;
-use crate::issuer::{IssuedX509, Issuer, Refusal, cert_serial_and_expiry};
+use crate::issuer::{IssuedX509, Issuer, Refusal};
 use crate::naming;
 
 /// Most CSRs in one batch.
@@ -184,22 +184,19 @@ impl AgentApi {
             .extensions()
             .get::<AgentPeer>()
             .ok_or_else(|| Status::unauthenticated("no connection information"))?;
-        let certs = peer
-            .certs
+        let leaf = peer
+            .leaf
+            .as_deref()
+            .ok_or_else(|| Status::unauthenticated("an agent SVID is required"))?
             .as_ref()
-            .ok_or_else(|| Status::unauthenticated("an agent SVID is required"))?;
-        let leaf = certs
-            .first()
-            .ok_or_else(|| Status::unauthenticated("an agent SVID is required"))?;
-        let id = sigil_tls::peer_spiffe_id(leaf)
-            .map_err(|e| Status::unauthenticated(format!("client certificate: {e}")))?;
+            .map_err(|e| Status::unauthenticated(e.clone()))?;
+        let id = leaf.spiffe_id.clone();
         if !naming::is_agent_id(&id) || !id.is_member_of(self.issuer.trust_domain()) {
             return Err(Status::permission_denied(format!(
                 "`{id}` is not an agent ID"
             )));
         }
-        let (serial, not_after) = cert_serial_and_expiry(leaf)
-            .ok_or_else(|| Status::unauthenticated("client certificate does not parse"))?;
+        let (serial, not_after) = (leaf.serial.clone(), leaf.not_after);
         let now = self.clock.unix_secs();
         if not_after <= now {
             return Err(Status::unauthenticated("agent SVID has expired"));

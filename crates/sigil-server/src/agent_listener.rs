@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use sigil_spiffe::SpiffeId;
 use sigil_tls::server::TlsStream;
 use sigil_tls::{CertificateDer, TlsAcceptor};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -25,7 +26,35 @@ pub struct AgentPeer {
     /// The client's certificate chain (leaf first), verified by the TLS layer; `None` when the
     /// client sent no certificate (only `AttestAgent` accepts that).
     pub certs: Option<Arc<Vec<CertificateDer<'static>>>>,
+    /// What the leaf says, read once per connection rather than on every request; `None` when
+    /// the client sent no certificate.
+    pub leaf: Option<Arc<Result<PeerLeaf, String>>>,
     pub remote: SocketAddr,
+}
+
+/// The facts of a client's leaf certificate every agent API request checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerLeaf {
+    pub spiffe_id: SpiffeId,
+    /// Lowercase hex serial number.
+    pub serial: String,
+    /// `notAfter`, Unix seconds.
+    pub not_after: i64,
+}
+
+impl PeerLeaf {
+    /// Reads a leaf certificate; the error says what is wrong with it.
+    pub fn read(der: &[u8]) -> Result<Self, String> {
+        let spiffe_id =
+            sigil_tls::peer_spiffe_id(der).map_err(|e| format!("client certificate: {e}"))?;
+        let (serial, not_after) = crate::issuer::cert_serial_and_expiry(der)
+            .ok_or_else(|| "client certificate does not parse".to_owned())?;
+        Ok(Self {
+            spiffe_id,
+            serial,
+            not_after,
+        })
+    }
 }
 
 /// A TLS connection from an agent.
@@ -110,13 +139,24 @@ pub fn accept_tls(
                             client_certificate = session.peer_certificates().is_some(),
                             "agent TLS handshake completed"
                         );
-                        let certs =
-                            tls.get_ref().1.peer_certificates().map(|c| {
-                                Arc::new(c.iter().map(|c| c.clone().into_owned()).collect())
-                            });
+                        let certs = tls.get_ref().1.peer_certificates().map(|c| {
+                            Arc::new(
+                                c.iter()
+                                    .map(|c| c.clone().into_owned())
+                                    .collect::<Vec<CertificateDer<'static>>>(),
+                            )
+                        });
+                        let leaf = certs
+                            .as_ref()
+                            .and_then(|c| c.first())
+                            .map(|leaf| Arc::new(PeerLeaf::read(leaf)));
                         let conn = AgentConn {
                             inner: tls,
-                            peer: AgentPeer { certs, remote },
+                            peer: AgentPeer {
+                                certs,
+                                leaf,
+                                remote,
+                            },
                         };
                         let _ = conn_tx.send(Ok(conn)).await;
                     }
