@@ -44,6 +44,10 @@ pub struct Sigil {
     pub api_rate: f64,
     /// X509-SVIDs per second from `sign_x509_svid` on every core.
     pub ceiling_rate: f64,
+    /// X509-SVIDs per CPU-second the server used over the agent API.
+    pub api_per_cpu: f64,
+    /// `sign_x509_svid` calls per CPU-second.
+    pub ceiling_per_cpu: f64,
 }
 
 /// Runs the OpenBao phase when `SIGIL_LOAD_OPENBAO` names the `bao` binary, or prints how to
@@ -60,7 +64,7 @@ pub async fn compare(secs: u64, callers: usize, cores: usize, sigil: &Sigil) {
     let duration = Duration::from_secs(secs);
 
     let issue_body = json!({ "uri_sans": SPIFFE_ID, "ttl": "1h" });
-    let issue_rate = server
+    let (issue_rate, issue_per_cpu) = server
         .hammer(
             &format!("/v1/pki/issue/{ROLE}"),
             &issue_body,
@@ -69,7 +73,7 @@ pub async fn compare(secs: u64, callers: usize, cores: usize, sigil: &Sigil) {
         )
         .await;
     let sign_body = json!({ "csr": csr_pem(), "ttl": "1h" });
-    let sign_rate = server
+    let (sign_rate, sign_per_cpu) = server
         .hammer(
             &format!("/v1/pki/sign/{ROLE}"),
             &sign_body,
@@ -92,6 +96,15 @@ pub async fn compare(secs: u64, callers: usize, cores: usize, sigil: &Sigil) {
         "    `sign` (one CSR, as Sigil's agent API): {sign_rate:.0} certificates/s = {:.0} per core; ratio to the ceiling {:.2}",
         per_core(sign_rate),
         sign_rate / sigil.ceiling_rate,
+    );
+    println!(
+        "    per CPU-second of the `bao` process: `issue` {issue_per_cpu:.0}, `sign` {sign_per_cpu:.0} (ratio to the ceiling's {:.0}: {:.2} and {:.2}); Sigil's server {:.0} ({:.2}): {:.2}× OpenBao's `sign`",
+        sigil.ceiling_per_cpu,
+        issue_per_cpu / sigil.ceiling_per_cpu,
+        sign_per_cpu / sigil.ceiling_per_cpu,
+        sigil.api_per_cpu,
+        sigil.api_per_cpu / sigil.ceiling_per_cpu,
+        sigil.api_per_cpu / sign_per_cpu,
     );
     println!(
         "    Sigil's agent API (mTLS gRPC) in this run: {:.0} SVIDs/s = {:.0} per core; ratio to the ceiling {:.2}; {:.2}× OpenBao's `sign`, {:.2}× its `issue`",
@@ -197,13 +210,22 @@ impl DevServer {
     }
 
     /// Certificates per second that `callers` connections obtain from `POST path` in `duration`,
-    /// each call checked for a 200 and a PEM certificate.
-    async fn hammer(&self, path: &str, body: &Value, callers: usize, duration: Duration) -> f64 {
+    /// each call checked for a 200 and a PEM certificate, and certificates per CPU-second of the
+    /// `bao` process.
+    async fn hammer(
+        &self,
+        path: &str,
+        body: &Value,
+        callers: usize,
+        duration: Duration,
+    ) -> (f64, f64) {
         let body = Bytes::from(serde_json::to_vec(body).unwrap());
         let mut conns = Vec::with_capacity(callers);
         for _ in 0..callers {
             conns.push(connect(self.addr).await.unwrap());
         }
+        let pid = self.child.id().to_string();
+        let cpu_start = crate::cpu::process_secs(&pid);
         let start = Instant::now();
         let deadline = start + duration;
         let mut tasks = JoinSet::new();
@@ -225,7 +247,11 @@ impl DevServer {
             });
         }
         let issued: u64 = tasks.join_all().await.into_iter().sum();
-        issued as f64 / start.elapsed().as_secs_f64()
+        let cpu = crate::cpu::process_secs(&pid) - cpu_start;
+        (
+            issued as f64 / start.elapsed().as_secs_f64(),
+            issued as f64 / cpu,
+        )
     }
 }
 

@@ -98,6 +98,25 @@ impl TestServer {
         &self,
         svid: Option<&AgentSvid>,
     ) -> Result<Channel, tonic::transport::Error> {
+        self.channel_on(svid, None).await
+    }
+
+    /// A client presenting `svid` whose connection runs on `runtime` (a bench keeps the
+    /// callers' TLS and HTTP/2 work off the server's threads that way).
+    #[allow(dead_code)]
+    pub async fn client_on(
+        &self,
+        svid: &AgentSvid,
+        runtime: tokio::runtime::Handle,
+    ) -> AgentServiceClient<Channel> {
+        AgentServiceClient::new(self.channel_on(Some(svid), Some(runtime)).await.unwrap())
+    }
+
+    async fn channel_on(
+        &self,
+        svid: Option<&AgentSvid>,
+        runtime: Option<tokio::runtime::Handle>,
+    ) -> Result<Channel, tonic::transport::Error> {
         let roots = Arc::new(LiveRoots::new(&self.handle.bundle().x509_authorities));
         let verifier = Arc::new(SpiffeServerVerifier::new(
             roots,
@@ -122,11 +141,13 @@ impl TestServer {
                 Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tls))
             }
         });
-        Endpoint::from_static("http://sigil-server")
+        let mut endpoint = Endpoint::from_static("http://sigil-server")
             .connect_timeout(PATIENCE)
-            .timeout(PATIENCE)
-            .connect_with_connector(connector)
-            .await
+            .timeout(PATIENCE);
+        if let Some(runtime) = runtime {
+            endpoint = endpoint.executor(SpawnOn(runtime));
+        }
+        endpoint.connect_with_connector(connector).await
     }
 
     /// A client without a client certificate.
@@ -277,4 +298,17 @@ pub fn serial_hex(chain: &[Vec<u8>]) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
+}
+
+/// Spawns a client connection's tasks on a given runtime.
+#[derive(Clone)]
+struct SpawnOn(tokio::runtime::Handle);
+
+impl<F> hyper::rt::Executor<F> for SpawnOn
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    fn execute(&self, future: F) {
+        self.0.spawn(future);
+    }
 }

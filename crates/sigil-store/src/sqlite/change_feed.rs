@@ -52,13 +52,10 @@ pub(super) fn since(conn: &Connection, after: u64, limit: u32) -> StoreResult<Ve
 /// The newest sequence ever assigned, 0 when there is none. Read from `sqlite_sequence`, so it
 /// stays right even if old events are pruned one day.
 pub(super) fn latest(conn: &Connection) -> StoreResult<u64> {
+    // Runs in every write transaction: a cached statement, not a parse per call.
     let seq: Option<i64> = conn
-        .query_row(
-            "SELECT seq FROM sqlite_sequence WHERE name = 'change_events'",
-            [],
-            |row| row.get(0),
-        )
-        .optional()
+        .prepare_cached("SELECT seq FROM sqlite_sequence WHERE name = 'change_events'")
+        .and_then(|mut stmt| stmt.query_row([], |row| row.get(0)).optional())
         .map_err(backend)?;
     match seq {
         Some(seq) => from_sql_int(KIND, "sqlite_sequence", "seq", seq),
