@@ -85,11 +85,11 @@ fn entry(td: &TrustDomain, i: usize, agents: usize, now: i64) -> NewEntry {
     let parent = naming::join_token_agent_id(td, &format!("agent-{a}")).unwrap();
     let spiffe_id = SpiffeId::parse(&format!("spiffe://example.org/ns/ns-{a}/sa/svc-{w}")).unwrap();
     let mut selectors = vec![Selector::parse(&format!("k8s:ns:ns-{a}")).unwrap()];
-    if i % 2 == 0 {
+    if i.is_multiple_of(2) {
         selectors.push(Selector::parse(&format!("k8s:sa:svc-{w}")).unwrap());
     }
     let mut spec = NewEntry::new(spiffe_id, parent, selectors, "team-x");
-    if i % 10 == 0 {
+    if i.is_multiple_of(10) {
         spec.expires_at = Some(now + YEAR_SECS);
     }
     spec
