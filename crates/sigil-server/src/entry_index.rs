@@ -335,6 +335,16 @@ impl EntryIndex {
         trust_domain: &TrustDomain,
         clock: Arc<dyn Clock>,
     ) -> Result<(Arc<Self>, u64), StoreError> {
+        Self::load_in_pages(store, trust_domain, clock, LOAD_PAGE).await
+    }
+
+    /// [`EntryIndex::load`], reading `page` entries at a time.
+    async fn load_in_pages(
+        store: &dyn Datastore,
+        trust_domain: &TrustDomain,
+        clock: Arc<dyn Clock>,
+        page_size: u32,
+    ) -> Result<(Arc<Self>, u64), StoreError> {
         // Read the position first: changes after it are re-applied, which is idempotent.
         let position = store.latest_change().await?;
         let mut state = IndexState::default();
@@ -342,9 +352,9 @@ impl EntryIndex {
         let mut after: Option<String> = None;
         loop {
             let page = store
-                .list_entries_page(&EntryFilter::default(), after.as_deref(), LOAD_PAGE)
+                .list_entries_page(&EntryFilter::default(), after.as_deref(), page_size)
                 .await?;
-            let last_page = page.len() < LOAD_PAGE as usize;
+            let last_page = page.len() < page_size as usize;
             after = page.last().map(|entry| entry.id.clone());
             for entry in page {
                 state.insert(entry);
@@ -1227,6 +1237,38 @@ mod tests {
         let subscribers = index.subscribers.lock().unwrap();
         assert!(!subscribers.contains_key(&id(AGENT)));
         assert!(subscribers.contains_key(&id(OTHER_AGENT)));
+    }
+
+    /// Pages of 2 over 4 and 5 entries: a full last page, then a short one; and deleting every
+    /// entry leaves no key behind in any map.
+    #[tokio::test]
+    async fn load_reads_every_page_and_removal_leaves_no_keys() {
+        let f = Fixture::new();
+        for n in 0..5 {
+            let mut entry = spec(
+                &format!("spiffe://example.org/w{n}"),
+                AGENT,
+                &["unix:uid:1"],
+            );
+            entry.expires_at = Some(START + 60);
+            f.create(entry).await;
+            let (index, _) =
+                EntryIndex::load_in_pages(&f.store, &td(), Arc::new(f.clock.clone()), 2)
+                    .await
+                    .unwrap();
+            assert_eq!(index.len(), n + 1);
+            assert_eq!(index.authorized_entries(&id(AGENT), &[]).len(), n + 1);
+        }
+        let (index, position) = f.index().await;
+        for entry in f.store.list_entries(&EntryFilter::default()).await.unwrap() {
+            f.store.delete_entry(&entry.id).await.unwrap();
+        }
+        catch_up(&f, &index, position).await;
+        let state = index.read();
+        assert!(state.entries.is_empty());
+        assert!(state.by_parent.is_empty());
+        assert!(state.by_spiffe_id.is_empty());
+        assert!(state.expiries.is_empty());
     }
 
     #[tokio::test]
