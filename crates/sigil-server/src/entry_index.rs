@@ -18,7 +18,9 @@
 //! the entry's ancestry, not on the number of unrelated entries; an ancestry wider than
 //! [`MAX_ANCESTRY`] parents wakes every agent instead.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::borrow::Borrow;
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
@@ -31,6 +33,9 @@ use crate::naming;
 
 /// Changes read from the feed per call.
 pub(crate) const FEED_BATCH: u32 = 1000;
+/// Entries read from the store per page while loading: the whole list never sits in memory
+/// beside the index.
+const LOAD_PAGE: u32 = 1000;
 /// Longest the expiry timer sleeps before re-reading the clock. Timers run on the monotonic
 /// clock while `expires_at` is wall-clock time, so a stepped wall clock delays an expiry by at
 /// most this much. Re-reading the clock touches no store and no stream.
@@ -39,14 +44,105 @@ const MAX_EXPIRY_SLEEP: Duration = Duration::from_secs(30);
 /// agent is woken (correct, only slower).
 pub(crate) const MAX_ANCESTRY: usize = 4096;
 
+/// Memory: the index is built for a million entries, so each entry is held once (one `Arc`)
+/// and every other structure points at it; the maps' SPIFFE ID keys share their text with the
+/// entries' IDs (a parent ID's text is held once for all its children), and no entry id is
+/// copied.
 #[derive(Debug, Default)]
 struct IndexState {
-    entries: HashMap<String, Arc<Entry>>,
-    by_parent: HashMap<SpiffeId, Vec<String>>,
-    /// Entry ids by the SPIFFE ID they issue, to walk from a parent ID up to its own parents.
-    by_spiffe_id: HashMap<SpiffeId, Vec<String>>,
-    /// `(expires_at, entry id)` of every entry that expires, soonest first.
-    expiries: BTreeSet<(i64, String)>,
+    /// Every entry, found by its id.
+    entries: HashSet<ById>,
+    by_parent: HashMap<SpiffeId, Group>,
+    /// Entries by the SPIFFE ID they issue, to walk from a parent ID up to its own parents.
+    by_spiffe_id: HashMap<SpiffeId, Group>,
+    /// Every entry that expires, by `expires_at`, soonest first.
+    expiries: BTreeMap<i64, Group>,
+}
+
+/// An entry in a set that compares and hashes it by its id, so the set is a map from id to
+/// entry that holds no second copy of the id.
+#[derive(Debug, Clone)]
+struct ById(Arc<Entry>);
+
+impl PartialEq for ById {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.id == other.0.id
+    }
+}
+
+impl Eq for ById {}
+
+impl Hash for ById {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        // As `str` hashes: `Borrow<str>` requires the same hash for the same id.
+        self.0.id.as_str().hash(state);
+    }
+}
+
+impl Borrow<str> for ById {
+    fn borrow(&self) -> &str {
+        &self.0.id
+    }
+}
+
+/// The entries under one key: most SPIFFE IDs and expiry times have one, held without a `Vec`.
+#[derive(Debug, Clone)]
+enum Group {
+    One(Arc<Entry>),
+    Many(Vec<Arc<Entry>>),
+}
+
+impl Group {
+    fn as_slice(&self) -> &[Arc<Entry>] {
+        match self {
+            Self::One(entry) => std::slice::from_ref(entry),
+            Self::Many(list) => list,
+        }
+    }
+
+    fn push(&mut self, entry: Arc<Entry>) {
+        match self {
+            Self::Many(list) => list.push(entry),
+            Self::One(first) => {
+                let first = Arc::clone(first);
+                *self = Self::Many(vec![first, entry]);
+            }
+        }
+    }
+
+    /// Removes the entry with `id`, if there; returns whether the group is now empty.
+    fn remove(&mut self, id: &str) -> bool {
+        let list = match self {
+            Self::One(entry) => return entry.id == id,
+            Self::Many(list) => list,
+        };
+        list.retain(|entry| entry.id != id);
+        if list.len() > 1 {
+            if list.capacity() > 4 * list.len() {
+                list.shrink_to(2 * list.len());
+            }
+            return false;
+        }
+        match list.pop() {
+            Some(last) => {
+                *self = Self::One(last);
+                false
+            }
+            None => true,
+        }
+    }
+
+    /// Drops the spare capacity growth left.
+    fn shrink(&mut self) {
+        if let Self::Many(list) = self {
+            list.shrink_to_fit();
+        }
+    }
+}
+
+/// The entries under `key` in `map`.
+fn group<'a>(map: &'a HashMap<SpiffeId, Group>, key: &SpiffeId) -> &'a [Arc<Entry>] {
+    map.get(key).map(Group::as_slice).unwrap_or_default()
 }
 
 /// Whether, and why not, an agent may be issued an SVID for one entry.
@@ -87,54 +183,98 @@ impl Concerned {
     }
 }
 
-fn push_id(map: &mut HashMap<SpiffeId, Vec<String>>, key: &SpiffeId, id: &str) {
-    map.entry(key.clone()).or_default().push(id.to_owned());
+fn push<K: Eq + Hash>(map: &mut HashMap<K, Group>, key: K, entry: &Arc<Entry>) {
+    match map.entry(key) {
+        std::collections::hash_map::Entry::Occupied(mut group) => {
+            group.get_mut().push(Arc::clone(entry));
+        }
+        std::collections::hash_map::Entry::Vacant(slot) => {
+            slot.insert(Group::One(Arc::clone(entry)));
+        }
+    }
 }
 
-fn remove_id(map: &mut HashMap<SpiffeId, Vec<String>>, key: &SpiffeId, id: &str) {
-    if let Some(ids) = map.get_mut(key) {
-        ids.retain(|i| i != id);
-        if ids.is_empty() {
-            map.remove(key);
-        }
+fn remove_from(map: &mut HashMap<SpiffeId, Group>, key: &SpiffeId, id: &str) {
+    if map.get_mut(key).is_some_and(|group| group.remove(id)) {
+        map.remove(key);
     }
 }
 
 impl IndexState {
-    fn insert(&mut self, entry: Entry) {
+    fn insert(&mut self, mut entry: Entry) {
         self.remove(&entry.id);
-        let id = entry.id.clone();
+        // Share the text of IDs already held: a parent ID with all its siblings' (and with the
+        // entry that issues it, when nested), a SPIFFE ID with the entries it parents.
+        entry.spec.parent_id = self.shared_id(entry.spec.parent_id);
+        entry.spec.spiffe_id = self.shared_id(entry.spec.spiffe_id);
+        entry.spec.selectors.shrink_to_fit();
+        let entry = Arc::new(entry);
         if let Some(at) = entry.spec.expires_at {
-            self.expiries.insert((at, id.clone()));
+            match self.expiries.entry(at) {
+                std::collections::btree_map::Entry::Occupied(mut group) => {
+                    group.get_mut().push(Arc::clone(&entry));
+                }
+                std::collections::btree_map::Entry::Vacant(slot) => {
+                    slot.insert(Group::One(Arc::clone(&entry)));
+                }
+            }
         }
-        push_id(&mut self.by_parent, &entry.spec.parent_id, &id);
-        push_id(&mut self.by_spiffe_id, &entry.spec.spiffe_id, &id);
-        self.entries.insert(id, Arc::new(entry));
+        push(&mut self.by_parent, entry.spec.parent_id.clone(), &entry);
+        push(&mut self.by_spiffe_id, entry.spec.spiffe_id.clone(), &entry);
+        self.entries.insert(ById(entry));
+    }
+
+    /// `id`, or an equal ID already held by the index (sharing its text).
+    fn shared_id(&self, id: SpiffeId) -> SpiffeId {
+        self.by_parent
+            .get_key_value(&id)
+            .or_else(|| self.by_spiffe_id.get_key_value(&id))
+            .map_or(id, |(held, _)| held.clone())
     }
 
     /// Removes the entry with `id`; returns it if it was there.
     fn remove(&mut self, id: &str) -> Option<Arc<Entry>> {
-        let old = self.entries.remove(id)?;
-        if let Some(at) = old.spec.expires_at {
-            self.expiries.remove(&(at, id.to_owned()));
+        let ById(old) = self.entries.take(id)?;
+        if let Some(at) = old.spec.expires_at
+            && self
+                .expiries
+                .get_mut(&at)
+                .is_some_and(|group| group.remove(id))
+        {
+            self.expiries.remove(&at);
         }
-        remove_id(&mut self.by_parent, &old.spec.parent_id, id);
-        remove_id(&mut self.by_spiffe_id, &old.spec.spiffe_id, id);
+        remove_from(&mut self.by_parent, &old.spec.parent_id, id);
+        remove_from(&mut self.by_spiffe_id, &old.spec.spiffe_id, id);
         Some(old)
+    }
+
+    /// Drops the spare capacity that building the index left in its lists.
+    fn shrink(&mut self) {
+        for group in self.by_parent.values_mut() {
+            group.shrink();
+        }
+        for group in self.by_spiffe_id.values_mut() {
+            group.shrink();
+        }
+        for group in self.expiries.values_mut() {
+            group.shrink();
+        }
+    }
+
+    fn get(&self, id: &str) -> Option<&Arc<Entry>> {
+        self.entries.get(id).map(|ById(entry)| entry)
     }
 
     /// The earliest `expires_at` strictly after `after`.
     fn next_expiry_after(&self, after: i64) -> Option<i64> {
-        let from = (after.saturating_add(1), String::new());
-        self.expiries.range(from..).next().map(|(at, _)| *at)
+        self.expiries
+            .range(after.saturating_add(1)..)
+            .next()
+            .map(|(at, _)| *at)
     }
 
     fn children(&self, parent: &SpiffeId) -> impl Iterator<Item = &Arc<Entry>> {
-        self.by_parent
-            .get(parent)
-            .into_iter()
-            .flatten()
-            .filter_map(|id| self.entries.get(id))
+        group(&self.by_parent, parent).iter()
     }
 
     /// Adds to `out` the agents whose authorized set `entry` (as it is or was) belongs to: the
@@ -162,13 +302,7 @@ impl IndexState {
             if naming::is_agent_id(parent) {
                 out.agents.insert(parent.clone());
             }
-            for above in self
-                .by_spiffe_id
-                .get(parent)
-                .into_iter()
-                .flatten()
-                .filter_map(|id| self.entries.get(id))
-            {
+            for above in group(&self.by_spiffe_id, parent) {
                 stack.push((&above.spec.parent_id, &above.spec.selectors));
             }
         }
@@ -201,12 +335,35 @@ impl EntryIndex {
         trust_domain: &TrustDomain,
         clock: Arc<dyn Clock>,
     ) -> Result<(Arc<Self>, u64), StoreError> {
+        Self::load_in_pages(store, trust_domain, clock, LOAD_PAGE).await
+    }
+
+    /// [`EntryIndex::load`], reading `page` entries at a time.
+    async fn load_in_pages(
+        store: &dyn Datastore,
+        trust_domain: &TrustDomain,
+        clock: Arc<dyn Clock>,
+        page_size: u32,
+    ) -> Result<(Arc<Self>, u64), StoreError> {
         // Read the position first: changes after it are re-applied, which is idempotent.
         let position = store.latest_change().await?;
         let mut state = IndexState::default();
-        for entry in store.list_entries(&EntryFilter::default()).await? {
-            state.insert(entry);
+        // Page by page: a change between pages is in the feed after `position`, and re-applied.
+        let mut after: Option<String> = None;
+        loop {
+            let page = store
+                .list_entries_page(&EntryFilter::default(), after.as_deref(), page_size)
+                .await?;
+            let last_page = page.len() < page_size as usize;
+            after = page.last().map(|entry| entry.id.clone());
+            for entry in page {
+                state.insert(entry);
+            }
+            if last_page {
+                break;
+            }
         }
+        state.shrink();
         let (version, _) = watch::channel(0);
         let index = Arc::new(Self {
             state: RwLock::new(state),
@@ -296,7 +453,7 @@ impl EntryIndex {
 
     /// The entry with `id`.
     pub fn get(&self, id: &str) -> Option<Arc<Entry>> {
-        self.read().entries.get(id).cloned()
+        self.read().get(id).cloned()
     }
 
     /// Number of entries indexed.
@@ -335,7 +492,7 @@ impl EntryIndex {
         // Walk up from the entry rather than down the agent's whole tree: the cost is the
         // entry's ancestry, not the size of the agent's set (this runs on every issuance).
         let state = self.read();
-        let Some(entry) = state.entries.get(entry_id) else {
+        let Some(entry) = state.get(entry_id) else {
             return EntryAccess::NotAuthorized;
         };
         let now = self.clock.unix_secs();
@@ -377,13 +534,7 @@ impl EntryIndex {
             if seen.len() > MAX_ANCESTRY {
                 return None;
             }
-            let holders = state
-                .by_spiffe_id
-                .get(id)
-                .into_iter()
-                .flatten()
-                .filter_map(|entry_id| state.entries.get(entry_id));
-            for holder in holders {
+            for holder in group(&state.by_spiffe_id, id) {
                 if holder.spec.expires_at.is_some_and(|at| at <= now) {
                     continue;
                 }
@@ -515,12 +666,11 @@ impl EntryIndex {
     fn expired_between(&self, after: i64, through: i64) -> Concerned {
         let state = self.read();
         let mut concerned = Concerned::default();
-        let from = (after.saturating_add(1), String::new());
-        for (at, id) in state.expiries.range(from..) {
-            if *at > through {
-                break;
-            }
-            if let Some(entry) = state.entries.get(id) {
+        if after >= through {
+            return concerned;
+        }
+        for (_, group) in state.expiries.range(after.saturating_add(1)..=through) {
+            for entry in group.as_slice() {
                 state.concerned_by(entry, &self.server_id, &mut concerned);
             }
         }
@@ -589,7 +739,7 @@ impl EntryIndex {
                     }
                     if let Some(entry) = entry {
                         state.insert(entry);
-                        if let Some(new) = state.entries.get(id).cloned() {
+                        if let Some(new) = state.get(id).cloned() {
                             state.concerned_by(&new, &self.server_id, &mut concerned);
                         }
                     }
@@ -1153,6 +1303,38 @@ mod tests {
         let subscribers = index.subscribers.lock().unwrap();
         assert!(!subscribers.contains_key(&id(AGENT)));
         assert!(subscribers.contains_key(&id(OTHER_AGENT)));
+    }
+
+    /// Pages of 2 over 4 and 5 entries: a full last page, then a short one; and deleting every
+    /// entry leaves no key behind in any map.
+    #[tokio::test]
+    async fn load_reads_every_page_and_removal_leaves_no_keys() {
+        let f = Fixture::new();
+        for n in 0..5 {
+            let mut entry = spec(
+                &format!("spiffe://example.org/w{n}"),
+                AGENT,
+                &["unix:uid:1"],
+            );
+            entry.expires_at = Some(START + 60);
+            f.create(entry).await;
+            let (index, _) =
+                EntryIndex::load_in_pages(&f.store, &td(), Arc::new(f.clock.clone()), 2)
+                    .await
+                    .unwrap();
+            assert_eq!(index.len(), n + 1);
+            assert_eq!(index.authorized_entries(&id(AGENT), &[]).len(), n + 1);
+        }
+        let (index, position) = f.index().await;
+        for entry in f.store.list_entries(&EntryFilter::default()).await.unwrap() {
+            f.store.delete_entry(&entry.id).await.unwrap();
+        }
+        catch_up(&f, &index, position).await;
+        let state = index.read();
+        assert!(state.entries.is_empty());
+        assert!(state.by_parent.is_empty());
+        assert!(state.by_spiffe_id.is_empty());
+        assert!(state.expiries.is_empty());
     }
 
     #[tokio::test]

@@ -8,6 +8,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -53,9 +54,12 @@ pub enum SpiffeIdError {
 pub struct TrustDomain(String);
 
 /// A valid SPIFFE ID such as `spiffe://example.org/ns/prod/sa/api`.
+///
+/// Cloning is cheap and shares the text: the server's entry index holds each parent ID once for
+/// all the entries under it.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct SpiffeId {
-    full: String,
+    full: Arc<str>,
     /// Byte offset where the path starts (equals `full.len()` when the path is empty).
     path_start: usize,
 }
@@ -93,7 +97,7 @@ impl TrustDomain {
     /// plus this constant path is always a valid SPIFFE ID.
     pub fn sigil_server_id(&self) -> SpiffeId {
         SpiffeId {
-            full: format!("{SCHEME_PREFIX}{}{SIGIL_SERVER_PATH}", self.0),
+            full: format!("{SCHEME_PREFIX}{}{SIGIL_SERVER_PATH}", self.0).into(),
             path_start: SCHEME_PREFIX.len() + self.0.len(),
         }
     }
@@ -123,7 +127,7 @@ impl SpiffeId {
         validate_trust_domain(td)?;
         validate_path(path)?;
         Ok(Self {
-            full: input.to_owned(),
+            full: input.into(),
             path_start: SCHEME_PREFIX.len() + td.len(),
         })
     }

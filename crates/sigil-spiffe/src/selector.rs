@@ -111,10 +111,14 @@ impl UnixValueKind {
 }
 
 /// A valid selector.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+///
+/// Held as one `type:value` string (the type holds no `:`), as compact as a registration entry
+/// with a million siblings wants it. Ordered by type, then value.
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Selector {
-    kind: String,
-    value: String,
+    full: Box<str>,
+    /// Length of the type in bytes: at most [`MAX_SELECTOR_TYPE_BYTES`].
+    kind_len: u8,
 }
 
 impl Selector {
@@ -153,19 +157,46 @@ impl Selector {
             check_unix_value(value)?;
         }
         Ok(Self {
-            kind: kind.to_owned(),
-            value: value.to_owned(),
+            full: format!("{kind}:{value}").into_boxed_str(),
+            kind_len: u8::try_from(kind.len()).map_err(|_| SelectorError::TypeTooLong)?,
         })
     }
 
     /// The type, such as `unix`.
     pub fn kind(&self) -> &str {
-        &self.kind
+        self.full
+            .get(..usize::from(self.kind_len))
+            .unwrap_or_default()
     }
 
     /// The value, such as `uid:1000`.
     pub fn value(&self) -> &str {
-        &self.value
+        self.full
+            .get(usize::from(self.kind_len) + 1..)
+            .unwrap_or_default()
+    }
+}
+
+// By type, then value (not by the joined string, where `a-b:x` would sort before `a:x`): the
+// order stored entries' selector lists were sorted in.
+impl Ord for Selector {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.kind(), self.value()).cmp(&(other.kind(), other.value()))
+    }
+}
+
+impl PartialOrd for Selector {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl fmt::Debug for Selector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Selector")
+            .field("kind", &self.kind())
+            .field("value", &self.value())
+            .finish()
     }
 }
 
@@ -186,7 +217,7 @@ fn check_unix_value(value: &str) -> Result<(), SelectorError> {
 
 impl fmt::Display for Selector {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.kind, self.value)
+        f.write_str(&self.full)
     }
 }
 
@@ -334,6 +365,23 @@ mod tests {
         );
         assert!(Selector::parse("docker:label:a").is_ok());
         assert!(Selector::parse("join_token:id:abc").is_ok());
+    }
+
+    #[test]
+    fn orders_by_type_then_value_not_by_the_joined_string() {
+        let mut list = [
+            Selector::parse("a:x").unwrap(),
+            Selector::parse("a-b:w").unwrap(),
+            Selector::parse("a:w").unwrap(),
+        ];
+        list.sort();
+        let sorted: Vec<String> = list.iter().map(ToString::to_string).collect();
+        // `-` sorts before `:`, so the joined strings would put `a-b:w` first.
+        assert_eq!(sorted, ["a:w", "a:x", "a-b:w"]);
+        assert_eq!(
+            format!("{:?}", list[0]),
+            r#"Selector { kind: "a", value: "w" }"#
+        );
     }
 
     proptest! {
