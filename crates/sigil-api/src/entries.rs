@@ -1,5 +1,6 @@
 //! Registration entries on the wire: the request body of `POST /api/v1/entries` and
-//! `PUT /api/v1/entries/{id}`, the entry as answered, and the list answer.
+//! `PUT /api/v1/entries/{id}`, the entry as answered, the list answer, and the request and
+//! answer of a batch create.
 
 use serde::{Deserialize, Serialize};
 
@@ -16,6 +17,9 @@ pub const MAX_HINT_CHARS: usize = 1024;
 /// Longest `owner`, in characters: a quarter of the datastore's byte limit, so any text within it
 /// fits, and the OpenAPI document can state it as `maxLength`.
 pub const MAX_OWNER_CHARS: usize = 64;
+/// Most entries one batch create accepts (the datastore's own bound, checked equal where both
+/// are in reach).
+pub const MAX_ENTRY_BATCH: usize = 1000;
 /// Longest `description`, in characters (a quarter of the datastore's byte limit, as for owner).
 pub const MAX_DESCRIPTION_CHARS: usize = 1024;
 
@@ -127,6 +131,21 @@ pub struct EntryList {
     /// Opaque token that reads the next page; absent on the last page.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_page_token: Option<String>,
+}
+
+/// Body of `POST /api/v1/entries/batch-create`: at most [`MAX_ENTRY_BATCH`] entries, each as
+/// the body of an entry create, stored all or nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EntryBatchRequest {
+    pub entries: Vec<EntryRequest>,
+}
+
+/// Answer of `POST /api/v1/entries/batch-create`: every entry of the request as stored, in the
+/// request's order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntryBatch {
+    pub entries: Vec<Entry>,
 }
 
 impl Entry {

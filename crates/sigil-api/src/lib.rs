@@ -26,7 +26,7 @@ pub mod ttl;
 
 pub use agents::{Agent, AgentList};
 pub use authorities::{Authority, AuthorityList, PrepareAuthorityRequest};
-pub use entries::{Entry, EntryList, EntryRequest};
+pub use entries::{Entry, EntryBatch, EntryBatchRequest, EntryList, EntryRequest, MAX_ENTRY_BATCH};
 pub use error::{ErrorBody, ErrorCode, ErrorDetail, WireError};
 pub use join_tokens::{CreateJoinTokenRequest, JoinTokenCreated};
 pub use openapi::openapi_document;

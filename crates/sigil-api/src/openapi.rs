@@ -103,6 +103,20 @@ fn path_items() -> Value {
             },
         },
     }));
+    items.insert(paths::ENTRIES_BATCH_CREATE.into(), json!({
+        "post": {
+            "operationId": "batchCreateEntries",
+            "summary": "Create several registration entries at once, all or nothing: each is checked as by createEntry; when one is refused (the message names it by its index, counting from 0) none is stored",
+            "requestBody": {"required": true, "content": {"application/json": {"schema": schema_ref("EntryBatchCreateRequest")}}},
+            "responses": {
+                "201": ok_json("The created entries, in the request's order", schema_ref("EntryBatch")),
+                "400": error_ref("InvalidArgument"),
+                "409": error_ref("CreateConflict"),
+                "413": error_ref("PayloadTooLarge"),
+                "500": error_ref("Internal"),
+            },
+        },
+    }));
     items.insert(paths::ENTRY.into(), json!({
         "parameters": [{
             "name": "id", "in": "path", "required": true,
@@ -407,9 +421,10 @@ mod tests {
 
     use super::*;
     use crate::{
-        Agent, AgentList, Authority, AuthorityList, CreateJoinTokenRequest, Entry, EntryList,
-        EntryQuery, EntryRequest, ErrorBody, ErrorCode, Health, JoinTokenCreated, PageQuery,
-        PrepareAuthorityRequest, Revocation, RevocationList, RevokeRequest, TtlValue,
+        Agent, AgentList, Authority, AuthorityList, CreateJoinTokenRequest, Entry, EntryBatch,
+        EntryBatchRequest, EntryList, EntryQuery, EntryRequest, ErrorBody, ErrorCode, Health,
+        JoinTokenCreated, PageQuery, PrepareAuthorityRequest, Revocation, RevocationList,
+        RevokeRequest, TtlValue,
     };
 
     fn td() -> sigil_spiffe::TrustDomain {
@@ -556,6 +571,20 @@ mod tests {
             ..full_entry_request()
         };
         assert_schema_matches(&doc, "EntryCreateRequest", &create);
+        assert_schema_matches(
+            &doc,
+            "EntryBatchCreateRequest",
+            &EntryBatchRequest {
+                entries: vec![create.clone()],
+            },
+        );
+        assert_schema_matches(
+            &doc,
+            "EntryBatch",
+            &EntryBatch {
+                entries: vec![sample_entry()],
+            },
+        );
         assert_schema_matches(
             &doc,
             "EntryList",

@@ -9,6 +9,9 @@ pub const API_PREFIX: &str = "/api/v1";
 pub const OPENAPI: &str = "/api/v1/openapi.json";
 /// `POST`: create an entry; `GET`: list entries.
 pub const ENTRIES: &str = "/api/v1/entries";
+/// `POST`: create up to `MAX_ENTRY_BATCH` entries, all or nothing (SPIRE's `BatchCreateEntry`,
+/// without its partial success).
+pub const ENTRIES_BATCH_CREATE: &str = "/api/v1/entries/batch-create";
 /// `GET`, `PUT`, `DELETE`: one entry by id.
 pub const ENTRY: &str = "/api/v1/entries/{id}";
 /// `POST`: create a join token.

@@ -7,8 +7,8 @@ use sigil_spiffe::id::MAX_SPIFFE_ID_BYTES;
 use sigil_spiffe::{AuthorityKind, AuthorityState, MAX_AUTHORITY_ID_CHARS};
 
 use crate::entries::{
-    MAX_DESCRIPTION_CHARS, MAX_ENTRY_DNS_NAMES, MAX_ENTRY_FEDERATES_WITH, MAX_ENTRY_SELECTORS,
-    MAX_HINT_CHARS, MAX_OWNER_CHARS,
+    MAX_DESCRIPTION_CHARS, MAX_ENTRY_BATCH, MAX_ENTRY_DNS_NAMES, MAX_ENTRY_FEDERATES_WITH,
+    MAX_ENTRY_SELECTORS, MAX_HINT_CHARS, MAX_OWNER_CHARS,
 };
 use crate::join_tokens::{DEFAULT_JOIN_TOKEN_TTL_SECS, MAX_JOIN_TOKEN_TTL_SECS};
 use crate::revocations::{MAX_JTI_CHARS, MAX_REVOCATION_REASON_CHARS, MAX_SERIAL_TEXT_CHARS};
@@ -44,6 +44,26 @@ pub(crate) fn schemas(td: &str) -> Value {
         },
         "EntryCreateRequest": entry_request(td, false),
         "EntryReplaceRequest": entry_request(td, true),
+        "EntryBatchCreateRequest": {
+            "type": "object",
+            "additionalProperties": false,
+            "required": ["entries"],
+            "properties": {
+                "entries": {
+                    "type": "array",
+                    "maxItems": MAX_ENTRY_BATCH,
+                    "items": schema_ref("EntryCreateRequest"),
+                    "description": "Stored all or nothing, in this order",
+                },
+            },
+        },
+        "EntryBatch": {
+            "type": "object",
+            "required": ["entries"],
+            "properties": {
+                "entries": {"type": "array", "items": schema_ref("Entry"), "description": "The stored entries, in the request's order"},
+            },
+        },
         "Entry": {
             "type": "object",
             "required": ["id", "spiffe_id", "parent_id", "selectors", "x509_svid_ttl", "jwt_svid_ttl",

@@ -5,8 +5,9 @@
 //! the change feed, the entry and agent indexes) and the simulated agents, each attested with its
 //! own join token and holding its own mTLS connection and `SyncAuthorizedEntries` stream. It
 //! prints one line for each of:
-//! 1. setup: the join tokens and the entries, created one by one through the `Datastore`
-//!    (several writers at once), before any server runs;
+//! 1. setup: the join tokens, created one by one, and the entries, created in batches of
+//!    `MAX_ENTRY_BATCH` (`Datastore::create_entries`, a few batches in flight), through the
+//!    `Datastore` before any server runs;
 //! 2. start-up: `sigil_server::start` on the populated store (CA, then the indexes loading);
 //! 3. initial sync: every agent connects and opens its stream at once (or at most
 //!    `SIGIL_LOAD_CONNECTS` handshakes at a time), until the last one holds its full entry set;
@@ -51,15 +52,17 @@ use futures::{StreamExt, stream};
 use sigil_keys::PrivateKey;
 use sigil_proto::agent::v1 as pb;
 use sigil_spiffe::{Clock, SpiffeId, SystemClock};
-use sigil_store::{Datastore, PostgresConfig, PostgresStore, SqliteStore};
+use sigil_store::{Datastore, MAX_ENTRY_BATCH, PostgresConfig, PostgresStore, SqliteStore};
 use support::{AgentSvid, TestServer};
 use tokio::sync::{Semaphore, mpsc};
 
-/// Store writes in flight while creating the join tokens and entries, and attestations in
-/// flight afterwards.
+/// Store writes in flight while creating the join tokens, and attestations in flight
+/// afterwards.
 const SETUP_CONCURRENCY: usize = 16;
 /// Thread name of the issuance callers' runtime (15 characters at most: Linux truncates).
 const CALLER_THREADS: &str = "load-caller";
+/// Entry batches (`create_entries`, [`MAX_ENTRY_BATCH`] entries each) in flight during setup.
+const SETUP_BATCHES_IN_FLIGHT: usize = 4;
 /// Entry creations timed for the propagation figures.
 const PROPAGATION_SAMPLES: usize = 200;
 const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
@@ -268,19 +271,41 @@ async fn run(load: &Load) {
         .await;
     let tokens_time = setup.elapsed();
     let entries_start = Instant::now();
-    let created: Vec<(usize, String)> = stream::iter(0..load.entries)
-        .map(|i| {
-            let a = i % load.agents;
-            let spec = support::new_entry(
-                &format!("spiffe://example.org/a{a}/w{}", i / load.agents),
-                &tokens[a].agent_id,
-            );
-            let store = Arc::clone(&store);
-            async move { (a, store.create_entry(spec, now).await.unwrap().id) }
-        })
-        .buffer_unordered(SETUP_CONCURRENCY)
-        .collect()
-        .await;
+    // Entry i goes under agent i mod M; batches of MAX_ENTRY_BATCH consecutive entries, each
+    // one `create_entries` call (one transaction), a few batches in flight.
+    let created: Vec<Vec<(usize, String)>> =
+        stream::iter((0..load.entries).step_by(MAX_ENTRY_BATCH))
+            .map(|first| {
+                let indices: Vec<usize> =
+                    (first..load.entries.min(first + MAX_ENTRY_BATCH)).collect();
+                let specs = indices
+                    .iter()
+                    .map(|&i| {
+                        support::new_entry(
+                            &format!(
+                                "spiffe://example.org/a{}/w{}",
+                                i % load.agents,
+                                i / load.agents
+                            ),
+                            &tokens[i % load.agents].agent_id,
+                        )
+                    })
+                    .collect();
+                let store = Arc::clone(&store);
+                async move {
+                    let entries = store.create_entries(specs, now).await.unwrap();
+                    assert_eq!(entries.len(), indices.len());
+                    indices
+                        .into_iter()
+                        .zip(entries)
+                        .map(|(i, entry)| (i % load.agents, entry.id))
+                        .collect()
+                }
+            })
+            .buffer_unordered(SETUP_BATCHES_IN_FLIGHT)
+            .collect()
+            .await;
+    let created = created.into_iter().flatten();
     let entries_time = entries_start.elapsed();
     let mut per_agent = vec![Vec::new(); load.agents];
     for (a, id) in created {
@@ -288,7 +313,7 @@ async fn run(load: &Load) {
     }
     let rss_setup = rss_mib();
     println!(
-        "1. setup: {} entries in {:.1} s ({:.0} entries/s, one `create_entry` each, {SETUP_CONCURRENCY} in flight), after {} join tokens in {:.1} s",
+        "1. setup: {} entries in {:.1} s ({:.0} entries/s, `create_entries` batches of {MAX_ENTRY_BATCH}, {SETUP_BATCHES_IN_FLIGHT} in flight), after {} join tokens in {:.1} s",
         load.entries,
         entries_time.as_secs_f64(),
         load.entries as f64 / entries_time.as_secs_f64(),

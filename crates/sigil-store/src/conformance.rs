@@ -27,6 +27,7 @@ mod agent_writes;
 mod authorities;
 mod change_feed;
 mod entries;
+mod entry_batches;
 mod paging;
 mod records;
 mod revocations;
@@ -59,6 +60,10 @@ pub use entries::{
     list_entries_applies_every_filter, missing_entry_is_not_found,
     stale_revision_is_rejected_and_entry_unchanged, update_bumps_revision_and_replaces_selectors,
     update_into_existing_identity_is_rejected,
+};
+pub use entry_batches::{
+    concurrent_entry_batches_keep_the_feed_gap_free, entry_batch_lands_whole_with_events_in_order,
+    entry_batch_with_one_refused_entry_stores_nothing, oversized_entry_batch_is_refused,
 };
 pub use paging::{
     agent_pages_cover_everything_once_in_id_order, entry_page_filters_combine,
@@ -114,6 +119,10 @@ macro_rules! datastore_conformance_tests {
             stale_revision_is_rejected_and_entry_unchanged,
             update_into_existing_identity_is_rejected,
             missing_entry_is_not_found,
+            entry_batch_lands_whole_with_events_in_order,
+            entry_batch_with_one_refused_entry_stores_nothing,
+            oversized_entry_batch_is_refused,
+            concurrent_entry_batches_keep_the_feed_gap_free,
             join_token_is_consumed_once,
             attestation_consumes_the_token_and_stores_the_agent_atomically,
             expired_join_token_is_rejected_and_stays_unused,

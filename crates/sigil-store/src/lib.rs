@@ -64,6 +64,14 @@ pub enum StoreError {
     /// A record was refused before anything was stored (empty owner, no selectors, ...).
     #[error("invalid {field}: {reason}")]
     Invalid { field: &'static str, reason: String },
+    /// Entry `index` (counting from 0) of a batch was refused with `error`; nothing of the batch
+    /// was stored. The inner error is part of the message, not a `source`, so a one-line error
+    /// chain does not say it twice.
+    #[error("entry {index} of the batch: {error}")]
+    InBatch {
+        index: usize,
+        error: Box<StoreError>,
+    },
     /// The database was written by a newer build; opening it could corrupt it.
     #[error(
         "datastore schema version {found} is newer than the newest this build knows ({supported}): upgrade sigil or restore a backup"
@@ -74,6 +82,25 @@ pub enum StoreError {
     /// as one line would say it twice.
     #[error("datastore backend failed: {0}")]
     Backend(Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl StoreError {
+    /// This error as the refusal of entry `index` of a batch.
+    pub fn in_batch(self, index: usize) -> Self {
+        Self::InBatch {
+            index,
+            error: Box::new(self),
+        }
+    }
+
+    /// The error itself, or for [`StoreError::InBatch`] the error of the entry it names: what
+    /// kind of failure it was, whether or not it came from a batch.
+    pub fn cause(&self) -> &StoreError {
+        match self {
+            Self::InBatch { error, .. } => error.cause(),
+            other => other,
+        }
+    }
 }
 
 /// Result alias for datastore calls.
@@ -92,6 +119,14 @@ pub trait Datastore: Send + Sync + 'static {
     /// Stores a new entry with revision 1 and returns it. Fails with `AlreadyExists` when an entry
     /// with the same spiffe_id, parent_id and selector set exists.
     async fn create_entry(&self, entry: NewEntry, now: i64) -> StoreResult<Entry>;
+    /// Stores every entry of `entries` in one transaction, all or nothing, and returns them in
+    /// the same order, each as [`Datastore::create_entry`] would have (same checks, revision 1,
+    /// one `EntryCreated` event each, appended in order). At most [`MAX_ENTRY_BATCH`] entries:
+    /// more is `Invalid` (field `entries`). When any entry is refused (invalid, or a duplicate of
+    /// a stored entry or of an earlier one in the batch) fails with [`StoreError::InBatch`]
+    /// naming the first such entry by index, and nothing is stored and no event appended. An
+    /// empty batch stores nothing and returns nothing.
+    async fn create_entries(&self, entries: Vec<NewEntry>, now: i64) -> StoreResult<Vec<Entry>>;
     /// The entry with `id`, if any.
     async fn get_entry(&self, id: &str) -> StoreResult<Option<Entry>>;
     /// Entries matching `filter`, ordered by id.

@@ -16,6 +16,10 @@ pub const MAX_OWNER_BYTES: usize = 256;
 pub const MAX_DESCRIPTION_BYTES: usize = 4096;
 /// Longest join token id accepted, in bytes.
 pub const MAX_JOIN_TOKEN_ID_BYTES: usize = 256;
+/// Most entries one [`Datastore::create_entries`](crate::Datastore::create_entries) call
+/// accepts: one batch is one transaction, so this bounds how long it holds its locks and how
+/// many rows and change events one call can write.
+pub const MAX_ENTRY_BATCH: usize = 1000;
 
 /// A registration entry: which workloads (by selectors, under which parent) get which SPIFFE ID.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -484,6 +488,27 @@ impl Change {
         };
         Some(build(key))
     }
+}
+
+/// Checks a batch for [`Datastore::create_entries`](crate::Datastore::create_entries) and
+/// returns its entries normalised in the same order, each by [`NewEntry::normalized`] (the
+/// check `create_entry` makes). `Invalid` (field `entries`) when the batch holds more than
+/// [`MAX_ENTRY_BATCH`] entries; [`StoreError::InBatch`] naming the first entry that fails.
+pub(crate) fn normalized_batch(entries: Vec<NewEntry>) -> StoreResult<Vec<NewEntry>> {
+    if entries.len() > MAX_ENTRY_BATCH {
+        return Err(invalid(
+            "entries",
+            format!(
+                "a batch holds at most {MAX_ENTRY_BATCH} entries, not {}",
+                entries.len()
+            ),
+        ));
+    }
+    entries
+        .into_iter()
+        .enumerate()
+        .map(|(index, entry)| entry.normalized().map_err(|e| e.in_batch(index)))
+        .collect()
 }
 
 fn invalid(field: &'static str, reason: impl Into<String>) -> StoreError {

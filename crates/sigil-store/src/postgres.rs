@@ -37,7 +37,7 @@ use tokio_postgres::NoTls;
 use tokio_postgres::config::Host;
 use tokio_postgres::error::SqlState;
 
-use crate::model::check_page_limit;
+use crate::model::{check_page_limit, normalized_batch};
 use crate::rows::corrupt;
 use crate::{
     AttestedAgent, AuthorityRecord, AuthorityState, Change, ChangeEvent, CredentialKind, Datastore,
@@ -272,6 +272,18 @@ impl Datastore for PostgresStore {
         let mut conn = self.conn().await?;
         let mut tx = WriteTx::begin(&mut conn).await?;
         let created = entries::create(&mut tx, entry, now).await?;
+        self.commit(tx).await?;
+        Ok(created)
+    }
+
+    async fn create_entries(&self, entries: Vec<NewEntry>, now: i64) -> StoreResult<Vec<Entry>> {
+        let entries = normalized_batch(entries)?;
+        if entries.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.conn().await?;
+        let mut tx = WriteTx::begin(&mut conn).await?;
+        let created = entries::create_many(&mut tx, entries, now).await?;
         self.commit(tx).await?;
         Ok(created)
     }

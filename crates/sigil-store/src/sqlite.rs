@@ -21,7 +21,7 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 use tokio::sync::watch;
 
-use crate::model::check_page_limit;
+use crate::model::{check_page_limit, normalized_batch};
 use crate::rows::corrupt;
 use crate::{
     AttestedAgent, AuthorityRecord, AuthorityState, ChangeEvent, CredentialKind, Datastore, Entry,
@@ -142,6 +142,15 @@ impl Datastore for SqliteStore {
     async fn create_entry(&self, entry: NewEntry, now: i64) -> StoreResult<Entry> {
         let entry = entry.normalized()?;
         self.write(move |tx| entries::create(tx, entry, now)).await
+    }
+
+    async fn create_entries(&self, entries: Vec<NewEntry>, now: i64) -> StoreResult<Vec<Entry>> {
+        let entries = normalized_batch(entries)?;
+        if entries.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.write(move |tx| entries::create_many(tx, entries, now))
+            .await
     }
 
     async fn get_entry(&self, id: &str) -> StoreResult<Option<Entry>> {

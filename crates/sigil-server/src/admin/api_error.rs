@@ -67,7 +67,8 @@ pub(crate) fn quote(value: &str) -> String {
 
 impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
-        let code = match &err {
+        // A batch's refusal has the code of the entry's own error, and says which entry.
+        let code = match err.cause() {
             StoreError::NotFound { .. } => ErrorCode::NotFound,
             StoreError::AlreadyExists { .. } => ErrorCode::AlreadyExists,
             StoreError::RevisionConflict { .. } | StoreError::CredentialExpired { .. } => {
@@ -141,11 +142,27 @@ mod tests {
             reason: "too long".into(),
         });
         assert_eq!(invalid.code, ErrorCode::InvalidArgument);
+        let in_batch = ApiError::from(
+            StoreError::AlreadyExists {
+                kind: "entry",
+                detail: "same".into(),
+            }
+            .in_batch(7),
+        );
+        assert_eq!(in_batch.code, ErrorCode::AlreadyExists);
+        assert_eq!(
+            in_batch.message,
+            "entry 7 of the batch: entry already exists: same"
+        );
     }
 
     #[test]
     fn internal_errors_do_not_leak_their_cause() {
         let err = ApiError::from(StoreError::Backend("disk /var/lib/secret is full".into()));
+        assert_eq!(err.code, ErrorCode::Internal);
+        assert!(!err.message.contains("secret"), "{}", err.message);
+        let err =
+            ApiError::from(StoreError::Backend("disk /var/lib/secret is full".into()).in_batch(0));
         assert_eq!(err.code, ErrorCode::Internal);
         assert!(!err.message.contains("secret"), "{}", err.message);
     }

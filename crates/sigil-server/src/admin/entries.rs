@@ -1,12 +1,14 @@
-//! `/api/v1/entries` and `/api/v1/entries/{id}`: create, list, show, replace and delete
-//! registration entries.
+//! `/api/v1/entries`, `/api/v1/entries/batch-create` and `/api/v1/entries/{id}`: create (one
+//! or a batch), list, show, replace and delete registration entries.
 
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
-use sigil_api::{EntryList, EntryQuery, EntryRequest};
+use sigil_api::{
+    EntryBatch, EntryBatchRequest, EntryList, EntryQuery, EntryRequest, MAX_ENTRY_BATCH,
+};
 use sigil_spiffe::id::MAX_SPIFFE_ID_BYTES;
 use sigil_spiffe::{Selector, SpiffeId, TrustDomain};
 use sigil_store::{Entry, EntryFilter};
@@ -28,6 +30,49 @@ pub(crate) async fn create(
     let entry = state.store.create_entry(valid.spec, now).await?;
     tracing::info!(entry_id = %entry.id, spiffe_id = %entry.spec.spiffe_id, "entry created");
     Ok((StatusCode::CREATED, Json(to_wire(&entry))))
+}
+
+// The API documents the store's bound; a build in which they differ does not compile.
+const _: () = assert!(MAX_ENTRY_BATCH == sigil_store::MAX_ENTRY_BATCH);
+
+/// `POST /api/v1/entries/batch-create` → 201 and the stored entries, in the request's order.
+/// All or nothing, like the store's batch: each entry is checked as `POST /api/v1/entries`
+/// checks it, and the first one refused (the message names it by index, counting from 0) fails
+/// the whole request with that entry's own error code; nothing is stored then. More than
+/// [`MAX_ENTRY_BATCH`] entries is a 400 before any is read.
+pub(crate) async fn batch_create(
+    State(state): State<AdminState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<EntryBatch>), ApiError> {
+    let req: EntryBatchRequest = decode_json(body, None)?;
+    if req.entries.len() > MAX_ENTRY_BATCH {
+        return Err(ApiError::invalid(format!(
+            "invalid entries: a batch holds at most {MAX_ENTRY_BATCH} entries, not {}",
+            req.entries.len()
+        )));
+    }
+    let now = state.clock.unix_secs();
+    let specs = req
+        .entries
+        .into_iter()
+        .enumerate()
+        .map(|(index, req)| {
+            parse_entry_request(req, &state.trust_domain, now, Mode::Create)
+                .map(|valid| valid.spec)
+                .map_err(|err| ApiError {
+                    code: err.code,
+                    message: format!("entry {index} of the batch: {}", err.message),
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let entries = state.store.create_entries(specs, now).await?;
+    tracing::info!(count = entries.len(), "entries created in one batch");
+    Ok((
+        StatusCode::CREATED,
+        Json(EntryBatch {
+            entries: entries.iter().map(to_wire).collect(),
+        }),
+    ))
 }
 
 /// `GET /api/v1/entries?spiffe_id=&spiffe_id_prefix=&parent_id=&selector=&owner=
@@ -201,6 +246,151 @@ mod tests {
             .await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(shown, created);
+    }
+
+    async fn stored_names(h: &Harness) -> Vec<String> {
+        let (status, list) = h.call(Method::GET, "/api/v1/entries", None).await;
+        assert_eq!(status, StatusCode::OK, "{list}");
+        let mut names: Vec<String> = list["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["spiffe_id"].as_str().unwrap().to_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[tokio::test]
+    async fn batch_create_stores_every_entry_in_order() {
+        let h = Harness::new().await;
+        let names = ["web", "db", "cache"];
+        let body = json!({"entries": names.map(entry_body)});
+        let (status, created) = h
+            .call(Method::POST, "/api/v1/entries/batch-create", Some(body))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{created}");
+        let created = created["entries"].as_array().unwrap();
+        let got: Vec<&str> = created
+            .iter()
+            .map(|e| e["spiffe_id"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            got,
+            names.map(|n| format!("spiffe://example.org/{n}")),
+            "answered in the request's order"
+        );
+        for entry in created {
+            assert_eq!(entry["revision"], 1);
+            let id = entry["id"].as_str().unwrap();
+            let (status, shown) = h
+                .call(Method::GET, &format!("/api/v1/entries/{id}"), None)
+                .await;
+            assert_eq!(status, StatusCode::OK);
+            assert_eq!(&shown, entry);
+        }
+    }
+
+    #[tokio::test]
+    async fn batch_create_refuses_the_whole_batch_naming_the_entry() {
+        let h = Harness::new().await;
+        let (status, _) = h
+            .call(Method::POST, "/api/v1/entries", Some(entry_body("stored")))
+            .await;
+        assert_eq!(status, StatusCode::CREATED);
+        let mut bad_owner = entry_body("bad");
+        bad_owner["owner"] = json!("");
+        let cases = [
+            // Refused by the request checks, before the store is called.
+            (
+                bad_owner,
+                1,
+                StatusCode::BAD_REQUEST,
+                "invalid_argument",
+                "owner is required",
+            ),
+            // Refused by the store: a duplicate of a stored entry, or of an earlier one.
+            (
+                entry_body("stored"),
+                2,
+                StatusCode::CONFLICT,
+                "already_exists",
+                "entry already exists",
+            ),
+            (
+                entry_body("a"),
+                3,
+                StatusCode::CONFLICT,
+                "already_exists",
+                "entry already exists",
+            ),
+        ];
+        for (bad, index, code, name, reason) in cases {
+            let mut entries = vec![entry_body("a"), entry_body("b"), entry_body("c")];
+            entries.insert(index, bad);
+            let (status, err) = h
+                .call(
+                    Method::POST,
+                    "/api/v1/entries/batch-create",
+                    Some(json!({ "entries": entries })),
+                )
+                .await;
+            assert_eq!(status, code, "{err}");
+            assert_eq!(err["error"]["code"], name);
+            let message = err["error"]["message"].as_str().unwrap();
+            assert!(
+                message.starts_with(&format!("entry {index} of the batch: {reason}")),
+                "{message}"
+            );
+            assert_eq!(stored_names(&h).await, ["spiffe://example.org/stored"]);
+        }
+        // The same batch without the bad entry is stored.
+        let entries = [entry_body("a"), entry_body("b"), entry_body("c")];
+        let (status, _) = h
+            .call(
+                Method::POST,
+                "/api/v1/entries/batch-create",
+                Some(json!({ "entries": entries })),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED);
+        assert_eq!(stored_names(&h).await.len(), 4);
+    }
+
+    #[tokio::test]
+    async fn batch_create_refuses_more_than_the_bound() {
+        let h = Harness::new().await;
+        let batch = |n: usize| {
+            let entries: Vec<_> = (0..n).map(|i| entry_body(&format!("w{i}"))).collect();
+            json!({ "entries": entries })
+        };
+        let too_many = sigil_api::MAX_ENTRY_BATCH + 1;
+        let (status, err) = h
+            .call(
+                Method::POST,
+                "/api/v1/entries/batch-create",
+                Some(batch(too_many)),
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{err}");
+        let message = err["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains(&format!("at most {}", sigil_api::MAX_ENTRY_BATCH)),
+            "{message}"
+        );
+        assert!(stored_names(&h).await.is_empty());
+        let (status, created) = h
+            .call(
+                Method::POST,
+                "/api/v1/entries/batch-create",
+                Some(batch(sigil_api::MAX_ENTRY_BATCH)),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED);
+        assert_eq!(
+            created["entries"].as_array().unwrap().len(),
+            sigil_api::MAX_ENTRY_BATCH
+        );
     }
 
     #[tokio::test]

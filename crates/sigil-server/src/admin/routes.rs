@@ -49,6 +49,7 @@ pub(crate) fn route_table() -> Vec<Route> {
         get(paths::OPENAPI, openapi),
         get(paths::HEALTH, health),
         post(paths::ENTRIES, entries::create),
+        post(paths::ENTRIES_BATCH_CREATE, entries::batch_create),
         get(paths::ENTRIES, entries::list),
         get(paths::ENTRY, entries::show),
         put(paths::ENTRY, entries::replace),

@@ -103,7 +103,10 @@ impl TestServer {
 
     /// A client presenting `svid` whose connection runs on `runtime` (a bench keeps the
     /// callers' TLS and HTTP/2 work off the server's threads that way).
-    #[allow(dead_code, reason = "used by the load bench only, not by every test binary")]
+    #[allow(
+        dead_code,
+        reason = "used by the load bench only, not by every test binary"
+    )]
     pub async fn client_on(
         &self,
         svid: &AgentSvid,

@@ -19,41 +19,81 @@ const COLUMNS: &str = "id, spiffe_id, parent_id, selectors, x509_svid_ttl, jwt_s
     dns_names, federates_with, admin, downstream, hint, owner, description, expires_at, \
     revision, created_at, updated_at";
 
-/// Stores a normalised entry with a fresh random id (128 bits from the database's strong
-/// random source) and revision 1.
+/// Stores a normalised entry with a fresh random id and revision 1, in one round trip.
 pub(super) async fn create(tx: &mut WriteTx<'_>, spec: NewEntry, now: i64) -> StoreResult<Entry> {
-    let columns = EncodedSpec::new(&spec)?;
-    let rows = query(
-        tx.db(),
-        "SELECT left(encode(sha256(uuid_send(gen_random_uuid()) || uuid_send(gen_random_uuid())), \
-           'hex'), 32)",
-        &[],
-    )
-    .await?;
-    let id: String = match rows.first() {
-        Some(row) => column(row, 0)?,
-        None => return Err(StoreError::Backend("no entry id was generated".into())),
-    };
-    let id_ref = id.as_str();
-    execute(
-        tx.db(),
-        &format!(
-            "INSERT INTO entries ({COLUMNS}, identity_digest) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, 1, $15, $15, \
-               sha256($16))"
-        ),
-        &columns.params(&id_ref, &[&now]),
-    )
-    .await
-    .map_err(|e| duplicate_or_backend(e, &spec))?;
+    let statement = tx
+        .db()
+        .prepare_cached(&insert_sql())
+        .await
+        .map_err(backend)?;
+    let id = insert(tx.db(), &statement, &spec, now).await?;
     tx.record(Change::EntryCreated(id.clone()), Some(now));
-    Ok(Entry {
+    Ok(new_record(id, spec, now))
+}
+
+/// Stores normalised entries in order, as [`create`] does each, and queues their events in the
+/// same order. The inserts are one prepared statement, sent all at once (tokio-postgres
+/// pipelines requests that are in flight together), so a batch costs about one round trip, not
+/// one per entry. The first refusal is returned as [`StoreError::InBatch`] naming its index;
+/// PostgreSQL fails every later statement of the transaction, which the caller then drops.
+pub(super) async fn create_many(
+    tx: &mut WriteTx<'_>,
+    specs: Vec<NewEntry>,
+    now: i64,
+) -> StoreResult<Vec<Entry>> {
+    let db = tx.db();
+    let statement = db.prepare_cached(&insert_sql()).await.map_err(backend)?;
+    let inserted =
+        futures::future::join_all(specs.iter().map(|spec| insert(db, &statement, spec, now))).await;
+    let mut created = Vec::with_capacity(specs.len());
+    for (index, (spec, id)) in specs.into_iter().zip(inserted).enumerate() {
+        let id = id.map_err(|e| e.in_batch(index))?;
+        tx.record(Change::EntryCreated(id.clone()), Some(now));
+        created.push(new_record(id, spec, now));
+    }
+    Ok(created)
+}
+
+/// The INSERT of one new entry: `$1`..`$13` the spec's columns, `$14` the time, `$15` the
+/// identity digest input; the id (128 bits from the database's strong random source) is drawn
+/// by the statement and returned.
+fn insert_sql() -> String {
+    format!(
+        "INSERT INTO entries ({COLUMNS}, identity_digest) \
+         VALUES (left(encode(sha256(uuid_send(gen_random_uuid()) || \
+             uuid_send(gen_random_uuid())), 'hex'), 32), \
+           $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 1, $14, $14, sha256($15)) \
+         RETURNING id"
+    )
+}
+
+/// Runs the [`insert_sql`] statement for `spec`; returns the new id.
+async fn insert(
+    db: &deadpool_postgres::Transaction<'_>,
+    statement: &tokio_postgres::Statement,
+    spec: &NewEntry,
+    now: i64,
+) -> StoreResult<String> {
+    let columns = EncodedSpec::new(spec)?;
+    let mut params = columns.spec_params();
+    params.push(&now);
+    params.push(&columns.identity);
+    let row = db
+        .query_one(statement, &params)
+        .await
+        .map_err(|e| duplicate_or_backend(e, spec))?;
+    column(&row, 0)
+}
+
+/// The record of an entry just stored with `id`.
+fn new_record(id: String, spec: NewEntry, now: i64) -> Entry {
+    Entry {
         id,
         spec,
         revision: 1,
         created_at: now,
         updated_at: now,
-    })
+    }
 }
 
 /// The entry with `id`, if any.
@@ -281,8 +321,16 @@ impl<'a> EncodedSpec<'a> {
         id: &'s &'s str,
         extra: &[&'s (dyn ToSql + Sync)],
     ) -> Vec<&'s (dyn ToSql + Sync)> {
-        let mut params: Vec<&'s (dyn ToSql + Sync)> = vec![
-            id,
+        let mut params: Vec<&'s (dyn ToSql + Sync)> = vec![id];
+        params.extend(self.spec_params());
+        params.extend_from_slice(extra);
+        params.push(&self.identity);
+        params
+    }
+
+    /// The spec's columns in table order (13 of them, `spiffe_id` to `expires_at`).
+    fn spec_params(&self) -> Vec<&(dyn ToSql + Sync)> {
+        vec![
             &self.spiffe_id,
             &self.parent_id,
             &self.selectors,
@@ -296,10 +344,7 @@ impl<'a> EncodedSpec<'a> {
             &self.owner,
             &self.description,
             &self.expires_at,
-        ];
-        params.extend_from_slice(extra);
-        params.push(&self.identity);
-        params
+        ]
     }
 }
 

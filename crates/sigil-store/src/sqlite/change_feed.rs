@@ -10,10 +10,10 @@ const KIND: &str = "change event";
 /// Appends `change` to the feed. `at` is the caller's clock when the mutation carries one;
 /// otherwise the database's clock is used.
 pub(super) fn append(conn: &Connection, change: &Change, at: Option<i64>) -> StoreResult<()> {
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO change_events (kind, key, at) VALUES (?1, ?2, coalesce(?3, unixepoch()))",
-        params![change.kind(), change.key(), at],
     )
+    .and_then(|mut stmt| stmt.execute(params![change.kind(), change.key(), at]))
     .map_err(backend)?;
     Ok(())
 }

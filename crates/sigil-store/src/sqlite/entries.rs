@@ -18,19 +18,19 @@ const COLUMNS: &str = "id, spiffe_id, parent_id, selectors, x509_svid_ttl, jwt_s
     dns_names, federates_with, admin, downstream, hint, owner, description, expires_at, \
     revision, created_at, updated_at";
 
-/// Stores a normalised entry with a fresh random id and revision 1.
+/// Stores a normalised entry with a fresh random id and revision 1. Its statements are cached
+/// on the connection, so a batch prepares each once.
 pub(super) fn create(conn: &Connection, spec: NewEntry, now: i64) -> StoreResult<Entry> {
     let columns = EncodedSpec::new(&spec)?;
     let id: String = conn
-        .query_row("SELECT lower(hex(randomblob(16)))", [], |row| row.get(0))
+        .prepare_cached("SELECT lower(hex(randomblob(16)))")
+        .and_then(|mut stmt| stmt.query_row([], |row| row.get(0)))
         .map_err(backend)?;
-    conn.execute(
-        &format!(
-            "INSERT INTO entries ({COLUMNS}) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, 1, ?15, ?15)"
-        ),
-        columns.values(&id, &spec, [Box::new(now)]),
-    )
+    conn.prepare_cached(&format!(
+        "INSERT INTO entries ({COLUMNS}) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, 1, ?15, ?15)"
+    ))
+    .and_then(|mut stmt| stmt.execute(columns.values(&id, &spec, [Box::new(now)])))
     .map_err(|e| duplicate_or_backend(e, &spec))?;
     insert_selector_rows(conn, &id, &spec.selectors)?;
     change_feed::append(conn, &Change::EntryCreated(id.clone()), Some(now))?;
@@ -41,6 +41,20 @@ pub(super) fn create(conn: &Connection, spec: NewEntry, now: i64) -> StoreResult
         created_at: now,
         updated_at: now,
     })
+}
+
+/// Stores normalised entries in order, as [`create`] does each; the first refusal is returned
+/// as [`StoreError::InBatch`] naming its index (the caller's transaction then rolls back).
+pub(super) fn create_many(
+    conn: &Connection,
+    specs: Vec<NewEntry>,
+    now: i64,
+) -> StoreResult<Vec<Entry>> {
+    specs
+        .into_iter()
+        .enumerate()
+        .map(|(index, spec)| create(conn, spec, now).map_err(|e| e.in_batch(index)))
+        .collect()
 }
 
 /// The entry with `id`, if any.

@@ -1,8 +1,15 @@
 //! `sigil entry create|list|show|update|delete`. The server validates every field; these
 //! commands only shape the request, so a bad value gets the server's own message.
 
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, anyhow};
 use clap::{Args, Subcommand};
-use sigil_api::{Entry, EntryList, EntryQuery, EntryRequest, PageQuery, TtlValue, paths};
+use sigil_api::{
+    Entry, EntryBatch, EntryBatchRequest, EntryList, EntryQuery, EntryRequest, MAX_ENTRY_BATCH,
+    MAX_REQUEST_BODY_BYTES, PageQuery, TtlValue, paths,
+};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 
 use super::client::AdminClient;
 use super::output::{
@@ -13,6 +20,8 @@ use crate::OutputFormat;
 
 /// TTL flag value that asks for the server default.
 const DEFAULT_TTL_WORD: &str = "default";
+/// Room left in a batch request's body for the `{"entries":[...]}` around the entries.
+const BATCH_ENVELOPE_BYTES: usize = 64;
 
 #[derive(Debug, Subcommand)]
 pub enum EntryCommand {
@@ -93,6 +102,17 @@ fn parse_expires_at(value: &str) -> Result<Expiry, String> {
 pub struct CreateArgs {
     #[command(flatten)]
     pub fields: EntryFields,
+    /// Create the entries in this file instead of one from the flags (`/dev/stdin` reads
+    /// standard input).
+    /// Newline-delimited JSON: one entry per line, a JSON object with the fields of the admin
+    /// API's entry create body (`spiffe_id`, `parent_id`, `selectors` as a list of `type:value`,
+    /// `owner`, and optionally `x509_svid_ttl`, `jwt_svid_ttl`, `dns_names`, `federates_with`,
+    /// `admin`, `downstream`, `hint`, `description`, `expires_at`); blank lines are skipped.
+    /// Sent in batches of up to 1000 entries, each created all or nothing: the first refused
+    /// entry (named by its line) stops the command, the batches before it stay created and
+    /// nothing after it is.
+    #[arg(long, value_name = "PATH", conflicts_with = "EntryFields")]
+    pub file: Option<PathBuf>,
     #[command(flatten)]
     pub out: OutputArg,
     #[command(flatten)]
@@ -155,6 +175,15 @@ pub struct UpdateArgs {
 /// Runs one `sigil entry` command.
 pub async fn run(command: EntryCommand) -> anyhow::Result<()> {
     match command {
+        EntryCommand::Create(CreateArgs {
+            file: Some(path),
+            out,
+            conn,
+            ..
+        }) => {
+            let client = AdminClient::new(&conn.admin_socket);
+            create_from_file(&client, &path, out.output).await
+        }
         EntryCommand::Create(args) => {
             let client = AdminClient::new(&args.conn.admin_socket);
             let request = args.fields.apply_to(EntryRequest::default());
@@ -210,6 +239,189 @@ pub async fn run(command: EntryCommand) -> anyhow::Result<()> {
                     deleted.id, deleted.spiffe_id
                 )),
             }
+        }
+    }
+}
+
+/// `sigil entry create --file PATH`: reads newline-delimited entries from `path` and creates
+/// them in batches of at most [`MAX_ENTRY_BATCH`] entries and [`MAX_REQUEST_BODY_BYTES`] of
+/// request body, one batch in flight. Prints the created entries as `{"entries": [...]}` (JSON)
+/// or one `Created entry ID (SPIFFE ID)` line each and a count (text).
+async fn create_from_file(
+    client: &AdminClient,
+    path: &Path,
+    format: OutputFormat,
+) -> anyhow::Result<()> {
+    let file = tokio::fs::File::open(path)
+        .await
+        .with_context(|| format!("cannot open the entries file {}", path.display()))?;
+    let mut lines = EntryLines {
+        input: BufReader::new(file),
+        line: 0,
+    };
+    let mut out = CreatedWriter {
+        json: ListWriter::new(format, "entries", "entry", "entries"),
+        format,
+        count: 0,
+    };
+    let mut batch = PendingBatch::default();
+    loop {
+        let next = lines.next().await.map_err(|err| {
+            let created = match out.count {
+                0 => "nothing was created".to_owned(),
+                n => format!("only the {n} entries of the batches sent before were created"),
+            };
+            anyhow!("{err:#} ({created})")
+        })?;
+        let Some((line, request, size)) = next else {
+            break;
+        };
+        if !batch.fits(size) {
+            send_batch(client, &mut batch, &mut out, false).await?;
+        }
+        batch.push(line, request, size);
+    }
+    send_batch(client, &mut batch, &mut out, true).await
+}
+
+/// Writes what the batches created, as they are answered.
+struct CreatedWriter {
+    json: ListWriter,
+    format: OutputFormat,
+    /// Entries created so far.
+    count: usize,
+}
+
+impl CreatedWriter {
+    fn batch(&mut self, entries: &[Entry], last: bool) -> anyhow::Result<()> {
+        self.count += entries.len();
+        match self.format {
+            OutputFormat::Json => self.json.page(entries, last, entry_block),
+            OutputFormat::Text => {
+                let mut text = String::new();
+                for entry in entries {
+                    text.push_str(&format!(
+                        "Created entry {} ({})\n",
+                        entry.id, entry.spiffe_id
+                    ));
+                }
+                if last {
+                    let noun = if self.count == 1 { "entry" } else { "entries" };
+                    text.push_str(&format!("Created {} {noun}\n", self.count));
+                }
+                emit(&text)
+            }
+        }
+    }
+}
+
+/// Entries read but not yet sent, with the line each came from.
+#[derive(Default)]
+struct PendingBatch {
+    entries: Vec<EntryRequest>,
+    lines: Vec<usize>,
+    bytes: usize,
+}
+
+impl PendingBatch {
+    /// Whether one more entry of `size` JSON bytes may join this batch.
+    fn fits(&self, size: usize) -> bool {
+        self.entries.len() < MAX_ENTRY_BATCH
+            && self.bytes + size < MAX_REQUEST_BODY_BYTES - BATCH_ENVELOPE_BYTES
+    }
+
+    fn push(&mut self, line: usize, request: EntryRequest, size: usize) {
+        self.entries.push(request);
+        self.lines.push(line);
+        self.bytes += size + 1;
+    }
+}
+
+/// Sends `batch` (emptying it) and writes what it created.
+async fn send_batch(
+    client: &AdminClient,
+    batch: &mut PendingBatch,
+    out: &mut CreatedWriter,
+    last: bool,
+) -> anyhow::Result<()> {
+    let pending = std::mem::take(batch);
+    if pending.entries.is_empty() {
+        return out.batch(&[], last);
+    }
+    let request = EntryBatchRequest {
+        entries: pending.entries,
+    };
+    let answer: EntryBatch = client
+        .post(paths::ENTRIES_BATCH_CREATE, &request)
+        .await
+        .map_err(|err| {
+            let message = format!("{err:#}");
+            let message = locate_in_batch(&message, &pending.lines).unwrap_or(message);
+            let (first, end) = (
+                pending.lines.first().copied().unwrap_or_default(),
+                pending.lines.last().copied().unwrap_or_default(),
+            );
+            let created = match out.count {
+                0 => "nothing was created".to_owned(),
+                n => format!("only the {n} entries before line {first} were created"),
+            };
+            anyhow!("{message} (lines {first} to {end} were one batch, so {created})")
+        })?;
+    out.batch(&answer.entries, last)
+}
+
+/// The server's "entry N of the batch: reason" as "line L: reason", L being entry N's line.
+fn locate_in_batch(message: &str, lines: &[usize]) -> Option<String> {
+    let (head, reason) = message.split_once(" of the batch: ")?;
+    let (before, index) = head.rsplit_once("entry ")?;
+    let line = lines.get(index.parse::<usize>().ok()?)?;
+    Some(format!("{before}line {line}: {reason}"))
+}
+
+/// The entries of a newline-delimited JSON input, with their line numbers.
+struct EntryLines {
+    input: BufReader<tokio::fs::File>,
+    line: usize,
+}
+
+impl EntryLines {
+    /// The next entry: its line, the request, and the size of its JSON; `None` at the end.
+    /// A line longer than a request body may be is refused without being read whole.
+    async fn next(&mut self) -> anyhow::Result<Option<(usize, EntryRequest, usize)>> {
+        let limit = MAX_REQUEST_BODY_BYTES - BATCH_ENVELOPE_BYTES;
+        loop {
+            let mut buf = Vec::new();
+            let read = (&mut self.input)
+                .take(u64::try_from(limit).unwrap_or(u64::MAX) + 1)
+                .read_until(b'\n', &mut buf)
+                .await
+                .context("cannot read the entries file")?;
+            if read == 0 {
+                return Ok(None);
+            }
+            self.line += 1;
+            let line = self.line;
+            if buf.len() > limit && buf.last() != Some(&b'\n') {
+                return Err(anyhow!("line {line} is longer than {limit} bytes"));
+            }
+            let text = std::str::from_utf8(&buf)
+                .map_err(|_| anyhow!("line {line} is not UTF-8"))?
+                .trim();
+            if text.is_empty() {
+                continue;
+            }
+            // serde would read a positional array into the struct; the API takes objects only.
+            if !text.starts_with('{') {
+                return Err(anyhow!(
+                    "line {line} is not an entry: expected a JSON object"
+                ));
+            }
+            let request: EntryRequest = serde_json::from_str(text)
+                .map_err(|err| anyhow!("line {line} is not an entry: {err}"))?;
+            let size = serde_json::to_vec(&request)
+                .context("cannot encode an entry as JSON")?
+                .len();
+            return Ok(Some((line, request, size)));
         }
     }
 }

@@ -361,6 +361,118 @@ async fn invalid_entries_fail_with_one_line_and_store_nothing() {
     server.stop().await;
 }
 
+/// One line of an `entry create --file` input: a valid entry for `spiffe://example.org/<name>`.
+fn entry_line(name: &str) -> String {
+    serde_json::json!({
+        "spiffe_id": format!("spiffe://example.org/{name}"),
+        "parent_id": "spiffe://example.org/sigil/agent/join_token/abc",
+        "selectors": ["unix:uid:1000"],
+        "owner": "team-web",
+    })
+    .to_string()
+}
+
+/// `entry list --output json`, every page: the entries' SPIFFE IDs, sorted.
+async fn listed_ids(server: &AdminServer) -> Vec<String> {
+    let list = json(&server.admin(&["entry", "list", "--output", "json"]).await);
+    let mut ids: Vec<String> = list["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["spiffe_id"].as_str().unwrap().to_owned())
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// `entry create --file`: newline-delimited entries, sent in batches of at most
+/// `MAX_ENTRY_BATCH`, each all or nothing. A file of more than two batches lands whole and in
+/// order; a refused entry in the second batch is named by its line, the first batch stays and
+/// nothing of the second is stored; malformed lines and mixing `--file` with field flags fail
+/// with one line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entry_create_from_file_sends_batches_all_or_nothing() {
+    let server = AdminServer::start().await;
+    let batch = sigil_api::MAX_ENTRY_BATCH;
+    let names: Vec<String> = (0..2 * batch + 1).map(|i| format!("w{i:05}")).collect();
+    let mut text: String = names.iter().map(|n| entry_line(n) + "\n").collect();
+    text.push_str("\n   \n"); // blank lines are skipped
+    let file = server.dir.path().join("entries.ndjson");
+    std::fs::write(&file, &text).unwrap();
+    let created = json(
+        &server
+            .admin(&[
+                "entry",
+                "create",
+                "--file",
+                file.to_str().unwrap(),
+                "--output",
+                "json",
+            ])
+            .await,
+    );
+    let created: Vec<&str> = created["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["spiffe_id"].as_str().unwrap())
+        .collect();
+    let wanted: Vec<String> = names
+        .iter()
+        .map(|n| format!("spiffe://example.org/{n}"))
+        .collect();
+    assert_eq!(created, wanted, "every entry, in the file's order");
+    assert_eq!(listed_ids(&server).await, wanted);
+
+    // The second batch holds a duplicate of an entry of the first call, at line batch + 5.
+    let mut lines: Vec<String> = (0..batch + 10)
+        .map(|i| entry_line(&format!("x{i:05}")))
+        .collect();
+    lines[batch + 4] = entry_line("w00003");
+    std::fs::write(&file, lines.join("\n")).unwrap();
+    let o = server
+        .admin(&["entry", "create", "--file", file.to_str().unwrap()])
+        .await;
+    assert_one_line_failure(
+        &o,
+        1,
+        &format!("error: line {}: entry already exists: ", batch + 5),
+    );
+    assert!(
+        stderr(&o).contains(&format!(
+            "so only the {batch} entries before line {} were created",
+            batch + 1
+        )),
+        "{}",
+        stderr(&o)
+    );
+    let stored = listed_ids(&server).await;
+    assert_eq!(stored.len(), wanted.len() + batch, "the first batch only");
+    assert!(stored.contains(&format!("spiffe://example.org/x{:05}", batch - 1)));
+    assert!(!stored.contains(&format!("spiffe://example.org/x{batch:05}")));
+
+    // A line that is not an entry stops the command before anything is sent.
+    std::fs::write(&file, entry_line("y1") + "\n{\"spiffe_id\": 5}\n").unwrap();
+    let o = server
+        .admin(&["entry", "create", "--file", file.to_str().unwrap()])
+        .await;
+    assert_one_line_failure(&o, 1, "error: line 2 is not an entry: ");
+    assert!(stderr(&o).contains("nothing was created"), "{}", stderr(&o));
+    let o = server
+        .admin(&[
+            "entry",
+            "create",
+            "--file",
+            file.to_str().unwrap(),
+            "--spiffe-id",
+            "spiffe://example.org/z",
+        ])
+        .await;
+    assert_one_line_failure(&o, 2, "error: ");
+    assert_eq!(listed_ids(&server).await.len(), wanted.len() + batch);
+    server.stop().await;
+}
+
 /// Each entry the server can never serve: refused with one line naming the field and the reason,
 /// exit 1, nothing stored. Each case differs from an accepted request in exactly the rule it
 /// breaks.
