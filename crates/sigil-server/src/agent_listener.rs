@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use sigil_spiffe::SpiffeId;
 use sigil_tls::server::TlsStream;
-use sigil_tls::{CertificateDer, TlsAcceptor};
+use sigil_tls::TlsAcceptor;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -23,11 +23,9 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// What the server knows about the other end of an agent API connection.
 #[derive(Debug, Clone)]
 pub struct AgentPeer {
-    /// The client's certificate chain (leaf first), verified by the TLS layer; `None` when the
-    /// client sent no certificate (only `AttestAgent` accepts that).
-    pub certs: Option<Arc<Vec<CertificateDer<'static>>>>,
-    /// What the leaf says, read once per connection rather than on every request; `None` when
-    /// the client sent no certificate.
+    /// What the client's leaf certificate (verified by the TLS layer) says, read once per
+    /// connection rather than on every request; `None` when the client sent no certificate
+    /// (only `AttestAgent` accepts that).
     pub leaf: Option<Arc<Result<PeerLeaf, String>>>,
     pub remote: SocketAddr,
 }
@@ -139,24 +137,13 @@ pub fn accept_tls(
                             client_certificate = session.peer_certificates().is_some(),
                             "agent TLS handshake completed"
                         );
-                        let certs = tls.get_ref().1.peer_certificates().map(|c| {
-                            Arc::new(
-                                c.iter()
-                                    .map(|c| c.clone().into_owned())
-                                    .collect::<Vec<CertificateDer<'static>>>(),
-                            )
-                        });
-                        let leaf = certs
-                            .as_ref()
-                            .and_then(|c| c.first())
+                        let leaf = session
+                            .peer_certificates()
+                            .and_then(|chain| chain.first())
                             .map(|leaf| Arc::new(PeerLeaf::read(leaf)));
                         let conn = AgentConn {
                             inner: tls,
-                            peer: AgentPeer {
-                                certs,
-                                leaf,
-                                remote,
-                            },
+                            peer: AgentPeer { leaf, remote },
                         };
                         let _ = conn_tx.send(Ok(conn)).await;
                     }
