@@ -10,8 +10,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use sigil_spiffe::SpiffeId;
-use sigil_tls::server::TlsStream;
 use sigil_tls::TlsAcceptor;
+use sigil_tls::server::TlsStream;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
