@@ -40,6 +40,12 @@ pub struct X509Authority {
 /// The authority's key as rcgen sees it (rcgen's traits cannot be implemented on `Arc` here).
 pub(crate) struct AuthorityKey(Arc<PrivateKey>);
 
+impl AuthorityKey {
+    pub(crate) fn new(key: Arc<PrivateKey>) -> Self {
+        Self(key)
+    }
+}
+
 impl rcgen::PublicKeyData for AuthorityKey {
     fn subject_public_key_info(&self) -> Vec<u8> {
         self.0.subject_public_key_info()
@@ -172,6 +178,25 @@ impl X509Authority {
         &self.cert_der
     }
 
+    /// This authority with `upstream_chain` as the certificates between it and its root (for an
+    /// authority loaded from the store, whose chain is not stored with it).
+    #[must_use]
+    pub fn with_upstream_chain(mut self, upstream_chain: Vec<Vec<u8>>) -> Self {
+        self.upstream_chain = upstream_chain;
+        self
+    }
+
+    /// The certificates a certificate issued by this authority chains through, nearest first,
+    /// root excluded: this authority's certificate unless it is a root, then its upstream chain.
+    pub fn chain_for_issued(&self) -> Vec<Vec<u8>> {
+        let mut chain = Vec::with_capacity(self.upstream_chain.len() + 1);
+        if !self.self_signed {
+            chain.push(self.cert_der.clone());
+        }
+        chain.extend(self.upstream_chain.iter().cloned());
+        chain
+    }
+
     /// The certificate as PEM.
     pub fn cert_pem(&self) -> String {
         sigil_keys::pem::encode(sigil_keys::pem::CERTIFICATE_LABEL, &self.cert_der)
@@ -248,16 +273,6 @@ impl X509Authority {
             })
         }
     }
-
-    /// The intermediates a certificate issued by this authority chains through (root excluded).
-    fn chain_for_issued(&self) -> Vec<Vec<u8>> {
-        let mut chain = Vec::with_capacity(self.upstream_chain.len() + 1);
-        if !self.self_signed {
-            chain.push(self.cert_der.clone());
-        }
-        chain.extend(self.upstream_chain.iter().cloned());
-        chain
-    }
 }
 
 impl fmt::Debug for X509Authority {
@@ -274,7 +289,7 @@ impl fmt::Debug for X509Authority {
 }
 
 /// Parameters of a CA certificate for `td` (`role` is `root` or `intermediate`).
-fn ca_params(
+pub(crate) fn ca_params(
     td: &TrustDomain,
     role: &str,
     now: i64,

@@ -14,6 +14,9 @@ pub enum CaError {
     /// An authority certificate cannot be used as a Sigil authority.
     #[error("invalid authority certificate: {reason}")]
     InvalidAuthority { reason: &'static str },
+    /// The upstream authority's certificate, chain or bundle cannot be used.
+    #[error("invalid upstream authority: {reason}")]
+    InvalidUpstream { reason: &'static str },
     /// The private key given for an authority is not the key of its certificate.
     #[error("the authority key does not match the authority certificate")]
     KeyMismatch,

@@ -14,6 +14,7 @@ mod error;
 mod jwt;
 pub mod lifecycle;
 pub mod operator;
+mod upstream;
 mod validity;
 mod x509_svid;
 
@@ -22,4 +23,5 @@ pub use crl::{MAX_CRL_ENTRIES, RevokedCert};
 pub use error::CaError;
 pub use jwt::{JwtAuthority, KID_LEN, MintedJwt, new_kid};
 pub use lifecycle::{Action, AuthorityStatus, next_transition, plan};
+pub use upstream::{MAX_UPSTREAM_CERTS, UpstreamAuthority, is_self_signed, upstream_signed_root};
 pub use validity::BACKDATE_SECS;

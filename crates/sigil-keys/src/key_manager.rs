@@ -19,6 +19,42 @@ pub const MAX_KEY_ID_LEN: usize = 128;
 /// Largest key file read, in bytes.
 const MAX_KEY_FILE_BYTES: u64 = 64 * 1024;
 
+/// Reads a PKCS#8 PEM private key file of at most 64 KiB through zeroised buffers; `None` when
+/// the file does not exist.
+pub fn read_private_key(path: &Path) -> Result<Option<PrivateKey>, KeyError> {
+    let file = match fs::File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(KeyError::Io {
+                path: path.to_path_buf(),
+                source,
+            });
+        }
+    };
+    // Sized from the file length so the key text is never copied by a reallocation.
+    let len = file
+        .metadata()
+        .map(|m| m.len())
+        .unwrap_or(0)
+        .min(MAX_KEY_FILE_BYTES);
+    let mut text = Zeroizing::new(String::with_capacity(
+        usize::try_from(len).unwrap_or(0).saturating_add(1),
+    ));
+    file.take(MAX_KEY_FILE_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(|source| KeyError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    if text.len() as u64 > MAX_KEY_FILE_BYTES {
+        return Err(KeyError::InvalidPrivateKey {
+            reason: "key file is larger than 64 KiB",
+        });
+    }
+    Ok(Some(PrivateKey::from_pkcs8_pem(&text)?))
+}
+
 /// Creates, loads and deletes private keys by id.
 ///
 /// Key ids are 1 to 128 characters of `A-Z a-z 0-9 . _ -`, not starting with `.`; other ids are
@@ -136,32 +172,7 @@ impl KeyManager for DiskKeyManager {
 
     fn load(&self, key_id: &str) -> Result<Option<Arc<PrivateKey>>, KeyError> {
         let path = self.key_path(key_id)?;
-        let file = match fs::File::open(&path) {
-            Ok(file) => file,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(source) => return Err(KeyError::Io { path, source }),
-        };
-        // Sized from the file length so the key text is never copied by a reallocation.
-        let len = file
-            .metadata()
-            .map(|m| m.len())
-            .unwrap_or(0)
-            .min(MAX_KEY_FILE_BYTES);
-        let mut text = Zeroizing::new(String::with_capacity(
-            usize::try_from(len).unwrap_or(0).saturating_add(1),
-        ));
-        file.take(MAX_KEY_FILE_BYTES + 1)
-            .read_to_string(&mut text)
-            .map_err(|source| KeyError::Io {
-                path: path.clone(),
-                source,
-            })?;
-        if text.len() as u64 > MAX_KEY_FILE_BYTES {
-            return Err(KeyError::InvalidPrivateKey {
-                reason: "key file is larger than 64 KiB",
-            });
-        }
-        Ok(Some(Arc::new(PrivateKey::from_pkcs8_pem(&text)?)))
+        Ok(read_private_key(&path)?.map(Arc::new))
     }
 
     fn delete(&self, key_id: &str) -> Result<(), KeyError> {

@@ -47,6 +47,9 @@ pub struct ServerConfig {
     /// Directory of private key files (mode 0600).
     pub key_dir: PathBuf,
     pub ca: CaLifetimes,
+    /// The upstream authority that signs this replica's roots (every replica of the trust domain
+    /// should have the same); `None` for self-signed roots.
+    pub upstream: Option<Arc<sigil_ca::UpstreamAuthority>>,
     pub issuance: IssuanceDefaults,
     /// Key-exchange policy of the agent API's TLS listener.
     pub tls: TlsPolicy,
@@ -186,6 +189,7 @@ pub async fn start(
         store.clone(),
         clock.clone(),
         config.ca,
+        config.upstream.clone(),
     )
     .await?;
     let (index, entries_position) = EntryIndex::load(store.as_ref(), &td, clock.clone()).await?;

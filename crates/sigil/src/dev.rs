@@ -112,9 +112,11 @@ pub async fn run(opts: DevOptions) -> anyhow::Result<()> {
             admin_socket: layout.admin_socket.clone(),
             key_dir: layout.server_dir.join("keys"),
             ca: CaLifetimes::default(),
+            upstream: None,
             issuance: IssuanceDefaults::default(),
             tls: sigil_tls::TlsPolicy::default(),
         },
+        upstream: None,
         datastore: crate::server_cmd::DatastoreConfig::Sqlite {
             path: layout.server_dir.join("datastore.sqlite3"),
         },

@@ -12,6 +12,8 @@ use sigil_server::agent_api::IssuanceDefaults;
 use sigil_server::ca::CaLifetimes;
 use sigil_spiffe::{Clock, SystemClock, TrustDomain, Ttl};
 
+use crate::upstream_files::UpstreamFiles;
+
 /// Largest configuration file read, in bytes.
 pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
 
@@ -85,6 +87,12 @@ struct RawCa {
     jwt_key_ttl: String,
     #[serde(default = "default_refresh_hint")]
     bundle_refresh_hint: String,
+    /// PEM certificates of the upstream authority that signs this replica's roots.
+    upstream_cert_file: Option<PathBuf>,
+    /// Its PEM PKCS#8 P-256 private key (mode 0600).
+    upstream_key_file: Option<PathBuf>,
+    /// PEM trust anchors to publish in its place; default: the root its cert file ends in.
+    upstream_bundle_file: Option<PathBuf>,
 }
 
 impl Default for RawCa {
@@ -94,6 +102,9 @@ impl Default for RawCa {
             root_ca_ttl: default_root_ttl(),
             jwt_key_ttl: default_ca_ttl(),
             bundle_refresh_hint: default_refresh_hint(),
+            upstream_cert_file: None,
+            upstream_key_file: None,
+            upstream_bundle_file: None,
         }
     }
 }
@@ -307,6 +318,8 @@ fn default_refresh_hint() -> String {
 #[derive(Debug, Clone)]
 pub struct LoadedServerConfig {
     pub server: ServerConfig,
+    /// The upstream authority's files, read at start into `server.upstream`.
+    pub upstream: Option<UpstreamFiles>,
     pub datastore: DatastoreConfig,
     pub data_dir: PathBuf,
 }
@@ -370,6 +383,11 @@ pub fn parse_server_config(text: &str) -> anyhow::Result<LoadedServerConfig> {
     if ca.intermediate_ttl > ca.root_ttl {
         bail!("ca.ca_ttl must not exceed ca.root_ca_ttl");
     }
+    let upstream = UpstreamFiles::from_config(
+        raw.ca.upstream_cert_file,
+        raw.ca.upstream_key_file,
+        raw.ca.upstream_bundle_file,
+    )?;
     let issuance = IssuanceDefaults {
         agent_svid_ttl: ttl("server.agent_svid_ttl", &raw.server.agent_svid_ttl)?,
         x509_svid_ttl: ttl(
@@ -392,9 +410,11 @@ pub fn parse_server_config(text: &str) -> anyhow::Result<LoadedServerConfig> {
                 .unwrap_or_else(|| data_dir.join("admin.sock")),
             key_dir: data_dir.join("keys"),
             ca,
+            upstream: None,
             issuance,
             tls: raw.tls.policy(),
         },
+        upstream,
         datastore,
         data_dir,
     })
@@ -417,9 +437,15 @@ pub async fn start(
 ) -> anyhow::Result<sigil_server::ServerHandle> {
     create_private_dir(&config.data_dir)?;
     create_private_dir(&config.server.key_dir)?;
+    let mut server = config.server.clone();
+    server.upstream = config
+        .upstream
+        .as_ref()
+        .map(|files| files.load(clock.now()))
+        .transpose()?;
     let store = config.datastore.open().await?;
     let keys = sigil_keys::DiskKeyManager::new(config.server.key_dir.clone());
-    sigil_server::start(config.server.clone(), store, Arc::new(keys), clock)
+    sigil_server::start(server, store, Arc::new(keys), clock)
         .await
         .context("cannot start the server")
 }

@@ -48,6 +48,7 @@ pub(crate) async fn state_and_clock() -> (AdminState, FakeClock) {
         store.clone(),
         Arc::new(clock.clone()),
         CaLifetimes::default(),
+        None,
     )
     .await
     .unwrap();

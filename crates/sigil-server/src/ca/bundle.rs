@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use sigil_ca::AuthorityStatus;
+use sigil_ca::{AuthorityStatus, UpstreamAuthority};
 use sigil_spiffe::{AuthorityKind, JwtAuthorityKey, TrustBundle, TrustDomain};
 use sigil_store::{AuthorityRecord, Datastore, StoredBundle};
 use tokio::sync::Mutex;
@@ -16,14 +16,21 @@ use super::CaManagerError;
 pub(super) struct BundlePublisher {
     trust_domain: TrustDomain,
     refresh_hint: u64,
+    /// The upstream authority: its anchors are published in place of the roots it signed.
+    upstream: Option<Arc<UpstreamAuthority>>,
     publishing: Mutex<()>,
 }
 
 impl BundlePublisher {
-    pub(super) fn new(trust_domain: TrustDomain, refresh_hint: u64) -> Self {
+    pub(super) fn new(
+        trust_domain: TrustDomain,
+        refresh_hint: u64,
+        upstream: Option<Arc<UpstreamAuthority>>,
+    ) -> Self {
         Self {
             trust_domain,
             refresh_hint,
+            upstream,
             publishing: Mutex::new(()),
         }
     }
@@ -69,17 +76,29 @@ impl BundlePublisher {
         Ok(Arc::new(bundle))
     }
 
-    /// The bundle of the authorities `records` publish at `now`, with `sequence`.
+    /// The bundle of the authorities `records` publish at `now`, with `sequence`. The X.509
+    /// authorities are the published roots, except those the configured upstream signed, whose
+    /// place is taken by the upstream's anchors. A root another replica had signed by an
+    /// upstream this replica does not know is published itself (verifiers accept it as an
+    /// anchor; its chain is complete only with that upstream's root).
     fn build(&self, records: &[AuthorityRecord], now: i64, sequence: u64) -> TrustBundle {
         let published: Vec<&AuthorityRecord> = records
             .iter()
             .filter(|r| status_of(r).is_published(now))
             .collect();
-        let x509_authorities: Vec<Vec<u8>> = published
+        let mut x509_authorities: Vec<Vec<u8>> = published
             .iter()
             .filter(|r| r.kind == AuthorityKind::X509Root)
             .filter_map(|r| r.cert_der.clone())
+            .filter(|cert| !self.upstream.as_ref().is_some_and(|u| u.issued(cert)))
             .collect();
+        if let Some(upstream) = &self.upstream {
+            for anchor in upstream.anchors() {
+                if !x509_authorities.contains(anchor) {
+                    x509_authorities.push(anchor.clone());
+                }
+            }
+        }
         let jwt_authorities: Vec<JwtAuthorityKey> = published
             .iter()
             .filter(|r| r.kind == AuthorityKind::Jwt)

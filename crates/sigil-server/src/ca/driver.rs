@@ -13,7 +13,7 @@ use std::time::SystemTime;
 
 use sigil_ca::lifecycle::{Action, AuthorityStatus, MAX_ROUNDS, plan};
 use sigil_ca::operator::Command;
-use sigil_ca::{JwtAuthority, X509Authority};
+use sigil_ca::{JwtAuthority, UpstreamAuthority, X509Authority};
 use sigil_keys::{KeyManager, PrivateKey};
 use sigil_spiffe::time::unix_secs;
 use sigil_spiffe::{AuthorityKind, AuthorityState, TrustDomain};
@@ -31,6 +31,8 @@ pub(super) struct LifecycleDriver {
     keys: Arc<dyn KeyManager>,
     store: Arc<dyn Datastore>,
     lifetimes: CaLifetimes,
+    /// The upstream authority that signs this replica's roots, when one is configured.
+    upstream: Option<Arc<UpstreamAuthority>>,
     /// Serialises ticks; holds the private keys already loaded, by key-manager name, so a tick
     /// does not read every key again.
     loaded: Mutex<HashMap<String, Arc<PrivateKey>>>,
@@ -43,6 +45,7 @@ impl LifecycleDriver {
         keys: Arc<dyn KeyManager>,
         store: Arc<dyn Datastore>,
         lifetimes: CaLifetimes,
+        upstream: Option<Arc<UpstreamAuthority>>,
     ) -> Self {
         Self {
             trust_domain,
@@ -50,6 +53,7 @@ impl LifecycleDriver {
             keys,
             store,
             lifetimes,
+            upstream,
             loaded: Mutex::new(HashMap::new()),
         }
     }
@@ -139,12 +143,12 @@ impl LifecycleDriver {
         let root = active(AuthorityKind::X509Root)?;
         let root = match current {
             Some(c) if root_id == root.id => c.root.clone(),
-            _ => Arc::new(self.x509_authority(root, &mut loaded)?),
+            _ => Arc::new(self.x509_authority(root, records, &mut loaded)?),
         };
         let intermediate = active(AuthorityKind::X509Intermediate)?;
         let intermediate = match current {
             Some(c) if intermediate_id == intermediate.id => c.intermediate.clone(),
-            _ => Arc::new(self.x509_authority(intermediate, &mut loaded)?),
+            _ => Arc::new(self.x509_authority(intermediate, records, &mut loaded)?),
         };
         let jwt = active(AuthorityKind::Jwt)?;
         let jwt = match current {
@@ -189,7 +193,7 @@ impl LifecycleDriver {
                 && r.state != AuthorityState::Revoked
                 && r.not_after > now
         }) {
-            match self.x509_authority(record, &mut loaded) {
+            match self.x509_authority(record, records, &mut loaded) {
                 Ok(authority) => signers.push((record.clone(), authority)),
                 Err(e) => {
                     tracing::warn!(authority = %record.id, error = %e, "cannot sign this authority's CRL");
@@ -249,7 +253,7 @@ impl LifecycleDriver {
         match action {
             Action::Prepare { kind, issuer_id } => {
                 let issuer = issuer_id.as_deref().map(record).transpose()?;
-                let created = self.prepare(*kind, issuer, loaded, now)?;
+                let created = self.prepare(*kind, issuer, records, loaded, now)?;
                 let id = created.id.clone();
                 self.store.create_authority(created).await?;
                 tracing::info!(authority = %id, kind = %kind, "prepared authority");
@@ -300,6 +304,7 @@ impl LifecycleDriver {
         &self,
         kind: AuthorityKind,
         issuer: Option<&AuthorityRecord>,
+        records: &[AuthorityRecord],
         loaded: &mut HashMap<String, Arc<PrivateKey>>,
         now: SystemTime,
     ) -> Result<AuthorityRecord, CaManagerError> {
@@ -309,16 +314,25 @@ impl LifecycleDriver {
             (AuthorityKind::X509Root, _) => {
                 let key = self.keys.generate(&key_id)?;
                 loaded.insert(key_id.clone(), key.clone());
-                let root = sigil_ca::self_signed_root(
-                    &self.trust_domain,
-                    key,
-                    self.lifetimes.root_ttl,
-                    now,
-                )?;
+                let root = match &self.upstream {
+                    Some(upstream) => sigil_ca::upstream_signed_root(
+                        &self.trust_domain,
+                        key,
+                        upstream,
+                        self.lifetimes.root_ttl,
+                        now,
+                    )?,
+                    None => sigil_ca::self_signed_root(
+                        &self.trust_domain,
+                        key,
+                        self.lifetimes.root_ttl,
+                        now,
+                    )?,
+                };
                 x509_parts(&root)
             }
             (AuthorityKind::X509Intermediate, Some(issuer)) => {
-                let root = self.x509_authority(issuer, loaded)?;
+                let root = self.x509_authority(issuer, records, loaded)?;
                 let key = self.keys.generate(&key_id)?;
                 loaded.insert(key_id.clone(), key.clone());
                 let ca = sigil_ca::intermediate(
@@ -359,10 +373,12 @@ impl LifecycleDriver {
         })
     }
 
-    /// The X.509 authority of `record` with its private key.
+    /// The X.509 authority of `record` with its private key and the chain between it and the
+    /// trust anchor (found among `records` and the upstream: the chain is not stored).
     fn x509_authority(
         &self,
         record: &AuthorityRecord,
+        records: &[AuthorityRecord],
         loaded: &mut HashMap<String, Arc<PrivateKey>>,
     ) -> Result<X509Authority, CaManagerError> {
         let key = self
@@ -372,7 +388,46 @@ impl LifecycleDriver {
             .cert_der
             .clone()
             .ok_or_else(|| CaManagerError::MissingCertificate(record.id.clone()))?;
-        Ok(X509Authority::from_parts(cert, key, Vec::new())?)
+        let chain = match record.kind {
+            AuthorityKind::X509Root => self.above_root(record),
+            AuthorityKind::X509Intermediate | AuthorityKind::Jwt => record
+                .issuer_id
+                .as_deref()
+                .and_then(|id| records.iter().find(|r| r.id == id))
+                .map(|root| self.through_root(root))
+                .unwrap_or_default(),
+        };
+        Ok(X509Authority::from_parts(cert, key, chain)?)
+    }
+
+    /// The certificates between root `record` and the trust anchor: none for a self-signed root,
+    /// the upstream's chain for one the configured upstream signed.
+    fn above_root(&self, record: &AuthorityRecord) -> Vec<Vec<u8>> {
+        let Some(cert) = record.cert_der.as_deref() else {
+            return Vec::new();
+        };
+        match &self.upstream {
+            Some(upstream) if upstream.issued(cert) => upstream.chain_for_issued(),
+            _ => {
+                if !sigil_ca::is_self_signed(cert) {
+                    tracing::warn!(authority = %record.id, "root was signed by an upstream authority that is not configured now; its chain ends at the root");
+                }
+                Vec::new()
+            }
+        }
+    }
+
+    /// The certificates something issued by an authority under root `record` chains through
+    /// above that authority: the root itself unless it is self-signed, then its upstream chain.
+    fn through_root(&self, record: &AuthorityRecord) -> Vec<Vec<u8>> {
+        match record.cert_der.as_deref() {
+            Some(cert) if !sigil_ca::is_self_signed(cert) => {
+                let mut chain = vec![cert.to_vec()];
+                chain.extend(self.above_root(record));
+                chain
+            }
+            _ => Vec::new(),
+        }
     }
 
     /// The private key named `key_id`, from memory or else from the key manager.

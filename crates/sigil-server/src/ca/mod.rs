@@ -25,8 +25,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
 use arc_swap::ArcSwap;
-use sigil_ca::MintedJwt;
 pub use sigil_ca::operator::{Command, CommandError};
+use sigil_ca::{MintedJwt, UpstreamAuthority};
 use sigil_keys::{KeyManager, PublicKey};
 use sigil_spiffe::{AuthorityKind, AuthorityState, Clock, SpiffeId, TrustBundle, TrustDomain};
 use sigil_store::{AuthorityRecord, CredentialKind, Datastore};
@@ -164,17 +164,23 @@ impl CaManager {
         store: Arc<dyn Datastore>,
         clock: Arc<dyn Clock>,
         lifetimes: CaLifetimes,
+        upstream: Option<Arc<UpstreamAuthority>>,
     ) -> Result<Arc<Self>, CaManagerError> {
+        let publisher = BundlePublisher::new(
+            trust_domain.clone(),
+            lifetimes.bundle_refresh_hint,
+            upstream.clone(),
+        );
         let driver = LifecycleDriver::new(
             trust_domain.clone(),
             replica.to_owned(),
             keys,
             store.clone(),
             lifetimes,
+            upstream,
         );
         let (records, _) = driver.settle(clock.now()).await?;
         let signing = driver.load_signing(&driver.mine(&records), None).await?;
-        let publisher = BundlePublisher::new(trust_domain.clone(), lifetimes.bundle_refresh_hint);
         let bundle = publisher
             .publish(store.as_ref(), &records, clock.unix_secs())
             .await?;
@@ -366,7 +372,8 @@ impl CaManager {
     }
 
     /// Signs an X509-SVID for `spiffe_id` from a CSR (only its public key is used); returns the
-    /// chain, leaf first, then the intermediate.
+    /// chain, leaf first, then the intermediate (and, under an upstream authority, this
+    /// replica's root and the upstream's intermediates).
     pub fn sign_x509_svid(
         &self,
         csr_der: &[u8],
@@ -382,7 +389,7 @@ impl CaManager {
             dns_names,
             self.clock.now(),
         )?;
-        Ok(vec![leaf, signing.intermediate.cert_der().to_vec()])
+        Ok(signing.intermediate.svid_chain(leaf))
     }
 
     /// Signs an X509-SVID for a public key held by this process (the server's own SVID).
@@ -401,7 +408,7 @@ impl CaManager {
             dns_names,
             self.clock.now(),
         )?;
-        Ok(vec![leaf, signing.intermediate.cert_der().to_vec()])
+        Ok(signing.intermediate.svid_chain(leaf))
     }
 
     /// Mints a JWT-SVID with the active JWT key.

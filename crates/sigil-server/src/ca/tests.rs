@@ -54,6 +54,16 @@ impl Fixture {
     /// A CA on this fixture's store and clock as server replica `replica`, holding its keys in
     /// `keys`.
     async fn replica(&self, replica: &str, keys: Arc<MemoryKeyManager>) -> Arc<CaManager> {
+        self.replica_under(replica, keys, None).await
+    }
+
+    /// Like [`Fixture::replica`], with `upstream` signing the replica's roots.
+    async fn replica_under(
+        &self,
+        replica: &str,
+        keys: Arc<MemoryKeyManager>,
+        upstream: Option<Arc<UpstreamAuthority>>,
+    ) -> Arc<CaManager> {
         CaManager::load_or_init(
             td(),
             replica,
@@ -61,6 +71,7 @@ impl Fixture {
             self.store.clone(),
             Arc::new(self.clock.clone()),
             lifetimes(),
+            upstream,
         )
         .await
         .unwrap()
@@ -390,6 +401,7 @@ async fn missing_root_key_is_refused_rather_than_replacing_the_trust_anchor() {
         f.store.clone(),
         Arc::new(f.clock.clone()),
         lifetimes(),
+        None,
     )
     .await
     .unwrap_err();
@@ -668,4 +680,124 @@ async fn replicas_on_one_store_keep_their_own_keys_and_trust_each_others() {
         "{refused}"
     );
     assert_eq!(f.store.list_authorities().await.unwrap(), before);
+}
+
+/// An upstream authority (a CA outside Sigil, ten years long) as of the fixture's start.
+fn upstream() -> Arc<UpstreamAuthority> {
+    let key = Arc::new(PrivateKey::generate().unwrap());
+    let root = sigil_ca::self_signed_root(
+        &TrustDomain::parse("corp.example").unwrap(),
+        key.clone(),
+        10 * 365 * 24 * 3600,
+        from_unix_secs(START - 60),
+    )
+    .unwrap();
+    Arc::new(
+        UpstreamAuthority::new(
+            vec![root.cert_der().to_vec()],
+            key,
+            None,
+            from_unix_secs(START),
+        )
+        .unwrap(),
+    )
+}
+
+/// Two replicas under one upstream authority: each signs its own root with the upstream key, the
+/// bundle holds the upstream's root alone, and what either replica issues chains through its own
+/// intermediate and root to that anchor, before and after a reload from the store (the chain is
+/// rebuilt, not stored) and after a root rotation, which leaves the bundle as it was.
+#[tokio::test]
+async fn replicas_under_one_upstream_are_trusted_through_its_root_alone() {
+    let f = Fixture::new();
+    let upstream = upstream();
+    let anchor = upstream.anchors().to_vec();
+    let keys_a = Arc::new(MemoryKeyManager::new());
+    let a = f
+        .replica_under("a", keys_a.clone(), Some(upstream.clone()))
+        .await;
+    let b = f
+        .replica_under(
+            "b",
+            Arc::new(MemoryKeyManager::new()),
+            Some(upstream.clone()),
+        )
+        .await;
+    a.rotate_if_due().await.unwrap();
+    assert_eq!(a.bundle().x509_authorities, anchor);
+    assert_eq!(b.bundle().x509_authorities, anchor);
+    let roots = f.active(AuthorityKind::X509Root).await;
+    assert_eq!(roots.len(), 2);
+    for root in &roots {
+        assert!(
+            upstream.issued(root.cert_der.as_deref().unwrap()),
+            "{}",
+            root.replica
+        );
+    }
+
+    let key = PrivateKey::generate().unwrap();
+    let csr = key.csr_der(&workload_id()).unwrap();
+    for ca in [&a, &b] {
+        let chain = ca.sign_x509_svid(&csr, &workload_id(), 60, &[]).unwrap();
+        assert_eq!(chain.len(), 3, "leaf, intermediate, replica root");
+        verify(&chain, &anchor, f.now()).unwrap();
+        // Without the replica root in the chain, the upstream's root alone cannot vouch for it.
+        assert!(verify(&chain[..2], &anchor, f.now()).is_err());
+    }
+
+    // A reload builds the chain again from the records and the upstream.
+    let reloaded = f
+        .replica_under("a", keys_a.clone(), Some(upstream.clone()))
+        .await;
+    let chain = reloaded
+        .sign_x509_svid(&csr, &workload_id(), 60, &[])
+        .unwrap();
+    assert_eq!(chain.len(), 3);
+    verify(&chain, &anchor, f.now()).unwrap();
+
+    // A new root for A (signed by the upstream again) changes nothing relying parties hold.
+    let sequence = a.bundle().sequence;
+    let root = a
+        .command(&Command::Prepare {
+            kind: AuthorityKind::X509Root,
+        })
+        .await
+        .unwrap();
+    f.clock.advance(Duration::from_secs(1));
+    a.command(&Command::Activate {
+        id: root.id.clone(),
+    })
+    .await
+    .unwrap();
+    a.rotate_if_due().await.unwrap();
+    assert_eq!(a.bundle().x509_authorities, anchor);
+    assert_eq!(a.bundle().sequence, sequence, "the bundle did not change");
+    let chain = a.sign_x509_svid(&csr, &workload_id(), 60, &[]).unwrap();
+    verify(&chain, &anchor, f.now()).unwrap();
+}
+
+/// A replica without the upstream next to one under it: the one without publishes the other's
+/// upstream-signed root as an anchor (it cannot know the upstream's root), so what the replica
+/// under the upstream issues still verifies under its bundle.
+#[tokio::test]
+async fn a_replica_without_the_upstream_still_trusts_one_under_it() {
+    let f = Fixture::new();
+    let upstream = upstream();
+    let under = f
+        .replica_under(
+            "a",
+            Arc::new(MemoryKeyManager::new()),
+            Some(upstream.clone()),
+        )
+        .await;
+    let plain = f.replica("b", Arc::new(MemoryKeyManager::new())).await;
+    under.rotate_if_due().await.unwrap();
+    let key = PrivateKey::generate().unwrap();
+    let csr = key.csr_der(&workload_id()).unwrap();
+    let chain = under.sign_x509_svid(&csr, &workload_id(), 60, &[]).unwrap();
+    verify(&chain, &plain.bundle().x509_authorities, f.now()).unwrap();
+    let from_plain = plain.sign_x509_svid(&csr, &workload_id(), 60, &[]).unwrap();
+    assert_eq!(from_plain.len(), 2);
+    verify(&from_plain, &under.bundle().x509_authorities, f.now()).unwrap();
 }

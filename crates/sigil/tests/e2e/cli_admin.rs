@@ -40,6 +40,7 @@ impl AdminServer {
             store.clone(),
             Arc::new(SystemClock),
             CaLifetimes::default(),
+            None,
         )
         .await
         .unwrap();

@@ -30,3 +30,4 @@ mod soak;
 mod svid_write;
 mod tidy;
 mod tls;
+mod upstream;
