@@ -21,6 +21,11 @@
 //! 6. the process RSS at each stage (server and simulated agents together; with SQLite the
 //!    database is in the process too).
 //!
+//! With `SIGIL_LOAD_SPLIT=1` (PostgreSQL only) the server runs in a child process of the bench
+//! (the same binary, started with `SIGIL_LOAD_SERVE` set to the schema's URL) on the populated
+//! schema: its RSS and CPU are then read from `/proc/<child>` and are its own, and each process
+//! holds one end of every agent connection (twice as many agents fit under one file limit).
+//!
 //! `cargo bench -p sigil-server --bench load`, configured by the environment:
 //! `SIGIL_LOAD_BACKEND` (`sqlite`, the default, or `postgres`), `SIGIL_LOAD_ENTRIES` (100000),
 //! `SIGIL_LOAD_AGENTS` (1000), `SIGIL_LOAD_SECS` (10: the issuance phase, and its ceiling, each),
@@ -45,16 +50,21 @@ mod openbao;
 mod support;
 
 use std::collections::HashSet;
+use std::io::{BufRead as _, Read as _};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, stream};
 use sigil_keys::PrivateKey;
 use sigil_proto::agent::v1 as pb;
+use sigil_proto::agent::v1::agent_service_client::AgentServiceClient;
 use sigil_spiffe::{Clock, SpiffeId, SystemClock};
 use sigil_store::{Datastore, MAX_ENTRY_BATCH, PostgresConfig, PostgresStore, SqliteStore};
 use support::{AgentSvid, TestServer};
 use tokio::sync::{Semaphore, mpsc};
+use tonic::transport::Channel;
 
 /// Store writes in flight while creating the join tokens, and attestations in flight
 /// afterwards.
@@ -79,7 +89,12 @@ fn env(name: &str, default: usize) -> usize {
 }
 
 fn rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    rss_mib_of("self")
+}
+
+/// VmRSS of process `pid` (`"self"` for this one), MiB.
+fn rss_mib_of(pid: &str) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let kib: f64 = status
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))
@@ -110,6 +125,156 @@ struct Load {
     /// Agents connecting (TCP and TLS handshake) at once during the initial sync.
     connects: usize,
     cores: usize,
+    /// Run the server in a child process (PostgreSQL only): its RSS and CPU are then its own.
+    split: bool,
+}
+
+/// Set (to the PostgreSQL URL) in the child process that runs the server of a split run.
+const SERVE_ENV: &str = "SIGIL_LOAD_SERVE";
+
+/// The server under load: in this process, or in a child process (a split run).
+enum Target {
+    InProcess(TestServer),
+    Child {
+        child: Child,
+        addr: SocketAddr,
+        roots: Vec<Vec<u8>>,
+    },
+}
+
+impl Target {
+    /// Starts the child server on the schema at `url` and waits until it serves; returns it with
+    /// the start-up time it measured and the number of entries its index loaded.
+    async fn spawn_child(url: &str, store: &dyn Datastore) -> (Self, Duration, usize) {
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .env(SERVE_ENV, url)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let line = tokio::task::spawn_blocking(move || {
+            let mut line = String::new();
+            std::io::BufReader::new(stdout)
+                .read_line(&mut line)
+                .unwrap();
+            line
+        })
+        .await
+        .unwrap();
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(fields.first(), Some(&"ready"), "child server: {line:?}");
+        let addr: SocketAddr = fields[1].parse().unwrap();
+        let startup = Duration::from_secs_f64(fields[2].parse().unwrap());
+        let loaded: usize = fields[3].parse().unwrap();
+        let stored = store
+            .get_bundle(support::td().as_str())
+            .await
+            .unwrap()
+            .unwrap();
+        let document = sigil_spiffe::BundleDocument::parse(&stored.document).unwrap();
+        let roots = sigil_keys::bundle_json::from_document(support::td(), &document)
+            .unwrap()
+            .x509_authorities;
+        (Self::Child { child, addr, roots }, startup, loaded)
+    }
+
+    async fn channel(
+        &self,
+        svid: Option<&AgentSvid>,
+        rt: Option<tokio::runtime::Handle>,
+    ) -> Channel {
+        match self {
+            Self::InProcess(server) => {
+                support::channel_to(
+                    server.handle.agent_api_addr,
+                    &server.handle.bundle().x509_authorities,
+                    svid,
+                    rt,
+                )
+                .await
+            }
+            Self::Child { addr, roots, .. } => support::channel_to(*addr, roots, svid, rt).await,
+        }
+        .unwrap()
+    }
+
+    async fn client(&self, svid: &AgentSvid) -> AgentServiceClient<Channel> {
+        AgentServiceClient::new(self.channel(Some(svid), None).await)
+    }
+
+    async fn client_on(
+        &self,
+        svid: &AgentSvid,
+        rt: tokio::runtime::Handle,
+    ) -> AgentServiceClient<Channel> {
+        AgentServiceClient::new(self.channel(Some(svid), Some(rt)).await)
+    }
+
+    async fn attest_with(&self, token: &str) -> AgentSvid {
+        support::attest_through(
+            AgentServiceClient::new(self.channel(None, None).await),
+            token,
+        )
+        .await
+    }
+
+    /// CPU seconds the server has used: the child's, or this process's less the callers'
+    /// threads'.
+    fn server_cpu(&self) -> f64 {
+        match self {
+            Self::InProcess(_) => cpu::process_secs("self") - cpu::threads_secs(CALLER_THREADS),
+            Self::Child { child, .. } => cpu::process_secs(&child.id().to_string()),
+        }
+    }
+
+    /// The server's RSS (MiB) when it runs apart.
+    fn server_rss(&self) -> Option<f64> {
+        match self {
+            Self::InProcess(_) => None,
+            Self::Child { child, .. } => Some(rss_mib_of(&child.id().to_string())),
+        }
+    }
+
+    async fn stop(self) {
+        match self {
+            Self::InProcess(server) => server.stop().await,
+            Self::Child { mut child, .. } => {
+                // End of its standard input is the child's signal to shut down.
+                drop(child.stdin.take());
+                let status = tokio::task::spawn_blocking(move || child.wait())
+                    .await
+                    .unwrap()
+                    .unwrap();
+                assert!(status.success(), "child server: {status}");
+            }
+        }
+    }
+}
+
+/// The child process of a split run: the server on the schema at `url`, until standard input
+/// ends. Prints `ready <agent API address> <start-up seconds> <entries indexed>`.
+async fn serve(url: String) {
+    let store = PostgresStore::connect(&PostgresConfig::new(url))
+        .await
+        .unwrap();
+    let start = Instant::now();
+    let server = TestServer::start_on(Arc::new(store)).await;
+    let startup = start.elapsed();
+    println!(
+        "ready {} {} {}",
+        server.handle.agent_api_addr,
+        startup.as_secs_f64(),
+        server.handle.index.len()
+    );
+    tokio::task::spawn_blocking(|| {
+        let mut rest = Vec::new();
+        let _ = std::io::stdin().read_to_end(&mut rest);
+    })
+    .await
+    .unwrap();
+    server.stop().await;
 }
 
 /// A schema of its own on the PostgreSQL server; [`PgSchema::remove`] removes it with every table.
@@ -157,7 +322,7 @@ type Pushes = mpsc::UnboundedReceiver<(Instant, HashSet<String>)>;
 
 /// Connects as `svid` (holding one of `connects` meanwhile) and follows its sync stream in a
 /// task of its own.
-fn follow(server: Arc<TestServer>, svid: Arc<AgentSvid>, connects: Arc<Semaphore>) -> Pushes {
+fn follow(server: Arc<Target>, svid: Arc<AgentSvid>, connects: Arc<Semaphore>) -> Pushes {
     let (tx, rx) = mpsc::unbounded_channel();
     tokio::spawn(async move {
         let permit = connects.acquire().await.unwrap();
@@ -322,11 +487,19 @@ async fn run(load: &Load) {
     );
 
     // 2. Start-up on the populated store.
-    let start = Instant::now();
-    let server = Arc::new(TestServer::start_on(Arc::clone(&store)).await);
-    let startup = start.elapsed();
-    assert_eq!(server.handle.index.len(), load.entries);
+    let (server, startup, loaded) = match (&schema, load.split) {
+        (Some(schema), true) => Target::spawn_child(&schema.url, store.as_ref()).await,
+        _ => {
+            let start = Instant::now();
+            let server = TestServer::start_on(Arc::clone(&store)).await;
+            let loaded = server.handle.index.len();
+            (Target::InProcess(server), start.elapsed(), loaded)
+        }
+    };
+    let server = Arc::new(server);
+    assert_eq!(loaded, load.entries);
     let rss_started = rss_mib();
+    let server_rss_started = server.server_rss();
     println!(
         "2. start-up with {} entries in the store: {:.2} s",
         load.entries,
@@ -355,6 +528,7 @@ async fn run(load: &Load) {
         last = last.max(at);
     }
     let rss_synced = rss_mib();
+    let server_rss_synced = server.server_rss();
     println!(
         "3. initial sync: {} agents connect (mTLS, {} handshakes at once at most) and open their streams; the last holds its {} entries after {:.2} s (attesting them one by one before: {:.1} s)",
         load.agents,
@@ -370,12 +544,16 @@ async fn run(load: &Load) {
     for i in 0..PROPAGATION_SAMPLES {
         let a = (i * 7919) % load.agents;
         let start = Instant::now();
-        let entry = server
+        let entry = store
             .create_entry(
-                &format!("spiffe://example.org/a{a}/new{i}"),
-                &tokens[a].agent_id,
+                support::new_entry(
+                    &format!("spiffe://example.org/a{a}/new{i}"),
+                    &tokens[a].agent_id,
+                ),
+                SystemClock.unix_secs(),
             )
-            .await;
+            .await
+            .unwrap();
         writes.push(start.elapsed());
         let at = wait_for(&mut pushes[a], PUSH_PATIENCE, |got| got.contains(&entry.id)).await;
         latencies.push(at - start);
@@ -412,7 +590,7 @@ async fn run(load: &Load) {
             params,
         ));
     }
-    let cpu_start = (cpu::process_secs("self"), cpu::threads_secs(CALLER_THREADS));
+    let cpu_start = (server.server_cpu(), cpu::threads_secs(CALLER_THREADS));
     let issuance_start = Instant::now();
     let deadline = issuance_start + duration;
     let mut callers = Vec::with_capacity(clients.len());
@@ -442,12 +620,11 @@ async fn run(load: &Load) {
         issued += caller.await.unwrap();
     }
     let api_rate = issued as f64 / issuance_start.elapsed().as_secs_f64();
-    // The server's CPU: the whole process's, less the callers' threads'.
-    let server_cpu = (cpu::process_secs("self") - cpu_start.0)
-        - (cpu::threads_secs(CALLER_THREADS) - cpu_start.1);
+    let server_cpu = server.server_cpu() - cpu_start.0;
     let callers_cpu = cpu::threads_secs(CALLER_THREADS) - cpu_start.1;
     callers_rt.shutdown_background();
     let rss_issued = rss_mib();
+    let server_rss_issued = server.server_rss();
     let threads = load.cores;
     let ceiling_cpu_start = cpu::process_secs("self");
     let ceiling = tokio::task::spawn_blocking(move || issuance_ceiling(threads, duration))
@@ -481,14 +658,22 @@ async fn run(load: &Load) {
     };
     openbao::compare(load.secs, load.callers, load.cores, &sigil).await;
 
-    println!(
-        "6. RSS (whole process: server and simulated agents{}): {rss_start:.0} MiB at start, {rss_setup:.0} MiB after setup, {rss_started:.0} MiB with the server started, {rss_synced:.0} MiB with every agent synced, {rss_issued:.0} MiB after issuance",
-        if schema.is_some() {
-            ""
-        } else {
-            ", and the SQLite database"
-        },
-    );
+    if let (Some(started), Some(synced), Some(issued)) =
+        (server_rss_started, server_rss_synced, server_rss_issued)
+    {
+        println!(
+            "6. server RSS (its own process): {started:.0} MiB started, {synced:.0} MiB with every agent connected and synced, {issued:.0} MiB after issuance; the bench process (setup, simulated agents, callers): {rss_synced:.0} MiB with every agent synced"
+        );
+    } else {
+        println!(
+            "6. RSS (whole process: server and simulated agents{}): {rss_start:.0} MiB at start, {rss_setup:.0} MiB after setup, {rss_started:.0} MiB with the server started, {rss_synced:.0} MiB with every agent synced, {rss_issued:.0} MiB after issuance",
+            if schema.is_some() {
+                ""
+            } else {
+                ", and the SQLite database"
+            },
+        );
+    }
 
     drop(pushes);
     Arc::into_inner(server)
@@ -502,6 +687,16 @@ async fn run(load: &Load) {
 }
 
 fn main() {
+    if let Ok(url) = std::env::var(SERVE_ENV) {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(cores)
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(serve(url));
+        return;
+    }
     let agents = env("SIGIL_LOAD_AGENTS", 1_000);
     let load = Load {
         postgres_url: match std::env::var("SIGIL_LOAD_BACKEND").as_deref() {
@@ -519,7 +714,12 @@ fn main() {
         batch: env("SIGIL_LOAD_BATCH", 1).clamp(1, 1000),
         connects: env("SIGIL_LOAD_CONNECTS", agents),
         cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        split: std::env::var("SIGIL_LOAD_SPLIT").is_ok_and(|v| v == "1"),
     };
+    assert!(
+        !load.split || load.postgres_url.is_some(),
+        "SIGIL_LOAD_SPLIT=1 needs SIGIL_LOAD_BACKEND=postgres (the child server shares the database)"
+    );
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(load.cores)
         .enable_all()

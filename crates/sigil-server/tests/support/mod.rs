@@ -58,6 +58,7 @@ impl TestServer {
             admin_socket: dir.path().join("admin").join("admin.sock"),
             key_dir: dir.path().join("keys"),
             ca: sigil_server::ca::CaLifetimes::default(),
+            upstream: None,
             issuance: sigil_server::agent_api::IssuanceDefaults::default(),
             tls: sigil_tls::TlsPolicy::default(),
         };
@@ -120,37 +121,13 @@ impl TestServer {
         svid: Option<&AgentSvid>,
         runtime: Option<tokio::runtime::Handle>,
     ) -> Result<Channel, tonic::transport::Error> {
-        let roots = Arc::new(LiveRoots::new(&self.handle.bundle().x509_authorities));
-        let verifier = Arc::new(SpiffeServerVerifier::new(
-            roots,
-            sigil_server::naming::server_id(&td()),
-        ));
-        let live = svid.map(|s| Arc::new(LiveSvid::new(&s.chain, s.key.pkcs8_der()).unwrap()));
-        let config = Arc::new(
-            sigil_tls::client_config(live, verifier, sigil_tls::TlsPolicy::default()).unwrap(),
-        );
-        let target = self.handle.agent_api_addr;
-        let connector = tower::service_fn(move |_uri: http::Uri| {
-            let config = config.clone();
-            async move {
-                let tcp = TcpStream::connect(target).await?;
-                // As the agent's connector does: without it, a small request waits for the
-                // delayed ACK of the previous one (about 40 ms per unary call).
-                tcp.set_nodelay(true)?;
-                // Any name: the verifier checks the SPIFFE ID, not the DNS name.
-                let name = ServerName::try_from("sigil-server")
-                    .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-                let tls = TlsConnector::from(config).connect(name, tcp).await?;
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tls))
-            }
-        });
-        let mut endpoint = Endpoint::from_static("http://sigil-server")
-            .connect_timeout(PATIENCE)
-            .timeout(PATIENCE);
-        if let Some(runtime) = runtime {
-            endpoint = endpoint.executor(SpawnOn(runtime));
-        }
-        endpoint.connect_with_connector(connector).await
+        channel_to(
+            self.handle.agent_api_addr,
+            &self.handle.bundle().x509_authorities,
+            svid,
+            runtime,
+        )
+        .await
     }
 
     /// A client without a client certificate.
@@ -183,20 +160,7 @@ impl TestServer {
 
     /// Attests a new agent with `token` and returns its credentials.
     pub async fn attest_with(&self, token: &str) -> AgentSvid {
-        let key = PrivateKey::generate().unwrap();
-        let response = self
-            .anonymous()
-            .await
-            .attest_agent(attest_request(token, &key))
-            .await
-            .unwrap()
-            .into_inner();
-        let svid = response.svid.unwrap();
-        AgentSvid {
-            id: SpiffeId::parse(&svid.spiffe_id).unwrap(),
-            chain: svid.cert_chain,
-            key,
-        }
+        attest_through(self.anonymous().await, token).await
     }
 
     /// An SVID for `id` signed by the server's CA, bypassing attestation.
@@ -258,6 +222,64 @@ impl TestServer {
                 .unwrap()
         );
         self.agents_caught_up().await;
+    }
+}
+
+/// A channel to the agent API at `addr` whose server certificate chains to `roots`, presenting
+/// `svid` (or no client certificate), built as the agent builds it; its connection runs on
+/// `runtime` when given.
+pub async fn channel_to(
+    addr: std::net::SocketAddr,
+    roots: &[Vec<u8>],
+    svid: Option<&AgentSvid>,
+    runtime: Option<tokio::runtime::Handle>,
+) -> Result<Channel, tonic::transport::Error> {
+    let roots = Arc::new(LiveRoots::new(roots));
+    let verifier = Arc::new(SpiffeServerVerifier::new(
+        roots,
+        sigil_server::naming::server_id(&td()),
+    ));
+    let live = svid.map(|s| Arc::new(LiveSvid::new(&s.chain, s.key.pkcs8_der()).unwrap()));
+    let config = Arc::new(
+        sigil_tls::client_config(live, verifier, sigil_tls::TlsPolicy::default()).unwrap(),
+    );
+    let connector = tower::service_fn(move |_uri: http::Uri| {
+        let config = config.clone();
+        async move {
+            let tcp = TcpStream::connect(addr).await?;
+            // As the agent's connector does: without it, a small request waits for the
+            // delayed ACK of the previous one (about 40 ms per unary call).
+            tcp.set_nodelay(true)?;
+            // Any name: the verifier checks the SPIFFE ID, not the DNS name.
+            let name = ServerName::try_from("sigil-server")
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+            let tls = TlsConnector::from(config).connect(name, tcp).await?;
+            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tls))
+        }
+    });
+    let mut endpoint = Endpoint::from_static("http://sigil-server")
+        .connect_timeout(PATIENCE)
+        .timeout(PATIENCE);
+    if let Some(runtime) = runtime {
+        endpoint = endpoint.executor(SpawnOn(runtime));
+    }
+    endpoint.connect_with_connector(connector).await
+}
+
+/// Attests a new agent with `token` through `client` (without client certificate) and returns
+/// its credentials.
+pub async fn attest_through(mut client: AgentServiceClient<Channel>, token: &str) -> AgentSvid {
+    let key = PrivateKey::generate().unwrap();
+    let response = client
+        .attest_agent(attest_request(token, &key))
+        .await
+        .unwrap()
+        .into_inner();
+    let svid = response.svid.unwrap();
+    AgentSvid {
+        id: SpiffeId::parse(&svid.spiffe_id).unwrap(),
+        chain: svid.cert_chain,
+        key,
     }
 }
 
