@@ -192,10 +192,13 @@ impl Target {
                     &server.handle.bundle().x509_authorities,
                     svid,
                     rt,
+                    SYNC_PATIENCE,
                 )
                 .await
             }
-            Self::Child { addr, roots, .. } => support::channel_to(*addr, roots, svid, rt).await,
+            Self::Child { addr, roots, .. } => {
+                support::channel_to(*addr, roots, svid, rt, SYNC_PATIENCE).await
+            }
         }
         .unwrap()
     }

@@ -254,19 +254,25 @@ impl AgentApi {
             .is_revoked(CredentialKind::X509Svid, serial, now)
     }
 
-    /// The entries `agent` is authorized to serve, in wire form.
-    fn authorized_entries(&self, agent: &AgentView) -> Vec<pb::Entry> {
+    /// The entries `agent` is authorized to serve, as the index holds them (shared, not copied).
+    fn authorized_entries(&self, agent: &AgentView) -> Vec<Arc<Entry>> {
         self.entries
             .authorized_entries(&agent.spiffe_id, &agent.selectors)
-            .iter()
-            .map(|e| to_pb_entry(e))
-            .collect()
+    }
+
+    /// What the trust part of a sync message is built from, as published now.
+    fn trust_sources(&self) -> TrustSources {
+        TrustSources {
+            bundle: self.issuer.bundle(),
+            tainted: self.issuer.tainted_authorities(),
+            revocations: self.issuer.revocations(),
+        }
     }
 
     /// A sync message carrying what every agent trusts (bundle, tainted authorities, deny-list,
-    /// CRLs) and no entries.
-    fn trust_message(&self) -> pb::SyncAuthorizedEntriesResponse {
-        let revocations = self.issuer.revocations();
+    /// CRLs) from `sources`, and no entries.
+    fn trust_message(&self, sources: &TrustSources) -> pb::SyncAuthorizedEntriesResponse {
+        let revocations = &sources.revocations;
         let now = self.clock.unix_secs();
         let deny = |kind| {
             revocations
@@ -280,9 +286,9 @@ impl AgentApi {
         };
         pb::SyncAuthorizedEntriesResponse {
             entries: Vec::new(),
-            bundle: Some(to_pb_bundle(&self.issuer.bundle())),
+            bundle: Some(to_pb_bundle(&sources.bundle)),
             federated_bundles: Default::default(),
-            tainted_authorities: self.issuer.tainted_authorities().to_vec(),
+            tainted_authorities: sources.tainted.to_vec(),
             revoked_x509_svids: deny(CredentialKind::X509Svid),
             revoked_jwt_svids: deny(CredentialKind::JwtSvid),
             crls: revocations.crls.clone(),
@@ -514,12 +520,14 @@ fn async_stream_sync(
     };
     let mut trust = api.issuer.subscribe_trust();
     tokio::spawn(async move {
-        // The entries and the trust part last sent; the entries are recomputed only when the
-        // entry index or the agent's record woke the stream, so a push of trust alone (a
-        // revocation, a new bundle: every agent at once) costs no entry lookup and, for an
-        // agent that asked, sends no entries.
-        let mut sent_entries: Option<Vec<pb::Entry>> = None;
-        let mut sent_trust: Option<pb::SyncAuthorizedEntriesResponse> = None;
+        // The entries and the trust part last sent, held as the shared values they were built
+        // from (not as wire messages: with thousands of streams open, a copy per stream would
+        // be most of the server's memory). The entries are recomputed only when the entry index
+        // or the agent's record woke the stream, so a push of trust alone (a revocation, a new
+        // bundle: every agent at once) costs no entry lookup and, for an agent that asked, sends
+        // no entries.
+        let mut sent_entries: Option<Vec<Arc<Entry>>> = None;
+        let mut sent_trust: Option<TrustSources> = None;
         let mut entries_dirty = true;
         loop {
             versions.mark_unchanged();
@@ -559,17 +567,24 @@ fn async_stream_sync(
             let mut entries_changed = false;
             if entries_dirty {
                 let entries = api.authorized_entries(&view);
-                if sent_entries.as_ref() != Some(&entries) {
+                if !sent_entries
+                    .as_deref()
+                    .is_some_and(|sent| same_entries(sent, &entries))
+                {
                     sent_entries = Some(entries);
                     entries_changed = true;
                 }
                 entries_dirty = false;
             }
-            let trust_now = api.trust_message();
-            if entries_changed || sent_trust.as_ref() != Some(&trust_now) {
-                let mut msg = trust_now.clone();
+            let trust_now = api.trust_sources();
+            if entries_changed || !sent_trust.as_ref().is_some_and(|t| t.same(&trust_now)) {
+                let mut msg = api.trust_message(&trust_now);
                 if entries_changed || !omit_unchanged {
-                    msg.entries = sent_entries.clone().unwrap_or_default();
+                    msg.entries = sent_entries
+                        .iter()
+                        .flatten()
+                        .map(|e| to_pb_entry(e))
+                        .collect();
                 } else {
                     msg.entries_unchanged = true;
                 }
@@ -614,6 +629,28 @@ fn async_stream_sync(
         }
     });
     tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
+/// What the trust part of a sync message is built from: values the CA publishes whole and
+/// replaces on change, so two sets are the same exactly when they are the same allocations.
+struct TrustSources {
+    bundle: Arc<TrustBundle>,
+    tainted: Arc<Vec<String>>,
+    revocations: Arc<crate::ca::Revocations>,
+}
+
+impl TrustSources {
+    fn same(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.bundle, &other.bundle)
+            && Arc::ptr_eq(&self.tainted, &other.tainted)
+            && Arc::ptr_eq(&self.revocations, &other.revocations)
+    }
+}
+
+/// Whether two authorized-entry lists (both sorted by id, as the index returns them) are the
+/// same: the same shared entries, or equal ones.
+fn same_entries(a: &[Arc<Entry>], b: &[Arc<Entry>]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| Arc::ptr_eq(x, y) || x == y)
 }
 
 /// The credential a sync stream was opened with; the stream lives no longer than it is current.

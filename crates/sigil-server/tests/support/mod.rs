@@ -126,6 +126,7 @@ impl TestServer {
             &self.handle.bundle().x509_authorities,
             svid,
             runtime,
+            PATIENCE,
         )
         .await
     }
@@ -227,12 +228,13 @@ impl TestServer {
 
 /// A channel to the agent API at `addr` whose server certificate chains to `roots`, presenting
 /// `svid` (or no client certificate), built as the agent builds it; its connection runs on
-/// `runtime` when given.
+/// `runtime` when given; connecting and each call fail after `patience`.
 pub async fn channel_to(
     addr: std::net::SocketAddr,
     roots: &[Vec<u8>],
     svid: Option<&AgentSvid>,
     runtime: Option<tokio::runtime::Handle>,
+    patience: Duration,
 ) -> Result<Channel, tonic::transport::Error> {
     let roots = Arc::new(LiveRoots::new(roots));
     let verifier = Arc::new(SpiffeServerVerifier::new(
@@ -258,8 +260,8 @@ pub async fn channel_to(
         }
     });
     let mut endpoint = Endpoint::from_static("http://sigil-server")
-        .connect_timeout(PATIENCE)
-        .timeout(PATIENCE);
+        .connect_timeout(patience)
+        .timeout(patience);
     if let Some(runtime) = runtime {
         endpoint = endpoint.executor(SpawnOn(runtime));
     }
