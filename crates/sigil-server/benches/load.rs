@@ -25,6 +25,7 @@
 //! (the same binary, started with `SIGIL_LOAD_SERVE` set to the schema's URL) on the populated
 //! schema: its RSS and CPU are then read from `/proc/<child>` and are its own, and each process
 //! holds one end of every agent connection (twice as many agents fit under one file limit).
+//! `SIGIL_LOAD_SERVE_WRAPPER` (e.g. `heaptrack`) runs the child under a profiler.
 //!
 //! `cargo bench -p sigil-server --bench load`, configured by the environment:
 //! `SIGIL_LOAD_BACKEND` (`sqlite`, the default, or `postgres`), `SIGIL_LOAD_ENTRIES` (100000),
@@ -146,7 +147,18 @@ impl Target {
     /// Starts the child server on the schema at `url` and waits until it serves; returns it with
     /// the start-up time it measured and the number of entries its index loaded.
     async fn spawn_child(url: &str, store: &dyn Datastore) -> (Self, Duration, usize) {
-        let mut child = Command::new(std::env::current_exe().unwrap())
+        let exe = std::env::current_exe().unwrap();
+        // A profiler to run the child under, e.g. `heaptrack`.
+        let mut command = match std::env::var("SIGIL_LOAD_SERVE_WRAPPER") {
+            Ok(wrapper) if !wrapper.is_empty() => {
+                let mut words = wrapper.split_whitespace();
+                let mut command = Command::new(words.next().unwrap());
+                command.args(words).arg(exe);
+                command
+            }
+            _ => Command::new(exe),
+        };
+        let mut child = command
             .env(SERVE_ENV, url)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -155,11 +167,14 @@ impl Target {
             .unwrap();
         let stdout = child.stdout.take().unwrap();
         let line = tokio::task::spawn_blocking(move || {
-            let mut line = String::new();
-            std::io::BufReader::new(stdout)
-                .read_line(&mut line)
+            // A wrapper may print lines of its own, before and after.
+            let mut lines = std::io::BufReader::new(stdout).lines();
+            let ready = lines
+                .find(|l| l.as_ref().map_or(true, |l| l.starts_with("ready ")))
+                .unwrap()
                 .unwrap();
-            line
+            std::thread::spawn(move || lines.for_each(drop));
+            ready
         })
         .await
         .unwrap();

@@ -508,7 +508,9 @@ fn async_stream_sync(
     mut agent: AgentWatch,
     omit_unchanged: bool,
 ) -> impl Stream<Item = Result<pb::SyncAuthorizedEntriesResponse, Status>> + Send + 'static {
-    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    // Boxed: a bounded channel allocates its slots in blocks of 32, and with a message and a
+    // `Status` inline each stream would hold about 8 KiB of empty slots.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Box<SyncItem>>(4);
     let mut shutdown = api.shutdown.clone();
     let mut versions = {
         let view = agent.borrow();
@@ -539,7 +541,7 @@ fn async_stream_sync(
                         && api.svid_revoked(&credential.serial, api.clock.unix_secs()) =>
                 {
                     let _ = tx
-                        .send(Err(Status::permission_denied(format!(
+                        .send_boxed(Err(Status::permission_denied(format!(
                             "the SVID agent `{}` opened this stream with has been revoked",
                             view.spiffe_id
                         ))))
@@ -549,7 +551,7 @@ fn async_stream_sync(
                 Some(view) if !view.banned && view.accepts_serial(&credential.serial) => view,
                 Some(view) if !view.banned => {
                     let _ = tx
-                        .send(Err(Status::unauthenticated(
+                        .send_boxed(Err(Status::unauthenticated(
                             "the agent SVID this stream was opened with has been replaced",
                         )))
                         .await;
@@ -557,7 +559,7 @@ fn async_stream_sync(
                 }
                 _ => {
                     let _ = tx
-                        .send(Err(Status::permission_denied(format!(
+                        .send_boxed(Err(Status::permission_denied(format!(
                             "agent `{agent_id}` is banned or evicted"
                         ))))
                         .await;
@@ -588,7 +590,7 @@ fn async_stream_sync(
                 } else {
                     msg.entries_unchanged = true;
                 }
-                if tx.send(Ok(msg)).await.is_err() {
+                if tx.send_boxed(Ok(msg)).await.is_err() {
                     return;
                 }
                 sent_trust = Some(trust_now);
@@ -606,8 +608,7 @@ fn async_stream_sync(
                 changed = agent.changed() => {
                     if changed.is_err() {
                         // The index dropped the agent's channel: it is gone.
-                        let _ = tx
-                            .send(Err(Status::permission_denied(format!(
+                        let _ = tx.send_boxed(Err(Status::permission_denied(format!(
                                 "agent `{agent_id}` is banned or evicted"
                             ))))
                             .await;
@@ -618,17 +619,33 @@ fn async_stream_sync(
                 },
                 () = tx.closed() => return,
                 () = tokio::time::sleep(Duration::from_secs(expires_in.unsigned_abs())) => {
-                    let _ = tx.send(Err(Status::unauthenticated("the agent SVID has expired"))).await;
+                    let _ = tx.send_boxed(Err(Status::unauthenticated("the agent SVID has expired"))).await;
                     return;
                 }
                 () = server_stopping(shutdown.as_mut()) => {
-                    let _ = tx.send(Err(Status::unavailable("server is shutting down"))).await;
+                    let _ = tx.send_boxed(Err(Status::unavailable("server is shutting down"))).await;
                     return;
                 }
             }
         }
     });
-    tokio_stream::wrappers::ReceiverStream::new(rx)
+    futures::StreamExt::map(tokio_stream::wrappers::ReceiverStream::new(rx), |item| {
+        *item
+    })
+}
+
+/// One item of a sync stream.
+type SyncItem = Result<pb::SyncAuthorizedEntriesResponse, Status>;
+
+/// Sends an item of a sync stream boxed.
+trait SendBoxed {
+    async fn send_boxed(&self, item: SyncItem) -> Result<(), ()>;
+}
+
+impl SendBoxed for tokio::sync::mpsc::Sender<Box<SyncItem>> {
+    async fn send_boxed(&self, item: SyncItem) -> Result<(), ()> {
+        self.send(Box::new(item)).await.map_err(|_| ())
+    }
 }
 
 /// What the trust part of a sync message is built from: values the CA publishes whole and
