@@ -79,7 +79,10 @@ impl Fixture {
         let (_, parsed_leaf) = X509Certificate::from_der(&leaf).expect("parse leaf");
         let leaf_tbs = parsed_leaf.tbs_certificate.as_ref().to_vec();
 
-        let token = jwt.mint(&sub, &audience, 300, now).expect("mint").token;
+        let token = jwt
+            .mint(&sub, &audience, 300, None, now)
+            .expect("mint")
+            .token;
         let jwt_signing_input = token
             .rsplit_once('.')
             .map(|(input, _)| input.as_bytes().to_vec())
@@ -118,7 +121,7 @@ impl Fixture {
     fn jwt_mint(&self) {
         let minted = self
             .jwt
-            .mint(&self.sub, &self.audience, 300, self.now)
+            .mint(&self.sub, &self.audience, 300, None, self.now)
             .expect("mint");
         black_box(minted);
     }

@@ -47,6 +47,8 @@ pub struct MintedJwt {
 
 #[derive(Serialize)]
 struct Claims<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    iss: Option<&'a str>,
     sub: &'a str,
     aud: &'a [String],
     exp: i64,
@@ -96,7 +98,7 @@ impl JwtAuthority {
     }
 
     /// Mints a JWT-SVID for `sub` and `audience` valid from `now` for `ttl_secs`, cut at the
-    /// authority's `not_after`. Fails with [`CaError::EmptyAudience`] or
+    /// authority's `not_after`, with `iss` when `issuer` is given (the OIDC issuer URL). Fails with [`CaError::EmptyAudience`] or
     /// [`CaError::EmptyAudienceValue`], [`CaError::ZeroTtl`], [`CaError::AuthorityExpired`] when
     /// `now` is at or past `not_after`, or a signing error.
     pub fn mint(
@@ -104,6 +106,7 @@ impl JwtAuthority {
         sub: &SpiffeId,
         audience: &[String],
         ttl_secs: u64,
+        issuer: Option<&str>,
         now: SystemTime,
     ) -> Result<MintedJwt, CaError> {
         if audience.is_empty() {
@@ -122,6 +125,7 @@ impl JwtAuthority {
         let expires_at = end_of_ttl(now, ttl_secs)?.min(self.not_after);
         let jti = URL_SAFE_NO_PAD.encode(sigil_keys::random_bytes(JTI_BYTES)?);
         let claims = Claims {
+            iss: issuer,
             sub: sub.as_str(),
             aud: audience,
             exp: expires_at,
@@ -191,7 +195,7 @@ mod tests {
     fn minted_token_has_the_spiffe_header_and_claims() {
         let a = authority();
         let minted = a
-            .mint(&sub(), &["svc".to_owned()], 300, from_unix_secs(NOW))
+            .mint(&sub(), &["svc".to_owned()], 300, None, from_unix_secs(NOW))
             .unwrap();
         assert_eq!(minted.issued_at, NOW);
         assert_eq!(minted.expires_at, NOW + 300);
@@ -213,13 +217,35 @@ mod tests {
         assert_eq!(claims.get("iat"), Some(&json!(NOW)));
         let jti = claims.get("jti").and_then(Value::as_str).unwrap();
         assert_eq!(jti.len(), 22);
+        assert_eq!(claims.get("iss"), None, "no issuer configured, no iss");
+    }
+
+    #[test]
+    fn an_issuer_is_carried_as_iss() {
+        let a = authority();
+        let minted = a
+            .mint(
+                &sub(),
+                &["svc".to_owned()],
+                300,
+                Some("https://oidc.example.org"),
+                from_unix_secs(NOW),
+            )
+            .unwrap();
+        let (_, claims) = jws::verify_compact(&minted.token, |kid| {
+            (kid == Some(a.kid())).then(|| a.key().public_key())
+        })
+        .unwrap();
+        assert_eq!(claims.get("iss"), Some(&json!("https://oidc.example.org")));
     }
 
     #[test]
     fn minted_token_validates_as_a_jwt_svid() {
         let a = authority();
         let auds = vec!["a".to_owned(), "b".to_owned()];
-        let minted = a.mint(&sub(), &auds, 300, from_unix_secs(NOW)).unwrap();
+        let minted = a
+            .mint(&sub(), &auds, 300, None, from_unix_secs(NOW))
+            .unwrap();
         let v = jwt_svid::validate(&minted.token, &bundle(&a), "b", NOW + 10).unwrap();
         assert_eq!(v.spiffe_id, sub());
         assert!(matches!(
@@ -232,7 +258,7 @@ mod tests {
     fn exp_is_clamped_to_the_authority() {
         let a = authority();
         let minted = a
-            .mint(&sub(), &["x".to_owned()], 86_400, from_unix_secs(NOW))
+            .mint(&sub(), &["x".to_owned()], 86_400, None, from_unix_secs(NOW))
             .unwrap();
         assert_eq!(minted.expires_at, a.not_after());
     }
@@ -242,19 +268,25 @@ mod tests {
         let a = authority();
         let now = from_unix_secs(NOW);
         assert!(matches!(
-            a.mint(&sub(), &[], 300, now),
+            a.mint(&sub(), &[], 300, None, now),
             Err(CaError::EmptyAudience)
         ));
         assert!(matches!(
-            a.mint(&sub(), &[String::new()], 300, now),
+            a.mint(&sub(), &[String::new()], 300, None, now),
             Err(CaError::EmptyAudienceValue)
         ));
         assert!(matches!(
-            a.mint(&sub(), &["x".to_owned()], 0, now),
+            a.mint(&sub(), &["x".to_owned()], 0, None, now),
             Err(CaError::ZeroTtl)
         ));
         assert!(matches!(
-            a.mint(&sub(), &["x".to_owned()], 300, from_unix_secs(NOW + 3_600)),
+            a.mint(
+                &sub(),
+                &["x".to_owned()],
+                300,
+                None,
+                from_unix_secs(NOW + 3_600)
+            ),
             Err(CaError::AuthorityExpired { .. })
         ));
     }
@@ -263,8 +295,14 @@ mod tests {
     fn jtis_are_unique() {
         let a = authority();
         let now = from_unix_secs(NOW);
-        let t1 = a.mint(&sub(), &["x".to_owned()], 300, now).unwrap().token;
-        let t2 = a.mint(&sub(), &["x".to_owned()], 300, now).unwrap().token;
+        let t1 = a
+            .mint(&sub(), &["x".to_owned()], 300, None, now)
+            .unwrap()
+            .token;
+        let t2 = a
+            .mint(&sub(), &["x".to_owned()], 300, None, now)
+            .unwrap()
+            .token;
         assert_ne!(t1, t2);
     }
 }

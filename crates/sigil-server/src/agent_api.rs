@@ -521,7 +521,9 @@ fn async_stream_sync(
         api.entries.subscribe_agent(&agent_id, selectors)
     };
     let mut trust = api.issuer.subscribe_trust();
+    let open = crate::metrics::GaugeGuard::hold(&api.issuer.metrics().agent_streams);
     tokio::spawn(async move {
+        let _open = open;
         // The entries and the trust part last sent, held as the shared values they were built
         // from (not as wire messages: with thousands of streams open, a copy per stream would
         // be most of the server's memory). The entries are recomputed only when the entry index

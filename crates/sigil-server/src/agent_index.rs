@@ -127,6 +127,11 @@ impl AgentIndex {
         self.applied.catch_up_with(store, "agent index").await;
     }
 
+    /// The highest change-feed sequence this index has applied.
+    pub fn applied_position(&self) -> u64 {
+        self.applied.current()
+    }
+
     /// Applies one batch of the feed, re-reading each changed agent from `store`; wakes the
     /// streams of exactly the agents changed. Records the batch's last sequence as applied.
     pub async fn apply_batch(

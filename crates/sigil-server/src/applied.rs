@@ -26,6 +26,11 @@ impl AppliedPosition {
         });
     }
 
+    /// The highest sequence applied so far.
+    pub fn current(&self) -> u64 {
+        *self.0.borrow()
+    }
+
     /// Waits until everything up to `seq` is applied. Returns at once if it is; returns early if
     /// the feed follower is gone.
     pub async fn reached(&self, seq: u64) {

@@ -11,6 +11,7 @@
 //! to the inventory write. No RPC handler signs on its own.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use sigil_ca::MintedJwt;
 use sigil_spiffe::{Clock, SpiffeId, TrustBundle, TrustDomain};
@@ -22,6 +23,7 @@ use crate::agent_index::AgentView;
 use crate::ca::{CaManager, Revocations};
 use crate::entry_index::{EntryAccess, EntryIndex};
 use crate::inventory::InventoryWriter;
+use crate::metrics::Metrics;
 
 /// Largest CSR accepted, in bytes.
 pub const MAX_CSR_BYTES: usize = 16 * 1024;
@@ -133,6 +135,7 @@ pub struct Issuer {
     inventory: InventoryWriter,
     clock: Arc<dyn Clock>,
     defaults: IssuanceDefaults,
+    metrics: Arc<Metrics>,
 }
 
 impl std::fmt::Debug for Issuer {
@@ -153,6 +156,7 @@ impl Issuer {
         store: Arc<dyn Datastore>,
         clock: Arc<dyn Clock>,
         defaults: IssuanceDefaults,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Self {
             ca,
@@ -160,7 +164,13 @@ impl Issuer {
             inventory: InventoryWriter::new(store),
             clock,
             defaults,
+            metrics,
         }
+    }
+
+    /// The metrics issuance counts into.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// The trust domain credentials are issued in.
@@ -194,21 +204,25 @@ impl Issuer {
         agent_id: &SpiffeId,
         csr: &[u8],
     ) -> Result<IssuedX509, Refusal> {
+        let started = Instant::now();
         let grant = self.decide(Requester::Attesting(agent_id), Subject::OwnAgentId)?;
         let svid = self.sign_x509(&grant, csr, self.defaults.agent_svid_ttl)?;
         self.record(vec![svid.inventory(agent_id, self.clock.unix_secs())])
             .await?;
+        self.metrics.issued("agent_x509_svid", 1, started.elapsed());
         Ok(svid)
     }
 
     /// A renewed SVID for `agent`.
     pub async fn renewal_svid(&self, agent: &AgentView, csr: &[u8]) -> Result<IssuedX509, Refusal> {
+        let started = Instant::now();
         let grant = self.decide(Requester::Agent(agent), Subject::OwnAgentId)?;
         let svid = self.sign_x509(&grant, csr, self.defaults.agent_svid_ttl)?;
         self.record(vec![
             svid.inventory(&agent.spiffe_id, self.clock.unix_secs()),
         ])
         .await?;
+        self.metrics.issued("agent_x509_svid", 1, started.elapsed());
         Ok(svid)
     }
 
@@ -220,6 +234,7 @@ impl Issuer {
         agent: &AgentView,
         requests: &[(&str, &[u8])],
     ) -> Result<Vec<Result<IssuedX509, Refusal>>, Refusal> {
+        let started = Instant::now();
         let results: Vec<Result<IssuedX509, Refusal>> = requests
             .iter()
             .map(|(entry_id, csr)| {
@@ -234,7 +249,9 @@ impl Issuer {
             .flatten()
             .map(|svid| svid.inventory(&agent.spiffe_id, now))
             .collect();
+        let signed = inventory.len() as u64;
         self.record(inventory).await?;
+        self.metrics.issued("x509_svid", signed, started.elapsed());
         Ok(results)
     }
 
@@ -245,6 +262,7 @@ impl Issuer {
         entry_id: &str,
         audience: &[String],
     ) -> Result<MintedJwt, Refusal> {
+        let started = Instant::now();
         check_audience(audience)?;
         let grant = self.decide(Requester::Agent(agent), Subject::Entry(entry_id))?;
         let ttl = self.capped_ttl(grant.jwt_ttl, grant.not_after);
@@ -262,6 +280,7 @@ impl Issuer {
             expires_at: minted.expires_at,
         }])
         .await?;
+        self.metrics.issued("jwt_svid", 1, started.elapsed());
         Ok(minted)
     }
 
@@ -274,8 +293,20 @@ impl Issuer {
     }
 
     /// The decision: may `requester` have a credential for `subject` now? Every method passes
-    /// here before anything is signed.
+    /// here before anything is signed; refusals are counted.
     fn decide(&self, requester: Requester<'_>, subject: Subject<'_>) -> Result<Grant, Refusal> {
+        let decision = self.decide_uncounted(requester, subject);
+        if decision.is_err() {
+            self.metrics.refused.inc();
+        }
+        decision
+    }
+
+    fn decide_uncounted(
+        &self,
+        requester: Requester<'_>,
+        subject: Subject<'_>,
+    ) -> Result<Grant, Refusal> {
         let agent = match requester {
             Requester::Attesting(agent_id) => {
                 return match subject {

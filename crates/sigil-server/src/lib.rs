@@ -24,7 +24,9 @@ pub mod feed;
 mod inventory;
 pub mod issuer;
 pub mod join_token;
+pub mod metrics;
 pub mod naming;
+pub mod public;
 pub mod revocation;
 mod server;
 

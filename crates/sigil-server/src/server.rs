@@ -10,7 +10,7 @@ use std::time::Duration;
 use sigil_keys::{KeyManager, PrivateKey};
 use sigil_spiffe::{Clock, TrustBundle, TrustDomain};
 use sigil_store::Datastore;
-use sigil_tls::{LiveRoots, LiveSvid, SpiffeClientVerifier, TlsPolicy};
+use sigil_tls::{LiveRoots, LiveSvid, SpiffeClientVerifier, TlsAcceptor, TlsPolicy};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -51,8 +51,10 @@ pub struct ServerConfig {
     /// should have the same); `None` for self-signed roots.
     pub upstream: Option<Arc<sigil_ca::UpstreamAuthority>>,
     pub issuance: IssuanceDefaults,
-    /// Key-exchange policy of the agent API's TLS listener.
+    /// Key-exchange policy of the agent API's TLS listener (and the public one).
     pub tls: TlsPolicy,
+    /// The public listener (bundle endpoint, OIDC discovery, health, metrics); none if `None`.
+    pub public: Option<crate::public::PublicConfig>,
 }
 
 /// What went wrong starting the server.
@@ -73,12 +75,19 @@ pub enum ServerError {
     Tls(#[from] sigil_tls::TlsError),
     #[error("admin API: {0}")]
     Admin(String),
+    #[error("the public listener may serve plain HTTP on a loopback address only, not {0}")]
+    PlainPublic(SocketAddr),
 }
 
 /// A running server. Dropping it does not stop it; call [`ServerHandle::shutdown`].
 pub struct ServerHandle {
     /// The address the agent API actually listens on (useful with port 0).
     pub agent_api_addr: SocketAddr,
+    /// The address the public listener actually listens on, when there is one.
+    pub public_addr: Option<SocketAddr>,
+    /// The OIDC issuer URL JWT-SVIDs carry, when there is one.
+    pub issuer: Option<String>,
+    pub metrics: Arc<crate::metrics::Metrics>,
     pub ca: Arc<CaManager>,
     pub store: Arc<dyn Datastore>,
     pub index: Arc<EntryIndex>,
@@ -201,6 +210,7 @@ pub async fn start(
         .min(agents_position)
         .min(revocations_position);
 
+    let metrics = Arc::new(crate::metrics::Metrics::new());
     let (chain, key) = issue_server_svid(&ca)?;
     let svid = Arc::new(LiveSvid::new(&chain, key.pkcs8_der())?);
     let roots = Arc::new(LiveRoots::new(&ca.bundle().x509_authorities));
@@ -221,6 +231,79 @@ pub async fn start(
 
     let (shutdown, shutdown_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
+
+    // Public listener.
+    let (public_addr, public_issuer) = match &config.public {
+        Some(public) => {
+            let listener = crate::public::bind(public.bind_address)
+                .await
+                .map_err(|source| ServerError::Bind {
+                    addr: public.bind_address,
+                    source,
+                })?;
+            let listener = match &public.tls {
+                crate::public::PublicTls::PlainLoopback => {
+                    if !public.bind_address.ip().is_loopback() {
+                        return Err(ServerError::PlainPublic(public.bind_address));
+                    }
+                    crate::public::PublicListener::Plain(listener)
+                }
+                crate::public::PublicTls::Svid => {
+                    let tls = sigil_tls::public_server_config(svid.clone(), config.tls)?;
+                    crate::public::PublicListener::tls(listener, TlsAcceptor::from(Arc::new(tls)))
+                        .map_err(|source| ServerError::Bind {
+                        addr: public.bind_address,
+                        source,
+                    })?
+                }
+                crate::public::PublicTls::Files { chain, key_pkcs8 } => {
+                    let certificate = Arc::new(LiveSvid::new(chain, key_pkcs8)?);
+                    let tls = sigil_tls::public_server_config(certificate, config.tls)?;
+                    crate::public::PublicListener::tls(listener, TlsAcceptor::from(Arc::new(tls)))
+                        .map_err(|source| ServerError::Bind {
+                        addr: public.bind_address,
+                        source,
+                    })?
+                }
+            };
+            let addr = axum::serve::Listener::local_addr(&listener).map_err(|source| {
+                ServerError::Bind {
+                    addr: public.bind_address,
+                    source,
+                }
+            })?;
+            // In dev mode (plain HTTP on loopback) the issuer defaults to the listener's own URL.
+            let issuer = public.issuer.clone().or_else(|| {
+                matches!(public.tls, crate::public::PublicTls::PlainLoopback)
+                    .then(|| format!("http://{addr}"))
+            });
+            if let Some(issuer) = &issuer {
+                ca.set_jwt_issuer(issuer.clone());
+            }
+            let state = crate::public::PublicState {
+                ca: ca.clone(),
+                store: store.clone(),
+                entries: index.clone(),
+                agents: agents.clone(),
+                metrics: metrics.clone(),
+                issuer: issuer.as_deref().map(Arc::from),
+            };
+            let mut stop = shutdown_rx.clone();
+            tasks.spawn(async move {
+                let served = axum::serve(listener, crate::public::router(state))
+                    .with_graceful_shutdown(async move {
+                        let _ = stop.changed().await;
+                    })
+                    .await;
+                if let Err(e) = served {
+                    tracing::error!(error = %e, "public listener stopped");
+                }
+            });
+            tracing::info!(address = %addr, issuer = ?issuer, "public listener started");
+            (Some(addr), issuer)
+        }
+        None => (None, None),
+    };
 
     // Change feed -> entry, agent and revocation indexes; entry expiry -> entry index version.
     let authorities_changed = Arc::new(tokio::sync::Notify::new());
@@ -316,6 +399,7 @@ pub async fn start(
             store.clone(),
             clock.clone(),
             config.issuance,
+            metrics.clone(),
         ));
         let api = AgentApi::new(
             issuer,
@@ -371,6 +455,9 @@ pub async fn start(
     tracing::info!(trust_domain = %td, agent_api = %agent_api_addr, admin_socket = %config.admin_socket.display(), "sigil server started");
     Ok(ServerHandle {
         agent_api_addr,
+        public_addr,
+        issuer: public_issuer,
+        metrics,
         ca,
         store,
         index,

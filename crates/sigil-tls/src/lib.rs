@@ -110,6 +110,22 @@ pub fn server_config(
     Ok(config)
 }
 
+/// A server configuration for a public HTTPS listener (bundle endpoint, OIDC discovery): presents
+/// `certificate` (the server's SVID, or a web PKI certificate loaded the same way), asks no client
+/// certificate, offers HTTP/1.1, under `policy`. TLS 1.3 only, as everywhere.
+pub fn public_server_config(
+    certificate: Arc<LiveSvid>,
+    policy: TlsPolicy,
+) -> Result<ServerConfig, TlsError> {
+    let mut config = ServerConfig::builder_with_provider(provider(policy))
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(TlsError::Config)?
+        .with_no_client_auth()
+        .with_cert_resolver(certificate);
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
 /// A client configuration verifying the server with `verifier` and presenting `svid`, if any,
 /// under `policy`. Sessions are never resumed, so every handshake sees the current roots and SVID.
 pub fn client_config(

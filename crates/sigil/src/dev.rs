@@ -115,8 +115,15 @@ pub async fn run(opts: DevOptions) -> anyhow::Result<()> {
             upstream: None,
             issuance: IssuanceDefaults::default(),
             tls: sigil_tls::TlsPolicy::default(),
+            // Plain HTTP on loopback (dev mode only); the issuer is the listener's own URL.
+            public: Some(sigil_server::public::PublicConfig {
+                bind_address: SocketAddr::from(([127, 0, 0, 1], 0)),
+                tls: sigil_server::public::PublicTls::PlainLoopback,
+                issuer: None,
+            }),
         },
         upstream: None,
+        public: None,
         datastore: crate::server_cmd::DatastoreConfig::Sqlite {
             path: layout.server_dir.join("datastore.sqlite3"),
         },
@@ -200,6 +207,9 @@ pub async fn run(opts: DevOptions) -> anyhow::Result<()> {
     eprintln!("  agent            {agent_id}");
     eprintln!("  workload         {workload_id} (selector {selector})");
     eprintln!("  admin socket     {}", layout.admin_socket.display());
+    if let Some(issuer) = &server.issuer {
+        eprintln!("issuer: {issuer}");
+    }
     eprintln!("  state directory  {}", layout.root.display());
     eprintln!("Run the export line above, then `sigil svid fetch`. Ctrl-C stops.");
 

@@ -6,7 +6,7 @@ mod admin_cli;
 mod agent_cmd;
 mod dev;
 mod server_cmd;
-mod upstream_files;
+mod pem_files;
 mod workload_cmd;
 
 use std::io::IsTerminal as _;

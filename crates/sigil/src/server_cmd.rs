@@ -12,7 +12,7 @@ use sigil_server::agent_api::IssuanceDefaults;
 use sigil_server::ca::CaLifetimes;
 use sigil_spiffe::{Clock, SystemClock, TrustDomain, Ttl};
 
-use crate::upstream_files::UpstreamFiles;
+use crate::pem_files::UpstreamFiles;
 
 /// Largest configuration file read, in bytes.
 pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
@@ -27,6 +27,98 @@ struct RawServerFile {
     datastore: RawDatastore,
     #[serde(default)]
     tls: RawTls,
+    public: Option<RawPublic>,
+}
+
+/// `[public]`: the public listener (bundle endpoint, OIDC discovery, health, metrics).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPublic {
+    bind_address: String,
+    /// `svid` (the server's own SVID; bundle profile https_spiffe) or `files` (https_web).
+    tls: String,
+    cert_file: Option<PathBuf>,
+    key_file: Option<PathBuf>,
+    /// The OIDC issuer URL (`https://…`); JWT-SVIDs carry it as `iss`.
+    issuer: Option<String>,
+}
+
+/// Longest OIDC issuer URL accepted.
+const MAX_ISSUER_LEN: usize = 2048;
+
+/// Where the public listener is and what it presents, before its files are read.
+#[derive(Debug, Clone)]
+pub struct PublicFiles {
+    pub bind_address: SocketAddr,
+    /// `None`: the server's SVID; else the certificate and key files.
+    pub files: Option<(PathBuf, PathBuf)>,
+    pub issuer: Option<String>,
+}
+
+impl PublicFiles {
+    fn from_raw(raw: RawPublic) -> anyhow::Result<Self> {
+        let bind_address: SocketAddr = raw.bind_address.parse().map_err(|_| {
+            anyhow::anyhow!(
+                "invalid public.bind_address `{}`: expected ip:port",
+                raw.bind_address
+            )
+        })?;
+        let files = match (raw.tls.as_str(), raw.cert_file, raw.key_file) {
+            ("svid", None, None) => None,
+            ("svid", _, _) => bail!("public.cert_file and public.key_file apply to tls = \"files\" only"),
+            ("files", Some(cert), Some(key)) => Some((cert, key)),
+            ("files", _, _) => bail!("public.tls = \"files\" needs public.cert_file and public.key_file"),
+            (other, _, _) => bail!("unsupported public.tls `{other}` (supported: `svid`, `files`)"),
+        };
+        if let Some(issuer) = &raw.issuer {
+            check_issuer(issuer)?;
+        }
+        Ok(Self {
+            bind_address,
+            files,
+            issuer: raw.issuer,
+        })
+    }
+
+    /// Reads the certificate files, if any.
+    fn load(&self) -> anyhow::Result<sigil_server::public::PublicConfig> {
+        use sigil_server::public::PublicTls;
+        let tls = match &self.files {
+            None => PublicTls::Svid,
+            Some((cert, key)) => PublicTls::Files {
+                chain: crate::pem_files::certificates(cert, "public.cert_file")?,
+                key_pkcs8: Arc::new(crate::pem_files::pkcs8_der(key, "public.key_file")?),
+            },
+        };
+        Ok(sigil_server::public::PublicConfig {
+            bind_address: self.bind_address,
+            tls,
+            issuer: self.issuer.clone(),
+        })
+    }
+}
+
+/// An OIDC issuer must be an `https` URL without query or fragment (OpenID Connect Discovery
+/// §3), at most 2048 characters.
+fn check_issuer(issuer: &str) -> anyhow::Result<()> {
+    let shown = || issuer.chars().take(80).collect::<String>();
+    if issuer.len() > MAX_ISSUER_LEN {
+        bail!("public.issuer is longer than {MAX_ISSUER_LEN} characters");
+    }
+    let Some(rest) = issuer.strip_prefix("https://") else {
+        bail!("invalid public.issuer `{}`: an https:// URL is required", shown());
+    };
+    if rest.is_empty()
+        || rest.starts_with('/')
+        || rest.contains(['?', '#', ' '])
+        || rest.chars().any(char::is_control)
+    {
+        bail!(
+            "invalid public.issuer `{}`: expected https://host[:port][/path], without query or fragment",
+            shown()
+        );
+    }
+    Ok(())
 }
 
 /// `[tls]` of the server and agent files: the part of the TLS policy an operator may change.
@@ -320,6 +412,8 @@ pub struct LoadedServerConfig {
     pub server: ServerConfig,
     /// The upstream authority's files, read at start into `server.upstream`.
     pub upstream: Option<UpstreamFiles>,
+    /// The public listener, its files read at start into `server.public`.
+    pub public: Option<PublicFiles>,
     pub datastore: DatastoreConfig,
     pub data_dir: PathBuf,
 }
@@ -413,8 +507,10 @@ pub fn parse_server_config(text: &str) -> anyhow::Result<LoadedServerConfig> {
             upstream: None,
             issuance,
             tls: raw.tls.policy(),
+            public: None,
         },
         upstream,
+        public: raw.public.map(PublicFiles::from_raw).transpose()?,
         datastore,
         data_dir,
     })
@@ -443,6 +539,9 @@ pub async fn start(
         .as_ref()
         .map(|files| files.load(clock.now()))
         .transpose()?;
+    if let Some(public) = &config.public {
+        server.public = Some(public.load()?);
+    }
     let store = config.datastore.open().await?;
     let keys = sigil_keys::DiskKeyManager::new(config.server.key_dir.clone());
     sigil_server::start(server, store, Arc::new(keys), clock)

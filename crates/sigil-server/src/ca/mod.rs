@@ -25,8 +25,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
 use arc_swap::ArcSwap;
+use sigil_ca::MintedJwt;
+pub use sigil_ca::UpstreamAuthority;
 pub use sigil_ca::operator::{Command, CommandError};
-use sigil_ca::{MintedJwt, UpstreamAuthority};
 use sigil_keys::{KeyManager, PublicKey};
 use sigil_spiffe::{AuthorityKind, AuthorityState, Clock, SpiffeId, TrustBundle, TrustDomain};
 use sigil_store::{AuthorityRecord, CredentialKind, Datastore};
@@ -104,6 +105,8 @@ pub struct CaManager {
     next_transition: AtomicI64,
     /// Bumped whenever the bundle or the tainted set changes, for whoever pushes them.
     trust_version: watch::Sender<u64>,
+    /// The OIDC issuer URL JWT-SVIDs carry as `iss`, once set.
+    jwt_issuer: std::sync::OnceLock<String>,
     /// Held for the whole of a rotation (settle, signing switch, publication): a rotation that
     /// read older records would otherwise switch signing back or publish an older bundle after
     /// one that read newer (the timer's tick racing an operator command).
@@ -204,6 +207,7 @@ impl CaManager {
             revocations: ArcSwap::from_pointee(Revocations { list, crls }),
             next_transition: AtomicI64::new(next),
             trust_version: watch::channel(0).0,
+            jwt_issuer: std::sync::OnceLock::new(),
             rotation: tokio::sync::Mutex::new(()),
         }))
     }
@@ -411,6 +415,12 @@ impl CaManager {
         Ok(signing.intermediate.svid_chain(leaf))
     }
 
+    /// Makes every JWT-SVID minted from now on carry `iss: issuer`. Set once, at start; a second
+    /// call changes nothing and returns `false`.
+    pub fn set_jwt_issuer(&self, issuer: String) -> bool {
+        self.jwt_issuer.set(issuer).is_ok()
+    }
+
     /// Mints a JWT-SVID with the active JWT key.
     pub fn mint_jwt_svid(
         &self,
@@ -418,10 +428,12 @@ impl CaManager {
         audience: &[String],
         ttl_secs: u64,
     ) -> Result<MintedJwt, CaManagerError> {
-        Ok(self
-            .signing
-            .load()
-            .jwt
-            .mint(sub, audience, ttl_secs, self.clock.now())?)
+        Ok(self.signing.load().jwt.mint(
+            sub,
+            audience,
+            ttl_secs,
+            self.jwt_issuer.get().map(String::as_str),
+            self.clock.now(),
+        )?)
     }
 }

@@ -61,6 +61,7 @@ impl TestServer {
             upstream: None,
             issuance: sigil_server::agent_api::IssuanceDefaults::default(),
             tls: sigil_tls::TlsPolicy::default(),
+            public: None,
         };
         let handle = sigil_server::start(
             config,

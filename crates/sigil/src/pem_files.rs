@@ -1,5 +1,7 @@
-//! `[ca] upstream_cert_file`, `upstream_key_file` and `upstream_bundle_file`: the upstream
-//! authority every server replica of a trust domain shares, read from PEM files at start.
+//! Certificates and keys the server reads from PEM files at start: the upstream authority every
+//! server replica of a trust domain shares (`[ca] upstream_cert_file`, `upstream_key_file`,
+//! `upstream_bundle_file`) and the public listener's certificate (`[public] cert_file`,
+//! `key_file`). Files are bounded in size; key files must be private to their owner.
 
 use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
@@ -7,9 +9,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
-use sigil_ca::UpstreamAuthority;
 use sigil_keys::PrivateKey;
 use sigil_keys::pem::{CERTIFICATE_LABEL, decode_all};
+use sigil_server::ca::UpstreamAuthority;
 
 /// Largest upstream certificate, bundle or key file read, in bytes.
 const MAX_UPSTREAM_FILE_BYTES: u64 = 256 * 1024;
@@ -50,12 +52,12 @@ impl UpstreamFiles {
     /// Reads and checks the files at `now` (see [`UpstreamAuthority::new`]).
     pub fn load(&self, now: std::time::SystemTime) -> anyhow::Result<Arc<UpstreamAuthority>> {
         let chain = certificates(&self.cert_file, "ca.upstream_cert_file")?;
+        let key = private_key(&self.key_file, "ca.upstream_key_file")?;
         let anchors = self
             .bundle_file
             .as_deref()
             .map(|path| certificates(path, "ca.upstream_bundle_file"))
             .transpose()?;
-        let key = private_key(&self.key_file)?;
         let upstream =
             UpstreamAuthority::new(chain, Arc::new(key), anchors, now).with_context(|| {
                 format!(
@@ -69,7 +71,7 @@ impl UpstreamFiles {
 }
 
 /// The `CERTIFICATE` blocks of `path`, DER; at least one.
-fn certificates(path: &Path, field: &str) -> anyhow::Result<Vec<Vec<u8>>> {
+pub fn certificates(path: &Path, field: &str) -> anyhow::Result<Vec<Vec<u8>>> {
     let text = read_bounded(path, field)?;
     let certs = decode_all(CERTIFICATE_LABEL, &text)
         .with_context(|| format!("{field} {}", path.display()))?;
@@ -79,9 +81,26 @@ fn certificates(path: &Path, field: &str) -> anyhow::Result<Vec<Vec<u8>>> {
     Ok(certs)
 }
 
-/// The private key of `path`, refused when group or others may read or write the file.
-fn private_key(path: &Path) -> anyhow::Result<PrivateKey> {
-    let field = "ca.upstream_key_file";
+/// The private key of `path` (PKCS#8 P-256), refused when group or others may read or write the
+/// file.
+pub fn private_key(path: &Path, field: &str) -> anyhow::Result<PrivateKey> {
+    check_private_mode(path, field)?;
+    sigil_keys::key_manager::read_private_key(path)
+        .with_context(|| format!("{field} {}", path.display()))?
+        .ok_or_else(|| anyhow::anyhow!("{field} {} does not exist", path.display()))
+}
+
+/// The PKCS#8 DER of the first `PRIVATE KEY` block of `path` (any algorithm TLS can use),
+/// refused when group or others may read or write the file.
+pub fn pkcs8_der(path: &Path, field: &str) -> anyhow::Result<zeroize::Zeroizing<Vec<u8>>> {
+    check_private_mode(path, field)?;
+    let text = zeroize::Zeroizing::new(read_bounded(path, field)?);
+    sigil_keys::pem::decode_secret(sigil_keys::pem::PRIVATE_KEY_LABEL, &text)
+        .with_context(|| format!("{field} {} (a PEM PKCS#8 `PRIVATE KEY` is expected)", path.display()))
+}
+
+/// Fails when group or others may read or write `path`.
+fn check_private_mode(path: &Path, field: &str) -> anyhow::Result<()> {
     let mode = std::fs::metadata(path)
         .with_context(|| format!("cannot read {field} {}", path.display()))?
         .permissions()
@@ -93,9 +112,7 @@ fn private_key(path: &Path) -> anyhow::Result<PrivateKey> {
             mode & 0o777
         );
     }
-    sigil_keys::key_manager::read_private_key(path)
-        .with_context(|| format!("{field} {}", path.display()))?
-        .ok_or_else(|| anyhow::anyhow!("{field} {} does not exist", path.display()))
+    Ok(())
 }
 
 /// The text of `path`, at most [`MAX_UPSTREAM_FILE_BYTES`].

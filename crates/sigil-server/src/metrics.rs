@@ -1,0 +1,196 @@
+//! The server's Prometheus metrics, served at `/metrics` on the public listener: what was issued
+//! (and how long issuing took), how many agents hold a sync stream, how far the change feed is
+//! behind, and the state of the CA. Counters are bumped where things happen (the issuer, the
+//! agent API); the gauges that describe state are read when scraped.
+
+use std::sync::atomic::{AtomicI64, AtomicU64};
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// The kind of credential a counter counts.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CredentialLabel {
+    pub kind: &'static str,
+}
+
+/// A federation refresh outcome.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefreshLabel {
+    pub trust_domain: String,
+    pub result: &'static str,
+}
+
+/// Every metric the server exports.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// Credentials issued, by kind (`x509_svid`, `jwt_svid`, `agent_x509_svid`).
+    pub issued: Family<CredentialLabel, Counter>,
+    /// Issuance requests refused (not authorized, banned agent, invalid CSR, ...).
+    pub refused: Counter,
+    /// Seconds one issuance call took, from decision to recorded inventory.
+    pub issuance_seconds: Histogram,
+    /// Agents holding an open sync stream.
+    pub agent_streams: Gauge,
+    /// Change-feed events the indexes have not applied yet (set when scraped).
+    pub change_feed_lag: Gauge<i64, AtomicI64>,
+    /// Registration entries in the index (set when scraped).
+    pub entries: Gauge<i64, AtomicI64>,
+    /// `spiffe_sequence` of the published trust bundle (set when scraped).
+    pub bundle_sequence: Gauge<i64, AtomicI64>,
+    /// Federation refreshes, by foreign trust domain and result (`ok`, `error`).
+    pub federation_refreshes: Family<RefreshLabel, Counter>,
+    /// Unix time of the last successful federation refresh, by foreign trust domain.
+    pub federation_last_success: Family<RefreshLabel, Gauge<f64, AtomicU64>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Every metric, registered under the `sigil` prefix.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("sigil");
+        let issued = Family::<CredentialLabel, Counter>::default();
+        registry.register(
+            "credentials_issued",
+            "Credentials issued, by kind",
+            issued.clone(),
+        );
+        let refused = Counter::default();
+        registry.register(
+            "issuance_refused",
+            "Issuance requests refused",
+            refused.clone(),
+        );
+        // 50 µs to about 0.8 s.
+        let issuance_seconds = Histogram::new(exponential_buckets(0.000_05, 2.0, 15));
+        registry.register(
+            "issuance_seconds",
+            "Seconds one issuance call took, decision to recorded inventory",
+            issuance_seconds.clone(),
+        );
+        let agent_streams = Gauge::default();
+        registry.register(
+            "agent_sync_streams",
+            "Agents holding an open sync stream",
+            agent_streams.clone(),
+        );
+        let change_feed_lag = Gauge::<i64, AtomicI64>::default();
+        registry.register(
+            "change_feed_lag_events",
+            "Change-feed events written but not yet applied by this server",
+            change_feed_lag.clone(),
+        );
+        let entries = Gauge::<i64, AtomicI64>::default();
+        registry.register(
+            "entries",
+            "Registration entries in the index",
+            entries.clone(),
+        );
+        let bundle_sequence = Gauge::<i64, AtomicI64>::default();
+        registry.register(
+            "bundle_sequence",
+            "spiffe_sequence of the published trust bundle",
+            bundle_sequence.clone(),
+        );
+        let federation_refreshes = Family::<RefreshLabel, Counter>::default();
+        registry.register(
+            "federation_refreshes",
+            "Federated bundle refreshes, by trust domain and result",
+            federation_refreshes.clone(),
+        );
+        let federation_last_success = Family::<RefreshLabel, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "federation_last_success_timestamp_seconds",
+            "Unix time of the last successful federated bundle refresh",
+            federation_last_success.clone(),
+        );
+        Self {
+            registry,
+            issued,
+            refused,
+            issuance_seconds,
+            agent_streams,
+            change_feed_lag,
+            entries,
+            bundle_sequence,
+            federation_refreshes,
+            federation_last_success,
+        }
+    }
+
+    /// Counts `count` credentials of `kind` issued in one call that took `took`.
+    pub fn issued(&self, kind: &'static str, count: u64, took: Duration) {
+        if count > 0 {
+            self.issued
+                .get_or_create(&CredentialLabel { kind })
+                .inc_by(count);
+        }
+        self.issuance_seconds.observe(took.as_secs_f64());
+    }
+
+    /// The text exposition of every metric.
+    pub fn encode(&self) -> Result<String, std::fmt::Error> {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)?;
+        Ok(text)
+    }
+}
+
+/// Decrements a gauge when dropped: held for as long as something is open.
+#[derive(Debug)]
+pub struct GaugeGuard(Gauge);
+
+impl GaugeGuard {
+    /// Increments `gauge` until the guard is dropped.
+    pub fn hold(gauge: &Gauge) -> Self {
+        gauge.inc();
+        Self(gauge.clone())
+    }
+}
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_and_gauges_appear_in_the_exposition() {
+        let metrics = Metrics::new();
+        metrics.issued("x509_svid", 3, Duration::from_millis(2));
+        metrics.issued("jwt_svid", 1, Duration::from_millis(1));
+        let guard = GaugeGuard::hold(&metrics.agent_streams);
+        metrics.entries.set(42);
+        let text = metrics.encode().unwrap();
+        assert!(
+            text.contains("sigil_credentials_issued_total{kind=\"x509_svid\"} 3"),
+            "{text}"
+        );
+        assert!(text.contains("sigil_credentials_issued_total{kind=\"jwt_svid\"} 1"));
+        assert!(text.contains("sigil_agent_sync_streams 1"), "{text}");
+        assert!(text.contains("sigil_entries 42"));
+        assert!(text.contains("sigil_issuance_seconds_count 2"), "{text}");
+        drop(guard);
+        assert!(
+            metrics
+                .encode()
+                .unwrap()
+                .contains("sigil_agent_sync_streams 0")
+        );
+    }
+}
