@@ -21,6 +21,7 @@ fi
 
 ./interop/python/setup.sh
 ./interop/schemathesis/setup.sh
+./interop/node/setup.sh
 
 # Command-line tools pinned in scripts/ci-tools.txt, in their own venv (reused while the pins hold).
 tools="$PWD/target/ci-tools"

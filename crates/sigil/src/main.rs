@@ -5,8 +5,8 @@
 mod admin_cli;
 mod agent_cmd;
 mod dev;
-mod server_cmd;
 mod pem_files;
+mod server_cmd;
 mod workload_cmd;
 
 use std::io::IsTerminal as _;

@@ -95,8 +95,12 @@ pub fn private_key(path: &Path, field: &str) -> anyhow::Result<PrivateKey> {
 pub fn pkcs8_der(path: &Path, field: &str) -> anyhow::Result<zeroize::Zeroizing<Vec<u8>>> {
     check_private_mode(path, field)?;
     let text = zeroize::Zeroizing::new(read_bounded(path, field)?);
-    sigil_keys::pem::decode_secret(sigil_keys::pem::PRIVATE_KEY_LABEL, &text)
-        .with_context(|| format!("{field} {} (a PEM PKCS#8 `PRIVATE KEY` is expected)", path.display()))
+    sigil_keys::pem::decode_secret(sigil_keys::pem::PRIVATE_KEY_LABEL, &text).with_context(|| {
+        format!(
+            "{field} {} (a PEM PKCS#8 `PRIVATE KEY` is expected)",
+            path.display()
+        )
+    })
 }
 
 /// Fails when group or others may read or write `path`.

@@ -65,9 +65,13 @@ impl PublicFiles {
         })?;
         let files = match (raw.tls.as_str(), raw.cert_file, raw.key_file) {
             ("svid", None, None) => None,
-            ("svid", _, _) => bail!("public.cert_file and public.key_file apply to tls = \"files\" only"),
+            ("svid", _, _) => {
+                bail!("public.cert_file and public.key_file apply to tls = \"files\" only")
+            }
             ("files", Some(cert), Some(key)) => Some((cert, key)),
-            ("files", _, _) => bail!("public.tls = \"files\" needs public.cert_file and public.key_file"),
+            ("files", _, _) => {
+                bail!("public.tls = \"files\" needs public.cert_file and public.key_file")
+            }
             (other, _, _) => bail!("unsupported public.tls `{other}` (supported: `svid`, `files`)"),
         };
         if let Some(issuer) = &raw.issuer {
@@ -106,7 +110,10 @@ fn check_issuer(issuer: &str) -> anyhow::Result<()> {
         bail!("public.issuer is longer than {MAX_ISSUER_LEN} characters");
     }
     let Some(rest) = issuer.strip_prefix("https://") else {
-        bail!("invalid public.issuer `{}`: an https:// URL is required", shown());
+        bail!(
+            "invalid public.issuer `{}`: an https:// URL is required",
+            shown()
+        );
     };
     if rest.is_empty()
         || rest.starts_with('/')

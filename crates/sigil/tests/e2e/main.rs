@@ -21,6 +21,7 @@ mod failover;
 mod forced_rotation;
 mod harness;
 mod interop;
+mod oidc;
 mod postgres;
 mod replicas;
 mod revocation;
