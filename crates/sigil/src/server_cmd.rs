@@ -615,6 +615,88 @@ mod tests {
     }
 
     const BASE: &str = "[server]\ntrust_domain = \"td\"\ndata_dir = \"/x\"\n[datastore]\n";
+    const SERVER: &str = "[server]\ntrust_domain = \"td\"\ndata_dir = \"/x\"\n";
+
+    #[test]
+    fn public_listener_takes_the_svid_or_files_and_an_https_issuer() {
+        let c = parse_server_config(&format!(
+            "{SERVER}[public]\nbind_address = \"127.0.0.1:8443\"\ntls = \"svid\"\nissuer = \"https://oidc.example.org/td\"\n"
+        ))
+        .unwrap();
+        let public = c.public.unwrap();
+        assert!(public.files.is_none());
+        assert_eq!(
+            public.issuer.as_deref(),
+            Some("https://oidc.example.org/td")
+        );
+        let c = parse_server_config(&format!(
+            "{SERVER}[public]\nbind_address = \"0.0.0.0:443\"\ntls = \"files\"\ncert_file = \"/c\"\nkey_file = \"/k\"\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            c.public.unwrap().files,
+            Some((PathBuf::from("/c"), PathBuf::from("/k")))
+        );
+        assert!(parse_server_config(SERVER).unwrap().public.is_none());
+    }
+
+    #[test]
+    fn bad_public_settings_are_refused_each_with_its_reason() {
+        for (table, needle) in [
+            (
+                "bind_address = \"nowhere\"\ntls = \"svid\"",
+                "public.bind_address",
+            ),
+            (
+                "bind_address = \"127.0.0.1:1\"\ntls = \"acme\"",
+                "unsupported public.tls",
+            ),
+            (
+                "bind_address = \"127.0.0.1:1\"\ntls = \"files\"",
+                "needs public.cert_file",
+            ),
+            (
+                "bind_address = \"127.0.0.1:1\"\ntls = \"svid\"\ncert_file = \"/c\"",
+                "apply to tls = \"files\" only",
+            ),
+            (
+                "bind_address = \"127.0.0.1:1\"\ntls = \"svid\"\nissuer = \"http://a\"",
+                "https:// URL is required",
+            ),
+            (
+                "bind_address = \"127.0.0.1:1\"\ntls = \"svid\"\nissuer = \"https://a/?q=1\"",
+                "without query or fragment",
+            ),
+            (
+                "bind_address = \"127.0.0.1:1\"\ntls = \"svid\"\nsurprise = 1",
+                "unknown field",
+            ),
+        ] {
+            let err = parse_server_config(&format!("{SERVER}[public]\n{table}\n"))
+                .err()
+                .unwrap_or_else(|| panic!("accepted: {table}"));
+            assert!(err.to_string().contains(needle), "{table}: {err}");
+        }
+    }
+
+    #[test]
+    fn an_upstream_needs_its_certificate_and_key_together() {
+        let c = parse_server_config(&format!(
+            "{SERVER}[ca]\nupstream_cert_file = \"/u.pem\"\nupstream_key_file = \"/u.key\"\n"
+        ))
+        .unwrap();
+        let upstream = c.upstream.unwrap();
+        assert_eq!(upstream.cert_file, PathBuf::from("/u.pem"));
+        assert!(upstream.bundle_file.is_none());
+        let err = parse_server_config(&format!(
+            "{SERVER}[ca]\nupstream_bundle_file = \"/b.pem\"\n"
+        ))
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("needs ca.upstream_cert_file"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn postgres_datastore_takes_a_url_and_a_password_from_a_file_or_the_environment() {

@@ -47,6 +47,25 @@ impl TestServer {
     /// Starts a server for `example.org` on `store` (which may already hold entries, agents and
     /// join tokens) and an in-memory key manager.
     pub async fn start_on(store: Arc<dyn Datastore>) -> Self {
+        Self::try_start(store, None).await.unwrap()
+    }
+
+    /// Starts a server for `example.org` on an in-memory store with the public listener `public`,
+    /// or fails as `sigil_server::start` does.
+    pub async fn try_start_public(
+        public: sigil_server::public::PublicConfig,
+    ) -> Result<Self, sigil_server::ServerError> {
+        Self::try_start(
+            Arc::new(SqliteStore::open_in_memory().unwrap()),
+            Some(public),
+        )
+        .await
+    }
+
+    async fn try_start(
+        store: Arc<dyn Datastore>,
+        public: Option<sigil_server::public::PublicConfig>,
+    ) -> Result<Self, sigil_server::ServerError> {
         let dir = tempfile::tempdir().unwrap();
         // The fake clock starts at the real time so certificates are valid for rustls, which
         // reads the real clock; tests then move it to expire tokens or back-date SVIDs.
@@ -61,7 +80,7 @@ impl TestServer {
             upstream: None,
             issuance: sigil_server::agent_api::IssuanceDefaults::default(),
             tls: sigil_tls::TlsPolicy::default(),
-            public: None,
+            public,
         };
         let handle = sigil_server::start(
             config,
@@ -69,13 +88,12 @@ impl TestServer {
             Arc::new(MemoryKeyManager::new()),
             Arc::new(clock.clone()),
         )
-        .await
-        .unwrap();
-        Self {
+        .await?;
+        Ok(Self {
             handle,
             clock,
             _dir: dir,
-        }
+        })
     }
 
     /// Stops every server task; fails the test if that takes longer than [`PATIENCE`] (for
