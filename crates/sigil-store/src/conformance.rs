@@ -28,6 +28,7 @@ mod authorities;
 mod change_feed;
 mod entries;
 mod entry_batches;
+mod federations;
 mod paging;
 mod records;
 mod revocations;
@@ -35,8 +36,9 @@ mod revocations;
 use sigil_spiffe::{Selector, SpiffeId, TrustDomain};
 
 use crate::{
-    AttestedAgent, AuthorityKind, AuthorityRecord, AuthorityState, CredentialKind, Datastore,
-    IssuedCredential, JoinToken, NewEntry, StoredBundle,
+    AttestedAgent, AuthorityKind, AuthorityRecord, AuthorityState, BundleEndpointProfile,
+    CredentialKind, Datastore, IssuedCredential, JoinToken, NewEntry, NewFederationRelationship,
+    StoredBundle,
 };
 
 pub use agent_writes::{
@@ -65,6 +67,13 @@ pub use entry_batches::{
     concurrent_entry_batches_keep_the_feed_gap_free, entry_batch_lands_whole_with_events_in_order,
     entry_batch_with_one_refused_entry_stores_nothing, oversized_entry_batch_is_refused,
 };
+pub use federations::{
+    concurrent_updates_of_different_columns_lose_nothing, deleting_a_federation_deletes_its_bundle,
+    duplicate_federation_is_rejected_and_nothing_changes, federation_crud_round_trips,
+    federation_update_breaking_the_profile_rule_is_refused,
+    federation_update_changes_only_the_named_columns, federation_writes_append_keyed_events,
+    invalid_federation_is_refused_and_nothing_stored,
+};
 pub use paging::{
     agent_pages_cover_everything_once_in_id_order, entry_page_filters_combine,
     entry_pages_cover_everything_once_in_id_order, entry_prefix_is_literal,
@@ -72,10 +81,11 @@ pub use paging::{
 };
 pub use records::{
     agent_lifecycle, attestation_consumes_the_token_and_stores_the_agent_atomically,
-    bundles_put_get_list_delete, duplicate_join_token_is_rejected,
-    expired_join_token_is_rejected_and_stays_unused, invalid_join_token_is_rejected,
-    join_token_is_consumed_once, prune_removes_only_tokens_expired_before_cutoff,
-    unknown_join_token_is_not_found,
+    bundles_put_get_list_delete, concurrent_bundle_writes_keep_the_highest_sequence,
+    duplicate_join_token_is_rejected, expired_join_token_is_rejected_and_stays_unused,
+    invalid_join_token_is_rejected, join_token_is_consumed_once,
+    prune_removes_only_tokens_expired_before_cutoff,
+    put_bundle_if_newer_writes_only_higher_sequences, unknown_join_token_is_not_found,
 };
 pub use revocations::{
     duplicate_issued_credential_rejects_the_whole_batch, expired_credential_is_not_revoked,
@@ -139,6 +149,16 @@ macro_rules! datastore_conformance_tests {
             concurrent_transitions_of_one_authority_one_wins,
             deleted_authority_is_gone_with_one_event,
             bundles_put_get_list_delete,
+            federation_crud_round_trips,
+            duplicate_federation_is_rejected_and_nothing_changes,
+            federation_update_changes_only_the_named_columns,
+            federation_update_breaking_the_profile_rule_is_refused,
+            deleting_a_federation_deletes_its_bundle,
+            federation_writes_append_keyed_events,
+            invalid_federation_is_refused_and_nothing_stored,
+            put_bundle_if_newer_writes_only_higher_sequences,
+            concurrent_bundle_writes_keep_the_highest_sequence,
+            concurrent_updates_of_different_columns_lose_nothing,
             issued_credentials_round_trip_without_events,
             duplicate_issued_credential_rejects_the_whole_batch,
             invalid_credential_id_rejects_the_whole_batch,
@@ -246,7 +266,7 @@ pub fn authority(id: &str, kind: AuthorityKind, created_at: i64) -> AuthorityRec
 /// A bundle for `trust_domain` with `sequence`.
 pub fn bundle(trust_domain: &str, sequence: u64) -> StoredBundle {
     StoredBundle {
-        trust_domain: TrustDomain::parse(trust_domain).expect("fixture trust domain parses"),
+        trust_domain: trust_domain_of(trust_domain),
         document: format!(r#"{{"keys":[],"spiffe_sequence":{sequence}}}"#).into_bytes(),
         sequence,
         updated_at: NOW,
@@ -265,6 +285,33 @@ pub fn issued_credential(kind: CredentialKind, id: &str, expires_at: i64) -> Iss
         issued_at: NOW - 60,
         expires_at,
     }
+}
+
+/// An `https_spiffe` relationship with `trust_domain`, its endpoint at
+/// `https://<trust_domain>/bundle` presenting `spiffe://<trust_domain>/sigil/server`.
+pub fn spiffe_federation(trust_domain: &str) -> NewFederationRelationship {
+    NewFederationRelationship {
+        trust_domain: trust_domain_of(trust_domain),
+        bundle_endpoint_url: format!("https://{trust_domain}/bundle"),
+        profile: BundleEndpointProfile::HttpsSpiffe,
+        endpoint_spiffe_id: Some(spiffe_id_of(&format!(
+            "spiffe://{trust_domain}/sigil/server"
+        ))),
+    }
+}
+
+/// An `https_web` relationship with `trust_domain` whose bundle is at `url`.
+pub fn web_federation(trust_domain: &str, url: &str) -> NewFederationRelationship {
+    NewFederationRelationship {
+        trust_domain: trust_domain_of(trust_domain),
+        bundle_endpoint_url: url.to_owned(),
+        profile: BundleEndpointProfile::HttpsWeb,
+        endpoint_spiffe_id: None,
+    }
+}
+
+fn trust_domain_of(trust_domain: &str) -> TrustDomain {
+    TrustDomain::parse(trust_domain).expect("fixture trust domain parses")
 }
 
 fn spiffe_id_of(id: &str) -> SpiffeId {

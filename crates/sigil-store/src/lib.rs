@@ -294,6 +294,54 @@ pub trait Datastore: Send + Sync + 'static {
     async fn list_bundles(&self) -> StoreResult<Vec<StoredBundle>>;
     /// Deletes the bundle of `trust_domain`.
     async fn delete_bundle(&self, trust_domain: &str) -> StoreResult<()>;
+    /// Compare-and-set on the bundle's sequence: stores `bundle` when its trust domain has no
+    /// bundle yet or the stored one has a lower sequence, in one conditional statement, so of
+    /// two concurrent writers (a federation refresher on each replica) the newer bundle wins
+    /// whatever the commit order. Returns whether it wrote; appends a `BundleChanged` event only
+    /// then. A bundle with an equal or lower sequence changes nothing and returns `false`.
+    /// `Invalid` as for [`Datastore::put_bundle`].
+    async fn put_bundle_if_newer(&self, bundle: StoredBundle) -> StoreResult<bool>;
+
+    // ---- federation relationships ----
+
+    // Several writers (admin commands, replicas) may change one relationship, so an update
+    // writes only the columns it names; the rule tying `endpoint_spiffe_id` to `profile` is a
+    // CHECK constraint of the table, so it holds for the row that results whatever ran before.
+
+    /// Stores a new relationship created at `now` and appends a `FederationChanged` event.
+    /// `Invalid` when [`NewFederationRelationship::validate`] refuses it; `AlreadyExists` when
+    /// its trust domain has a relationship (which is left unchanged).
+    async fn create_federation(
+        &self,
+        new: NewFederationRelationship,
+        now: i64,
+    ) -> StoreResult<FederationRelationship>;
+    /// The relationship with `trust_domain` (a name or a `spiffe://` trust domain ID), if any;
+    /// `None` for a string that is not a trust domain.
+    async fn get_federation(
+        &self,
+        trust_domain: &str,
+    ) -> StoreResult<Option<FederationRelationship>>;
+    /// Every relationship, ordered by trust domain (bytewise).
+    async fn list_federations(&self) -> StoreResult<Vec<FederationRelationship>>;
+    /// Writes the fields `update` sets, and `updated_at = now`, in one UPDATE of only those
+    /// columns, appends a `FederationChanged` event and returns the relationship as it is then.
+    /// `Invalid` when [`FederationUpdate::validate`] refuses the update, or when the resulting
+    /// row would break the profile rule (field `endpoint_spiffe_id`; nothing changes then).
+    /// An update that sets nothing writes nothing and returns the stored relationship.
+    /// `NotFound` if there is no relationship with `trust_domain`.
+    async fn update_federation(
+        &self,
+        trust_domain: &str,
+        update: FederationUpdate,
+        now: i64,
+    ) -> StoreResult<FederationRelationship>;
+    /// Deletes the relationship with `trust_domain` and, in the same transaction, that trust
+    /// domain's bundle if one is stored: appends `FederationDeleted`, then `BundleDeleted` when
+    /// there was a bundle. `NotFound` if there is no relationship (then nothing is deleted).
+    /// The store does not know the server's own trust domain: refusing a relationship with it
+    /// (whose delete would take the server's own bundle) is the caller's job.
+    async fn delete_federation(&self, trust_domain: &str) -> StoreResult<()>;
 
     // ---- change feed ----
 

@@ -10,6 +10,14 @@ use sigil_spiffe::{Selector, SpiffeId, TrustDomain};
 
 use crate::{StoreError, StoreResult};
 
+mod federation;
+
+pub(crate) use federation::profile_rule_violation;
+pub use federation::{
+    BundleEndpointProfile, FederationRelationship, FederationUpdate, MAX_BUNDLE_ENDPOINT_URL_BYTES,
+    NewFederationRelationship,
+};
+
 /// Longest `owner` accepted, in bytes.
 pub const MAX_OWNER_BYTES: usize = 256;
 /// Longest `description` accepted, in bytes.
@@ -305,6 +313,10 @@ pub enum Change {
     AuthorityDeleted(String),
     BundleChanged(String),
     BundleDeleted(String),
+    /// A federation relationship was created or updated; the key is the foreign trust domain.
+    FederationChanged(String),
+    /// A federation relationship was deleted; the key is the foreign trust domain.
+    FederationDeleted(String),
     JoinTokenChanged(String),
     /// A credential was revoked; the key is [`Revocation::feed_key`].
     RevocationAdded(String),
@@ -443,14 +455,16 @@ impl Change {
             Self::AuthorityDeleted(_) => "authority_deleted",
             Self::BundleChanged(_) => "bundle_changed",
             Self::BundleDeleted(_) => "bundle_deleted",
+            Self::FederationChanged(_) => "federation_changed",
+            Self::FederationDeleted(_) => "federation_deleted",
             Self::JoinTokenChanged(_) => "join_token_changed",
             Self::RevocationAdded(_) => "revocation_added",
             Self::RevocationDeleted(_) => "revocation_deleted",
         }
     }
 
-    /// The key of the changed record (entry id, agent SPIFFE ID, authority id, trust domain,
-    /// join token id, or [`Revocation::feed_key`]).
+    /// The key of the changed record (entry id, agent SPIFFE ID, authority id, trust domain of
+    /// a bundle or federation relationship, join token id, or [`Revocation::feed_key`]).
     pub fn key(&self) -> &str {
         match self {
             Self::EntryCreated(key)
@@ -462,6 +476,8 @@ impl Change {
             | Self::AuthorityDeleted(key)
             | Self::BundleChanged(key)
             | Self::BundleDeleted(key)
+            | Self::FederationChanged(key)
+            | Self::FederationDeleted(key)
             | Self::JoinTokenChanged(key)
             | Self::RevocationAdded(key)
             | Self::RevocationDeleted(key) => key,
@@ -481,6 +497,8 @@ impl Change {
             "authority_deleted" => Self::AuthorityDeleted,
             "bundle_changed" => Self::BundleChanged,
             "bundle_deleted" => Self::BundleDeleted,
+            "federation_changed" => Self::FederationChanged,
+            "federation_deleted" => Self::FederationDeleted,
             "join_token_changed" => Self::JoinTokenChanged,
             "revocation_added" => Self::RevocationAdded,
             "revocation_deleted" => Self::RevocationDeleted,
@@ -636,6 +654,8 @@ mod tests {
             Change::AuthorityDeleted("k".into()),
             Change::BundleChanged("td".into()),
             Change::BundleDeleted("td".into()),
+            Change::FederationChanged("partner.example".into()),
+            Change::FederationDeleted("partner.example".into()),
             Change::JoinTokenChanged("t".into()),
             Change::RevocationAdded("x509_svid:0a".into()),
             Change::RevocationDeleted("jwt_svid:j".into()),

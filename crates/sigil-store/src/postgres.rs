@@ -18,6 +18,7 @@ mod bundles;
 mod change_feed;
 mod credentials;
 mod entries;
+mod federations;
 mod join_tokens;
 mod listener;
 mod migrate;
@@ -41,8 +42,8 @@ use crate::model::{check_page_limit, normalized_batch};
 use crate::rows::corrupt;
 use crate::{
     AttestedAgent, AuthorityRecord, AuthorityState, Change, ChangeEvent, CredentialKind, Datastore,
-    Entry, EntryFilter, IssuedCredential, JoinToken, NewEntry, Revocation, StoreError, StoreResult,
-    StoredBundle,
+    Entry, EntryFilter, FederationRelationship, FederationUpdate, IssuedCredential, JoinToken,
+    NewEntry, NewFederationRelationship, Revocation, StoreError, StoreResult, StoredBundle,
 };
 
 pub use migrate::LATEST_SCHEMA_VERSION;
@@ -556,6 +557,62 @@ impl Datastore for PostgresStore {
         let mut conn = self.conn().await?;
         let mut tx = WriteTx::begin(&mut conn).await?;
         bundles::delete(&mut tx, trust_domain).await?;
+        self.commit(tx).await
+    }
+
+    async fn put_bundle_if_newer(&self, bundle: StoredBundle) -> StoreResult<bool> {
+        bundle.validate()?;
+        let mut conn = self.conn().await?;
+        let mut tx = WriteTx::begin(&mut conn).await?;
+        let written = bundles::put_if_newer(&mut tx, &bundle).await?;
+        self.commit(tx).await?;
+        Ok(written)
+    }
+
+    async fn create_federation(
+        &self,
+        new: NewFederationRelationship,
+        now: i64,
+    ) -> StoreResult<FederationRelationship> {
+        new.validate()?;
+        let mut conn = self.conn().await?;
+        let mut tx = WriteTx::begin(&mut conn).await?;
+        let created = federations::create(&mut tx, new, now).await?;
+        self.commit(tx).await?;
+        Ok(created)
+    }
+
+    async fn get_federation(
+        &self,
+        trust_domain: &str,
+    ) -> StoreResult<Option<FederationRelationship>> {
+        let conn = self.conn().await?;
+        federations::get(&conn, trust_domain).await
+    }
+
+    async fn list_federations(&self) -> StoreResult<Vec<FederationRelationship>> {
+        let conn = self.conn().await?;
+        federations::list(&conn).await
+    }
+
+    async fn update_federation(
+        &self,
+        trust_domain: &str,
+        update: FederationUpdate,
+        now: i64,
+    ) -> StoreResult<FederationRelationship> {
+        update.validate()?;
+        let mut conn = self.conn().await?;
+        let mut tx = WriteTx::begin(&mut conn).await?;
+        let updated = federations::update(&mut tx, trust_domain, &update, now).await?;
+        self.commit(tx).await?;
+        Ok(updated)
+    }
+
+    async fn delete_federation(&self, trust_domain: &str) -> StoreResult<()> {
+        let mut conn = self.conn().await?;
+        let mut tx = WriteTx::begin(&mut conn).await?;
+        federations::delete(&mut tx, trust_domain).await?;
         self.commit(tx).await
     }
 

@@ -1,12 +1,13 @@
-//! What both backends share of the authority, issued-credential and revocation records: the
-//! names and column lists, and the step from a row's raw values to a checked record. Each
-//! backend only reads its columns into these rows.
+//! What both backends share of the authority, issued-credential, revocation and federation
+//! records: the names and column lists, and the step from a row's raw values to a checked
+//! record. Each backend only reads its columns into these rows.
 
-use sigil_spiffe::SpiffeId;
+use sigil_spiffe::{SpiffeId, TrustDomain};
 
 use crate::{
-    AuthorityKind, AuthorityRecord, AuthorityState, CredentialKind, IssuedCredential, Revocation,
-    StoreError, StoreResult,
+    AuthorityKind, AuthorityRecord, AuthorityState, BundleEndpointProfile, CredentialKind,
+    FederationRelationship, IssuedCredential, NewFederationRelationship, Revocation, StoreError,
+    StoreResult,
 };
 
 pub(crate) const ISSUED_KIND: &str = "issued credential";
@@ -126,6 +127,59 @@ impl RevocationRow {
             revoked_at: self.revoked_at,
             expires_at: self.expires_at,
         })
+    }
+}
+
+/// What a missing or corrupt federation relationship is called in errors.
+pub(crate) const FEDERATION_KIND: &str = "federation relationship";
+
+pub(crate) const FEDERATION_COLUMNS: &str =
+    "trust_domain, bundle_endpoint_url, profile, endpoint_spiffe_id, created_at, updated_at";
+
+/// The name of the CHECK constraint that ties `endpoint_spiffe_id` to `profile` (the same in
+/// both backends' migrations), so its violation can be told from any other.
+pub(crate) const FEDERATION_PROFILE_CHECK: &str = "federation_endpoint_id_matches_profile";
+
+/// A `federation_relationships` row as a backend reads it, before anything is parsed.
+pub(crate) struct FederationRow {
+    pub(crate) trust_domain: String,
+    pub(crate) bundle_endpoint_url: String,
+    pub(crate) profile: String,
+    pub(crate) endpoint_spiffe_id: Option<String>,
+    pub(crate) created_at: i64,
+    pub(crate) updated_at: i64,
+}
+
+impl FederationRow {
+    /// The relationship, or `Corrupt` if the trust domain, profile or endpoint SPIFFE ID no
+    /// longer parses, or the row breaks a rule a new relationship is held to.
+    pub(crate) fn into_relationship(self) -> StoreResult<FederationRelationship> {
+        let key = self.trust_domain;
+        let trust_domain = TrustDomain::parse(&key)
+            .map_err(|e| corrupt(FEDERATION_KIND, &key, format!("trust_domain: {e}")))?;
+        let profile = BundleEndpointProfile::parse(&self.profile).ok_or_else(|| {
+            corrupt(
+                FEDERATION_KIND,
+                &key,
+                format!("unknown profile `{}`", self.profile),
+            )
+        })?;
+        let endpoint_spiffe_id = self
+            .endpoint_spiffe_id
+            .map(|id| parse_spiffe_id(FEDERATION_KIND, &key, "endpoint_spiffe_id", &id))
+            .transpose()?;
+        let relationship = NewFederationRelationship {
+            trust_domain,
+            bundle_endpoint_url: self.bundle_endpoint_url,
+            profile,
+            endpoint_spiffe_id,
+        };
+        relationship
+            .validate()
+            .map_err(|e| corrupt(FEDERATION_KIND, &key, e.to_string()))?;
+        let mut relationship = FederationRelationship::created(relationship, self.created_at);
+        relationship.updated_at = self.updated_at;
+        Ok(relationship)
     }
 }
 

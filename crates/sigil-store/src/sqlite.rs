@@ -10,6 +10,7 @@ mod bundles;
 mod change_feed;
 mod credentials;
 mod entries;
+mod federations;
 mod join_tokens;
 mod migrate;
 
@@ -25,8 +26,8 @@ use crate::model::{check_page_limit, normalized_batch};
 use crate::rows::corrupt;
 use crate::{
     AttestedAgent, AuthorityRecord, AuthorityState, ChangeEvent, CredentialKind, Datastore, Entry,
-    EntryFilter, IssuedCredential, JoinToken, NewEntry, Revocation, StoreError, StoreResult,
-    StoredBundle,
+    EntryFilter, FederationRelationship, FederationUpdate, IssuedCredential, JoinToken, NewEntry,
+    NewFederationRelationship, Revocation, StoreError, StoreResult, StoredBundle,
 };
 
 pub use migrate::LATEST_SCHEMA_VERSION;
@@ -390,6 +391,53 @@ impl Datastore for SqliteStore {
             .await
     }
 
+    async fn put_bundle_if_newer(&self, bundle: StoredBundle) -> StoreResult<bool> {
+        bundle.validate()?;
+        self.write(move |tx| bundles::put_if_newer(tx, &bundle))
+            .await
+    }
+
+    async fn create_federation(
+        &self,
+        new: NewFederationRelationship,
+        now: i64,
+    ) -> StoreResult<FederationRelationship> {
+        new.validate()?;
+        self.write(move |tx| federations::create(tx, new, now))
+            .await
+    }
+
+    async fn get_federation(
+        &self,
+        trust_domain: &str,
+    ) -> StoreResult<Option<FederationRelationship>> {
+        let trust_domain = trust_domain.to_owned();
+        self.read(move |conn| federations::get(conn, &trust_domain))
+            .await
+    }
+
+    async fn list_federations(&self) -> StoreResult<Vec<FederationRelationship>> {
+        self.read(federations::list).await
+    }
+
+    async fn update_federation(
+        &self,
+        trust_domain: &str,
+        update: FederationUpdate,
+        now: i64,
+    ) -> StoreResult<FederationRelationship> {
+        update.validate()?;
+        let trust_domain = trust_domain.to_owned();
+        self.write(move |tx| federations::update(tx, &trust_domain, &update, now))
+            .await
+    }
+
+    async fn delete_federation(&self, trust_domain: &str) -> StoreResult<()> {
+        let trust_domain = trust_domain.to_owned();
+        self.write(move |tx| federations::delete(tx, &trust_domain))
+            .await
+    }
+
     async fn changes_since(&self, after: u64, limit: u32) -> StoreResult<Vec<ChangeEvent>> {
         self.read(move |conn| change_feed::since(conn, after, limit))
             .await
@@ -479,6 +527,21 @@ fn is_unique_violation(e: &rusqlite::Error) -> bool {
             failure.extended_code,
             rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE | rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
         ),
+        _ => false,
+    }
+}
+
+/// Whether `e` is the failure of the CHECK constraint named `constraint`.
+fn is_check_violation(e: &rusqlite::Error, constraint: &str) -> bool {
+    match e {
+        rusqlite::Error::SqliteFailure(failure, Some(message)) => {
+            failure.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_CHECK
+                // SQLite names the failed constraint only in the message:
+                // "CHECK constraint failed: <name>".
+                && message
+                    .rsplit_once(": ")
+                    .is_some_and(|(_, name)| name == constraint)
+        }
         _ => false,
     }
 }

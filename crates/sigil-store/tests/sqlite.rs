@@ -10,7 +10,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use rusqlite::Connection;
-use sigil_store::conformance::{NOW, issued_credential, new_entry};
+use sigil_store::conformance::{NOW, issued_credential, new_entry, spiffe_federation};
 use sigil_store::sqlite::LATEST_SCHEMA_VERSION;
 use sigil_store::{CredentialKind, Datastore, EntryFilter, SqliteStore, StoreError};
 use tempfile::TempDir;
@@ -274,6 +274,49 @@ async fn corrupt_credential_rows_are_reported_not_panicked_on() {
                 ..
             })
         ),
+        "{listed:?}"
+    );
+}
+
+#[tokio::test]
+async fn corrupt_federation_rows_are_reported_not_panicked_on() {
+    let (store, dir) = store_on_disk().await;
+    for trust_domain in ["a.example", "b.example"] {
+        store
+            .create_federation(spiffe_federation(trust_domain), NOW)
+            .await
+            .unwrap();
+    }
+    // Proves the reads work before the rows are damaged.
+    assert_eq!(store.list_federations().await.unwrap().len(), 2);
+
+    let conn = Connection::open(db_path(&dir)).unwrap();
+    // Past the CHECK constraints: a profile this build does not know, and a URL the store
+    // would refuse to write.
+    conn.execute_batch(
+        "PRAGMA ignore_check_constraints = ON; \
+         UPDATE federation_relationships SET profile = 'https_carrier_pigeon' \
+           WHERE trust_domain = 'a.example'; \
+         UPDATE federation_relationships SET bundle_endpoint_url = 'http://b.example' \
+           WHERE trust_domain = 'b.example';",
+    )
+    .unwrap();
+
+    let got = store.get_federation("a.example").await;
+    assert!(
+        matches!(&got, Err(StoreError::Corrupt { kind: "federation relationship", id, detail })
+            if id == "a.example" && detail.contains("https_carrier_pigeon")),
+        "{got:?}"
+    );
+    let got = store.get_federation("b.example").await;
+    assert!(
+        matches!(&got, Err(StoreError::Corrupt { id, detail, .. })
+            if id == "b.example" && detail.contains("bundle_endpoint_url")),
+        "{got:?}"
+    );
+    let listed = store.list_federations().await;
+    assert!(
+        matches!(listed, Err(StoreError::Corrupt { .. })),
         "{listed:?}"
     );
 }

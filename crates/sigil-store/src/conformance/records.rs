@@ -1,12 +1,18 @@
-//! Conformance cases for join tokens, attested agents and trust bundles.
+//! Conformance cases for join tokens, attested agents and trust bundles (including the
+//! compare-and-set bundle write).
+
+use std::sync::Arc;
 
 use sigil_spiffe::bundle::MAX_BUNDLE_DOCUMENT_BYTES;
+use tokio::task::JoinSet;
 
 use super::{NOW, agent, bundle, join_token, latest, token_hash};
-use crate::{Datastore, StoreError};
+use crate::{Change, Datastore, StoreError};
 
 const AGENT_A: &str = "spiffe://example.org/sigil/agent/join_token/a";
 const AGENT_B: &str = "spiffe://example.org/sigil/agent/join_token/b";
+/// A foreign trust domain whose bundle a federation refresher writes.
+const FOREIGN: &str = "partner.example";
 
 /// The first consume returns the token marked used at `now`; the second fails.
 pub async fn join_token_is_consumed_once<S: Datastore>(store: S) {
@@ -320,4 +326,112 @@ pub async fn bundles_put_get_list_delete<S: Datastore>(store: S) {
     );
     assert_eq!(store.get_bundle("big.example").await.expect("get"), None);
     assert_eq!(latest(&store).await, before);
+}
+
+/// `put_bundle_if_newer` stores a bundle for a new trust domain and one with a higher
+/// sequence, returning `true` with one `BundleChanged` each; one with an equal or lower
+/// sequence returns `false`, leaves the stored bundle and appends nothing.
+pub async fn put_bundle_if_newer_writes_only_higher_sequences<S: Datastore>(store: S) {
+    let before = latest(&store).await;
+    assert!(
+        store
+            .put_bundle_if_newer(bundle(FOREIGN, 5))
+            .await
+            .expect("first put")
+    );
+    assert_eq!(
+        changes_after(&store, before).await,
+        [Change::BundleChanged(FOREIGN.into())]
+    );
+
+    let before = latest(&store).await;
+    let mut same_sequence = bundle(FOREIGN, 5);
+    same_sequence.document = br#"{"keys":[],"other":true}"#.to_vec();
+    same_sequence.updated_at = NOW + 1;
+    for stale in [same_sequence, bundle(FOREIGN, 4), bundle(FOREIGN, 0)] {
+        let sequence = stale.sequence;
+        assert!(
+            !store.put_bundle_if_newer(stale).await.expect("stale put"),
+            "sequence {sequence} is not newer than 5"
+        );
+    }
+    assert_eq!(
+        store.get_bundle(FOREIGN).await.expect("get"),
+        Some(bundle(FOREIGN, 5))
+    );
+    assert_eq!(latest(&store).await, before, "no write, no event");
+
+    let mut newer = bundle(FOREIGN, 6);
+    newer.updated_at = NOW + 2;
+    assert!(
+        store
+            .put_bundle_if_newer(newer.clone())
+            .await
+            .expect("newer put")
+    );
+    assert_eq!(store.get_bundle(FOREIGN).await.expect("get"), Some(newer));
+    assert_eq!(
+        changes_after(&store, before).await,
+        [Change::BundleChanged(FOREIGN.into())]
+    );
+
+    let before = latest(&store).await;
+    let too_big = bundle(FOREIGN, u64::MAX);
+    let refused = store.put_bundle_if_newer(too_big).await;
+    assert!(
+        matches!(
+            refused,
+            Err(StoreError::Invalid {
+                field: "sequence",
+                ..
+            })
+        ),
+        "{refused:?}"
+    );
+    assert_eq!(latest(&store).await, before);
+}
+
+/// Writers racing with bundles of every sequence leave the highest one stored, however they
+/// interleave; each write that returned `true` appended one event.
+pub async fn concurrent_bundle_writes_keep_the_highest_sequence<S: Datastore>(store: S) {
+    const WRITERS: u64 = 16;
+    let before = latest(&store).await;
+    let store = Arc::new(store);
+    let mut tasks = JoinSet::new();
+    // Interleaved high and low sequences, so a low one often arrives after a high one.
+    for i in 0..WRITERS {
+        let sequence = if i % 2 == 0 { WRITERS - i } else { i };
+        let store = Arc::clone(&store);
+        tasks.spawn(async move {
+            store
+                .put_bundle_if_newer(bundle(FOREIGN, sequence))
+                .await
+                .expect("put")
+        });
+    }
+    let mut written = 0;
+    while let Some(joined) = tasks.join_next().await {
+        if joined.expect("task ran") {
+            written += 1;
+        }
+    }
+    let kept = store
+        .get_bundle(FOREIGN)
+        .await
+        .expect("get")
+        .expect("stored");
+    assert_eq!(kept.sequence, WRITERS);
+    assert!(written >= 1);
+    assert_eq!(latest(store.as_ref()).await, before + written);
+}
+
+/// The changes appended after `after`.
+async fn changes_after<S: Datastore>(store: &S, after: u64) -> Vec<Change> {
+    store
+        .changes_since(after, 100)
+        .await
+        .expect("changes")
+        .into_iter()
+        .map(|e| e.change)
+        .collect()
 }

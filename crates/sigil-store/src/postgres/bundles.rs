@@ -32,6 +32,34 @@ pub(super) async fn put(tx: &mut WriteTx<'_>, bundle: &StoredBundle) -> StoreRes
     Ok(())
 }
 
+/// Stores `bundle` (already validated) unless a bundle with the same or a higher sequence is
+/// stored, in one conditional upsert: a concurrent writer of the same trust domain waits for
+/// the row lock, then compares against the committed row. Returns whether it wrote, and queues
+/// `BundleChanged` only then.
+pub(super) async fn put_if_newer(tx: &mut WriteTx<'_>, bundle: &StoredBundle) -> StoreResult<bool> {
+    let written = execute(
+        tx.db(),
+        "INSERT INTO bundles (trust_domain, document, sequence, updated_at) \
+         VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (trust_domain) DO UPDATE SET document = excluded.document, \
+           sequence = excluded.sequence, updated_at = excluded.updated_at \
+         WHERE bundles.sequence < excluded.sequence",
+        &[
+            &bundle.trust_domain.as_str(),
+            &bundle.document,
+            &to_sql_int("sequence", bundle.sequence)?,
+            &bundle.updated_at,
+        ],
+    )
+    .await
+    .map_err(backend)?;
+    if written == 0 {
+        return Ok(false);
+    }
+    tx.record(Change::BundleChanged(bundle.trust_domain.to_string()), None);
+    Ok(true)
+}
+
 /// The bundle of `trust_domain` (a name or `spiffe://` trust domain ID), if any.
 pub(super) async fn get(
     db: &impl GenericClient,
@@ -71,18 +99,31 @@ pub(super) async fn delete(tx: &mut WriteTx<'_>, trust_domain: &str) -> StoreRes
         id: trust_domain.to_owned(),
     };
     let parsed = TrustDomain::parse(trust_domain).map_err(|_| not_found())?;
+    if delete_if_present(tx, &parsed).await? {
+        Ok(())
+    } else {
+        Err(not_found())
+    }
+}
+
+/// Deletes the bundle of `trust_domain` if there is one, queueing `BundleDeleted` then;
+/// returns whether there was one.
+pub(super) async fn delete_if_present(
+    tx: &mut WriteTx<'_>,
+    trust_domain: &TrustDomain,
+) -> StoreResult<bool> {
     let deleted = execute(
         tx.db(),
         "DELETE FROM bundles WHERE trust_domain = $1",
-        &[&parsed.as_str()],
+        &[&trust_domain.as_str()],
     )
     .await
     .map_err(backend)?;
     if deleted == 0 {
-        return Err(not_found());
+        return Ok(false);
     }
-    tx.record(Change::BundleDeleted(parsed.to_string()), None);
-    Ok(())
+    tx.record(Change::BundleDeleted(trust_domain.to_string()), None);
+    Ok(true)
 }
 
 /// A `bundles` row, its trust domain parsed again.

@@ -30,6 +30,39 @@ pub(super) fn put(conn: &Connection, bundle: &StoredBundle) -> StoreResult<()> {
     )
 }
 
+/// Stores `bundle` (already validated) unless a bundle with the same or a higher sequence is
+/// stored, in one conditional upsert; returns whether it wrote, and appends `BundleChanged` only
+/// then.
+pub(super) fn put_if_newer(conn: &Connection, bundle: &StoredBundle) -> StoreResult<bool> {
+    let sequence = to_sql_int("sequence", bundle.sequence)?;
+    let written = conn
+        .prepare_cached(
+            "INSERT INTO bundles (trust_domain, document, sequence, updated_at) \
+             VALUES (?1, ?2, ?3, ?4) \
+             ON CONFLICT (trust_domain) DO UPDATE SET document = excluded.document, \
+               sequence = excluded.sequence, updated_at = excluded.updated_at \
+             WHERE bundles.sequence < excluded.sequence",
+        )
+        .and_then(|mut stmt| {
+            stmt.execute(params![
+                bundle.trust_domain.as_str(),
+                bundle.document,
+                sequence,
+                bundle.updated_at,
+            ])
+        })
+        .map_err(backend)?;
+    if written == 0 {
+        return Ok(false);
+    }
+    change_feed::append(
+        conn,
+        &Change::BundleChanged(bundle.trust_domain.to_string()),
+        None,
+    )?;
+    Ok(true)
+}
+
 /// The bundle of `trust_domain` (a name or `spiffe://` trust domain ID), if any.
 pub(super) fn get(conn: &Connection, trust_domain: &str) -> StoreResult<Option<StoredBundle>> {
     // A string that is not a trust domain cannot name a stored bundle.
@@ -68,16 +101,30 @@ pub(super) fn delete(conn: &Connection, trust_domain: &str) -> StoreResult<()> {
         id: trust_domain.to_owned(),
     };
     let parsed = TrustDomain::parse(trust_domain).map_err(|_| not_found())?;
+    if delete_if_present(conn, &parsed)? {
+        Ok(())
+    } else {
+        Err(not_found())
+    }
+}
+
+/// Deletes the bundle of `trust_domain` if there is one, appending `BundleDeleted` then;
+/// returns whether there was one.
+pub(super) fn delete_if_present(
+    conn: &Connection,
+    trust_domain: &TrustDomain,
+) -> StoreResult<bool> {
     let deleted = conn
         .execute(
             "DELETE FROM bundles WHERE trust_domain = ?1",
-            [parsed.as_str()],
+            [trust_domain.as_str()],
         )
         .map_err(backend)?;
     if deleted == 0 {
-        return Err(not_found());
+        return Ok(false);
     }
-    change_feed::append(conn, &Change::BundleDeleted(parsed.to_string()), None)
+    change_feed::append(conn, &Change::BundleDeleted(trust_domain.to_string()), None)?;
+    Ok(true)
 }
 
 /// A `bundles` row as SQLite returns it, before the trust domain is parsed again.

@@ -30,10 +30,15 @@ const MIGRATIONS: &[Migration] = &[
         name: "authority_replica",
         sql: include_str!("../migrations/0003_authority_replica.sql"),
     },
+    Migration {
+        version: 4,
+        name: "federation",
+        sql: include_str!("../migrations/0004_federation.sql"),
+    },
 ];
 
 /// The schema version a database has once every known migration is applied.
-pub const LATEST_SCHEMA_VERSION: i64 = 3;
+pub const LATEST_SCHEMA_VERSION: i64 = 4;
 
 const CREATE_MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (
     version INTEGER PRIMARY KEY NOT NULL,
