@@ -91,6 +91,7 @@ fn serves_the_same(a: &IdentitySnapshot, b: &IdentitySnapshot) -> bool {
     // The session keeps one `Arc` per CRL set and deny-list until they change, so the pointer
     // comparison usually decides without comparing contents.
     a.bundle == b.bundle
+        && a.federated_bundles == b.federated_bundles
         && (Arc::ptr_eq(&a.crls, &b.crls) || a.crls == b.crls)
         && (Arc::ptr_eq(&a.revoked_jwt_svids, &b.revoked_jwt_svids)
             || a.revoked_jwt_svids == b.revoked_jwt_svids)

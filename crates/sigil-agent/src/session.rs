@@ -37,7 +37,7 @@ use std::time::Duration;
 use arc_swap::{ArcSwap, ArcSwapOption};
 use sigil_keys::PrivateKey;
 use sigil_proto::agent::v1 as pb;
-use sigil_spiffe::{Clock, SpiffeId, TrustBundle};
+use sigil_spiffe::{Clock, SpiffeId, TrustBundle, TrustDomain};
 use sigil_tls::{LiveRoots, LiveSvid};
 use tokio::sync::watch;
 
@@ -79,7 +79,16 @@ pub(crate) struct Session {
     revoked_jwt: RevokedJwtSvids,
     /// The CRLs the server last sent, bounded, published in every snapshot.
     crls: Arc<Vec<Vec<u8>>>,
+    /// The federated trust domains' bundles the server last sent, published in every snapshot
+    /// (each workload sees those its identities federate with).
+    federated: Arc<FederatedBundles>,
 }
+
+/// Foreign trust domains' bundles, by trust domain.
+type FederatedBundles = std::collections::BTreeMap<TrustDomain, Arc<TrustBundle>>;
+
+/// Most federated bundles one sync message may carry.
+const MAX_FEDERATED_BUNDLES: usize = 256;
 
 /// How one connection to the server ended without an error.
 enum SessionEnd {
@@ -137,6 +146,7 @@ impl Session {
             tainted: Arc::new(ArcSwap::from_pointee(Vec::new())),
             revoked_jwt: Arc::new(ArcSwap::from_pointee(RevokedIds::default())),
             crls: Arc::new(Vec::new()),
+            federated: Arc::default(),
         })
     }
 
@@ -298,6 +308,14 @@ impl Session {
                 self.bundle = Arc::new(bundle);
             }
         }
+        if msg.bundle.is_some() {
+            // Every message with a bundle carries the whole trust part: the federated bundles
+            // are all of them (none left means none).
+            let federated = self.federated_from(&msg.federated_bundles);
+            if federated != *self.federated {
+                self.federated = Arc::new(federated);
+            }
+        }
         // A push of trust alone leaves the authorized set as it was (the agent asked for that).
         if !msg.entries_unchanged {
             self.cache.set_entries(msg.entries);
@@ -446,9 +464,42 @@ impl Session {
         }
     }
 
+    /// The federated bundles of a sync message; a bundle that does not parse, whose trust domain
+    /// is not its key or is this agent's own, is left out with a warning (one peer's bad bundle
+    /// must not stop the agent); at most [`MAX_FEDERATED_BUNDLES`].
+    fn federated_from(&self, wire: &HashMap<String, pb::Bundle>) -> FederatedBundles {
+        let mut federated = FederatedBundles::new();
+        for (name, b) in wire {
+            if federated.len() >= MAX_FEDERATED_BUNDLES {
+                tracing::warn!(
+                    "more federated bundles than {MAX_FEDERATED_BUNDLES}; the rest are left out"
+                );
+                break;
+            }
+            match bundle_from_pb(b) {
+                Ok(bundle)
+                    if bundle.trust_domain.as_str() == name
+                        && bundle.trust_domain != self.config.trust_domain =>
+                {
+                    let previous = self.federated.get(&bundle.trust_domain);
+                    // Keep the same allocation when nothing changed.
+                    let bundle = match previous {
+                        Some(p) if **p == bundle => p.clone(),
+                        _ => Arc::new(bundle),
+                    };
+                    federated.insert(bundle.trust_domain.clone(), bundle);
+                }
+                _ => {
+                    tracing::warn!(trust_domain = %name.chars().take(255).collect::<String>(), "federated bundle left out: it does not parse or names another trust domain");
+                }
+            }
+        }
+        federated
+    }
+
     /// Publishes what is servable now.
     fn publish(&self) {
-        let snapshot = build_snapshot(
+        let mut snapshot = build_snapshot(
             &self.config.trust_domain,
             &self.bundle,
             &self.cache,
@@ -456,6 +507,7 @@ impl Session {
             &self.revoked_jwt.load_full(),
             self.clock.unix_secs(),
         );
+        snapshot.federated_bundles = (*self.federated).clone();
         publish(&self.snapshot_tx, snapshot);
     }
 }

@@ -24,6 +24,7 @@ use tonic::{Request, Response, Status};
 use crate::agent_index::{AgentIndex, AgentView, AgentWatch};
 use crate::agent_listener::AgentPeer;
 use crate::entry_index::EntryIndex;
+use crate::federation::{BundleMap, ForeignBundles};
 pub use crate::issuer::IssuanceDefaults;
 use crate::issuer::{IssuedX509, Issuer, Refusal};
 use crate::naming;
@@ -44,6 +45,8 @@ pub struct AgentApi {
     /// Becomes `true` when the server stops; open sync streams end then, so a graceful shutdown
     /// does not wait for agents to hang up.
     shutdown: Option<watch::Receiver<bool>>,
+    /// The federated trust domains' bundles, pushed with every trust message.
+    foreign: Option<Arc<ForeignBundles>>,
 }
 
 /// A caller that passed agent authentication.
@@ -169,7 +172,15 @@ impl AgentApi {
             agents,
             clock,
             shutdown: None,
+            foreign: None,
         }
+    }
+
+    /// The same service, pushing `foreign` (the federated bundles) to every agent with the trust
+    /// part of each sync message, and again whenever they change.
+    pub fn with_foreign_bundles(mut self, foreign: Arc<ForeignBundles>) -> Self {
+        self.foreign = Some(foreign);
+        self
     }
 
     /// The same service, ending every open sync stream with `UNAVAILABLE` once `shutdown` turns
@@ -266,6 +277,7 @@ impl AgentApi {
             bundle: self.issuer.bundle(),
             tainted: self.issuer.tainted_authorities(),
             revocations: self.issuer.revocations(),
+            federated: self.foreign.as_ref().map(|f| f.snapshot()),
         }
     }
 
@@ -287,7 +299,12 @@ impl AgentApi {
         pb::SyncAuthorizedEntriesResponse {
             entries: Vec::new(),
             bundle: Some(to_pb_bundle(&sources.bundle)),
-            federated_bundles: Default::default(),
+            federated_bundles: sources
+                .federated
+                .iter()
+                .flat_map(|map| map.iter())
+                .map(|(td, bundle)| (td.to_string(), to_pb_bundle(bundle)))
+                .collect(),
             tainted_authorities: sources.tainted.to_vec(),
             revoked_x509_svids: deny(CredentialKind::X509Svid),
             revoked_jwt_svids: deny(CredentialKind::JwtSvid),
@@ -521,9 +538,16 @@ fn async_stream_sync(
         api.entries.subscribe_agent(&agent_id, selectors)
     };
     let mut trust = api.issuer.subscribe_trust();
+    // Without foreign bundles, a channel that never changes (its sender kept alive here).
+    let (no_foreign_tx, no_foreign_rx) = watch::channel(0_u64);
+    let mut foreign = api
+        .foreign
+        .as_ref()
+        .map_or(no_foreign_rx, |f| f.subscribe());
     let open = crate::metrics::GaugeGuard::hold(&api.issuer.metrics().agent_streams);
     tokio::spawn(async move {
         let _open = open;
+        let _no_foreign = no_foreign_tx;
         // The entries and the trust part last sent, held as the shared values they were built
         // from (not as wire messages: with thousands of streams open, a copy per stream would
         // be most of the server's memory). The entries are recomputed only when the entry index
@@ -536,6 +560,7 @@ fn async_stream_sync(
         loop {
             versions.mark_unchanged();
             trust.mark_unchanged();
+            foreign.mark_unchanged();
             let view = agent.borrow_and_update().clone();
             let view = match view {
                 Some(view)
@@ -607,6 +632,7 @@ fn async_stream_sync(
                     entries_dirty = true;
                 },
                 changed = trust.changed() => if changed.is_err() { return },
+                changed = foreign.changed() => if changed.is_err() { return },
                 changed = agent.changed() => {
                     if changed.is_err() {
                         // The index dropped the agent's channel: it is gone.
@@ -656,6 +682,7 @@ struct TrustSources {
     bundle: Arc<TrustBundle>,
     tainted: Arc<Vec<String>>,
     revocations: Arc<crate::ca::Revocations>,
+    federated: Option<Arc<BundleMap>>,
 }
 
 impl TrustSources {
@@ -663,6 +690,11 @@ impl TrustSources {
         Arc::ptr_eq(&self.bundle, &other.bundle)
             && Arc::ptr_eq(&self.tainted, &other.tainted)
             && Arc::ptr_eq(&self.revocations, &other.revocations)
+            && match (&self.federated, &other.federated) {
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                (None, None) => true,
+                _ => false,
+            }
     }
 }
 

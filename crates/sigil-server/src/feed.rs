@@ -11,6 +11,7 @@ use tokio::sync::{Notify, watch};
 
 use crate::agent_index::AgentIndex;
 use crate::entry_index::{EntryIndex, FEED_BATCH};
+use crate::federation::ForeignBundles;
 use crate::revocation::RevocationIndex;
 
 /// Pause before reading the feed again after a store failure.
@@ -24,6 +25,10 @@ pub struct Followers {
     pub agents: Arc<AgentIndex>,
     pub revocations: Arc<RevocationIndex>,
     pub authorities: Arc<Notify>,
+    /// The federated bundles; `None` where nothing holds them (tests).
+    pub foreign: Option<Arc<ForeignBundles>>,
+    /// Woken when a federation relationship changed (the refresher reloads them).
+    pub federations: Arc<Notify>,
 }
 
 /// Applies every change after `position` to the indexes, and notifies `authorities` when an
@@ -42,6 +47,17 @@ pub async fn catch_up(
         followers.entries.apply_batch(store, &batch).await?;
         followers.agents.apply_batch(store, &batch).await?;
         followers.revocations.apply_batch(store, &batch).await?;
+        if let Some(foreign) = &followers.foreign {
+            foreign.apply_batch(store, &batch).await?;
+        }
+        if batch.iter().any(|event| {
+            matches!(
+                event.change,
+                Change::FederationChanged(_) | Change::FederationDeleted(_)
+            )
+        }) {
+            followers.federations.notify_one();
+        }
         if batch.iter().any(|event| {
             matches!(
                 event.change,

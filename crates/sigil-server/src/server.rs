@@ -19,6 +19,7 @@ use crate::agent_api::{AgentApi, IssuanceDefaults};
 use crate::agent_index::AgentIndex;
 use crate::ca::{CaLifetimes, CaManager};
 use crate::entry_index::EntryIndex;
+use crate::federation::ForeignBundles;
 use crate::issuer::Issuer;
 use crate::revocation::RevocationIndex;
 use crate::{admin, agent_listener, feed, naming};
@@ -55,6 +56,11 @@ pub struct ServerConfig {
     pub tls: TlsPolicy,
     /// The public listener (bundle endpoint, OIDC discovery, health, metrics); none if `None`.
     pub public: Option<crate::public::PublicConfig>,
+    /// Federation relationships of the configuration file, created or updated in the datastore
+    /// at start.
+    pub federations: Vec<crate::federation::ConfiguredFederation>,
+    /// Trust anchors for `https_web` bundle endpoints; `None`: the system's.
+    pub federation_web_roots: Option<Vec<Vec<u8>>>,
 }
 
 /// What went wrong starting the server.
@@ -88,6 +94,10 @@ pub struct ServerHandle {
     /// The OIDC issuer URL JWT-SVIDs carry, when there is one.
     pub issuer: Option<String>,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Refreshes a federated bundle on demand.
+    pub federation: crate::federation::refresher::RefreshHandle,
+    /// The federated bundles held.
+    pub foreign: Arc<ForeignBundles>,
     pub ca: Arc<CaManager>,
     pub store: Arc<dyn Datastore>,
     pub index: Arc<EntryIndex>,
@@ -305,7 +315,31 @@ pub async fn start(
         None => (None, None),
     };
 
-    // Change feed -> entry, agent and revocation indexes; entry expiry -> entry index version.
+    // Federation: the relationships of the configuration, the foreign bundles held, and the
+    // refresher that keeps them fresh.
+    for configured in &config.federations {
+        crate::federation::apply_configured(store.as_ref(), configured, clock.unix_secs()).await?;
+    }
+    let foreign = Arc::new(ForeignBundles::load(store.as_ref(), td.clone()).await?);
+    let federations_changed = Arc::new(tokio::sync::Notify::new());
+    let (federation, refresher) = crate::federation::refresher::Refresher {
+        store: store.clone(),
+        foreign: foreign.clone(),
+        metrics: metrics.clone(),
+        clock: clock.clone(),
+        policy: config.tls,
+        web_roots: Arc::new(
+            config
+                .federation_web_roots
+                .clone()
+                .unwrap_or_else(sigil_tls::system_roots),
+        ),
+    }
+    .start(federations_changed.clone(), shutdown_rx.clone());
+    tasks.spawn(refresher);
+
+    // Change feed -> entry, agent and revocation indexes, foreign bundles, federation
+    // relationships; entry expiry -> entry index version.
     let authorities_changed = Arc::new(tokio::sync::Notify::new());
     tasks.spawn(feed::follow(
         store.clone(),
@@ -314,6 +348,8 @@ pub async fn start(
             agents: agents.clone(),
             revocations: revocations.clone(),
             authorities: authorities_changed.clone(),
+            foreign: Some(foreign.clone()),
+            federations: federations_changed,
         },
         position,
         shutdown_rx.clone(),
@@ -408,7 +444,8 @@ pub async fn start(
             agents.clone(),
             clock.clone(),
         )
-        .with_shutdown(shutdown_rx.clone());
+        .with_shutdown(shutdown_rx.clone())
+        .with_foreign_bundles(foreign.clone());
         let (incoming, accept_task) = agent_listener::accept_tls(listener, acceptor);
         let mut stop = shutdown_rx.clone();
         tasks.spawn(async move {
@@ -458,6 +495,8 @@ pub async fn start(
         public_addr,
         issuer: public_issuer,
         metrics,
+        federation,
+        foreign,
         ca,
         store,
         index,

@@ -37,6 +37,8 @@ pub enum TlsError {
     Config(rustls::Error),
     #[error("certificate is not a valid X509-SVID: {0}")]
     NotAnSvid(String),
+    #[error("no usable trust anchor to verify the server with")]
+    NoRoots,
 }
 
 /// The part of the TLS policy an operator may change (`[tls]` in the server and agent
@@ -122,6 +124,75 @@ pub fn public_server_config(
         .map_err(TlsError::Config)?
         .with_no_client_auth()
         .with_cert_resolver(certificate);
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// How an HTTPS client (a federation bundle fetch) authenticates the server.
+#[derive(Debug, Clone)]
+pub enum HttpsServerAuth {
+    /// Web PKI (bundle profile `https_web`): a certificate for the URL's host chaining to one of
+    /// `roots` (DER; [`system_roots`] in production).
+    WebPki(Vec<Vec<u8>>),
+    /// SPIFFE (bundle profile `https_spiffe`): an X509-SVID chaining to `roots` (the peer trust
+    /// domain's bundle) whose SPIFFE ID is `expected`.
+    Spiffe {
+        roots: Vec<Vec<u8>>,
+        expected: sigil_spiffe::SpiffeId,
+    },
+}
+
+/// The system's trust anchors (DER), as the platform's TLS clients see them (`SSL_CERT_FILE` and
+/// `SSL_CERT_DIR` are honoured); certificates that cannot be read are skipped with a warning.
+pub fn system_roots() -> Vec<Vec<u8>> {
+    let found = rustls_native_certs::load_native_certs();
+    for error in &found.errors {
+        tracing::warn!(error = %error, "a system trust anchor could not be read");
+    }
+    found.certs.into_iter().map(|c| c.to_vec()).collect()
+}
+
+/// A client configuration for HTTPS (HTTP/1.1) to a server authenticated by `auth`, presenting no
+/// client certificate, under `policy`. Web PKI servers may speak TLS 1.2 or 1.3; SPIFFE ones
+/// TLS 1.3 only, as everywhere between SPIFFE peers. Fails with [`TlsError::NoRoots`] when not
+/// one root is usable.
+pub fn https_client_config(
+    auth: &HttpsServerAuth,
+    policy: TlsPolicy,
+) -> Result<ClientConfig, TlsError> {
+    let mut config = match auth {
+        HttpsServerAuth::WebPki(roots) => {
+            let mut store = rustls::RootCertStore::empty();
+            let (added, _ignored) = store.add_parsable_certificates(
+                roots
+                    .iter()
+                    .map(|der| rustls::pki_types::CertificateDer::from(der.clone())),
+            );
+            if added == 0 {
+                return Err(TlsError::NoRoots);
+            }
+            ClientConfig::builder_with_provider(provider(policy))
+                .with_safe_default_protocol_versions()
+                .map_err(TlsError::Config)?
+                .with_root_certificates(store)
+                .with_no_client_auth()
+        }
+        HttpsServerAuth::Spiffe { roots, expected } => {
+            if roots.is_empty() {
+                return Err(TlsError::NoRoots);
+            }
+            let verifier = Arc::new(SpiffeServerVerifier::new(
+                Arc::new(LiveRoots::new(roots)),
+                expected.clone(),
+            ));
+            ClientConfig::builder_with_provider(provider(policy))
+                .with_protocol_versions(&[&rustls::version::TLS13])
+                .map_err(TlsError::Config)?
+                .dangerous()
+                .with_custom_certificate_verifier(verifier)
+                .with_no_client_auth()
+        }
+    };
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
 }

@@ -116,6 +116,8 @@ pub async fn run(opts: DevOptions) -> anyhow::Result<()> {
             issuance: IssuanceDefaults::default(),
             tls: sigil_tls::TlsPolicy::default(),
             // Plain HTTP on loopback (dev mode only); the issuer is the listener's own URL.
+            federations: Vec::new(),
+            federation_web_roots: None,
             public: Some(sigil_server::public::PublicConfig {
                 bind_address: SocketAddr::from(([127, 0, 0, 1], 0)),
                 tls: sigil_server::public::PublicTls::PlainLoopback,
@@ -124,6 +126,7 @@ pub async fn run(opts: DevOptions) -> anyhow::Result<()> {
         },
         upstream: None,
         public: None,
+        federations: Vec::new(),
         datastore: crate::server_cmd::DatastoreConfig::Sqlite {
             path: layout.server_dir.join("datastore.sqlite3"),
         },

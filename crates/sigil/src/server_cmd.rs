@@ -28,6 +28,82 @@ struct RawServerFile {
     #[serde(default)]
     tls: RawTls,
     public: Option<RawPublic>,
+    #[serde(default)]
+    federation: Vec<RawFederation>,
+}
+
+/// `[[federation]]`: a foreign trust domain whose bundle this server fetches and trusts.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFederation {
+    trust_domain: String,
+    bundle_endpoint_url: String,
+    /// `https_web` or `https_spiffe`.
+    profile: String,
+    /// The SPIFFE ID the endpoint presents (https_spiffe).
+    endpoint_spiffe_id: Option<String>,
+    /// PEM X.509 authorities of the peer to trust until the first refresh (https_spiffe).
+    bootstrap_bundle_file: Option<PathBuf>,
+}
+
+/// A configured federation relationship, before its bootstrap file is read.
+#[derive(Debug, Clone)]
+pub struct FederationFiles {
+    pub relationship: sigil_store::NewFederationRelationship,
+    pub bootstrap_bundle_file: Option<PathBuf>,
+}
+
+impl FederationFiles {
+    fn from_raw(raw: RawFederation, own: &TrustDomain) -> anyhow::Result<Self> {
+        let td = TrustDomain::parse(&raw.trust_domain).map_err(|e| {
+            anyhow::anyhow!(
+                "invalid federation.trust_domain `{}`: {e}",
+                raw.trust_domain
+            )
+        })?;
+        if td == *own {
+            bail!("federation.trust_domain `{td}` is this server's own trust domain");
+        }
+        let profile = sigil_store::BundleEndpointProfile::parse(&raw.profile).ok_or_else(|| {
+            anyhow::anyhow!(
+                "unsupported federation.profile `{}` for `{td}` (supported: `https_web`, `https_spiffe`)",
+                raw.profile
+            )
+        })?;
+        let endpoint_spiffe_id = raw
+            .endpoint_spiffe_id
+            .as_deref()
+            .map(|id| {
+                sigil_spiffe::SpiffeId::parse(id).map_err(|e| {
+                    anyhow::anyhow!("invalid federation.endpoint_spiffe_id `{id}` for `{td}`: {e}")
+                })
+            })
+            .transpose()?;
+        let relationship = sigil_store::NewFederationRelationship {
+            trust_domain: td.clone(),
+            bundle_endpoint_url: raw.bundle_endpoint_url,
+            profile,
+            endpoint_spiffe_id,
+        };
+        relationship
+            .validate()
+            .map_err(|e| anyhow::anyhow!("federation with `{td}`: {e}"))?;
+        Ok(Self {
+            relationship,
+            bootstrap_bundle_file: raw.bootstrap_bundle_file,
+        })
+    }
+
+    fn load(&self) -> anyhow::Result<sigil_server::federation::ConfiguredFederation> {
+        let bootstrap_roots = match &self.bootstrap_bundle_file {
+            Some(path) => crate::pem_files::certificates(path, "federation.bootstrap_bundle_file")?,
+            None => Vec::new(),
+        };
+        Ok(sigil_server::federation::ConfiguredFederation {
+            relationship: self.relationship.clone(),
+            bootstrap_roots,
+        })
+    }
 }
 
 /// `[public]`: the public listener (bundle endpoint, OIDC discovery, health, metrics).
@@ -421,6 +497,8 @@ pub struct LoadedServerConfig {
     pub upstream: Option<UpstreamFiles>,
     /// The public listener, its files read at start into `server.public`.
     pub public: Option<PublicFiles>,
+    /// The configured federation relationships, their files read at start.
+    pub federations: Vec<FederationFiles>,
     pub datastore: DatastoreConfig,
     pub data_dir: PathBuf,
 }
@@ -500,6 +578,11 @@ pub fn parse_server_config(text: &str) -> anyhow::Result<LoadedServerConfig> {
             &raw.server.default_jwt_svid_ttl,
         )?,
     };
+    let federations = raw
+        .federation
+        .into_iter()
+        .map(|f| FederationFiles::from_raw(f, &trust_domain))
+        .collect::<anyhow::Result<_>>()?;
     Ok(LoadedServerConfig {
         server: ServerConfig {
             trust_domain,
@@ -514,10 +597,13 @@ pub fn parse_server_config(text: &str) -> anyhow::Result<LoadedServerConfig> {
             upstream: None,
             issuance,
             tls: raw.tls.policy(),
+            federations: Vec::new(),
+            federation_web_roots: None,
             public: None,
         },
         upstream,
         public: raw.public.map(PublicFiles::from_raw).transpose()?,
+        federations,
         datastore,
         data_dir,
     })
@@ -549,6 +635,11 @@ pub async fn start(
     if let Some(public) = &config.public {
         server.public = Some(public.load()?);
     }
+    server.federations = config
+        .federations
+        .iter()
+        .map(FederationFiles::load)
+        .collect::<anyhow::Result<_>>()?;
     let store = config.datastore.open().await?;
     let keys = sigil_keys::DiskKeyManager::new(config.server.key_dir.clone());
     sigil_server::start(server, store, Arc::new(keys), clock)

@@ -80,6 +80,8 @@ impl TestServer {
             upstream: None,
             issuance: sigil_server::agent_api::IssuanceDefaults::default(),
             tls: sigil_tls::TlsPolicy::default(),
+            federations: Vec::new(),
+            federation_web_roots: None,
             public,
         };
         let handle = sigil_server::start(
