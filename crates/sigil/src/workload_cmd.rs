@@ -116,6 +116,9 @@ fn write_public(path: &Path, text: &str) -> anyhow::Result<()> {
 /// `sigil svid fetch [--write DIR]`.
 ///
 /// With `--write`, `svid.pem` and `bundle.pem` (0644) and `svid.key` (0600) are each written to a
+/// fresh file and renamed into `DIR`, and `federated_bundle.pem` (0644) with the X.509
+/// authorities of every trust domain the SVID federates with, when there are any. Each file is
+/// written to a
 /// fresh file and renamed into `DIR`: whatever another user planted under those names (a symlink,
 /// a pre-created file) is replaced, never written through. `DIR` itself is used as given, like
 /// SPIRE's `api fetch -write`: the caller chose it (see SECURITY.md, "Disk").
@@ -138,6 +141,18 @@ pub async fn svid_fetch(
     let Some(first) = resp.svids.first() else {
         bail!("the Workload API returned no X509-SVID");
     };
+    // The federated trust domains' authorities, in trust-domain order.
+    let mut federated: Vec<(&String, Vec<Vec<u8>>)> = Vec::new();
+    for (td, der) in &resp.federated_bundles {
+        federated.push((td, split_der_chain(der)?));
+    }
+    federated.sort_by(|a, b| a.0.cmp(b.0));
+    let federated_pem = sigil_keys::pem::encode_many(
+        "CERTIFICATE",
+        federated
+            .iter()
+            .flat_map(|(_, certs)| certs.iter().map(Vec::as_slice)),
+    );
     let mut report = Vec::new();
     for svid in &resp.svids {
         let chain = split_der_chain(&svid.x509_svid)?;
@@ -159,6 +174,9 @@ pub async fn svid_fetch(
             &dir.join("bundle.pem"),
             &sigil_keys::pem::encode_many("CERTIFICATE", bundle.iter().map(Vec::as_slice)),
         )?;
+        if !federated.is_empty() {
+            write_public(&dir.join("federated_bundle.pem"), &federated_pem)?;
+        }
     }
     match output {
         OutputFormat::Json => {
@@ -174,9 +192,23 @@ pub async fn svid_fetch(
                     })
                 })
                 .collect();
+            let federated: serde_json::Map<String, Value> = federated
+                .iter()
+                .map(|(td, certs)| {
+                    (
+                        (*td).clone(),
+                        Value::from(sigil_keys::pem::encode_many(
+                            "CERTIFICATE",
+                            certs.iter().map(Vec::as_slice),
+                        )),
+                    )
+                })
+                .collect();
             println!(
                 "{}",
-                serde_json::to_string_pretty(&json!({ "svids": svids }))?
+                serde_json::to_string_pretty(
+                    &json!({ "svids": svids, "federated_bundles": federated })
+                )?
             );
         }
         OutputFormat::Text => {

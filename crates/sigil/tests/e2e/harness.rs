@@ -183,7 +183,12 @@ impl TestServer {
     /// Like [`TestServer::start`], with `extra_server_toml_lines` appended to the `[server]`
     /// table (e.g. `agent_svid_ttl = "6s"\n`).
     pub fn start_with(dir: &Path, extra_server_toml_lines: &str) -> Self {
-        let trust_domain = "example.org".to_owned();
+        Self::start_in_domain(dir, "example.org", extra_server_toml_lines)
+    }
+
+    /// Like [`TestServer::start_with`], for `trust_domain`.
+    pub fn start_in_domain(dir: &Path, trust_domain: &str, extra_server_toml_lines: &str) -> Self {
+        let trust_domain = trust_domain.to_owned();
         let port = free_port();
         let data_dir = dir.join("server");
         let admin_socket = dir.join("admin").join("admin.sock");
@@ -286,6 +291,13 @@ impl TestServer {
             v["token"].as_str().expect("token").to_owned(),
             v["agent_id"].as_str().expect("agent_id").to_owned(),
         )
+    }
+
+    /// Appends `toml` to the server's configuration file (it takes effect at the next restart).
+    pub fn append_config(&self, toml: &str) {
+        let mut text = std::fs::read_to_string(&self.config).expect("read server.toml");
+        text.push_str(toml);
+        std::fs::write(&self.config, text).expect("write server.toml");
     }
 
     /// Writes the server's bundle as PEM to `path`.

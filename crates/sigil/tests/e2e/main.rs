@@ -18,6 +18,7 @@ mod cli_admin;
 mod core_path;
 mod expiry;
 mod failover;
+mod federation;
 mod forced_rotation;
 mod harness;
 mod interop;
