@@ -334,6 +334,7 @@ pub async fn start(
                 .clone()
                 .unwrap_or_else(sigil_tls::system_roots),
         ),
+        fetch_timeout: crate::federation::fetch::FETCH_TIMEOUT,
     }
     .start(federations_changed.clone(), shutdown_rx.clone());
     tasks.spawn(refresher);

@@ -12,7 +12,7 @@ use tokio::net::TcpStream;
 
 /// Largest bundle document fetched, in bytes.
 pub const MAX_BUNDLE_BYTES: usize = 1024 * 1024;
-/// Longest a whole fetch (connect, handshake, request, body) may take.
+/// Longest a whole fetch (connect, handshake, request, body) may take, by default.
 pub const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why a fetch failed; the message is logged and counted, and the last good bundle stays.
@@ -30,8 +30,8 @@ pub enum FetchError {
     Http(String),
     #[error("the bundle endpoint answered {0}")]
     Status(u16),
-    #[error("the bundle endpoint did not answer within {FETCH_TIMEOUT:?}")]
-    Timeout,
+    #[error("the bundle endpoint did not answer within {0:?}")]
+    Timeout(Duration),
     #[error("the bundle document is larger than {MAX_BUNDLE_BYTES} bytes")]
     TooLarge,
     #[error("the bundle document is invalid: {0}")]
@@ -90,16 +90,17 @@ impl EndpointUrl {
 }
 
 /// Fetches and checks the bundle of `trust_domain` at `url`, authenticating the server with
-/// `auth`.
+/// `auth`, all within `timeout`.
 pub async fn fetch_bundle(
     url: &EndpointUrl,
     trust_domain: &TrustDomain,
     auth: &HttpsServerAuth,
     policy: TlsPolicy,
+    timeout: Duration,
 ) -> Result<TrustBundle, FetchError> {
-    let body = tokio::time::timeout(FETCH_TIMEOUT, get(url, auth, policy))
+    let body = tokio::time::timeout(timeout, get(url, auth, policy))
         .await
-        .map_err(|_| FetchError::Timeout)??;
+        .map_err(|_| FetchError::Timeout(timeout))??;
     parse_bundle(&body, trust_domain)
 }
 

@@ -5,6 +5,8 @@
 
 pub mod fetch;
 pub mod refresher;
+#[cfg(test)]
+mod tests;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -90,6 +90,8 @@ pub struct Refresher {
     pub policy: TlsPolicy,
     /// Trust anchors for `https_web` endpoints: the system's, in production.
     pub web_roots: Arc<Vec<Vec<u8>>>,
+    /// Longest one fetch may take ([`super::fetch::FETCH_TIMEOUT`] in production).
+    pub fetch_timeout: Duration,
 }
 
 impl Refresher {
@@ -244,7 +246,7 @@ impl Refresher {
             }
         };
         let url = EndpointUrl::parse(&relationship.bundle_endpoint_url)?;
-        let fetched = fetch_bundle(&url, td, &auth, self.policy).await?;
+        let fetched = fetch_bundle(&url, td, &auth, self.policy, self.fetch_timeout).await?;
         if let Some(held) = held
             && fetched.sequence < held.sequence
         {
