@@ -48,6 +48,11 @@ pub enum ErrorCode {
     PayloadTooLarge,
     /// 500: the server failed; the cause is in the server log, not in the message.
     Internal,
+    /// 502: a peer the server called for this request (a federated bundle endpoint) failed; the
+    /// message says how.
+    UpstreamFailed,
+    /// 503: the part of the server this request needs is not running here.
+    Unavailable,
     /// A code this client does not know (sent by a newer server).
     #[serde(other)]
     Unknown,
@@ -55,7 +60,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code a server sends, in documentation order.
-    pub const ALL: [ErrorCode; 7] = [
+    pub const ALL: [ErrorCode; 9] = [
         Self::InvalidArgument,
         Self::NotFound,
         Self::MethodNotAllowed,
@@ -63,6 +68,8 @@ impl ErrorCode {
         Self::Conflict,
         Self::PayloadTooLarge,
         Self::Internal,
+        Self::UpstreamFailed,
+        Self::Unavailable,
     ];
 
     /// The HTTP status code this error is sent with.
@@ -74,6 +81,8 @@ impl ErrorCode {
             Self::AlreadyExists | Self::Conflict => 409,
             Self::PayloadTooLarge => 413,
             Self::Internal | Self::Unknown => 500,
+            Self::UpstreamFailed => 502,
+            Self::Unavailable => 503,
         }
     }
 
@@ -87,6 +96,8 @@ impl ErrorCode {
             Self::Conflict => "conflict",
             Self::PayloadTooLarge => "payload_too_large",
             Self::Internal => "internal",
+            Self::UpstreamFailed => "upstream_failed",
+            Self::Unavailable => "unavailable",
             Self::Unknown => "unknown",
         }
     }

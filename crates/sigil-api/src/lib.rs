@@ -14,6 +14,7 @@ pub mod agents;
 pub mod authorities;
 pub mod entries;
 pub mod error;
+pub mod federations;
 pub mod join_tokens;
 pub mod openapi;
 pub mod paths;
@@ -28,6 +29,9 @@ pub use agents::{Agent, AgentList};
 pub use authorities::{Authority, AuthorityList, PrepareAuthorityRequest};
 pub use entries::{Entry, EntryBatch, EntryBatchRequest, EntryList, EntryRequest, MAX_ENTRY_BATCH};
 pub use error::{ErrorBody, ErrorCode, ErrorDetail, WireError};
+pub use federations::{
+    Federation, FederationList, FederationRefreshed, FederationRequest, FederationUpdateRequest,
+};
 pub use join_tokens::{CreateJoinTokenRequest, JoinTokenCreated};
 pub use openapi::openapi_document;
 pub use query::{
@@ -48,6 +52,16 @@ where
     T: serde::Deserialize<'de>,
 {
     T::deserialize(deserializer).map(Some)
+}
+
+/// `deserialize_with` for fields that may be absent, `null` or a value: `null` is `Some(None)`
+/// (clear it), a value `Some(Some(v))`, and (with `default`) absence `None` (leave it as it is).
+pub(crate) fn nullable<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    <Option<T> as serde::Deserialize>::deserialize(deserializer).map(Some)
 }
 
 /// `deserialize_with` for optional integers: like [`present`], and a number written with an

@@ -22,7 +22,7 @@ pub fn openapi_document(td: &TrustDomain) -> Value {
             "version": env!("CARGO_PKG_VERSION"),
             "description": format!(
                 "Administration of a Sigil server: registration entries, join tokens, agents, the \
-                 trust bundle, forced rotation of the signing authorities and revocation of single \
+                 trust bundle, federation relationships, forced rotation of the signing authorities and revocation of single \
                  SVIDs. Served on the server's local admin Unix socket. Request bodies are JSON, at most {MAX_REQUEST_BODY_BYTES} bytes. Every error answers an \
                  ErrorBody."
             ),
@@ -313,6 +313,80 @@ fn path_items() -> Value {
             },
         },
     }));
+    items.insert(paths::FEDERATIONS.into(), json!({
+        "post": {
+            "operationId": "createFederation",
+            "summary": "Federate with a foreign trust domain: its bundle is fetched from its bundle endpoint (from now on, and whenever its refresh hint says) and sent to agents, so workloads trust it. A bootstrap bundle is stored when none is held",
+            "requestBody": {"required": true, "content": {"application/json": {"schema": schema_ref("FederationCreateRequest")}}},
+            "responses": {
+                "201": ok_json("The created relationship", schema_ref("Federation")),
+                "400": error_ref("InvalidArgument"),
+                "409": error_ref("AlreadyExists"),
+                "413": error_ref("PayloadTooLarge"),
+                "500": error_ref("Internal"),
+            },
+        },
+        "get": {
+            "operationId": "listFederations",
+            "summary": "List the federation relationships, ordered by trust domain",
+            "responses": {
+                "200": ok_json("Every relationship", schema_ref("FederationList")),
+                "500": error_ref("Internal"),
+            },
+        },
+    }));
+    items.insert(paths::FEDERATION.into(), json!({
+        "parameters": [federation_parameter()],
+        "get": {
+            "operationId": "getFederation",
+            "summary": "One federation relationship",
+            "responses": {
+                "200": ok_json("The relationship", schema_ref("Federation")),
+                "400": error_ref("InvalidArgument"),
+                "404": error_ref("NotFound"),
+                "500": error_ref("Internal"),
+            },
+        },
+        "patch": {
+            "operationId": "updateFederation",
+            "summary": "Change the fields given of a federation relationship (each written on its own, so concurrent changes of other fields are kept)",
+            "requestBody": {"required": true, "content": {"application/json": {"schema": schema_ref("FederationUpdateRequest")}}},
+            "responses": {
+                "200": ok_json("The relationship after the update", schema_ref("Federation")),
+                "400": error_ref("InvalidArgument"),
+                "404": error_ref("NotFound"),
+                "409": error_ref("ProfileConflict"),
+                "413": error_ref("PayloadTooLarge"),
+                "500": error_ref("Internal"),
+            },
+        },
+        "delete": {
+            "operationId": "deleteFederation",
+            "summary": "Stop federating with a trust domain: the relationship and its bundle are deleted, and agents stop trusting it",
+            "responses": {
+                "200": ok_json("The relationship as it was before deletion", schema_ref("Federation")),
+                "400": error_ref("InvalidArgument"),
+                "404": error_ref("NotFound"),
+                "500": error_ref("Internal"),
+            },
+        },
+    }));
+    items.insert(paths::FEDERATION_REFRESH.into(), json!({
+        "parameters": [federation_parameter()],
+        "post": {
+            "operationId": "refreshFederation",
+            "summary": "Fetch the foreign bundle from its endpoint now and store it if newer; a failure keeps the bundle held. The request has no body",
+            "responses": {
+                "200": ok_json("What the refresh did", schema_ref("FederationRefreshed")),
+                "400": error_ref("InvalidArgument"),
+                "404": error_ref("NotFound"),
+                "413": error_ref("PayloadTooLarge"),
+                "500": error_ref("Internal"),
+                "502": error_ref("UpstreamFailed"),
+                "503": error_ref("Unavailable"),
+            },
+        },
+    }));
     items.insert(
         paths::BUNDLE.into(),
         json!({
@@ -360,6 +434,18 @@ fn error_responses() -> Value {
             "already_exists: the credential is already revoked; or conflict: it has already expired, so there is nothing to revoke; nothing changed",
         ),
         (
+            "ProfileConflict",
+            "conflict: the relationship that would result breaks the profile rule (`endpoint_spiffe_id` is set exactly for `https_spiffe`); nothing changed",
+        ),
+        (
+            "UpstreamFailed",
+            "upstream_failed: the bundle endpoint could not be reached or served no acceptable bundle (the message says why); the bundle held is kept",
+        ),
+        (
+            "Unavailable",
+            "unavailable: this server runs no federation refresher",
+        ),
+        (
             "PayloadTooLarge",
             "payload_too_large: the body is over the limit",
         ),
@@ -382,6 +468,15 @@ fn agent_id_parameter() -> Value {
         "name": "spiffe_id", "in": "path", "required": true,
         "description": "The agent's SPIFFE ID, percent-encoded as one segment (`/` as `%2F`)",
         "schema": schema_ref("SpiffeId"),
+    })
+}
+
+/// The `{trust_domain}` path parameter of the federation routes.
+fn federation_parameter() -> Value {
+    json!({
+        "name": "trust_domain", "in": "path", "required": true,
+        "description": "The foreign trust domain, by name (or its ID percent-encoded as one segment)",
+        "schema": {"type": "string", "pattern": patterns::trust_domain()},
     })
 }
 
@@ -422,7 +517,8 @@ mod tests {
     use super::*;
     use crate::{
         Agent, AgentList, Authority, AuthorityList, CreateJoinTokenRequest, Entry, EntryBatch,
-        EntryBatchRequest, EntryList, EntryQuery, EntryRequest, ErrorBody, ErrorCode, Health,
+        EntryBatchRequest, EntryList, EntryQuery, EntryRequest, ErrorBody, ErrorCode, Federation,
+        FederationList, FederationRefreshed, FederationRequest, FederationUpdateRequest, Health,
         JoinTokenCreated, PageQuery, PrepareAuthorityRequest, Revocation, RevocationList,
         RevokeRequest, TtlValue,
     };
@@ -673,6 +769,53 @@ mod tests {
             "RevocationList",
             &RevocationList {
                 revocations: vec![revocation],
+            },
+        );
+        assert_schema_matches(
+            &doc,
+            "FederationCreateRequest",
+            &FederationRequest {
+                trust_domain: "p".into(),
+                bundle_endpoint_url: "https://p".into(),
+                profile: "https_spiffe".into(),
+                endpoint_spiffe_id: Some("spiffe://p/s".into()),
+                bootstrap_bundle: Some("{}".into()),
+            },
+        );
+        assert_schema_matches(
+            &doc,
+            "FederationUpdateRequest",
+            &FederationUpdateRequest {
+                bundle_endpoint_url: Some("https://p".into()),
+                profile: Some("https_web".into()),
+                endpoint_spiffe_id: Some(None),
+            },
+        );
+        let federation = Federation {
+            trust_domain: "p".into(),
+            bundle_endpoint_url: "https://p".into(),
+            profile: "https_web".into(),
+            endpoint_spiffe_id: None,
+            created_at: 1,
+            updated_at: 1,
+            bundle_sequence: None,
+            bundle_updated_at: None,
+        };
+        assert_schema_matches(&doc, "Federation", &federation);
+        assert_schema_matches(
+            &doc,
+            "FederationList",
+            &FederationList {
+                federations: vec![federation],
+            },
+        );
+        assert_schema_matches(
+            &doc,
+            "FederationRefreshed",
+            &FederationRefreshed {
+                trust_domain: "p".into(),
+                outcome: "updated".into(),
+                sequence: 1,
             },
         );
         assert_schema_matches(&doc, "ErrorBody", &ErrorBody::new(ErrorCode::Internal, "x"));

@@ -36,6 +36,12 @@ pub const AUTHORITY_REVOKE: &str = "/api/v1/authorities/{id}/revoke";
 /// `POST`: revoke one issued X509-SVID (by serial) or JWT-SVID (by `jti`); `GET`: list the
 /// revocations whose credential has not expired.
 pub const REVOCATIONS: &str = "/api/v1/revocations";
+/// `POST`: create a federation relationship; `GET`: list them.
+pub const FEDERATIONS: &str = "/api/v1/federations";
+/// `GET`, `PATCH`, `DELETE`: the federation relationship with one trust domain (its name).
+pub const FEDERATION: &str = "/api/v1/federations/{trust_domain}";
+/// `POST`: fetch the foreign bundle of one federation relationship now.
+pub const FEDERATION_REFRESH: &str = "/api/v1/federations/{trust_domain}/refresh";
 /// `GET`: the server's own trust bundle document.
 pub const BUNDLE: &str = "/api/v1/bundle";
 /// `GET`: liveness and trust domain.
@@ -78,6 +84,16 @@ pub fn authority_revoke(id: &str) -> String {
     AUTHORITY_REVOKE.replace("{id}", &encode_segment(id))
 }
 
+/// The path of the federation relationship with `trust_domain` (percent-encoded as one segment).
+pub fn federation(trust_domain: &str) -> String {
+    FEDERATION.replace("{trust_domain}", &encode_segment(trust_domain))
+}
+
+/// The refresh path of the federation relationship with `trust_domain`.
+pub fn federation_refresh(trust_domain: &str) -> String {
+    FEDERATION_REFRESH.replace("{trust_domain}", &encode_segment(trust_domain))
+}
+
 /// `value` percent-encoded so that it is exactly one path segment.
 pub fn encode_segment(value: &str) -> String {
     utf8_percent_encode(value, SEGMENT).to_string()
@@ -113,6 +129,15 @@ mod tests {
         assert_eq!(authority_activate("k1"), "/api/v1/authorities/k1/activate");
         assert_eq!(authority_taint("a/b"), "/api/v1/authorities/a%2Fb/taint");
         assert_eq!(authority_revoke("k_-1"), "/api/v1/authorities/k_-1/revoke");
+    }
+
+    #[test]
+    fn federation_paths_keep_the_trust_domain_in_one_segment() {
+        assert_eq!(federation("partner.org"), "/api/v1/federations/partner.org");
+        assert_eq!(
+            federation_refresh("spiffe://p.org"),
+            "/api/v1/federations/spiffe%3A%2F%2Fp.org/refresh"
+        );
     }
 
     #[test]

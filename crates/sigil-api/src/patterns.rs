@@ -59,6 +59,12 @@ pub(crate) fn trust_domain() -> String {
     format!("^(?:spiffe://)?{TRUST_DOMAIN}$")
 }
 
+/// A bundle endpoint URL: `https://`, then a host (not `/`, `?` or `#` first), all printable
+/// ASCII without spaces, `[` or `]` (pair it with `maxLength`).
+pub(crate) fn bundle_endpoint_url() -> &'static str {
+    r"^https://[\u0021\u0022\u0024-\u002E\u0030-\u003E\u0040-\u005A\u005C\u005E-\u007E][\u0021-\u005A\u005C\u005E-\u007E]*$"
+}
+
 /// The `unix` selectors the attestor emits, one pattern per value shape.
 pub(crate) fn unix_selectors() -> Vec<String> {
     let budget = |key: &str| MAX_SELECTOR_VALUE_CHARS - key.len() - 1;
@@ -415,6 +421,29 @@ mod tests {
             ("a.*.c", false),
         ] {
             assert_eq!(dns.is_match(s), ok, "{s}");
+        }
+    }
+
+    #[test]
+    fn bundle_endpoint_url_pattern_holds_its_edges() {
+        let re = full(bundle_endpoint_url());
+        for (s, ok) in [
+            ("https://partner.org/bundle", true),
+            ("https://127.0.0.1:8443", true),
+            ("https://a?b#c", true),
+            ("https://", false),
+            ("https:///x", false),
+            ("https://?x", false),
+            ("https://#x", false),
+            ("http://partner.org", false),
+            ("https://partner.org/a b", false),
+            ("https://partner.org/\u{e9}", false),
+            ("https://partner.org/\u{7f}", false),
+            ("https://[::1]:8443/bundle", false),
+            ("https://a/]", false),
+            ("https://a/\\^_`{|}~", true),
+        ] {
+            assert_eq!(re.is_match(s), ok, "{s}");
         }
     }
 

@@ -14,13 +14,17 @@ use crate::join_tokens::{DEFAULT_JOIN_TOKEN_TTL_SECS, MAX_JOIN_TOKEN_TTL_SECS};
 use crate::revocations::{MAX_JTI_CHARS, MAX_REVOCATION_REASON_CHARS, MAX_SERIAL_TEXT_CHARS};
 use crate::{ErrorCode, patterns};
 
+/// Longest bundle endpoint URL accepted, in bytes (the datastore's limit; the URL is ASCII, so
+/// also in characters).
+pub const MAX_BUNDLE_ENDPOINT_URL_BYTES: usize = 2048;
+
 /// Longest DNS name, in bytes (RFC 1035 §2.3.4, without the trailing dot).
 pub const MAX_DNS_NAME_BYTES: usize = 253;
 
 /// Every component schema, for a server of trust domain `td`.
 pub(crate) fn schemas(td: &str) -> Value {
     let string_array = json!({"type": "array", "items": {"type": "string"}});
-    json!({
+    let mut all = json!({
         "SpiffeId": {
             "type": "string",
             "description": "A SPIFFE ID in any trust domain",
@@ -267,6 +271,100 @@ pub(crate) fn schemas(td: &str) -> Value {
                         "message": {"type": "string", "description": "One line for people"},
                     },
                 },
+            },
+        },
+    });
+    if let (Some(all), Value::Object(federation)) = (all.as_object_mut(), federation_schemas(td)) {
+        all.extend(federation);
+    }
+    all
+}
+
+/// The schemas of the federation routes, for a server of trust domain `td`.
+fn federation_schemas(td: &str) -> Value {
+    let td_id = format!("spiffe://{td}");
+    json!({
+        "BundleEndpointUrl": {
+            "type": "string",
+            "description": "Where the foreign bundle is fetched: `https://` and a host, printable ASCII without spaces (percent-encode anything else). IPv6 literal hosts (`[…]`) are not accepted: use a DNS name",
+            "pattern": patterns::bundle_endpoint_url(),
+            "maxLength": MAX_BUNDLE_ENDPOINT_URL_BYTES,
+        },
+        "BundleEndpointProfile": {
+            "type": "string",
+            "description": "How the bundle endpoint is authenticated: `https_web` (a Web PKI certificate) or `https_spiffe` (an X509-SVID with `endpoint_spiffe_id`, verified with the foreign bundle held)",
+            "enum": ["https_web", "https_spiffe"],
+        },
+        "FederationCreateRequest": {
+            "type": "object",
+            "additionalProperties": false,
+            "required": ["trust_domain", "bundle_endpoint_url", "profile"],
+            "properties": {
+                "trust_domain": {
+                    "type": "string",
+                    "description": "The foreign trust domain, by name or ID; never the server's own",
+                    "pattern": patterns::trust_domain(),
+                    "not": {"enum": [td, td_id]},
+                },
+                "bundle_endpoint_url": schema_ref("BundleEndpointUrl"),
+                "profile": schema_ref("BundleEndpointProfile"),
+                "endpoint_spiffe_id": schema_ref("SpiffeId"),
+                "bootstrap_bundle": {
+                    "type": "string",
+                    "description": "The foreign bundle to trust until the first refresh (needed for `https_spiffe`): a SPIFFE bundle document as JSON text, or PEM CERTIFICATE blocks. Stored only when no bundle of that trust domain is held. Certificates and keys that cannot be read answer 400",
+                },
+            },
+            "oneOf": [
+                {"properties": {"profile": {"const": "https_web"}}, "not": {"required": ["endpoint_spiffe_id"]}},
+                {"properties": {"profile": {"const": "https_spiffe"}}, "required": ["endpoint_spiffe_id"]},
+            ],
+        },
+        "FederationUpdateRequest": {
+            "type": "object",
+            "description": "Only the fields present change. When the relationship that results breaks the profile rule (`endpoint_spiffe_id` set exactly for `https_spiffe`) the answer is 409 and nothing changes",
+            "additionalProperties": false,
+            "properties": {
+                "bundle_endpoint_url": schema_ref("BundleEndpointUrl"),
+                "profile": schema_ref("BundleEndpointProfile"),
+                "endpoint_spiffe_id": {
+                    "description": "A SPIFFE ID sets it; null clears it",
+                    "anyOf": [schema_ref("SpiffeId"), {"type": "null"}],
+                },
+            },
+            "anyOf": [
+                {"not": {"required": ["profile"]}},
+                {"not": {"required": ["endpoint_spiffe_id"]}},
+                {"properties": {"profile": {"const": "https_web"}, "endpoint_spiffe_id": {"type": "null"}}},
+                {"properties": {"profile": {"const": "https_spiffe"}, "endpoint_spiffe_id": {"type": "string"}}},
+            ],
+        },
+        "Federation": {
+            "type": "object",
+            "required": ["trust_domain", "bundle_endpoint_url", "profile", "endpoint_spiffe_id",
+                         "created_at", "updated_at", "bundle_sequence", "bundle_updated_at"],
+            "properties": {
+                "trust_domain": {"type": "string"},
+                "bundle_endpoint_url": {"type": "string"},
+                "profile": schema_ref("BundleEndpointProfile"),
+                "endpoint_spiffe_id": {"type": ["string", "null"], "description": "null for `https_web`"},
+                "created_at": {"type": "integer", "description": "Unix seconds"},
+                "updated_at": {"type": "integer", "description": "Unix seconds"},
+                "bundle_sequence": {"type": ["integer", "null"], "minimum": 0, "description": "Sequence of the foreign bundle held; null when none is held"},
+                "bundle_updated_at": {"type": ["integer", "null"], "description": "Unix seconds the held bundle was stored; null when none is held"},
+            },
+        },
+        "FederationList": {
+            "type": "object",
+            "required": ["federations"],
+            "properties": {"federations": {"type": "array", "items": schema_ref("Federation")}},
+        },
+        "FederationRefreshed": {
+            "type": "object",
+            "required": ["trust_domain", "outcome", "sequence"],
+            "properties": {
+                "trust_domain": {"type": "string"},
+                "outcome": {"type": "string", "enum": ["updated", "unchanged"], "description": "updated: a newer bundle was stored; unchanged: the endpoint served the bundle held"},
+                "sequence": {"type": "integer", "minimum": 0, "description": "Sequence of the bundle held after the refresh"},
             },
         },
     })

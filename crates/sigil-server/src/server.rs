@@ -474,6 +474,7 @@ pub async fn start(
             agents: Some(agents.clone()),
             publishes_revocations: true,
             ca: ca.clone(),
+            federation: Some(federation.clone()),
         };
         let mut stop = shutdown_rx.clone();
         let path = config.admin_socket.clone();

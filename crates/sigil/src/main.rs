@@ -16,7 +16,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
-use crate::admin_cli::{agent, authority, bundle, entry, svid, token};
+use crate::admin_cli::{agent, authority, bundle, entry, federation, svid, token};
 
 /// `--output` of list/show/create/fetch commands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -40,10 +40,6 @@ struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-#[expect(
-    clippy::large_enum_variant,
-    reason = "parsed once at startup; boxing would only obscure the command tree"
-)]
 enum Command {
     /// Run the server.
     #[command(subcommand)]
@@ -65,6 +61,9 @@ enum Command {
     /// List the signing authorities, or force their rotation (prepare, activate, taint, revoke).
     #[command(subcommand)]
     Authority(authority::AuthorityCommand),
+    /// Manage federation relationships with foreign trust domains, or refresh their bundles now.
+    #[command(subcommand)]
+    Federation(federation::FederationCommand),
     /// Fetch X509-SVIDs from the Workload API (as a workload), or revoke SVIDs through the admin
     /// API.
     #[command(subcommand)]
@@ -215,6 +214,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Token(cmd) => token::run(cmd).await,
         Command::Bundle(cmd) => bundle::run(cmd).await,
         Command::Authority(cmd) => authority::run(cmd).await,
+        Command::Federation(cmd) => federation::run(cmd).await,
         Command::Svid(SvidCommand::Fetch {
             write_dir,
             workload,
@@ -441,6 +441,101 @@ mod tests {
         };
         assert_eq!(args.out.output, OutputFormat::Json);
         assert_eq!(args.conn.admin_socket, PathBuf::from("/x.sock"));
+    }
+
+    #[test]
+    fn federation_commands_parse_their_flags() {
+        let cli = Cli::try_parse_from([
+            "sigil",
+            "federation",
+            "create",
+            "--trust-domain",
+            "partner.org",
+            "--bundle-endpoint-url",
+            "https://partner.org/bundle",
+            "--profile",
+            "https_spiffe",
+            "--endpoint-spiffe-id",
+            "spiffe://partner.org/sigil/server",
+            "--bootstrap-bundle",
+            "partner.pem",
+            "--output",
+            "json",
+        ])
+        .unwrap();
+        assert_eq!(cli.command.default_log_filter(), "warn");
+        let Command::Federation(federation::FederationCommand::Create(args)) = cli.command else {
+            panic!("parsed as {cli:?}");
+        };
+        assert_eq!(args.trust_domain, "partner.org");
+        assert_eq!(args.bundle_endpoint_url, "https://partner.org/bundle");
+        assert_eq!(args.profile, "https_spiffe");
+        assert_eq!(
+            args.endpoint_spiffe_id.as_deref(),
+            Some("spiffe://partner.org/sigil/server")
+        );
+        assert_eq!(args.bootstrap_bundle, Some(PathBuf::from("partner.pem")));
+        assert_eq!(args.out.output, OutputFormat::Json);
+
+        let cli = Cli::try_parse_from([
+            "sigil",
+            "federation",
+            "update",
+            "--trust-domain",
+            "partner.org",
+            "--profile",
+            "https_web",
+            "--clear-endpoint-spiffe-id",
+        ])
+        .unwrap();
+        let Command::Federation(federation::FederationCommand::Update(args)) = cli.command else {
+            panic!("parsed as {cli:?}");
+        };
+        assert_eq!(args.profile.as_deref(), Some("https_web"));
+        assert!(args.clear_endpoint_spiffe_id);
+        assert_eq!(args.endpoint_spiffe_id, None);
+
+        let err = Cli::try_parse_from([
+            "sigil",
+            "federation",
+            "update",
+            "--trust-domain",
+            "p.org",
+            "--endpoint-spiffe-id",
+            "spiffe://p.org/s",
+            "--clear-endpoint-spiffe-id",
+        ])
+        .unwrap_err();
+        assert_eq!(
+            first_paragraph(&err.render().to_string()),
+            "error: the argument '--endpoint-spiffe-id <ID>' cannot be used with '--clear-endpoint-spiffe-id'"
+        );
+        let err = Cli::try_parse_from([
+            "sigil",
+            "federation",
+            "create",
+            "--trust-domain",
+            "p.org",
+            "--bundle-endpoint-url",
+            "https://p.org",
+            "--profile",
+            "https",
+        ])
+        .unwrap_err();
+        assert_eq!(
+            first_paragraph(&err.render().to_string()),
+            "error: invalid value 'https' for '--profile <PROFILE>' [possible values: https_web, https_spiffe]"
+        );
+        for sub in ["show", "delete", "refresh"] {
+            let cli = Cli::try_parse_from(["sigil", "federation", sub, "--trust-domain", "p.org"])
+                .unwrap();
+            assert!(matches!(cli.command, Command::Federation(_)), "{sub}");
+        }
+        let cli = Cli::try_parse_from(["sigil", "federation", "list"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Federation(federation::FederationCommand::List(_))
+        ));
     }
 
     #[test]

@@ -11,6 +11,7 @@ mod body;
 mod bundle;
 mod entries;
 mod entry_fields;
+mod federations;
 mod join_tokens;
 mod paging;
 mod revocations;
@@ -26,6 +27,7 @@ use sigil_store::Datastore;
 
 use crate::agent_index::AgentIndex;
 use crate::ca::CaManager;
+use crate::federation::refresher::RefreshHandle;
 
 pub use routes::router;
 pub use socket::{BoundSocket, bind, serve, serve_bound};
@@ -47,6 +49,9 @@ pub struct AdminState {
     /// has it.
     pub publishes_revocations: bool,
     pub ca: Arc<CaManager>,
+    /// The running federation refresher, asked by `POST /api/v1/federations/{td}/refresh`.
+    /// `None` answers that route 503.
+    pub federation: Option<RefreshHandle>,
 }
 
 /// Why the admin API could not be served.

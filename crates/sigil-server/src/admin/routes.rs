@@ -13,7 +13,9 @@ use serde_json::Value;
 use sigil_api::{ErrorCode, Health, MAX_REQUEST_BODY_BYTES, paths};
 
 use super::api_error::{ApiError, quote};
-use super::{AdminState, agents, authorities, bundle, entries, join_tokens, revocations};
+use super::{
+    AdminState, agents, authorities, bundle, entries, federations, join_tokens, revocations,
+};
 
 /// One served route.
 pub(crate) struct Route {
@@ -67,6 +69,12 @@ pub(crate) fn route_table() -> Vec<Route> {
         post(paths::AUTHORITY_REVOKE, authorities::revoke),
         post(paths::REVOCATIONS, revocations::revoke),
         get(paths::REVOCATIONS, revocations::list),
+        post(paths::FEDERATIONS, federations::create),
+        get(paths::FEDERATIONS, federations::list),
+        get(paths::FEDERATION, federations::show),
+        patch(paths::FEDERATION, federations::update),
+        delete(paths::FEDERATION, federations::delete),
+        post(paths::FEDERATION_REFRESH, federations::refresh),
     ]
 }
 
@@ -90,6 +98,7 @@ macro_rules! route_builder {
 route_builder!(get, Method::GET, routing::get);
 route_builder!(post, Method::POST, routing::post);
 route_builder!(put, Method::PUT, routing::put);
+route_builder!(patch, Method::PATCH, routing::patch);
 route_builder!(delete, Method::DELETE, routing::delete);
 
 /// `GET /api/v1/openapi.json`: the document for this server's trust domain.
@@ -168,9 +177,11 @@ mod tests {
         for (method, path) in documented_routes() {
             let uri = path
                 .replace("{id}", "some-id")
-                .replace("{spiffe_id}", "spiffe%3A%2F%2Fexample.org%2Fa");
+                .replace("{spiffe_id}", "spiffe%3A%2F%2Fexample.org%2Fa")
+                .replace("{trust_domain}", "partner.org");
             let method = Method::from_bytes(method.as_bytes()).unwrap();
-            let body = (method == Method::POST || method == Method::PUT).then(|| json!({}));
+            let body = (method == Method::POST || method == Method::PUT || method == Method::PATCH)
+                .then(|| json!({}));
             let (status, body) = h.call(method.clone(), &uri, body).await;
             assert_ne!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {uri}");
             let message = body["error"]["message"].as_str().unwrap_or_default();

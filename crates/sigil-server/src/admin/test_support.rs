@@ -59,6 +59,7 @@ pub(crate) async fn state_and_clock() -> (AdminState, FakeClock) {
         agents: None,
         publishes_revocations: false,
         ca,
+        federation: None,
     };
     (state, clock)
 }

@@ -67,6 +67,15 @@ impl AdminClient {
         decode(&self.call(Method::PUT, path, Some(encode(body)?)).await?)
     }
 
+    /// `PATCH path` with `body` as JSON, answer decoded as `T`.
+    pub async fn patch<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> anyhow::Result<T> {
+        decode(&self.call(Method::PATCH, path, Some(encode(body)?)).await?)
+    }
+
     /// `DELETE path`, answer decoded as `T`.
     pub async fn delete<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
         decode(&self.call(Method::DELETE, path, None).await?)

@@ -1,4 +1,4 @@
-//! Admin commands (`sigil entry|agent list/show/ban/evict|token|bundle|authority|svid
+//! Admin commands (`sigil entry|agent list/show/ban/evict|token|bundle|authority|federation|svid
 //! revoke/revocations`): clap arguments, calls to the server's admin API over its Unix socket, and
 //! output as aligned text or the API's JSON.
 
@@ -7,6 +7,7 @@ pub mod authority;
 pub mod bundle;
 mod client;
 pub mod entry;
+pub mod federation;
 mod output;
 pub mod svid;
 pub mod token;

@@ -51,6 +51,7 @@ impl AdminServer {
             agents: None,
             publishes_revocations: false,
             ca,
+            federation: None,
         };
         let (stop, stopped) = oneshot::channel::<()>();
         let path = socket.clone();

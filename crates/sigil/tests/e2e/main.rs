@@ -19,6 +19,7 @@ mod core_path;
 mod expiry;
 mod failover;
 mod federation;
+mod federation_cli;
 mod forced_rotation;
 mod harness;
 mod interop;

@@ -2,7 +2,8 @@
 //! `sigil server run` and the admin API's own OpenAPI document: the document must state exactly
 //! what the server accepts (schema-valid requests accepted, schema-invalid ones refused, answers
 //! as documented). The admin API listens on a Unix socket, so the test bridges a loopback TCP
-//! port to it with a small tokio forwarder.
+//! port to it with a small tokio forwarder. interop/schemathesis/schemathesis.toml holds the few
+//! per-operation exceptions, each with its reason.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -47,8 +48,12 @@ async fn forward(listener: TcpListener, target: PathBuf) {
 
 fn run_schemathesis(bin: &Path, cwd: &Path, port: u16) -> std::process::Output {
     let seed = std::env::var("SIGIL_SCHEMATHESIS_SEED").unwrap_or_else(|_| DEFAULT_SEED.into());
+    let config = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../interop/schemathesis/schemathesis.toml");
     Command::new(bin)
         .current_dir(cwd)
+        .arg("--config-file")
+        .arg(&config)
         .args([
             "run",
             "--checks",
