@@ -195,3 +195,60 @@ async fn plain_http_is_refused_off_loopback() {
         refused.err()
     );
 }
+
+#[tokio::test]
+async fn the_next_jwt_key_is_in_the_jwks_before_it_signs() {
+    let server =
+        TestServer::try_start_public(public(PublicTls::Svid, Some("https://oidc.example.org")))
+            .await
+            .unwrap();
+    let agent = server.attest().await;
+    let entry = server
+        .create_entry("spiffe://example.org/w", &agent.id)
+        .await;
+    server.agents_caught_up().await;
+    let next = server
+        .handle
+        .ca
+        .command(&sigil_server::ca::Command::Prepare {
+            kind: sigil_spiffe::AuthorityKind::Jwt,
+        })
+        .await
+        .unwrap();
+    let tls = spiffe_tls(&server).await.unwrap();
+    let (status, keys) = get(tls, "/keys").await;
+    assert_eq!(status, 200);
+    let kids: Vec<&str> = keys["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap())
+        .collect();
+    assert!(
+        kids.contains(&next.id.as_str()),
+        "{kids:?} lacks {}",
+        next.id
+    );
+    assert_eq!(kids.len(), 2, "the active key and the next one: {kids:?}");
+    // The prepared key does not sign yet.
+    let minted = server
+        .client(&agent)
+        .await
+        .new_jwt_svid(pb::NewJwtSvidRequest {
+            entry_id: entry.id,
+            audience: vec!["rp".to_owned()],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let header = minted.token.split('.').next().unwrap().to_owned();
+    let header: serde_json::Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(header)
+            .unwrap(),
+    )
+    .unwrap();
+    assert_ne!(header["kid"], next.id.as_str());
+    assert!(kids.contains(&header["kid"].as_str().unwrap()));
+    server.stop().await;
+}
