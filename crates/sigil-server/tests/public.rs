@@ -59,7 +59,15 @@ where
 async fn spiffe_tls(
     server: &TestServer,
 ) -> Result<sigil_tls::client::TlsStream<TcpStream>, std::io::Error> {
-    let roots = Arc::new(LiveRoots::new(&server.handle.bundle().x509_authorities));
+    spiffe_tls_trusting(server, &server.handle.bundle().x509_authorities).await
+}
+
+/// Like [`spiffe_tls`], trusting `roots` instead.
+async fn spiffe_tls_trusting(
+    server: &TestServer,
+    roots: &[Vec<u8>],
+) -> Result<sigil_tls::client::TlsStream<TcpStream>, std::io::Error> {
+    let roots = Arc::new(LiveRoots::new(roots));
     let verifier = Arc::new(SpiffeServerVerifier::new(
         roots,
         sigil_server::naming::server_id(&support::td()),
@@ -94,20 +102,7 @@ async fn the_bundle_endpoint_serves_https_spiffe_with_the_server_svid() {
 
     // A client that trusts another trust domain's bundle refuses the server.
     let stranger = TestServer::start().await;
-    let roots = Arc::new(LiveRoots::new(&stranger.handle.bundle().x509_authorities));
-    let verifier = Arc::new(SpiffeServerVerifier::new(
-        roots,
-        sigil_server::naming::server_id(&support::td()),
-    ));
-    let mut config =
-        sigil_tls::client_config(None, verifier, sigil_tls::TlsPolicy::default()).unwrap();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let tcp = TcpStream::connect(server.handle.public_addr.unwrap())
-        .await
-        .unwrap();
-    let refused = TlsConnector::from(Arc::new(config))
-        .connect(ServerName::try_from("sigil").unwrap(), tcp)
-        .await;
+    let refused = spiffe_tls_trusting(&server, &stranger.handle.bundle().x509_authorities).await;
     assert!(
         refused.is_err(),
         "a foreign bundle must not verify the server"

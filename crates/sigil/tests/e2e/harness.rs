@@ -669,3 +669,21 @@ impl Drop for PySpiffeWatch {
         let _ = self.child.wait();
     }
 }
+
+/// openssl verifies the SVID in `dir` against the bundle file `bundle`.
+pub fn openssl_verifies(dir: &Path, bundle: &Path) {
+    let o = Command::new("openssl")
+        .args(["verify", "-x509_strict", "-CAfile"])
+        .arg(bundle)
+        .arg("-untrusted")
+        .arg(dir.join("svid.pem"))
+        .arg(dir.join("svid.pem"))
+        .output()
+        .expect("openssl must be installed (scripts/test.sh installs it)");
+    assert!(
+        o.status.success(),
+        "openssl verify: {}{}",
+        stdout(&o),
+        stderr(&o)
+    );
+}

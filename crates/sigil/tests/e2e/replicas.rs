@@ -6,7 +6,6 @@
 //! verify under the same bundle with openssl.
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::harness::*;
@@ -49,24 +48,6 @@ fn intermediate_of(dir: &Path) -> String {
     let der = sigil_keys::pem::decode_all("CERTIFICATE", &pem).unwrap();
     assert_eq!(der.len(), 2, "leaf and intermediate");
     sigil_keys::sha256_hex(&der[1])
-}
-
-/// openssl verifies the SVID in `dir` against the bundle file `bundle`.
-fn openssl_verifies(dir: &Path, bundle: &Path) {
-    let o = Command::new("openssl")
-        .args(["verify", "-x509_strict", "-CAfile"])
-        .arg(bundle)
-        .arg("-untrusted")
-        .arg(dir.join("svid.pem"))
-        .arg(dir.join("svid.pem"))
-        .output()
-        .expect("openssl must be installed (scripts/test.sh installs it)");
-    assert!(
-        o.status.success(),
-        "openssl verify: {}{}",
-        stdout(&o),
-        stderr(&o)
-    );
 }
 
 #[test]
