@@ -56,11 +56,22 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn spawn(name: &'static str, dir: &Path, args: &[&str]) -> Self {
+        Self::spawn_with_env(name, dir, args, &[])
+    }
+
+    /// Like [`Daemon::spawn`], with `env` added to the process environment.
+    pub fn spawn_with_env(
+        name: &'static str,
+        dir: &Path,
+        args: &[&str],
+        env: &[(String, String)],
+    ) -> Self {
         let log = dir.join(format!("{name}.log"));
         let out = std::fs::File::create(&log).expect("log file");
         let err = out.try_clone().expect("log file");
         let child = Command::new(sigil_bin())
             .args(args)
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("SIGIL_LOG", "debug")
             .stdin(Stdio::null())
             .stdout(out)
@@ -173,6 +184,8 @@ pub struct TestServer {
     pub admin_socket: PathBuf,
     pub port: u16,
     pub trust_domain: String,
+    /// Added to the server process's environment, at every (re)start.
+    env: Vec<(String, String)>,
 }
 
 impl TestServer {
@@ -188,6 +201,16 @@ impl TestServer {
 
     /// Like [`TestServer::start_with`], for `trust_domain`.
     pub fn start_in_domain(dir: &Path, trust_domain: &str, extra_server_toml_lines: &str) -> Self {
+        Self::start_in_domain_with_env(dir, trust_domain, extra_server_toml_lines, Vec::new())
+    }
+
+    /// Like [`TestServer::start_in_domain`], with `env` added to the server's environment.
+    pub fn start_in_domain_with_env(
+        dir: &Path,
+        trust_domain: &str,
+        extra_server_toml_lines: &str,
+        env: Vec<(String, String)>,
+    ) -> Self {
         let trust_domain = trust_domain.to_owned();
         let port = free_port();
         let data_dir = dir.join("server");
@@ -204,10 +227,11 @@ impl TestServer {
             ),
         )
         .expect("write server.toml");
-        let daemon = Daemon::spawn(
+        let daemon = Daemon::spawn_with_env(
             "server",
             dir,
             &["server", "run", "-c", config.to_str().unwrap()],
+            &env,
         );
         let server = Self {
             daemon,
@@ -216,6 +240,7 @@ impl TestServer {
             admin_socket,
             port,
             trust_domain,
+            env,
         };
         server.wait_ready();
         server
@@ -243,10 +268,11 @@ impl TestServer {
             self.daemon.log()
         );
         while_down();
-        self.daemon = Daemon::spawn(
+        self.daemon = Daemon::spawn_with_env(
             "server",
             &self.dir,
             &["server", "run", "-c", self.config.to_str().unwrap()],
+            &self.env,
         );
         self.wait_ready();
     }
@@ -259,10 +285,11 @@ impl TestServer {
     /// Starts the server process again on the same configuration, data and port (after it was
     /// killed), and waits until it answers.
     pub fn respawn(&mut self) {
-        self.daemon = Daemon::spawn(
+        self.daemon = Daemon::spawn_with_env(
             "server",
             &self.dir,
             &["server", "run", "-c", self.config.to_str().unwrap()],
+            &self.env,
         );
         self.wait_ready();
     }

@@ -288,4 +288,57 @@ fn relying_parties_validate_jwt_svids_through_discovery_alone() {
         .unwrap();
     let error: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(error["error"], "not_found");
+
+    // Federation over https_web: another trust domain's server fetches this bundle endpoint,
+    // trusting the web certificate through the system trust store (SSL_CERT_FILE names the test
+    // CA, as an operator's trust store would hold a public one) ...
+    let federate = format!(
+        "\n[[federation]]\ntrust_domain = \"example.org\"\n\
+         bundle_endpoint_url = \"{issuer}/bundle\"\nprofile = \"https_web\"\n"
+    );
+    let peer = TestServer::start_in_domain_with_env(
+        &tmp.path().join("peer"),
+        "other.org",
+        &federate,
+        vec![("SSL_CERT_FILE".to_owned(), ca.display().to_string())],
+    );
+    let held = wait_for(
+        std::time::Duration::from_secs(30),
+        "example.org's bundle fetched over https_web",
+        || {
+            let o = peer.admin(&[
+                "federation",
+                "show",
+                "--trust-domain",
+                "example.org",
+                "--output",
+                "json",
+            ]);
+            let v: Value = serde_json::from_slice(&o.stdout).ok()?;
+            v["bundle_sequence"].as_u64()
+        },
+    );
+    assert_eq!(held, bundle["spiffe_sequence"].as_u64().unwrap());
+    // ... and a server whose trust store lacks that CA refuses the endpoint.
+    let wary = TestServer::start_in_domain_with_env(
+        &tmp.path().join("wary"),
+        "third.org",
+        &federate,
+        vec![(
+            "SSL_CERT_FILE".to_owned(),
+            tmp.path().join("pki").join("web.pem").display().to_string(),
+        )],
+    );
+    let o = wary.admin(&["federation", "refresh", "--trust-domain", "example.org"]);
+    assert_one_line_error(&o, "TLS");
+    let o = wary.admin(&[
+        "federation",
+        "show",
+        "--trust-domain",
+        "example.org",
+        "--output",
+        "json",
+    ]);
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(v["bundle_sequence"].is_null(), "{v}");
 }
