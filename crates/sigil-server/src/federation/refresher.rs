@@ -187,7 +187,11 @@ impl Refresher {
     ) -> (Result<Refreshed, RefreshError>, Duration) {
         let td = &relationship.trust_domain;
         let held = self.foreign.get(td);
-        let outcome = self.try_refresh(relationship, held.as_deref()).await;
+        let fetched = self.try_refresh(relationship, held.as_deref()).await;
+        // The next refresh follows the hint of what was fetched (the held bundles follow the
+        // change feed and may not show it yet).
+        let fetched_hint = fetched.as_ref().ok().map(|(_, hint)| *hint);
+        let outcome = fetched.map(|(refreshed, _)| refreshed);
         let label = |result| RefreshLabel {
             trust_domain: td.to_string(),
             result,
@@ -214,22 +218,21 @@ impl Refresher {
                     .inc();
             }
         }
-        let hint = match (&outcome, held.as_deref()) {
-            (Ok(_), _) => self
-                .foreign
-                .get(td)
-                .map_or(DEFAULT_REFRESH, |b| hint_of(&b)),
-            (Err(_), Some(b)) => hint_of(b).min(RETRY_AFTER_FAILURE),
-            (Err(_), None) => RETRY_AFTER_FAILURE,
+        let hint = match (fetched_hint, held.as_deref()) {
+            (Some(hint), _) => hint,
+            (None, Some(b)) => hint_of(b).min(RETRY_AFTER_FAILURE),
+            (None, None) => RETRY_AFTER_FAILURE,
         };
         (outcome, hint.clamp(MIN_REFRESH, MAX_REFRESH))
     }
 
+    /// Fetches and stores the bundle of `relationship`; returns what happened and the hint of
+    /// the bundle fetched.
     async fn try_refresh(
         &self,
         relationship: &FederationRelationship,
         held: Option<&TrustBundle>,
-    ) -> Result<Refreshed, RefreshError> {
+    ) -> Result<(Refreshed, Duration), RefreshError> {
         let td = &relationship.trust_domain;
         let auth = match relationship.profile {
             BundleEndpointProfile::HttpsWeb => HttpsServerAuth::WebPki((*self.web_roots).clone()),
@@ -271,15 +274,22 @@ impl Refresher {
         } else {
             self.store.put_bundle_if_newer(stored).await?
         };
+        let hint = hint_of(&fetched);
         if wrote {
             tracing::info!(trust_domain = %td, sequence = fetched.sequence, "stored a newer federated bundle");
-            Ok(Refreshed::Updated {
-                sequence: fetched.sequence,
-            })
+            Ok((
+                Refreshed::Updated {
+                    sequence: fetched.sequence,
+                },
+                hint,
+            ))
         } else {
-            Ok(Refreshed::Unchanged {
-                sequence: fetched.sequence,
-            })
+            Ok((
+                Refreshed::Unchanged {
+                    sequence: fetched.sequence,
+                },
+                hint,
+            ))
         }
     }
 }

@@ -70,12 +70,17 @@ impl PeerCa {
 
     /// The bundle document of this CA's trust domain with `sequence`.
     fn document(&self, sequence: u64) -> Vec<u8> {
+        self.document_hinting(sequence, 60)
+    }
+
+    /// Like [`PeerCa::document`], with `spiffe_refresh_hint` `hint` seconds.
+    fn document_hinting(&self, sequence: u64, hint: u64) -> Vec<u8> {
         let bundle = TrustBundle {
             trust_domain: self.root.trust_domain().clone(),
             x509_authorities: vec![self.root.cert_der().to_vec()],
             jwt_authorities: Vec::new(),
             sequence,
-            refresh_hint: 60,
+            refresh_hint: hint,
         };
         sigil_keys::bundle_json::to_document(&bundle)
             .unwrap()
@@ -85,6 +90,20 @@ impl PeerCa {
 
 /// Serves `answer` (changeable) over TLS with `certificate` on a loopback port.
 async fn endpoint(certificate: Arc<LiveSvid>) -> (u16, watch::Sender<Answer>) {
+    let (port, answer, _) = counted_endpoint(certificate).await;
+    (port, answer)
+}
+
+/// Like [`endpoint`], also counting the requests answered.
+async fn counted_endpoint(
+    certificate: Arc<LiveSvid>,
+) -> (
+    u16,
+    watch::Sender<Answer>,
+    Arc<std::sync::atomic::AtomicUsize>,
+) {
+    let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = hits.clone();
     let config =
         sigil_tls::public_server_config(certificate, sigil_tls::TlsPolicy::default()).unwrap();
     let acceptor = TlsAcceptor::from(Arc::new(config));
@@ -98,6 +117,7 @@ async fn endpoint(certificate: Arc<LiveSvid>) -> (u16, watch::Sender<Answer>) {
             };
             let acceptor = acceptor.clone();
             let answer = rx.borrow().clone();
+            let counter = counter.clone();
             tokio::spawn(async move {
                 let Ok(mut tls) = acceptor.accept(tcp).await else {
                     return;
@@ -110,6 +130,7 @@ async fn endpoint(certificate: Arc<LiveSvid>) -> (u16, watch::Sender<Answer>) {
                         Ok(n) => request.extend_from_slice(&buf[..n]),
                     }
                 }
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let response = match answer {
                     Answer::Body(body) => {
                         let mut r = format!(
@@ -133,7 +154,7 @@ async fn endpoint(certificate: Arc<LiveSvid>) -> (u16, watch::Sender<Answer>) {
             });
         }
     });
-    (port, tx)
+    (port, tx, hits)
 }
 
 struct Fixture {
@@ -141,6 +162,8 @@ struct Fixture {
     foreign: Arc<ForeignBundles>,
     metrics: Arc<Metrics>,
     handle: RefreshHandle,
+    /// Wakes the refresher as the change feed does when a relationship changes.
+    changed: Arc<Notify>,
     _stop: watch::Sender<bool>,
 }
 
@@ -154,6 +177,7 @@ impl Fixture {
         );
         let metrics = Arc::new(Metrics::new());
         let (stop, stop_rx) = watch::channel(false);
+        let changed = Arc::new(Notify::new());
         let (handle, run) = Refresher {
             store: store.clone(),
             foreign: foreign.clone(),
@@ -163,13 +187,14 @@ impl Fixture {
             web_roots: Arc::new(web_roots),
             fetch_timeout: Duration::from_millis(500),
         }
-        .start(Arc::new(Notify::new()), stop_rx);
+        .start(changed.clone(), stop_rx);
         tokio::spawn(run);
         Self {
             store,
             foreign,
             metrics,
             handle,
+            changed,
             _stop: stop,
         }
     }
@@ -366,4 +391,44 @@ async fn endpoints_are_authenticated_as_their_profile_says() {
     let refused = f.refresh().await.unwrap_err();
     assert!(refused.contains("cannot connect"), "{refused}");
     assert_eq!(f.stored_sequence().await, Some(1));
+}
+
+#[tokio::test]
+async fn the_refresher_fetches_again_when_the_hint_says() {
+    let ca = PeerCa::new(&peer());
+    let (port, answer, hits) = counted_endpoint(ca.server("spiffe://peer.org/sigil/server")).await;
+    // The shortest hint the refresher honours.
+    answer.send_replace(Answer::Body(ca.document_hinting(1, 5)));
+    let f = Fixture::new(vec![ca.root.cert_der().to_vec()]).await;
+    f.relate(
+        format!("https://localhost:{port}/bundle"),
+        BundleEndpointProfile::HttpsWeb,
+        None,
+    )
+    .await;
+    f.changed.notify_one();
+    let count = || hits.load(std::sync::atomic::Ordering::SeqCst);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while count() == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "never fetched");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(f.stored_sequence().await, Some(1));
+    // Not again before the hint (5 s) ...
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(count(), 1, "fetched again before the hint");
+    // ... and again after it, on its own.
+    answer.send_replace(Answer::Body(ca.document_hinting(2, 5)));
+    while count() < 2 {
+        assert!(tokio::time::Instant::now() < deadline, "not fetched again");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while f.stored_sequence().await != Some(2) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the newer bundle was not stored"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
