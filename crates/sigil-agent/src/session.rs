@@ -719,6 +719,66 @@ pub(crate) mod tests {
     }
 
     #[tokio::test]
+    async fn federated_bundles_are_published_replaced_and_bad_ones_left_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut session, _clock) = resumed_session(dir.path());
+        let mut client = unreachable_client(&session);
+        let mut rx = session.snapshots();
+        let own = session.bundle.clone();
+        let with = |federated: Vec<(&str, pb::Bundle)>| pb::SyncAuthorizedEntriesResponse {
+            bundle: Some(pb_bundle(
+                &own,
+                "example.org",
+                own.x509_authorities[0].clone(),
+            )),
+            federated_bundles: federated
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect(),
+            ..Default::default()
+        };
+        let peer = |root: u8| pb_bundle(&own, "peer.org", vec![root]);
+        let msg = with(vec![
+            ("peer.org", peer(1)),
+            // Keyed under another name than its own trust domain, and this agent's own.
+            ("liar.org", peer(2)),
+            ("example.org", pb_bundle(&own, "example.org", vec![3])),
+        ]);
+        assert!(session.apply(&mut client, msg).await.is_ok());
+        let federated = rx.borrow_and_update().federated_bundles.clone();
+        let names: Vec<&str> = federated.keys().map(|td| td.as_str()).collect();
+        assert_eq!(names, vec!["peer.org"]);
+        assert_eq!(
+            federated.values().next().unwrap().x509_authorities,
+            vec![vec![1]]
+        );
+
+        // A new bundle of the peer reaches the published snapshot (and so every open stream).
+        assert!(
+            session
+                .apply(&mut client, with(vec![("peer.org", peer(9))]))
+                .await
+                .is_ok()
+        );
+        assert!(rx.has_changed().unwrap());
+        let federated = rx.borrow_and_update().federated_bundles.clone();
+        assert_eq!(
+            federated.values().next().unwrap().x509_authorities,
+            vec![vec![9]]
+        );
+        // The same again publishes nothing new; a message without any removes it.
+        assert!(
+            session
+                .apply(&mut client, with(vec![("peer.org", peer(9))]))
+                .await
+                .is_ok()
+        );
+        assert!(!rx.has_changed().unwrap());
+        assert!(session.apply(&mut client, with(Vec::new())).await.is_ok());
+        assert!(rx.borrow_and_update().federated_bundles.is_empty());
+    }
+
+    #[tokio::test]
     async fn a_bundle_of_another_trust_domain_is_fatal_and_not_applied() {
         let dir = tempfile::tempdir().unwrap();
         let (mut session, _clock) = resumed_session(dir.path());
