@@ -149,11 +149,8 @@ impl X509Authority {
         let trust_domain = single_trust_domain_san(&cert)?;
         let not_before = cert.validity().not_before.timestamp();
         let not_after = cert.validity().not_after.timestamp();
-        let self_signed = cert.subject().as_raw() == cert.issuer().as_raw()
-            && key
-                .public_key_ref()
-                .verify_x509(cert.tbs_certificate.as_ref(), &cert.signature_value.data)
-                .is_ok();
+        let self_signed =
+            crate::upstream::signed_by(&cert, cert.subject().as_raw(), key.public_key_ref());
         drop(cert);
 
         let issuer = rcgen::Issuer::from_ca_cert_der(

@@ -155,13 +155,8 @@ impl UpstreamAuthority {
         ) else {
             return false;
         };
-        if cert.issuer().as_raw() != upstream.subject().as_raw() {
-            return false;
-        }
-        PublicKey::from_spki_der(upstream.public_key().raw).is_ok_and(|key| {
-            key.verify_x509(cert.tbs_certificate.as_ref(), &cert.signature_value.data)
-                .is_ok()
-        })
+        PublicKey::from_spki_der(upstream.public_key().raw)
+            .is_ok_and(|key| signed_by(&cert, upstream.subject().as_raw(), &key))
     }
 }
 
@@ -233,11 +228,21 @@ pub fn is_self_signed(der: &[u8]) -> bool {
 }
 
 fn signed_by_own_key(cert: &X509Certificate<'_>) -> bool {
-    cert.subject().as_raw() == cert.issuer().as_raw()
-        && PublicKey::from_spki_der(cert.public_key().raw).is_ok_and(|key| {
-            key.verify_x509(cert.tbs_certificate.as_ref(), &cert.signature_value.data)
-                .is_ok()
-        })
+    PublicKey::from_spki_der(cert.public_key().raw)
+        .is_ok_and(|key| signed_by(cert, cert.subject().as_raw(), &key))
+}
+
+/// Whether `cert` names `issuer_name` (raw DER) as its issuer and `issuer_key` verifies its
+/// signature.
+pub(crate) fn signed_by(
+    cert: &X509Certificate<'_>,
+    issuer_name: &[u8],
+    issuer_key: &PublicKey,
+) -> bool {
+    cert.issuer().as_raw() == issuer_name
+        && issuer_key
+            .verify_x509(cert.tbs_certificate.as_ref(), &cert.signature_value.data)
+            .is_ok()
 }
 
 /// Parses a CA certificate of the upstream's chain or bundle.
