@@ -27,6 +27,7 @@ pub mod issuer;
 pub mod join_token;
 pub mod metrics;
 pub mod naming;
+pub mod oauth;
 pub mod public;
 pub mod revocation;
 mod server;

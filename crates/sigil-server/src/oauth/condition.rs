@@ -1,0 +1,1 @@
+//! Conditions over attributes (placeholder until written).

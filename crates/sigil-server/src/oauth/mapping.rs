@@ -1,0 +1,1 @@
+//! Attribute mapping and SPIFFE ID templates (placeholder until written).
