@@ -1,6 +1,8 @@
 //! JWT-SVID minting (SPIFFE JWT-SVID spec): compact JWS with header
 //! `{"alg":"ES256","kid":…,"typ":"JWT"}` and claims `sub`, `aud` (always an array), `exp` (never
-//! past the authority's NotAfter), `iat` and a random `jti`.
+//! past the authority's NotAfter), `iat` and a random `jti`; and the tokens token exchange issues
+//! with the same key: JWT-SVIDs carrying `scope`, `client_id` and `act`, and OAuth access tokens
+//! (RFC 9068, header `typ: at+jwt`).
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -28,6 +30,25 @@ pub struct JwtAuthority {
     not_after: i64,
     /// The base64url header, built once: it never changes for an authority.
     encoded_header: String,
+    /// The same with `typ: at+jwt`, for access tokens.
+    encoded_access_token_header: String,
+}
+
+/// What a token issued by token exchange says beyond `sub`, `aud`, `exp`, `iat` and `jti`.
+#[derive(Debug, Clone, Copy)]
+pub struct ExchangedClaims<'a> {
+    /// `true`: an RFC 9068 access token (`typ: at+jwt`); `false`: a JWT-SVID (`typ: JWT`).
+    pub access_token: bool,
+    /// `sub`: a SPIFFE ID (the only subjects Sigil issues for).
+    pub sub: &'a SpiffeId,
+    pub audience: &'a [String],
+    pub ttl_secs: u64,
+    /// `scope`, space-separated, if any was granted.
+    pub scope: Option<&'a str>,
+    /// `client_id`: the authenticated client, if any.
+    pub client_id: Option<&'a str>,
+    /// `act` (RFC 8693 §4.1): the actor, nesting earlier actors.
+    pub act: Option<&'a serde_json::Value>,
 }
 
 /// A freshly minted JWT-SVID.
@@ -54,6 +75,12 @@ struct Claims<'a> {
     exp: i64,
     iat: i64,
     jti: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scope: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    act: Option<&'a serde_json::Value>,
 }
 
 /// A new random key id: 24 random bytes, base64url without padding (32 characters).
@@ -65,8 +92,13 @@ impl JwtAuthority {
     /// An authority signing with `key` under `kid` until `not_after` (Unix seconds).
     pub fn new(kid: String, key: Arc<PrivateKey>, not_after: i64) -> Self {
         let header = serde_json::json!({"alg": jws::ES256, "kid": kid, "typ": "JWT"});
+        let access_token_header =
+            serde_json::json!({"alg": jws::ES256, "kid": kid, "typ": "at+jwt"});
         Self {
             encoded_header: jws::encode_header(header.to_string().as_bytes()),
+            encoded_access_token_header: jws::encode_header(
+                access_token_header.to_string().as_bytes(),
+            ),
             kid,
             key,
             not_after,
@@ -109,10 +141,33 @@ impl JwtAuthority {
         issuer: Option<&str>,
         now: SystemTime,
     ) -> Result<MintedJwt, CaError> {
-        if audience.is_empty() {
+        self.mint_exchanged(
+            &ExchangedClaims {
+                access_token: false,
+                sub,
+                audience,
+                ttl_secs,
+                scope: None,
+                client_id: None,
+                act: None,
+            },
+            issuer,
+            now,
+        )
+    }
+
+    /// Mints what token exchange issues: a JWT-SVID or an access token (per
+    /// [`ExchangedClaims::access_token`]) with the extra claims given. Fails as [`Self::mint`].
+    pub fn mint_exchanged(
+        &self,
+        claims: &ExchangedClaims<'_>,
+        issuer: Option<&str>,
+        now: SystemTime,
+    ) -> Result<MintedJwt, CaError> {
+        if claims.audience.is_empty() {
             return Err(CaError::EmptyAudience);
         }
-        if audience.iter().any(String::is_empty) {
+        if claims.audience.iter().any(String::is_empty) {
             return Err(CaError::EmptyAudienceValue);
         }
         let now = unix_secs(now);
@@ -122,18 +177,26 @@ impl JwtAuthority {
                 now,
             });
         }
-        let expires_at = end_of_ttl(now, ttl_secs)?.min(self.not_after);
+        let expires_at = end_of_ttl(now, claims.ttl_secs)?.min(self.not_after);
         let jti = URL_SAFE_NO_PAD.encode(sigil_keys::random_bytes(JTI_BYTES)?);
-        let claims = Claims {
+        let body = Claims {
             iss: issuer,
-            sub: sub.as_str(),
-            aud: audience,
+            sub: claims.sub.as_str(),
+            aud: claims.audience,
             exp: expires_at,
             iat: now,
             jti: &jti,
+            scope: claims.scope,
+            client_id: claims.client_id,
+            act: claims.act,
         };
-        let claims_json = serde_json::to_vec(&claims)?;
-        let token = jws::sign_with_encoded_header(&self.encoded_header, &claims_json, &self.key)?;
+        let claims_json = serde_json::to_vec(&body)?;
+        let header = if claims.access_token {
+            &self.encoded_access_token_header
+        } else {
+            &self.encoded_header
+        };
+        let token = jws::sign_with_encoded_header(header, &claims_json, &self.key)?;
         Ok(MintedJwt {
             token,
             issued_at: now,
@@ -174,6 +237,48 @@ mod tests {
 
     fn sub() -> SpiffeId {
         SpiffeId::parse("spiffe://example.org/w").unwrap()
+    }
+
+    #[test]
+    fn exchanged_access_token_has_at_jwt_header_and_extra_claims() {
+        let a = authority();
+        let act = json!({"sub": "spiffe://example.org/agent"});
+        let minted = a
+            .mint_exchanged(
+                &ExchangedClaims {
+                    access_token: true,
+                    sub: &sub(),
+                    audience: &["https://api".to_owned()],
+                    ttl_secs: 120,
+                    scope: Some("read write"),
+                    client_id: Some("spiffe://example.org/client"),
+                    act: Some(&act),
+                },
+                Some("https://sigil.example.org"),
+                from_unix_secs(NOW),
+            )
+            .unwrap();
+        let parts: Vec<&str> = minted.token.split('.').collect();
+        let decode = |part: &str| -> Value {
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(part).unwrap()).unwrap()
+        };
+        let (header, claims) = (decode(parts[0]), decode(parts[1]));
+        let signing_input = format!("{}.{}", parts[0], parts[1]);
+        a.key()
+            .public_key_ref()
+            .verify_jws(
+                jws::ES256,
+                signing_input.as_bytes(),
+                &URL_SAFE_NO_PAD.decode(parts[2]).unwrap(),
+            )
+            .unwrap();
+        assert_eq!(header["typ"], "at+jwt");
+        assert_eq!(claims["scope"], "read write");
+        assert_eq!(claims["client_id"], "spiffe://example.org/client");
+        assert_eq!(claims["act"], act);
+        assert_eq!(claims["iss"], "https://sigil.example.org");
+        assert_eq!(claims["exp"], NOW + 120);
+        assert_eq!(claims["jti"], minted.jti.as_str());
     }
 
     #[test]

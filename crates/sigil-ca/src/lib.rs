@@ -21,7 +21,7 @@ mod x509_svid;
 pub use authority::{X509Authority, intermediate, self_signed_root};
 pub use crl::{MAX_CRL_ENTRIES, RevokedCert};
 pub use error::CaError;
-pub use jwt::{JwtAuthority, KID_LEN, MintedJwt, new_kid};
+pub use jwt::{ExchangedClaims, JwtAuthority, KID_LEN, MintedJwt, new_kid};
 pub use lifecycle::{Action, AuthorityStatus, next_transition, plan};
 pub use upstream::{MAX_UPSTREAM_CERTS, UpstreamAuthority, is_self_signed, upstream_signed_root};
 pub use validity::BACKDATE_SECS;

@@ -1,6 +1,6 @@
 //! The server's one issuance choke point: every credential the server hands out (an agent's
 //! SVID at attestation and at renewal, workload X509-SVIDs, workload JWT-SVIDs) is decided and
-//! signed here. Input: who asks, for which identity or entry, what; output: the credential or a
+//! signed here, and so is every token the OAuth token exchange issues. Input: who asks, for which identity or entry, what; output: the credential or a
 //! typed [`Refusal`].
 //!
 //! Every credential is recorded in the credential inventory ([`Datastore::record_issued`], with
@@ -281,6 +281,43 @@ impl Issuer {
         }])
         .await?;
         self.metrics.issued("jwt_svid", 1, started.elapsed());
+        Ok(minted)
+    }
+
+    /// A token issued by token exchange (an access token or a JWT-SVID, per `claims`) for a
+    /// subject the OAuth endpoint has verified, asked for by `issued_to` (the authenticated
+    /// client, else the subject). Recorded in the inventory under the JWT kind, by `jti`, so it
+    /// can be revoked and introspected like any JWT-SVID.
+    pub async fn exchanged_token(
+        &self,
+        claims: &sigil_ca::ExchangedClaims<'_>,
+        issued_to: &SpiffeId,
+    ) -> Result<MintedJwt, Refusal> {
+        let started = Instant::now();
+        if let Err(refusal) = check_audience(claims.audience) {
+            self.metrics.refused.inc();
+            return Err(refusal);
+        }
+        let minted = self
+            .ca
+            .mint_exchanged(claims)
+            .map_err(|e| Refusal::Signing(e.to_string()))?;
+        self.record(vec![IssuedCredential {
+            kind: CredentialKind::JwtSvid,
+            id: minted.jti.clone(),
+            spiffe_id: claims.sub.clone(),
+            authority_id: minted.kid.clone(),
+            issued_to: issued_to.clone(),
+            issued_at: minted.issued_at,
+            expires_at: minted.expires_at,
+        }])
+        .await?;
+        let kind = if claims.access_token {
+            "access_token"
+        } else {
+            "exchanged_jwt_svid"
+        };
+        self.metrics.issued(kind, 1, started.elapsed());
         Ok(minted)
     }
 

@@ -59,8 +59,11 @@ pub struct ServerConfig {
     /// Federation relationships of the configuration file, created or updated in the datastore
     /// at start.
     pub federations: Vec<crate::federation::ConfiguredFederation>,
-    /// Trust anchors for `https_web` bundle endpoints; `None`: the system's.
+    /// Trust anchors for `https_web` bundle endpoints (and external OIDC issuers without their
+    /// own); `None`: the system's.
     pub federation_web_roots: Option<Vec<Vec<u8>>>,
+    /// Token exchange on the public listener (which then needs an issuer URL); off if `None`.
+    pub oauth: Option<crate::oauth::OAuthConfig>,
 }
 
 /// What went wrong starting the server.
@@ -81,6 +84,10 @@ pub enum ServerError {
     Tls(#[from] sigil_tls::TlsError),
     #[error("admin API: {0}")]
     Admin(String),
+    #[error(
+        "token exchange ([oauth]) needs the public listener with an issuer URL ([public] issuer)"
+    )]
+    OAuthWithoutIssuer,
     #[error("the public listener may serve plain HTTP on a loopback address only, not {0}")]
     PlainPublic(SocketAddr),
 }
@@ -225,7 +232,7 @@ pub async fn start(
     let svid = Arc::new(LiveSvid::new(&chain, key.pkcs8_der())?);
     let roots = Arc::new(LiveRoots::new(&ca.bundle().x509_authorities));
     let verifier = Arc::new(SpiffeClientVerifier::new(roots.clone(), td.clone(), true));
-    let tls = sigil_tls::server_config(svid.clone(), verifier, config.tls)?;
+    let tls = sigil_tls::server_config(svid.clone(), verifier.clone(), config.tls)?;
     let acceptor = sigil_tls::TlsAcceptor::from(Arc::new(tls));
 
     let listener = TcpListener::bind(config.bind_address)
@@ -239,81 +246,11 @@ pub async fn start(
         source,
     })?;
 
+    if config.oauth.is_some() && config.public.is_none() {
+        return Err(ServerError::OAuthWithoutIssuer);
+    }
     let (shutdown, shutdown_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
-
-    // Public listener.
-    let (public_addr, public_issuer) = match &config.public {
-        Some(public) => {
-            let listener = crate::public::bind(public.bind_address)
-                .await
-                .map_err(|source| ServerError::Bind {
-                    addr: public.bind_address,
-                    source,
-                })?;
-            let listener = match &public.tls {
-                crate::public::PublicTls::PlainLoopback => {
-                    if !public.bind_address.ip().is_loopback() {
-                        return Err(ServerError::PlainPublic(public.bind_address));
-                    }
-                    crate::public::PublicListener::Plain(listener)
-                }
-                crate::public::PublicTls::Svid => {
-                    let tls = sigil_tls::public_server_config(svid.clone(), config.tls)?;
-                    crate::public::PublicListener::tls(listener, TlsAcceptor::from(Arc::new(tls)))
-                        .map_err(|source| ServerError::Bind {
-                        addr: public.bind_address,
-                        source,
-                    })?
-                }
-                crate::public::PublicTls::Files { chain, key_pkcs8 } => {
-                    let certificate = Arc::new(LiveSvid::new(chain, key_pkcs8)?);
-                    let tls = sigil_tls::public_server_config(certificate, config.tls)?;
-                    crate::public::PublicListener::tls(listener, TlsAcceptor::from(Arc::new(tls)))
-                        .map_err(|source| ServerError::Bind {
-                        addr: public.bind_address,
-                        source,
-                    })?
-                }
-            };
-            let addr = axum::serve::Listener::local_addr(&listener).map_err(|source| {
-                ServerError::Bind {
-                    addr: public.bind_address,
-                    source,
-                }
-            })?;
-            // In dev mode (plain HTTP on loopback) the issuer defaults to the listener's own URL.
-            let issuer = public.issuer.clone().or_else(|| {
-                matches!(public.tls, crate::public::PublicTls::PlainLoopback)
-                    .then(|| format!("http://{addr}"))
-            });
-            if let Some(issuer) = &issuer {
-                ca.set_jwt_issuer(issuer.clone());
-            }
-            let state = crate::public::PublicState {
-                ca: ca.clone(),
-                store: store.clone(),
-                entries: index.clone(),
-                agents: agents.clone(),
-                metrics: metrics.clone(),
-                issuer: issuer.as_deref().map(Arc::from),
-            };
-            let mut stop = shutdown_rx.clone();
-            tasks.spawn(async move {
-                let served = axum::serve(listener, crate::public::router(state))
-                    .with_graceful_shutdown(async move {
-                        let _ = stop.changed().await;
-                    })
-                    .await;
-                if let Err(e) = served {
-                    tracing::error!(error = %e, "public listener stopped");
-                }
-            });
-            tracing::info!(address = %addr, issuer = ?issuer, "public listener started");
-            (Some(addr), issuer)
-        }
-        None => (None, None),
-    };
 
     // Federation: the relationships of the configuration, the foreign bundles held, and the
     // refresher that keeps them fresh.
@@ -321,6 +258,12 @@ pub async fn start(
         crate::federation::apply_configured(store.as_ref(), configured, clock.unix_secs()).await?;
     }
     let foreign = Arc::new(ForeignBundles::load(store.as_ref(), td.clone()).await?);
+    let web_roots = Arc::new(
+        config
+            .federation_web_roots
+            .clone()
+            .unwrap_or_else(sigil_tls::system_roots),
+    );
     let federations_changed = Arc::new(tokio::sync::Notify::new());
     let (federation, refresher) = crate::federation::refresher::Refresher {
         store: store.clone(),
@@ -328,12 +271,7 @@ pub async fn start(
         metrics: metrics.clone(),
         clock: clock.clone(),
         policy: config.tls,
-        web_roots: Arc::new(
-            config
-                .federation_web_roots
-                .clone()
-                .unwrap_or_else(sigil_tls::system_roots),
-        ),
+        web_roots: web_roots.clone(),
         fetch_timeout: crate::federation::fetch::FETCH_TIMEOUT,
     }
     .start(federations_changed.clone(), shutdown_rx.clone());
@@ -428,18 +366,126 @@ pub async fn start(
         });
     }
 
+    // The one issuance choke point, shared by the agent API and token exchange.
+    let issuer_choke = Arc::new(Issuer::new(
+        ca.clone(),
+        index.clone(),
+        store.clone(),
+        clock.clone(),
+        config.issuance,
+        metrics.clone(),
+    ));
+
+    // Public listener.
+    let (public_addr, public_issuer) = match &config.public {
+        Some(public) => {
+            // Clients may authenticate with an X509-SVID of this trust domain (OAuth mutual TLS)
+            // when token exchange is on.
+            let client_verifier = config.oauth.as_ref().map(|_| verifier.clone());
+            let listener = crate::public::bind(public.bind_address)
+                .await
+                .map_err(|source| ServerError::Bind {
+                    addr: public.bind_address,
+                    source,
+                })?;
+            let listener = match &public.tls {
+                crate::public::PublicTls::PlainLoopback => {
+                    if !public.bind_address.ip().is_loopback() {
+                        return Err(ServerError::PlainPublic(public.bind_address));
+                    }
+                    crate::public::PublicListener::Plain(listener)
+                }
+                crate::public::PublicTls::Svid => {
+                    let tls = sigil_tls::public_server_config(
+                        svid.clone(),
+                        client_verifier.clone(),
+                        config.tls,
+                    )?;
+                    crate::public::PublicListener::tls(listener, TlsAcceptor::from(Arc::new(tls)))
+                        .map_err(|source| ServerError::Bind {
+                        addr: public.bind_address,
+                        source,
+                    })?
+                }
+                crate::public::PublicTls::Files { chain, key_pkcs8 } => {
+                    let certificate = Arc::new(LiveSvid::new(chain, key_pkcs8)?);
+                    let tls = sigil_tls::public_server_config(
+                        certificate,
+                        client_verifier.clone(),
+                        config.tls,
+                    )?;
+                    crate::public::PublicListener::tls(listener, TlsAcceptor::from(Arc::new(tls)))
+                        .map_err(|source| ServerError::Bind {
+                        addr: public.bind_address,
+                        source,
+                    })?
+                }
+            };
+            let addr = axum::serve::Listener::local_addr(&listener)
+                .map_err(|source| ServerError::Bind {
+                    addr: public.bind_address,
+                    source,
+                })?
+                .remote;
+            // In dev mode (plain HTTP on loopback) the issuer defaults to the listener's own URL.
+            let issuer = public.issuer.clone().or_else(|| {
+                matches!(public.tls, crate::public::PublicTls::PlainLoopback)
+                    .then(|| format!("http://{addr}"))
+            });
+            if let Some(issuer) = &issuer {
+                ca.set_jwt_issuer(issuer.clone());
+            }
+            let oauth = match (&config.oauth, &issuer) {
+                (Some(oauth_config), Some(issuer_url)) => Some(Arc::new(crate::oauth::OAuth::new(
+                    crate::oauth::OAuthParts {
+                        config: oauth_config.clone(),
+                        issuer_url: issuer_url.clone(),
+                        ca: ca.clone(),
+                        issuer: issuer_choke.clone(),
+                        foreign: foreign.clone(),
+                        store: store.clone(),
+                        clock: clock.clone(),
+                        policy: config.tls,
+                        system_roots: web_roots.clone(),
+                    },
+                ))),
+                (Some(_), None) => return Err(ServerError::OAuthWithoutIssuer),
+                (None, _) => None,
+            };
+            let state = crate::public::PublicState {
+                ca: ca.clone(),
+                store: store.clone(),
+                entries: index.clone(),
+                agents: agents.clone(),
+                metrics: metrics.clone(),
+                issuer: issuer.as_deref().map(Arc::from),
+                oauth,
+            };
+            let mut stop = shutdown_rx.clone();
+            tasks.spawn(async move {
+                let served = axum::serve(
+                    listener,
+                    crate::public::router(state)
+                        .into_make_service_with_connect_info::<crate::public::PeerInfo>(),
+                )
+                .with_graceful_shutdown(async move {
+                    let _ = stop.changed().await;
+                })
+                .await;
+                if let Err(e) = served {
+                    tracing::error!(error = %e, "public listener stopped");
+                }
+            });
+            tracing::info!(address = %addr, issuer = ?issuer, "public listener started");
+            (Some(addr), issuer)
+        }
+        None => (None, None),
+    };
+
     // Agent API.
     {
-        let issuer = Arc::new(Issuer::new(
-            ca.clone(),
-            index.clone(),
-            store.clone(),
-            clock.clone(),
-            config.issuance,
-            metrics.clone(),
-        ));
         let api = AgentApi::new(
-            issuer,
+            issuer_choke.clone(),
             store.clone(),
             index.clone(),
             agents.clone(),

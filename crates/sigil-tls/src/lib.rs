@@ -112,18 +112,28 @@ pub fn server_config(
     Ok(config)
 }
 
-/// A server configuration for a public HTTPS listener (bundle endpoint, OIDC discovery): presents
-/// `certificate` (the server's SVID, or a web PKI certificate loaded the same way), asks no client
-/// certificate, offers HTTP/1.1, under `policy`. TLS 1.3 only, as everywhere.
+/// A server configuration for a public HTTPS listener (bundle endpoint, OIDC discovery, OAuth):
+/// presents `certificate` (the server's SVID, or a web PKI certificate loaded the same way),
+/// offers HTTP/1.1, under `policy`. TLS 1.3 only, as everywhere. With `client_verifier` (which
+/// should be optional) a client may present an X509-SVID (mutual TLS client authentication for
+/// OAuth); without, no client certificate is asked for.
 pub fn public_server_config(
     certificate: Arc<LiveSvid>,
+    client_verifier: Option<Arc<SpiffeClientVerifier>>,
     policy: TlsPolicy,
 ) -> Result<ServerConfig, TlsError> {
-    let mut config = ServerConfig::builder_with_provider(provider(policy))
+    let builder = ServerConfig::builder_with_provider(provider(policy))
         .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(TlsError::Config)?
-        .with_no_client_auth()
-        .with_cert_resolver(certificate);
+        .map_err(TlsError::Config)?;
+    let builder = match client_verifier {
+        Some(verifier) => builder.with_client_cert_verifier(verifier),
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_cert_resolver(certificate);
+    // No session resumption when clients authenticate: a resumed session would keep the client
+    // certificate of the first handshake past a rotation or revocation.
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    config.send_tls13_tickets = 0;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
 }

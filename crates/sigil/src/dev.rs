@@ -115,9 +115,11 @@ pub async fn run(opts: DevOptions) -> anyhow::Result<()> {
             upstream: None,
             issuance: IssuanceDefaults::default(),
             tls: sigil_tls::TlsPolicy::default(),
-            // Plain HTTP on loopback (dev mode only); the issuer is the listener's own URL.
             federations: Vec::new(),
             federation_web_roots: None,
+            // Token exchange for this trust domain's own identities, on the dev issuer.
+            oauth: Some(sigil_server::oauth::OAuthConfig::default()),
+            // Plain HTTP on loopback (dev mode only); the issuer is the listener's own URL.
             public: Some(sigil_server::public::PublicConfig {
                 bind_address: SocketAddr::from(([127, 0, 0, 1], 0)),
                 tls: sigil_server::public::PublicTls::PlainLoopback,
@@ -127,6 +129,7 @@ pub async fn run(opts: DevOptions) -> anyhow::Result<()> {
         upstream: None,
         public: None,
         federations: Vec::new(),
+        oauth: None,
         datastore: crate::server_cmd::DatastoreConfig::Sqlite {
             path: layout.server_dir.join("datastore.sqlite3"),
         },

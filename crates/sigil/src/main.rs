@@ -5,6 +5,7 @@
 mod admin_cli;
 mod agent_cmd;
 mod dev;
+mod oauth_config;
 mod pem_files;
 mod server_cmd;
 mod workload_cmd;

@@ -120,7 +120,7 @@ fn check_private_mode(path: &Path, field: &str) -> anyhow::Result<()> {
 }
 
 /// The text of `path`, at most [`MAX_UPSTREAM_FILE_BYTES`].
-fn read_bounded(path: &Path, field: &str) -> anyhow::Result<String> {
+pub(crate) fn read_bounded(path: &Path, field: &str) -> anyhow::Result<String> {
     let file = std::fs::File::open(path)
         .with_context(|| format!("cannot open {field} {}", path.display()))?;
     let mut text = String::new();

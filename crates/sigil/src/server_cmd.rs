@@ -30,6 +30,7 @@ struct RawServerFile {
     public: Option<RawPublic>,
     #[serde(default)]
     federation: Vec<RawFederation>,
+    oauth: Option<crate::oauth_config::RawOAuth>,
 }
 
 /// `[[federation]]`: a foreign trust domain whose bundle this server fetches and trusts.
@@ -499,6 +500,8 @@ pub struct LoadedServerConfig {
     pub public: Option<PublicFiles>,
     /// The configured federation relationships, their files read at start.
     pub federations: Vec<FederationFiles>,
+    /// Token exchange, its files read at start.
+    pub oauth: Option<crate::oauth_config::OAuthFiles>,
     pub datastore: DatastoreConfig,
     pub data_dir: PathBuf,
 }
@@ -583,6 +586,10 @@ pub fn parse_server_config(text: &str) -> anyhow::Result<LoadedServerConfig> {
         .into_iter()
         .map(|f| FederationFiles::from_raw(f, &trust_domain))
         .collect::<anyhow::Result<_>>()?;
+    let oauth = raw
+        .oauth
+        .map(|o| crate::oauth_config::OAuthFiles::from_raw(o, &trust_domain))
+        .transpose()?;
     Ok(LoadedServerConfig {
         server: ServerConfig {
             trust_domain,
@@ -599,11 +606,13 @@ pub fn parse_server_config(text: &str) -> anyhow::Result<LoadedServerConfig> {
             tls: raw.tls.policy(),
             federations: Vec::new(),
             federation_web_roots: None,
+            oauth: None,
             public: None,
         },
         upstream,
         public: raw.public.map(PublicFiles::from_raw).transpose()?,
         federations,
+        oauth,
         datastore,
         data_dir,
     })
@@ -634,6 +643,9 @@ pub async fn start(
         .transpose()?;
     if let Some(public) = &config.public {
         server.public = Some(public.load()?);
+    }
+    if let Some(oauth) = &config.oauth {
+        server.oauth = Some(oauth.load()?);
     }
     server.federations = config
         .federations

@@ -436,4 +436,22 @@ impl CaManager {
             self.clock.now(),
         )?)
     }
+
+    /// Mints a token for token exchange (a JWT-SVID or an access token) with the active JWT
+    /// authority, carrying `iss` when an issuer is set.
+    pub fn mint_exchanged(
+        &self,
+        claims: &sigil_ca::ExchangedClaims<'_>,
+    ) -> Result<MintedJwt, CaManagerError> {
+        Ok(self.signing.load().jwt.mint_exchanged(
+            claims,
+            self.jwt_issuer.get().map(String::as_str),
+            self.clock.now(),
+        )?)
+    }
+
+    /// The OIDC issuer URL JWTs carry as `iss`, once set.
+    pub fn jwt_issuer(&self) -> Option<&str> {
+        self.jwt_issuer.get().map(String::as_str)
+    }
 }

@@ -98,9 +98,12 @@ pub async fn fetch_bundle(
     policy: TlsPolicy,
     timeout: Duration,
 ) -> Result<TrustBundle, FetchError> {
-    let body = tokio::time::timeout(timeout, get(url, auth, policy))
-        .await
-        .map_err(|_| FetchError::Timeout(timeout))??;
+    let body = tokio::time::timeout(
+        timeout,
+        get(url, auth, policy, MAX_BUNDLE_BYTES, "sigil-federation"),
+    )
+    .await
+    .map_err(|_| FetchError::Timeout(timeout))??;
     parse_bundle(&body, trust_domain)
 }
 
@@ -143,11 +146,14 @@ fn san_trust_domain(cert_der: &[u8]) -> Option<TrustDomain> {
     })
 }
 
-/// GET `url` and the body, at most [`MAX_BUNDLE_BYTES`] (plus one, to tell "too large").
-async fn get(
+/// GET `url` and the body, at most `max_bytes` ([`FetchError::TooLarge`] beyond), as
+/// `user_agent`. Not bounded in time: callers wrap it in a timeout.
+pub(crate) async fn get(
     url: &EndpointUrl,
     auth: &HttpsServerAuth,
     policy: TlsPolicy,
+    max_bytes: usize,
+    user_agent: &'static str,
 ) -> Result<Vec<u8>, FetchError> {
     let config = sigil_tls::https_client_config(auth, policy)?;
     let address = format!("{}:{}", url.host, url.port);
@@ -173,7 +179,7 @@ async fn get(
     let request = http::Request::get(url.path.as_str())
         .header(http::header::HOST, host)
         .header(http::header::ACCEPT, "application/json")
-        .header(http::header::USER_AGENT, "sigil-federation")
+        .header(http::header::USER_AGENT, user_agent)
         .body(Empty::<bytes::Bytes>::new())
         .map_err(|e| FetchError::Http(e.to_string()))?;
     let response = sender
@@ -184,7 +190,7 @@ async fn get(
         connection.abort();
         return Err(FetchError::Status(response.status().as_u16()));
     }
-    let body = Limited::new(response.into_body(), MAX_BUNDLE_BYTES)
+    let body = Limited::new(response.into_body(), max_bytes)
         .collect()
         .await
         .map_err(|e| {

@@ -105,7 +105,8 @@ async fn counted_endpoint(
     let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let counter = hits.clone();
     let config =
-        sigil_tls::public_server_config(certificate, sigil_tls::TlsPolicy::default()).unwrap();
+        sigil_tls::public_server_config(certificate, None, sigil_tls::TlsPolicy::default())
+            .unwrap();
     let acceptor = TlsAcceptor::from(Arc::new(config));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();

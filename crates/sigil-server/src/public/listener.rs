@@ -20,6 +20,23 @@ pub async fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     TcpListener::bind(addr).await
 }
 
+/// Who is at the other end of a public connection: its address and, when it presented an
+/// X509-SVID of this trust domain that the TLS handshake verified (mutual TLS client
+/// authentication, RFC 8705), its SPIFFE ID. Handlers read it as `ConnectInfo<PeerInfo>`.
+#[derive(Debug, Clone)]
+pub struct PeerInfo {
+    pub remote: SocketAddr,
+    pub client_spiffe_id: Option<sigil_spiffe::SpiffeId>,
+}
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, PublicListener>>
+    for PeerInfo
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, PublicListener>) -> Self {
+        stream.remote_addr().clone()
+    }
+}
+
 /// Connections of the public listener, TLS (handshaken in the background) or plain.
 pub enum PublicListener {
     Tls {
@@ -133,27 +150,53 @@ impl tokio::io::AsyncWrite for PublicConn {
 
 impl axum::serve::Listener for PublicListener {
     type Io = PublicConn;
-    type Addr = SocketAddr;
+    type Addr = PeerInfo;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         match self {
             Self::Tls { connections, .. } => match connections.recv().await {
-                Some((tls, remote)) => (PublicConn::Tls(Box::new(tls)), remote),
+                Some((tls, remote)) => {
+                    // Only a certificate the verifier accepted gets here (the handshake fails
+                    // otherwise), so its SPIFFE ID is the client's.
+                    let client_spiffe_id = tls
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|chain| chain.first())
+                        .and_then(|leaf| sigil_tls::peer_spiffe_id(leaf).ok());
+                    (
+                        PublicConn::Tls(Box::new(tls)),
+                        PeerInfo {
+                            remote,
+                            client_spiffe_id,
+                        },
+                    )
+                }
                 // The accept task is gone: no connection will come.
                 None => std::future::pending().await,
             },
             Self::Plain(listener) => {
                 // axum's own accept loop for TCP, which retries failed accepts.
                 let (tcp, remote) = axum::serve::Listener::accept(listener).await;
-                (PublicConn::Plain(tcp), remote)
+                (
+                    PublicConn::Plain(tcp),
+                    PeerInfo {
+                        remote,
+                        client_spiffe_id: None,
+                    },
+                )
             }
         }
     }
 
     fn local_addr(&self) -> io::Result<Self::Addr> {
-        match self {
-            Self::Tls { local, .. } => Ok(*local),
-            Self::Plain(listener) => listener.local_addr(),
-        }
+        let local = match self {
+            Self::Tls { local, .. } => *local,
+            Self::Plain(listener) => listener.local_addr()?,
+        };
+        Ok(PeerInfo {
+            remote: local,
+            client_spiffe_id: None,
+        })
     }
 }

@@ -31,9 +31,10 @@ use crate::ca::CaManager;
 use crate::entry_index::EntryIndex;
 use crate::metrics::Metrics;
 
-pub use listener::{PublicListener, bind};
+pub use listener::{PeerInfo, PublicListener, bind};
 
-/// Largest request body accepted, in bytes (no endpoint reads one yet).
+/// Largest request body accepted, in bytes, except by the OAuth endpoints (which take
+/// [`crate::oauth::MAX_BODY_BYTES`]).
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
 /// Longest `/readyz` waits for the datastore.
 const READY_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -86,11 +87,14 @@ pub(crate) struct PublicState {
     pub(crate) agents: Arc<AgentIndex>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) issuer: Option<Arc<str>>,
+    /// Token exchange and its endpoints, when configured.
+    pub(crate) oauth: Option<Arc<crate::oauth::OAuth>>,
 }
 
 /// Every route of the public listener.
 pub(crate) fn router(state: PublicState) -> Router {
-    Router::new()
+    let oauth = state.oauth.clone().map(crate::oauth::router);
+    let router = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -101,10 +105,14 @@ pub(crate) fn router(state: PublicState) -> Router {
             get(discovery::configuration),
         )
         .route("/keys", get(discovery::keys))
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(state)
+        .with_state(state);
+    match oauth {
+        Some(oauth) => router.merge(oauth),
+        None => router,
+    }
+    .fallback(not_found)
+    .method_not_allowed_fallback(method_not_allowed)
 }
 
 /// An error response in the OAuth format.

@@ -82,6 +82,7 @@ impl TestServer {
             tls: sigil_tls::TlsPolicy::default(),
             federations: Vec::new(),
             federation_web_roots: None,
+            oauth: None,
             public,
         };
         let handle = sigil_server::start(
