@@ -62,9 +62,32 @@ impl TestServer {
         .await
     }
 
+    /// Starts a server for `example.org` on an in-memory store with the public listener `public`
+    /// and token exchange configured as `oauth`.
+    pub async fn start_oauth(
+        public: sigil_server::public::PublicConfig,
+        oauth: sigil_server::oauth::OAuthConfig,
+    ) -> Self {
+        Self::try_start_with(
+            Arc::new(SqliteStore::open_in_memory().unwrap()),
+            Some(public),
+            Some(oauth),
+        )
+        .await
+        .unwrap()
+    }
+
     async fn try_start(
         store: Arc<dyn Datastore>,
         public: Option<sigil_server::public::PublicConfig>,
+    ) -> Result<Self, sigil_server::ServerError> {
+        Self::try_start_with(store, public, None).await
+    }
+
+    async fn try_start_with(
+        store: Arc<dyn Datastore>,
+        public: Option<sigil_server::public::PublicConfig>,
+        oauth: Option<sigil_server::oauth::OAuthConfig>,
     ) -> Result<Self, sigil_server::ServerError> {
         let dir = tempfile::tempdir().unwrap();
         // The fake clock starts at the real time so certificates are valid for rustls, which
@@ -82,7 +105,7 @@ impl TestServer {
             tls: sigil_tls::TlsPolicy::default(),
             federations: Vec::new(),
             federation_web_roots: None,
-            oauth: None,
+            oauth,
             public,
         };
         let handle = sigil_server::start(
