@@ -26,8 +26,9 @@ pub enum JwsError {
     /// The token is not a well-formed compact JWS.
     #[error("malformed token: {reason}")]
     Malformed { reason: &'static str },
-    /// The `alg` header is not `ES256`.
-    #[error("unsupported algorithm `{alg}`: only ES256 is accepted")]
+    /// The `alg` header is not one the verifier accepts (`ES256` for [`verify_compact`]; the
+    /// caller's list for [`crate::jose::verify`]). `none` and HMAC algorithms are never accepted.
+    #[error("unsupported algorithm `{alg}`")]
     UnsupportedAlgorithm { alg: String },
     /// The `typ` header is neither `JWT` nor `JOSE`.
     #[error("unsupported token type `{typ}`: expected `JWT` or `JOSE`")]
@@ -144,25 +145,9 @@ pub fn verify_compact(
     token: &str,
     find_key: impl Fn(Option<&str>) -> Option<PublicKey>,
 ) -> Result<(JsonObject, JsonObject), JwsError> {
-    if token.len() > MAX_JWS_BYTES {
-        return Err(JwsError::TooLarge { len: token.len() });
-    }
-    let mut parts = token.split('.');
-    let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(JwsError::Malformed {
-            reason: "token must have exactly three parts",
-        });
-    };
-
-    let header = decode_object(header_b64, "header")?;
-    let alg = header
-        .get("alg")
-        .and_then(Value::as_str)
-        .ok_or(JwsError::Malformed {
-            reason: "header has no string `alg`",
-        })?;
+    let parts = split_compact(token)?;
+    let header = decode_object(parts.header, "header")?;
+    let alg = header_alg(&header)?;
     if alg != ES256 {
         return Err(JwsError::UnsupportedAlgorithm {
             alg: alg.to_owned(),
@@ -178,48 +163,111 @@ pub fn verify_compact(
             });
         }
     }
-    if header.contains_key("crit") {
-        return Err(JwsError::Malformed {
-            reason: "critical header parameters are not supported",
-        });
-    }
-    let kid = match header.get("kid") {
-        None => None,
-        Some(Value::String(kid)) => Some(kid.as_str()),
-        Some(_) => {
-            return Err(JwsError::Malformed {
-                reason: "`kid` is not a string",
-            });
-        }
-    };
-    let key = find_key(kid).ok_or_else(|| match kid {
-        Some(kid) => JwsError::UnknownKeyId {
-            kid: kid.to_owned(),
-        },
-        None => JwsError::MissingKeyId,
-    })?;
+    refuse_crit(&header)?;
+    let kid = header_kid(&header)?;
+    let key = find_key(kid).ok_or_else(|| missing_key(kid))?;
 
-    let signature = URL_SAFE_NO_PAD
-        .decode(signature_b64)
-        .map_err(|_| JwsError::Malformed {
-            reason: "signature is not base64url",
-        })?;
-    let signing_input_len = header_b64.len() + 1 + payload_b64.len();
-    let signing_input = token
-        .as_bytes()
-        .get(..signing_input_len)
-        .unwrap_or_default();
-    key.verify_jws(alg, signing_input, &signature)
+    let signature = decode_signature(parts.signature)?;
+    key.verify_jws(alg, parts.signing_input, &signature)
         .map_err(|e| match e {
             KeyError::UnsupportedAlgorithm { alg } => JwsError::UnsupportedAlgorithm { alg },
             _ => JwsError::BadSignature,
         })?;
 
-    let claims = decode_object(payload_b64, "payload")?;
+    let claims = decode_object(parts.payload, "payload")?;
     Ok((header, claims))
 }
 
-fn decode_object(part: &str, what: &'static str) -> Result<JsonObject, JwsError> {
+/// The parts of a compact JWS, borrowed from the token.
+pub(crate) struct CompactParts<'a> {
+    /// The base64url header.
+    pub(crate) header: &'a str,
+    /// The base64url payload.
+    pub(crate) payload: &'a str,
+    /// The base64url signature.
+    pub(crate) signature: &'a str,
+    /// `header.payload`, the bytes the signature covers.
+    pub(crate) signing_input: &'a [u8],
+}
+
+/// Splits a compact JWS into its three parts, after checking it is at most [`MAX_JWS_BYTES`]
+/// ([`JwsError::TooLarge`]) and has exactly three parts ([`JwsError::Malformed`]).
+pub(crate) fn split_compact(token: &str) -> Result<CompactParts<'_>, JwsError> {
+    if token.len() > MAX_JWS_BYTES {
+        return Err(JwsError::TooLarge { len: token.len() });
+    }
+    let mut parts = token.split('.');
+    let (Some(header), Some(payload), Some(signature), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(JwsError::Malformed {
+            reason: "token must have exactly three parts",
+        });
+    };
+    let signing_input = token
+        .as_bytes()
+        .get(..header.len() + 1 + payload.len())
+        .unwrap_or_default();
+    Ok(CompactParts {
+        header,
+        payload,
+        signature,
+        signing_input,
+    })
+}
+
+/// The header's `alg`, which must be a string.
+pub(crate) fn header_alg(header: &JsonObject) -> Result<&str, JwsError> {
+    header
+        .get("alg")
+        .and_then(Value::as_str)
+        .ok_or(JwsError::Malformed {
+            reason: "header has no string `alg`",
+        })
+}
+
+/// The header's `kid`: `None` when absent, an error when it is not a string.
+pub(crate) fn header_kid(header: &JsonObject) -> Result<Option<&str>, JwsError> {
+    match header.get("kid") {
+        None => Ok(None),
+        Some(Value::String(kid)) => Ok(Some(kid.as_str())),
+        Some(_) => Err(JwsError::Malformed {
+            reason: "`kid` is not a string",
+        }),
+    }
+}
+
+/// Refuses a header with `crit`: no extension is understood, so every critical one must fail.
+pub(crate) fn refuse_crit(header: &JsonObject) -> Result<(), JwsError> {
+    if header.contains_key("crit") {
+        return Err(JwsError::Malformed {
+            reason: "critical header parameters are not supported",
+        });
+    }
+    Ok(())
+}
+
+/// The error for a key lookup that found nothing for `kid`.
+pub(crate) fn missing_key(kid: Option<&str>) -> JwsError {
+    match kid {
+        Some(kid) => JwsError::UnknownKeyId {
+            kid: kid.to_owned(),
+        },
+        None => JwsError::MissingKeyId,
+    }
+}
+
+/// Decodes the base64url (no padding) signature part.
+pub(crate) fn decode_signature(part: &str) -> Result<Vec<u8>, JwsError> {
+    URL_SAFE_NO_PAD
+        .decode(part)
+        .map_err(|_| JwsError::Malformed {
+            reason: "signature is not base64url",
+        })
+}
+
+/// Decodes a base64url (no padding) part holding a JSON object; `what` is `header` or `payload`.
+pub(crate) fn decode_object(part: &str, what: &'static str) -> Result<JsonObject, JwsError> {
     let bytes = URL_SAFE_NO_PAD
         .decode(part)
         .map_err(|_| JwsError::Malformed {

@@ -3,12 +3,10 @@
 //! the key of the authority that signed it. Tests hand them to validators (Sigil's and third-party
 //! clients') so that removing any one check makes a test fail.
 
-use aws_lc_rs::hmac;
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value, json};
 
 use crate::jws::{self, JsonObject, JwsError};
+use crate::test_issuer::{alg_none, encode_part, sign_hs256};
 use crate::{KeyError, PrivateKey};
 
 /// How far in the past the expired case's `exp` lies, in seconds: far beyond any clock-skew
@@ -91,7 +89,7 @@ pub fn refusal_matrix(
         "signature",
         format!(
             "{genuine_header}.{}.{genuine_signature}",
-            encode_json(&Value::Object(other_claims))?
+            encode_part(&Value::Object(other_claims))
         ),
     ));
 
@@ -99,11 +97,7 @@ pub fn refusal_matrix(
     cases.push(case(
         "alg_none",
         "alg",
-        format!(
-            "{}.{}.",
-            encode_json(&none_header)?,
-            encode_json(&Value::Object(claims.clone()))?
-        ),
+        alg_none(&none_header, &Value::Object(claims.clone())),
     ));
 
     let hs_header = json!({"alg": "HS256", "kid": kid, "typ": "JWT"});
@@ -113,7 +107,8 @@ pub fn refusal_matrix(
         ("hs256_public_key_der", spki),
         ("hs256_public_key_pem", pem),
     ] {
-        cases.push(case(name, "alg", hs256(&hs_header, &claims, &secret)?));
+        let token = sign_hs256(&hs_header, &Value::Object(claims.clone()), &secret);
+        cases.push(case(name, "alg", token));
     }
 
     let lifetime = match (claim_i64(&claims, "exp"), claim_i64(&claims, "iat")) {
@@ -159,32 +154,13 @@ fn claim_i64(claims: &JsonObject, name: &str) -> Option<i64> {
     claims.get(name).and_then(Value::as_i64)
 }
 
-fn encode_json(value: &Value) -> Result<String, KeyError> {
-    let bytes = serde_json::to_vec(value).map_err(|_| malformed("cannot serialise JSON"))?;
-    Ok(URL_SAFE_NO_PAD.encode(bytes))
-}
-
-/// A compact JWS with an HMAC-SHA256 signature under `secret`.
-fn hs256(header: &Value, claims: &JsonObject, secret: &[u8]) -> Result<String, KeyError> {
-    let signing_input = format!(
-        "{}.{}",
-        encode_json(header)?,
-        encode_json(&Value::Object(claims.clone()))?
-    );
-    let tag = hmac::sign(
-        &hmac::Key::new(hmac::HMAC_SHA256, secret),
-        signing_input.as_bytes(),
-    );
-    Ok(format!(
-        "{signing_input}.{}",
-        URL_SAFE_NO_PAD.encode(tag.as_ref())
-    ))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::jwt_svid::{JwtSvidError, validate};
+    use aws_lc_rs::hmac;
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
     use sigil_spiffe::{JwtAuthorityKey, TrustBundle, TrustDomain};
 
     const NOW: i64 = 1_900_000_000;

@@ -1,6 +1,7 @@
 //! Key material for Sigil: ECDSA key types with redacted `Debug` and zeroised PKCS#8, signing and
-//! verification (X.509 and JWS), PKCS#10 CSRs, compact JWS, JWT-SVID validation, SPIFFE bundle
-//! JSON, key managers, private-file writing and reclaiming stale Unix socket paths.
+//! verification (X.509 and JWS), PKCS#10 CSRs, compact JWS, verification of external issuers'
+//! JWTs (RSA, ECDSA, Ed25519 from JWK Sets), JWT-SVID validation, SPIFFE bundle JSON, key
+//! managers, private-file writing and reclaiming stale Unix socket paths.
 //!
 //! This is the only Sigil crate that names `aws-lc-rs`. Agent and server both depend on it; the
 //! server-only issuance logic lives in `sigil-ca`.
@@ -13,6 +14,7 @@ pub mod csr;
 pub mod digest;
 mod error;
 pub mod files;
+pub mod jose;
 pub mod jws;
 #[cfg(feature = "test-forgery")]
 pub mod jwt_forgery;
@@ -22,6 +24,8 @@ pub mod pem;
 mod private_key;
 mod public_key;
 pub mod random;
+#[cfg(feature = "test-forgery")]
+pub mod test_issuer;
 pub mod unix_socket;
 
 pub use digest::{sha256, sha256_hex};
