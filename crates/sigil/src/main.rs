@@ -5,6 +5,7 @@
 mod admin_cli;
 mod agent_cmd;
 mod dev;
+mod exchange_cmd;
 mod oauth_config;
 mod pem_files;
 mod server_cmd;
@@ -72,6 +73,8 @@ enum Command {
     /// Fetch or validate JWT-SVIDs through the Workload API (as a workload).
     #[command(subcommand)]
     Jwt(JwtCommand),
+    /// Exchange a token at a Sigil token endpoint (RFC 8693 token exchange).
+    Exchange(exchange_cmd::ExchangeArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -232,6 +235,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             token,
             workload,
         }) => workload_cmd::jwt_validate(workload.socket, audience, token, workload.output).await,
+        Command::Exchange(args) => exchange_cmd::run(args).await,
     }
 }
 

@@ -590,6 +590,9 @@ pub fn parse_server_config(text: &str) -> anyhow::Result<LoadedServerConfig> {
         .oauth
         .map(|o| crate::oauth_config::OAuthFiles::from_raw(o, &trust_domain))
         .transpose()?;
+    if oauth.is_some() && raw.public.as_ref().is_none_or(|p| p.issuer.is_none()) {
+        bail!("[oauth] needs the public listener with an issuer URL ([public] issuer)");
+    }
     Ok(LoadedServerConfig {
         server: ServerConfig {
             trust_domain,
@@ -719,6 +722,61 @@ mod tests {
 
     const BASE: &str = "[server]\ntrust_domain = \"td\"\ndata_dir = \"/x\"\n[datastore]\n";
     const SERVER: &str = "[server]\ntrust_domain = \"td\"\ndata_dir = \"/x\"\n";
+
+    #[test]
+    fn oauth_takes_issuers_and_federated_domains_and_needs_an_issuer_url() {
+        let public = "[public]\nbind_address = \"127.0.0.1:8443\"\ntls = \"svid\"\nissuer = \"https://sigil.example.org\"\n";
+        let issuer = "[[oauth.issuer]]\nissuer = \"https://ci.example\"\naudiences = [\"https://sigil.example.org\"]\nattributes = { repo = \"repository_id\" }\nspiffe_id = \"spiffe://td/ci/{repo}\"\ncondition = \"repo == '1'\"\nalgorithms = [\"RS256\"]\n";
+        let c = parse_server_config(&format!(
+            "{SERVER}{public}[oauth]\nscopes = [\"read\"]\naccess_token_ttl = \"2m\"\n{issuer}[[oauth.federated]]\ntrust_domain = \"partner.example\"\n"
+        ))
+        .unwrap();
+        let oauth = c.oauth.unwrap().load().unwrap();
+        assert_eq!(oauth.access_token_ttl, 120);
+        assert_eq!(oauth.scopes, ["read"]);
+        assert_eq!(oauth.issuers.len(), 1);
+        assert!(matches!(
+            oauth.issuers[0].keys,
+            sigil_server::oauth::KeySource::Discovery
+        ));
+        assert_eq!(oauth.federated[0].trust_domain.as_str(), "partner.example");
+
+        for (text, needle) in [
+            (format!("{SERVER}[oauth]\n"), "needs the public listener"),
+            (
+                format!(
+                    "{SERVER}{public}[oauth]\n{}",
+                    issuer.replace("spiffe://td/", "spiffe://other/")
+                ),
+                "spiffe_id",
+            ),
+            (
+                format!(
+                    "{SERVER}{public}[oauth]\n{}",
+                    issuer.replace("RS256", "HS256")
+                ),
+                "`HS256` is not accepted",
+            ),
+            (
+                format!(
+                    "{SERVER}{public}[oauth]\n{}",
+                    issuer.replace("repo == '1'", "repo ==")
+                ),
+                "condition",
+            ),
+            (
+                format!("{SERVER}{public}[oauth]\naccess_token_ttl = \"48h\"\n"),
+                "longer than 24h",
+            ),
+            (
+                format!("{SERVER}{public}[oauth]\n[[oauth.federated]]\ntrust_domain = \"td\"\n"),
+                "own trust domain",
+            ),
+        ] {
+            let err = parse_server_config(&text).unwrap_err().to_string();
+            assert!(err.contains(needle), "`{err}` lacks `{needle}`");
+        }
+    }
 
     #[test]
     fn public_listener_takes_the_svid_or_files_and_an_https_issuer() {

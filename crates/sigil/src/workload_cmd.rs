@@ -83,7 +83,7 @@ fn status_error(what: &str, s: &tonic::Status) -> anyhow::Error {
 }
 
 /// Splits concatenated DER certificates.
-fn split_der_chain(bytes: &[u8]) -> anyhow::Result<Vec<Vec<u8>>> {
+pub(crate) fn split_der_chain(bytes: &[u8]) -> anyhow::Result<Vec<Vec<u8>>> {
     let mut out = Vec::new();
     let mut rest = bytes;
     while !rest.is_empty() {
@@ -113,6 +113,44 @@ fn write_public(path: &Path, text: &str) -> anyhow::Result<()> {
         .with_context(|| format!("cannot write {}", path.display()))
 }
 
+/// This workload's X509-SVIDs (with their private keys) and bundles: the first message of the
+/// Workload API's `FetchX509SVID` stream. Fails with one line when the socket cannot be reached,
+/// the agent refuses, or the stream ends without a message.
+pub(crate) async fn fetch_x509_svids(
+    socket: Option<String>,
+) -> anyhow::Result<wl::X509svidResponse> {
+    let mut client = connect(socket).await?;
+    let mut stream = client
+        .fetch_x509svid(request(wl::X509svidRequest {}))
+        .await
+        .map_err(|s| status_error("cannot fetch X509-SVIDs", &s))?
+        .into_inner();
+    stream
+        .message()
+        .await
+        .map_err(|s| status_error("cannot fetch X509-SVIDs", &s))?
+        .context("the Workload API closed the stream without an answer")
+}
+
+/// JWT-SVIDs for `audiences` (of the identity `spiffe_id`, or every identity of this workload),
+/// from the Workload API's `FetchJWTSVID`. Fails with one line when the socket cannot be reached
+/// or the agent refuses.
+pub(crate) async fn fetch_jwt_svids(
+    socket: Option<String>,
+    audiences: Vec<String>,
+    spiffe_id: Option<String>,
+) -> anyhow::Result<wl::JwtsvidResponse> {
+    let mut client = connect(socket).await?;
+    Ok(client
+        .fetch_jwtsvid(request(wl::JwtsvidRequest {
+            audience: audiences,
+            spiffe_id: spiffe_id.unwrap_or_default(),
+        }))
+        .await
+        .map_err(|s| status_error("cannot fetch a JWT-SVID", &s))?
+        .into_inner())
+}
+
 /// `sigil svid fetch [--write DIR]`.
 ///
 /// With `--write`, `svid.pem` and `bundle.pem` (0644) and `svid.key` (0600) are each written to a
@@ -127,17 +165,7 @@ pub async fn svid_fetch(
     write_dir: Option<PathBuf>,
     output: OutputFormat,
 ) -> anyhow::Result<()> {
-    let mut client = connect(socket).await?;
-    let mut stream = client
-        .fetch_x509svid(request(wl::X509svidRequest {}))
-        .await
-        .map_err(|s| status_error("cannot fetch X509-SVIDs", &s))?
-        .into_inner();
-    let resp = stream
-        .message()
-        .await
-        .map_err(|s| status_error("cannot fetch X509-SVIDs", &s))?
-        .context("the Workload API closed the stream without an answer")?;
+    let resp = fetch_x509_svids(socket).await?;
     let Some(first) = resp.svids.first() else {
         bail!("the Workload API returned no X509-SVID");
     };
@@ -248,15 +276,7 @@ pub async fn jwt_fetch(
     if audiences.is_empty() {
         bail!("at least one --audience is required");
     }
-    let mut client = connect(socket).await?;
-    let resp = client
-        .fetch_jwtsvid(request(wl::JwtsvidRequest {
-            audience: audiences,
-            spiffe_id: spiffe_id.unwrap_or_default(),
-        }))
-        .await
-        .map_err(|s| status_error("cannot fetch a JWT-SVID", &s))?
-        .into_inner();
+    let resp = fetch_jwt_svids(socket, audiences, spiffe_id).await?;
     match output {
         OutputFormat::Json => {
             let svids: Vec<Value> = resp
