@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs the pinned, unmodified JavaScript clients of package-lock.json (jose) into
-# interop/node/node_modules. Idempotent: does nothing when they already match the lock file.
+# Installs the pinned, unmodified JavaScript clients of package-lock.json (jose, openid-client
+# with oauth4webapi, undici) into interop/node/node_modules.
+# Idempotent: does nothing when they already match the lock file.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$here"
