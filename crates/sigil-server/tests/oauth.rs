@@ -33,6 +33,7 @@ const CI_AUDIENCE: &str = "https://sigil.example";
 const EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 const JWT: &str = "urn:ietf:params:oauth:token-type:jwt";
 const JWT_SPIFFE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-spiffe";
+const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 
 struct Fixture {
     server: TestServer,
@@ -46,6 +47,10 @@ struct Fixture {
 }
 
 async fn fixture() -> Fixture {
+    fixture_on(PublicTls::PlainLoopback, None).await
+}
+
+async fn fixture_on(tls: PublicTls, issuer: Option<&str>) -> Fixture {
     let rsa = TestSigningKey::generate(JwsAlgorithm::Rs256).unwrap();
     let ec = TestSigningKey::generate(JwsAlgorithm::Es256).unwrap();
     let jwks = json!({"keys": [rsa.public_jwk("rsa-1"), ec.public_jwk("ec-1")]});
@@ -76,8 +81,8 @@ async fn fixture() -> Fixture {
     let server = TestServer::start_oauth(
         PublicConfig {
             bind_address: "127.0.0.1:0".parse().unwrap(),
-            tls: PublicTls::PlainLoopback,
-            issuer: None,
+            tls,
+            issuer: issuer.map(str::to_owned),
         },
         oauth,
     )
@@ -144,14 +149,61 @@ impl Fixture {
 
     /// POSTs `form` to `path`: (status, JSON body, Cache-Control).
     async fn post(&self, path: &str, form: &[(&str, &str)]) -> (u16, Value, String) {
-        let body: String = form_urlencoded::Serializer::new(String::new())
-            .extend_pairs(form)
-            .finish();
         let tcp = TcpStream::connect(self.server.handle.public_addr.unwrap())
             .await
             .unwrap();
+        post_on(tcp, path, form).await
+    }
+
+    /// POSTs `form` to `path` over TLS to the SVID listener, presenting `client` (if any).
+    async fn post_tls(
+        &self,
+        client: Option<&AgentSvid>,
+        path: &str,
+        form: &[(&str, &str)],
+    ) -> Result<(u16, Value, String), std::io::Error> {
+        let tls = self.tls_connect(client).await?;
+        Ok(post_on(tls, path, form).await)
+    }
+
+    /// A TLS connection to the SVID listener trusting the bundle, presenting `client` (if any).
+    async fn tls_connect(
+        &self,
+        client: Option<&AgentSvid>,
+    ) -> Result<sigil_tls::client::TlsStream<TcpStream>, std::io::Error> {
+        let roots = std::sync::Arc::new(sigil_tls::LiveRoots::new(
+            &self.server.handle.bundle().x509_authorities,
+        ));
+        let verifier = std::sync::Arc::new(sigil_tls::SpiffeServerVerifier::new(
+            roots,
+            sigil_server::naming::server_id(&support::td()),
+        ));
+        let svid = client.map(|c| {
+            std::sync::Arc::new(sigil_tls::LiveSvid::new(&c.chain, c.key.pkcs8_der()).unwrap())
+        });
+        let mut config =
+            sigil_tls::client_config(svid, verifier, sigil_tls::TlsPolicy::default()).unwrap();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let tcp = TcpStream::connect(self.server.handle.public_addr.unwrap())
+            .await
+            .unwrap();
+        sigil_tls::TlsConnector::from(std::sync::Arc::new(config))
+            .connect(sigil_tls::ServerName::try_from("sigil").unwrap(), tcp)
+            .await
+    }
+}
+
+/// POSTs `form` to `path` on `io`: (status, JSON body, Cache-Control).
+async fn post_on<T>(io: T, path: &str, form: &[(&str, &str)]) -> (u16, Value, String)
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    {
+        let body: String = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(form)
+            .finish();
         let (mut sender, connection) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(io))
                 .await
                 .unwrap();
         tokio::spawn(connection);
@@ -178,7 +230,9 @@ impl Fixture {
         };
         (status, json, cache)
     }
+}
 
+impl Fixture {
     async fn exchange(&self, extra: &[(&str, &str)]) -> (u16, Value) {
         let mut form = vec![("grant_type", EXCHANGE)];
         form.extend_from_slice(extra);
@@ -499,20 +553,32 @@ async fn jwt_svids_are_subjects_actors_and_client_assertions() {
     )
     .unwrap();
 
-    // The same client assertion again is a replay.
-    assert_error(
-        "client assertion replayed",
-        f.exchange(&[
+    // The same JWT-SVID assertion again is accepted: agents hand out the same cached JWT-SVID
+    // per audience, and the SPIFFE client-auth draft allows its reuse until it expires.
+    let (status, body) = f
+        .exchange(&[
             ("subject_token", &subject),
             ("subject_token_type", JWT),
             ("audience", "https://api.example"),
             ("client_assertion_type", JWT_SPIFFE),
             ("client_assertion", &assertion),
         ])
+        .await;
+    assert_eq!(status, 200, "{body}");
+    // A JWT-SVID sent as an RFC 7523 assertion is refused: the types are not interchangeable.
+    assert_error(
+        "JWT-SVID as jwt-bearer",
+        f.exchange(&[
+            ("subject_token", &subject),
+            ("subject_token_type", JWT),
+            ("audience", "https://api.example"),
+            ("client_assertion_type", JWT_BEARER),
+            ("client_assertion", &assertion),
+        ])
         .await,
         401,
         "invalid_client",
-        "used before",
+        "jwt-spiffe",
     );
     // An assertion for another audience is refused.
     let other_assertion = f.jwt_svid(&f.ai, "https://api.example").await;
@@ -561,6 +627,75 @@ async fn jwt_svids_are_subjects_actors_and_client_assertions() {
     assert_eq!(
         nested["act"],
         json!({"sub": "spiffe://example.org/svc", "act": {"sub": "spiffe://example.org/ai-agent"}})
+    );
+    f.server.stop().await;
+}
+
+#[tokio::test]
+async fn rfc7523_assertions_of_an_external_issuer_authenticate_once() {
+    fn as_refs(form: &[(String, String)]) -> Vec<(&str, &str)> {
+        form.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+    }
+    let f = fixture().await;
+    let subject = f.jwt_svid(&f.svc, &f.issuer).await;
+    let token_endpoint = format!("{}/oauth2/token", f.issuer);
+    let assertion_claims = {
+        let mut c = f.ci_claims();
+        c["aud"] = json!(token_endpoint);
+        c["jti"] = json!("assertion-1");
+        c
+    };
+    let assertion = f.ci_token(&f.ec, "ec-1", &assertion_claims);
+    let form = |assertion: &str| {
+        vec![
+            ("subject_token".to_owned(), subject.clone()),
+            ("subject_token_type".to_owned(), JWT.to_owned()),
+            ("audience".to_owned(), "https://api.example".to_owned()),
+            ("client_assertion_type".to_owned(), JWT_BEARER.to_owned()),
+            ("client_assertion".to_owned(), assertion.to_owned()),
+        ]
+    };
+    let first = form(&assertion);
+    let (status, body) = f.exchange(&as_refs(&first)).await;
+    assert_eq!(status, 200, "{body}");
+    let (_, claims) = claims_of(body["access_token"].as_str().unwrap());
+    assert_eq!(claims["client_id"], "spiffe://example.org/ci/1001/2002");
+    assert_eq!(claims["sub"], "spiffe://example.org/svc");
+
+    // Replayed: refused.
+    assert_error(
+        "client assertion replayed",
+        f.exchange(&as_refs(&first)).await,
+        401,
+        "invalid_client",
+        "used before",
+    );
+    // For another audience (the issuer's own, not this server): refused.
+    let elsewhere = f.ci_token(&f.ec, "ec-1", &{
+        let mut c = assertion_claims.clone();
+        c["aud"] = json!(CI_AUDIENCE);
+        c["jti"] = json!("assertion-2");
+        c
+    });
+    assert_error(
+        "client assertion for another audience",
+        f.exchange(&as_refs(&form(&elsewhere))).await,
+        401,
+        "invalid_client",
+        "audience",
+    );
+    // Without a jti a replay could not be told: refused.
+    let no_jti = f.ci_token(&f.ec, "ec-1", &{
+        let mut c = assertion_claims.clone();
+        c.as_object_mut().unwrap().remove("jti");
+        c
+    });
+    assert_error(
+        "client assertion without jti",
+        f.exchange(&as_refs(&form(&no_jti))).await,
+        401,
+        "invalid_client",
+        "`jti` is required",
     );
     f.server.stop().await;
 }
@@ -714,6 +849,90 @@ async fn introspection_and_revocation_of_issued_tokens() {
         )
         .await;
     assert_eq!((status, body), (200, json!({"active": false})));
+    f.server.stop().await;
+}
+
+#[tokio::test]
+async fn mutual_tls_with_an_x509_svid_authenticates_the_client() {
+    let f = fixture_on(PublicTls::Svid, Some("https://sigil.test")).await;
+    let subject = f.jwt_svid(&f.svc, &f.issuer).await;
+    let client_id = sigil_spiffe::SpiffeId::parse("spiffe://example.org/ai-agent").unwrap();
+    let client = f.server.forge_signed_svid(&client_id, 600);
+    let form = |claimed: &'static str| {
+        vec![
+            ("grant_type", EXCHANGE),
+            ("audience", "https://api.example"),
+            ("subject_token_type", JWT),
+            ("client_id", claimed),
+        ]
+    };
+    let with_subject = |mut form: Vec<(&'static str, &'static str)>, subject: &str| {
+        let subject: &'static str = Box::leak(subject.to_owned().into_boxed_str());
+        form.push(("subject_token", subject));
+        form
+    };
+    let (status, body, _) = f
+        .post_tls(
+            Some(&client),
+            "/oauth2/token",
+            &with_subject(form("spiffe://example.org/ai-agent"), &subject),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    let (_, claims) = claims_of(body["access_token"].as_str().unwrap());
+    assert_eq!(claims["client_id"], "spiffe://example.org/ai-agent");
+    assert_eq!(claims["iss"], "https://sigil.test");
+
+    // client_id must be the certificate's SPIFFE ID.
+    let (status, body, _) = f
+        .post_tls(
+            Some(&client),
+            "/oauth2/token",
+            &with_subject(form("spiffe://example.org/svc"), &subject),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("invalid_client"))
+    );
+    // Without a certificate the same client_id is not believed.
+    let (status, body, _) = f
+        .post_tls(
+            None,
+            "/oauth2/token",
+            &with_subject(form("spiffe://example.org/ai-agent"), &subject),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("invalid_client"))
+    );
+    // A certificate of another trust domain does not get through the handshake.
+    let stranger = TestServer::start().await;
+    let foreign = stranger.forge_signed_svid(
+        &sigil_spiffe::SpiffeId::parse("spiffe://example.org/ai-agent").unwrap(),
+        600,
+    );
+    // TLS 1.3: the client learns of the refusal when it reads.
+    let refused = match f.tls_connect(Some(&foreign)).await {
+        Err(_) => true,
+        Ok(mut tls) => {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let _ = tls
+                .write_all(
+                    b"POST /oauth2/token HTTP/1.1\r\nhost: sigil\r\ncontent-length: 0\r\n\r\n",
+                )
+                .await;
+            let mut answer = Vec::new();
+            let read = tokio::time::timeout(PATIENCE, tls.read_to_end(&mut answer)).await;
+            matches!(read, Ok(Err(_))) || answer.is_empty()
+        }
+    };
+    assert!(refused, "a certificate of another CA must be refused");
+    stranger.stop().await;
     f.server.stop().await;
 }
 

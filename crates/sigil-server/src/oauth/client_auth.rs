@@ -6,10 +6,13 @@
 //! - an RFC 7523 `…:jwt-bearer` assertion of a configured external issuer, whose claims map to
 //!   the SPIFFE ID as a subject token's would.
 //!
-//! Assertions must name this server as their audience and are used once: their `jti` is kept
-//! until they expire ([`super::replay`]); a JWT-SVID without `jti` cannot be told from its
-//! replay and is refused. A `client_id` sent without any of these is refused rather than
-//! believed.
+//! Assertions must name this server as their audience. RFC 7523 assertions are used once: their
+//! `jti` (required) is kept until they expire ([`super::replay`]). JWT-SVID assertions are not:
+//! SPIFFE agents (Sigil's, SPIRE's) cache a JWT-SVID per audience and hand the same token to the
+//! workload until it nears expiry, and the SPIFFE client-auth draft makes `jti` optional for that
+//! reason, so a one-time rule would refuse every second request of a correct client. Their short
+//! lifetime, their audience (this server only) and revocation by `jti` bound a stolen one instead.
+//! A `client_id` sent without any credential is refused rather than believed.
 
 use sigil_spiffe::SpiffeId;
 
@@ -35,6 +38,32 @@ pub struct Client {
 }
 
 impl OAuth {
+    /// Records the first use of RFC 7523 assertion `principal`, or refuses a replay.
+    fn first_use(&self, principal: &super::tokens::Principal, now: i64) -> Result<(), OAuthError> {
+        let jti = principal
+            .claims
+            .get("jti")
+            .and_then(serde_json::Value::as_str)
+            .filter(|jti| !jti.is_empty() && jti.len() <= 256)
+            .ok_or_else(|| {
+                OAuthError::invalid_client(
+                    "client assertion: a `jti` is required so that a replay can be refused",
+                )
+            })?;
+        // Keyed by the assertion's issuer too: jti values are unique per issuer only.
+        let key = format!("{:?}\u{0}{jti}", principal.source);
+        match self.replay.first_use(&key, principal.expires_at, now) {
+            Ok(()) => Ok(()),
+            Err(ReplayRefusal::Replayed) => Err(OAuthError::invalid_client(
+                "client assertion: it was used before (an RFC 7523 assertion is good for one request)",
+            )),
+            Err(ReplayRefusal::Full) => Err(OAuthError::server(
+                "cannot take more client assertions now",
+                &"the replay cache is full",
+            )),
+        }
+    }
+
     /// The client of a request with `form`, over a connection whose verified client certificate
     /// names `tls_client` (if any), at `now`: `None` when the request carries no client
     /// authentication, `invalid_client` when it carries one that fails.
@@ -75,31 +104,8 @@ impl OAuth {
                         "client assertion: a jwt-spiffe assertion must be a JWT-SVID"
                     }));
                 }
-                let jti = principal
-                    .claims
-                    .get("jti")
-                    .and_then(serde_json::Value::as_str)
-                    .filter(|jti| !jti.is_empty() && jti.len() <= 256)
-                    .ok_or_else(|| {
-                        OAuthError::invalid_client(
-                            "client assertion: a `jti` is required so that a replay can be refused",
-                        )
-                    })?;
-                // Keyed by the assertion's issuer too: jti values are unique per issuer only.
-                let key = format!("{:?}\u{0}{jti}", principal.source);
-                match self.replay.first_use(&key, principal.expires_at, now) {
-                    Ok(()) => {}
-                    Err(ReplayRefusal::Replayed) => {
-                        return Err(OAuthError::invalid_client(
-                            "client assertion: it was used before (fetch a new one per request)",
-                        ));
-                    }
-                    Err(ReplayRefusal::Full) => {
-                        return Err(OAuthError::server(
-                            "cannot take more client assertions now",
-                            &"the replay cache is full",
-                        ));
-                    }
+                if method == Method::JwtBearer {
+                    self.first_use(&principal, now)?;
                 }
                 if let Some(claimed) = client_id
                     && claimed != principal.spiffe_id.as_str()

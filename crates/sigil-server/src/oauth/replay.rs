@@ -1,4 +1,4 @@
-//! One-time use of client assertions (RFC 7523 §3, item 7): the `jti` of every accepted
+//! One-time use of RFC 7523 client assertions (§3, item 7): the `jti` of every accepted
 //! assertion is remembered until the assertion expires, and a second use is refused. Bounded:
 //! expired ids are dropped as new ones arrive, and when [`MAX_REMEMBERED`] unexpired ids are held
 //! new assertions are refused (fail closed) rather than forgetting ids that could be replayed.
