@@ -33,4 +33,5 @@ mod soak;
 mod svid_write;
 mod tidy;
 mod tls;
+mod token_exchange;
 mod upstream;

@@ -27,7 +27,7 @@ fn openssl(dir: &Path, args: &[&str]) {
 
 /// A CA and a certificate for `localhost` / 127.0.0.1 under it, made with openssl: (CA file,
 /// certificate file, key file).
-fn web_pki(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+pub(crate) fn web_pki(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     std::fs::create_dir_all(dir).unwrap();
     openssl(
         dir,
@@ -101,7 +101,7 @@ fn web_pki(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     (dir.join("ca.pem"), dir.join("web.pem"), dir.join("web.key"))
 }
 
-fn node_dir() -> PathBuf {
+pub(crate) fn node_dir() -> PathBuf {
     pyspiffe_dir().join("../node")
 }
 
