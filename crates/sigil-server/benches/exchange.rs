@@ -109,6 +109,7 @@ fn main() {
             spiffe_id: SpiffeIdTemplate::parse("spiffe://example.org/ci/{repo}", &td).unwrap(),
             condition: None,
             scopes: None,
+            refresh_interval: sigil_server::oauth::external::DEFAULT_REFRESH_INTERVAL,
         }],
         ..OAuthConfig::default()
     };

@@ -51,6 +51,14 @@ async fn fixture() -> Fixture {
 }
 
 async fn fixture_on(tls: PublicTls, issuer: Option<&str>) -> Fixture {
+    fixture_with(tls, issuer, |_| {}).await
+}
+
+async fn fixture_with(
+    tls: PublicTls,
+    issuer: Option<&str>,
+    tweak: impl FnOnce(&mut OAuthConfig),
+) -> Fixture {
     let rsa = TestSigningKey::generate(JwsAlgorithm::Rs256).unwrap();
     let ec = TestSigningKey::generate(JwsAlgorithm::Es256).unwrap();
     let jwks = json!({"keys": [rsa.public_jwk("rsa-1"), ec.public_jwk("ec-1")]});
@@ -75,9 +83,12 @@ async fn fixture_on(tls: PublicTls, issuer: Option<&str>) -> Fixture {
                 .unwrap(),
             condition: Some(Condition::parse(r#"git_ref == "refs/heads/main""#).unwrap()),
             scopes: Some(vec!["deploy".to_owned()]),
+            refresh_interval: sigil_server::oauth::external::DEFAULT_REFRESH_INTERVAL,
         }],
         ..OAuthConfig::default()
     };
+    let mut oauth = oauth;
+    tweak(&mut oauth);
     let server = TestServer::start_oauth(
         PublicConfig {
             bind_address: "127.0.0.1:0".parse().unwrap(),
@@ -933,6 +944,44 @@ async fn mutual_tls_with_an_x509_svid_authenticates_the_client() {
     };
     assert!(refused, "a certificate of another CA must be refused");
     stranger.stop().await;
+    f.server.stop().await;
+}
+
+#[tokio::test]
+async fn the_delegation_chain_is_bounded() {
+    let f = fixture_with(PublicTls::PlainLoopback, None, |c| {
+        c.max_delegation_depth = 1
+    })
+    .await;
+    let subject = f.jwt_svid(&f.svc, &f.issuer).await;
+    let actor = f.jwt_svid(&f.ai, &f.issuer).await;
+    let delegate = |subject: String| {
+        let actor = actor.clone();
+        let issuer = f.issuer.clone();
+        let f = &f;
+        async move {
+            f.exchange(&[
+                ("subject_token", &subject),
+                ("subject_token_type", JWT),
+                ("actor_token", &actor),
+                ("actor_token_type", JWT),
+                ("audience", &issuer),
+                ("requested_token_type", JWT),
+            ])
+            .await
+        }
+    };
+    let (status, body) = delegate(subject).await;
+    assert_eq!(status, 200, "{body}");
+    // One actor is the limit: acting again for a token that already carries one is refused.
+    let once = body["access_token"].as_str().unwrap().to_owned();
+    assert_error(
+        "chain longer than the limit",
+        delegate(once).await,
+        400,
+        "invalid_request",
+        "more actors than the limit of 1",
+    );
     f.server.stop().await;
 }
 

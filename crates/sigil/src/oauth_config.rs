@@ -20,6 +20,7 @@
 //! spiffe_id = "spiffe://example.org/ci/{owner_id}/{repo_id}"
 //! condition = "owner_id == '1234' && ref == 'refs/heads/main'"
 //! scopes = ["deploy"]
+//! key_refresh_interval = "30s"     # an unknown kid refetches keys at most this often
 //!
 //! [[oauth.federated]]              # a federated trust domain whose JWT-SVIDs are accepted
 //! trust_domain = "partner.example"
@@ -74,6 +75,8 @@ struct RawIssuer {
     spiffe_id: String,
     condition: Option<String>,
     scopes: Option<Vec<String>>,
+    /// Shortest time between two fetches of its keys (an unknown `kid` fetches them again).
+    key_refresh_interval: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -193,6 +196,17 @@ impl OAuthFiles {
                 .map(Condition::parse)
                 .transpose()
                 .map_err(|e| anyhow::anyhow!("{}: {e}", field("condition")))?;
+            let refresh_interval = match raw_issuer.key_refresh_interval.as_deref() {
+                None => sigil_server::oauth::external::DEFAULT_REFRESH_INTERVAL,
+                Some(v) => std::time::Duration::from_secs(
+                    Ttl::parse(v)
+                        .map(Ttl::as_secs)
+                        .map_err(|e| {
+                            anyhow::anyhow!("invalid {} `{v}`: {e}", field("key_refresh_interval"))
+                        })?
+                        .max(1),
+                ),
+            };
             issuers.push(ExternalIssuerConfig {
                 issuer: raw_issuer.issuer,
                 keys,
@@ -204,6 +218,7 @@ impl OAuthFiles {
                 spiffe_id,
                 condition,
                 scopes: raw_issuer.scopes,
+                refresh_interval,
             });
             files.push((raw_issuer.jwks_file, raw_issuer.ca_file));
         }

@@ -1,8 +1,8 @@
 //! External OIDC issuers whose JWTs token exchange accepts (CI systems, Kubernetes service
 //! accounts, clouds): each issuer's verification keys, from a static JWK Set file, a `jwks_uri`
 //! or OIDC discovery, cached in memory. An unknown `kid` fetches the keys again (a key rotation
-//! at the issuer), at most once per [`MIN_REFRESH_INTERVAL`] so that tokens with made-up key
-//! ids cannot make the server hammer the issuer; keys older than [`MAX_KEYS_AGE`] are fetched
+//! at the issuer), at most once per refresh interval ([`DEFAULT_REFRESH_INTERVAL`] unless
+//! configured) so that tokens with made-up key ids cannot make the server hammer the issuer; keys older than [`MAX_KEYS_AGE`] are fetched
 //! again on the next use so a key the issuer withdrew stops verifying.
 
 use std::sync::Arc;
@@ -17,8 +17,8 @@ use super::condition::Condition;
 use super::mapping::{AttributeMapping, SpiffeIdTemplate};
 use crate::federation::fetch::{self, EndpointUrl, FetchError};
 
-/// Shortest time between two fetches of one issuer's keys.
-pub const MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(30);
+/// Shortest time between two fetches of one issuer's keys, by default.
+pub const DEFAULT_REFRESH_INTERVAL: Duration = Duration::from_secs(30);
 /// Longest fetched keys are used before they are fetched again.
 pub const MAX_KEYS_AGE: Duration = Duration::from_secs(3600);
 /// Largest discovery document read, in bytes.
@@ -58,6 +58,8 @@ pub struct ExternalIssuerConfig {
     pub condition: Option<Condition>,
     /// Scopes its subjects may be granted; `None`: the `[oauth]` scopes.
     pub scopes: Option<Vec<String>>,
+    /// Shortest time between two fetches of its keys.
+    pub refresh_interval: Duration,
 }
 
 /// Why an issuer's key could not be had.
@@ -118,7 +120,7 @@ impl ExternalIssuer {
     }
 
     /// The key for a token with `kid` signed with `alg`, fetching the keys again when it is
-    /// unknown (at most once per [`MIN_REFRESH_INTERVAL`]) or the held ones are stale.
+    /// unknown (at most once per refresh interval) or the held ones are stale.
     pub async fn key(
         &self,
         kid: Option<&str>,
@@ -141,7 +143,7 @@ impl ExternalIssuer {
             // Another request may have fetched while this one waited.
             let held = self.keys.load();
             let found = held.keys.find(kid, alg).cloned();
-            let due = last.is_none_or(|at| at.elapsed() >= MIN_REFRESH_INTERVAL);
+            let due = last.is_none_or(|at| at.elapsed() >= self.config.refresh_interval);
             if (found.is_none() || !fresh(&held)) && due {
                 *last = Some(Instant::now());
                 match tokio::time::timeout(FETCH_TIMEOUT, self.fetch()).await {

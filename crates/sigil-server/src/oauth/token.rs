@@ -335,7 +335,7 @@ fn delegation(
     }
     if depth_of_earlier + 1 > oauth.config.max_delegation_depth {
         return Err(OAuthError::invalid_request(format!(
-            "the delegation chain would be longer than {} actors",
+            "the delegation chain would hold more actors than the limit of {}",
             oauth.config.max_delegation_depth
         )));
     }

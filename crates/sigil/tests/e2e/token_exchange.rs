@@ -114,7 +114,8 @@ fn third_party_clients_exchange_tokens() {
              max_token_age = \"10m\"\nalgorithms = [\"RS256\", \"ES256\"]\n\
              attributes = {{ owner_id = \"repository_owner_id\", repo_id = \"repository_id\", git_ref = \"ref\" }}\n\
              spiffe_id = \"spiffe://example.org/ci/{{owner_id}}/{{repo_id}}\"\n\
-             condition = \"git_ref == 'refs/heads/main'\"\nscopes = [\"deploy\"]\n",
+             condition = \"git_ref == 'refs/heads/main'\"\nscopes = [\"deploy\"]\n\
+             key_refresh_interval = \"5s\"\n",
             cert = cert.display(),
             key = key.display(),
             ca = ca.display(),
@@ -195,6 +196,56 @@ fn third_party_clients_exchange_tokens() {
         "{hits}"
     );
     assert!(hits["/jwks"].as_u64() >= Some(1), "{hits}");
+
+    // A token under a key id the issuer does not publish: the server fetches the keys again
+    // once (the issuer may have rotated), then not again within the refresh interval (5 s
+    // here) however many such tokens arrive. The CLI sends them: it takes milliseconds.
+    let jwks_hits = || -> u64 {
+        let hits: Value =
+            serde_json::from_slice(&std::fs::read(keys.join("hits.json")).unwrap()).unwrap();
+        hits["/jwks"].as_u64().unwrap_or(0)
+    };
+    let unknown: Vec<PathBuf> = (0..3)
+        .map(|n| {
+            let o = Command::new(&python)
+                .arg(pyspiffe_dir().join("oidc_issuer.py"))
+                .args(["mint", "--keys-dir"])
+                .arg(&keys)
+                .args([
+                    "--alg",
+                    "RS256",
+                    "--kid",
+                    &format!("rotated-{n}"),
+                    "--claims",
+                ])
+                .arg(ci_claims("refs/heads/main").to_string())
+                .output()
+                .unwrap();
+            token_file(&format!("ci-unknown-{n}"), stdout(&o).trim())
+        })
+        .collect();
+    // Past the interval since the last fetch.
+    std::thread::sleep(Duration::from_secs(6));
+    let before = jwks_hits();
+    for file in &unknown {
+        let o = sigil(&[
+            "exchange",
+            "--server",
+            &issuer,
+            "--ca-file",
+            ca.to_str().unwrap(),
+            "--audience",
+            "https://api.example",
+            "--subject-token",
+            &format!("@{}", file.display()),
+        ]);
+        assert_one_line_error(&o, "key id is not known");
+    }
+    assert_eq!(
+        jwks_hits(),
+        before + 1,
+        "one refetch for three unknown key ids within the refresh interval"
+    );
 
     // The condition decides: another branch is refused with invalid_request.
     let feature = token_file(
