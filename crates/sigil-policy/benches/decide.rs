@@ -31,7 +31,7 @@ fn policy(i: usize, action: usize) -> String {
             "principal.selectors.contains(\"unix:uid:{i}\") && context has intent && context.intent == \"op-{i}\""
         ),
         _ => format!(
-            "principal.path.contains(\"svc-{i}\") && context.scopes.contains(\"scope-{i}\") && context.weekday_utc != 0"
+            "principal.path.contains(\"svc-{i}\") && context has scopes && context.scopes.contains(\"scope-{i}\") && context.weekday_utc != 0"
         ),
     };
     format!(
