@@ -89,6 +89,9 @@ fn refusal_status(refusal: Refusal) -> Status {
         Refusal::InvalidCsr(_) | Refusal::InvalidAudience(_) => {
             Status::invalid_argument(refusal.to_string())
         }
+        // Not PermissionDenied: the agent reads that as a refusal of itself and stops. A
+        // policy withholds one credential; the agent asks again when the policy set changes.
+        Refusal::PolicyDenied { .. } => Status::failed_precondition(refusal.to_string()),
         Refusal::Signing(_) | Refusal::Unrecorded(_) => {
             tracing::error!(error = %refusal, "issuance failed");
             Status::internal("cannot issue the credential")
@@ -278,6 +281,7 @@ impl AgentApi {
             tainted: self.issuer.tainted_authorities(),
             revocations: self.issuer.revocations(),
             federated: self.foreign.as_ref().map(|f| f.snapshot()),
+            policies: self.issuer.policies().current(),
         }
     }
 
@@ -309,6 +313,7 @@ impl AgentApi {
             revoked_x509_svids: deny(CredentialKind::X509Svid),
             revoked_jwt_svids: deny(CredentialKind::JwtSvid),
             crls: revocations.crls.clone(),
+            policy_hash: sources.policies.hash().to_owned(),
             entries_unchanged: false,
         }
     }
@@ -538,6 +543,7 @@ fn async_stream_sync(
         api.entries.subscribe_agent(&agent_id, selectors)
     };
     let mut trust = api.issuer.subscribe_trust();
+    let mut policies = api.issuer.policies().subscribe();
     // Without foreign bundles, a channel that never changes (its sender kept alive here).
     let (no_foreign_tx, no_foreign_rx) = watch::channel(0_u64);
     let mut foreign = api
@@ -560,6 +566,7 @@ fn async_stream_sync(
         loop {
             versions.mark_unchanged();
             trust.mark_unchanged();
+            policies.mark_unchanged();
             foreign.mark_unchanged();
             let view = agent.borrow_and_update().clone();
             let view = match view {
@@ -632,6 +639,7 @@ fn async_stream_sync(
                     entries_dirty = true;
                 },
                 changed = trust.changed() => if changed.is_err() { return },
+                changed = policies.changed() => if changed.is_err() { return },
                 changed = foreign.changed() => if changed.is_err() { return },
                 changed = agent.changed() => {
                     if changed.is_err() {
@@ -683,11 +691,15 @@ struct TrustSources {
     tainted: Arc<Vec<String>>,
     revocations: Arc<crate::ca::Revocations>,
     federated: Option<Arc<BundleMap>>,
+    /// The policy set in force: a new one is announced so agents ask again for what it may now
+    /// permit.
+    policies: Arc<sigil_policy::LoadedPolicies>,
 }
 
 impl TrustSources {
     fn same(&self, other: &Self) -> bool {
         Arc::ptr_eq(&self.bundle, &other.bundle)
+            && Arc::ptr_eq(&self.policies, &other.policies)
             && Arc::ptr_eq(&self.tainted, &other.tainted)
             && Arc::ptr_eq(&self.revocations, &other.revocations)
             && match (&self.federated, &other.federated) {

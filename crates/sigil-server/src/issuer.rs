@@ -24,6 +24,8 @@ use crate::ca::{CaManager, Revocations};
 use crate::entry_index::{EntryAccess, EntryIndex};
 use crate::inventory::InventoryWriter;
 use crate::metrics::Metrics;
+use crate::policy::Policies;
+use sigil_policy::{AgentRef, ContextInput, DecisionRequest, Principal, ResourceRef};
 
 /// Largest CSR accepted, in bytes.
 pub const MAX_CSR_BYTES: usize = 16 * 1024;
@@ -63,6 +65,12 @@ pub enum Refusal {
     InvalidCsr(String),
     #[error("audience is not acceptable: {0}")]
     InvalidAudience(String),
+    /// The Cedar policy set in force denies it (the ids of the deciding policies, if any).
+    #[error("denied by policy{}", describe_policies(.policies, .errors))]
+    PolicyDenied {
+        policies: Vec<String>,
+        errors: Vec<String>,
+    },
     /// The CA failed for a reason that is not the caller's (logged, not sent).
     #[error("cannot sign: {0}")]
     Signing(String),
@@ -70,6 +78,20 @@ pub enum Refusal {
     /// handed out (logged, not sent).
     #[error("cannot record the issued credential: {0}")]
     Unrecorded(String),
+}
+
+/// ` [ids]` and `: errors` for a policy refusal's message.
+fn describe_policies(policies: &[String], errors: &[String]) -> String {
+    let mut text = String::new();
+    if !policies.is_empty() {
+        text.push_str(&format!(" [{}]", policies.join(", ")));
+    } else {
+        text.push_str(" (no policy permits it)");
+    }
+    if !errors.is_empty() {
+        text.push_str(&format!(": {}", errors.join("; ")));
+    }
+    text
 }
 
 /// A signed X509-SVID.
@@ -109,6 +131,13 @@ enum Requester<'a> {
     Agent(&'a AgentView),
 }
 
+/// What is to be issued, as the policy sees it.
+#[derive(Debug, Clone, Copy)]
+enum Action<'a> {
+    X509,
+    Jwt { audience: &'a [String] },
+}
+
 /// For which identity.
 #[derive(Debug, Clone, Copy)]
 enum Subject<'a> {
@@ -122,6 +151,9 @@ enum Subject<'a> {
 struct Grant {
     spiffe_id: SpiffeId,
     dns_names: Vec<String>,
+    /// The entry's selectors and owner (empty for an agent's own SVID), for the policy.
+    selectors: Vec<sigil_spiffe::Selector>,
+    owner: String,
     /// Latest the credential may expire (the entry's expiry), Unix seconds.
     not_after: Option<i64>,
     x509_ttl: u64,
@@ -136,6 +168,7 @@ pub struct Issuer {
     clock: Arc<dyn Clock>,
     defaults: IssuanceDefaults,
     metrics: Arc<Metrics>,
+    policies: Arc<Policies>,
 }
 
 impl std::fmt::Debug for Issuer {
@@ -148,8 +181,8 @@ impl std::fmt::Debug for Issuer {
 }
 
 impl Issuer {
-    /// An issuer signing with `ca`, authorizing entries with `entries` and recording what it
-    /// issues in `store`, on `clock`.
+    /// An issuer signing with `ca`, authorizing entries with `entries` and then `policies`,
+    /// and recording what it issues in `store`, on `clock`.
     pub fn new(
         ca: Arc<CaManager>,
         entries: Arc<EntryIndex>,
@@ -157,6 +190,7 @@ impl Issuer {
         clock: Arc<dyn Clock>,
         defaults: IssuanceDefaults,
         metrics: Arc<Metrics>,
+        policies: Arc<Policies>,
     ) -> Self {
         Self {
             ca,
@@ -165,7 +199,13 @@ impl Issuer {
             clock,
             defaults,
             metrics,
+            policies,
         }
+    }
+
+    /// The policy set issuance is decided by.
+    pub fn policies(&self) -> &Arc<Policies> {
+        &self.policies
     }
 
     /// The metrics issuance counts into.
@@ -205,7 +245,11 @@ impl Issuer {
         csr: &[u8],
     ) -> Result<IssuedX509, Refusal> {
         let started = Instant::now();
-        let grant = self.decide(Requester::Attesting(agent_id), Subject::OwnAgentId)?;
+        let grant = self.decide(
+            Requester::Attesting(agent_id),
+            Subject::OwnAgentId,
+            Action::X509,
+        )?;
         let svid = self.sign_x509(&grant, csr, self.defaults.agent_svid_ttl)?;
         self.record(vec![svid.inventory(agent_id, self.clock.unix_secs())])
             .await?;
@@ -216,7 +260,7 @@ impl Issuer {
     /// A renewed SVID for `agent`.
     pub async fn renewal_svid(&self, agent: &AgentView, csr: &[u8]) -> Result<IssuedX509, Refusal> {
         let started = Instant::now();
-        let grant = self.decide(Requester::Agent(agent), Subject::OwnAgentId)?;
+        let grant = self.decide(Requester::Agent(agent), Subject::OwnAgentId, Action::X509)?;
         let svid = self.sign_x509(&grant, csr, self.defaults.agent_svid_ttl)?;
         self.record(vec![
             svid.inventory(&agent.spiffe_id, self.clock.unix_secs()),
@@ -238,7 +282,11 @@ impl Issuer {
         let results: Vec<Result<IssuedX509, Refusal>> = requests
             .iter()
             .map(|(entry_id, csr)| {
-                let grant = self.decide(Requester::Agent(agent), Subject::Entry(entry_id))?;
+                let grant = self.decide(
+                    Requester::Agent(agent),
+                    Subject::Entry(entry_id),
+                    Action::X509,
+                )?;
                 let ttl = grant.x509_ttl;
                 self.sign_x509(&grant, csr, ttl)
             })
@@ -264,7 +312,11 @@ impl Issuer {
     ) -> Result<MintedJwt, Refusal> {
         let started = Instant::now();
         check_audience(audience)?;
-        let grant = self.decide(Requester::Agent(agent), Subject::Entry(entry_id))?;
+        let grant = self.decide(
+            Requester::Agent(agent),
+            Subject::Entry(entry_id),
+            Action::Jwt { audience },
+        )?;
         let ttl = self.capped_ttl(grant.jwt_ttl, grant.not_after);
         let minted = self
             .ca
@@ -330,9 +382,24 @@ impl Issuer {
     }
 
     /// The decision: may `requester` have a credential for `subject` now? Every method passes
-    /// here before anything is signed; refusals are counted.
-    fn decide(&self, requester: Requester<'_>, subject: Subject<'_>) -> Result<Grant, Refusal> {
-        let decision = self.decide_uncounted(requester, subject);
+    /// here before anything is signed; refusals are counted. A workload's credential must be
+    /// authorized by its entry and then permitted by the policy set in force; an agent's own SVID
+    /// by its attestation alone (a policy cannot lock agents out of the trust domain).
+    fn decide(
+        &self,
+        requester: Requester<'_>,
+        subject: Subject<'_>,
+        action: Action<'_>,
+    ) -> Result<Grant, Refusal> {
+        let decision = self.decide_uncounted(requester, subject).and_then(|grant| {
+            match (requester, subject) {
+                (Requester::Agent(agent), Subject::Entry(entry_id)) => {
+                    self.decide_by_policy(agent, entry_id, &grant, action)?;
+                    Ok(grant)
+                }
+                _ => Ok(grant),
+            }
+        });
         if decision.is_err() {
             self.metrics.refused.inc();
         }
@@ -397,9 +464,59 @@ impl Issuer {
         Ok(Grant {
             spiffe_id: entry.spec.spiffe_id.clone(),
             dns_names: entry.spec.dns_names.clone(),
+            selectors: entry.spec.selectors.clone(),
+            owner: entry.spec.owner.clone(),
             not_after: entry.spec.expires_at,
             x509_ttl: or_default(entry.spec.x509_svid_ttl, self.defaults.x509_svid_ttl),
             jwt_ttl: or_default(entry.spec.jwt_svid_ttl, self.defaults.jwt_svid_ttl),
+        })
+    }
+
+    /// The policy decision on issuing `grant` (from entry `entry_id`) to a workload of `agent`.
+    fn decide_by_policy(
+        &self,
+        agent: &AgentView,
+        entry_id: &str,
+        grant: &Grant,
+        action: Action<'_>,
+    ) -> Result<(), Refusal> {
+        let (action_name, audience) = match action {
+            Action::X509 => ("IssueX509Svid", Vec::new()),
+            Action::Jwt { audience } => ("IssueJwtSvid", audience.to_vec()),
+        };
+        let request = DecisionRequest {
+            principal: Principal::Workload {
+                spiffe_id: grant.spiffe_id.clone(),
+                selectors: grant.selectors.iter().map(ToString::to_string).collect(),
+                owner: grant.owner.clone(),
+                labels: Vec::new(),
+                agent: Some(AgentRef {
+                    spiffe_id: agent.spiffe_id.clone(),
+                    attestation_type: crate::naming::agent_attestor(&agent.spiffe_id)
+                        .unwrap_or_default()
+                        .to_owned(),
+                    node_selectors: agent.selectors.iter().map(ToString::to_string).collect(),
+                }),
+            },
+            action: action_name.to_owned(),
+            resource: ResourceRef {
+                id: grant.spiffe_id.to_string(),
+                kind: "svid".to_owned(),
+            },
+            context: ContextInput {
+                audience,
+                ..ContextInput::default()
+            },
+        };
+        let decision = self.policies.decide(&request, self.clock.unix_secs());
+        self.metrics.policy_decision(action_name, decision.allowed);
+        if decision.allowed {
+            return Ok(());
+        }
+        tracing::info!(entry = %entry_id, spiffe_id = %grant.spiffe_id, action = action_name, policies = ?decision.policies, errors = ?decision.errors, "issuance denied by policy");
+        Err(Refusal::PolicyDenied {
+            policies: decision.policies,
+            errors: decision.errors,
         })
     }
 
@@ -407,6 +524,8 @@ impl Issuer {
         Grant {
             spiffe_id: agent_id.clone(),
             dns_names: Vec::new(),
+            selectors: Vec::new(),
+            owner: String::new(),
             not_after: None,
             x509_ttl: self.defaults.agent_svid_ttl,
             jwt_ttl: 0,

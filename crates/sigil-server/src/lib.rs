@@ -28,6 +28,7 @@ pub mod join_token;
 pub mod metrics;
 pub mod naming;
 pub mod oauth;
+pub mod policy;
 pub mod public;
 pub mod revocation;
 mod server;

@@ -19,6 +19,19 @@ pub struct CredentialLabel {
     pub kind: &'static str,
 }
 
+/// The result of an operation (a policy reload).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    pub result: &'static str,
+}
+
+/// A policy decision: its action and result.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DecisionLabel {
+    pub action: String,
+    pub decision: &'static str,
+}
+
 /// A federation refresh outcome.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RefreshLabel {
@@ -48,6 +61,12 @@ pub struct Metrics {
     pub federation_refreshes: Family<RefreshLabel, Counter>,
     /// Unix time of the last successful federation refresh, by foreign trust domain.
     pub federation_last_success: Family<RefreshLabel, Gauge<f64, AtomicU64>>,
+    /// Policies in the set in force.
+    pub policies: Gauge<i64, AtomicI64>,
+    /// Policy reloads by result (`ok`, `error`).
+    pub policy_reloads: Family<ResultLabel, Counter>,
+    /// Policy decisions by action and result (`allow`, `deny`).
+    pub policy_decisions: Family<DecisionLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -115,7 +134,28 @@ impl Metrics {
             "Unix time of the last successful federated bundle refresh",
             federation_last_success.clone(),
         );
+        let policies = Gauge::<i64, AtomicI64>::default();
+        registry.register(
+            "policies",
+            "Cedar policies in the set in force",
+            policies.clone(),
+        );
+        let policy_reloads = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "policy_reloads",
+            "Policy set reloads, by result",
+            policy_reloads.clone(),
+        );
+        let policy_decisions = Family::<DecisionLabel, Counter>::default();
+        registry.register(
+            "policy_decisions",
+            "Policy decisions, by action and result",
+            policy_decisions.clone(),
+        );
         Self {
+            policies,
+            policy_reloads,
+            policy_decisions,
             registry,
             issued,
             refused,
@@ -137,6 +177,25 @@ impl Metrics {
                 .inc_by(count);
         }
         self.issuance_seconds.observe(took.as_secs_f64());
+    }
+
+    /// Counts a policy reload with `result` (`ok` or `error`).
+    pub fn policy_reload(&self, result: &'static str) {
+        self.policy_reloads
+            .get_or_create(&ResultLabel { result })
+            .inc();
+    }
+
+    /// Counts a policy decision on `action`.
+    pub fn policy_decision(&self, action: &str, allowed: bool) {
+        // Operator-defined action names are bounded by the schema; keep the label short anyway.
+        let action: String = action.chars().take(64).collect();
+        self.policy_decisions
+            .get_or_create(&DecisionLabel {
+                action,
+                decision: if allowed { "allow" } else { "deny" },
+            })
+            .inc();
     }
 
     /// The text exposition of every metric.

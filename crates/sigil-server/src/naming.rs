@@ -35,6 +35,16 @@ pub fn is_agent_id(id: &SpiffeId) -> bool {
     id.path().starts_with(AGENT_PATH_PREFIX)
 }
 
+/// The attestor of agent ID `id` (`join_token` in `/sigil/agent/join_token/<id>`), or `None`
+/// when `id` is not an agent ID.
+pub fn agent_attestor(id: &SpiffeId) -> Option<&str> {
+    id.path()
+        .strip_prefix(AGENT_PATH_PREFIX)?
+        .split('/')
+        .next()
+        .filter(|s| !s.is_empty())
+}
+
 /// Whether `id` lies in the path Sigil reserves for itself (`/sigil/...`).
 pub fn is_reserved(id: &SpiffeId) -> bool {
     let path = id.path();

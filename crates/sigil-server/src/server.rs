@@ -64,6 +64,8 @@ pub struct ServerConfig {
     pub federation_web_roots: Option<Vec<Vec<u8>>>,
     /// Token exchange on the public listener (which then needs an issuer URL); off if `None`.
     pub oauth: Option<crate::oauth::OAuthConfig>,
+    /// The Cedar policy directory; `None`: the built-in default (entries and `[oauth]` decide).
+    pub policy_dir: Option<PathBuf>,
 }
 
 /// What went wrong starting the server.
@@ -84,6 +86,8 @@ pub enum ServerError {
     Tls(#[from] sigil_tls::TlsError),
     #[error("admin API: {0}")]
     Admin(String),
+    #[error("policy: {0}")]
+    Policy(#[from] sigil_policy::PolicyError),
     #[error(
         "token exchange ([oauth]) needs the public listener with an issuer URL ([public] issuer)"
     )]
@@ -110,6 +114,8 @@ pub struct ServerHandle {
     pub index: Arc<EntryIndex>,
     pub agents: Arc<AgentIndex>,
     pub trust_domain: TrustDomain,
+    /// The policy set in force; `reload` it on SIGHUP.
+    pub policies: Arc<crate::policy::Policies>,
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<()>,
 }
@@ -249,6 +255,10 @@ pub async fn start(
     if config.oauth.is_some() && config.public.is_none() {
         return Err(ServerError::OAuthWithoutIssuer);
     }
+    let policies = Arc::new(crate::policy::Policies::load(
+        config.policy_dir.as_deref(),
+        metrics.clone(),
+    )?);
     let (shutdown, shutdown_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
 
@@ -366,7 +376,8 @@ pub async fn start(
         });
     }
 
-    // The one issuance choke point, shared by the agent API and token exchange.
+    // The one issuance choke point, shared by the agent API and token exchange, deciding by the
+    // policy set in force (reloaded when its directory changes, or on SIGHUP through the handle).
     let issuer_choke = Arc::new(Issuer::new(
         ca.clone(),
         index.clone(),
@@ -374,6 +385,11 @@ pub async fn start(
         clock.clone(),
         config.issuance,
         metrics.clone(),
+        policies.clone(),
+    ));
+    tasks.spawn(crate::policy::watch_dir(
+        policies.clone(),
+        shutdown_rx.clone(),
     ));
 
     // Public listener.
@@ -521,6 +537,7 @@ pub async fn start(
             publishes_revocations: true,
             ca: ca.clone(),
             federation: Some(federation.clone()),
+            policies: Some(policies.clone()),
         };
         let mut stop = shutdown_rx.clone();
         let path = config.admin_socket.clone();
@@ -550,6 +567,7 @@ pub async fn start(
         index,
         agents,
         trust_domain: td,
+        policies,
         shutdown,
         tasks,
     })

@@ -117,6 +117,7 @@ pub async fn run(opts: DevOptions) -> anyhow::Result<()> {
             tls: sigil_tls::TlsPolicy::default(),
             federations: Vec::new(),
             federation_web_roots: None,
+            policy_dir: None,
             // Token exchange for this trust domain's own identities, on the dev issuer.
             oauth: Some(sigil_server::oauth::OAuthConfig::default()),
             // Plain HTTP on loopback (dev mode only); the issuer is the listener's own URL.

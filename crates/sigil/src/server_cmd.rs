@@ -31,6 +31,15 @@ struct RawServerFile {
     #[serde(default)]
     federation: Vec<RawFederation>,
     oauth: Option<crate::oauth_config::RawOAuth>,
+    policy: Option<RawPolicy>,
+}
+
+/// `[policy]`: Cedar policies deciding issuance, token exchange and `/authz/v1/decide`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    /// The directory of `*.cedar` policies and `*.cedarschema` fragments.
+    dir: PathBuf,
 }
 
 /// `[[federation]]`: a foreign trust domain whose bundle this server fetches and trusts.
@@ -609,6 +618,7 @@ pub fn parse_server_config(text: &str) -> anyhow::Result<LoadedServerConfig> {
             tls: raw.tls.policy(),
             federations: Vec::new(),
             federation_web_roots: None,
+            policy_dir: raw.policy.map(|p| p.dir),
             oauth: None,
             public: None,
         },
@@ -690,8 +700,21 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         server.agent_api_addr,
         config.server.admin_socket.display()
     );
+    // SIGHUP reloads the policy directory (an invalid set is logged and the one in force stays).
+    let policies = server.policies.clone();
+    let reload_on_hup = async move {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            return std::future::pending().await;
+        };
+        while hup.recv().await.is_some() {
+            let policies = policies.clone();
+            let _ = tokio::task::spawn_blocking(move || policies.reload()).await;
+        }
+    };
     tokio::select! {
         () = shutdown_signal() => {}
+        () = reload_on_hup => {}
         () = server.wait_any() => {
             tracing::error!("a server task stopped unexpectedly; shutting down");
         }

@@ -52,6 +52,9 @@ pub struct AdminState {
     /// The running federation refresher, asked by `POST /api/v1/federations/{td}/refresh`.
     /// `None` answers that route 503.
     pub federation: Option<RefreshHandle>,
+    /// The policy set in force (`GET /api/v1/policy`, `POST /api/v1/policy/decide`). `None`
+    /// answers those routes 503.
+    pub policies: Option<Arc<crate::policy::Policies>>,
 }
 
 /// Why the admin API could not be served.

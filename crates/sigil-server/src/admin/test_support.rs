@@ -60,6 +60,7 @@ pub(crate) async fn state_and_clock() -> (AdminState, FakeClock) {
         publishes_revocations: false,
         ca,
         federation: None,
+        policies: None,
     };
     (state, clock)
 }

@@ -46,7 +46,9 @@ async fn authenticated(
     request: Request,
     now: i64,
 ) -> Result<(Client, String), OAuthError> {
-    let (form, tls_client) = read_request(request).await?;
+    let super::token::OAuthRequest {
+        form, tls_client, ..
+    } = read_request(request).await?;
     let client = oauth
         .authenticate_client(&form, tls_client.as_ref(), now)
         .await?

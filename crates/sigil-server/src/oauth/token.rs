@@ -48,14 +48,22 @@ pub(crate) async fn token(State(oauth): State<Arc<OAuth>>, request: Request) -> 
     }
 }
 
-/// The form of `request` and the SPIFFE ID of its verified client certificate, if any.
-pub(crate) async fn read_request(
-    request: Request,
-) -> Result<(Form, Option<sigil_spiffe::SpiffeId>), OAuthError> {
-    let tls_client = request
+/// What an OAuth request carries: its form, the SPIFFE ID of its verified client certificate
+/// and the peer's address, when known.
+pub(crate) struct OAuthRequest {
+    pub form: Form,
+    pub tls_client: Option<sigil_spiffe::SpiffeId>,
+    pub remote: Option<std::net::SocketAddr>,
+}
+
+/// The form of `request`, the SPIFFE ID of its verified client certificate and its peer.
+pub(crate) async fn read_request(request: Request) -> Result<OAuthRequest, OAuthError> {
+    let peer = request
         .extensions()
         .get::<ConnectInfo<PeerInfo>>()
-        .and_then(|info| info.0.client_spiffe_id.clone());
+        .map(|info| info.0.clone());
+    let tls_client = peer.as_ref().and_then(|p| p.client_spiffe_id.clone());
+    let remote = peer.map(|p| p.remote);
     let (parts, body) = request.into_parts();
     let body = axum::body::to_bytes(body, MAX_BODY_BYTES)
         .await
@@ -64,11 +72,19 @@ pub(crate) async fn read_request(
                 "the body is larger than {MAX_BODY_BYTES} bytes or could not be read"
             ))
         })?;
-    Ok((Form::parse(&parts.headers, &body)?, tls_client))
+    Ok(OAuthRequest {
+        form: Form::parse(&parts.headers, &body)?,
+        tls_client,
+        remote,
+    })
 }
 
 async fn exchange(oauth: &OAuth, request: Request) -> Result<Value, OAuthError> {
-    let (form, tls_client) = read_request(request).await?;
+    let OAuthRequest {
+        form,
+        tls_client,
+        remote,
+    } = read_request(request).await?;
     let grant_type = form.require("grant_type")?;
     if grant_type != GRANT_TOKEN_EXCHANGE {
         return Err(OAuthError::new(
@@ -109,6 +125,18 @@ async fn exchange(oauth: &OAuth, request: Request) -> Result<Value, OAuthError> 
     let targets = targets(oauth, &form)?;
     let scope = granted_scope(&form, &subject)?;
     let act = delegation(oauth, &subject, actor.as_ref())?;
+
+    authorize_by_policy(
+        oauth,
+        &subject,
+        actor.as_ref(),
+        &targets,
+        scope.as_deref(),
+        act.as_ref(),
+        form.get("intent"),
+        remote,
+        now,
+    )?;
 
     let cap = if access_token {
         oauth.config.access_token_ttl
@@ -171,6 +199,101 @@ async fn exchange(oauth: &OAuth, request: Request) -> Result<Value, OAuthError> 
         map.insert("scope".to_owned(), Value::String(scope));
     }
     Ok(body)
+}
+
+/// The policy decision on exchanging `subject`'s token for `targets`: one `Exchange` decision per
+/// target (resource kind `audience`), each of which must allow. The context carries the targets,
+/// the scopes, the actor chain (the new actor first), the subject token's string claims, the
+/// caller's address and, when the client sends Sigil's `intent` parameter, its declared intent.
+/// A denial is `invalid_request`, as RFC 8693 §2.2.2 asks for a token unacceptable by policy.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the facts of one exchange, each from a different step"
+)]
+fn authorize_by_policy(
+    oauth: &OAuth,
+    subject: &Principal,
+    actor: Option<&Principal>,
+    targets: &[String],
+    scope: Option<&str>,
+    act: Option<&Value>,
+    intent: Option<&str>,
+    remote: Option<std::net::SocketAddr>,
+    now: i64,
+) -> Result<(), OAuthError> {
+    use sigil_policy::{ContextInput, DecisionRequest, Principal as PolicyPrincipal, ResourceRef};
+    let principal = match &subject.source {
+        Source::External(issuer) => PolicyPrincipal::External {
+            issuer: issuer.clone(),
+            subject: subject
+                .claims
+                .get("sub")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
+            spiffe_id: Some(subject.spiffe_id.clone()),
+            attributes: subject.attributes.clone(),
+        },
+        Source::OwnDomain | Source::Federated(_) => PolicyPrincipal::Workload {
+            spiffe_id: subject.spiffe_id.clone(),
+            selectors: Vec::new(),
+            owner: String::new(),
+            labels: Vec::new(),
+            agent: None,
+        },
+    };
+    let mut actors = Vec::new();
+    let mut current = act;
+    while let Some(link) = current {
+        if let Some(sub) = link.get("sub").and_then(Value::as_str) {
+            actors.push(sub.to_owned());
+        }
+        current = link.get("act");
+    }
+    let _ = actor;
+    let claims = subject
+        .claims
+        .iter()
+        .filter_map(|(name, value)| Some((name.clone(), value.as_str()?.to_owned())))
+        .collect();
+    let context = ContextInput {
+        audience: targets.to_vec(),
+        scopes: scope
+            .map(|s| s.split(' ').map(str::to_owned).collect())
+            .unwrap_or_default(),
+        source_address: remote.map(|r| r.ip().to_string()),
+        intent: intent.map(str::to_owned),
+        actors,
+        claims,
+    };
+    let policies = oauth.issuer.policies();
+    for target in targets {
+        let request = DecisionRequest {
+            principal: principal.clone(),
+            action: "Exchange".to_owned(),
+            resource: ResourceRef {
+                id: target.clone(),
+                kind: "audience".to_owned(),
+            },
+            context: context.clone(),
+        };
+        let decision = policies.decide(&request, now);
+        oauth
+            .issuer
+            .metrics()
+            .policy_decision("Exchange", decision.allowed);
+        if !decision.allowed {
+            let refusal = crate::issuer::Refusal::PolicyDenied {
+                policies: decision.policies,
+                errors: decision.errors,
+            };
+            return Err(OAuthError::invalid_request(format!(
+                "exchange for `{}`: {refusal}",
+                target.chars().take(200).collect::<String>()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// The token in parameter `name` (`subject_token` or `actor_token`) with its `…_type`, verified;

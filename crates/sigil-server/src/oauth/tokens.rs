@@ -47,6 +47,9 @@ pub struct Principal {
     pub expires_at: i64,
     /// The scopes this principal may be granted.
     pub allowed_scopes: Vec<String>,
+    /// The attributes its claims were mapped to (external issuers), as `name`, `value` strings
+    /// for policy decisions; empty for JWT-SVIDs.
+    pub attributes: Vec<(String, String)>,
 }
 
 /// What the token is presented as; decides which audience it must carry.
@@ -207,6 +210,7 @@ impl OAuth {
             claims,
             expires_at,
             allowed_scopes,
+            attributes: Vec::new(),
         })
     }
 
@@ -295,11 +299,24 @@ impl OAuth {
             .spiffe_id
             .render(&attrs)
             .map_err(|e| TokenRefusal::Mapping(e.to_string()))?;
+        let attributes = attrs
+            .iter()
+            .filter_map(|(name, value)| {
+                let text = match value {
+                    AttrValue::Str(s) => s.clone(),
+                    AttrValue::Int(i) => i.to_string(),
+                    AttrValue::Bool(b) => b.to_string(),
+                    AttrValue::List(_) => return None,
+                };
+                Some((name.clone(), text))
+            })
+            .collect();
         Ok(Principal {
             spiffe_id,
             source: Source::External(config.issuer.clone()),
             claims,
             expires_at,
+            attributes,
             allowed_scopes: config
                 .scopes
                 .clone()

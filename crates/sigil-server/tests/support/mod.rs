@@ -105,6 +105,7 @@ impl TestServer {
             tls: sigil_tls::TlsPolicy::default(),
             federations: Vec::new(),
             federation_web_roots: None,
+            policy_dir: None,
             oauth,
             public,
         };

@@ -52,6 +52,7 @@ impl AdminServer {
             publishes_revocations: false,
             ca,
             federation: None,
+            policies: None,
         };
         let (stop, stopped) = oneshot::channel::<()>();
         let path = socket.clone();
