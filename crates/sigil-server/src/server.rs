@@ -476,6 +476,7 @@ pub async fn start(
                 metrics: metrics.clone(),
                 issuer: issuer.as_deref().map(Arc::from),
                 oauth,
+                policies: policies.clone(),
             };
             let mut stop = shutdown_rx.clone();
             tasks.spawn(async move {

@@ -4,13 +4,14 @@
 //! RFC 7523 assertions, introspection (RFC 7662) and revocation (RFC 7009).
 //!
 //! - `POST /oauth2/token`: [`token`]; `POST /oauth2/introspect` and `POST /oauth2/revoke`:
-//!   [`introspect`]. Bodies are forms of at most [`MAX_BODY_BYTES`]; every token in them at
+//!   [`introspect`]; `POST /authz/v1/decide` (policy decisions for any service): [`authz`]. Bodies are forms of at most [`MAX_BODY_BYTES`]; every token in them at
 //!   most 16 KiB; every error is the protocol's JSON error body ([`error`]).
 //! - Who the presented tokens speak for: [`tokens`] (with [`external`] issuers' keys, and
 //!   [`mapping`] and [`condition`] for their claims); who the client is: [`client_auth`].
 //! - What is issued goes through the server's one issuance choke point,
 //!   [`crate::issuer::Issuer::exchanged_token`], so the inventory (and with it revocation) sees it.
 
+pub mod authz;
 pub mod client_auth;
 pub mod condition;
 pub mod error;
@@ -60,6 +61,8 @@ pub const TOKEN_PATH: &str = "/oauth2/token";
 pub const INTROSPECT_PATH: &str = "/oauth2/introspect";
 /// Path of the revocation endpoint.
 pub const REVOKE_PATH: &str = "/oauth2/revoke";
+/// Path of the policy decision endpoint.
+pub const DECIDE_PATH: &str = "/authz/v1/decide";
 
 /// Federated trust domains whose JWT-SVIDs token exchange accepts as subjects or actors.
 #[derive(Debug, Clone)]
@@ -189,6 +192,7 @@ pub fn router(oauth: Arc<OAuth>) -> Router {
         .route(TOKEN_PATH, post(token::token))
         .route(INTROSPECT_PATH, post(introspect::introspect))
         .route(REVOKE_PATH, post(introspect::revoke))
+        .route(DECIDE_PATH, post(authz::decide))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(oauth)
 }

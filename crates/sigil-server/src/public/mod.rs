@@ -89,6 +89,8 @@ pub(crate) struct PublicState {
     pub(crate) issuer: Option<Arc<str>>,
     /// Token exchange and its endpoints, when configured.
     pub(crate) oauth: Option<Arc<crate::oauth::OAuth>>,
+    /// The policy set in force (its hash is in `/readyz`).
+    pub(crate) policies: Arc<crate::policy::Policies>,
 }
 
 /// Every route of the public listener.
@@ -145,7 +147,11 @@ async fn healthz() -> Response {
 /// memory without it, but cannot take writes).
 async fn readyz(State(state): State<PublicState>) -> Response {
     match tokio::time::timeout(READY_PROBE_TIMEOUT, state.store.latest_change()).await {
-        Ok(Ok(_)) => axum::Json(json!({"status": "ready"})).into_response(),
+        Ok(Ok(_)) => axum::Json(json!({
+            "status": "ready",
+            "policy_hash": state.policies.hash(),
+        }))
+        .into_response(),
         Ok(Err(e)) => error(
             StatusCode::SERVICE_UNAVAILABLE,
             "datastore_unavailable",

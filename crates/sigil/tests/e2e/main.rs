@@ -24,6 +24,7 @@ mod forced_rotation;
 mod harness;
 mod interop;
 mod oidc;
+mod policy;
 mod postgres;
 mod replicas;
 mod revocation;
