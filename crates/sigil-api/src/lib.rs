@@ -19,6 +19,7 @@ pub mod join_tokens;
 pub mod openapi;
 pub mod paths;
 mod patterns;
+pub mod policy;
 pub mod query;
 pub mod revocations;
 pub mod schemas;
@@ -34,6 +35,7 @@ pub use federations::{
 };
 pub use join_tokens::{CreateJoinTokenRequest, JoinTokenCreated};
 pub use openapi::openapi_document;
+pub use policy::{PolicyDecision, PolicyReloaded, PolicyStatus, PolicyVerdict};
 pub use query::{
     AgentQuery, DEFAULT_PAGE_SIZE, EntryQuery, MAX_PAGE_SIZE, MAX_PAGE_TOKEN_CHARS, PageQuery,
 };

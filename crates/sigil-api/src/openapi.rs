@@ -22,7 +22,7 @@ pub fn openapi_document(td: &TrustDomain) -> Value {
             "version": env!("CARGO_PKG_VERSION"),
             "description": format!(
                 "Administration of a Sigil server: registration entries, join tokens, agents, the \
-                 trust bundle, federation relationships, forced rotation of the signing authorities and revocation of single \
+                 trust bundle, federation relationships, the Cedar policy set, forced rotation of the signing authorities and revocation of single \
                  SVIDs. Served on the server's local admin Unix socket. Request bodies are JSON, at most {MAX_REQUEST_BODY_BYTES} bytes. Every error answers an \
                  ErrorBody."
             ),
@@ -388,6 +388,46 @@ fn path_items() -> Value {
         },
     }));
     items.insert(
+        paths::POLICY.into(),
+        json!({
+            "get": {
+                "operationId": "getPolicy",
+                "summary": "The Cedar policy set in force: its hash, policy ids, the actions requests may name, and the directory it is reloaded from",
+                "responses": {
+                    "200": ok_json("The policy set in force", schema_ref("PolicyStatus")),
+                    "503": error_ref("PolicyUnavailable"),
+                },
+            },
+        }),
+    );
+    items.insert(paths::POLICY_DECIDE.into(), json!({
+        "post": {
+            "operationId": "decidePolicy",
+            "summary": "Decide a request against the policy set in force, with the entities it gives, at the server's current time: a dry-run, nothing changes. A request the policies cannot evaluate (over a bound, an unknown action, not matching the schema) is a denial with the reason in `errors`",
+            "requestBody": {"required": true, "content": {"application/json": {"schema": schema_ref("DecisionRequest")}}},
+            "responses": {
+                "200": ok_json("The decision", schema_ref("PolicyDecision")),
+                "400": error_ref("InvalidArgument"),
+                "413": error_ref("PayloadTooLarge"),
+                "503": error_ref("PolicyUnavailable"),
+            },
+        },
+    }));
+    items.insert(paths::POLICY_RELOAD.into(), json!({
+        "post": {
+            "operationId": "reloadPolicy",
+            "summary": "Read the policy directory again now, as SIGHUP does: a valid set is put in force atomically; an invalid one is refused (409, the message has its `file:line:column` and the hash kept) and the set in force stays. Without a directory the built-in default stays. The request has no body",
+            "responses": {
+                "200": ok_json("The set in force after the reload", schema_ref("PolicyReloaded")),
+                "400": error_ref("InvalidArgument"),
+                "409": error_ref("ReloadRefused"),
+                "413": error_ref("PayloadTooLarge"),
+                "500": error_ref("Internal"),
+                "503": error_ref("PolicyUnavailable"),
+            },
+        },
+    }));
+    items.insert(
         paths::BUNDLE.into(),
         json!({
             "get": {
@@ -444,6 +484,14 @@ fn error_responses() -> Value {
         (
             "Unavailable",
             "unavailable: this server runs no federation refresher",
+        ),
+        (
+            "ReloadRefused",
+            "conflict: the policy directory does not hold a valid set (the message gives the first error as `file:line:column: message` and the hash kept); the set in force stays",
+        ),
+        (
+            "PolicyUnavailable",
+            "unavailable: this server holds no policy set",
         ),
         (
             "PayloadTooLarge",
@@ -838,6 +886,27 @@ mod tests {
             spiffe_refresh_hint: Some(1),
         };
         assert_schema_matches(&doc, "BundleDocument", &bundle);
+        assert_schema_matches(
+            &doc,
+            "PolicyStatus",
+            &crate::PolicyStatus {
+                hash: "h".into(),
+                policies: 1,
+                ids: vec!["p".into()],
+                actions: vec!["Exchange".into()],
+                dir: None,
+            },
+        );
+        assert_schema_matches(
+            &doc,
+            "PolicyDecision",
+            &crate::PolicyDecision::new(true, vec![], vec![], "h".into()),
+        );
+        assert_schema_matches(
+            &doc,
+            "PolicyReloaded",
+            &crate::PolicyReloaded { hash: "h".into() },
+        );
     }
 
     #[test]

@@ -44,6 +44,12 @@ pub const FEDERATION: &str = "/api/v1/federations/{trust_domain}";
 pub const FEDERATION_REFRESH: &str = "/api/v1/federations/{trust_domain}/refresh";
 /// `GET`: the server's own trust bundle document.
 pub const BUNDLE: &str = "/api/v1/bundle";
+/// `GET`: the Cedar policy set in force (hash, policy ids, actions, directory).
+pub const POLICY: &str = "/api/v1/policy";
+/// `POST`: decide a request against the policy set in force (a dry-run: nothing changes).
+pub const POLICY_DECIDE: &str = "/api/v1/policy/decide";
+/// `POST`: read the policy directory again now (as `SIGHUP` does).
+pub const POLICY_RELOAD: &str = "/api/v1/policy/reload";
 /// `GET`: liveness and trust domain.
 pub const HEALTH: &str = "/api/v1/health";
 

@@ -277,6 +277,9 @@ pub(crate) fn schemas(td: &str) -> Value {
     if let (Some(all), Value::Object(federation)) = (all.as_object_mut(), federation_schemas(td)) {
         all.extend(federation);
     }
+    if let (Some(all), Value::Object(policy)) = (all.as_object_mut(), crate::policy::schemas()) {
+        all.extend(policy);
+    }
     all
 }
 

@@ -14,6 +14,7 @@ mod entry_fields;
 mod federations;
 mod join_tokens;
 mod paging;
+mod policy;
 mod revocations;
 mod routes;
 mod socket;

@@ -14,7 +14,7 @@ use sigil_api::{ErrorCode, Health, MAX_REQUEST_BODY_BYTES, paths};
 
 use super::api_error::{ApiError, quote};
 use super::{
-    AdminState, agents, authorities, bundle, entries, federations, join_tokens, revocations,
+    AdminState, agents, authorities, bundle, entries, federations, join_tokens, policy, revocations,
 };
 
 /// One served route.
@@ -75,6 +75,9 @@ pub(crate) fn route_table() -> Vec<Route> {
         patch(paths::FEDERATION, federations::update),
         delete(paths::FEDERATION, federations::delete),
         post(paths::FEDERATION_REFRESH, federations::refresh),
+        get(paths::POLICY, policy::show),
+        post(paths::POLICY_DECIDE, policy::decide),
+        post(paths::POLICY_RELOAD, policy::reload),
     ]
 }
 

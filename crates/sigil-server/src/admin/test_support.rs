@@ -1,7 +1,8 @@
 //! Test harness for the admin handlers: the router over an in-memory SQLite store, a fake clock,
-//! trust domain `example.org` and a CA on that store (in-memory keys, default lifetimes), driven
-//! with `tower::ServiceExt::oneshot`.
+//! trust domain `example.org`, a CA on that store (in-memory keys, default lifetimes) and the
+//! built-in default policy set, driven with `tower::ServiceExt::oneshot`.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,6 +18,8 @@ use tower::ServiceExt;
 
 use super::{AdminState, router};
 use crate::ca::{CaLifetimes, CaManager};
+use crate::metrics::Metrics;
+use crate::policy::Policies;
 
 /// Unix time the fake clock starts at.
 pub(crate) const START: i64 = 1_700_000_000;
@@ -60,9 +63,14 @@ pub(crate) async fn state_and_clock() -> (AdminState, FakeClock) {
         publishes_revocations: false,
         ca,
         federation: None,
-        policies: None,
+        policies: Some(policies(None)),
     };
     (state, clock)
+}
+
+/// The policy set of `dir` (which must be valid), or the built-in default without one.
+pub(crate) fn policies(dir: Option<&Path>) -> Arc<Policies> {
+    Arc::new(Policies::load(dir, Arc::new(Metrics::new())).unwrap())
 }
 
 impl Harness {
