@@ -77,6 +77,21 @@ impl TestServer {
         .unwrap()
     }
 
+    /// Like [`TestServer::start_oauth`], deciding by the Cedar policies of `policy_dir`.
+    pub async fn try_start_with_policies(
+        public: sigil_server::public::PublicConfig,
+        oauth: sigil_server::oauth::OAuthConfig,
+        policy_dir: &std::path::Path,
+    ) -> Result<Self, sigil_server::ServerError> {
+        Self::try_start_full(
+            Arc::new(SqliteStore::open_in_memory().unwrap()),
+            Some(public),
+            Some(oauth),
+            Some(policy_dir.to_path_buf()),
+        )
+        .await
+    }
+
     async fn try_start(
         store: Arc<dyn Datastore>,
         public: Option<sigil_server::public::PublicConfig>,
@@ -88,6 +103,15 @@ impl TestServer {
         store: Arc<dyn Datastore>,
         public: Option<sigil_server::public::PublicConfig>,
         oauth: Option<sigil_server::oauth::OAuthConfig>,
+    ) -> Result<Self, sigil_server::ServerError> {
+        Self::try_start_full(store, public, oauth, None).await
+    }
+
+    async fn try_start_full(
+        store: Arc<dyn Datastore>,
+        public: Option<sigil_server::public::PublicConfig>,
+        oauth: Option<sigil_server::oauth::OAuthConfig>,
+        policy_dir: Option<std::path::PathBuf>,
     ) -> Result<Self, sigil_server::ServerError> {
         let dir = tempfile::tempdir().unwrap();
         // The fake clock starts at the real time so certificates are valid for rustls, which
@@ -105,7 +129,7 @@ impl TestServer {
             tls: sigil_tls::TlsPolicy::default(),
             federations: Vec::new(),
             federation_web_roots: None,
-            policy_dir: None,
+            policy_dir,
             oauth,
             public,
         };

@@ -1,0 +1,281 @@
+//! Cedar policy at each enforcement point of an in-process server: issuance (a JWT-SVID withheld,
+//! the agent told which policy decided, without the refusal the agent would take for its own),
+//! token exchange (denied for one audience), and `POST /authz/v1/decide` (the caller
+//! authenticated by its JWT-SVID; decisions with the deciding policy ids; bad requests refused
+//! with the OAuth error body).
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "test code: a broken assumption must fail the test loudly"
+)]
+
+mod support;
+
+use http_body_util::{BodyExt, Full};
+use serde_json::{Value, json};
+use sigil_proto::agent::v1 as pb;
+use sigil_server::oauth::OAuthConfig;
+use sigil_server::public::{PublicConfig, PublicTls};
+use support::{PATIENCE, TestServer};
+use tokio::net::TcpStream;
+
+const POLICIES: &str = r#"@id("issue")
+permit (
+  principal,
+  action in [Sigil::Action::"IssueX509Svid", Sigil::Action::"IssueJwtSvid"],
+  resource
+);
+
+@id("no-jwt-for-batch")
+forbid (principal, action == Sigil::Action::"IssueJwtSvid", resource)
+when { principal.spiffe_id == "spiffe://example.org/batch" };
+
+@id("exchange")
+permit (principal, action == Sigil::Action::"Exchange", resource)
+unless { resource.id == "https://forbidden.example" };
+
+@id("ledger-write")
+permit (principal, action == Sigil::Action::"http:POST", resource)
+when { resource.id == "ledger" && context has intent && context.intent == "ledger:write" };
+"#;
+
+const SCHEMA: &str = r#"namespace Sigil {
+  action "http:POST" appliesTo { principal: [Workload], resource: Resource, context: Context };
+}
+"#;
+
+async fn post(
+    server: &TestServer,
+    path: &str,
+    content_type: &str,
+    body: String,
+    bearer: Option<&str>,
+) -> (u16, Value) {
+    let tcp = TcpStream::connect(server.handle.public_addr.unwrap())
+        .await
+        .unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let mut request = http::Request::post(path)
+        .header("host", "sigil")
+        .header("content-type", content_type);
+    if let Some(token) = bearer {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    let response = tokio::time::timeout(
+        PATIENCE,
+        sender.send_request(request.body(Full::new(bytes::Bytes::from(body))).unwrap()),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let status = response.status().as_u16();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+#[tokio::test]
+async fn each_enforcement_point_decides_by_the_policy_set() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("sigil.cedar"), POLICIES).unwrap();
+    std::fs::write(dir.path().join("actions.cedarschema"), SCHEMA).unwrap();
+    let server = TestServer::try_start_with_policies(
+        PublicConfig {
+            bind_address: "127.0.0.1:0".parse().unwrap(),
+            tls: PublicTls::PlainLoopback,
+            issuer: None,
+        },
+        OAuthConfig::default(),
+        dir.path(),
+    )
+    .await
+    .unwrap();
+    let issuer = server.handle.issuer.clone().unwrap();
+    let agent = server.attest().await;
+    let svc = server
+        .create_entry("spiffe://example.org/svc", &agent.id)
+        .await
+        .id;
+    let batch = server
+        .create_entry("spiffe://example.org/batch", &agent.id)
+        .await
+        .id;
+    server.agents_caught_up().await;
+    let jwt = |entry: String, audience: String| {
+        let server = &server;
+        let agent = &agent;
+        async move {
+            server
+                .client(agent)
+                .await
+                .new_jwt_svid(pb::NewJwtSvidRequest {
+                    entry_id: entry,
+                    audience: vec![audience],
+                })
+                .await
+        }
+    };
+
+    // Issuance: the service gets a JWT-SVID, the batch job is refused by the forbid, as
+    // FailedPrecondition naming the policy (PermissionDenied would stop the agent).
+    let caller = jwt(svc.clone(), issuer.clone())
+        .await
+        .unwrap()
+        .into_inner()
+        .token;
+    let refused = jwt(batch.clone(), issuer.clone()).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+    assert!(
+        refused
+            .message()
+            .contains("denied by policy [no-jwt-for-batch]"),
+        "{}",
+        refused.message()
+    );
+
+    // Exchange: allowed for one audience, denied by policy for another.
+    let exchange = |audience: &str| {
+        form_urlencoded::Serializer::new(String::new())
+            .extend_pairs([
+                (
+                    "grant_type",
+                    "urn:ietf:params:oauth:grant-type:token-exchange",
+                ),
+                ("subject_token", caller.as_str()),
+                ("subject_token_type", "urn:ietf:params:oauth:token-type:jwt"),
+                ("audience", audience),
+            ])
+            .finish()
+    };
+    let form = "application/x-www-form-urlencoded";
+    let (status, body) = post(
+        &server,
+        "/oauth2/token",
+        form,
+        exchange("https://api.example"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = post(
+        &server,
+        "/oauth2/token",
+        form,
+        exchange("https://forbidden.example"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"], "invalid_request");
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("denied by policy"),
+        "{body}"
+    );
+
+    // The decision endpoint: the caller (authenticated by its JWT-SVID) asks about itself.
+    let ask = |intent: Option<&str>| {
+        let mut request = json!({
+            "action": "http:POST",
+            "resource": {"id": "ledger", "kind": "endpoint"},
+        });
+        if let Some(intent) = intent {
+            request["context"] = json!({"intent": intent});
+        }
+        request.to_string()
+    };
+    let json_type = "application/json";
+    let (status, body) = post(
+        &server,
+        "/authz/v1/decide",
+        json_type,
+        ask(Some("ledger:write")),
+        Some(&caller),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["decision"], "allow", "{body}");
+    assert_eq!(body["policies"], json!(["ledger-write"]));
+    assert_eq!(body["policy_hash"], server.handle.policies.hash());
+    let (status, body) = post(
+        &server,
+        "/authz/v1/decide",
+        json_type,
+        ask(Some("ledger:read")),
+        Some(&caller),
+    )
+    .await;
+    assert_eq!((status, &body["decision"]), (200, &json!("deny")), "{body}");
+    let (status, body) = post(
+        &server,
+        "/authz/v1/decide",
+        json_type,
+        ask(None),
+        Some(&caller),
+    )
+    .await;
+    assert_eq!((status, &body["decision"]), (200, &json!("deny")), "{body}");
+
+    // Bad requests: no authentication, not JSON, an unknown action, a context nested too deep.
+    let (status, body) = post(&server, "/authz/v1/decide", json_type, ask(None), None).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("invalid_client"))
+    );
+    let (status, body) = post(
+        &server,
+        "/authz/v1/decide",
+        json_type,
+        "{".to_owned(),
+        Some(&caller),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_request"))
+    );
+    let unknown = json!({"action": "db:drop", "resource": {"id": "x", "kind": "database"}});
+    let (status, body) = post(
+        &server,
+        "/authz/v1/decide",
+        json_type,
+        unknown.to_string(),
+        Some(&caller),
+    )
+    .await;
+    assert_eq!((status, &body["decision"]), (200, &json!("deny")), "{body}");
+    assert!(
+        body["errors"].to_string().contains("unknown action"),
+        "{body}"
+    );
+    let mut deep = json!("x");
+    for _ in 0..20 {
+        deep = json!({"a": deep});
+    }
+    let deep_request = json!({"action": "http:POST", "resource": {"id": "ledger", "kind": "endpoint"}, "context": {"claims": deep}});
+    let (status, body) = post(
+        &server,
+        "/authz/v1/decide",
+        json_type,
+        deep_request.to_string(),
+        Some(&caller),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_request")),
+        "{body}"
+    );
+    server.stop().await;
+}
