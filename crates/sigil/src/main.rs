@@ -18,7 +18,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
-use crate::admin_cli::{agent, authority, bundle, entry, federation, svid, token};
+use crate::admin_cli::{agent, authority, bundle, entry, federation, policy, svid, token};
 
 /// `--output` of list/show/create/fetch commands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -75,6 +75,10 @@ enum Command {
     Jwt(JwtCommand),
     /// Exchange a token at a Sigil token endpoint (RFC 8693 token exchange).
     Exchange(exchange_cmd::ExchangeArgs),
+    /// Check and test Cedar policy directories, decide requests, and show or reload the
+    /// server's policy set.
+    #[command(subcommand)]
+    Policy(policy::PolicyCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -236,6 +240,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             workload,
         }) => workload_cmd::jwt_validate(workload.socket, audience, token, workload.output).await,
         Command::Exchange(args) => exchange_cmd::run(args).await,
+        Command::Policy(cmd) => policy::run(cmd).await,
     }
 }
 

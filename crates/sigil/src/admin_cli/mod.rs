@@ -1,6 +1,7 @@
 //! Admin commands (`sigil entry|agent list/show/ban/evict|token|bundle|authority|federation|svid
-//! revoke/revocations`): clap arguments, calls to the server's admin API over its Unix socket, and
-//! output as aligned text or the API's JSON.
+//! revoke/revocations|policy`): clap arguments, calls to the server's admin API over its Unix
+//! socket, and output as aligned text or the API's JSON. `sigil policy` also checks, tests and
+//! decides with a policy directory locally.
 
 pub mod agent;
 pub mod authority;
@@ -9,6 +10,7 @@ mod client;
 pub mod entry;
 pub mod federation;
 mod output;
+pub mod policy;
 pub mod svid;
 pub mod token;
 
