@@ -25,6 +25,7 @@ mod harness;
 mod interop;
 mod oidc;
 mod policy;
+mod policy_cli;
 mod postgres;
 mod replicas;
 mod revocation;
