@@ -12,6 +12,7 @@ mod cases;
 mod engine;
 mod entities;
 mod error;
+mod index;
 mod load;
 mod request;
 

@@ -12,7 +12,9 @@ use cedar_policy::{
 };
 use miette::Diagnostic;
 
+use crate::entities::ShapeProof;
 use crate::error::{PolicyError, SourceLocation};
+use crate::index::ScopeIndex;
 
 /// The schema every policy is validated against, shipped in `schema/sigil.cedarschema`.
 pub const BUILTIN_SCHEMA: &str = include_str!("../schema/sigil.cedarschema");
@@ -51,19 +53,23 @@ const NAMESPACE: &str = "Sigil";
 pub struct LoadedPolicies {
     hash: String,
     ids: Vec<String>,
+    all: PolicySet,
     pub(crate) schema: Schema,
     /// The policies that can apply to each action (action scope `any`, `==` it, or `in` one of its
-    /// groups), keyed by the action's id (`IssueX509Svid`, `db:read`): a decision evaluates only
-    /// these, which gives the same answer as the whole set and scales with the number of actions.
+    /// groups), keyed by the action's id (`IssueX509Svid`, `db:read`), and within an action
+    /// indexed by principal and resource scope: a decision evaluates only the policies whose
+    /// scope can match, which gives the same answer as the whole set.
     pub(crate) actions: HashMap<String, ActionPolicies>,
     pub(crate) action_entities: Entities,
     pub(crate) names: EntityNames,
 }
 
-/// One action's entity uid and the policies that can apply to it.
+/// One action's entity uid, the policies that can apply to it, and the request shapes proven to
+/// validate against the schema for it.
 pub(crate) struct ActionPolicies {
     pub(crate) uid: EntityUid,
-    pub(crate) policies: PolicySet,
+    pub(crate) index: ScopeIndex,
+    pub(crate) shapes: ShapeProof,
 }
 
 /// The schema's entity type names, parsed once.
@@ -116,6 +122,11 @@ impl LoadedPolicies {
     /// The policy ids, in file order.
     pub fn ids(&self) -> &[String] {
         &self.ids
+    }
+
+    /// The whole validated policy set, with the ids decisions report.
+    pub fn policy_set(&self) -> &PolicySet {
+        &self.all
     }
 
     /// The merged schema the policies were validated against.
@@ -383,37 +394,42 @@ fn build(
             .map(|a| a.collect())
             .unwrap_or_default();
         groups.insert(uid);
-        let mut subset = PolicySet::new();
-        for policy in &policies {
-            let applies = match policy.action_constraint() {
+        let applying = policies
+            .iter()
+            .filter(|policy| match policy.action_constraint() {
                 ActionConstraint::Any => true,
                 ActionConstraint::Eq(a) => &a == uid,
                 ActionConstraint::In(list) => list.iter().any(|a| groups.contains(a)),
-            };
-            if applies {
-                subset
-                    .add(policy.clone())
-                    .map_err(|e| PolicyError::BuiltIn {
-                        message: e.to_string(),
-                    })?;
-            }
-        }
+            });
         actions.insert(
             uid.id().unescaped().to_owned(),
             ActionPolicies {
                 uid: uid.clone(),
-                policies: subset,
+                index: ScopeIndex::new(applying)?,
+                shapes: ShapeProof::default(),
             },
         );
     }
-    Ok(LoadedPolicies {
+    let mut loaded = LoadedPolicies {
         hash,
         ids,
+        all: set,
         schema,
         actions,
         action_entities,
         names: EntityNames::new()?,
-    })
+    };
+    let proofs: Vec<(String, ShapeProof)> = loaded
+        .actions
+        .iter()
+        .map(|(name, action)| (name.clone(), ShapeProof::prove(&loaded, action, name)))
+        .collect();
+    for (name, proof) in proofs {
+        if let Some(action) = loaded.actions.get_mut(&name) {
+            action.shapes = proof;
+        }
+    }
+    Ok(loaded)
 }
 
 fn validate(
