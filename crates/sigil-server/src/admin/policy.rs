@@ -87,7 +87,6 @@ mod tests {
     use axum::http::{Method, StatusCode};
     use serde_json::{Value, json};
 
-    use super::*;
     use crate::admin::test_support::{Harness, state_and_clock};
 
     const PERMIT_READ: &str = r#"@id("reports-read")
@@ -180,6 +179,35 @@ when { principal.spiffe_id == "spiffe://example.org/reports" };
     }
 
     #[tokio::test]
+    async fn every_shape_the_openapi_document_allows_is_decided() {
+        let (h, _dir) =
+            harness_with(&[("read.cedar", PERMIT_READ), ("db.cedarschema", ACTIONS)]).await;
+        let agent = json!({"type": "agent", "spiffe_id": "spiffe://example.org/sigil/agent/x/1"});
+        let external = json!({
+            "type": "external", "issuer": "https://ci", "subject": "repo:a",
+            "spiffe_id": null, "attributes": {"ref": "main"},
+        });
+        let workload = json!({
+            "type": "workload", "spiffe_id": "spiffe://other.org/x", "selectors": ["a:b"],
+            "owner": "", "labels": [], "agent": null,
+        });
+        let context = json!({
+            "audience": ["a"], "scopes": [], "source_address": null, "intent": null,
+            "actors": [], "claims": {"n": 1, "s": "x", "o": {"deep": [true]}},
+        });
+        for principal in [agent, external, workload] {
+            let mut request = read_request("spiffe://example.org/reports");
+            request["principal"] = principal;
+            request["context"] = context.clone();
+            let (status, body) = h
+                .call(Method::POST, "/api/v1/policy/decide", Some(request))
+                .await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            assert_eq!(body["decision"], "deny", "{body}");
+        }
+    }
+
+    #[tokio::test]
     async fn an_unknown_action_is_a_denial_with_the_reason() {
         let (h, _dir) =
             harness_with(&[("read.cedar", PERMIT_READ), ("db.cedarschema", ACTIONS)]).await;
@@ -213,12 +241,15 @@ when { principal.spiffe_id == "spiffe://example.org/reports" };
         unknown_field["context"] = json!({"mood": "good"});
         let mut bad_type = read_request("spiffe://example.org/reports");
         bad_type["principal"]["type"] = json!("robot");
+        let mut extra_field = read_request("spiffe://example.org/reports");
+        extra_field["principal"]["issuer"] = json!("https://issuer.example");
         let mut no_resource = read_request("spiffe://example.org/reports");
         no_resource.as_object_mut().unwrap().remove("resource");
         for (body, needle) in [
             (bad_id, "spiffe"),
             (unknown_field, "mood"),
             (bad_type, "robot"),
+            (extra_field, "issuer"),
             (no_resource, "resource"),
             (json!([1]), "JSON object"),
         ] {
