@@ -160,9 +160,12 @@ fn fingerprint(dir: &Path) -> Option<Vec<(String, u64, Option<std::time::SystemT
     Some(files)
 }
 
-/// Reloads `policies` whenever a file of its directory changes, until `shutdown` fires.
+/// Reloads `policies` whenever a file of its directory changes, until `shutdown` fires. Without
+/// a directory there is nothing to watch: it waits for `shutdown` (a server task that ends early
+/// counts as a failure).
 pub async fn watch_dir(policies: Arc<Policies>, mut shutdown: watch::Receiver<bool>) {
     let Some(dir) = policies.dir().map(Path::to_path_buf) else {
+        let _ = shutdown.changed().await;
         return;
     };
     let mut seen = fingerprint(&dir);

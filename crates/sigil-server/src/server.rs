@@ -387,10 +387,12 @@ pub async fn start(
         metrics.clone(),
         policies.clone(),
     ));
-    tasks.spawn(crate::policy::watch_dir(
-        policies.clone(),
-        shutdown_rx.clone(),
-    ));
+    if policies.dir().is_some() {
+        tasks.spawn(crate::policy::watch_dir(
+            policies.clone(),
+            shutdown_rx.clone(),
+        ));
+    }
 
     // Public listener.
     let (public_addr, public_issuer) = match &config.public {
@@ -411,20 +413,13 @@ pub async fn start(
                     }
                     crate::public::PublicListener::Plain(listener)
                 }
-                crate::public::PublicTls::Svid => {
-                    let tls = sigil_tls::public_server_config(
-                        svid.clone(),
-                        client_verifier.clone(),
-                        config.tls,
-                    )?;
-                    crate::public::PublicListener::tls(listener, TlsAcceptor::from(Arc::new(tls)))
-                        .map_err(|source| ServerError::Bind {
-                        addr: public.bind_address,
-                        source,
-                    })?
-                }
-                crate::public::PublicTls::Files { chain, key_pkcs8 } => {
-                    let certificate = Arc::new(LiveSvid::new(chain, key_pkcs8)?);
+                crate::public::PublicTls::Svid | crate::public::PublicTls::Files { .. } => {
+                    let certificate = match &public.tls {
+                        crate::public::PublicTls::Files { chain, key_pkcs8 } => {
+                            Arc::new(LiveSvid::new(chain, key_pkcs8)?)
+                        }
+                        _ => svid.clone(),
+                    };
                     let tls = sigil_tls::public_server_config(
                         certificate,
                         client_verifier.clone(),

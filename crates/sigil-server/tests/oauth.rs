@@ -16,7 +16,7 @@ mod support;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use sigil_keys::jose::{JwsAlgorithm, KeySet};
 use sigil_keys::test_issuer::{TestSigningKey, alg_none, sign_hs256};
@@ -209,38 +209,17 @@ async fn post_on<T>(io: T, path: &str, form: &[(&str, &str)]) -> (u16, Value, St
 where
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    {
-        let body: String = form_urlencoded::Serializer::new(String::new())
-            .extend_pairs(form)
-            .finish();
-        let (mut sender, connection) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(io))
-                .await
-                .unwrap();
-        tokio::spawn(connection);
-        let request = http::Request::post(path)
-            .header("host", "sigil")
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(Full::new(bytes::Bytes::from(body)))
-            .unwrap();
-        let response = tokio::time::timeout(PATIENCE, sender.send_request(request))
-            .await
-            .unwrap()
-            .unwrap();
-        let status = response.status().as_u16();
-        let cache = response
-            .headers()
-            .get("cache-control")
-            .map(|v| v.to_str().unwrap().to_owned())
-            .unwrap_or_default();
-        let bytes = response.into_body().collect().await.unwrap().to_bytes();
-        let json = if bytes.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&bytes).unwrap()
-        };
-        (status, json, cache)
-    }
+    let body: String = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(form)
+        .finish();
+    let answer =
+        support::http_post(io, path, "application/x-www-form-urlencoded", body, None).await;
+    let cache = answer
+        .headers
+        .get("cache-control")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    (answer.status, answer.json, cache)
 }
 
 impl Fixture {

@@ -14,12 +14,11 @@
 
 mod support;
 
-use http_body_util::{BodyExt, Full};
 use serde_json::{Value, json};
 use sigil_proto::agent::v1 as pb;
 use sigil_server::oauth::OAuthConfig;
 use sigil_server::public::{PublicConfig, PublicTls};
-use support::{PATIENCE, TestServer};
+use support::TestServer;
 use tokio::net::TcpStream;
 
 const POLICIES: &str = r#"@id("issue")
@@ -57,30 +56,8 @@ async fn post(
     let tcp = TcpStream::connect(server.handle.public_addr.unwrap())
         .await
         .unwrap();
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
-            .await
-            .unwrap();
-    tokio::spawn(connection);
-    let mut request = http::Request::post(path)
-        .header("host", "sigil")
-        .header("content-type", content_type);
-    if let Some(token) = bearer {
-        request = request.header("authorization", format!("Bearer {token}"));
-    }
-    let response = tokio::time::timeout(
-        PATIENCE,
-        sender.send_request(request.body(Full::new(bytes::Bytes::from(body))).unwrap()),
-    )
-    .await
-    .unwrap()
-    .unwrap();
-    let status = response.status().as_u16();
-    let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    (
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    )
+    let answer = support::http_post(tcp, path, content_type, body, bearer).await;
+    (answer.status, answer.json)
 }
 
 #[tokio::test]

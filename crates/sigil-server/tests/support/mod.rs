@@ -409,3 +409,56 @@ where
         self.0.spawn(future);
     }
 }
+
+/// An HTTP/1.1 answer: status, headers and body as JSON (`Null` when empty).
+pub struct HttpAnswer {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub json: serde_json::Value,
+}
+
+/// POSTs `body` as `content_type` (with `Authorization: Bearer` when `bearer` is given) to `path`
+/// over `io`, within [`PATIENCE`].
+pub async fn http_post<T>(
+    io: T,
+    path: &str,
+    content_type: &str,
+    body: String,
+    bearer: Option<&str>,
+) -> HttpAnswer
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    use http_body_util::BodyExt;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(io))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let mut request = http::Request::post(path)
+        .header("host", "sigil")
+        .header("content-type", content_type);
+    if let Some(token) = bearer {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    let request = request
+        .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+        .unwrap();
+    let response = tokio::time::timeout(PATIENCE, sender.send_request(request))
+        .await
+        .unwrap()
+        .unwrap();
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    let json = if bytes.is_empty() {
+        serde_json::Value::Null
+    } else {
+        serde_json::from_slice(&bytes).unwrap()
+    };
+    HttpAnswer {
+        status,
+        headers,
+        json,
+    }
+}

@@ -131,3 +131,112 @@ fn an_invalid_policy_set_stops_start_up_with_its_location() {
     let err = stderr(&o);
     assert!(err.contains("typo.cedar:2:"), "{err}");
 }
+
+/// Token exchange and `/authz/v1/decide` on a real server deciding by policy: Authlib's exchange
+/// is refused by policy for one audience and not another; curl asks the decision endpoint with
+/// the workload's JWT-SVID as bearer token.
+#[test]
+fn exchange_and_the_decision_endpoint_follow_the_policy() {
+    let Some(python) = pyspiffe_python() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = crate::oidc::web_pki(&tmp.path().join("pki"));
+    let policies = tmp.path().join("policies");
+    std::fs::create_dir_all(&policies).unwrap();
+    std::fs::write(
+        policies.join("sigil.cedar"),
+        format!(
+            "{ISSUE}\n@id(\"exchange\")\npermit (principal, action == Sigil::Action::\"Exchange\", resource)\n\
+             unless {{ resource.id == \"https://forbidden.example\" }};\n\n\
+             @id(\"ledger-write\")\npermit (principal, action == Sigil::Action::\"http:POST\", resource)\n\
+             when {{ resource.id == \"ledger\" && context has intent && context.intent == \"ledger:write\" }};\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        policies.join("actions.cedarschema"),
+        "namespace Sigil {\n  action \"http:POST\" appliesTo { principal: [Workload], resource: Resource, context: Context };\n}\n",
+    )
+    .unwrap();
+    let port = free_port();
+    let issuer = format!("https://localhost:{port}");
+    let server = TestServer::start_with(
+        &tmp.path().join("server"),
+        &format!(
+            "\n[public]\nbind_address = \"127.0.0.1:{port}\"\ntls = \"files\"\ncert_file = \"{}\"\n\
+             key_file = \"{}\"\nissuer = \"{issuer}\"\n[oauth]\n[policy]\ndir = \"{}\"\n",
+            cert.display(),
+            key.display(),
+            policies.display()
+        ),
+    );
+    let (token, agent_id) = server.join_token("10m");
+    let paths = agent_config(&tmp.path().join("agent"), &server, Some(&token));
+    let _agent = start_agent(&paths);
+    create_uid_entry(&server, "spiffe://example.org/policy/caller", &agent_id);
+    let o = fetch_svid_files(&paths.socket, &tmp.path().join("svid"));
+    assert!(o.status.success(), "svid fetch: {}", stderr(&o));
+    let o = workload(&paths.socket, &["jwt", "fetch", "--audience", &issuer]);
+    assert!(o.status.success(), "jwt fetch: {}", stderr(&o));
+    let jwt = stdout(&o).trim().to_owned();
+    let subject = tmp.path().join("subject.jwt");
+    std::fs::write(&subject, &jwt).unwrap();
+
+    // Exchange through Authlib: allowed for one audience, refused by policy for the other.
+    let authlib = |audience: &str| -> (i32, Value) {
+        let o = Command::new(&python)
+            .arg(pyspiffe_dir().join("authlib_exchange.py"))
+            .args(["--issuer", &issuer, "--ca"])
+            .arg(&ca)
+            .arg("--subject-token-file")
+            .arg(&subject)
+            .args(["--audience", audience])
+            .output()
+            .unwrap();
+        (
+            o.status.code().unwrap_or(-1),
+            serde_json::from_str(stdout(&o).trim())
+                .unwrap_or_else(|e| panic!("{e}: {}{}", stdout(&o), stderr(&o))),
+        )
+    };
+    let (code, body) = authlib("https://api.example");
+    assert_eq!(code, 0, "{body}");
+    let (code, body) = authlib("https://forbidden.example");
+    assert_eq!(code, 3, "{body}");
+    assert_eq!(body["error"], "invalid_request");
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("denied by policy"),
+        "{body}"
+    );
+
+    // The decision endpoint, asked with curl: the workload's JWT-SVID is its credential.
+    let decide = |intent: &str| -> Value {
+        let o = Command::new("curl")
+            .args(["--silent", "--show-error", "--cacert"])
+            .arg(&ca)
+            .args([
+                "-H",
+                &format!("Authorization: Bearer {jwt}"),
+                "-H",
+                "Content-Type: application/json",
+                "--data",
+                &format!(
+                    "{{\"action\":\"http:POST\",\"resource\":{{\"id\":\"ledger\",\"kind\":\"endpoint\"}},\"context\":{{\"intent\":\"{intent}\"}}}}"
+                ),
+                &format!("{issuer}/authz/v1/decide"),
+            ])
+            .output()
+            .expect("curl must be installed");
+        assert!(o.status.success(), "curl: {}", stderr(&o));
+        serde_json::from_str(stdout(&o).trim()).unwrap()
+    };
+    let allowed = decide("ledger:write");
+    assert_eq!(allowed["decision"], "allow", "{allowed}");
+    assert_eq!(allowed["policies"], serde_json::json!(["ledger-write"]));
+    let denied = decide("ledger:read");
+    assert_eq!(denied["decision"], "deny", "{denied}");
+}
