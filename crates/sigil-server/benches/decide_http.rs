@@ -24,9 +24,7 @@ use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use http_body_util::{BodyExt, Full};
-use sigil_proto::agent::v1 as pb;
 use sigil_server::oauth::OAuthConfig;
-use sigil_server::public::{PublicConfig, PublicTls};
 use support::TestServer;
 
 fn policies(n: usize) -> String {
@@ -77,11 +75,7 @@ fn main() {
         .unwrap();
         rt.block_on(async {
             let server = TestServer::try_start_with_policies(
-                PublicConfig {
-                    bind_address: "127.0.0.1:0".parse().unwrap(),
-                    tls: PublicTls::PlainLoopback,
-                    issuer: None,
-                },
+                support::plain_loopback_public(),
                 OAuthConfig::default(),
                 dir.path(),
             )
@@ -94,17 +88,7 @@ fn main() {
                 .await
                 .id;
             server.agents_caught_up().await;
-            let bearer = server
-                .client(&agent)
-                .await
-                .new_jwt_svid(pb::NewJwtSvidRequest {
-                    entry_id: entry,
-                    audience: vec![issuer],
-                })
-                .await
-                .unwrap()
-                .into_inner()
-                .token;
+            let bearer = server.jwt_svid(&agent, &entry, &issuer).await.unwrap();
             let tcp = tokio::net::TcpStream::connect(server.handle.public_addr.unwrap())
                 .await
                 .unwrap();

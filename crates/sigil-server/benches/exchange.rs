@@ -37,7 +37,6 @@ use sigil_keys::jose::{self, JwsAlgorithm, KeySet};
 use sigil_keys::test_issuer::TestSigningKey;
 use sigil_server::oauth::mapping::{AttributeMapping, SpiffeIdTemplate};
 use sigil_server::oauth::{ExternalIssuerConfig, KeySource, OAuthConfig};
-use sigil_server::public::{PublicConfig, PublicTls};
 use sigil_spiffe::Clock;
 use support::TestServer;
 
@@ -114,11 +113,7 @@ fn main() {
         ..OAuthConfig::default()
     };
     let server = server_rt.block_on(TestServer::start_oauth(
-        PublicConfig {
-            bind_address: "127.0.0.1:0".parse().unwrap(),
-            tls: PublicTls::PlainLoopback,
-            issuer: None,
-        },
+        support::plain_loopback_public(),
         oauth,
     ));
     let now = server.clock.unix_secs();

@@ -20,7 +20,6 @@ use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use sigil_keys::jose::{JwsAlgorithm, KeySet};
 use sigil_keys::test_issuer::{TestSigningKey, alg_none, sign_hs256};
-use sigil_proto::agent::v1 as pb;
 use sigil_server::oauth::condition::Condition;
 use sigil_server::oauth::mapping::{AttributeMapping, SpiffeIdTemplate};
 use sigil_server::oauth::{ExternalIssuerConfig, KeySource, OAuthConfig};
@@ -146,16 +145,9 @@ impl Fixture {
     /// A JWT-SVID of entry `entry` for `audience`, minted through the agent API.
     async fn jwt_svid(&self, entry: &str, audience: &str) -> String {
         self.server
-            .client(&self.agent)
-            .await
-            .new_jwt_svid(pb::NewJwtSvidRequest {
-                entry_id: entry.to_owned(),
-                audience: vec![audience.to_owned()],
-            })
+            .jwt_svid(&self.agent, entry, audience)
             .await
             .unwrap()
-            .into_inner()
-            .token
     }
 
     /// POSTs `form` to `path`: (status, JSON body, Cache-Control).

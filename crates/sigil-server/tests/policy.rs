@@ -15,9 +15,7 @@
 mod support;
 
 use serde_json::{Value, json};
-use sigil_proto::agent::v1 as pb;
 use sigil_server::oauth::OAuthConfig;
-use sigil_server::public::{PublicConfig, PublicTls};
 use support::TestServer;
 use tokio::net::TcpStream;
 
@@ -66,11 +64,7 @@ async fn each_enforcement_point_decides_by_the_policy_set() {
     std::fs::write(dir.path().join("sigil.cedar"), POLICIES).unwrap();
     std::fs::write(dir.path().join("actions.cedarschema"), SCHEMA).unwrap();
     let server = TestServer::try_start_with_policies(
-        PublicConfig {
-            bind_address: "127.0.0.1:0".parse().unwrap(),
-            tls: PublicTls::PlainLoopback,
-            issuer: None,
-        },
+        support::plain_loopback_public(),
         OAuthConfig::default(),
         dir.path(),
     )
@@ -87,29 +81,10 @@ async fn each_enforcement_point_decides_by_the_policy_set() {
         .await
         .id;
     server.agents_caught_up().await;
-    let jwt = |entry: String, audience: String| {
-        let server = &server;
-        let agent = &agent;
-        async move {
-            server
-                .client(agent)
-                .await
-                .new_jwt_svid(pb::NewJwtSvidRequest {
-                    entry_id: entry,
-                    audience: vec![audience],
-                })
-                .await
-        }
-    };
-
     // Issuance: the service gets a JWT-SVID, the batch job is refused by the forbid, as
     // FailedPrecondition naming the policy (PermissionDenied would stop the agent).
-    let caller = jwt(svc.clone(), issuer.clone())
-        .await
-        .unwrap()
-        .into_inner()
-        .token;
-    let refused = jwt(batch.clone(), issuer.clone()).await.unwrap_err();
+    let caller = server.jwt_svid(&agent, &svc, &issuer).await.unwrap();
+    let refused = server.jwt_svid(&agent, &batch, &issuer).await.unwrap_err();
     assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
     assert!(
         refused

@@ -129,7 +129,6 @@ async fn exchange(oauth: &OAuth, request: Request) -> Result<Value, OAuthError> 
     authorize_by_policy(
         oauth,
         &subject,
-        actor.as_ref(),
         &targets,
         scope.as_deref(),
         act.as_ref(),
@@ -213,7 +212,6 @@ async fn exchange(oauth: &OAuth, request: Request) -> Result<Value, OAuthError> 
 fn authorize_by_policy(
     oauth: &OAuth,
     subject: &Principal,
-    actor: Option<&Principal>,
     targets: &[String],
     scope: Option<&str>,
     act: Option<&Value>,
@@ -250,7 +248,6 @@ fn authorize_by_policy(
         }
         current = link.get("act");
     }
-    let _ = actor;
     let claims = subject
         .claims
         .iter()

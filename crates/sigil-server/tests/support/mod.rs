@@ -249,6 +249,23 @@ impl TestServer {
         }
     }
 
+    /// A JWT-SVID of entry `entry_id` for `audience`, asked for by `agent` over the agent API.
+    pub async fn jwt_svid(
+        &self,
+        agent: &AgentSvid,
+        entry_id: &str,
+        audience: &str,
+    ) -> Result<String, tonic::Status> {
+        self.client(agent)
+            .await
+            .new_jwt_svid(pb::NewJwtSvidRequest {
+                entry_id: entry_id.to_owned(),
+                audience: vec![audience.to_owned()],
+            })
+            .await
+            .map(|r| r.into_inner().token)
+    }
+
     /// Registers `spiffe_id` under `parent`.
     pub async fn create_entry(&self, spiffe_id: &str, parent: &SpiffeId) -> Entry {
         self.create_entry_expiring(spiffe_id, parent, None).await
@@ -460,5 +477,14 @@ where
         status,
         headers,
         json,
+    }
+}
+
+/// A public listener on a free loopback port, plain HTTP (as `sigil dev` serves it).
+pub fn plain_loopback_public() -> sigil_server::public::PublicConfig {
+    sigil_server::public::PublicConfig {
+        bind_address: "127.0.0.1:0".parse().unwrap(),
+        tls: sigil_server::public::PublicTls::PlainLoopback,
+        issuer: None,
     }
 }
