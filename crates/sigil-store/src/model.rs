@@ -11,11 +11,16 @@ use sigil_spiffe::{Selector, SpiffeId, TrustDomain};
 use crate::{StoreError, StoreResult};
 
 mod federation;
+mod governance;
 
 pub(crate) use federation::profile_rule_violation;
 pub use federation::{
     BundleEndpointProfile, FederationRelationship, FederationUpdate, MAX_BUNDLE_ENDPOINT_URL_BYTES,
     NewFederationRelationship,
+};
+pub use governance::{
+    AuditFilter, EntryReview, EntryUsage, MAX_AUDIT_BATCH, MAX_BINARY_PATH_BYTES,
+    MAX_REVIEW_NOTE_BYTES, MAX_USAGE_BATCH, WorkloadUsage,
 };
 
 /// Longest `owner` accepted, in bytes.
