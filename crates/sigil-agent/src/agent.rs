@@ -1,6 +1,7 @@
 //! Agent composition: [`start`] locks the data directory, makes sure the Workload API socket is
-//! free, resumes or attests the agent's identity, binds the socket, and runs the session loop
-//! and the Workload API as owned tasks behind an [`AgentHandle`] that stops them together.
+//! free, resumes or attests the agent's identity, binds the socket, and runs the session loop,
+//! the Workload API and the usage reporter as owned tasks behind an [`AgentHandle`] that stops
+//! them together.
 
 use std::os::unix::fs::DirBuilderExt as _;
 use std::path::{Path, PathBuf};
@@ -19,6 +20,7 @@ use crate::jwt::ServerJwtMinter;
 use crate::node_attestation::load_or_attest;
 use crate::session::Session;
 use crate::snapshot::WorkloadApiContext;
+use crate::usage::{UsageCounter, report_periodically};
 use crate::workload::{self, ServeOptions, WorkloadApi};
 
 /// Mode of directories the agent creates for its data.
@@ -95,6 +97,7 @@ pub async fn start(config: AgentConfig, clock: Arc<dyn Clock>) -> Result<AgentHa
     sigil_tls::install_default_provider();
     let (identity, first_server) = load_or_attest(&config, clock.unix_secs()).await?;
     let socket_path = config.socket_path.clone();
+    let usage_report_interval = config.usage_report_interval;
     let attestor = UnixAttestor::new(UnixAttestorConfig {
         max_hash_bytes: config.max_hash_bytes,
     });
@@ -110,7 +113,9 @@ pub async fn start(config: AgentConfig, clock: Arc<dyn Clock>) -> Result<AgentHa
         )),
         clock,
     };
-    let api = WorkloadApi::with_attestor(context, Arc::new(attestor));
+    let usage = Arc::new(UsageCounter::new());
+    let client = session.client_slot();
+    let api = WorkloadApi::with_attestor(context, Arc::new(attestor)).with_usage(usage.clone());
 
     // Again right before binding: attestation may have taken a while.
     remove_stale_socket(&socket_path)?;
@@ -130,6 +135,12 @@ pub async fn start(config: AgentConfig, clock: Arc<dyn Clock>) -> Result<AgentHa
                 .map_err(AgentError::from)
         });
     }
+    tasks.spawn(report_periodically(
+        usage,
+        client,
+        usage_report_interval,
+        shutdown_rx.clone(),
+    ));
     tasks.spawn(session.run(shutdown_rx));
     tracing::info!(agent = %spiffe_id, socket = %socket_path.display(), "agent started");
     Ok(AgentHandle {

@@ -26,6 +26,9 @@ pub struct AgentConfig {
     pub max_hash_bytes: u64,
     /// Wait between reconnection attempts grows up to this.
     pub max_backoff: Duration,
+    /// How often workload usage (which workload received which identity) is reported to the
+    /// server, in batches; [`crate::usage::DEFAULT_USAGE_REPORT_INTERVAL`] unless configured.
+    pub usage_report_interval: Duration,
     /// Key-exchange policy of the connection to the server.
     pub tls: sigil_tls::TlsPolicy,
 }

@@ -172,6 +172,10 @@ struct Seen {
     syncs: Mutex<Vec<Option<Vec<u8>>>>,
     /// Join tokens attested.
     attestations: Mutex<Vec<Vec<u8>>>,
+    /// The rows of every usage report accepted, one list per report.
+    usage_reports: Mutex<Vec<Vec<pb::WorkloadUsage>>>,
+    /// The status usage reports are refused with, while set.
+    refuse_usage: Mutex<Option<Status>>,
 }
 
 #[derive(Clone)]
@@ -258,6 +262,22 @@ impl AgentService for FakeAgentApi {
         _: Request<pb::NewJwtSvidRequest>,
     ) -> Result<Response<pb::NewJwtSvidResponse>, Status> {
         Err(Status::unimplemented("fake server"))
+    }
+
+    async fn report_workload_usage(
+        &self,
+        request: Request<pb::ReportWorkloadUsageRequest>,
+    ) -> Result<Response<pb::ReportWorkloadUsageResponse>, Status> {
+        if let Some(status) = self.seen.refuse_usage.lock().unwrap().clone() {
+            return Err(status);
+        }
+        let rows = request.into_inner().usage;
+        let recorded = u32::try_from(rows.len()).unwrap();
+        self.seen.usage_reports.lock().unwrap().push(rows);
+        Ok(Response::new(pb::ReportWorkloadUsageResponse {
+            recorded,
+            dropped: 0,
+        }))
     }
 }
 
@@ -375,6 +395,16 @@ impl FakeServer {
     /// The join tokens attested so far.
     pub(crate) fn attestations(&self) -> Vec<Vec<u8>> {
         self.seen.attestations.lock().unwrap().clone()
+    }
+
+    /// The rows of every usage report accepted so far, one list per report.
+    pub(crate) fn usage_reports(&self) -> Vec<Vec<pb::WorkloadUsage>> {
+        self.seen.usage_reports.lock().unwrap().clone()
+    }
+
+    /// Refuses usage reports with `status` from now on (`None`: accepts them again).
+    pub(crate) fn refuse_usage_reports(&self, status: Option<Status>) {
+        *self.seen.refuse_usage.lock().unwrap() = status;
     }
 
     /// Stops listening, ends every sync stream with `Unavailable` and waits for the server to

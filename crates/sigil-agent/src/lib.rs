@@ -24,6 +24,7 @@ mod session;
 pub mod snapshot;
 pub mod state;
 pub mod svid_cache;
+pub mod usage;
 mod wire;
 pub mod workload;
 

@@ -563,6 +563,7 @@ pub(crate) mod tests {
             socket_path: dir.join("workload.sock"),
             max_hash_bytes: 1 << 20,
             max_backoff: Duration::from_secs(1),
+            usage_report_interval: crate::usage::DEFAULT_USAGE_REPORT_INTERVAL,
             tls: sigil_tls::TlsPolicy::default(),
         }
     }

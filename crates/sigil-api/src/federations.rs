@@ -1,4 +1,5 @@
-//! Federation relationships on the wire: `POST|GET /api/v1/federations`,
+//! Federation relationships on the wire: `POST|GET /api/v1/federations` (the list filtered by
+//! [`FederationQuery`](crate::FederationQuery)),
 //! `GET|PATCH|DELETE /api/v1/federations/{trust_domain}` and
 //! `POST /api/v1/federations/{trust_domain}/refresh`.
 
@@ -22,6 +23,14 @@ pub struct FederationRequest {
         skip_serializing_if = "Option::is_none"
     )]
     pub endpoint_spiffe_id: Option<String>,
+    /// The team or contact accountable for the relationship: required (the server answers 400
+    /// naming `owner` when it is absent or blank); `Option` only so that answer can be given.
+    #[serde(
+        default,
+        deserialize_with = "crate::present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub owner: Option<String>,
     /// The foreign bundle to trust until the first refresh: a SPIFFE bundle document (JSON text)
     /// or PEM `CERTIFICATE` blocks. Stored only when no bundle of that trust domain is held.
     #[serde(
@@ -55,6 +64,13 @@ pub struct FederationUpdateRequest {
         skip_serializing_if = "Option::is_none"
     )]
     pub endpoint_spiffe_id: Option<Option<String>>,
+    /// A new owner (not blank).
+    #[serde(
+        default,
+        deserialize_with = "crate::present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub owner: Option<String>,
 }
 
 /// A federation relationship as the API answers it.
@@ -66,6 +82,9 @@ pub struct Federation {
     pub profile: String,
     /// `null` when the profile is `https_web`.
     pub endpoint_spiffe_id: Option<String>,
+    /// The team or contact accountable for the relationship; empty for one created before
+    /// relationships had owners.
+    pub owner: String,
     /// Unix seconds.
     pub created_at: i64,
     /// Unix seconds.
@@ -99,12 +118,20 @@ mod tests {
     #[test]
     fn create_request_needs_its_fields_and_refuses_null_and_unknown_ones() {
         let req: FederationRequest = serde_json::from_str(
-            r#"{"trust_domain": "partner.org", "bundle_endpoint_url": "https://p/b", "profile": "https_web"}"#,
+            r#"{"trust_domain": "partner.org", "bundle_endpoint_url": "https://p/b", "profile": "https_web", "owner": "team"}"#,
         )
         .unwrap();
         assert_eq!(req.trust_domain, "partner.org");
         assert_eq!(req.endpoint_spiffe_id, None);
+        assert_eq!(req.owner.as_deref(), Some("team"));
+        // A missing owner is read, so the server can answer naming it.
+        let unowned: FederationRequest = serde_json::from_str(
+            r#"{"trust_domain": "partner.org", "bundle_endpoint_url": "https://p/b", "profile": "https_web"}"#,
+        )
+        .unwrap();
+        assert_eq!(unowned.owner, None);
         for bad in [
+            r#"{"trust_domain": "p", "bundle_endpoint_url": "https://p", "profile": "https_web", "owner": null}"#,
             r#"{"trust_domain": "p", "bundle_endpoint_url": "https://p"}"#,
             r#"{"trust_domain": "p", "bundle_endpoint_url": "https://p", "profile": "https_web", "endpoint_spiffe_id": null}"#,
             r#"{"trust_domain": "p", "bundle_endpoint_url": "https://p", "profile": "https_web", "x": 1}"#,
@@ -134,7 +161,13 @@ mod tests {
             serde_json::to_value(&absent).unwrap(),
             serde_json::json!({})
         );
-        for bad in [r#"{"profile": null}"#, r#"{"revision": 1}"#] {
+        let owner: FederationUpdateRequest = serde_json::from_str(r#"{"owner": "t"}"#).unwrap();
+        assert_eq!(owner.owner.as_deref(), Some("t"));
+        for bad in [
+            r#"{"profile": null}"#,
+            r#"{"owner": null}"#,
+            r#"{"revision": 1}"#,
+        ] {
             assert!(
                 serde_json::from_str::<FederationUpdateRequest>(bad).is_err(),
                 "{bad}"

@@ -11,10 +11,12 @@
 #![forbid(unsafe_code)]
 
 pub mod agents;
+pub mod audit;
 pub mod authorities;
 pub mod entries;
 pub mod error;
 pub mod federations;
+pub mod inventory;
 pub mod join_tokens;
 pub mod openapi;
 pub mod paths;
@@ -27,6 +29,9 @@ pub mod status;
 pub mod ttl;
 
 pub use agents::{Agent, AgentList};
+pub use audit::{
+    AuditKeyList, AuditQuery, AuditRecordList, AuditVerification, EntryReview, EntryReviewRequest,
+};
 pub use authorities::{Authority, AuthorityList, PrepareAuthorityRequest};
 pub use entries::{Entry, EntryBatch, EntryBatchRequest, EntryList, EntryRequest, MAX_ENTRY_BATCH};
 pub use error::{ErrorBody, ErrorCode, ErrorDetail, WireError};
@@ -37,7 +42,8 @@ pub use join_tokens::{CreateJoinTokenRequest, JoinTokenCreated};
 pub use openapi::openapi_document;
 pub use policy::{PolicyDecision, PolicyReloaded, PolicyStatus, PolicyVerdict};
 pub use query::{
-    AgentQuery, DEFAULT_PAGE_SIZE, EntryQuery, MAX_PAGE_SIZE, MAX_PAGE_TOKEN_CHARS, PageQuery,
+    AgentQuery, DEFAULT_PAGE_SIZE, EntryQuery, FederationQuery, MAX_PAGE_SIZE,
+    MAX_PAGE_TOKEN_CHARS, PageQuery,
 };
 pub use revocations::{Revocation, RevocationList, RevokeRequest};
 pub use status::Health;

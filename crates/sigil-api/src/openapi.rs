@@ -328,9 +328,13 @@ fn path_items() -> Value {
         },
         "get": {
             "operationId": "listFederations",
-            "summary": "List the federation relationships, ordered by trust domain",
+            "summary": "List the federation relationships, ordered by trust domain, optionally filtered",
+            "parameters": [
+                query_param("owner", "Only relationships with this owner", json!({"type": "string"})),
+            ],
             "responses": {
-                "200": ok_json("Every relationship", schema_ref("FederationList")),
+                "200": ok_json("Every matching relationship", schema_ref("FederationList")),
+                "400": error_ref("InvalidArgument"),
                 "500": error_ref("Internal"),
             },
         },
@@ -441,6 +445,8 @@ fn path_items() -> Value {
             },
         }),
     );
+    crate::audit::path_items(&mut items);
+    crate::inventory::path_items(&mut items);
     Value::Object(items)
 }
 
@@ -528,19 +534,19 @@ fn federation_parameter() -> Value {
     })
 }
 
-fn error_ref(name: &str) -> Value {
+pub(crate) fn error_ref(name: &str) -> Value {
     json!({"$ref": format!("#/components/responses/{name}")})
 }
 
-fn ok_json(description: &str, schema: Value) -> Value {
+pub(crate) fn ok_json(description: &str, schema: Value) -> Value {
     json!({"description": description, "content": {"application/json": {"schema": schema}}})
 }
 
-fn query_param(name: &str, description: &str, schema: Value) -> Value {
+pub(crate) fn query_param(name: &str, description: &str, schema: Value) -> Value {
     json!({"name": name, "in": "query", "required": false, "description": description, "schema": schema})
 }
 
-fn page_size_param() -> Value {
+pub(crate) fn page_size_param() -> Value {
     query_param(
         "page_size",
         "Most records in the page",
@@ -548,7 +554,7 @@ fn page_size_param() -> Value {
     )
 }
 
-fn page_token_param() -> Value {
+pub(crate) fn page_token_param() -> Value {
     query_param(
         "page_token",
         "`next_page_token` of the previous page (opaque); absent or empty for the first page",
@@ -827,6 +833,7 @@ mod tests {
                 bundle_endpoint_url: "https://p".into(),
                 profile: "https_spiffe".into(),
                 endpoint_spiffe_id: Some("spiffe://p/s".into()),
+                owner: Some("team".into()),
                 bootstrap_bundle: Some("{}".into()),
             },
         );
@@ -837,6 +844,7 @@ mod tests {
                 bundle_endpoint_url: Some("https://p".into()),
                 profile: Some("https_web".into()),
                 endpoint_spiffe_id: Some(None),
+                owner: Some("team".into()),
             },
         );
         let federation = Federation {
@@ -844,6 +852,7 @@ mod tests {
             bundle_endpoint_url: "https://p".into(),
             profile: "https_web".into(),
             endpoint_spiffe_id: None,
+            owner: "team".into(),
             created_at: 1,
             updated_at: 1,
             bundle_sequence: None,

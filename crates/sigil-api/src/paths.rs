@@ -50,6 +50,27 @@ pub const POLICY: &str = "/api/v1/policy";
 pub const POLICY_DECIDE: &str = "/api/v1/policy/decide";
 /// `POST`: read the policy directory again now (as `SIGHUP` does).
 pub const POLICY_RELOAD: &str = "/api/v1/policy/reload";
+/// `GET`: audit records in sequence order, filtered and paged by sequence.
+pub const AUDIT: &str = "/api/v1/audit";
+/// `GET`: the whole audit chain as JSON lines (header, keys, checkpoints, records, and a closing
+/// checkpoint signed at export time), verifiable offline.
+pub const AUDIT_EXPORT: &str = "/api/v1/audit/export";
+/// `POST`: verify the audit chain in the datastore from its first record.
+pub const AUDIT_VERIFY: &str = "/api/v1/audit/verify";
+/// `GET`: the audit keys of every server replica.
+pub const AUDIT_KEYS: &str = "/api/v1/audit/keys";
+/// `POST`: record an owner's review of an entry.
+pub const ENTRY_REVIEW: &str = "/api/v1/entries/{id}/review";
+/// `GET`: the inventory's counts and owners.
+pub const INVENTORY: &str = "/api/v1/inventory";
+/// `GET`: entries with their usage summary and last review (paged, filtered).
+pub const INVENTORY_ENTRIES: &str = "/api/v1/inventory/entries";
+/// `GET`: one entry with its workloads' usage and its recent credentials.
+pub const INVENTORY_ENTRY: &str = "/api/v1/inventory/entries/{id}";
+/// `GET`: the owners and what each owns.
+pub const INVENTORY_OWNERS: &str = "/api/v1/inventory/owners";
+/// `GET`: the governance findings (filtered).
+pub const INVENTORY_REPORT: &str = "/api/v1/inventory/report";
 /// `GET`: liveness and trust domain.
 pub const HEALTH: &str = "/api/v1/health";
 
@@ -63,6 +84,11 @@ const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
 /// The path of entry `id`, with `id` percent-encoded as one segment.
 pub fn entry(id: &str) -> String {
     format!("{ENTRIES}/{}", encode_segment(id))
+}
+
+/// The review path of entry `id` (percent-encoded as one segment).
+pub fn entry_review(id: &str) -> String {
+    format!("{}/review", entry(id))
 }
 
 /// The path of the agent `spiffe_id`, percent-encoded as one segment (so its `/` become `%2F`).
@@ -98,6 +124,11 @@ pub fn federation(trust_domain: &str) -> String {
 /// The refresh path of the federation relationship with `trust_domain`.
 pub fn federation_refresh(trust_domain: &str) -> String {
     FEDERATION_REFRESH.replace("{trust_domain}", &encode_segment(trust_domain))
+}
+
+/// The inventory path of entry `id`, with `id` percent-encoded as one segment.
+pub fn inventory_entry(id: &str) -> String {
+    format!("{INVENTORY_ENTRIES}/{}", encode_segment(id))
 }
 
 /// `value` percent-encoded so that it is exactly one path segment.

@@ -1,7 +1,7 @@
 //! The query strings of the list calls: the filter and page of `GET /api/v1/entries`
 //! (`?spiffe_id=…&spiffe_id_prefix=…&parent_id=…&selector=…&selector=…&owner=…&federates_with=…
-//! &page_size=…&page_token=…`; `selector` repeats, the others may appear once) and the page of
-//! `GET /api/v1/agents`. Values are percent-encoded UTF-8; `+` decodes to a space as in HTML
+//! &page_size=…&page_token=…`; `selector` repeats, the others may appear once), the page of
+//! `GET /api/v1/agents` and the filter of `GET /api/v1/federations` (`?owner=…`). Values are percent-encoded UTF-8; `+` decodes to a space as in HTML
 //! forms. Values stay strings here: the server parses them and names the one that is wrong.
 
 use percent_encoding::percent_decode_str;
@@ -48,6 +48,34 @@ pub struct AgentQuery {
     pub page: PageQuery,
 }
 
+/// Which federation relationships to list (all of them, in one answer).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FederationQuery {
+    /// Only the relationships with exactly this owner.
+    pub owner: Option<String>,
+}
+
+impl FederationQuery {
+    /// The query string, without the leading `?` (empty when nothing is filtered).
+    pub fn to_query_string(&self) -> String {
+        encode_pairs(&[("owner", &self.owner)], &[])
+    }
+
+    /// Decodes a query string (without the leading `?`). Fails on unknown parameters, a
+    /// repeated `owner`, bad percent-encoding, or more than [`MAX_QUERY_PARAMETERS`] pairs.
+    pub fn parse(query: &str) -> Result<Self, WireError> {
+        let mut out = Self::default();
+        for_each_pair(query, |key, value| {
+            let slot = match key {
+                "owner" => &mut out.owner,
+                _ => return Err(WireError::UnknownQueryParameter(truncate(key))),
+            };
+            set_once(slot, key, value)
+        })?;
+        Ok(out)
+    }
+}
+
 impl AgentQuery {
     /// The query string, without the leading `?` (empty for the first page at the default size).
     pub fn to_query_string(&self) -> String {
@@ -71,7 +99,7 @@ impl AgentQuery {
 }
 
 impl PageQuery {
-    fn singles(&self) -> [(&'static str, &Option<String>); 2] {
+    pub(crate) fn singles(&self) -> [(&'static str, &Option<String>); 2] {
         [
             ("page_size", &self.page_size),
             ("page_token", &self.page_token),
@@ -120,7 +148,7 @@ impl EntryQuery {
     }
 }
 
-fn encode_pairs(singles: &[(&str, &Option<String>)], selectors: &[String]) -> String {
+pub(crate) fn encode_pairs(singles: &[(&str, &Option<String>)], selectors: &[String]) -> String {
     let mut pairs: Vec<String> = singles
         .iter()
         .filter_map(|(key, value)| {
@@ -139,7 +167,7 @@ fn encode_pairs(singles: &[(&str, &Option<String>)], selectors: &[String]) -> St
 
 /// Calls `each` with every decoded `(key, value)` pair of `query`, at most
 /// [`MAX_QUERY_PARAMETERS`] of them.
-fn for_each_pair(
+pub(crate) fn for_each_pair(
     query: &str,
     mut each: impl FnMut(&str, String) -> Result<(), WireError>,
 ) -> Result<(), WireError> {
@@ -157,7 +185,11 @@ fn for_each_pair(
     Ok(())
 }
 
-fn set_once(slot: &mut Option<String>, key: &str, value: String) -> Result<(), WireError> {
+pub(crate) fn set_once(
+    slot: &mut Option<String>,
+    key: &str,
+    value: String,
+) -> Result<(), WireError> {
     if slot.replace(value).is_some() {
         return Err(WireError::RepeatedQueryParameter(key.to_owned()));
     }
@@ -172,7 +204,7 @@ fn decode(raw: &str, key_for_error: &str) -> Result<String, WireError> {
         .map_err(|_| WireError::BadQueryEncoding(truncate(key_for_error)))
 }
 
-fn truncate(s: &str) -> String {
+pub(crate) fn truncate(s: &str) -> String {
     s.chars().take(64).collect()
 }
 
@@ -196,6 +228,27 @@ mod tests {
         };
         let s = q.to_query_string();
         assert_eq!(EntryQuery::parse(&s).unwrap(), q);
+    }
+
+    #[test]
+    fn federation_query_round_trips_its_owner_and_refuses_anything_else() {
+        let q = FederationQuery {
+            owner: Some("team x&y=z".into()),
+        };
+        assert_eq!(FederationQuery::parse(&q.to_query_string()).unwrap(), q);
+        assert_eq!(FederationQuery::default().to_query_string(), "");
+        assert_eq!(
+            FederationQuery::parse("").unwrap(),
+            FederationQuery::default()
+        );
+        assert!(matches!(
+            FederationQuery::parse("owner=a&owner=b"),
+            Err(WireError::RepeatedQueryParameter(_))
+        ));
+        assert!(matches!(
+            FederationQuery::parse("page_size=1"),
+            Err(WireError::UnknownQueryParameter(_))
+        ));
     }
 
     #[test]

@@ -280,6 +280,14 @@ pub(crate) fn schemas(td: &str) -> Value {
     if let (Some(all), Value::Object(policy)) = (all.as_object_mut(), crate::policy::schemas()) {
         all.extend(policy);
     }
+    if let (Some(all), Value::Object(audit)) = (all.as_object_mut(), crate::audit::schemas()) {
+        all.extend(audit);
+    }
+    if let (Some(all), Value::Object(inventory)) =
+        (all.as_object_mut(), crate::inventory::schemas())
+    {
+        all.extend(inventory);
+    }
     all
 }
 
@@ -293,6 +301,12 @@ fn federation_schemas(td: &str) -> Value {
             "pattern": patterns::bundle_endpoint_url(),
             "maxLength": MAX_BUNDLE_ENDPOINT_URL_BYTES,
         },
+        "FederationOwner": {
+            "type": "string",
+            "maxLength": MAX_OWNER_CHARS,
+            "pattern": patterns::single_line_not_blank(),
+            "description": "Team or contact accountable for the relationship",
+        },
         "BundleEndpointProfile": {
             "type": "string",
             "description": "How the bundle endpoint is authenticated: `https_web` (a Web PKI certificate) or `https_spiffe` (an X509-SVID with `endpoint_spiffe_id`, verified with the foreign bundle held)",
@@ -301,7 +315,7 @@ fn federation_schemas(td: &str) -> Value {
         "FederationCreateRequest": {
             "type": "object",
             "additionalProperties": false,
-            "required": ["trust_domain", "bundle_endpoint_url", "profile"],
+            "required": ["trust_domain", "bundle_endpoint_url", "profile", "owner"],
             "properties": {
                 "trust_domain": {
                     "type": "string",
@@ -312,6 +326,7 @@ fn federation_schemas(td: &str) -> Value {
                 "bundle_endpoint_url": schema_ref("BundleEndpointUrl"),
                 "profile": schema_ref("BundleEndpointProfile"),
                 "endpoint_spiffe_id": schema_ref("SpiffeId"),
+                "owner": schema_ref("FederationOwner"),
                 "bootstrap_bundle": {
                     "type": "string",
                     "description": "The foreign bundle to trust until the first refresh (needed for `https_spiffe`): a SPIFFE bundle document as JSON text, or PEM CERTIFICATE blocks. Stored only when no bundle of that trust domain is held. Certificates and keys that cannot be read answer 400",
@@ -333,6 +348,7 @@ fn federation_schemas(td: &str) -> Value {
                     "description": "A SPIFFE ID sets it; null clears it",
                     "anyOf": [schema_ref("SpiffeId"), {"type": "null"}],
                 },
+                "owner": schema_ref("FederationOwner"),
             },
             "anyOf": [
                 {"not": {"required": ["profile"]}},
@@ -344,12 +360,13 @@ fn federation_schemas(td: &str) -> Value {
         "Federation": {
             "type": "object",
             "required": ["trust_domain", "bundle_endpoint_url", "profile", "endpoint_spiffe_id",
-                         "created_at", "updated_at", "bundle_sequence", "bundle_updated_at"],
+                         "owner", "created_at", "updated_at", "bundle_sequence", "bundle_updated_at"],
             "properties": {
                 "trust_domain": {"type": "string"},
                 "bundle_endpoint_url": {"type": "string"},
                 "profile": schema_ref("BundleEndpointProfile"),
                 "endpoint_spiffe_id": {"type": ["string", "null"], "description": "null for `https_web`"},
+                "owner": {"type": "string", "description": "Team or contact accountable for the relationship; empty for one created before relationships had owners"},
                 "created_at": {"type": "integer", "description": "Unix seconds"},
                 "updated_at": {"type": "integer", "description": "Unix seconds"},
                 "bundle_sequence": {"type": ["integer", "null"], "minimum": 0, "description": "Sequence of the foreign bundle held; null when none is held"},

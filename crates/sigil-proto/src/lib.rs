@@ -21,3 +21,9 @@ pub mod agent {
 
 /// gRPC metadata key the Workload API requires on every call, with value `true`.
 pub const WORKLOAD_API_HEADER: &str = "workload.spiffe.io";
+
+/// Most rows one `ReportWorkloadUsage` call may carry (the server refuses more with
+/// `InvalidArgument`).
+pub const MAX_USAGE_REPORT_ROWS: usize = 1000;
+/// Longest `binary_path` of a `WorkloadUsage` row, in bytes.
+pub const MAX_USAGE_BINARY_PATH_BYTES: usize = 4096;

@@ -98,6 +98,7 @@ fn main() {
         scopes: vec!["deploy".to_owned()],
         issuers: vec![ExternalIssuerConfig {
             issuer: "https://ci.example".to_owned(),
+            owner: "team-ci".to_owned(),
             keys: KeySource::Static(keys.clone()),
             roots: None,
             audiences: vec!["https://sigil.example".to_owned()],

@@ -1,6 +1,7 @@
 //! The agent API (`sigil.agent.v1.AgentService`): join-token node attestation, agent SVID
-//! renewal, the pushed stream of authorized entries, batch X509-SVID signing and JWT-SVID
-//! minting. Every credential comes from the [`Issuer`]; this module only speaks the protocol.
+//! renewal, the pushed stream of authorized entries, batch X509-SVID signing, JWT-SVID
+//! minting, and workload usage reports (checked in [`crate::usage`]). Every credential comes
+//! from the [`Issuer`]; this module only speaks the protocol.
 //!
 //! Every call but `AttestAgent` is authenticated by the agent's X509-SVID: the TLS layer has
 //! already verified the chain against the trust bundle; here the SPIFFE ID must name a known,
@@ -17,17 +18,18 @@ use futures::Stream;
 use sigil_proto::agent::v1 as pb;
 use sigil_proto::agent::v1::agent_service_server::AgentService;
 use sigil_spiffe::{Clock, SpiffeId, TrustBundle};
-use sigil_store::{AttestedAgent, CredentialKind, Datastore, Entry, StoreError};
+use sigil_store::{AttestedAgent, CredentialKind, Datastore, Entry, Outcome, StoreError};
 use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 
 use crate::agent_index::{AgentIndex, AgentView, AgentWatch};
 use crate::agent_listener::AgentPeer;
-use crate::entry_index::EntryIndex;
+use crate::entry_index::{EntryAccess, EntryIndex};
 use crate::federation::{BundleMap, ForeignBundles};
 pub use crate::issuer::IssuanceDefaults;
 use crate::issuer::{IssuedX509, Issuer, Refusal};
 use crate::naming;
+use crate::usage::{EntryServed, accept_report};
 
 /// Most CSRs in one batch.
 const MAX_BATCH: usize = 1000;
@@ -322,12 +324,12 @@ impl AgentApi {
 type SyncStream =
     Pin<Box<dyn Stream<Item = Result<pb::SyncAuthorizedEntriesResponse, Status>> + Send + 'static>>;
 
-#[tonic::async_trait]
-impl AgentService for AgentApi {
-    async fn attest_agent(
+impl AgentApi {
+    /// Node attestation (join token): the response and the new agent's SPIFFE ID.
+    async fn attest(
         &self,
         request: Request<pb::AttestAgentRequest>,
-    ) -> Result<Response<pb::AttestAgentResponse>, Status> {
+    ) -> Result<(Response<pb::AttestAgentResponse>, SpiffeId), Status> {
         let req = request.into_inner();
         if req.attestation_type != naming::JOIN_TOKEN_ATTESTATION {
             return Err(Status::invalid_argument(format!(
@@ -396,10 +398,41 @@ impl AgentService for AgentApi {
             .map_err(join_token_status)?;
         self.agents.catch_up_with(self.store.as_ref()).await;
         tracing::info!(agent = %agent_id, "agent attested with a join token");
-        Ok(Response::new(pb::AttestAgentResponse {
-            svid: Some(to_pb_svid(svid)),
-            bundle: Some(to_pb_bundle(&self.issuer.bundle())),
-        }))
+        Ok((
+            Response::new(pb::AttestAgentResponse {
+                svid: Some(to_pb_svid(svid)),
+                bundle: Some(to_pb_bundle(&self.issuer.bundle())),
+            }),
+            agent_id,
+        ))
+    }
+}
+
+#[tonic::async_trait]
+impl AgentService for AgentApi {
+    async fn attest_agent(
+        &self,
+        request: Request<pb::AttestAgentRequest>,
+    ) -> Result<Response<pb::AttestAgentResponse>, Status> {
+        let peer = request
+            .extensions()
+            .get::<AgentPeer>()
+            .map_or_else(|| "unknown".to_owned(), |peer| peer.remote.to_string());
+        let result = self.attest(request).await;
+        let audit = self.issuer.audit();
+        let draft = match &result {
+            Ok((_, agent_id)) => audit
+                .event(agent_id.as_str(), "agent.attest", agent_id.as_str(), Outcome::Success)
+                .detail("attestation_type", naming::JOIN_TOKEN_ATTESTATION)
+                .detail("peer", peer),
+            Err(status) => audit
+                .event(&format!("peer:{peer}"), "agent.attest", "", Outcome::Failure)
+                .detail("attestation_type", naming::JOIN_TOKEN_ATTESTATION)
+                .detail("code", format!("{:?}", status.code()))
+                .detail("error", status.message().to_owned()),
+        };
+        audit.record_detached(draft);
+        result.map(|(response, _)| response)
     }
 
     async fn renew_agent(
@@ -514,6 +547,47 @@ impl AgentService for AgentApi {
             token: minted.token,
             expires_at: minted.expires_at,
             issued_at: minted.issued_at,
+        }))
+    }
+
+    /// Stores the usage rows of entries the caller may serve (as the entry index decides it for
+    /// SVIDs: an entry of its tree, or one that was until it expired) under the caller's own
+    /// agent ID, and drops the others, counting them. A refused row never fails the call with
+    /// `PermissionDenied`, which the agent would read as a refusal of itself.
+    async fn report_workload_usage(
+        &self,
+        request: Request<pb::ReportWorkloadUsageRequest>,
+    ) -> Result<Response<pb::ReportWorkloadUsageResponse>, Status> {
+        let agent = self.authenticate(&request).await?;
+        let rows = request.into_inner().usage;
+        let view = &agent.view;
+        let accepted = accept_report(rows, &view.spiffe_id, self.clock.unix_secs(), |entry_id| {
+            match self
+                .entries
+                .entry_access(&view.spiffe_id, &view.selectors, entry_id)
+            {
+                EntryAccess::Authorized(_) => EntryServed::Yes,
+                EntryAccess::Expired { expired_at } => EntryServed::ExpiredAt(expired_at),
+                EntryAccess::NotAuthorized => EntryServed::No,
+            }
+        })
+        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let (recorded, dropped) = (accepted.rows.len(), accepted.dropped);
+        if dropped > 0 {
+            tracing::debug!(agent = %view.spiffe_id, dropped, "usage rows for entries the agent may not serve dropped");
+        }
+        if recorded > 0 {
+            self.store
+                .record_workload_usage(accepted.rows)
+                .await
+                .map_err(store_status)?;
+        }
+        let metrics = self.issuer.metrics();
+        metrics.usage_reports.inc();
+        metrics.usage_rows_dropped.inc_by(dropped as u64);
+        Ok(Response::new(pb::ReportWorkloadUsageResponse {
+            recorded: u32::try_from(recorded).unwrap_or(u32::MAX),
+            dropped: u32::try_from(dropped).unwrap_or(u32::MAX),
         }))
     }
 }

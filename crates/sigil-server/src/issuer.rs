@@ -15,11 +15,12 @@ use std::time::Instant;
 
 use sigil_ca::MintedJwt;
 use sigil_spiffe::{Clock, SpiffeId, TrustBundle, TrustDomain};
-use sigil_store::{CredentialKind, Datastore, IssuedCredential};
+use sigil_store::{CredentialKind, Datastore, IssuedCredential, Outcome};
 use x509_parser::extensions::ParsedExtension;
 use x509_parser::prelude::FromDer;
 
 use crate::agent_index::AgentView;
+use crate::audit::AuditLog;
 use crate::ca::{CaManager, Revocations};
 use crate::entry_index::{EntryAccess, EntryIndex};
 use crate::inventory::InventoryWriter;
@@ -27,6 +28,8 @@ use crate::metrics::Metrics;
 use crate::policy::Policies;
 use sigil_policy::{AgentRef, ContextInput, DecisionRequest, Principal, ResourceRef};
 
+/// Most SPIFFE IDs (and refusals) named in one issuance record; the counts are always exact.
+const AUDITED_IDS: usize = 32;
 /// Largest CSR accepted, in bytes.
 pub const MAX_CSR_BYTES: usize = 16 * 1024;
 /// Most audiences in one JWT-SVID request.
@@ -169,6 +172,7 @@ pub struct Issuer {
     defaults: IssuanceDefaults,
     metrics: Arc<Metrics>,
     policies: Arc<Policies>,
+    audit: AuditLog,
 }
 
 impl std::fmt::Debug for Issuer {
@@ -200,7 +204,20 @@ impl Issuer {
             defaults,
             metrics,
             policies,
+            audit: AuditLog::disabled(),
         }
+    }
+
+    /// Records what this issuer issues in `audit`: one record per call (a batch of workload
+    /// X509-SVIDs is one record), not one per credential.
+    pub fn with_audit(mut self, audit: AuditLog) -> Self {
+        self.audit = audit;
+        self
+    }
+
+    /// The audit log issuance records into.
+    pub fn audit(&self) -> &AuditLog {
+        &self.audit
     }
 
     /// The policy set issuance is decided by.
@@ -266,6 +283,12 @@ impl Issuer {
             svid.inventory(&agent.spiffe_id, self.clock.unix_secs()),
         ])
         .await?;
+        self.audit.record_detached(
+            self.audit
+                .event(agent.spiffe_id.as_str(), "agent.renew", agent.spiffe_id.as_str(), Outcome::Success)
+                .detail("serial", svid.serial.clone())
+                .detail("expires_at", svid.expires_at),
+        );
         self.metrics.issued("agent_x509_svid", 1, started.elapsed());
         Ok(svid)
     }
@@ -298,8 +321,38 @@ impl Issuer {
             .map(|svid| svid.inventory(&agent.spiffe_id, now))
             .collect();
         let signed = inventory.len() as u64;
+        let audited = self.audit.enabled().then(|| {
+            let issued: Vec<String> = inventory
+                .iter()
+                .take(AUDITED_IDS)
+                .map(|c| c.spiffe_id.to_string())
+                .collect();
+            let refused: Vec<String> = results
+                .iter()
+                .filter_map(|r| r.as_ref().err())
+                .take(AUDITED_IDS)
+                .map(|e| e.to_string())
+                .collect();
+            (issued, refused)
+        });
         self.record(inventory).await?;
         self.metrics.issued("x509_svid", signed, started.elapsed());
+        if let Some((issued, refused)) = audited {
+            let refused_count = results.len() as u64 - signed;
+            let outcome = if signed == 0 && refused_count > 0 {
+                Outcome::Denied
+            } else {
+                Outcome::Success
+            };
+            self.audit.record_detached(
+                self.audit
+                    .event(agent.spiffe_id.as_str(), "x509_svid.issue", agent.spiffe_id.as_str(), outcome)
+                    .detail("issued", signed)
+                    .detail("refused", refused_count)
+                    .detail("spiffe_ids", issued)
+                    .detail("refusals", refused),
+            );
+        }
         Ok(results)
     }
 
@@ -322,6 +375,7 @@ impl Issuer {
             .ca
             .mint_jwt_svid(&grant.spiffe_id, audience, ttl)
             .map_err(|e| Refusal::Signing(e.to_string()))?;
+        let subject = grant.spiffe_id.to_string();
         self.record(vec![IssuedCredential {
             kind: CredentialKind::JwtSvid,
             id: minted.jti.clone(),
@@ -333,6 +387,13 @@ impl Issuer {
         }])
         .await?;
         self.metrics.issued("jwt_svid", 1, started.elapsed());
+        self.audit.record_detached(
+            self.audit
+                .event(agent.spiffe_id.as_str(), "jwt_svid.issue", &subject, Outcome::Success)
+                .detail("jti", minted.jti.clone())
+                .detail("audience", audience.to_vec())
+                .detail("expires_at", minted.expires_at),
+        );
         Ok(minted)
     }
 
@@ -370,6 +431,14 @@ impl Issuer {
             "exchanged_jwt_svid"
         };
         self.metrics.issued(kind, 1, started.elapsed());
+        self.audit.record_detached(
+            self.audit
+                .event(issued_to.as_str(), "token.exchange", claims.sub.as_str(), Outcome::Success)
+                .detail("token_type", kind)
+                .detail("jti", minted.jti.clone())
+                .detail("audience", claims.audience.to_vec())
+                .detail("expires_at", minted.expires_at),
+        );
         Ok(minted)
     }
 

@@ -32,6 +32,12 @@ pub struct DecisionLabel {
     pub decision: &'static str,
 }
 
+/// A kind of governance finding.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FindingLabel {
+    pub kind: &'static str,
+}
+
 /// A federation refresh outcome.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RefreshLabel {
@@ -67,6 +73,26 @@ pub struct Metrics {
     pub policy_reloads: Family<ResultLabel, Counter>,
     /// Policy decisions by action and result (`allow`, `deny`).
     pub policy_decisions: Family<DecisionLabel, Counter>,
+    /// Registration entries in the store (set at scrape by [`crate::governance::update_gauges`]).
+    pub inventory_entries: Gauge<i64, AtomicI64>,
+    /// Attested agents in the store (set at scrape, as `inventory_entries`).
+    pub inventory_agents: Gauge<i64, AtomicI64>,
+    /// Governance findings by kind (set at scrape, as `inventory_entries`).
+    pub inventory_findings: Family<FindingLabel, Gauge<i64, AtomicI64>>,
+    /// What the inventory gauges are computed from, once attached.
+    inventory_source: std::sync::OnceLock<std::sync::Arc<crate::governance::GovernanceContext>>,
+    /// Records appended to the audit chain.
+    pub audit_records: Counter,
+    /// Failed appends to the audit chain (each retried).
+    pub audit_append_failures: Counter,
+    /// Audit events dropped: the writer was too far behind, or the store kept failing.
+    pub audit_dropped: Counter,
+    /// Audit checkpoints signed and stored.
+    pub audit_checkpoints: Counter,
+    /// Workload usage reports accepted from agents (their rows stored or dropped).
+    pub usage_reports: Counter,
+    /// Usage rows dropped because they named an entry the reporting agent may not serve.
+    pub usage_rows_dropped: Counter,
 }
 
 impl Default for Metrics {
@@ -152,7 +178,71 @@ impl Metrics {
             "Policy decisions, by action and result",
             policy_decisions.clone(),
         );
+        let usage_reports = Counter::default();
+        registry.register(
+            "usage_reports",
+            "Workload usage reports accepted from agents",
+            usage_reports.clone(),
+        );
+        let usage_rows_dropped = Counter::default();
+        registry.register(
+            "usage_rows_dropped",
+            "Usage rows dropped for naming an entry the reporting agent may not serve",
+            usage_rows_dropped.clone(),
+        );
+        let audit_records = Counter::default();
+        registry.register(
+            "audit_records",
+            "Records appended to the audit chain",
+            audit_records.clone(),
+        );
+        let audit_append_failures = Counter::default();
+        registry.register(
+            "audit_append_failures",
+            "Failed appends to the audit chain",
+            audit_append_failures.clone(),
+        );
+        let audit_dropped = Counter::default();
+        registry.register(
+            "audit_dropped",
+            "Audit events dropped because the writer was behind or the datastore kept failing",
+            audit_dropped.clone(),
+        );
+        let audit_checkpoints = Counter::default();
+        registry.register(
+            "audit_checkpoints",
+            "Signed audit checkpoints stored",
+            audit_checkpoints.clone(),
+        );
+        let inventory_entries = Gauge::<i64, AtomicI64>::default();
+        registry.register(
+            "inventory_entries",
+            "Registration entries in the datastore (recomputed at most every 5 minutes)",
+            inventory_entries.clone(),
+        );
+        let inventory_agents = Gauge::<i64, AtomicI64>::default();
+        registry.register(
+            "inventory_agents",
+            "Attested agents in the datastore (recomputed at most every 5 minutes)",
+            inventory_agents.clone(),
+        );
+        let inventory_findings = Family::<FindingLabel, Gauge<i64, AtomicI64>>::default();
+        registry.register(
+            "inventory_findings",
+            "Governance findings, by kind (recomputed at most every 5 minutes)",
+            inventory_findings.clone(),
+        );
         Self {
+            inventory_entries,
+            inventory_agents,
+            inventory_findings,
+            inventory_source: std::sync::OnceLock::new(),
+            audit_records,
+            audit_append_failures,
+            audit_dropped,
+            audit_checkpoints,
+            usage_reports,
+            usage_rows_dropped,
             policies,
             policy_reloads,
             policy_decisions,
@@ -196,6 +286,16 @@ impl Metrics {
                 decision: if allowed { "allow" } else { "deny" },
             })
             .inc();
+    }
+
+    /// Makes the inventory gauges follow `ctx` from now on (the first context attached stays).
+    pub fn attach_inventory(&self, ctx: std::sync::Arc<crate::governance::GovernanceContext>) {
+        let _ = self.inventory_source.set(ctx);
+    }
+
+    /// The governance context the inventory gauges follow, if one is attached.
+    pub fn inventory_source(&self) -> Option<&crate::governance::GovernanceContext> {
+        self.inventory_source.get().map(std::sync::Arc::as_ref)
     }
 
     /// The text exposition of every metric.

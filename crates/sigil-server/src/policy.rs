@@ -14,9 +14,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use sigil_policy::{Decision, DecisionRequest, LoadedPolicies, PolicyEngine, PolicyError};
+use sigil_policy::{
+    Decision, DecisionRequest, LoadedPolicies, PolicyEngine, PolicyError, Principal,
+};
+use sigil_store::Outcome;
 use tokio::sync::watch;
 
+use crate::audit::{AuditLog, DecisionAudit};
 use crate::metrics::Metrics;
 
 /// How often [`watch_dir`] looks at the directory.
@@ -30,6 +34,8 @@ pub struct Policies {
     metrics: Arc<Metrics>,
     /// Serialises reloads (SIGHUP and the watcher may race); decisions never wait on it.
     reloading: std::sync::Mutex<()>,
+    /// Where decisions (as configured) and reloads are recorded; set once the log is started.
+    audit: std::sync::OnceLock<AuditLog>,
 }
 
 impl std::fmt::Debug for Policies {
@@ -64,7 +70,50 @@ impl Policies {
             version: watch::channel(0).0,
             metrics,
             reloading: std::sync::Mutex::new(()),
+            audit: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Records decisions (those [`AuditLog::decisions`] asks for) and reloads in `audit` from
+    /// now on. Only the first call has an effect.
+    pub fn set_audit(&self, audit: AuditLog) {
+        let _ = self.audit.set(audit);
+    }
+
+    /// Records `decision` on `request` when the audit configuration asks for it.
+    fn audit_decision(&self, request: &DecisionRequest, decision: &Decision) {
+        let Some(audit) = self.audit.get() else {
+            return;
+        };
+        let wanted = match audit.decisions() {
+            DecisionAudit::None => false,
+            DecisionAudit::Deny => !decision.allowed,
+            DecisionAudit::All => true,
+        };
+        if !wanted {
+            return;
+        }
+        let actor = match &request.principal {
+            Principal::Workload { spiffe_id, .. } => spiffe_id.to_string(),
+            Principal::Agent(agent) => agent.spiffe_id.to_string(),
+            Principal::External {
+                issuer, subject, ..
+            } => format!("{issuer}#{subject}"),
+        };
+        let outcome = if decision.allowed {
+            Outcome::Success
+        } else {
+            Outcome::Denied
+        };
+        audit.record_detached(
+            audit
+                .event(&actor, "policy.decide", &request.resource.id, outcome)
+                .detail("action", request.action.clone())
+                .detail("resource_kind", request.resource.kind.clone())
+                .detail("policies", decision.policies.clone())
+                .detail("errors", decision.errors.clone())
+                .detail("policy_hash", decision.policy_hash.clone()),
+        );
     }
 
     /// The decision on `request` at Unix time `now`, by the set in force. The built-in default
@@ -72,6 +121,12 @@ impl Policies {
     /// exchange are allowed without evaluating it (it says so itself; a Cedar evaluation costs
     /// tens of microseconds that plain SPIFFE issuance should not pay).
     pub fn decide(&self, request: &DecisionRequest, now: i64) -> Decision {
+        let decision = self.decide_unaudited(request, now);
+        self.audit_decision(request, &decision);
+        decision
+    }
+
+    fn decide_unaudited(&self, request: &DecisionRequest, now: i64) -> Decision {
         let current = self.engine.current();
         if current.hash() == sigil_policy::DEFAULT_POLICY_HASH {
             let id = match request.action.as_str() {
@@ -119,7 +174,21 @@ impl Policies {
         };
         let _one_at_a_time = self.reloading.lock();
         let before = self.hash();
-        match self.engine.reload_from(dir) {
+        let outcome = self.engine.reload_from(dir);
+        if let Some(audit) = self.audit.get() {
+            let draft = match &outcome {
+                Ok(hash) => audit
+                    .event("sigil-server", "policy.reload", &dir.display().to_string(), Outcome::Success)
+                    .detail("hash", hash.clone())
+                    .detail("previous_hash", before.clone()),
+                Err(e) => audit
+                    .event("sigil-server", "policy.reload", &dir.display().to_string(), Outcome::Failure)
+                    .detail("error", e.to_string())
+                    .detail("kept_hash", before.clone()),
+            };
+            audit.record_detached(draft);
+        }
+        match outcome {
             Ok(hash) => {
                 self.metrics.policy_reload("ok");
                 let current = self.engine.current();

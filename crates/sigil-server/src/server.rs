@@ -66,6 +66,8 @@ pub struct ServerConfig {
     pub oauth: Option<crate::oauth::OAuthConfig>,
     /// The Cedar policy directory; `None`: the built-in default (entries and `[oauth]` decide).
     pub policy_dir: Option<PathBuf>,
+    /// The audit log (on unless switched off) and its external sinks.
+    pub audit: crate::audit::AuditConfig,
 }
 
 /// What went wrong starting the server.
@@ -217,7 +219,7 @@ pub async fn start(
     let ca = CaManager::load_or_init(
         td.clone(),
         &config.replica_id,
-        keys,
+        keys.clone(),
         store.clone(),
         clock.clone(),
         config.ca,
@@ -262,6 +264,24 @@ pub async fn start(
     let (shutdown, shutdown_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
 
+    // The audit log first, so everything after it can record through it.
+    let (audit, audit_tasks) = crate::audit::AuditLog::start(
+        crate::audit::AuditSetup {
+            config: config.audit.clone(),
+            store: store.clone(),
+            keys: keys.clone(),
+            clock: clock.clone(),
+            replica: config.replica_id.clone(),
+            metrics: metrics.clone(),
+        },
+        shutdown_rx.clone(),
+    )
+    .await?;
+    for task in audit_tasks {
+        tasks.spawn(task);
+    }
+    policies.set_audit(audit.clone());
+
     // Federation: the relationships of the configuration, the foreign bundles held, and the
     // refresher that keeps them fresh.
     for configured in &config.federations {
@@ -283,6 +303,7 @@ pub async fn start(
         policy: config.tls,
         web_roots: web_roots.clone(),
         fetch_timeout: crate::federation::fetch::FETCH_TIMEOUT,
+        audit: audit.clone(),
     }
     .start(federations_changed.clone(), shutdown_rx.clone());
     tasks.spawn(refresher);
@@ -386,7 +407,8 @@ pub async fn start(
         config.issuance,
         metrics.clone(),
         policies.clone(),
-    ));
+    )
+    .with_audit(audit.clone()));
     if policies.dir().is_some() {
         tasks.spawn(crate::policy::watch_dir(
             policies.clone(),
@@ -534,6 +556,7 @@ pub async fn start(
             ca: ca.clone(),
             federation: Some(federation.clone()),
             policies: Some(policies.clone()),
+            audit: audit.clone(),
         };
         let mut stop = shutdown_rx.clone();
         let path = config.admin_socket.clone();

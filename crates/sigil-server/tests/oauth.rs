@@ -67,6 +67,7 @@ async fn fixture_with(
         scopes: vec!["read".to_owned(), "deploy".to_owned()],
         issuers: vec![ExternalIssuerConfig {
             issuer: CI_ISSUER.to_owned(),
+            owner: "team-ci".to_owned(),
             keys: KeySource::Static(keys),
             roots: None,
             audiences: vec![CI_AUDIENCE.to_owned()],

@@ -287,8 +287,12 @@ pub fn issued_credential(kind: CredentialKind, id: &str, expires_at: i64) -> Iss
     }
 }
 
+/// The owner of the relationships [`spiffe_federation`] and [`web_federation`] make.
+pub const FEDERATION_OWNER: &str = "team-federation";
+
 /// An `https_spiffe` relationship with `trust_domain`, its endpoint at
-/// `https://<trust_domain>/bundle` presenting `spiffe://<trust_domain>/sigil/server`.
+/// `https://<trust_domain>/bundle` presenting `spiffe://<trust_domain>/sigil/server`, owned by
+/// [`FEDERATION_OWNER`].
 pub fn spiffe_federation(trust_domain: &str) -> NewFederationRelationship {
     NewFederationRelationship {
         trust_domain: trust_domain_of(trust_domain),
@@ -297,16 +301,19 @@ pub fn spiffe_federation(trust_domain: &str) -> NewFederationRelationship {
         endpoint_spiffe_id: Some(spiffe_id_of(&format!(
             "spiffe://{trust_domain}/sigil/server"
         ))),
+        owner: FEDERATION_OWNER.to_owned(),
     }
 }
 
-/// An `https_web` relationship with `trust_domain` whose bundle is at `url`.
+/// An `https_web` relationship with `trust_domain` whose bundle is at `url`, owned by
+/// [`FEDERATION_OWNER`].
 pub fn web_federation(trust_domain: &str, url: &str) -> NewFederationRelationship {
     NewFederationRelationship {
         trust_domain: trust_domain_of(trust_domain),
         bundle_endpoint_url: url.to_owned(),
         profile: BundleEndpointProfile::HttpsWeb,
         endpoint_spiffe_id: None,
+        owner: FEDERATION_OWNER.to_owned(),
     }
 }
 

@@ -18,9 +18,13 @@ pub use federation::{
     BundleEndpointProfile, FederationRelationship, FederationUpdate, MAX_BUNDLE_ENDPOINT_URL_BYTES,
     NewFederationRelationship,
 };
+pub(crate) use governance::{
+    ActionMatch, check_audit_batch, check_audit_key, check_checkpoint, check_usage_batch,
+};
 pub use governance::{
-    AuditFilter, EntryReview, EntryUsage, MAX_AUDIT_BATCH, MAX_BINARY_PATH_BYTES,
-    MAX_REVIEW_NOTE_BYTES, MAX_USAGE_BATCH, WorkloadUsage,
+    AuditFilter, EntryReview, EntryUsage, MAX_AUDIT_BATCH, MAX_AUDIT_KEY_ID_BYTES,
+    MAX_AUDIT_PUBLIC_KEY_BYTES, MAX_BINARY_PATH_BYTES, MAX_CHECKPOINT_SIGNATURE_BYTES,
+    MAX_ENTRY_ID_BYTES, MAX_REVIEW_NOTE_BYTES, MAX_STORED_COUNT, MAX_USAGE_BATCH, WorkloadUsage,
 };
 
 /// Longest `owner` accepted, in bytes.

@@ -13,12 +13,14 @@
 //! advisory locks and the notification channel are keyed by that schema's OID.
 
 mod agents;
+mod audit;
 mod authorities;
 mod bundles;
 mod change_feed;
 mod credentials;
 mod entries;
 mod federations;
+mod governance;
 mod join_tokens;
 mod listener;
 mod migrate;
@@ -38,12 +40,17 @@ use tokio_postgres::NoTls;
 use tokio_postgres::config::Host;
 use tokio_postgres::error::SqlState;
 
-use crate::model::{check_page_limit, normalized_batch};
+use crate::model::{
+    check_audit_batch, check_audit_key, check_checkpoint, check_page_limit, check_usage_batch,
+    normalized_batch,
+};
 use crate::rows::corrupt;
 use crate::{
-    AttestedAgent, AuthorityRecord, AuthorityState, Change, ChangeEvent, CredentialKind, Datastore,
-    Entry, EntryFilter, FederationRelationship, FederationUpdate, IssuedCredential, JoinToken,
-    NewEntry, NewFederationRelationship, Revocation, StoreError, StoreResult, StoredBundle,
+    AttestedAgent, AuditEvent, AuditFilter, AuditKey, AuditRecord, AuthorityRecord,
+    AuthorityState, Change, ChangeEvent, Checkpoint, CredentialKind, Datastore, Entry,
+    EntryFilter, EntryReview, EntryUsage, FederationRelationship, FederationUpdate,
+    IssuedCredential, JoinToken, NewEntry, NewFederationRelationship, Revocation, StoreError,
+    StoreResult, StoredBundle, WorkloadUsage,
 };
 
 pub use migrate::LATEST_SCHEMA_VERSION;
@@ -80,6 +87,7 @@ pub struct PostgresPassword(String);
 pub struct PostgresStore {
     pool: Pool,
     feed: change_feed::Feed,
+    audit_lock: audit::AuditLock,
     latest: Arc<watch::Sender<u64>>,
     /// Keeps `latest` current with the changes of every process; aborted on drop.
     listener: JoinHandle<()>,
@@ -166,6 +174,7 @@ impl PostgresStore {
         drop(conn);
 
         let feed = change_feed::Feed::for_schema(&schema);
+        let audit_lock = audit::AuditLock::for_schema(&schema);
         let (sender, _) = watch::channel(0);
         let latest = Arc::new(sender);
         let listener = listener::start(
@@ -180,6 +189,7 @@ impl PostgresStore {
         Ok(Self {
             pool,
             feed,
+            audit_lock,
             latest,
             listener,
             target,
@@ -614,6 +624,115 @@ impl Datastore for PostgresStore {
         let mut tx = WriteTx::begin(&mut conn).await?;
         federations::delete(&mut tx, trust_domain).await?;
         self.commit(tx).await
+    }
+
+    async fn append_audit(&self, events: Vec<AuditEvent>) -> StoreResult<Vec<AuditRecord>> {
+        check_audit_batch(&events)?;
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.conn().await?;
+        let tx = WriteTx::begin(&mut conn).await?;
+        let records = audit::append(&tx, self.audit_lock, events).await?;
+        self.commit(tx).await?;
+        Ok(records)
+    }
+
+    async fn list_audit(
+        &self,
+        filter: &AuditFilter,
+        after: u64,
+        limit: u32,
+    ) -> StoreResult<Vec<AuditRecord>> {
+        check_page_limit(limit)?;
+        filter.validate()?;
+        let conn = self.conn().await?;
+        audit::list(&conn, filter, after, limit).await
+    }
+
+    async fn audit_head(&self) -> StoreResult<Option<(u64, String)>> {
+        let conn = self.conn().await?;
+        audit::head(&conn).await
+    }
+
+    async fn put_audit_checkpoint(&self, checkpoint: Checkpoint) -> StoreResult<()> {
+        check_checkpoint(&checkpoint)?;
+        let conn = self.conn().await?;
+        audit::put_checkpoint(&conn, &checkpoint).await
+    }
+
+    async fn list_audit_checkpoints(&self) -> StoreResult<Vec<Checkpoint>> {
+        let conn = self.conn().await?;
+        audit::list_checkpoints(&conn).await
+    }
+
+    async fn register_audit_key(&self, key: AuditKey) -> StoreResult<()> {
+        check_audit_key(&key)?;
+        let conn = self.conn().await?;
+        audit::register_key(&conn, &key).await
+    }
+
+    async fn list_audit_keys(&self) -> StoreResult<Vec<AuditKey>> {
+        let conn = self.conn().await?;
+        audit::list_keys(&conn).await
+    }
+
+    async fn record_workload_usage(&self, usage: Vec<WorkloadUsage>) -> StoreResult<()> {
+        check_usage_batch(&usage)?;
+        if usage.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.conn().await?;
+        let tx = WriteTx::begin(&mut conn).await?;
+        governance::record_usage(tx.db(), &usage).await?;
+        self.commit(tx).await
+    }
+
+    async fn list_workload_usage(
+        &self,
+        entry_id: &str,
+        limit: u32,
+    ) -> StoreResult<Vec<WorkloadUsage>> {
+        check_page_limit(limit)?;
+        let conn = self.conn().await?;
+        governance::list_usage(&conn, entry_id, limit).await
+    }
+
+    async fn usage_by_entry(&self) -> StoreResult<Vec<EntryUsage>> {
+        let conn = self.conn().await?;
+        governance::usage_by_entry(&conn).await
+    }
+
+    async fn prune_workload_usage(&self, before: i64) -> StoreResult<u64> {
+        let conn = self.conn().await?;
+        governance::prune_usage(&conn, before).await
+    }
+
+    async fn review_entry(&self, review: EntryReview) -> StoreResult<EntryReview> {
+        review.validate()?;
+        let conn = self.conn().await?;
+        governance::review(&conn, &review).await?;
+        Ok(review)
+    }
+
+    async fn list_entry_reviews(&self) -> StoreResult<Vec<EntryReview>> {
+        let conn = self.conn().await?;
+        governance::list_reviews(&conn).await
+    }
+
+    async fn list_join_tokens(&self) -> StoreResult<Vec<JoinToken>> {
+        let conn = self.conn().await?;
+        join_tokens::list(&conn).await
+    }
+
+    async fn list_issued_for(
+        &self,
+        spiffe_id: &sigil_spiffe::SpiffeId,
+        limit: u32,
+    ) -> StoreResult<Vec<IssuedCredential>> {
+        check_page_limit(limit)?;
+        let conn = self.conn().await?;
+        credentials::list_issued_for(&conn, spiffe_id.as_str(), limit).await
     }
 
     async fn changes_since(&self, after: u64, limit: u32) -> StoreResult<Vec<ChangeEvent>> {

@@ -10,6 +10,10 @@ use crate::{
     StoreResult,
 };
 
+mod governance;
+
+pub(crate) use governance::*;
+
 pub(crate) const ISSUED_KIND: &str = "issued credential";
 pub(crate) const REVOCATION_KIND: &str = "revocation";
 /// The kind `NotFound` names when there is no issued record to revoke.
@@ -133,8 +137,8 @@ impl RevocationRow {
 /// What a missing or corrupt federation relationship is called in errors.
 pub(crate) const FEDERATION_KIND: &str = "federation relationship";
 
-pub(crate) const FEDERATION_COLUMNS: &str =
-    "trust_domain, bundle_endpoint_url, profile, endpoint_spiffe_id, created_at, updated_at";
+pub(crate) const FEDERATION_COLUMNS: &str = "trust_domain, bundle_endpoint_url, profile, \
+     endpoint_spiffe_id, created_at, updated_at, owner";
 
 /// The name of the CHECK constraint that ties `endpoint_spiffe_id` to `profile` (the same in
 /// both backends' migrations), so its violation can be told from any other.
@@ -148,11 +152,13 @@ pub(crate) struct FederationRow {
     pub(crate) endpoint_spiffe_id: Option<String>,
     pub(crate) created_at: i64,
     pub(crate) updated_at: i64,
+    pub(crate) owner: String,
 }
 
 impl FederationRow {
     /// The relationship, or `Corrupt` if the trust domain, profile or endpoint SPIFFE ID no
-    /// longer parses, or the row breaks a rule a new relationship is held to.
+    /// longer parses, or the row breaks a rule a new relationship is held to (but for the
+    /// owner: a row stored before relationships had owners has none).
     pub(crate) fn into_relationship(self) -> StoreResult<FederationRelationship> {
         let key = self.trust_domain;
         let trust_domain = TrustDomain::parse(&key)
@@ -173,9 +179,10 @@ impl FederationRow {
             bundle_endpoint_url: self.bundle_endpoint_url,
             profile,
             endpoint_spiffe_id,
+            owner: self.owner,
         };
         relationship
-            .validate()
+            .validate_endpoint()
             .map_err(|e| corrupt(FEDERATION_KIND, &key, e.to_string()))?;
         let mut relationship = FederationRelationship::created(relationship, self.created_at);
         relationship.updated_at = self.updated_at;

@@ -5,12 +5,14 @@
 //! event; after the commit the watch channel is moved to the newest sequence.
 
 mod agents;
+mod audit;
 mod authorities;
 mod bundles;
 mod change_feed;
 mod credentials;
 mod entries;
 mod federations;
+mod governance;
 mod join_tokens;
 mod migrate;
 
@@ -22,12 +24,17 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 use tokio::sync::watch;
 
-use crate::model::{check_page_limit, normalized_batch};
+use crate::model::{
+    check_audit_batch, check_audit_key, check_checkpoint, check_page_limit, check_usage_batch,
+    normalized_batch,
+};
 use crate::rows::corrupt;
 use crate::{
-    AttestedAgent, AuthorityRecord, AuthorityState, ChangeEvent, CredentialKind, Datastore, Entry,
-    EntryFilter, FederationRelationship, FederationUpdate, IssuedCredential, JoinToken, NewEntry,
-    NewFederationRelationship, Revocation, StoreError, StoreResult, StoredBundle,
+    AttestedAgent, AuditEvent, AuditFilter, AuditKey, AuditRecord, AuthorityRecord,
+    AuthorityState, ChangeEvent, Checkpoint, CredentialKind, Datastore, Entry, EntryFilter,
+    EntryReview, EntryUsage, FederationRelationship, FederationUpdate, IssuedCredential,
+    JoinToken, NewEntry, NewFederationRelationship, Revocation, StoreError, StoreResult,
+    StoredBundle, WorkloadUsage,
 };
 
 pub use migrate::LATEST_SCHEMA_VERSION;
@@ -435,6 +442,107 @@ impl Datastore for SqliteStore {
     async fn delete_federation(&self, trust_domain: &str) -> StoreResult<()> {
         let trust_domain = trust_domain.to_owned();
         self.write(move |tx| federations::delete(tx, &trust_domain))
+            .await
+    }
+
+    async fn append_audit(&self, events: Vec<AuditEvent>) -> StoreResult<Vec<AuditRecord>> {
+        check_audit_batch(&events)?;
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.write(move |tx| audit::append(tx, events)).await
+    }
+
+    async fn list_audit(
+        &self,
+        filter: &AuditFilter,
+        after: u64,
+        limit: u32,
+    ) -> StoreResult<Vec<AuditRecord>> {
+        check_page_limit(limit)?;
+        filter.validate()?;
+        let filter = filter.clone();
+        self.read(move |conn| audit::list(conn, &filter, after, limit))
+            .await
+    }
+
+    async fn audit_head(&self) -> StoreResult<Option<(u64, String)>> {
+        self.read(audit::head).await
+    }
+
+    async fn put_audit_checkpoint(&self, checkpoint: Checkpoint) -> StoreResult<()> {
+        check_checkpoint(&checkpoint)?;
+        self.write(move |tx| audit::put_checkpoint(tx, &checkpoint))
+            .await
+    }
+
+    async fn list_audit_checkpoints(&self) -> StoreResult<Vec<Checkpoint>> {
+        self.read(audit::list_checkpoints).await
+    }
+
+    async fn register_audit_key(&self, key: AuditKey) -> StoreResult<()> {
+        check_audit_key(&key)?;
+        self.write(move |tx| audit::register_key(tx, &key)).await
+    }
+
+    async fn list_audit_keys(&self) -> StoreResult<Vec<AuditKey>> {
+        self.read(audit::list_keys).await
+    }
+
+    async fn record_workload_usage(&self, usage: Vec<WorkloadUsage>) -> StoreResult<()> {
+        check_usage_batch(&usage)?;
+        if usage.is_empty() {
+            return Ok(());
+        }
+        self.write(move |tx| governance::record_usage(tx, &usage))
+            .await
+    }
+
+    async fn list_workload_usage(
+        &self,
+        entry_id: &str,
+        limit: u32,
+    ) -> StoreResult<Vec<WorkloadUsage>> {
+        check_page_limit(limit)?;
+        let entry_id = entry_id.to_owned();
+        self.read(move |conn| governance::list_usage(conn, &entry_id, limit))
+            .await
+    }
+
+    async fn usage_by_entry(&self) -> StoreResult<Vec<EntryUsage>> {
+        self.read(governance::usage_by_entry).await
+    }
+
+    async fn prune_workload_usage(&self, before: i64) -> StoreResult<u64> {
+        self.write(move |tx| governance::prune_usage(tx, before))
+            .await
+    }
+
+    async fn review_entry(&self, review: EntryReview) -> StoreResult<EntryReview> {
+        review.validate()?;
+        self.write(move |tx| {
+            governance::review(tx, &review)?;
+            Ok(review)
+        })
+        .await
+    }
+
+    async fn list_entry_reviews(&self) -> StoreResult<Vec<EntryReview>> {
+        self.read(governance::list_reviews).await
+    }
+
+    async fn list_join_tokens(&self) -> StoreResult<Vec<JoinToken>> {
+        self.read(join_tokens::list).await
+    }
+
+    async fn list_issued_for(
+        &self,
+        spiffe_id: &sigil_spiffe::SpiffeId,
+        limit: u32,
+    ) -> StoreResult<Vec<IssuedCredential>> {
+        check_page_limit(limit)?;
+        let spiffe_id = spiffe_id.as_str().to_owned();
+        self.read(move |conn| credentials::list_issued_for(conn, &spiffe_id, limit))
             .await
     }
 

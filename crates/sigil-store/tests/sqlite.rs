@@ -321,6 +321,26 @@ async fn corrupt_federation_rows_are_reported_not_panicked_on() {
     );
 }
 
+#[tokio::test]
+async fn relationships_stored_before_owners_existed_read_with_an_empty_owner() {
+    let (store, dir) = store_on_disk().await;
+    store
+        .create_federation(spiffe_federation("a.example"), NOW)
+        .await
+        .unwrap();
+    // Proves the owner is stored before it is taken away.
+    let read = store.get_federation("a.example").await.unwrap().unwrap();
+    assert_eq!(read.owner, sigil_store::conformance::FEDERATION_OWNER);
+
+    // What migration 5 leaves in a row created before it.
+    let conn = Connection::open(db_path(&dir)).unwrap();
+    conn.execute("UPDATE federation_relationships SET owner = ''", [])
+        .unwrap();
+    let read = store.get_federation("a.example").await.unwrap().unwrap();
+    assert_eq!(read.owner, "");
+    assert_eq!(store.list_federations().await.unwrap(), [read]);
+}
+
 /// `(version, applied_at)` of every recorded migration.
 fn applied_migrations(path: &Path) -> Vec<(i64, i64)> {
     let conn = Connection::open(path).unwrap();

@@ -40,6 +40,8 @@ struct RawAgent {
     data_dir: PathBuf,
     socket_path: Option<PathBuf>,
     max_hash_bytes: Option<u64>,
+    /// How often workload usage is reported to the server (`60s`, `5m`, …).
+    usage_report_interval: Option<String>,
 }
 
 /// Parses and validates agent configuration text; reads the bootstrap bundle it names.
@@ -65,6 +67,12 @@ pub fn parse_agent_config(text: &str) -> anyhow::Result<AgentConfig> {
     let socket_path = a
         .socket_path
         .unwrap_or_else(|| a.data_dir.join("workload.sock"));
+    let usage_report_interval = match &a.usage_report_interval {
+        Some(text) => sigil_spiffe::Ttl::parse(text)
+            .map(|t| Duration::from_secs(t.as_secs()))
+            .map_err(|e| anyhow::anyhow!("invalid agent.usage_report_interval `{text}`: {e}"))?,
+        None => sigil_agent::usage::DEFAULT_USAGE_REPORT_INTERVAL,
+    };
     Ok(AgentConfig {
         trust_domain,
         server_addresses,
@@ -75,6 +83,7 @@ pub fn parse_agent_config(text: &str) -> anyhow::Result<AgentConfig> {
         max_hash_bytes: a.max_hash_bytes.unwrap_or(DEFAULT_MAX_HASH_BYTES),
         max_backoff: Duration::from_secs(30),
         tls: raw.tls.policy(),
+        usage_report_interval,
     })
 }
 

@@ -118,6 +118,10 @@ pub async fn run(opts: DevOptions) -> anyhow::Result<()> {
             federations: Vec::new(),
             federation_web_roots: None,
             policy_dir: None,
+            audit: sigil_server::audit::AuditConfig {
+                head_file: Some(layout.server_dir.join("audit-head.json")),
+                ..sigil_server::audit::AuditConfig::default()
+            },
             // Token exchange for this trust domain's own identities, on the dev issuer.
             oauth: Some(sigil_server::oauth::OAuthConfig::default()),
             // Plain HTTP on loopback (dev mode only); the issuer is the listener's own URL.
@@ -161,6 +165,7 @@ pub async fn run(opts: DevOptions) -> anyhow::Result<()> {
         max_hash_bytes: 256 * 1024 * 1024,
         max_backoff: Duration::from_secs(5),
         tls: sigil_tls::TlsPolicy::default(),
+        usage_report_interval: Duration::from_secs(10),
     };
     let mut agent = match sigil_agent::start(agent_config, clock.clone()).await {
         Ok(a) => a,

@@ -469,6 +469,8 @@ mod tests {
             "spiffe://partner.org/sigil/server",
             "--bootstrap-bundle",
             "partner.pem",
+            "--owner",
+            "team-partners",
             "--output",
             "json",
         ])
@@ -485,7 +487,24 @@ mod tests {
             Some("spiffe://partner.org/sigil/server")
         );
         assert_eq!(args.bootstrap_bundle, Some(PathBuf::from("partner.pem")));
+        assert_eq!(args.owner, "team-partners");
         assert_eq!(args.out.output, OutputFormat::Json);
+        let err = Cli::try_parse_from([
+            "sigil",
+            "federation",
+            "create",
+            "--trust-domain",
+            "p.org",
+            "--bundle-endpoint-url",
+            "https://p.org",
+            "--profile",
+            "https_web",
+        ])
+        .unwrap_err();
+        assert_eq!(
+            first_paragraph(&err.render().to_string()),
+            "error: the following required arguments were not provided: --owner <OWNER>"
+        );
 
         let cli = Cli::try_parse_from([
             "sigil",
@@ -496,11 +515,14 @@ mod tests {
             "--profile",
             "https_web",
             "--clear-endpoint-spiffe-id",
+            "--owner",
+            "team-b",
         ])
         .unwrap();
         let Command::Federation(federation::FederationCommand::Update(args)) = cli.command else {
             panic!("parsed as {cli:?}");
         };
+        assert_eq!(args.owner.as_deref(), Some("team-b"));
         assert_eq!(args.profile.as_deref(), Some("https_web"));
         assert!(args.clear_endpoint_spiffe_id);
         assert_eq!(args.endpoint_spiffe_id, None);
@@ -544,7 +566,14 @@ mod tests {
         let cli = Cli::try_parse_from(["sigil", "federation", "list"]).unwrap();
         assert!(matches!(
             cli.command,
-            Command::Federation(federation::FederationCommand::List(_))
+            Command::Federation(federation::FederationCommand::List(ref args)) if args.owner.is_none()
+        ));
+        let cli =
+            Cli::try_parse_from(["sigil", "federation", "list", "--owner", "team-a"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Federation(federation::FederationCommand::List(ref args))
+                if args.owner.as_deref() == Some("team-a")
         ));
     }
 

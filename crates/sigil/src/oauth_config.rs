@@ -12,6 +12,7 @@
 //!
 //! [[oauth.issuer]]                 # an external OIDC issuer (CI, Kubernetes, a cloud)
 //! issuer = "https://token.actions.githubusercontent.com"
+//! owner = "platform-team"          # required: who is accountable for trusting this issuer
 //! # keys: OIDC discovery by default, or jwks_uri = "https://…", or jwks_file = "/path.json"
 //! audiences = ["https://sigil.example.org"]
 //! max_token_age = "10m"
@@ -64,6 +65,9 @@ pub(crate) struct RawOAuth {
 #[serde(deny_unknown_fields)]
 struct RawIssuer {
     issuer: String,
+    /// The team or contact accountable for trusting the issuer (required; `Option` so that its
+    /// absence gets an error naming the issuer).
+    owner: Option<String>,
     jwks_uri: Option<String>,
     jwks_file: Option<PathBuf>,
     ca_file: Option<PathBuf>,
@@ -144,6 +148,10 @@ impl OAuthFiles {
             {
                 bail!("oauth.issuer `{name}` is configured twice");
             }
+            let owner = crate::server_cmd::required_owner(
+                raw_issuer.owner,
+                &format!("oauth.issuer `{name}`"),
+            )?;
             let keys = match (&raw_issuer.jwks_uri, &raw_issuer.jwks_file) {
                 (Some(_), Some(_)) => {
                     bail!("{}: give jwks_uri or jwks_file, not both", field("keys"))
@@ -209,6 +217,7 @@ impl OAuthFiles {
             };
             issuers.push(ExternalIssuerConfig {
                 issuer: raw_issuer.issuer,
+                owner,
                 keys,
                 roots: None,
                 audiences: raw_issuer.audiences,

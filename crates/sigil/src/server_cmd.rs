@@ -54,6 +54,9 @@ struct RawFederation {
     endpoint_spiffe_id: Option<String>,
     /// PEM X.509 authorities of the peer to trust until the first refresh (https_spiffe).
     bootstrap_bundle_file: Option<PathBuf>,
+    /// The team or contact accountable for the relationship (required; `Option` so that its
+    /// absence gets an error naming the relationship).
+    owner: Option<String>,
 }
 
 /// A configured federation relationship, before its bootstrap file is read.
@@ -89,11 +92,13 @@ impl FederationFiles {
                 })
             })
             .transpose()?;
+        let owner = required_owner(raw.owner, &format!("federation with `{td}`"))?;
         let relationship = sigil_store::NewFederationRelationship {
             trust_domain: td.clone(),
             bundle_endpoint_url: raw.bundle_endpoint_url,
             profile,
             endpoint_spiffe_id,
+            owner,
         };
         relationship
             .validate()
@@ -114,6 +119,28 @@ impl FederationFiles {
             bootstrap_roots,
         })
     }
+}
+
+/// The `owner` of a configured thing (`what` names it in errors: "federation with `td`"): the
+/// team or contact accountable for it. Fails with one line when it is absent, blank, longer
+/// than [`sigil_store::MAX_OWNER_BYTES`] or holds a control character.
+pub(crate) fn required_owner(owner: Option<String>, what: &str) -> anyhow::Result<String> {
+    let Some(owner) = owner else {
+        bail!("{what} has no owner: set `owner` to the team or contact accountable for it");
+    };
+    if owner.trim().is_empty() {
+        bail!("{what} has a blank owner: name the team or contact accountable for it");
+    }
+    if owner.len() > sigil_store::MAX_OWNER_BYTES {
+        bail!(
+            "{what} has an owner longer than {} bytes",
+            sigil_store::MAX_OWNER_BYTES
+        );
+    }
+    if owner.chars().any(char::is_control) {
+        bail!("{what} has an owner holding a control character");
+    }
+    Ok(owner)
 }
 
 /// `[public]`: the public listener (bundle endpoint, OIDC discovery, health, metrics).
@@ -619,6 +646,10 @@ pub fn parse_server_config(text: &str) -> anyhow::Result<LoadedServerConfig> {
             federations: Vec::new(),
             federation_web_roots: None,
             policy_dir: raw.policy.map(|p| p.dir),
+            audit: sigil_server::audit::AuditConfig {
+                head_file: Some(data_dir.join("audit-head.json")),
+                ..sigil_server::audit::AuditConfig::default()
+            },
             oauth: None,
             public: None,
         },
@@ -743,13 +774,47 @@ mod tests {
         ));
     }
 
+    /// The commented-out table of `conf/server.full.toml` that starts with `# {header}`, up to
+    /// the first line that is empty or a bare `#`, uncommented.
+    fn documented_table(header: &str) -> String {
+        let text = include_str!("../../../conf/server.full.toml");
+        let start = text.find(&format!("# {header}\n")).unwrap();
+        text[start..]
+            .lines()
+            .take_while(|line| !line.is_empty() && *line != "#")
+            .map(|line| format!("{}\n", line.strip_prefix("# ").unwrap_or(line)))
+            .collect()
+    }
+
+    #[test]
+    fn documented_federation_and_issuer_tables_parse_with_their_owners() {
+        let server = "[server]\ntrust_domain = \"example.org\"\ndata_dir = \"/x\"\n[public]\nbind_address = \"127.0.0.1:8443\"\ntls = \"svid\"\nissuer = \"https://sigil.example.org\"\n";
+        // Without its CA file, which this machine does not have, so its files can be read.
+        let issuer: String = documented_table("[[oauth.issuer]]")
+            .lines()
+            .filter(|line| !line.starts_with("ca_file"))
+            .map(|line| format!("{line}\n"))
+            .collect();
+        let text = format!(
+            "{server}{}[oauth]\n{issuer}",
+            documented_table("[[federation]]"),
+        );
+        let c = parse_server_config(&text).unwrap();
+        assert_eq!(
+            c.federations[0].relationship.owner,
+            "identity-team@example.org"
+        );
+        let oauth = c.oauth.unwrap().load().unwrap();
+        assert_eq!(oauth.issuers[0].owner, "ci-platform-team");
+    }
+
     const BASE: &str = "[server]\ntrust_domain = \"td\"\ndata_dir = \"/x\"\n[datastore]\n";
     const SERVER: &str = "[server]\ntrust_domain = \"td\"\ndata_dir = \"/x\"\n";
 
     #[test]
     fn oauth_takes_issuers_and_federated_domains_and_needs_an_issuer_url() {
         let public = "[public]\nbind_address = \"127.0.0.1:8443\"\ntls = \"svid\"\nissuer = \"https://sigil.example.org\"\n";
-        let issuer = "[[oauth.issuer]]\nissuer = \"https://ci.example\"\naudiences = [\"https://sigil.example.org\"]\nattributes = { repo = \"repository_id\" }\nspiffe_id = \"spiffe://td/ci/{repo}\"\ncondition = \"repo == '1'\"\nalgorithms = [\"RS256\"]\n";
+        let issuer = "[[oauth.issuer]]\nissuer = \"https://ci.example\"\nowner = \"team-ci\"\naudiences = [\"https://sigil.example.org\"]\nattributes = { repo = \"repository_id\" }\nspiffe_id = \"spiffe://td/ci/{repo}\"\ncondition = \"repo == '1'\"\nalgorithms = [\"RS256\"]\n";
         let c = parse_server_config(&format!(
             "{SERVER}{public}[oauth]\nscopes = [\"read\"]\naccess_token_ttl = \"2m\"\n{issuer}[[oauth.federated]]\ntrust_domain = \"partner.example\"\n"
         ))
@@ -798,6 +863,71 @@ mod tests {
         ] {
             let err = parse_server_config(&text).unwrap_err().to_string();
             assert!(err.contains(needle), "`{err}` lacks `{needle}`");
+        }
+    }
+
+    #[test]
+    fn federation_and_oauth_issuers_need_an_owner_each_refused_in_one_line() {
+        let public = "[public]\nbind_address = \"127.0.0.1:8443\"\ntls = \"svid\"\nissuer = \"https://sigil.example.org\"\n";
+        let federation = "[[federation]]\ntrust_domain = \"partner.example\"\nbundle_endpoint_url = \"https://partner.example/bundle\"\nprofile = \"https_web\"\nowner = \"team-partners\"\n";
+        let issuer = "[[oauth.issuer]]\nissuer = \"https://ci.example\"\naudiences = [\"https://sigil.example.org\"]\nspiffe_id = \"spiffe://td/ci\"\nowner = \"team-ci\"\n";
+        // The positive path: both parse, owners kept.
+        let c =
+            parse_server_config(&format!("{SERVER}{public}{federation}[oauth]\n{issuer}")).unwrap();
+        assert_eq!(c.federations.len(), 1);
+        assert_eq!(c.federations[0].relationship.owner, "team-partners");
+        let oauth = c.oauth.unwrap().load().unwrap();
+        assert_eq!(oauth.issuers[0].owner, "team-ci");
+        let at_limit = "o".repeat(sigil_store::MAX_OWNER_BYTES);
+        let c = parse_server_config(&format!(
+            "{SERVER}{}",
+            federation.replace("team-partners", &at_limit)
+        ))
+        .unwrap();
+        assert_eq!(c.federations[0].relationship.owner, at_limit);
+
+        let over_limit = "o".repeat(sigil_store::MAX_OWNER_BYTES + 1);
+        for (text, needle) in [
+            (
+                format!(
+                    "{SERVER}{}",
+                    federation.replace("owner = \"team-partners\"\n", "")
+                ),
+                "federation with `partner.example` has no owner: set `owner`",
+            ),
+            (
+                format!("{SERVER}{}", federation.replace("team-partners", " ")),
+                "federation with `partner.example` has a blank owner",
+            ),
+            (
+                format!(
+                    "{SERVER}{}",
+                    federation.replace("team-partners", &over_limit)
+                ),
+                "federation with `partner.example` has an owner longer than 256 bytes",
+            ),
+            (
+                format!(
+                    "{SERVER}{public}[oauth]\n{}",
+                    issuer.replace("owner = \"team-ci\"\n", "")
+                ),
+                "oauth.issuer `https://ci.example` has no owner: set `owner`",
+            ),
+            (
+                format!("{SERVER}{public}[oauth]\n{}", issuer.replace("team-ci", "")),
+                "oauth.issuer `https://ci.example` has a blank owner",
+            ),
+            (
+                format!(
+                    "{SERVER}{public}[oauth]\n{}",
+                    issuer.replace("team-ci", "team\\tci")
+                ),
+                "oauth.issuer `https://ci.example` has an owner holding a control character",
+            ),
+        ] {
+            let err = parse_server_config(&text).unwrap_err().to_string();
+            assert!(err.contains(needle), "`{err}` lacks `{needle}`");
+            assert_eq!(err.lines().count(), 1, "one-line error: {err:?}");
         }
     }
 

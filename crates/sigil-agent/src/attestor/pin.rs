@@ -120,7 +120,7 @@ impl PinnedPeer {
     }
 
     /// The path of the binary when pinned, if the agent could read it.
-    pub(super) fn binary_path(&self) -> Option<&std::path::Path> {
+    pub(crate) fn binary_path(&self) -> Option<&std::path::Path> {
         match &self.binary {
             PinnedBinary::Readable { path, .. } => Some(path),
             PinnedBinary::Unreadable => None,

@@ -64,6 +64,11 @@ impl ConnectionPeer {
         self.caller
     }
 
+    /// The path of the binary the peer ran when it was pinned, if the agent could read it.
+    pub(crate) fn binary_path(&self) -> Option<&std::path::Path> {
+        self.pin.as_ref().and_then(|pin| pin.binary_path())
+    }
+
     /// The peer's selectors: attested on the first call (off the executor, holding a permit of
     /// `limit`), then cached for the connection; on every call, first checks that the pinned
     /// process still runs.

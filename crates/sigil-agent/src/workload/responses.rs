@@ -17,13 +17,25 @@ use crate::snapshot::{IdentitySnapshot, WorkloadIdentity};
 pub(crate) fn with_unique_hints<'a>(
     identities: &[&'a WorkloadIdentity],
 ) -> Vec<&'a WorkloadIdentity> {
+    unique_hints(identities, true)
+}
+
+/// The identities [`with_unique_hints`] keeps, without warning again about those it drops (for
+/// counting what a response delivered after it was built).
+pub(crate) fn served_identities<'a>(
+    identities: &[&'a WorkloadIdentity],
+) -> Vec<&'a WorkloadIdentity> {
+    unique_hints(identities, false)
+}
+
+fn unique_hints<'a>(identities: &[&'a WorkloadIdentity], warn: bool) -> Vec<&'a WorkloadIdentity> {
     let mut seen = HashSet::new();
     identities
         .iter()
         .copied()
         .filter(|id| {
             let unique = id.hint.is_empty() || seen.insert(id.hint.as_str());
-            if !unique {
+            if !unique && warn {
                 tracing::warn!(entry_id = %id.entry_id, hint = %id.hint, "dropping an identity with a duplicate hint");
             }
             unique

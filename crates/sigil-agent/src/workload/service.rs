@@ -5,8 +5,13 @@
 //! caller is the connection's [`ConnectionPeer`] (pinned at accept, attested once per
 //! connection, re-checked per call) and receives the identities whose selectors it has. Status codes are the ones the Workload API and Workload Endpoint
 //! standards name; internal causes are logged, not returned.
+//!
+//! With a [`UsageCounter`] ([`WorkloadApi::with_usage`]), every response that delivers an
+//! identity is counted for its workload (X509-SVID stream messages, JWT-SVIDs); counting bumps
+//! counters in memory, the report to the server happens elsewhere.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -17,19 +22,20 @@ use sigil_proto::workload::{
     ValidateJwtsvidRequest, ValidateJwtsvidResponse, X509BundlesRequest, X509BundlesResponse,
     X509svidRequest, X509svidResponse,
 };
-use sigil_spiffe::{Selector, SpiffeId, TrustBundle, TrustDomain};
+use sigil_spiffe::{Clock, Selector, SpiffeId, TrustBundle, TrustDomain};
 use tokio::sync::{Semaphore, watch};
 use tonic::{Request, Response, Status};
 
 use super::claims::to_struct;
 use super::peer::ConnectionPeer;
 use super::responses::{
-    federated_bundles, jwt_bundles_response, with_unique_hints, x509_bundles_response,
-    x509_svid_response,
+    federated_bundles, jwt_bundles_response, served_identities, with_unique_hints,
+    x509_bundles_response, x509_svid_response,
 };
-use super::stream::{NO_IDENTITY, ResponseStream, watch_stream};
+use super::stream::{NO_IDENTITY, Observe, ResponseStream, watch_stream};
 use crate::attestor::{UnixAttestor, WorkloadAttestor};
-use crate::snapshot::{IdentitySnapshot, JwtMintError, WorkloadApiContext};
+use crate::snapshot::{IdentitySnapshot, JwtMintError, WorkloadApiContext, X509SvidMaterial};
+use crate::usage::{Delivery, UsageCounter, WorkloadBinary};
 
 /// The status message of a request without the security header (Workload Endpoint §6).
 pub const MISSING_HEADER: &str = "security header missing from request";
@@ -49,6 +55,8 @@ pub struct WorkloadApi {
     attestations: Arc<Semaphore>,
     /// Turns true when the server shuts down, ending every open stream.
     stop: watch::Receiver<bool>,
+    /// Where deliveries of identities are counted; `None`: not counted.
+    usage: Option<Arc<UsageCounter>>,
 }
 
 impl std::fmt::Debug for WorkloadApi {
@@ -72,7 +80,15 @@ impl WorkloadApi {
             attestor,
             attestations: Arc::new(Semaphore::new(DEFAULT_MAX_CONCURRENT_ATTESTATIONS)),
             stop,
+            usage: None,
         }
+    }
+
+    /// The same service, counting in `usage` each identity it delivers, per workload (uid,
+    /// binary path and the hash the attestor computed, if any).
+    pub fn with_usage(mut self, usage: Arc<UsageCounter>) -> Self {
+        self.usage = Some(usage);
+        self
     }
 
     /// The same service, running at most `limit` attestations at once (at least one).
@@ -107,12 +123,26 @@ impl WorkloadApi {
         Arc::clone(&self.ctx.snapshots.borrow())
     }
 
+    /// The counter and the caller's workload, when usage is counted.
+    fn usage_of<T>(
+        &self,
+        request: &Request<T>,
+        selectors: &[Selector],
+    ) -> Option<(Arc<UsageCounter>, Arc<WorkloadBinary>)> {
+        let usage = self.usage.as_ref()?;
+        let peer = request.extensions().get::<Arc<ConnectionPeer>>()?;
+        let workload = WorkloadBinary::new(peer.caller().uid, peer.binary_path(), selectors);
+        Some((usage.clone(), Arc::new(workload)))
+    }
+
     /// A stream for the attested caller of a streaming RPC: the first message now (or
-    /// `PermissionDenied` if there is none), then one per relevant snapshot change.
+    /// `PermissionDenied` if there is none), then one per relevant snapshot change; `observe`
+    /// is told of the snapshot behind every message sent.
     fn follow<T>(
         &self,
         selectors: Arc<[Selector]>,
         build: fn(&IdentitySnapshot, &[&crate::snapshot::WorkloadIdentity]) -> Option<T>,
+        mut observe: Option<Observe>,
     ) -> Result<ResponseStream<T>, Status>
     where
         T: Clone + PartialEq + Send + Sync + 'static,
@@ -123,13 +153,46 @@ impl WorkloadApi {
         let mut snapshots = self.ctx.snapshots.clone();
         let current = Arc::clone(&snapshots.borrow_and_update());
         let first = for_caller(&current).ok_or_else(|| Status::permission_denied(NO_IDENTITY))?;
+        if let Some(observe) = observe.as_mut() {
+            observe(&current);
+        }
         Ok(watch_stream(
             snapshots,
             self.stop.clone(),
             first,
             Box::new(for_caller),
+            observe,
         ))
     }
+}
+
+/// Counts, for one `FetchX509SVID` stream of the workload with `selectors`, what each message
+/// delivers: for every identity it carries, a delivery at the clock's time, a fetch when the
+/// previous message did not carry that identity, and an SVID when it carries an SVID this
+/// stream has not sent before (a message sent for another reason, a new CRL say, repeats the
+/// SVID without counting it).
+fn x509_usage_observer(
+    usage: Arc<UsageCounter>,
+    workload: Arc<WorkloadBinary>,
+    selectors: Arc<[Selector]>,
+    clock: Arc<dyn Clock>,
+) -> Observe {
+    // By entry, the SVID last sent: held weakly, so neither it nor its key is kept alive here.
+    let mut sent: HashMap<String, Weak<X509SvidMaterial>> = HashMap::new();
+    Box::new(move |snapshot: &IdentitySnapshot| {
+        let now = clock.unix_secs();
+        let mut now_sent = HashMap::with_capacity(sent.len());
+        for id in served_identities(&snapshot.identities_for(&selectors)) {
+            let previous = sent.get(&id.entry_id);
+            let delivery = Delivery {
+                fetch: previous.is_none(),
+                svids: u64::from(!previous.is_some_and(|p| p.as_ptr() == Arc::as_ptr(&id.svid))),
+            };
+            usage.record(&id.entry_id, &workload, delivery, now);
+            now_sent.insert(id.entry_id.clone(), Arc::downgrade(&id.svid));
+        }
+        sent = now_sent;
+    })
 }
 
 /// Refuses requests without `workload.spiffe.io: true` (Workload Endpoint §3, §6).
@@ -191,7 +254,16 @@ impl SpiffeWorkloadApi for WorkloadApi {
     ) -> Result<Response<Self::FetchX509SVIDStream>, Status> {
         check_header(&request)?;
         let selectors = self.attest(&request).await?;
-        Ok(Response::new(self.follow(selectors, x509_svid_response)?))
+        let observe = self
+            .usage_of(&request, &selectors)
+            .map(|(usage, workload)| {
+                x509_usage_observer(usage, workload, selectors.clone(), self.ctx.clock.clone())
+            });
+        Ok(Response::new(self.follow(
+            selectors,
+            x509_svid_response,
+            observe,
+        )?))
     }
 
     async fn fetch_x509_bundles(
@@ -200,9 +272,11 @@ impl SpiffeWorkloadApi for WorkloadApi {
     ) -> Result<Response<Self::FetchX509BundlesStream>, Status> {
         check_header(&request)?;
         let selectors = self.attest(&request).await?;
-        Ok(Response::new(
-            self.follow(selectors, x509_bundles_response)?,
-        ))
+        Ok(Response::new(self.follow(
+            selectors,
+            x509_bundles_response,
+            None,
+        )?))
     }
 
     async fn fetch_jwtsvid(
@@ -234,8 +308,9 @@ impl SpiffeWorkloadApi for WorkloadApi {
                 )));
             }
         }
-        let mut svids = Vec::new();
-        for id in with_unique_hints(&identities) {
+        let served = with_unique_hints(&identities);
+        let mut svids = Vec::with_capacity(served.len());
+        for id in &served {
             let token = self
                 .ctx
                 .jwt
@@ -248,6 +323,16 @@ impl SpiffeWorkloadApi for WorkloadApi {
                 hint: id.hint.clone(),
             });
         }
+        if let Some((usage, workload)) = self.usage_of(&request, &selectors) {
+            let now = self.ctx.clock.unix_secs();
+            let delivery = Delivery {
+                fetch: true,
+                svids: 1,
+            };
+            for id in &served {
+                usage.record(&id.entry_id, &workload, delivery, now);
+            }
+        }
         Ok(Response::new(JwtsvidResponse { svids }))
     }
 
@@ -257,7 +342,11 @@ impl SpiffeWorkloadApi for WorkloadApi {
     ) -> Result<Response<Self::FetchJWTBundlesStream>, Status> {
         check_header(&request)?;
         let selectors = self.attest(&request).await?;
-        Ok(Response::new(self.follow(selectors, jwt_bundles_response)?))
+        Ok(Response::new(self.follow(
+            selectors,
+            jwt_bundles_response,
+            None,
+        )?))
     }
 
     /// Validation needs no identity of the caller (the standard does not ask for one), but the

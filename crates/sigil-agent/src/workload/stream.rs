@@ -23,23 +23,29 @@ const SHUTTING_DOWN: &str = "the agent is shutting down";
 
 /// Builds the message a snapshot yields for this caller, `None` if it has no identity.
 pub(crate) type Build<T> = Box<dyn Fn(&IdentitySnapshot) -> Option<T> + Send + Sync + 'static>;
+/// Told of each snapshot a message sent on the stream was built from (usage counting).
+pub(crate) type Observe = Box<dyn FnMut(&IdentitySnapshot) + Send + 'static>;
 
 struct WatchState<T> {
     snapshots: watch::Receiver<Arc<IdentitySnapshot>>,
     stop: watch::Receiver<bool>,
     build: Build<T>,
+    observe: Option<Observe>,
     first: Option<T>,
     last: Option<T>,
     done: bool,
 }
 
 /// A stream that starts with `first` (built from the snapshot `snapshots` has already marked
-/// seen) and follows `snapshots` until `stop` turns true.
+/// seen) and follows `snapshots` until `stop` turns true. `observe`, if any, is told of the
+/// snapshot behind each later message sent (not of the first, nor of snapshots that change
+/// nothing for this caller).
 pub(crate) fn watch_stream<T>(
     snapshots: watch::Receiver<Arc<IdentitySnapshot>>,
     stop: watch::Receiver<bool>,
     first: T,
     build: Build<T>,
+    observe: Option<Observe>,
 ) -> ResponseStream<T>
 where
     T: Clone + PartialEq + Send + Sync + 'static,
@@ -48,6 +54,7 @@ where
         snapshots,
         stop,
         build,
+        observe,
         first: Some(first),
         last: None,
         done: false,
@@ -85,6 +92,9 @@ where
                 Some(msg) if st.last.as_ref() == Some(&msg) => continue,
                 Some(msg) => {
                     st.last = Some(msg.clone());
+                    if let Some(observe) = st.observe.as_mut() {
+                        observe(&snapshot);
+                    }
                     return Some((Ok(msg), st));
                 }
             }
@@ -137,7 +147,7 @@ mod tests {
             Box::new(|s| (!s.identities.is_empty()).then_some(s.identities.len()));
         let mut rx = snapshots.subscribe();
         rx.mark_unchanged();
-        let mut stream = watch_stream(rx, stop.subscribe(), 1, build);
+        let mut stream = watch_stream(rx, stop.subscribe(), 1, build, None);
         assert_eq!(stream.next().await.unwrap().unwrap(), 1);
         stream
     }

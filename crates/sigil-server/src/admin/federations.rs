@@ -1,18 +1,19 @@
-//! `/api/v1/federations`: the federation relationships with foreign trust domains (create, list,
-//! show, update, delete) and refreshing one foreign bundle on demand.
+//! `/api/v1/federations`: the federation relationships with foreign trust domains (create, list
+//! filtered by owner, show, update, delete) and refreshing one foreign bundle on demand.
 //!
 //! The datastore holds the relationships and checks what every backend relies on (an `https://`
-//! URL, the profile rule); this module parses the request into SPIFFE types, refuses the
-//! server's own trust domain, reads an optional bootstrap bundle (a SPIFFE bundle document or PEM
-//! certificates), and asks the running refresher for a refresh.
+//! URL, the profile rule, an owner); this module parses the request into SPIFFE types, requires
+//! an owner, refuses the server's own trust domain, reads an optional bootstrap bundle (a SPIFFE
+//! bundle document or PEM certificates), and asks the running refresher for a refresh.
 
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
+use sigil_api::entries::MAX_OWNER_CHARS;
 use sigil_api::{
-    ErrorCode, Federation, FederationList, FederationRefreshed, FederationRequest,
+    ErrorCode, Federation, FederationList, FederationQuery, FederationRefreshed, FederationRequest,
     FederationUpdateRequest,
 };
 use sigil_spiffe::{BundleDocument, SpiffeId, TrustBundle, TrustDomain};
@@ -29,8 +30,9 @@ use crate::federation::refresher::Refreshed;
 /// How a PEM bootstrap bundle begins; anything else is read as a SPIFFE bundle document.
 const PEM_BEGIN: &str = "-----BEGIN";
 
-/// `POST /api/v1/federations` → 201 and the relationship. 400 for a malformed field, the
-/// server's own trust domain or a bootstrap bundle that cannot be read; 409 when a relationship
+/// `POST /api/v1/federations` → 201 and the relationship. 400 for a malformed field, a missing
+/// or blank owner, the server's own trust domain or a bootstrap bundle that cannot be read; 409
+/// when a relationship
 /// with that trust domain exists. The bootstrap bundle is stored only when no bundle of that
 /// trust domain is held.
 pub(crate) async fn create(
@@ -46,11 +48,18 @@ pub(crate) async fn create(
         .as_deref()
         .map(parse_endpoint_id)
         .transpose()?;
+    let owner = parse_owner(req.owner.ok_or_else(|| {
+        ApiError::invalid(
+            "owner is required: name the team or contact accountable for this federation \
+             relationship",
+        )
+    })?)?;
     let new = NewFederationRelationship {
         trust_domain: trust_domain.clone(),
         bundle_endpoint_url: url,
         profile,
         endpoint_spiffe_id,
+        owner,
     };
     new.validate()?;
     // Read before anything is stored, so a bad bundle leaves no relationship behind.
@@ -71,14 +80,19 @@ pub(crate) async fn create(
     ))
 }
 
-/// `GET /api/v1/federations` → every relationship, ordered by trust domain.
+/// `GET /api/v1/federations?owner=` → every relationship (with exactly that owner, when given),
+/// ordered by trust domain. An empty `owner` lists the relationships that have none (created
+/// before relationships had owners). 400 for an unknown or repeated query parameter.
 pub(crate) async fn list(
     State(state): State<AdminState>,
+    RawQuery(query): RawQuery,
 ) -> Result<Json<FederationList>, ApiError> {
+    let query = FederationQuery::parse(query.as_deref().unwrap_or_default())?;
     let relationships = state.store.list_federations().await?;
     let bundles = state.store.list_bundles().await?;
     let federations = relationships
         .iter()
+        .filter(|r| query.owner.as_ref().is_none_or(|owner| r.owner == *owner))
         .map(|r| {
             let bundle = bundles.iter().find(|b| b.trust_domain == r.trust_domain);
             to_wire(r, bundle)
@@ -116,6 +130,7 @@ pub(crate) async fn update(
             Some(None) => Some(None),
             Some(Some(id)) => Some(Some(parse_endpoint_id(&id)?)),
         },
+        owner: req.owner.map(parse_owner).transpose()?,
     };
     // A request that contradicts itself is the caller's mistake (400); one that fits the
     // request but not the stored row is a conflict with the row (409).
@@ -199,6 +214,7 @@ fn to_wire(relationship: &FederationRelationship, bundle: Option<&StoredBundle>)
             .endpoint_spiffe_id
             .as_ref()
             .map(ToString::to_string),
+        owner: relationship.owner.clone(),
         created_at: relationship.created_at,
         updated_at: relationship.updated_at,
         bundle_sequence: bundle.map(|b| b.sequence),
@@ -270,6 +286,30 @@ fn parse_url(raw: String) -> Result<String, ApiError> {
             "bundle_endpoint_url",
             &raw,
             "holds `[` or `]`: IPv6 literal hosts are not accepted here, use a DNS name",
+        ));
+    }
+    Ok(raw)
+}
+
+/// An owner as entries' owners are held: not blank, at most [`MAX_OWNER_CHARS`] characters, no
+/// control character (so it prints on one line). A 400 naming `owner` otherwise.
+fn parse_owner(raw: String) -> Result<String, ApiError> {
+    if raw.trim().is_empty() {
+        return Err(ApiError::invalid(
+            "invalid owner: must not be blank; name the team or contact accountable for this \
+             federation relationship",
+        ));
+    }
+    if raw.chars().count() > MAX_OWNER_CHARS {
+        return Err(ApiError::invalid(format!(
+            "invalid owner: longer than {MAX_OWNER_CHARS} characters"
+        )));
+    }
+    if raw.chars().any(char::is_control) {
+        return Err(ApiError::invalid_value(
+            "owner",
+            &raw,
+            "has a control character",
         ));
     }
     Ok(raw)
@@ -364,6 +404,7 @@ mod tests {
             "trust_domain": td,
             "bundle_endpoint_url": format!("https://{td}/bundle"),
             "profile": "https_web",
+            "owner": "team-federation",
         })
     }
 
@@ -417,6 +458,7 @@ mod tests {
                 "bundle_endpoint_url": "https://partner.org/bundle",
                 "profile": "https_web",
                 "endpoint_spiffe_id": null,
+                "owner": "team-federation",
                 "created_at": crate::admin::test_support::START,
                 "updated_at": crate::admin::test_support::START,
                 "bundle_sequence": 0,
@@ -512,6 +554,127 @@ mod tests {
             StatusCode::NOT_FOUND,
             "no federation relationship with `partner.org`",
         );
+    }
+
+    #[tokio::test]
+    async fn create_without_an_owner_is_400_naming_owner_and_stores_nothing() {
+        let h = Harness::new().await;
+        // The positive path: the same body with its owner is accepted.
+        let (status, created) = h
+            .call(
+                Method::POST,
+                "/api/v1/federations",
+                Some(web_body("first.org")),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{created}");
+        assert_eq!(created["owner"], "team-federation");
+
+        let mut unowned = web_body("partner.org");
+        unowned.as_object_mut().unwrap().remove("owner");
+        let (status, body) = h
+            .call(Method::POST, "/api/v1/federations", Some(unowned))
+            .await;
+        assert_error(status, &body, StatusCode::BAD_REQUEST, "owner is required");
+        assert_eq!(body["error"]["code"], "invalid_argument");
+        for (owner, needle) in [
+            (json!(""), "invalid owner: must not be blank"),
+            (json!("  "), "invalid owner: must not be blank"),
+            (
+                json!("o".repeat(MAX_OWNER_CHARS + 1)),
+                "invalid owner: longer than 64 characters",
+            ),
+            (json!("team\nother"), "invalid owner `"),
+            (json!(null), "request body is not valid"),
+        ] {
+            let mut body = web_body("partner.org");
+            body["owner"] = owner;
+            let (status, answer) = h
+                .call(Method::POST, "/api/v1/federations", Some(body))
+                .await;
+            assert_error(status, &answer, StatusCode::BAD_REQUEST, needle);
+        }
+        let stored: Vec<String> = h
+            .store
+            .list_federations()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.trust_domain.to_string())
+            .collect();
+        assert_eq!(stored, ["first.org"]);
+    }
+
+    #[tokio::test]
+    async fn list_filters_by_owner_and_patch_changes_only_the_owner() {
+        let h = Harness::new().await;
+        for (td, owner) in [
+            ("a.org", "team-a"),
+            ("b.org", "team b"),
+            ("c.org", "team-a"),
+        ] {
+            let mut body = web_body(td);
+            body["owner"] = json!(owner);
+            let (status, created) = h
+                .call(Method::POST, "/api/v1/federations", Some(body))
+                .await;
+            assert_eq!(status, StatusCode::CREATED, "{created}");
+        }
+        let listed = |list: &Value| -> Vec<String> {
+            list["federations"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|f| f["trust_domain"].as_str().unwrap().to_owned())
+                .collect()
+        };
+        let (status, all) = h.call(Method::GET, "/api/v1/federations", None).await;
+        assert_eq!(status, StatusCode::OK, "{all}");
+        assert_eq!(listed(&all), ["a.org", "b.org", "c.org"]);
+        let (status, team_a) = h
+            .call(Method::GET, "/api/v1/federations?owner=team-a", None)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{team_a}");
+        assert_eq!(listed(&team_a), ["a.org", "c.org"]);
+        let (_, team_b) = h
+            .call(Method::GET, "/api/v1/federations?owner=team%20b", None)
+            .await;
+        assert_eq!(listed(&team_b), ["b.org"]);
+        assert_eq!(team_b["federations"][0]["owner"], "team b");
+        let (_, nobody) = h
+            .call(Method::GET, "/api/v1/federations?owner=team", None)
+            .await;
+        assert!(listed(&nobody).is_empty(), "the owner is matched exactly");
+        let (status, body) = h
+            .call(Method::GET, "/api/v1/federations?owners=team-a", None)
+            .await;
+        assert_error(status, &body, StatusCode::BAD_REQUEST, "owners");
+
+        h.clock.advance(Duration::from_secs(5));
+        let (status, updated) = h
+            .call(
+                Method::PATCH,
+                "/api/v1/federations/b.org",
+                Some(json!({"owner": "team-a"})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{updated}");
+        let mut expected = team_b["federations"][0].clone();
+        expected["owner"] = json!("team-a");
+        expected["updated_at"] = json!(crate::admin::test_support::START + 5);
+        assert_eq!(updated, expected, "only the owner and updated_at change");
+        let (_, team_a) = h
+            .call(Method::GET, "/api/v1/federations?owner=team-a", None)
+            .await;
+        assert_eq!(listed(&team_a), ["a.org", "b.org", "c.org"]);
+        let (status, body) = h
+            .call(
+                Method::PATCH,
+                "/api/v1/federations/b.org",
+                Some(json!({"owner": " "})),
+            )
+            .await;
+        assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid owner");
     }
 
     #[tokio::test]
@@ -763,6 +926,7 @@ mod tests {
             policy: sigil_tls::TlsPolicy::default(),
             web_roots: Arc::new(Vec::new()),
             fetch_timeout: Duration::from_secs(2),
+            audit: crate::audit::AuditLog::disabled(),
         }
         .start(Arc::new(Notify::new()), stop_rx);
         tokio::spawn(run);

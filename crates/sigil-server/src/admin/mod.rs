@@ -6,6 +6,8 @@
 
 mod agents;
 mod api_error;
+mod audit;
+mod audit_layer;
 mod authorities;
 mod body;
 mod bundle;
@@ -30,6 +32,7 @@ use crate::agent_index::AgentIndex;
 use crate::ca::CaManager;
 use crate::federation::refresher::RefreshHandle;
 
+pub use audit_layer::AdminPeer;
 pub use routes::router;
 pub use socket::{BoundSocket, bind, serve, serve_bound};
 
@@ -56,6 +59,8 @@ pub struct AdminState {
     /// The policy set in force (`GET /api/v1/policy`, `POST /api/v1/policy/decide`). `None`
     /// answers those routes 503.
     pub policies: Option<Arc<crate::policy::Policies>>,
+    /// The audit log: admin changes are recorded through it before they are answered.
+    pub audit: crate::audit::AuditLog,
 }
 
 /// Why the admin API could not be served.

@@ -2,43 +2,61 @@
 //! OpenAPI document can be checked against exactly what is served. Also the two routes that
 //! describe the API itself (`openapi.json`, `health`) and the JSON fallbacks for unknown routes.
 
+use std::sync::Arc;
+
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::handler::Handler;
 use axum::http::{Method, Uri};
+use axum::middleware;
 use axum::routing::{self, MethodRouter};
 use axum::{Json, Router};
 use serde_json::Value;
 use sigil_api::{ErrorCode, Health, MAX_REQUEST_BODY_BYTES, paths};
 
 use super::api_error::{ApiError, quote};
+use super::audit_layer::{AuditedRoutes, record_changes};
 use super::{
-    AdminState, agents, authorities, bundle, entries, federations, join_tokens, policy, revocations,
+    AdminState, agents, audit, authorities, bundle, entries, federations, join_tokens, policy, revocations,
 };
 
 /// One served route.
 pub(crate) struct Route {
-    #[cfg_attr(
-        not(test),
-        expect(
-            dead_code,
-            reason = "read by the test that checks the OpenAPI document"
-        )
-    )]
     pub(crate) method: Method,
     pub(crate) path: &'static str,
     handler: MethodRouter<AdminState>,
+    /// The action a call is audited as; `None` for routes that change nothing.
+    pub(crate) action: Option<&'static str>,
+}
+
+impl Route {
+    /// Audits calls of this route as `action`.
+    fn audited(mut self, action: &'static str) -> Self {
+        self.action = Some(action);
+        self
+    }
 }
 
 /// The admin API router over `state`: every route of [`route_table`], request bodies limited to
 /// [`MAX_REQUEST_BODY_BYTES`], and JSON error bodies for unknown paths (404) and methods (405).
 pub fn router(state: AdminState) -> Router {
-    route_table()
+    let table = route_table();
+    let audited: AuditedRoutes = Arc::new(
+        table
+            .iter()
+            .filter_map(|r| r.action.map(|a| ((r.method.clone(), r.path), a)))
+            .collect(),
+    );
+    table
         .into_iter()
         .fold(Router::new(), |router, route| {
             router.route(route.path, route.handler)
         })
+        .route_layer(middleware::from_fn_with_state(
+            (state.clone(), audited),
+            record_changes,
+        ))
         .fallback(unknown_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BODY_BYTES))
@@ -50,34 +68,39 @@ pub(crate) fn route_table() -> Vec<Route> {
     vec![
         get(paths::OPENAPI, openapi),
         get(paths::HEALTH, health),
-        post(paths::ENTRIES, entries::create),
-        post(paths::ENTRIES_BATCH_CREATE, entries::batch_create),
+        post(paths::ENTRIES, entries::create).audited("entry.create"),
+        post(paths::ENTRIES_BATCH_CREATE, entries::batch_create).audited("entry.batch_create"),
         get(paths::ENTRIES, entries::list),
         get(paths::ENTRY, entries::show),
-        put(paths::ENTRY, entries::replace),
-        delete(paths::ENTRY, entries::delete),
-        post(paths::JOIN_TOKENS, join_tokens::create),
+        put(paths::ENTRY, entries::replace).audited("entry.update"),
+        delete(paths::ENTRY, entries::delete).audited("entry.delete"),
+        post(paths::ENTRY_REVIEW, audit::review).audited("entry.review"),
+        post(paths::JOIN_TOKENS, join_tokens::create).audited("join_token.create"),
         get(paths::AGENTS, agents::list),
         get(paths::AGENT, agents::show),
-        delete(paths::AGENT, agents::evict),
-        post(paths::AGENT_BAN, agents::ban),
+        delete(paths::AGENT, agents::evict).audited("agent.evict"),
+        post(paths::AGENT_BAN, agents::ban).audited("agent.ban"),
         get(paths::BUNDLE, bundle::show),
         get(paths::AUTHORITIES, authorities::list),
-        post(paths::AUTHORITIES_PREPARE, authorities::prepare),
-        post(paths::AUTHORITY_ACTIVATE, authorities::activate),
-        post(paths::AUTHORITY_TAINT, authorities::taint),
-        post(paths::AUTHORITY_REVOKE, authorities::revoke),
-        post(paths::REVOCATIONS, revocations::revoke),
+        post(paths::AUTHORITIES_PREPARE, authorities::prepare).audited("authority.prepare"),
+        post(paths::AUTHORITY_ACTIVATE, authorities::activate).audited("authority.activate"),
+        post(paths::AUTHORITY_TAINT, authorities::taint).audited("authority.taint"),
+        post(paths::AUTHORITY_REVOKE, authorities::revoke).audited("authority.revoke"),
+        post(paths::REVOCATIONS, revocations::revoke).audited("credential.revoke"),
         get(paths::REVOCATIONS, revocations::list),
-        post(paths::FEDERATIONS, federations::create),
+        post(paths::FEDERATIONS, federations::create).audited("federation.create"),
         get(paths::FEDERATIONS, federations::list),
         get(paths::FEDERATION, federations::show),
-        patch(paths::FEDERATION, federations::update),
-        delete(paths::FEDERATION, federations::delete),
-        post(paths::FEDERATION_REFRESH, federations::refresh),
+        patch(paths::FEDERATION, federations::update).audited("federation.update"),
+        delete(paths::FEDERATION, federations::delete).audited("federation.delete"),
+        post(paths::FEDERATION_REFRESH, federations::refresh).audited("federation.refresh_request"),
         get(paths::POLICY, policy::show),
         post(paths::POLICY_DECIDE, policy::decide),
-        post(paths::POLICY_RELOAD, policy::reload),
+        post(paths::POLICY_RELOAD, policy::reload).audited("policy.reload_request"),
+        get(paths::AUDIT, audit::list),
+        get(paths::AUDIT_EXPORT, audit::export),
+        post(paths::AUDIT_VERIFY, audit::verify),
+        get(paths::AUDIT_KEYS, audit::keys),
     ]
 }
 
@@ -94,6 +117,7 @@ macro_rules! route_builder {
                 method: $method,
                 path,
                 handler: $filter(handler),
+                action: None,
             }
         }
     };

@@ -59,7 +59,10 @@ pub async fn serve_bound(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), AdminError> {
     tracing::info!(path = %socket_path.display(), "admin API listening");
-    let served = axum::serve(bound.listener, router(state))
+    let served = axum::serve(
+        bound.listener,
+        router(state).into_make_service_with_connect_info::<super::AdminPeer>(),
+    )
         .with_graceful_shutdown(shutdown)
         .await;
     // Only remove the socket if it is still ours (a newer server may have replaced it).

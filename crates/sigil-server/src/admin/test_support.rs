@@ -64,6 +64,7 @@ pub(crate) async fn state_and_clock() -> (AdminState, FakeClock) {
         ca,
         federation: None,
         policies: Some(policies(None)),
+        audit: crate::audit::AuditLog::disabled(),
     };
     (state, clock)
 }

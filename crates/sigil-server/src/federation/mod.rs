@@ -22,14 +22,16 @@ use tokio::sync::watch;
 /// A federation relationship named in the server's configuration file.
 #[derive(Debug, Clone)]
 pub struct ConfiguredFederation {
+    /// The relationship as configured, its owner included (required there as everywhere).
     pub relationship: NewFederationRelationship,
     /// X.509 authorities (DER) to trust until the first refresh: needed to authenticate an
     /// `https_spiffe` endpoint the first time.
     pub bootstrap_roots: Vec<Vec<u8>>,
 }
 
-/// Creates the configured relationship, or updates the stored one to match it; stores the
-/// bootstrap roots as the foreign bundle when none is held yet.
+/// Creates the configured relationship, or updates the columns of the stored one that differ
+/// from it (its owner included); stores the bootstrap roots as the foreign bundle when none is
+/// held yet.
 pub async fn apply_configured(
     store: &dyn Datastore,
     configured: &ConfiguredFederation,
@@ -41,24 +43,20 @@ pub async fn apply_configured(
         None => {
             store.create_federation(wanted.clone(), now).await?;
         }
-        Some(stored)
-            if stored.bundle_endpoint_url != wanted.bundle_endpoint_url
-                || stored.profile != wanted.profile
-                || stored.endpoint_spiffe_id != wanted.endpoint_spiffe_id =>
-        {
-            store
-                .update_federation(
-                    td,
-                    FederationUpdate {
-                        bundle_endpoint_url: Some(wanted.bundle_endpoint_url.clone()),
-                        profile: Some(wanted.profile),
-                        endpoint_spiffe_id: Some(wanted.endpoint_spiffe_id.clone()),
-                    },
-                    now,
-                )
-                .await?;
+        Some(stored) => {
+            // Only what differs is written, so an unchanged column is not rewritten.
+            let update = FederationUpdate {
+                bundle_endpoint_url: (stored.bundle_endpoint_url != wanted.bundle_endpoint_url)
+                    .then(|| wanted.bundle_endpoint_url.clone()),
+                profile: (stored.profile != wanted.profile).then_some(wanted.profile),
+                endpoint_spiffe_id: (stored.endpoint_spiffe_id != wanted.endpoint_spiffe_id)
+                    .then(|| wanted.endpoint_spiffe_id.clone()),
+                owner: (stored.owner != wanted.owner).then(|| wanted.owner.clone()),
+            };
+            if !update.is_empty() {
+                store.update_federation(td, update, now).await?;
+            }
         }
-        Some(_) => {}
     }
     if !configured.bootstrap_roots.is_empty() && store.get_bundle(td).await?.is_none() {
         let bundle = TrustBundle {

@@ -11,7 +11,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sigil_spiffe::{Clock, TrustBundle, TrustDomain};
-use sigil_store::{BundleEndpointProfile, Datastore, FederationRelationship, StoredBundle};
+use sigil_store::{
+    BundleEndpointProfile, Datastore, FederationRelationship, Outcome, StoredBundle,
+};
 use sigil_tls::{HttpsServerAuth, TlsPolicy};
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::time::Instant;
@@ -67,6 +69,7 @@ pub enum RefreshError {
 #[derive(Debug, Clone)]
 pub struct RefreshHandle {
     requests: mpsc::Sender<(TrustDomain, oneshot::Sender<Result<Refreshed, String>>)>,
+    statuses: RefreshStatuses,
 }
 
 impl RefreshHandle {
@@ -78,6 +81,78 @@ impl RefreshHandle {
             .await
             .map_err(|_| RefreshError::Stopped.to_string())?;
         rx.await.map_err(|_| RefreshError::Stopped.to_string())?
+    }
+
+    /// What the refresher knows of each relationship's refreshes (read-only for callers; the
+    /// governance findings read it).
+    pub fn statuses(&self) -> RefreshStatuses {
+        self.statuses.clone()
+    }
+}
+
+/// Longest refresh error kept in a [`RefreshStatus`], in characters.
+const MAX_STATUS_ERROR_CHARS: usize = 512;
+
+/// How the refreshes of one relationship went, as this replica saw them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefreshStatus {
+    /// Unix seconds of the last refresh attempt.
+    pub last_attempt: i64,
+    /// Unix seconds of the last successful refresh; `None` if none succeeded yet.
+    pub last_success: Option<i64>,
+    /// Failed refreshes since the last success (0 when the last one succeeded).
+    pub consecutive_failures: u32,
+    /// Why the last refresh failed (cut to 512 characters); `None` when it succeeded.
+    pub last_error: Option<String>,
+}
+
+/// The refresh status of every relationship the refresher has tried, shared between the
+/// refresher (which writes it after each refresh) and its readers. Holds one small record per
+/// relationship; relationships deleted from the store are forgotten at the next reload.
+#[derive(Debug, Clone, Default)]
+pub struct RefreshStatuses(Arc<std::sync::Mutex<BTreeMap<TrustDomain, RefreshStatus>>>);
+
+impl RefreshStatuses {
+    /// A copy of every status, by trust domain.
+    pub fn snapshot(&self) -> BTreeMap<TrustDomain, RefreshStatus> {
+        self.lock().clone()
+    }
+
+    /// Records a refresh of `trust_domain` at `at` (Unix seconds) that succeeded (`Ok`) or
+    /// failed with the given reason.
+    pub fn record(&self, trust_domain: &TrustDomain, at: i64, outcome: Result<(), &str>) {
+        let mut statuses = self.lock();
+        let status = statuses
+            .entry(trust_domain.clone())
+            .or_insert(RefreshStatus {
+                last_attempt: at,
+                last_success: None,
+                consecutive_failures: 0,
+                last_error: None,
+            });
+        status.last_attempt = at;
+        match outcome {
+            Ok(()) => {
+                status.last_success = Some(at);
+                status.consecutive_failures = 0;
+                status.last_error = None;
+            }
+            Err(reason) => {
+                status.consecutive_failures = status.consecutive_failures.saturating_add(1);
+                status.last_error = Some(reason.chars().take(MAX_STATUS_ERROR_CHARS).collect());
+            }
+        }
+    }
+
+    /// Forgets the relationships `keep` refuses.
+    fn retain(&self, keep: impl Fn(&TrustDomain) -> bool) {
+        self.lock().retain(|td, _| keep(td));
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<TrustDomain, RefreshStatus>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -92,6 +167,8 @@ pub struct Refresher {
     pub web_roots: Arc<Vec<Vec<u8>>>,
     /// Longest one fetch may take ([`super::fetch::FETCH_TIMEOUT`] in production).
     pub fetch_timeout: Duration,
+    /// Where each refresh is recorded.
+    pub audit: crate::audit::AuditLog,
 }
 
 impl Refresher {
@@ -103,7 +180,12 @@ impl Refresher {
         stop: watch::Receiver<bool>,
     ) -> (RefreshHandle, impl std::future::Future<Output = ()> + Send) {
         let (tx, rx) = mpsc::channel(16);
-        (RefreshHandle { requests: tx }, self.run(changed, rx, stop))
+        let statuses = RefreshStatuses::default();
+        let handle = RefreshHandle {
+            requests: tx,
+            statuses: statuses.clone(),
+        };
+        (handle, self.run(changed, rx, stop, statuses))
     }
 
     async fn run(
@@ -111,6 +193,7 @@ impl Refresher {
         changed: Arc<Notify>,
         mut requests: mpsc::Receiver<(TrustDomain, oneshot::Sender<Result<Refreshed, String>>)>,
         mut stop: watch::Receiver<bool>,
+        statuses: RefreshStatuses,
     ) {
         let mut relationships: BTreeMap<TrustDomain, FederationRelationship> = BTreeMap::new();
         let mut due: BTreeMap<TrustDomain, Instant> = BTreeMap::new();
@@ -124,6 +207,7 @@ impl Refresher {
                             .map(|r| (r.trust_domain.clone(), r))
                             .collect();
                         due.retain(|td, _| relationships.contains_key(td));
+                        statuses.retain(|td| relationships.contains_key(td));
                         for td in relationships.keys() {
                             due.entry(td.clone()).or_insert_with(Instant::now);
                         }
@@ -147,6 +231,12 @@ impl Refresher {
                     continue;
                 };
                 let (outcome, next) = self.refresh(relationship).await;
+                let reason = outcome.as_ref().err().map(ToString::to_string);
+                statuses.record(
+                    &td,
+                    self.clock.unix_secs(),
+                    reason.as_deref().map_or(Ok(()), Err),
+                );
                 if let Err(e) = &outcome {
                     tracing::warn!(trust_domain = %td, error = %e, "federated bundle refresh failed; keeping the last good bundle");
                 }
@@ -167,8 +257,11 @@ impl Refresher {
                     let outcome = match self.store.get_federation(td.as_str()).await {
                         Ok(Some(relationship)) => {
                             let (outcome, next) = self.refresh(&relationship).await;
+                            let outcome = outcome.map_err(|e| e.to_string());
+                            let reason = outcome.as_ref().err().map(String::as_str);
+                            statuses.record(&td, self.clock.unix_secs(), reason.map_or(Ok(()), Err));
                             due.insert(td, Instant::now() + next);
-                            outcome.map_err(|e| e.to_string())
+                            outcome
                         }
                         Ok(None) => Err(RefreshError::Unknown(td.to_string()).to_string()),
                         Err(e) => Err(RefreshError::Store(e).to_string()),
@@ -218,6 +311,17 @@ impl Refresher {
                     .inc();
             }
         }
+        let draft = match &outcome {
+            Ok(refreshed) => self
+                .audit
+                .event("sigil-server", "federation.refresh", td.as_str(), Outcome::Success)
+                .detail("result", format!("{refreshed:?}")),
+            Err(e) => self
+                .audit
+                .event("sigil-server", "federation.refresh", td.as_str(), Outcome::Failure)
+                .detail("error", e.to_string()),
+        };
+        self.audit.record_detached(draft);
         let hint = match (fetched_hint, held.as_deref()) {
             (Some(hint), _) => hint,
             (None, Some(b)) => hint_of(b).min(RETRY_AFTER_FAILURE),

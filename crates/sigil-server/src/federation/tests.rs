@@ -2,7 +2,8 @@
 //! the test made, then canned HTTP answers): a good bundle is stored and a repeat is unchanged;
 //! a lower sequence, malformed or oversized JSON, another trust domain's authority, an error
 //! status, a slow or absent endpoint and a TLS identity that is not the expected one are each
-//! refused with their own error, the last good bundle kept and the failure counted.
+//! refused with their own error, the last good bundle kept and the failure counted. And the
+//! relationships of the configuration file: created, then kept as configured (owner included).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -187,6 +188,7 @@ impl Fixture {
             policy: sigil_tls::TlsPolicy::default(),
             web_roots: Arc::new(web_roots),
             fetch_timeout: Duration::from_millis(500),
+            audit: crate::audit::AuditLog::disabled(),
         }
         .start(changed.clone(), stop_rx);
         tokio::spawn(run);
@@ -208,6 +210,7 @@ impl Fixture {
                     bundle_endpoint_url: url,
                     profile,
                     endpoint_spiffe_id: id.map(|i| SpiffeId::parse(i).unwrap()),
+                    owner: "team-federation".to_owned(),
                 },
                 1,
             )
@@ -432,4 +435,48 @@ async fn the_refresher_fetches_again_when_the_hint_says() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+#[tokio::test]
+async fn configured_relationships_are_created_then_only_what_differs_is_updated() {
+    let store = SqliteStore::open_in_memory().unwrap();
+    let mut configured = super::ConfiguredFederation {
+        relationship: NewFederationRelationship {
+            trust_domain: peer(),
+            bundle_endpoint_url: "https://peer.org/bundle".to_owned(),
+            profile: BundleEndpointProfile::HttpsWeb,
+            endpoint_spiffe_id: None,
+            owner: "team-a".to_owned(),
+        },
+        bootstrap_roots: Vec::new(),
+    };
+    super::apply_configured(&store, &configured, 10)
+        .await
+        .unwrap();
+    let created = store.get_federation("peer.org").await.unwrap().unwrap();
+    assert_eq!(created.owner, "team-a");
+    assert_eq!(created.created_at, 10);
+
+    // Unchanged: nothing is written.
+    let before = store.latest_change().await.unwrap();
+    super::apply_configured(&store, &configured, 20)
+        .await
+        .unwrap();
+    assert_eq!(store.latest_change().await.unwrap(), before);
+    assert_eq!(
+        store.get_federation("peer.org").await.unwrap().unwrap(),
+        created
+    );
+
+    // A new owner in the file: the owner (and only it) changes.
+    configured.relationship.owner = "team-b".to_owned();
+    super::apply_configured(&store, &configured, 30)
+        .await
+        .unwrap();
+    let updated = store.get_federation("peer.org").await.unwrap().unwrap();
+    assert_eq!(updated.owner, "team-b");
+    assert_eq!(updated.updated_at, 30);
+    assert_eq!(updated.bundle_endpoint_url, created.bundle_endpoint_url);
+    assert_eq!(updated.profile, created.profile);
+    assert_eq!(updated.created_at, 10);
 }

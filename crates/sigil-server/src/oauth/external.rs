@@ -42,6 +42,9 @@ pub enum KeySource {
 pub struct ExternalIssuerConfig {
     /// The `iss` its tokens carry, exactly.
     pub issuer: String,
+    /// The team or contact accountable for trusting this issuer (not blank, at most 256 bytes,
+    /// as the configuration requires); listed by the governance findings.
+    pub owner: String,
     pub keys: KeySource,
     /// Trust anchors (DER) for its https endpoints; `None`: the system's.
     pub roots: Option<Vec<Vec<u8>>>,

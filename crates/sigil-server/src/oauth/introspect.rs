@@ -151,6 +151,17 @@ async fn revocation(oauth: &OAuth, request: Request) -> Result<(), OAuthError> {
         tracing::warn!(%jti, "the revocation is stored but not yet published");
     }
     tracing::info!(%jti, client = %client.id, "token revoked through /oauth2/revoke");
+    let audit = oauth.issuer.audit();
+    audit.record_detached(
+        audit
+            .event(
+                client.id.as_str(),
+                "credential.revoke",
+                &sigil_store::Revocation::feed_key(CredentialKind::JwtSvid, jti),
+                sigil_store::Outcome::Success,
+            )
+            .detail("via", "/oauth2/revoke"),
+    );
     Ok(())
 }
 

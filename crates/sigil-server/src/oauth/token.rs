@@ -44,7 +44,22 @@ pub(crate) async fn token(State(oauth): State<Arc<OAuth>>, request: Request) -> 
             axum::Json(body),
         )
             .into_response(),
-        Err(e) => e.into_response(),
+        Err(e) => {
+            let audit = oauth.issuer.audit();
+            let outcome = match e.code {
+                ErrorCode::UnauthorizedClient | ErrorCode::InvalidClient => {
+                    sigil_store::Outcome::Denied
+                }
+                _ => sigil_store::Outcome::Failure,
+            };
+            audit.record_detached(
+                audit
+                    .event("anonymous", "token.exchange", "", outcome)
+                    .detail("error", e.code.as_str())
+                    .detail("error_description", e.description.clone()),
+            );
+            e.into_response()
+        }
     }
 }
 

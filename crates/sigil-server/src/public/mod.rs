@@ -178,6 +178,8 @@ async fn metrics(State(state): State<PublicState>) -> Response {
         m.change_feed_lag
             .set(i64::try_from(latest.saturating_sub(applied)).unwrap_or(i64::MAX));
     }
+    // At most every five minutes, and only when the server attached its governance context.
+    crate::governance::update_gauges(m).await;
     match m.encode() {
         Ok(text) => (
             [(

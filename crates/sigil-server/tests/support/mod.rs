@@ -128,6 +128,11 @@ impl TestServer {
             issuance: sigil_server::agent_api::IssuanceDefaults::default(),
             tls: sigil_tls::TlsPolicy::default(),
             federations: Vec::new(),
+            // Switched on by the tests that look at the audit log.
+            audit: sigil_server::audit::AuditConfig {
+                enabled: false,
+                ..sigil_server::audit::AuditConfig::default()
+            },
             federation_web_roots: None,
             policy_dir,
             oauth,

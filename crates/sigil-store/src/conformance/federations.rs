@@ -1,14 +1,14 @@
-//! Conformance cases for federation relationships: validated, written column by column, the
-//! profile rule held by the store, the foreign bundle deleted with the relationship, each write
-//! with its event.
+//! Conformance cases for federation relationships: validated (an owner required), written column
+//! by column, the profile rule held by the store, the foreign bundle deleted with the
+//! relationship, each write with its event.
 
 use std::sync::Arc;
 
 use super::{NOW, bundle, latest, spiffe_federation, spiffe_id_of, web_federation};
 use crate::{
     BundleEndpointProfile, Change, ChangeEvent, Datastore, FederationRelationship,
-    FederationUpdate, MAX_BUNDLE_ENDPOINT_URL_BYTES, NewFederationRelationship, StoreError,
-    StoreResult,
+    FederationUpdate, MAX_BUNDLE_ENDPOINT_URL_BYTES, MAX_OWNER_BYTES, NewFederationRelationship,
+    StoreError, StoreResult,
 };
 
 const PARTNER: &str = "partner.example";
@@ -28,6 +28,7 @@ fn stored(
         bundle_endpoint_url: new.bundle_endpoint_url.clone(),
         profile: new.profile,
         endpoint_spiffe_id: new.endpoint_spiffe_id.clone(),
+        owner: new.owner.clone(),
         created_at,
         updated_at,
     }
@@ -58,7 +59,8 @@ fn assert_invalid<T: std::fmt::Debug>(result: StoreResult<T>, expected_field: &s
 /// nothing.
 pub async fn federation_crud_round_trips<S: Datastore>(store: S) {
     let partner = spiffe_federation(PARTNER);
-    let web = web_federation(WEB_PARTNER, WEB_PARTNER_URL);
+    let mut web = web_federation(WEB_PARTNER, WEB_PARTNER_URL);
+    web.owner = "Web Team <web@example.org>".to_owned();
     let created = store
         .create_federation(web.clone(), NOW)
         .await
@@ -108,6 +110,7 @@ pub async fn federation_crud_round_trips<S: Datastore>(store: S) {
                 bundle_endpoint_url: Some("https://partner.example:8443/b".to_owned()),
                 profile: Some(BundleEndpointProfile::HttpsWeb),
                 endpoint_spiffe_id: Some(None),
+                owner: Some("team-partners".to_owned()),
             },
             NOW + 10,
         )
@@ -118,6 +121,7 @@ pub async fn federation_crud_round_trips<S: Datastore>(store: S) {
         bundle_endpoint_url: "https://partner.example:8443/b".to_owned(),
         profile: BundleEndpointProfile::HttpsWeb,
         endpoint_spiffe_id: None,
+        owner: "team-partners".to_owned(),
         created_at: NOW + 1,
         updated_at: NOW + 10,
     };
@@ -242,9 +246,28 @@ pub async fn federation_update_changes_only_the_named_columns<S: Datastore>(stor
         Some(expected.clone())
     );
 
+    let owner_only = store
+        .update_federation(
+            PARTNER,
+            FederationUpdate {
+                owner: Some("team-partners".to_owned()),
+                ..FederationUpdate::default()
+            },
+            NOW + 3,
+        )
+        .await
+        .expect("update owner");
+    expected.owner = "team-partners".to_owned();
+    expected.updated_at = NOW + 3;
+    assert_eq!(owner_only, expected, "only the owner and updated_at change");
+    assert_eq!(
+        store.get_federation(PARTNER).await.expect("get"),
+        Some(expected.clone())
+    );
+
     let before = latest(&store).await;
     let unchanged = store
-        .update_federation(PARTNER, FederationUpdate::default(), NOW + 3)
+        .update_federation(PARTNER, FederationUpdate::default(), NOW + 4)
         .await
         .expect("empty update");
     assert_eq!(unchanged, expected, "an empty update writes nothing");
@@ -254,7 +277,7 @@ pub async fn federation_update_changes_only_the_named_columns<S: Datastore>(stor
         "an empty update appends no event"
     );
     let missing = store
-        .update_federation("other.example", FederationUpdate::default(), NOW + 3)
+        .update_federation("other.example", FederationUpdate::default(), NOW + 4)
         .await;
     assert!(
         matches!(missing, Err(StoreError::NotFound { .. })),
@@ -470,16 +493,18 @@ pub async fn federation_writes_append_keyed_events<S: Datastore>(store: S) {
 
 /// Relationships that break a rule are `Invalid` and store nothing: a URL that is not https,
 /// one over [`MAX_BUNDLE_ENDPOINT_URL_BYTES`] (one at the limit is accepted), whitespace in it,
-/// an endpoint ID with `https_web`, none with `https_spiffe`; an update with a bad URL changes
-/// nothing.
+/// an endpoint ID with `https_web`, none with `https_spiffe`, an owner that is empty, blank or
+/// over [`MAX_OWNER_BYTES`] (one at the limit is accepted); an update with a bad URL or owner
+/// changes nothing.
 pub async fn invalid_federation_is_refused_and_nothing_stored<S: Datastore>(store: S) {
-    // The positive path: a URL of exactly the limit.
+    // The positive path: a URL and an owner of exactly the limit.
     let prefix = "https://long.example/";
     let at_limit = format!(
         "{prefix}{}",
         "a".repeat(MAX_BUNDLE_ENDPOINT_URL_BYTES - prefix.len())
     );
-    let long = web_federation("long.example", &at_limit);
+    let mut long = web_federation("long.example", &at_limit);
+    long.owner = "o".repeat(MAX_OWNER_BYTES);
     store
         .create_federation(long.clone(), NOW)
         .await
@@ -493,12 +518,19 @@ pub async fn invalid_federation_is_refused_and_nothing_stored<S: Datastore>(stor
     web_with_id.endpoint_spiffe_id = Some(spiffe_id_of(PARTNER_SERVER));
     let mut spiffe_without_id = spiffe_federation(PARTNER);
     spiffe_without_id.endpoint_spiffe_id = None;
+    let owned_by = |owner: String| NewFederationRelationship {
+        owner,
+        ..web_federation(WEB_PARTNER, WEB_PARTNER_URL)
+    };
     let cases = [
         (plain_http.clone(), "bundle_endpoint_url"),
         (over_limit, "bundle_endpoint_url"),
         (spaced, "bundle_endpoint_url"),
         (web_with_id, "endpoint_spiffe_id"),
         (spiffe_without_id, "endpoint_spiffe_id"),
+        (owned_by(String::new()), "owner"),
+        (owned_by(" \t ".to_owned()), "owner"),
+        (owned_by("o".repeat(MAX_OWNER_BYTES + 1)), "owner"),
     ];
     for (new, field) in cases {
         assert_invalid(store.create_federation(new, NOW).await, field);
@@ -519,6 +551,22 @@ pub async fn invalid_federation_is_refused_and_nothing_stored<S: Datastore>(stor
             "bundle_endpoint_url",
         );
     }
+    for owner in [
+        String::new(),
+        "  ".to_owned(),
+        "o".repeat(MAX_OWNER_BYTES + 1),
+    ] {
+        let update = FederationUpdate {
+            owner: Some(owner),
+            ..FederationUpdate::default()
+        };
+        assert_invalid(
+            store
+                .update_federation("long.example", update, NOW + 1)
+                .await,
+            "owner",
+        );
+    }
     assert_eq!(
         store.list_federations().await.expect("list"),
         [stored(&long, NOW, NOW)]
@@ -530,8 +578,8 @@ pub async fn invalid_federation_is_refused_and_nothing_stored<S: Datastore>(stor
     );
 }
 
-/// Writers updating different columns of one relationship at once lose nothing: each column
-/// ends with the value its last writer set.
+/// Writers updating different columns of one relationship at once (URL, endpoint ID, owner) lose
+/// nothing: each column ends with the value its last writer set.
 pub async fn concurrent_updates_of_different_columns_lose_nothing<S: Datastore>(store: S) {
     const ROUNDS: usize = 8;
     store
@@ -570,8 +618,24 @@ pub async fn concurrent_updates_of_different_columns_lose_nothing<S: Datastore>(
             }
         })
     };
+    let owner_writer = {
+        let store = Arc::clone(&store);
+        tokio::spawn(async move {
+            for round in 0..ROUNDS {
+                let update = FederationUpdate {
+                    owner: Some(format!("team-{round}")),
+                    ..FederationUpdate::default()
+                };
+                store
+                    .update_federation(PARTNER, update, NOW + 1)
+                    .await
+                    .expect("update owner");
+            }
+        })
+    };
     url_writer.await.expect("url writer ran");
     id_writer.await.expect("id writer ran");
+    owner_writer.await.expect("owner writer ran");
 
     let last = ROUNDS - 1;
     let relationship = store
@@ -589,5 +653,6 @@ pub async fn concurrent_updates_of_different_columns_lose_nothing<S: Datastore>(
             "spiffe://partner.example/server/{last}"
         )))
     );
+    assert_eq!(relationship.owner, format!("team-{last}"));
     assert_eq!(relationship.profile, BundleEndpointProfile::HttpsSpiffe);
 }

@@ -6,7 +6,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use sigil_spiffe::{SpiffeId, TrustDomain};
 
-use super::invalid;
+use super::{MAX_OWNER_BYTES, invalid};
 use crate::{StoreError, StoreResult};
 
 /// Longest bundle endpoint URL accepted, in bytes.
@@ -35,6 +35,10 @@ pub struct FederationRelationship {
     /// The SPIFFE ID the endpoint must present: `Some` exactly when `profile` is
     /// [`BundleEndpointProfile::HttpsSpiffe`].
     pub endpoint_spiffe_id: Option<SpiffeId>,
+    /// The team or contact accountable for the relationship: not blank and at most
+    /// [`MAX_OWNER_BYTES`] when created or changed; empty only for a relationship stored before
+    /// relationships had owners.
+    pub owner: String,
     /// Unix seconds.
     pub created_at: i64,
     /// Unix seconds.
@@ -48,6 +52,9 @@ pub struct NewFederationRelationship {
     pub bundle_endpoint_url: String,
     pub profile: BundleEndpointProfile,
     pub endpoint_spiffe_id: Option<SpiffeId>,
+    /// The team or contact accountable for the relationship: required, not blank, at most
+    /// [`MAX_OWNER_BYTES`].
+    pub owner: String,
 }
 
 /// A change to a stored federation relationship: only the fields that are `Some` change, each
@@ -58,6 +65,8 @@ pub struct FederationUpdate {
     pub profile: Option<BundleEndpointProfile>,
     /// `Some(None)` clears the endpoint SPIFFE ID; `None` leaves it as it is.
     pub endpoint_spiffe_id: Option<Option<SpiffeId>>,
+    /// A new owner: not blank, at most [`MAX_OWNER_BYTES`].
+    pub owner: Option<String>,
 }
 
 impl BundleEndpointProfile {
@@ -87,11 +96,19 @@ impl fmt::Display for BundleEndpointProfile {
 }
 
 impl NewFederationRelationship {
-    /// Checks what every backend relies on: the URL starts with `https://` and a host, is at
-    /// most [`MAX_BUNDLE_ENDPOINT_URL_BYTES`] and holds no whitespace or control character; and
+    /// Checks what every backend relies on: the owner is not blank and at most
+    /// [`MAX_OWNER_BYTES`]; the URL starts with `https://` and a host, is at most
+    /// [`MAX_BUNDLE_ENDPOINT_URL_BYTES`] and holds no whitespace or control character; and
     /// `endpoint_spiffe_id` is set for `https_spiffe` and absent for `https_web`. Fails with
-    /// [`StoreError::Invalid`] (field `bundle_endpoint_url` or `endpoint_spiffe_id`).
+    /// [`StoreError::Invalid`] (field `owner`, `bundle_endpoint_url` or `endpoint_spiffe_id`).
     pub fn validate(&self) -> StoreResult<()> {
+        check_owner(&self.owner)?;
+        self.validate_endpoint()
+    }
+
+    /// The checks of [`NewFederationRelationship::validate`] but the owner's: what a stored
+    /// row must still satisfy (rows stored before owners existed have none).
+    pub(crate) fn validate_endpoint(&self) -> StoreResult<()> {
         check_bundle_endpoint_url(&self.bundle_endpoint_url)?;
         check_profile_rule(self.profile, self.endpoint_spiffe_id.is_some())
     }
@@ -103,14 +120,17 @@ impl FederationUpdate {
         self.bundle_endpoint_url.is_none()
             && self.profile.is_none()
             && self.endpoint_spiffe_id.is_none()
+            && self.owner.is_none()
     }
 
-    /// Checks the fields the update sets: a new URL as [`NewFederationRelationship::validate`]
-    /// does, and,
-    /// when it sets both the profile and the endpoint SPIFFE ID, that they agree. Whether the
-    /// row that results agrees is checked by the store as it writes. Fails with
-    /// [`StoreError::Invalid`].
+    /// Checks the fields the update sets: a new URL and a new owner as
+    /// [`NewFederationRelationship::validate`] does, and, when it sets both the profile and the
+    /// endpoint SPIFFE ID, that they agree. Whether the row that results agrees is checked by
+    /// the store as it writes. Fails with [`StoreError::Invalid`].
     pub fn validate(&self) -> StoreResult<()> {
+        if let Some(owner) = &self.owner {
+            check_owner(owner)?;
+        }
         if let Some(url) = &self.bundle_endpoint_url {
             check_bundle_endpoint_url(url)?;
         }
@@ -130,6 +150,7 @@ impl FederationRelationship {
             bundle_endpoint_url: new.bundle_endpoint_url,
             profile: new.profile,
             endpoint_spiffe_id: new.endpoint_spiffe_id,
+            owner: new.owner,
             created_at: now,
             updated_at: now,
         }
@@ -168,6 +189,21 @@ pub(crate) fn check_bundle_endpoint_url(url: &str) -> StoreResult<()> {
     Ok(())
 }
 
+/// An owner is not blank and at most [`MAX_OWNER_BYTES`] (the rule entries' owners follow).
+/// Fails with [`StoreError::Invalid`] (field `owner`).
+fn check_owner(owner: &str) -> StoreResult<()> {
+    if owner.trim().is_empty() {
+        return Err(invalid("owner", "must not be empty"));
+    }
+    if owner.len() > MAX_OWNER_BYTES {
+        return Err(invalid(
+            "owner",
+            format!("is longer than {MAX_OWNER_BYTES} bytes"),
+        ));
+    }
+    Ok(())
+}
+
 /// `endpoint_spiffe_id` must be set for `https_spiffe` and absent for `https_web`.
 fn check_profile_rule(profile: BundleEndpointProfile, has_endpoint_id: bool) -> StoreResult<()> {
     if (profile == BundleEndpointProfile::HttpsSpiffe) == has_endpoint_id {
@@ -199,6 +235,7 @@ mod tests {
             bundle_endpoint_url: "https://partner.example/bundle".to_owned(),
             profile,
             endpoint_spiffe_id: endpoint.map(|id| SpiffeId::parse(id).unwrap()),
+            owner: "team-federation".to_owned(),
         }
     }
 
@@ -242,6 +279,34 @@ mod tests {
         ] {
             assert_eq!(invalid_field(bad.validate()), "endpoint_spiffe_id");
         }
+    }
+
+    #[test]
+    fn owner_is_required_and_bounded_on_create_and_update() {
+        let mut new = relationship(BundleEndpointProfile::HttpsWeb, None);
+        new.owner = "o".repeat(MAX_OWNER_BYTES);
+        assert!(new.validate().is_ok(), "an owner at the limit is accepted");
+        for bad in [
+            String::new(),
+            " \t".to_owned(),
+            "o".repeat(MAX_OWNER_BYTES + 1),
+        ] {
+            new.owner = bad.clone();
+            assert_eq!(invalid_field(new.validate()), "owner", "{bad:?}");
+            // The rest of the relationship is fine: only the owner is checked apart.
+            assert!(new.validate_endpoint().is_ok());
+            let update = FederationUpdate {
+                owner: Some(bad),
+                ..FederationUpdate::default()
+            };
+            assert!(!update.is_empty());
+            assert_eq!(invalid_field(update.validate()), "owner");
+        }
+        let update = FederationUpdate {
+            owner: Some("team-b".to_owned()),
+            ..FederationUpdate::default()
+        };
+        assert!(update.validate().is_ok());
     }
 
     #[test]

@@ -142,6 +142,27 @@ pub(super) async fn revoke(
     Ok(revocation)
 }
 
+/// The credentials recorded for `spiffe_id`, newest first (ties by kind and id), at most
+/// `limit`.
+pub(super) async fn list_issued_for(
+    db: &impl GenericClient,
+    spiffe_id: &str,
+    limit: u32,
+) -> StoreResult<Vec<IssuedCredential>> {
+    let rows = query(
+        db,
+        &format!(
+            "SELECT {ISSUED_COLUMNS} FROM issued_credentials WHERE spiffe_id = $1 \
+             ORDER BY issued_at DESC, kind, id LIMIT $2"
+        ),
+        &[&spiffe_id, &i64::from(limit)],
+    )
+    .await?;
+    rows.iter()
+        .map(|row| issued_row(row)?.into_credential())
+        .collect()
+}
+
 /// The revocation of credential `id` of `kind`, if any.
 pub(super) async fn get_revocation(
     db: &impl GenericClient,

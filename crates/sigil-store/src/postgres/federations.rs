@@ -28,7 +28,7 @@ pub(super) async fn create(
         tx.db(),
         &format!(
             "INSERT INTO federation_relationships ({FEDERATION_COLUMNS}) \
-             VALUES ($1, $2, $3, $4, $5, $5)"
+             VALUES ($1, $2, $3, $4, $5, $5, $6)"
         ),
         &[
             &new.trust_domain.as_str(),
@@ -36,6 +36,7 @@ pub(super) async fn create(
             &new.profile.as_str(),
             &new.endpoint_spiffe_id.as_ref().map(|id| id.as_str()),
             &now,
+            &new.owner,
         ],
     )
     .await
@@ -123,6 +124,9 @@ pub(super) async fn update(
             "endpoint_spiffe_id",
             endpoint_spiffe_id,
         );
+    }
+    if let Some(owner) = &update.owner {
+        assign(&mut values, &mut assignments, "owner", owner);
     }
     let sql = format!(
         "UPDATE federation_relationships SET {} WHERE trust_domain = $1 \
@@ -213,5 +217,6 @@ fn federation_row(row: &Row) -> StoreResult<FederationRow> {
         endpoint_spiffe_id: column(row, 3)?,
         created_at: column(row, 4)?,
         updated_at: column(row, 5)?,
+        owner: column(row, 6)?,
     })
 }

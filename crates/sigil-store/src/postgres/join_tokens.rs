@@ -111,6 +111,17 @@ pub(super) async fn prune(tx: &mut WriteTx<'_>, before: i64) -> StoreResult<u64>
     Ok(pruned)
 }
 
+/// Every token, used or not, ordered by creation time then id.
+pub(super) async fn list(db: &impl GenericClient) -> StoreResult<Vec<JoinToken>> {
+    let rows = query(
+        db,
+        &format!("SELECT {COLUMNS} FROM join_tokens ORDER BY created_at, id"),
+        &[],
+    )
+    .await?;
+    rows.iter().map(read).collect()
+}
+
 /// Reads the columns of [`COLUMNS`], in order.
 fn read(row: &Row) -> StoreResult<JoinToken> {
     Ok(JoinToken {

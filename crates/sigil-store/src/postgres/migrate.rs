@@ -43,10 +43,15 @@ const MIGRATIONS: &[Migration] = &[
         name: "federation",
         sql: include_str!("../migrations/postgres/0004_federation.sql"),
     },
+    Migration {
+        version: 5,
+        name: "governance",
+        sql: include_str!("../migrations/postgres/0005_governance.sql"),
+    },
 ];
 
 /// The schema version a database has once every known migration is applied.
-pub const LATEST_SCHEMA_VERSION: i64 = 4;
+pub const LATEST_SCHEMA_VERSION: i64 = 5;
 
 const CREATE_MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (
     version BIGINT PRIMARY KEY,

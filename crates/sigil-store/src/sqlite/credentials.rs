@@ -64,6 +64,26 @@ pub(super) fn get_issued(
     .transpose()
 }
 
+/// The credentials recorded for `spiffe_id`, newest first (ties by kind and id), at most
+/// `limit`.
+pub(super) fn list_issued_for(
+    conn: &Connection,
+    spiffe_id: &str,
+    limit: u32,
+) -> StoreResult<Vec<IssuedCredential>> {
+    let mut stmt = conn
+        .prepare_cached(&format!(
+            "SELECT {ISSUED_COLUMNS} FROM issued_credentials WHERE spiffe_id = ?1 \
+             ORDER BY issued_at DESC, kind, id LIMIT ?2"
+        ))
+        .map_err(backend)?;
+    let rows = stmt
+        .query_map(params![spiffe_id, i64::from(limit)], issued_row)
+        .map_err(backend)?;
+    rows.map(|row| row.map_err(backend).and_then(IssuedRow::into_credential))
+        .collect()
+}
+
 /// Revokes a recorded, unexpired, unrevoked credential inside the caller's (immediate)
 /// transaction, so two concurrent revocations cannot both see it unrevoked; every check runs
 /// before anything is written.

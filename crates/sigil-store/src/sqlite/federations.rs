@@ -22,13 +22,14 @@ pub(super) fn create(
     now: i64,
 ) -> StoreResult<FederationRelationship> {
     conn.execute(
-        &format!("INSERT INTO federation_relationships ({FEDERATION_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?5)"),
+        &format!("INSERT INTO federation_relationships ({FEDERATION_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6)"),
         params![
             new.trust_domain.as_str(),
             new.bundle_endpoint_url,
             new.profile.as_str(),
             new.endpoint_spiffe_id.as_ref().map(|id| id.as_str()),
             now,
+            new.owner,
         ],
     )
     .map_err(|e| {
@@ -117,6 +118,9 @@ pub(super) fn update(
             endpoint_spiffe_id,
         );
     }
+    if let Some(owner) = &update.owner {
+        assign(&mut values, &mut assignments, "owner", owner);
+    }
     let sql = format!(
         "UPDATE federation_relationships SET {} WHERE trust_domain = ?1 \
          RETURNING {FEDERATION_COLUMNS}",
@@ -200,5 +204,6 @@ fn federation_row(row: &Row<'_>) -> rusqlite::Result<FederationRow> {
         endpoint_spiffe_id: row.get(3)?,
         created_at: row.get(4)?,
         updated_at: row.get(5)?,
+        owner: row.get(6)?,
     })
 }

@@ -96,6 +96,18 @@ pub(super) fn prune(conn: &Connection, before: i64) -> StoreResult<u64> {
     Ok(u64::try_from(ids.len()).unwrap_or(u64::MAX))
 }
 
+/// Every token, used or not, ordered by creation time then id.
+pub(super) fn list(conn: &Connection) -> StoreResult<Vec<JoinToken>> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT id, token_hash, expires_at, used_at, created_at \
+             FROM join_tokens ORDER BY created_at, id",
+        )
+        .map_err(backend)?;
+    let rows = stmt.query_map([], read_row).map_err(backend)?;
+    rows.collect::<Result<_, _>>().map_err(backend)
+}
+
 fn read_row(row: &Row<'_>) -> rusqlite::Result<JoinToken> {
     Ok(JoinToken {
         id: row.get(0)?,

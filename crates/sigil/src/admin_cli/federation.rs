@@ -1,6 +1,6 @@
 //! `sigil federation create|list|show|update|delete|refresh`: the federation relationships with
-//! foreign trust domains, and fetching one foreign bundle now. The server checks every field; a
-//! refusal is its one-line reason.
+//! foreign trust domains (each with its owner; the list filtered by owner), and fetching one
+//! foreign bundle now. The server checks every field; a refusal is its one-line reason.
 
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
@@ -9,12 +9,12 @@ use anyhow::{Context, bail};
 use clap::builder::PossibleValuesParser;
 use clap::{ArgGroup, Args, Subcommand};
 use sigil_api::{
-    Federation, FederationList, FederationRefreshed, FederationRequest, FederationUpdateRequest,
-    paths,
+    Federation, FederationList, FederationQuery, FederationRefreshed, FederationRequest,
+    FederationUpdateRequest, paths,
 };
 
 use super::client::{AdminClient, describe_io_error};
-use super::output::{Block, emit, emit_json, format_time, render_found};
+use super::output::{Block, emit, emit_json, format_time, render_found, with_query};
 use super::{AdminConnection, OutputArg};
 use crate::OutputFormat;
 
@@ -31,7 +31,7 @@ pub enum FederationCommand {
     List(ListArgs),
     /// Show one federation relationship.
     Show(TrustDomainArgs),
-    /// Change the bundle endpoint, profile or endpoint SPIFFE ID of a relationship.
+    /// Change the bundle endpoint, profile, endpoint SPIFFE ID or owner of a relationship.
     Update(UpdateArgs),
     /// Stop federating with a trust domain: its relationship and bundle are deleted.
     Delete(TrustDomainArgs),
@@ -53,6 +53,9 @@ pub struct CreateArgs {
     /// The SPIFFE ID the endpoint presents (required for `https_spiffe`).
     #[arg(long, value_name = "ID")]
     pub endpoint_spiffe_id: Option<String>,
+    /// The team or contact accountable for this relationship (required).
+    #[arg(long, value_name = "OWNER")]
+    pub owner: String,
     /// A file holding the foreign bundle to trust until the first refresh: a SPIFFE bundle
     /// document or PEM certificates (needed for `https_spiffe`).
     #[arg(long, value_name = "FILE")]
@@ -65,6 +68,10 @@ pub struct CreateArgs {
 
 #[derive(Debug, Args)]
 pub struct ListArgs {
+    /// Only the relationships with this owner (exactly; `--owner ''` lists those that have
+    /// none).
+    #[arg(long, value_name = "OWNER")]
+    pub owner: Option<String>,
     #[command(flatten)]
     pub out: OutputArg,
     #[command(flatten)]
@@ -100,6 +107,9 @@ pub struct UpdateArgs {
     /// Remove the endpoint SPIFFE ID (when changing to `https_web`).
     #[arg(long)]
     pub clear_endpoint_spiffe_id: bool,
+    /// A new owner: the team or contact accountable for this relationship.
+    #[arg(long, value_name = "OWNER")]
+    pub owner: Option<String>,
     #[command(flatten)]
     pub out: OutputArg,
     #[command(flatten)]
@@ -120,6 +130,7 @@ pub async fn run(command: FederationCommand) -> anyhow::Result<()> {
                 bundle_endpoint_url: args.bundle_endpoint_url,
                 profile: args.profile,
                 endpoint_spiffe_id: args.endpoint_spiffe_id,
+                owner: Some(args.owner),
                 bootstrap_bundle,
             };
             let client = AdminClient::new(&args.conn.admin_socket);
@@ -128,7 +139,10 @@ pub async fn run(command: FederationCommand) -> anyhow::Result<()> {
         }
         FederationCommand::List(args) => {
             let client = AdminClient::new(&args.conn.admin_socket);
-            let list: FederationList = client.get(paths::FEDERATIONS).await?;
+            let query = FederationQuery { owner: args.owner };
+            let list: FederationList = client
+                .get(&with_query(paths::FEDERATIONS, &query.to_query_string()))
+                .await?;
             match args.out.output {
                 OutputFormat::Json => emit_json(&list),
                 OutputFormat::Text => {
@@ -157,6 +171,7 @@ pub async fn run(command: FederationCommand) -> anyhow::Result<()> {
                     (None, true) => Some(None),
                     (None, false) => None,
                 },
+                owner: args.owner,
             };
             let client = AdminClient::new(&args.conn.admin_socket);
             let updated: Federation = client
@@ -218,6 +233,14 @@ fn federation_block(f: &Federation) -> Block {
         .line("Trust domain", f.trust_domain.clone())
         .line("Bundle endpoint URL", f.bundle_endpoint_url.clone())
         .line("Profile", f.profile.clone())
+        .line(
+            "Owner",
+            if f.owner.is_empty() {
+                "(none)".to_owned()
+            } else {
+                f.owner.clone()
+            },
+        )
         .optional(
             "Endpoint SPIFFE ID",
             f.endpoint_spiffe_id.as_deref().unwrap_or_default(),
@@ -252,6 +275,7 @@ mod tests {
             bundle_endpoint_url: "https://partner.org/bundle".into(),
             profile: "https_spiffe".into(),
             endpoint_spiffe_id: Some("spiffe://partner.org/sigil/server".into()),
+            owner: "team-partners".into(),
             created_at: 0,
             updated_at: 60,
             bundle_sequence: Some(3),
@@ -266,6 +290,7 @@ mod tests {
             "Trust domain        : partner.org\n\
              Bundle endpoint URL : https://partner.org/bundle\n\
              Profile             : https_spiffe\n\
+             Owner               : team-partners\n\
              Endpoint SPIFFE ID  : spiffe://partner.org/sigil/server\n\
              Bundle sequence     : 3\n\
              Bundle updated at   : 1970-01-01T00:01:00Z\n\
@@ -283,6 +308,12 @@ mod tests {
         assert!(!text.contains("Endpoint SPIFFE ID"), "{text}");
         assert!(!text.contains("Bundle updated at"), "{text}");
         assert!(text.contains("Bundle sequence     : none held\n"), "{text}");
+        let unowned = Federation {
+            owner: String::new(),
+            ..federation()
+        };
+        let text = federation_block(&unowned).render();
+        assert!(text.contains("Owner               : (none)\n"), "{text}");
     }
 
     #[test]

@@ -53,6 +53,7 @@ impl AdminServer {
             ca,
             federation: None,
             policies: None,
+            audit: sigil_server::audit::AuditLog::disabled(),
         };
         let (stop, stopped) = oneshot::channel::<()>();
         let path = socket.clone();

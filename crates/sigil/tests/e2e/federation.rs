@@ -28,7 +28,7 @@ fn public_table(port: u16) -> String {
 
 fn federation_table(peer: &str, port: u16, bootstrap: &Path) -> String {
     format!(
-        "\n[[federation]]\ntrust_domain = \"{peer}\"\n\
+        "\n[[federation]]\ntrust_domain = \"{peer}\"\nowner = \"team-federation\"\n\
          bundle_endpoint_url = \"https://127.0.0.1:{port}/bundle\"\nprofile = \"https_spiffe\"\n\
          endpoint_spiffe_id = \"spiffe://{peer}/sigil/server\"\nbootstrap_bundle_file = \"{}\"\n",
         bootstrap.display()

@@ -293,7 +293,7 @@ fn relying_parties_validate_jwt_svids_through_discovery_alone() {
     // trusting the web certificate through the system trust store (SSL_CERT_FILE names the test
     // CA, as an operator's trust store would hold a public one) ...
     let federate = format!(
-        "\n[[federation]]\ntrust_domain = \"example.org\"\n\
+        "\n[[federation]]\ntrust_domain = \"example.org\"\nowner = \"team-federation\"\n\
          bundle_endpoint_url = \"{issuer}/bundle\"\nprofile = \"https_web\"\n"
     );
     let peer = TestServer::start_in_domain_with_env(

@@ -110,7 +110,7 @@ fn third_party_clients_exchange_tokens() {
             "\n[public]\nbind_address = \"127.0.0.1:{port}\"\ntls = \"files\"\ncert_file = \"{cert}\"\n\
              key_file = \"{key}\"\nissuer = \"{issuer}\"\n\
              [oauth]\nscopes = [\"read\"]\n\
-             [[oauth.issuer]]\nissuer = \"{ci_issuer}\"\nca_file = \"{ca}\"\naudiences = [\"{issuer}\"]\n\
+             [[oauth.issuer]]\nissuer = \"{ci_issuer}\"\nowner = \"team-ci\"\nca_file = \"{ca}\"\naudiences = [\"{issuer}\"]\n\
              max_token_age = \"10m\"\nalgorithms = [\"RS256\", \"ES256\"]\n\
              attributes = {{ owner_id = \"repository_owner_id\", repo_id = \"repository_id\", git_ref = \"ref\" }}\n\
              spiffe_id = \"spiffe://example.org/ci/{{owner_id}}/{{repo_id}}\"\n\
