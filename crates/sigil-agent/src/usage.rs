@@ -576,7 +576,7 @@ mod tests {
 
     #[test]
     fn the_workload_takes_the_attestors_hash_and_a_bounded_path() {
-        let hash = "AB".repeat(32);
+        let hash = "ab".repeat(32);
         let selectors = [
             Selector::new("unix", "uid:1000").unwrap(),
             Selector::new("unix", &format!("sha256:{hash}")).unwrap(),
