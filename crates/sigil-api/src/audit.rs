@@ -129,12 +129,8 @@ pub struct EntryReview {
 pub(crate) fn path_items(items: &mut serde_json::Map<String, serde_json::Value>) {
     use serde_json::json;
     let error = |name: &str| json!({"$ref": format!("#/components/responses/{name}")});
-    let ok = |description: &str, schema: &str| {
-        json!({"description": description, "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}})
-    };
-    let param = |name: &str, description: &str, schema: serde_json::Value| {
-        json!({"name": name, "in": "query", "required": false, "description": description, "schema": schema})
-    };
+    let ok = |description: &str, schema: &str| json!({"description": description, "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}});
+    let param = |name: &str, description: &str, schema: serde_json::Value| json!({"name": name, "in": "query", "required": false, "description": description, "schema": schema});
     let string = json!({"type": "string"});
     let number = json!({"type": "string", "pattern": "^[0-9]{1,19}$"});
     items.insert(crate::paths::AUDIT.into(), json!({

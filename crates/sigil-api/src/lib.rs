@@ -38,6 +38,11 @@ pub use error::{ErrorBody, ErrorCode, ErrorDetail, WireError};
 pub use federations::{
     Federation, FederationList, FederationRefreshed, FederationRequest, FederationUpdateRequest,
 };
+pub use inventory::{
+    Finding, FindingCounts, FindingQuery, FindingReport, InventoryCredential, InventoryEntry,
+    InventoryEntryDetail, InventoryEntryList, InventoryEntryQuery, InventorySummary, LastReview,
+    OwnerList, OwnerQuery, OwnerSummary, UsageSummary, WorkloadUsage,
+};
 pub use join_tokens::{CreateJoinTokenRequest, JoinTokenCreated};
 pub use openapi::openapi_document;
 pub use policy::{PolicyDecision, PolicyReloaded, PolicyStatus, PolicyVerdict};

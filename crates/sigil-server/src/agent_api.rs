@@ -422,11 +422,21 @@ impl AgentService for AgentApi {
         let audit = self.issuer.audit();
         let draft = match &result {
             Ok((_, agent_id)) => audit
-                .event(agent_id.as_str(), "agent.attest", agent_id.as_str(), Outcome::Success)
+                .event(
+                    agent_id.as_str(),
+                    "agent.attest",
+                    agent_id.as_str(),
+                    Outcome::Success,
+                )
                 .detail("attestation_type", naming::JOIN_TOKEN_ATTESTATION)
                 .detail("peer", peer),
             Err(status) => audit
-                .event(&format!("peer:{peer}"), "agent.attest", "", Outcome::Failure)
+                .event(
+                    &format!("peer:{peer}"),
+                    "agent.attest",
+                    "",
+                    Outcome::Failure,
+                )
                 .detail("attestation_type", naming::JOIN_TOKEN_ATTESTATION)
                 .detail("code", format!("{:?}", status.code()))
                 .detail("error", status.message().to_owned()),
@@ -561,17 +571,22 @@ impl AgentService for AgentApi {
         let agent = self.authenticate(&request).await?;
         let rows = request.into_inner().usage;
         let view = &agent.view;
-        let accepted = accept_report(rows, &view.spiffe_id, self.clock.unix_secs(), |entry_id| {
-            match self
-                .entries
-                .entry_access(&view.spiffe_id, &view.selectors, entry_id)
-            {
-                EntryAccess::Authorized(_) => EntryServed::Yes,
-                EntryAccess::Expired { expired_at } => EntryServed::ExpiredAt(expired_at),
-                EntryAccess::NotAuthorized => EntryServed::No,
-            }
-        })
-        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let accepted =
+            accept_report(
+                rows,
+                &view.spiffe_id,
+                self.clock.unix_secs(),
+                |entry_id| match self.entries.entry_access(
+                    &view.spiffe_id,
+                    &view.selectors,
+                    entry_id,
+                ) {
+                    EntryAccess::Authorized(_) => EntryServed::Yes,
+                    EntryAccess::Expired { expired_at } => EntryServed::ExpiredAt(expired_at),
+                    EntryAccess::NotAuthorized => EntryServed::No,
+                },
+            )
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let (recorded, dropped) = (accepted.rows.len(), accepted.dropped);
         if dropped > 0 {
             tracing::debug!(agent = %view.spiffe_id, dropped, "usage rows for entries the agent may not serve dropped");

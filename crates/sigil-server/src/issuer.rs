@@ -285,7 +285,12 @@ impl Issuer {
         .await?;
         self.audit.record_detached(
             self.audit
-                .event(agent.spiffe_id.as_str(), "agent.renew", agent.spiffe_id.as_str(), Outcome::Success)
+                .event(
+                    agent.spiffe_id.as_str(),
+                    "agent.renew",
+                    agent.spiffe_id.as_str(),
+                    Outcome::Success,
+                )
                 .detail("serial", svid.serial.clone())
                 .detail("expires_at", svid.expires_at),
         );
@@ -346,7 +351,12 @@ impl Issuer {
             };
             self.audit.record_detached(
                 self.audit
-                    .event(agent.spiffe_id.as_str(), "x509_svid.issue", agent.spiffe_id.as_str(), outcome)
+                    .event(
+                        agent.spiffe_id.as_str(),
+                        "x509_svid.issue",
+                        agent.spiffe_id.as_str(),
+                        outcome,
+                    )
                     .detail("issued", signed)
                     .detail("refused", refused_count)
                     .detail("spiffe_ids", issued)
@@ -389,7 +399,12 @@ impl Issuer {
         self.metrics.issued("jwt_svid", 1, started.elapsed());
         self.audit.record_detached(
             self.audit
-                .event(agent.spiffe_id.as_str(), "jwt_svid.issue", &subject, Outcome::Success)
+                .event(
+                    agent.spiffe_id.as_str(),
+                    "jwt_svid.issue",
+                    &subject,
+                    Outcome::Success,
+                )
                 .detail("jti", minted.jti.clone())
                 .detail("audience", audience.to_vec())
                 .detail("expires_at", minted.expires_at),
@@ -433,7 +448,12 @@ impl Issuer {
         self.metrics.issued(kind, 1, started.elapsed());
         self.audit.record_detached(
             self.audit
-                .event(issued_to.as_str(), "token.exchange", claims.sub.as_str(), Outcome::Success)
+                .event(
+                    issued_to.as_str(),
+                    "token.exchange",
+                    claims.sub.as_str(),
+                    Outcome::Success,
+                )
                 .detail("token_type", kind)
                 .detail("jti", minted.jti.clone())
                 .detail("audience", claims.audience.to_vec())

@@ -45,6 +45,12 @@ pub struct RefreshLabel {
     pub result: &'static str,
 }
 
+/// An external audit sink, by its name (`file /var/log/sigil/audit.jsonl`).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SinkLabel {
+    pub sink: String,
+}
+
 /// Every metric the server exports.
 #[derive(Debug)]
 pub struct Metrics {
@@ -89,6 +95,12 @@ pub struct Metrics {
     pub audit_dropped: Counter,
     /// Audit checkpoints signed and stored.
     pub audit_checkpoints: Counter,
+    /// Audit records delivered to an external sink, by sink.
+    pub audit_sink_records: Family<SinkLabel, Counter>,
+    /// Failed deliveries to an external audit sink (each retried), by sink.
+    pub audit_sink_failures: Family<SinkLabel, Counter>,
+    /// Audit records an external sink dropped because its spool was full, by sink.
+    pub audit_sink_dropped: Family<SinkLabel, Counter>,
     /// Workload usage reports accepted from agents (their rows stored or dropped).
     pub usage_reports: Counter,
     /// Usage rows dropped because they named an entry the reporting agent may not serve.
@@ -214,6 +226,24 @@ impl Metrics {
             "Signed audit checkpoints stored",
             audit_checkpoints.clone(),
         );
+        let audit_sink_records = Family::<SinkLabel, Counter>::default();
+        registry.register(
+            "audit_sink_records",
+            "Audit records delivered to an external sink, by sink",
+            audit_sink_records.clone(),
+        );
+        let audit_sink_failures = Family::<SinkLabel, Counter>::default();
+        registry.register(
+            "audit_sink_failures",
+            "Failed deliveries to an external audit sink, by sink",
+            audit_sink_failures.clone(),
+        );
+        let audit_sink_dropped = Family::<SinkLabel, Counter>::default();
+        registry.register(
+            "audit_sink_dropped",
+            "Audit records dropped by an external sink whose spool was full, by sink",
+            audit_sink_dropped.clone(),
+        );
         let inventory_entries = Gauge::<i64, AtomicI64>::default();
         registry.register(
             "inventory_entries",
@@ -241,6 +271,9 @@ impl Metrics {
             audit_append_failures,
             audit_dropped,
             audit_checkpoints,
+            audit_sink_records,
+            audit_sink_failures,
+            audit_sink_dropped,
             usage_reports,
             usage_rows_dropped,
             policies,

@@ -178,11 +178,21 @@ impl Policies {
         if let Some(audit) = self.audit.get() {
             let draft = match &outcome {
                 Ok(hash) => audit
-                    .event("sigil-server", "policy.reload", &dir.display().to_string(), Outcome::Success)
+                    .event(
+                        "sigil-server",
+                        "policy.reload",
+                        &dir.display().to_string(),
+                        Outcome::Success,
+                    )
                     .detail("hash", hash.clone())
                     .detail("previous_hash", before.clone()),
                 Err(e) => audit
-                    .event("sigil-server", "policy.reload", &dir.display().to_string(), Outcome::Failure)
+                    .event(
+                        "sigil-server",
+                        "policy.reload",
+                        &dir.display().to_string(),
+                        Outcome::Failure,
+                    )
                     .detail("error", e.to_string())
                     .detail("kept_hash", before.clone()),
             };

@@ -68,6 +68,8 @@ pub struct ServerConfig {
     pub policy_dir: Option<PathBuf>,
     /// The audit log (on unless switched off) and its external sinks.
     pub audit: crate::audit::AuditConfig,
+    /// The inventory's finding thresholds and usage retention (`[inventory]`).
+    pub inventory: crate::governance::InventoryConfig,
 }
 
 /// What went wrong starting the server.
@@ -308,6 +310,28 @@ pub async fn start(
     .start(federations_changed.clone(), shutdown_rx.clone());
     tasks.spawn(refresher);
 
+    // Governance: what the inventory routes and gauges read, and the usage rows' retention.
+    let governance = Arc::new(crate::governance::GovernanceContext::new(
+        store.clone(),
+        clock.clone(),
+        td.clone(),
+        config.inventory,
+        config
+            .oauth
+            .iter()
+            .flat_map(|oauth| oauth.issuers.iter())
+            .map(crate::governance::IssuerFacts::from)
+            .collect(),
+        Some(federation.statuses()),
+    ));
+    metrics.attach_inventory(governance.clone());
+    tasks.spawn(crate::usage::prune_usage_periodically(
+        store.clone(),
+        clock.clone(),
+        Duration::from_secs(config.inventory.usage_retention),
+        shutdown_rx.clone(),
+    ));
+
     // Change feed -> entry, agent and revocation indexes, foreign bundles, federation
     // relationships; entry expiry -> entry index version.
     let authorities_changed = Arc::new(tokio::sync::Notify::new());
@@ -399,16 +423,18 @@ pub async fn start(
 
     // The one issuance choke point, shared by the agent API and token exchange, deciding by the
     // policy set in force (reloaded when its directory changes, or on SIGHUP through the handle).
-    let issuer_choke = Arc::new(Issuer::new(
-        ca.clone(),
-        index.clone(),
-        store.clone(),
-        clock.clone(),
-        config.issuance,
-        metrics.clone(),
-        policies.clone(),
-    )
-    .with_audit(audit.clone()));
+    let issuer_choke = Arc::new(
+        Issuer::new(
+            ca.clone(),
+            index.clone(),
+            store.clone(),
+            clock.clone(),
+            config.issuance,
+            metrics.clone(),
+            policies.clone(),
+        )
+        .with_audit(audit.clone()),
+    );
     if policies.dir().is_some() {
         tasks.spawn(crate::policy::watch_dir(
             policies.clone(),
@@ -557,6 +583,7 @@ pub async fn start(
             federation: Some(federation.clone()),
             policies: Some(policies.clone()),
             audit: audit.clone(),
+            governance,
         };
         let mut stop = shutdown_rx.clone();
         let path = config.admin_socket.clone();

@@ -29,6 +29,7 @@ mod change_feed;
 mod entries;
 mod entry_batches;
 mod federations;
+mod governance;
 mod paging;
 mod records;
 mod revocations;
@@ -73,6 +74,11 @@ pub use federations::{
     federation_update_breaking_the_profile_rule_is_refused,
     federation_update_changes_only_the_named_columns, federation_writes_append_keyed_events,
     invalid_federation_is_refused_and_nothing_stored,
+};
+pub use governance::{
+    audit_appends_continue_one_chain_across_calls, audit_checkpoints_and_keys_round_trip,
+    audit_event, entry_reviews_keep_the_latest_and_go_with_the_entry,
+    list_audit_applies_every_filter, workload_usage_merges_sums_and_prunes,
 };
 pub use paging::{
     agent_pages_cover_everything_once_in_id_order, entry_page_filters_combine,
@@ -175,6 +181,11 @@ macro_rules! datastore_conformance_tests {
             watch_changes_sees_each_new_sequence,
             concurrent_consumers_of_one_join_token_one_wins,
             concurrent_creates_of_one_entry_one_wins,
+            audit_appends_continue_one_chain_across_calls,
+            list_audit_applies_every_filter,
+            audit_checkpoints_and_keys_round_trip,
+            workload_usage_merges_sums_and_prunes,
+            entry_reviews_keep_the_latest_and_go_with_the_entry,
         );
     };
     (@cases required $fixture:expr; $($case:ident),+ $(,)?) => {

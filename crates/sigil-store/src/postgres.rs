@@ -46,11 +46,10 @@ use crate::model::{
 };
 use crate::rows::corrupt;
 use crate::{
-    AttestedAgent, AuditEvent, AuditFilter, AuditKey, AuditRecord, AuthorityRecord,
-    AuthorityState, Change, ChangeEvent, Checkpoint, CredentialKind, Datastore, Entry,
-    EntryFilter, EntryReview, EntryUsage, FederationRelationship, FederationUpdate,
-    IssuedCredential, JoinToken, NewEntry, NewFederationRelationship, Revocation, StoreError,
-    StoreResult, StoredBundle, WorkloadUsage,
+    AttestedAgent, AuditEvent, AuditFilter, AuditKey, AuditRecord, AuthorityRecord, AuthorityState,
+    Change, ChangeEvent, Checkpoint, CredentialKind, Datastore, Entry, EntryFilter, EntryReview,
+    EntryUsage, FederationRelationship, FederationUpdate, IssuedCredential, JoinToken, NewEntry,
+    NewFederationRelationship, Revocation, StoreError, StoreResult, StoredBundle, WorkloadUsage,
 };
 
 pub use migrate::LATEST_SCHEMA_VERSION;

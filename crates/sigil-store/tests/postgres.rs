@@ -2,7 +2,8 @@
 //! own), plus what only PostgreSQL has: a feed that stays gap-free when a lower sequence commits
 //! last, changes made through another store (another server replica) moving the watch, the
 //! listener's reconnect, concurrent first starts migrating once, refusing a newer schema, and
-//! connection errors and `Debug` output that never show a password.
+//! connection errors and `Debug` output that never show a password. And the audit tamper matrix
+//! (`common/tamper.rs`), tampering through a plain client.
 //!
 //! The database is `SIGIL_TEST_POSTGRES_URL` (default `postgres://postgres@127.0.0.1:5432/test`);
 //! the user must be allowed to create schemas. When it is unreachable the tests print a notice and
@@ -34,6 +35,29 @@ const PATIENCE: Duration = Duration::from_secs(10);
 mod conformance {
     use super::*;
     sigil_store::datastore_conformance_tests!(optional: fresh_store());
+}
+
+#[path = "common/tamper.rs"]
+mod tamper;
+
+/// The audit tamper matrix, each case in a fresh schema, tampered with through a plain client.
+mod tamper_matrix {
+    use super::*;
+    tamper::tamper_tests!(async {
+        let schema = TestSchema::create().await?;
+        let store = schema.store().await;
+        let raw = RawPostgres(schema.client().await);
+        Some((store, raw, schema))
+    });
+}
+
+/// Raw SQL through a plain client in the test's schema.
+struct RawPostgres(Client);
+
+impl tamper::RawSql for RawPostgres {
+    async fn run(&self, sql: &str) {
+        self.0.batch_execute(sql).await.unwrap();
+    }
 }
 
 /// A store on a fresh, empty schema; `None` (after a notice) when PostgreSQL is unreachable

@@ -1,5 +1,6 @@
 //! The SQLite backend against the conformance suite (on disk and in memory), plus what only
-//! SQLite has: migrations on reopen, WAL, file mode, refusing a newer schema, corrupt rows.
+//! SQLite has: migrations on reopen, WAL, file mode, refusing a newer schema, corrupt rows. And
+//! the audit tamper matrix (`common/tamper.rs`), tampering through a connection of its own.
 
 #![expect(
     clippy::unwrap_used,
@@ -42,6 +43,28 @@ mod on_disk {
 mod in_memory {
     use super::*;
     sigil_store::datastore_conformance_tests!(store_in_memory());
+}
+
+#[path = "common/tamper.rs"]
+mod tamper;
+
+/// The audit tamper matrix on a database file, tampered with through a connection of its own.
+mod tamper_matrix {
+    use super::*;
+    tamper::tamper_tests!(async {
+        let (store, dir) = store_on_disk().await;
+        Some((store, RawSqlite(db_path(&dir)), dir))
+    });
+}
+
+/// Raw SQL on the store's database file, through a connection of its own.
+struct RawSqlite(PathBuf);
+
+impl tamper::RawSql for RawSqlite {
+    async fn run(&self, sql: &str) {
+        let conn = Connection::open(&self.0).unwrap();
+        conn.execute_batch(sql).unwrap();
+    }
 }
 
 #[tokio::test]

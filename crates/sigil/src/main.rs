@@ -6,6 +6,7 @@ mod admin_cli;
 mod agent_cmd;
 mod dev;
 mod exchange_cmd;
+mod governance_config;
 mod oauth_config;
 mod pem_files;
 mod server_cmd;
@@ -18,7 +19,9 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
-use crate::admin_cli::{agent, authority, bundle, entry, federation, policy, svid, token};
+use crate::admin_cli::{
+    agent, audit, authority, bundle, entry, federation, inventory, policy, svid, token,
+};
 
 /// `--output` of list/show/create/fetch commands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -79,6 +82,12 @@ enum Command {
     /// server's policy set.
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
+    /// The inventory of identities, their owners and usage, and the NHI findings about them.
+    #[command(subcommand)]
+    Inventory(inventory::InventoryCommand),
+    /// Read, export and verify the tamper-evident audit log.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -241,6 +250,8 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         }) => workload_cmd::jwt_validate(workload.socket, audience, token, workload.output).await,
         Command::Exchange(args) => exchange_cmd::run(args).await,
         Command::Policy(cmd) => policy::run(cmd).await,
+        Command::Inventory(cmd) => inventory::run(cmd).await,
+        Command::Audit(cmd) => audit::run(cmd).await,
     }
 }
 

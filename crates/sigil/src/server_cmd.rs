@@ -32,6 +32,10 @@ struct RawServerFile {
     federation: Vec<RawFederation>,
     oauth: Option<crate::oauth_config::RawOAuth>,
     policy: Option<RawPolicy>,
+    #[serde(default)]
+    audit: crate::governance_config::RawAudit,
+    #[serde(default)]
+    inventory: crate::governance_config::RawInventory,
 }
 
 /// `[policy]`: Cedar policies deciding issuance, token exchange and `/authz/v1/decide`.
@@ -542,7 +546,7 @@ pub struct LoadedServerConfig {
     pub data_dir: PathBuf,
 }
 
-fn ttl(field: &str, value: &str) -> anyhow::Result<u64> {
+pub(crate) fn ttl(field: &str, value: &str) -> anyhow::Result<u64> {
     Ttl::parse(value)
         .map(Ttl::as_secs)
         .map_err(|e| anyhow::anyhow!("invalid {field} `{value}`: {e}"))
@@ -629,6 +633,8 @@ pub fn parse_server_config(text: &str) -> anyhow::Result<LoadedServerConfig> {
     if oauth.is_some() && raw.public.as_ref().is_none_or(|p| p.issuer.is_none()) {
         bail!("[oauth] needs the public listener with an issuer URL ([public] issuer)");
     }
+    let audit = raw.audit.into_config(&data_dir)?;
+    let inventory = raw.inventory.into_config()?;
     Ok(LoadedServerConfig {
         server: ServerConfig {
             trust_domain,
@@ -646,10 +652,8 @@ pub fn parse_server_config(text: &str) -> anyhow::Result<LoadedServerConfig> {
             federations: Vec::new(),
             federation_web_roots: None,
             policy_dir: raw.policy.map(|p| p.dir),
-            audit: sigil_server::audit::AuditConfig {
-                head_file: Some(data_dir.join("audit-head.json")),
-                ..sigil_server::audit::AuditConfig::default()
-            },
+            audit,
+            inventory,
             oauth: None,
             public: None,
         },

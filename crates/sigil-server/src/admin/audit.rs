@@ -10,8 +10,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt as _;
 use sigil_api::{
-    AuditKeyList, AuditQuery, AuditRecordList, AuditVerification, EntryReview,
-    EntryReviewRequest,
+    AuditKeyList, AuditQuery, AuditRecordList, AuditVerification, EntryReview, EntryReviewRequest,
     audit::{DEFAULT_AUDIT_PAGE, MAX_AUDIT_PAGE},
 };
 use sigil_audit::export::ExportLine;
@@ -93,8 +92,7 @@ pub(crate) async fn export(State(state): State<AdminState>) -> Result<Response, 
     let (keys, _) = audit.trusted_keys().await.map_err(unavailable)?;
     let checkpoints = state.store.list_audit_checkpoints().await?;
     let head = state.store.audit_head().await?;
-    let (last_seq, last_hash) =
-        head.unwrap_or((0, sigil_audit::GENESIS_HASH.to_owned()));
+    let (last_seq, last_hash) = head.unwrap_or((0, sigil_audit::GENESIS_HASH.to_owned()));
     let end = audit
         .sign_checkpoint(last_seq, &last_hash)
         .map_err(unavailable)?;
@@ -122,8 +120,10 @@ pub(crate) async fn export(State(state): State<AdminState>) -> Result<Response, 
                 Ok(page) => {
                     let page: Vec<_> = page.into_iter().filter(|r| r.seq <= last_seq).collect();
                     let next = page.last().map(|r| r.seq);
-                    let lines: Vec<Result<ExportLine, std::io::Error>> =
-                        page.into_iter().map(|r| Ok(ExportLine::Record(r))).collect();
+                    let lines: Vec<Result<ExportLine, std::io::Error>> = page
+                        .into_iter()
+                        .map(|r| Ok(ExportLine::Record(r)))
+                        .collect();
                     Some((futures::stream::iter(lines), next))
                 }
                 Err(e) => {
@@ -212,7 +212,8 @@ pub(crate) async fn review(
             note: request.note,
         })
         .await?;
-    let note = AuditNote::target(&stored.entry_id).detail("reviewed_by", stored.reviewed_by.clone());
+    let note =
+        AuditNote::target(&stored.entry_id).detail("reviewed_by", stored.reviewed_by.clone());
     let mut response = (
         StatusCode::OK,
         Json(EntryReview {

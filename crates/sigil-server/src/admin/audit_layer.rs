@@ -90,7 +90,11 @@ pub(crate) async fn record_changes(
         .and_then(|params| params.iter().next().map(|(_, value)| value.to_owned()));
     let response = next.run(Request::from_parts(parts, body)).await;
     let status = response.status();
-    let note = response.extensions().get::<AuditNote>().cloned().unwrap_or_default();
+    let note = response
+        .extensions()
+        .get::<AuditNote>()
+        .cloned()
+        .unwrap_or_default();
     let outcome = if status.is_success() {
         Outcome::Success
     } else if status.as_u16() == 403 {
@@ -114,7 +118,9 @@ pub(crate) async fn record_changes(
             tracing::error!(error = %e, action, target, "an admin change was made but could not be audited");
             ApiError {
                 code: ErrorCode::Unavailable,
-                message: format!("the change was made but could not be recorded in the audit log: {e}"),
+                message: format!(
+                    "the change was made but could not be recorded in the audit log: {e}"
+                ),
             }
             .into_response()
         }

@@ -14,6 +14,7 @@ mod bundle;
 mod entries;
 mod entry_fields;
 mod federations;
+mod inventory;
 mod join_tokens;
 mod paging;
 mod policy;
@@ -61,6 +62,8 @@ pub struct AdminState {
     pub policies: Option<Arc<crate::policy::Policies>>,
     /// The audit log: admin changes are recorded through it before they are answered.
     pub audit: crate::audit::AuditLog,
+    /// What the inventory routes read: thresholds, external issuers, federation refreshes.
+    pub governance: Arc<crate::governance::GovernanceContext>,
 }
 
 /// Why the admin API could not be served.

@@ -18,7 +18,8 @@ use sigil_api::{ErrorCode, Health, MAX_REQUEST_BODY_BYTES, paths};
 use super::api_error::{ApiError, quote};
 use super::audit_layer::{AuditedRoutes, record_changes};
 use super::{
-    AdminState, agents, audit, authorities, bundle, entries, federations, join_tokens, policy, revocations,
+    AdminState, agents, audit, authorities, bundle, entries, federations, inventory, join_tokens,
+    policy, revocations,
 };
 
 /// One served route.
@@ -101,6 +102,11 @@ pub(crate) fn route_table() -> Vec<Route> {
         get(paths::AUDIT_EXPORT, audit::export),
         post(paths::AUDIT_VERIFY, audit::verify),
         get(paths::AUDIT_KEYS, audit::keys),
+        get(paths::INVENTORY, inventory::summary),
+        get(paths::INVENTORY_ENTRIES, inventory::list_entries),
+        get(paths::INVENTORY_ENTRY, inventory::show_entry),
+        get(paths::INVENTORY_OWNERS, inventory::list_owners),
+        get(paths::INVENTORY_REPORT, inventory::report),
     ]
 }
 

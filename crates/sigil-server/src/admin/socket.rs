@@ -63,8 +63,8 @@ pub async fn serve_bound(
         bound.listener,
         router(state).into_make_service_with_connect_info::<super::AdminPeer>(),
     )
-        .with_graceful_shutdown(shutdown)
-        .await;
+    .with_graceful_shutdown(shutdown)
+    .await;
     // Only remove the socket if it is still ours (a newer server may have replaced it).
     if bound.identity.is_some()
         && file_identity(socket_path) == bound.identity

@@ -55,6 +55,14 @@ pub(crate) async fn state_and_clock() -> (AdminState, FakeClock) {
     )
     .await
     .unwrap();
+    let governance = Arc::new(crate::governance::GovernanceContext::new(
+        store.clone(),
+        Arc::new(clock.clone()),
+        trust_domain.clone(),
+        crate::governance::InventoryConfig::default(),
+        Vec::new(),
+        None,
+    ));
     let state = AdminState {
         store,
         trust_domain,
@@ -65,6 +73,7 @@ pub(crate) async fn state_and_clock() -> (AdminState, FakeClock) {
         federation: None,
         policies: Some(policies(None)),
         audit: crate::audit::AuditLog::disabled(),
+        governance,
     };
     (state, clock)
 }

@@ -191,7 +191,11 @@ impl AuditLog {
             None => keys.generate(AUDIT_KEY_ID)?,
         };
         store
-            .register_audit_key(AuditKey::for_key(&key, &replica, unix_millis(clock.as_ref())))
+            .register_audit_key(AuditKey::for_key(
+                &key,
+                &replica,
+                unix_millis(clock.as_ref()),
+            ))
             .await?;
         let recorded_head = config.head_file.as_deref().and_then(read_head_file);
         let (sinks, sink_tasks) = sinks::Sinks::start(
@@ -227,13 +231,9 @@ impl AuditLog {
             config.head_file,
             shutdown,
         ))];
-        tasks.extend(
-            sink_tasks
-                .into_iter()
-                .map(|t| -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
-                    Box::pin(t)
-                }),
-        );
+        tasks.extend(sink_tasks.into_iter().map(
+            |t| -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> { Box::pin(t) },
+        ));
         Ok((log, tasks))
     }
 
@@ -342,7 +342,8 @@ impl AuditLog {
         if !keys.iter().any(|k| k.key_id == own.key_id) {
             keys.push(own);
         }
-        let trusted = TrustedKeys::from_keys(&keys).map_err(|e| AuditFailure::Store(e.to_string()))?;
+        let trusted =
+            TrustedKeys::from_keys(&keys).map_err(|e| AuditFailure::Store(e.to_string()))?;
         Ok((keys, trusted))
     }
 

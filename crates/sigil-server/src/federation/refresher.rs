@@ -314,11 +314,21 @@ impl Refresher {
         let draft = match &outcome {
             Ok(refreshed) => self
                 .audit
-                .event("sigil-server", "federation.refresh", td.as_str(), Outcome::Success)
+                .event(
+                    "sigil-server",
+                    "federation.refresh",
+                    td.as_str(),
+                    Outcome::Success,
+                )
                 .detail("result", format!("{refreshed:?}")),
             Err(e) => self
                 .audit
-                .event("sigil-server", "federation.refresh", td.as_str(), Outcome::Failure)
+                .event(
+                    "sigil-server",
+                    "federation.refresh",
+                    td.as_str(),
+                    Outcome::Failure,
+                )
                 .detail("error", e.to_string()),
         };
         self.audit.record_detached(draft);

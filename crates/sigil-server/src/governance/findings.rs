@@ -294,7 +294,7 @@ fn entry_findings<'a>(
             FindingKind::EntryNotReviewed,
             format!("{what} {} ago", span(unreviewed)),
             format!(
-                "have its owner confirm it is still needed (`sigil entry review --id {}`)",
+                "have its owner confirm it is still needed (`sigil entry review --id {} --by OWNER`)",
                 entry.id
             ),
         ));
@@ -494,7 +494,9 @@ fn orphan_reason<'a>(
             let any = candidates
                 .iter()
                 .any(|p| graph.reaches(memo, p, 0) != Reach::Unreachable);
-            (!any).then(|| format!("every entry with its parent ID `{parent}` is expired or orphaned"))
+            (!any).then(|| {
+                format!("every entry with its parent ID `{parent}` is expired or orphaned")
+            })
         }
     }
 }

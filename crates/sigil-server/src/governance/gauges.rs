@@ -98,7 +98,12 @@ mod tests {
         let metrics = Metrics::new();
         // Without an attached context nothing is set.
         update_gauges(&metrics).await;
-        assert!(metrics.encode().unwrap().contains("sigil_inventory_entries 0"));
+        assert!(
+            metrics
+                .encode()
+                .unwrap()
+                .contains("sigil_inventory_entries 0")
+        );
 
         metrics.attach_inventory(Arc::new(GovernanceContext::new(
             store.clone(),
@@ -129,7 +134,12 @@ mod tests {
         store.create_entry(second, START).await.unwrap();
         clock.advance(Duration::from_secs(299));
         update_gauges(&metrics).await;
-        assert!(metrics.encode().unwrap().contains("sigil_inventory_entries 1"));
+        assert!(
+            metrics
+                .encode()
+                .unwrap()
+                .contains("sigil_inventory_entries 1")
+        );
         clock.advance(Duration::from_secs(1));
         update_gauges(&metrics).await;
         let text = metrics.encode().unwrap();

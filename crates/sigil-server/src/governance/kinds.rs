@@ -308,7 +308,14 @@ mod tests {
             let short = category.id().trim_end_matches(":2025").to_ascii_lowercase();
             assert_eq!(NhiCategory::parse(&short), Some(category));
         }
-        for bad in ["NHI0", "NHI11", "NHI1:2024", "nhi", "", "Improper Offboarding"] {
+        for bad in [
+            "NHI0",
+            "NHI11",
+            "NHI1:2024",
+            "nhi",
+            "",
+            "Improper Offboarding",
+        ] {
             assert_eq!(NhiCategory::parse(bad), None, "{bad}");
         }
         assert_eq!(

@@ -128,11 +128,9 @@ impl TestServer {
             issuance: sigil_server::agent_api::IssuanceDefaults::default(),
             tls: sigil_tls::TlsPolicy::default(),
             federations: Vec::new(),
-            // Switched on by the tests that look at the audit log.
-            audit: sigil_server::audit::AuditConfig {
-                enabled: false,
-                ..sigil_server::audit::AuditConfig::default()
-            },
+            // On, as in a deployed server (the records go to the test's store).
+            audit: sigil_server::audit::AuditConfig::default(),
+            inventory: sigil_server::governance::InventoryConfig::default(),
             federation_web_roots: None,
             policy_dir,
             oauth,

@@ -3,7 +3,7 @@
 //! `sigil-audit`'s types; the store keeps them and computes their hashes.
 
 use serde::{Deserialize, Serialize};
-use sigil_audit::{AuditEvent, AuditError, AuditKey, Checkpoint, Outcome};
+use sigil_audit::{AuditError, AuditEvent, AuditKey, Checkpoint, Outcome};
 use sigil_spiffe::SpiffeId;
 
 use crate::{StoreError, StoreResult};
@@ -298,7 +298,10 @@ pub(crate) fn check_checkpoint(checkpoint: &Checkpoint) -> StoreResult<()> {
     if checkpoint.seq == 0 || checkpoint.seq > MAX_STORED_COUNT {
         return Err(invalid(
             "seq",
-            format!("`{}` is not between 1 and {MAX_STORED_COUNT}", checkpoint.seq),
+            format!(
+                "`{}` is not between 1 and {MAX_STORED_COUNT}",
+                checkpoint.seq
+            ),
         ));
     }
     if !is_sha256_hex(&checkpoint.hash) {
@@ -376,7 +379,10 @@ fn check_no_nul(field: &'static str, value: &str) -> StoreResult<()> {
 }
 
 fn is_sha256_hex(value: &str) -> bool {
-    value.len() == 64 && value.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    value.len() == 64
+        && value
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 fn invalid(field: &'static str, reason: impl Into<String>) -> StoreError {
@@ -422,8 +428,14 @@ mod tests {
         type Edit = fn(&mut WorkloadUsage);
         let cases: [(Edit, &str); 8] = [
             (|u| u.entry_id = String::new(), "entry_id"),
-            (|u| u.entry_id = "e".repeat(MAX_ENTRY_ID_BYTES + 1), "entry_id"),
-            (|u| u.binary_path = "p".repeat(MAX_BINARY_PATH_BYTES + 1), "binary_path"),
+            (
+                |u| u.entry_id = "e".repeat(MAX_ENTRY_ID_BYTES + 1),
+                "entry_id",
+            ),
+            (
+                |u| u.binary_path = "p".repeat(MAX_BINARY_PATH_BYTES + 1),
+                "binary_path",
+            ),
             (|u| u.binary_path = "/bin/a\0b".to_owned(), "binary_path"),
             (|u| u.binary_sha256 = "A".repeat(64), "binary_sha256"),
             (|u| u.binary_sha256 = "a".repeat(63), "binary_sha256"),
@@ -451,7 +463,11 @@ mod tests {
         let mut counted = usage();
         counted.fetches = 99;
         counted.first_seen = 0;
-        assert_eq!(base.key_bytes(), counted.key_bytes(), "counters are not key");
+        assert_eq!(
+            base.key_bytes(),
+            counted.key_bytes(),
+            "counters are not key"
+        );
     }
 
     #[test]
@@ -508,7 +524,13 @@ mod tests {
             "{err:?}"
         );
         let err = check_audit_batch(&[event("a\0b")]).unwrap_err();
-        assert!(matches!(err, StoreError::Invalid { field: "action", .. }));
+        assert!(matches!(
+            err,
+            StoreError::Invalid {
+                field: "action",
+                ..
+            }
+        ));
         let oversized = vec![event("a.b"); MAX_AUDIT_BATCH + 1];
         assert_eq!(refused_field(check_audit_batch(&oversized)), "events");
     }

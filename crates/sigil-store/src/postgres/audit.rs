@@ -24,9 +24,7 @@ use crate::rows::{
     AUDIT_CHECKPOINT_COLUMNS, AUDIT_CHECKPOINT_KIND, AUDIT_KEY_COLUMNS, AUDIT_KEY_KIND,
     AUDIT_RECORD_COLUMNS, AUDIT_RECORD_KIND, AuditRecordRow, CheckpointRow, non_negative,
 };
-use crate::{
-    AuditEvent, AuditFilter, AuditKey, AuditRecord, Checkpoint, StoreError, StoreResult,
-};
+use crate::{AuditEvent, AuditFilter, AuditKey, AuditRecord, Checkpoint, StoreError, StoreResult};
 
 /// First key of the audit chain's advisory lock ("SIGA"), distinct from the feed's and the
 /// migrations'; the second is the schema's OID.
@@ -82,7 +80,8 @@ pub(super) async fn append(
         .map(|r| to_sql_int("seq", r.seq))
         .collect::<StoreResult<Vec<i64>>>()?;
     let times: Vec<i64> = records.iter().map(|r| r.event.time).collect();
-    let text = |field: fn(&AuditRecord) -> &str| -> Vec<&str> { records.iter().map(field).collect() };
+    let text =
+        |field: fn(&AuditRecord) -> &str| -> Vec<&str> { records.iter().map(field).collect() };
     let replicas = text(|r| &r.event.replica);
     let actors = text(|r| &r.event.actor);
     let actions = text(|r| &r.event.action);
@@ -130,7 +129,10 @@ pub(super) async fn head(db: &impl GenericClient) -> StoreResult<Option<(u64, St
     let seq: i64 = column(&row, 0)?;
     let hash: String = column(&row, 1)?;
     let id = seq.to_string();
-    Ok(Some((non_negative(AUDIT_RECORD_KIND, &id, "seq", seq)?, hash)))
+    Ok(Some((
+        non_negative(AUDIT_RECORD_KIND, &id, "seq", seq)?,
+        hash,
+    )))
 }
 
 /// Records matching a checked `filter` with a sequence above `after`, in sequence order, at
@@ -273,7 +275,8 @@ pub(super) async fn register_key(db: &impl GenericClient, key: &AuditKey) -> Sto
     .await?;
     let same = match row {
         Some(row) => {
-            column::<String>(&row, 0)? == key.replica && column::<String>(&row, 1)? == key.public_key
+            column::<String>(&row, 0)? == key.replica
+                && column::<String>(&row, 1)? == key.public_key
         }
         None => false,
     };

@@ -113,8 +113,13 @@ impl UsageRow {
         let id = format!("{}:{}", self.entry_id, self.agent_id);
         let agent_id = SpiffeId::parse(&self.agent_id)
             .map_err(|e| corrupt(USAGE_KIND, &id, format!("agent_id: {e}")))?;
-        let uid = u32::try_from(self.uid)
-            .map_err(|_| corrupt(USAGE_KIND, &id, format!("uid `{}` is out of range", self.uid)))?;
+        let uid = u32::try_from(self.uid).map_err(|_| {
+            corrupt(
+                USAGE_KIND,
+                &id,
+                format!("uid `{}` is out of range", self.uid),
+            )
+        })?;
         Ok(WorkloadUsage {
             fetches: non_negative(USAGE_KIND, &id, "fetches", self.fetches)?,
             svids_issued: non_negative(USAGE_KIND, &id, "svids_issued", self.svids_issued)?,
@@ -130,6 +135,11 @@ impl UsageRow {
 }
 
 /// A stored number that must not be negative, or `Corrupt`.
-pub(crate) fn non_negative(kind: &'static str, id: &str, field: &str, value: i64) -> StoreResult<u64> {
+pub(crate) fn non_negative(
+    kind: &'static str,
+    id: &str,
+    field: &str,
+    value: i64,
+) -> StoreResult<u64> {
     u64::try_from(value).map_err(|_| corrupt(kind, id, format!("{field} is negative ({value})")))
 }

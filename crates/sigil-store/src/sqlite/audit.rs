@@ -14,9 +14,7 @@ use crate::rows::{
     AUDIT_CHECKPOINT_COLUMNS, AUDIT_CHECKPOINT_KIND, AUDIT_KEY_COLUMNS, AUDIT_KEY_KIND,
     AUDIT_RECORD_COLUMNS, AUDIT_RECORD_KIND, AuditRecordRow, CheckpointRow, non_negative,
 };
-use crate::{
-    AuditEvent, AuditFilter, AuditKey, AuditRecord, Checkpoint, StoreError, StoreResult,
-};
+use crate::{AuditEvent, AuditFilter, AuditKey, AuditRecord, Checkpoint, StoreError, StoreResult};
 use sigil_audit::GENESIS_HASH;
 
 /// Appends checked `events` after the head, inside the caller's immediate transaction; returns
@@ -179,8 +177,11 @@ pub(super) fn list_checkpoints(conn: &Connection) -> StoreResult<Vec<Checkpoint>
             })
         })
         .map_err(backend)?;
-    rows.map(|row| row.map_err(backend).and_then(CheckpointRow::into_checkpoint))
-        .collect()
+    rows.map(|row| {
+        row.map_err(backend)
+            .and_then(CheckpointRow::into_checkpoint)
+    })
+    .collect()
 }
 
 /// Registers a checked key inside the caller's immediate transaction: a no-op when the same

@@ -146,6 +146,69 @@ impl AdminClient {
     }
 }
 
+impl AdminClient {
+    /// `GET path` streamed into `out` frame by frame: no size limit (an audit export grows
+    /// with the log), but at most [`CALL_TIMEOUT`] between two frames. A non-2xx answer is
+    /// read (bounded) and returned as the server's message.
+    pub async fn download(&self, path: &str, out: &mut dyn std::io::Write) -> anyhow::Result<u64> {
+        let stream = UnixStream::connect(&self.socket).await.map_err(|err| {
+            anyhow!(
+                "cannot reach the admin API at {}: {} (is the server running?)",
+                self.socket.display(),
+                describe_io_error(&err)
+            )
+        })?;
+        let stalled = || {
+            anyhow!(
+                "the admin API at {} stopped answering for {} seconds",
+                self.socket.display(),
+                CALL_TIMEOUT.as_secs()
+            )
+        };
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .context("cannot talk HTTP to the admin API")?;
+        let driver = tokio::spawn(connection);
+        let request = Request::builder()
+            .method(Method::GET)
+            .uri(path)
+            .header(header::HOST, "localhost")
+            .body(Full::new(Bytes::new()))
+            .context("cannot build the admin API request")?;
+        let response = tokio::time::timeout(CALL_TIMEOUT, sender.send_request(request))
+            .await
+            .map_err(|_| stalled())?
+            .context("the admin API closed the connection")?;
+        let status = response.status();
+        let mut body = response.into_body();
+        if !status.is_success() {
+            let bytes = tokio::time::timeout(
+                CALL_TIMEOUT,
+                Limited::new(body, MAX_RESPONSE_BYTES).collect(),
+            )
+            .await
+            .map_err(|_| stalled())?
+            .map_err(|err| anyhow!("cannot read the admin API answer: {err}"))?
+            .to_bytes();
+            driver.abort();
+            return Err(server_error(status, &bytes));
+        }
+        let mut written = 0u64;
+        while let Some(frame) = tokio::time::timeout(CALL_TIMEOUT, body.frame())
+            .await
+            .map_err(|_| stalled())?
+        {
+            let frame = frame.map_err(|err| anyhow!("the admin API answer broke off: {err}"))?;
+            if let Some(data) = frame.data_ref() {
+                out.write_all(data).context("cannot write the download")?;
+                written += data.len() as u64;
+            }
+        }
+        driver.abort();
+        Ok(written)
+    }
+}
+
 /// The server's own message for a non-2xx answer, or a description of the status.
 fn server_error(status: StatusCode, body: &[u8]) -> anyhow::Error {
     match serde_json::from_slice::<ErrorBody>(body) {

@@ -35,6 +35,26 @@ pub enum EntryCommand {
     Update(UpdateArgs),
     /// Delete a registration entry.
     Delete(IdArgs),
+    /// Record that an owner reviewed an entry and still needs it (clears the
+    /// `entry_not_reviewed` finding until the next review is due).
+    Review(ReviewArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ReviewArgs {
+    /// Entry id.
+    #[arg(long, value_name = "ID")]
+    pub id: String,
+    /// Who reviewed it: the owner (team or person) confirming it is still needed.
+    #[arg(long = "by", value_name = "OWNER")]
+    pub reviewed_by: String,
+    /// Why it is still needed, or what was checked.
+    #[arg(long, value_name = "TEXT", default_value = "")]
+    pub note: String,
+    #[command(flatten)]
+    pub out: OutputArg,
+    #[command(flatten)]
+    pub conn: AdminConnection,
 }
 
 /// The fields of an entry, all optional on the command line.
@@ -237,6 +257,27 @@ pub async fn run(command: EntryCommand) -> anyhow::Result<()> {
                 OutputFormat::Text => emit(&format!(
                     "Deleted entry {} ({})\n",
                     deleted.id, deleted.spiffe_id
+                )),
+            }
+        }
+        EntryCommand::Review(args) => {
+            let client = AdminClient::new(&args.conn.admin_socket);
+            let review: sigil_api::EntryReview = client
+                .post(
+                    &format!("{}/review", paths::entry(&args.id)),
+                    &sigil_api::EntryReviewRequest {
+                        reviewed_by: args.reviewed_by,
+                        note: args.note,
+                    },
+                )
+                .await?;
+            match args.out.output {
+                OutputFormat::Json => emit_json(&review),
+                OutputFormat::Text => emit(&format!(
+                    "Entry {} reviewed by {} at {}\n",
+                    review.entry_id,
+                    review.reviewed_by,
+                    super::output::format_time(review.reviewed_at)
                 )),
             }
         }

@@ -4,11 +4,13 @@
 //! decides with a policy directory locally.
 
 pub mod agent;
+pub mod audit;
 pub mod authority;
 pub mod bundle;
 mod client;
 pub mod entry;
 pub mod federation;
+pub mod inventory;
 mod output;
 pub mod policy;
 pub mod svid;

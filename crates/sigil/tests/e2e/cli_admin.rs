@@ -46,7 +46,7 @@ impl AdminServer {
         .unwrap();
         let state = AdminState {
             store: store.clone(),
-            trust_domain,
+            trust_domain: trust_domain.clone(),
             clock: Arc::new(SystemClock),
             agents: None,
             publishes_revocations: false,
@@ -54,6 +54,14 @@ impl AdminServer {
             federation: None,
             policies: None,
             audit: sigil_server::audit::AuditLog::disabled(),
+            governance: Arc::new(sigil_server::governance::GovernanceContext::new(
+                store.clone(),
+                Arc::new(SystemClock),
+                trust_domain.clone(),
+                sigil_server::governance::InventoryConfig::default(),
+                Vec::new(),
+                None,
+            )),
         };
         let (stop, stopped) = oneshot::channel::<()>();
         let path = socket.clone();
