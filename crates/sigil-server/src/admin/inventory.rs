@@ -389,3 +389,6 @@ fn last_review(review: &EntryReview) -> LastReview {
         note: review.note.clone(),
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -630,4 +630,3 @@ fn one_line(text: &str) -> String {
     out
 }
 
-// TESTS-PENDING mod tests;
