@@ -81,9 +81,6 @@ pub enum StoreError {
     /// The message already carries the backend error's own message (and its causes, where the
     /// backend writes them into it), so it is not repeated as a `source`: an error chain printed
     /// as one line would say it twice.
-    /// The backend does not implement this part of the store (yet).
-    #[error("this datastore does not support {0}")]
-    Unsupported(&'static str),
     #[error("datastore backend failed: {0}")]
     Backend(Box<dyn std::error::Error + Send + Sync>),
 }
@@ -357,10 +354,7 @@ pub trait Datastore: Send + Sync + 'static {
     /// [`AuditEvent::validate`], else `Invalid` and nothing stored) as the next records of the
     /// chain, in order, in one transaction: each gets the next sequence and its hash over the
     /// previous record's. Returns the records as stored. An empty batch stores nothing.
-    async fn append_audit(&self, events: Vec<AuditEvent>) -> StoreResult<Vec<AuditRecord>> {
-        let _ = events;
-        Err(StoreError::Unsupported("the audit log"))
-    }
+    async fn append_audit(&self, events: Vec<AuditEvent>) -> StoreResult<Vec<AuditRecord>>;
     /// At most `limit` records matching `filter` with sequence greater than `after`, in
     /// sequence order. `Invalid` (field `limit`) when `limit` is 0.
     async fn list_audit(
@@ -368,34 +362,19 @@ pub trait Datastore: Send + Sync + 'static {
         filter: &AuditFilter,
         after: u64,
         limit: u32,
-    ) -> StoreResult<Vec<AuditRecord>> {
-        let _ = (filter, after, limit);
-        Err(StoreError::Unsupported("the audit log"))
-    }
+    ) -> StoreResult<Vec<AuditRecord>>;
     /// The last record's sequence and hash; `None` while the chain is empty.
-    async fn audit_head(&self) -> StoreResult<Option<(u64, String)>> {
-        Err(StoreError::Unsupported("the audit log"))
-    }
+    async fn audit_head(&self) -> StoreResult<Option<(u64, String)>>;
     /// Stores a signed checkpoint. `AlreadyExists` when one with the same sequence and key id
     /// is stored. The store does not check signatures: verifiers do.
-    async fn put_audit_checkpoint(&self, checkpoint: Checkpoint) -> StoreResult<()> {
-        let _ = checkpoint;
-        Err(StoreError::Unsupported("the audit log"))
-    }
+    async fn put_audit_checkpoint(&self, checkpoint: Checkpoint) -> StoreResult<()>;
     /// Every checkpoint, ordered by sequence then key id.
-    async fn list_audit_checkpoints(&self) -> StoreResult<Vec<Checkpoint>> {
-        Err(StoreError::Unsupported("the audit log"))
-    }
+    async fn list_audit_checkpoints(&self) -> StoreResult<Vec<Checkpoint>>;
     /// Registers a replica's audit key (its public half). Registering the same key again is
     /// a no-op; a different key under a registered key id is `AlreadyExists`.
-    async fn register_audit_key(&self, key: AuditKey) -> StoreResult<()> {
-        let _ = key;
-        Err(StoreError::Unsupported("the audit log"))
-    }
+    async fn register_audit_key(&self, key: AuditKey) -> StoreResult<()>;
     /// Every registered audit key, ordered by creation time then key id.
-    async fn list_audit_keys(&self) -> StoreResult<Vec<AuditKey>> {
-        Err(StoreError::Unsupported("the audit log"))
-    }
+    async fn list_audit_keys(&self) -> StoreResult<Vec<AuditKey>>;
 
     // ---- governance: usage, reviews, join tokens ----
 
@@ -404,53 +383,32 @@ pub trait Datastore: Send + Sync + 'static {
     /// rows, one transaction, column-wise (earliest first_seen, latest last_seen, counters
     /// added), so concurrent reports of one workload all count. Rows naming an entry that does
     /// not exist are skipped. Appends no change event.
-    async fn record_workload_usage(&self, usage: Vec<WorkloadUsage>) -> StoreResult<()> {
-        let _ = usage;
-        Err(StoreError::Unsupported("workload usage"))
-    }
+    async fn record_workload_usage(&self, usage: Vec<WorkloadUsage>) -> StoreResult<()>;
     /// The usage rows of entry `entry_id`, ordered by agent, uid, path, hash; at most `limit`.
     async fn list_workload_usage(
         &self,
         entry_id: &str,
         limit: u32,
-    ) -> StoreResult<Vec<WorkloadUsage>> {
-        let _ = (entry_id, limit);
-        Err(StoreError::Unsupported("workload usage"))
-    }
+    ) -> StoreResult<Vec<WorkloadUsage>>;
     /// Usage summed per entry, for every entry that has any, ordered by entry id.
-    async fn usage_by_entry(&self) -> StoreResult<Vec<EntryUsage>> {
-        Err(StoreError::Unsupported("workload usage"))
-    }
+    async fn usage_by_entry(&self) -> StoreResult<Vec<EntryUsage>>;
     /// Deletes usage rows last seen before `before`; returns how many.
-    async fn prune_workload_usage(&self, before: i64) -> StoreResult<u64> {
-        let _ = before;
-        Err(StoreError::Unsupported("workload usage"))
-    }
+    async fn prune_workload_usage(&self, before: i64) -> StoreResult<u64>;
     /// Records `review` as the latest review of its entry (replacing an earlier one).
     /// `NotFound` if the entry does not exist; `Invalid` for an empty reviewer or an over-long
     /// reviewer or note. Appends no change event (reviews do not change what is served).
-    async fn review_entry(&self, review: EntryReview) -> StoreResult<EntryReview> {
-        let _ = review;
-        Err(StoreError::Unsupported("entry reviews"))
-    }
+    async fn review_entry(&self, review: EntryReview) -> StoreResult<EntryReview>;
     /// The latest review of every reviewed entry, ordered by entry id.
-    async fn list_entry_reviews(&self) -> StoreResult<Vec<EntryReview>> {
-        Err(StoreError::Unsupported("entry reviews"))
-    }
+    async fn list_entry_reviews(&self) -> StoreResult<Vec<EntryReview>>;
     /// Every join token (used or not, until pruned), ordered by creation time then id.
-    async fn list_join_tokens(&self) -> StoreResult<Vec<JoinToken>> {
-        Err(StoreError::Unsupported("join token listing"))
-    }
+    async fn list_join_tokens(&self) -> StoreResult<Vec<JoinToken>>;
     /// The credentials recorded for `spiffe_id` (not yet pruned), newest first, at most
     /// `limit`.
     async fn list_issued_for(
         &self,
         spiffe_id: &sigil_spiffe::SpiffeId,
         limit: u32,
-    ) -> StoreResult<Vec<IssuedCredential>> {
-        let _ = (spiffe_id, limit);
-        Err(StoreError::Unsupported("credential listing"))
-    }
+    ) -> StoreResult<Vec<IssuedCredential>>;
 
     // ---- change feed ----
 

@@ -11,8 +11,7 @@ use super::findings::Snapshot;
 /// Entries and agents read per store call.
 const PAGE: u32 = 1000;
 
-/// The snapshot of `ctx`'s store at `now` (Unix seconds). Fails with the first store error
-/// (`Unsupported` from a backend without the governance methods).
+/// The snapshot of `ctx`'s store at `now` (Unix seconds). Fails with the first store error.
 pub async fn load(ctx: &GovernanceContext, now: i64) -> StoreResult<Snapshot> {
     let store: &dyn Datastore = ctx.store.as_ref();
     let mut entries = Vec::new();
