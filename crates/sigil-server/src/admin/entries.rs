@@ -13,7 +13,10 @@ use sigil_spiffe::id::MAX_SPIFFE_ID_BYTES;
 use sigil_spiffe::{Selector, SpiffeId, TrustDomain};
 use sigil_store::{Entry, EntryFilter};
 
+use axum::response::IntoResponse as _;
+
 use super::AdminState;
+use super::audit_layer::AuditNote;
 use super::api_error::ApiError;
 use super::body::decode_json;
 use super::entry_fields::{Mode, parse_entry_request};
@@ -23,13 +26,18 @@ use super::paging::PageRequest;
 pub(crate) async fn create(
     State(state): State<AdminState>,
     body: Result<Bytes, BytesRejection>,
-) -> Result<(StatusCode, Json<sigil_api::Entry>), ApiError> {
+) -> Result<axum::response::Response, ApiError> {
     let req: EntryRequest = decode_json(body, None)?;
     let now = state.clock.unix_secs();
     let valid = parse_entry_request(req, &state.trust_domain, now, Mode::Create)?;
     let entry = state.store.create_entry(valid.spec, now).await?;
     tracing::info!(entry_id = %entry.id, spiffe_id = %entry.spec.spiffe_id, "entry created");
-    Ok((StatusCode::CREATED, Json(to_wire(&entry))))
+    let note = AuditNote::target(&entry.id)
+        .detail("spiffe_id", entry.spec.spiffe_id.to_string())
+        .detail("owner", entry.spec.owner.clone());
+    let mut response = (StatusCode::CREATED, Json(to_wire(&entry))).into_response();
+    response.extensions_mut().insert(note);
+    Ok(response)
 }
 
 // The API documents the store's bound; a build in which they differ does not compile.
@@ -43,7 +51,7 @@ const _: () = assert!(MAX_ENTRY_BATCH == sigil_store::MAX_ENTRY_BATCH);
 pub(crate) async fn batch_create(
     State(state): State<AdminState>,
     body: Result<Bytes, BytesRejection>,
-) -> Result<(StatusCode, Json<EntryBatch>), ApiError> {
+) -> Result<axum::response::Response, ApiError> {
     let req: EntryBatchRequest = decode_json(body, None)?;
     if req.entries.len() > MAX_ENTRY_BATCH {
         return Err(ApiError::invalid(format!(
@@ -67,12 +75,22 @@ pub(crate) async fn batch_create(
         .collect::<Result<Vec<_>, _>>()?;
     let entries = state.store.create_entries(specs, now).await?;
     tracing::info!(count = entries.len(), "entries created in one batch");
-    Ok((
+    let note = AuditNote::default().detail(
+        "entry_ids",
+        entries
+            .iter()
+            .map(|e| serde_json::Value::from(e.id.as_str()))
+            .collect::<Vec<_>>(),
+    );
+    let mut response = (
         StatusCode::CREATED,
         Json(EntryBatch {
             entries: entries.iter().map(to_wire).collect(),
         }),
-    ))
+    )
+        .into_response();
+    response.extensions_mut().insert(note);
+    Ok(response)
 }
 
 /// `GET /api/v1/entries?spiffe_id=&spiffe_id_prefix=&parent_id=&selector=&owner=
