@@ -16,8 +16,8 @@ use sigil_store::{Entry, EntryFilter};
 use axum::response::IntoResponse as _;
 
 use super::AdminState;
-use super::audit_layer::AuditNote;
 use super::api_error::ApiError;
+use super::audit_layer::AuditNote;
 use super::body::decode_json;
 use super::entry_fields::{Mode, parse_entry_request};
 use super::paging::PageRequest;

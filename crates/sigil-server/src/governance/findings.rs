@@ -629,4 +629,3 @@ fn one_line(text: &str) -> String {
     }
     out
 }
-

@@ -12,6 +12,7 @@
 )]
 
 mod agent_lock;
+mod audit;
 mod authority_rotation;
 mod ban_evict;
 mod cli_admin;

@@ -83,7 +83,10 @@ async fn seeded() -> Seeded {
         ],
         Some(refresh.clone()),
     ));
-    store.create_agent(agent(LIVE_AGENT, START - 60)).await.unwrap();
+    store
+        .create_agent(agent(LIVE_AGENT, START - 60))
+        .await
+        .unwrap();
     store
         .create_agent(agent(STALE_AGENT, START - 8 * DAY))
         .await
@@ -198,7 +201,11 @@ async fn seeded() -> Seeded {
         refresh.record(
             &trust_domain,
             START - 60,
-            if ok { Ok(()) } else { Err("connection refused") },
+            if ok {
+                Ok(())
+            } else {
+                Err("connection refused")
+            },
         );
     }
     Seeded {
@@ -239,8 +246,16 @@ async fn a_seeded_store_with_one_case_of_each_finding_reports_exactly_those() {
     for (kind, subject_kind, subject) in [
         ("agent_stale", "agent", STALE_AGENT),
         ("join_token_unused", "join_token", "stale"),
-        ("issuer_without_condition", "issuer", "https://ci.example.com"),
-        ("federation_refresh_failing", "federation", "failing.example"),
+        (
+            "issuer_without_condition",
+            "issuer",
+            "https://ci.example.com",
+        ),
+        (
+            "federation_refresh_failing",
+            "federation",
+            "failing.example",
+        ),
     ] {
         expected.insert((kind.to_owned(), subject_kind.to_owned(), subject.to_owned()));
     }
@@ -278,7 +293,11 @@ async fn report_filters_narrow_the_findings_and_bad_filters_are_refused() {
     let seeded = seeded().await;
     let h = &seeded.harness;
     let (_, report) = h
-        .call(Method::GET, "/api/v1/inventory/report?kind=agent_stale", None)
+        .call(
+            Method::GET,
+            "/api/v1/inventory/report?kind=agent_stale",
+            None,
+        )
         .await;
     assert_eq!(
         findings_of(&report),
@@ -370,7 +389,11 @@ async fn summary_entries_owners_and_one_entry_read_the_same_store() {
 
     // Unused for 30 days: the never-used entry (created 31 days ago) and the unused one.
     let (_, unused) = h
-        .call(Method::GET, "/api/v1/inventory/entries?unused_for=30d", None)
+        .call(
+            Method::GET,
+            "/api/v1/inventory/entries?unused_for=30d",
+            None,
+        )
         .await;
     let mut ids: Vec<&str> = unused["entries"]
         .as_array()
