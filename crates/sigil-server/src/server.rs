@@ -520,6 +520,7 @@ pub async fn start(
                 issuer: issuer.as_deref().map(Arc::from),
                 oauth,
                 policies: policies.clone(),
+                audit: audit.clone(),
             };
             let mut stop = shutdown_rx.clone();
             tasks.spawn(async move {

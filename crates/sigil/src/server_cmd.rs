@@ -1140,3 +1140,91 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod governance_config_tests {
+    use super::*;
+
+    const SERVER: &str = "[server]\ntrust_domain = \"td\"\ndata_dir = \"/x\"\n";
+
+    /// The documented `[[audit.sink]]` tables of `conf/server.full.toml`, uncommented.
+    fn documented_sinks() -> String {
+        include_str!("../../../conf/server.full.toml")
+            .lines()
+            .skip_while(|line| !line.starts_with("# [[audit.sink]]"))
+            .take_while(|line| line.starts_with('#'))
+            .filter(|line| {
+                line.starts_with("# [[") || line.starts_with("# ") && line.contains(" = ")
+            })
+            .map(|line| format!("{}\n", line.trim_start_matches("# ")))
+            .collect()
+    }
+
+    #[test]
+    fn audit_is_on_by_default_and_the_documented_sinks_and_thresholds_parse() {
+        let c = parse_server_config(SERVER).unwrap();
+        assert!(c.server.audit.enabled);
+        assert_eq!(
+            c.server.audit.head_file.as_deref(),
+            Some(Path::new("/x/audit-head.json"))
+        );
+        assert_eq!(
+            c.server.inventory,
+            sigil_server::governance::InventoryConfig::default()
+        );
+        let full = parse_server_config(include_str!("../../../conf/server.full.toml")).unwrap();
+        assert!(full.server.audit.enabled);
+        assert_eq!(full.server.inventory.unused_after, 30 * 86_400);
+        let sinks = documented_sinks();
+        let c = parse_server_config(&format!("{SERVER}[audit]\n{sinks}")).unwrap();
+        assert_eq!(c.server.audit.sinks.len(), 3, "{sinks}");
+        assert!(matches!(
+            c.server.audit.sinks[0],
+            sigil_server::audit::sinks::SinkConfig::File { .. }
+        ));
+    }
+
+    #[test]
+    fn bad_audit_and_inventory_tables_are_refused_naming_the_field() {
+        for (table, needle) in [
+            (
+                "[audit]\npolicy_decisions = \"some\"\n",
+                "audit.policy_decisions",
+            ),
+            (
+                "[audit]\ncheckpoint_interval = \"soon\"\n",
+                "audit.checkpoint_interval",
+            ),
+            ("[audit]\nspool_records = 0\n", "audit.spool_records"),
+            ("[[audit.sink]]\nkind = \"kafka\"\n", "unknown kind `kafka`"),
+            ("[[audit.sink]]\nkind = \"file\"\n", "needs `path`"),
+            (
+                "[[audit.sink]]\nkind = \"file\"\npath = \"rel.log\"\n",
+                "must be absolute",
+            ),
+            (
+                "[[audit.sink]]\nkind = \"file\"\npath = \"/a\"\nurl = \"http://x\"\n",
+                "`url` does not apply",
+            ),
+            (
+                "[[audit.sink]]\nkind = \"syslog\"\naddress = \"/dev/log\"\nfacility = \"kern\"\n",
+                "#1",
+            ),
+            ("[[audit.sink]]\nkind = \"http\"\nurl = \"ftp://x\"\n", "#1"),
+            (
+                "[inventory]\nunused_after = \"-1d\"\n",
+                "inventory.unused_after",
+            ),
+            ("[inventory]\nunused_after = \"60d\"\n", "usage_retention"),
+            ("[inventory]\ncolour = \"red\"\n", "colour"),
+        ] {
+            let err = parse_server_config(&format!("{SERVER}{table}"))
+                .err()
+                .unwrap_or_else(|| panic!("accepted: {table}"));
+            assert!(
+                format!("{err:#}").contains(needle),
+                "{table}: {err:#} does not name {needle}"
+            );
+        }
+    }
+}

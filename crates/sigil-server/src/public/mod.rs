@@ -91,6 +91,9 @@ pub(crate) struct PublicState {
     pub(crate) oauth: Option<Arc<crate::oauth::OAuth>>,
     /// The policy set in force (its hash is in `/readyz`).
     pub(crate) policies: Arc<crate::policy::Policies>,
+    /// The audit log: its problems are warnings on `/readyz` (a failing sink or store never
+    /// makes the server unready: serving is not blocked by auditing).
+    pub(crate) audit: crate::audit::AuditLog,
 }
 
 /// Every route of the public listener.
@@ -147,11 +150,20 @@ async fn healthz() -> Response {
 /// memory without it, but cannot take writes).
 async fn readyz(State(state): State<PublicState>) -> Response {
     match tokio::time::timeout(READY_PROBE_TIMEOUT, state.store.latest_change()).await {
-        Ok(Ok(_)) => axum::Json(json!({
-            "status": "ready",
-            "policy_hash": state.policies.hash(),
-        }))
-        .into_response(),
+        Ok(Ok(_)) => {
+            let audit = state.audit.status();
+            axum::Json(json!({
+                "status": "ready",
+                "policy_hash": state.policies.hash(),
+                "audit": {
+                    "enabled": audit.enabled,
+                    "failing": audit.failing,
+                    "dropped": audit.dropped,
+                    "warnings": audit.warnings,
+                },
+            }))
+            .into_response()
+        }
         Ok(Err(e)) => error(
             StatusCode::SERVICE_UNAVAILABLE,
             "datastore_unavailable",

@@ -107,11 +107,40 @@ impl TestServer {
         Self::try_start_full(store, public, oauth, None).await
     }
 
+    /// Starts a server for `example.org` on an in-memory store with the audit log on or off
+    /// (the audit overhead bench runs both).
+    pub async fn start_audited(audit: bool) -> Self {
+        Self::try_start_config(
+            Arc::new(SqliteStore::open_in_memory().unwrap()),
+            None,
+            None,
+            None,
+            sigil_server::audit::AuditConfig {
+                enabled: audit,
+                ..sigil_server::audit::AuditConfig::default()
+            },
+        )
+        .await
+        .unwrap()
+    }
+
     async fn try_start_full(
         store: Arc<dyn Datastore>,
         public: Option<sigil_server::public::PublicConfig>,
         oauth: Option<sigil_server::oauth::OAuthConfig>,
         policy_dir: Option<std::path::PathBuf>,
+    ) -> Result<Self, sigil_server::ServerError> {
+        // On, as in a deployed server (the records go to the test's store).
+        let audit = sigil_server::audit::AuditConfig::default();
+        Self::try_start_config(store, public, oauth, policy_dir, audit).await
+    }
+
+    async fn try_start_config(
+        store: Arc<dyn Datastore>,
+        public: Option<sigil_server::public::PublicConfig>,
+        oauth: Option<sigil_server::oauth::OAuthConfig>,
+        policy_dir: Option<std::path::PathBuf>,
+        audit: sigil_server::audit::AuditConfig,
     ) -> Result<Self, sigil_server::ServerError> {
         let dir = tempfile::tempdir().unwrap();
         // The fake clock starts at the real time so certificates are valid for rustls, which
@@ -128,8 +157,7 @@ impl TestServer {
             issuance: sigil_server::agent_api::IssuanceDefaults::default(),
             tls: sigil_tls::TlsPolicy::default(),
             federations: Vec::new(),
-            // On, as in a deployed server (the records go to the test's store).
-            audit: sigil_server::audit::AuditConfig::default(),
+            audit,
             inventory: sigil_server::governance::InventoryConfig::default(),
             federation_web_roots: None,
             policy_dir,
