@@ -349,7 +349,8 @@ impl Issuer {
             } else {
                 Outcome::Success
             };
-            self.audit.record_detached(
+            // Aggregated: the calls of one agent queued together make one record.
+            self.audit.record_aggregated(
                 self.audit
                     .event(
                         agent.spiffe_id.as_str(),

@@ -247,3 +247,56 @@ async fn the_next_jwt_key_is_in_the_jwks_before_it_signs() {
     assert!(kids.contains(&header["kid"].as_str().unwrap()));
     server.stop().await;
 }
+
+#[tokio::test]
+async fn readyz_reports_a_failing_audit_sink_as_a_warning_and_stays_ready() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such-dir").join("audit.jsonl");
+    let server = TestServer::start_audited(
+        sigil_server::audit::AuditConfig {
+            sinks: vec![sigil_server::audit::sinks::SinkConfig::File {
+                path: missing.clone(),
+            }],
+            ..sigil_server::audit::AuditConfig::default()
+        },
+        Some(public(PublicTls::PlainLoopback, None)),
+    )
+    .await;
+    let addr = server.handle.public_addr.unwrap();
+    // An attestation is audited, and its record copied to the sink, which cannot write.
+    server.attest().await;
+    let started = std::time::Instant::now();
+    let body = loop {
+        let (status, body) = get(TcpStream::connect(addr).await.unwrap(), "/readyz").await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["audit"]["enabled"], true, "{body}");
+        let warned = body["audit"]["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w.as_str().unwrap().contains("audit sink"));
+        if warned {
+            break body;
+        }
+        assert!(started.elapsed() < PATIENCE, "no sink warning: {body}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_eq!(body["status"], "ready", "{body}");
+    // Once the directory exists the sink delivers what it spooled and the warning goes.
+    std::fs::create_dir_all(missing.parent().unwrap()).unwrap();
+    let started = std::time::Instant::now();
+    loop {
+        let (_, body) = get(TcpStream::connect(addr).await.unwrap(), "/readyz").await;
+        if body["audit"]["warnings"].as_array().unwrap().is_empty() {
+            break;
+        }
+        assert!(
+            started.elapsed() < 4 * PATIENCE,
+            "the sink did not recover: {body}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let copied = std::fs::read_to_string(&missing).unwrap();
+    assert!(copied.contains("agent.attest"), "{copied}");
+    server.stop().await;
+}

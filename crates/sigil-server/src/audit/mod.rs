@@ -109,6 +109,9 @@ pub struct AuditStatus {
 enum Pending {
     Wait(AuditEvent, oneshot::Sender<Result<(), AuditFailure>>),
     Detached(AuditEvent),
+    /// Merged by the writer with the others of the same actor, action, target and outcome
+    /// queued with it into one record (see [`AuditLog::record_aggregated`]).
+    Aggregate(AuditEvent, serde_json::Map<String, serde_json::Value>),
 }
 
 /// The handle everything audits through; cheap to clone. A disabled log accepts and drops
@@ -284,6 +287,30 @@ impl AuditLog {
         if inner
             .queue
             .try_send(Pending::Detached(inner.stamp(draft)))
+            .is_err()
+        {
+            inner.dropped(1);
+        }
+    }
+
+    /// Records `draft` like [`AuditLog::record_detached`], merged with the other aggregated
+    /// events of the same actor, action, target and outcome that are queued with it when the
+    /// writer takes them: one record whose numeric details are summed, whose list details are
+    /// concatenated (up to [`MAX_MERGED_ITEMS`] items) and whose `events` detail counts them.
+    /// For issuance: under load one record stands for the calls of one agent that arrived
+    /// while the previous append ran, instead of one record per call.
+    pub fn record_aggregated(&self, draft: EventDraft) {
+        let Some(inner) = &self.inner else {
+            return;
+        };
+        let details = draft.details.clone();
+        let event = inner.stamp(EventDraft {
+            details: serde_json::Map::new(),
+            ..draft
+        });
+        if inner
+            .queue
+            .try_send(Pending::Aggregate(event, details))
             .is_err()
         {
             inner.dropped(1);
@@ -469,14 +496,7 @@ impl Inner {
     /// The event of `draft`, cut to the record's bounds (a field too long is shortened, and
     /// details too long are replaced by a note), so a valid draft always makes a valid record.
     fn stamp(&self, draft: EventDraft) -> AuditEvent {
-        let mut details = if draft.details.is_empty() {
-            String::new()
-        } else {
-            serde_json::Value::Object(draft.details).to_string()
-        };
-        if details.len() > MAX_DETAILS_BYTES {
-            details = serde_json::json!({"truncated": true, "bytes": details.len()}).to_string();
-        }
+        let details = bounded_details(draft.details);
         AuditEvent {
             time: unix_millis(self.clock.as_ref()),
             replica: self.replica.clone(),
@@ -560,6 +580,7 @@ async fn write(
 async fn append(inner: &Inner, batch: &mut Vec<Pending>) -> Option<(u64, String)> {
     let mut events = Vec::with_capacity(batch.len());
     let mut waiting = Vec::new();
+    let mut merged = Merged::default();
     for pending in batch.drain(..) {
         match pending {
             Pending::Wait(event, reply) => {
@@ -567,8 +588,10 @@ async fn append(inner: &Inner, batch: &mut Vec<Pending>) -> Option<(u64, String)
                 waiting.push(reply);
             }
             Pending::Detached(event) => events.push(event),
+            Pending::Aggregate(event, details) => merged.add(&mut events, event, details),
         }
     }
+    merged.finish(&mut events);
     let mut backoff = Duration::from_millis(50);
     let mut last_error = String::new();
     for attempt in 1..=APPEND_ATTEMPTS {
@@ -601,6 +624,97 @@ async fn append(inner: &Inner, batch: &mut Vec<Pending>) -> Option<(u64, String)
     }
     inner.dropped(detached as u64);
     None
+}
+
+/// Most items a list detail keeps when aggregated events are merged.
+pub const MAX_MERGED_ITEMS: usize = 32;
+
+/// Aggregated events of one writer batch, merged by actor, action, target and outcome: each
+/// group's record takes the place (and time) of its first event.
+#[derive(Default)]
+struct Merged {
+    /// Group key → (index in the batch's events, merged details, events merged).
+    groups: std::collections::HashMap<
+        (String, String, String, &'static str),
+        (usize, serde_json::Map<String, serde_json::Value>, u64),
+    >,
+}
+
+impl Merged {
+    fn add(
+        &mut self,
+        events: &mut Vec<AuditEvent>,
+        event: AuditEvent,
+        details: serde_json::Map<String, serde_json::Value>,
+    ) {
+        let key = (
+            event.actor.clone(),
+            event.action.clone(),
+            event.target.clone(),
+            event.outcome.as_str(),
+        );
+        match self.groups.get_mut(&key) {
+            Some((_, into, count)) => {
+                *count += 1;
+                merge_details(into, details);
+            }
+            None => {
+                self.groups.insert(key, (events.len(), details, 1));
+                events.push(event);
+            }
+        }
+    }
+
+    /// Writes each group's merged details into its event.
+    fn finish(self, events: &mut [AuditEvent]) {
+        for (_, (index, mut details, count)) in self.groups {
+            if count > 1 {
+                details.insert("events".to_owned(), count.into());
+            }
+            if let Some(event) = events.get_mut(index) {
+                event.details = bounded_details(details);
+            }
+        }
+    }
+}
+
+/// Sums numbers and concatenates lists (up to [`MAX_MERGED_ITEMS`]) of `from` into `into`;
+/// any other value keeps the first event's.
+fn merge_details(
+    into: &mut serde_json::Map<String, serde_json::Value>,
+    from: serde_json::Map<String, serde_json::Value>,
+) {
+    use serde_json::Value;
+    for (key, value) in from {
+        match (into.get_mut(&key), value) {
+            (None, value) => {
+                into.insert(key, value);
+            }
+            (Some(Value::Number(a)), Value::Number(b)) => {
+                if let (Some(x), Some(y)) = (a.as_u64(), b.as_u64()) {
+                    *a = x.saturating_add(y).into();
+                }
+            }
+            (Some(Value::Array(a)), Value::Array(b)) => {
+                let room = MAX_MERGED_ITEMS.saturating_sub(a.len());
+                a.extend(b.into_iter().take(room));
+            }
+            _ => {}
+        }
+    }
+}
+
+/// `details` as a record's details text, replaced by a note when too long.
+fn bounded_details(details: serde_json::Map<String, serde_json::Value>) -> String {
+    if details.is_empty() {
+        return String::new();
+    }
+    let text = serde_json::Value::Object(details).to_string();
+    if text.len() > MAX_DETAILS_BYTES {
+        serde_json::json!({"truncated": true, "bytes": text.len()}).to_string()
+    } else {
+        text
+    }
 }
 
 /// Signs and stores a checkpoint of record `seq` and writes it to the head file.
@@ -657,5 +771,81 @@ fn read_head_file(path: &std::path::Path) -> Option<Checkpoint> {
             tracing::warn!(error = %e, path = %path.display(), "the audit head file does not parse; ignored");
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn event(actor: &str, outcome: Outcome, time: i64) -> AuditEvent {
+        AuditEvent {
+            time,
+            replica: String::new(),
+            actor: actor.to_owned(),
+            action: "x509_svid.issue".to_owned(),
+            target: actor.to_owned(),
+            outcome,
+            details: String::new(),
+        }
+    }
+
+    fn details(value: serde_json::Value) -> serde_json::Map<String, serde_json::Value> {
+        match value {
+            serde_json::Value::Object(map) => map,
+            _ => unreachable!("an object"),
+        }
+    }
+
+    #[test]
+    fn aggregated_events_merge_by_actor_action_target_and_outcome_in_place() {
+        let mut events = vec![event("waited", Outcome::Success, 1)];
+        let mut merged = Merged::default();
+        for (actor, outcome, time, ids) in [
+            ("a", Outcome::Success, 2, vec!["x"]),
+            ("b", Outcome::Success, 3, vec!["y"]),
+            ("a", Outcome::Success, 4, vec!["z"]),
+            ("a", Outcome::Denied, 5, vec![]),
+        ] {
+            merged.add(
+                &mut events,
+                event(actor, outcome, time),
+                details(json!({"issued": ids.len(), "spiffe_ids": ids, "kind": actor})),
+            );
+        }
+        merged.finish(&mut events);
+        let summary: Vec<(&str, &str, i64)> = events
+            .iter()
+            .map(|e| (e.actor.as_str(), e.outcome.as_str(), e.time))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("waited", "success", 1),
+                ("a", "success", 2),
+                ("b", "success", 3),
+                ("a", "denied", 5)
+            ]
+        );
+        let a: serde_json::Value = serde_json::from_str(&events[1].details).unwrap();
+        assert_eq!(
+            a,
+            json!({"issued": 2, "spiffe_ids": ["x", "z"], "kind": "a", "events": 2})
+        );
+        // A group of one is recorded as it came, without a count.
+        let b: serde_json::Value = serde_json::from_str(&events[2].details).unwrap();
+        assert_eq!(b, json!({"issued": 1, "spiffe_ids": ["y"], "kind": "b"}));
+    }
+
+    #[test]
+    fn merged_lists_stop_at_their_bound() {
+        let mut into = details(json!({"ids": (0..30).collect::<Vec<_>>()}));
+        merge_details(
+            &mut into,
+            details(json!({"ids": (30..40).collect::<Vec<_>>()})),
+        );
+        assert_eq!(into["ids"].as_array().unwrap().len(), MAX_MERGED_ITEMS);
     }
 }

@@ -107,18 +107,18 @@ impl TestServer {
         Self::try_start_full(store, public, oauth, None).await
     }
 
-    /// Starts a server for `example.org` on an in-memory store with the audit log on or off
-    /// (the audit overhead bench runs both).
-    pub async fn start_audited(audit: bool) -> Self {
+    /// Starts a server for `example.org` on an in-memory store with `audit` as its audit log
+    /// configuration and the public listener `public`.
+    pub async fn start_audited(
+        audit: sigil_server::audit::AuditConfig,
+        public: Option<sigil_server::public::PublicConfig>,
+    ) -> Self {
         Self::try_start_config(
             Arc::new(SqliteStore::open_in_memory().unwrap()),
+            public,
             None,
             None,
-            None,
-            sigil_server::audit::AuditConfig {
-                enabled: audit,
-                ..sigil_server::audit::AuditConfig::default()
-            },
+            audit,
         )
         .await
         .unwrap()
