@@ -549,6 +549,7 @@ async fn write(
                 if n == 0 {
                     break;
                 }
+                linger(&mut rx, &mut batch).await;
                 if let Some(head) = append(&inner, &mut batch).await {
                     unsigned = Some(head);
                 }
@@ -570,6 +571,33 @@ async fn write(
     }
     if let Some((seq, hash)) = unsigned {
         checkpoint(&inner, seq, &hash, head_file.as_deref()).await;
+    }
+}
+
+/// Longest a batch of detached events waits for more before it is appended. Each append is one
+/// transaction on the datastore, which issuance's own inventory writes queue behind (one writer
+/// connection on SQLite); fewer, larger appends (and more issuance events merged) leave it
+/// free. A batch holding an event someone waits for (an admin change) is appended at once.
+const DETACHED_LINGER: Duration = Duration::from_millis(50);
+
+/// Lets a batch of detached events gather more for up to [`DETACHED_LINGER`], until it is full
+/// or an event someone waits for arrives.
+async fn linger(rx: &mut mpsc::Receiver<Pending>, batch: &mut Vec<Pending>) {
+    let waited_on = |batch: &[Pending]| batch.iter().any(|p| matches!(p, Pending::Wait(..)));
+    if waited_on(batch) {
+        return;
+    }
+    let deadline = tokio::time::Instant::now() + DETACHED_LINGER;
+    while batch.len() < MAX_GROUP {
+        let before = batch.len();
+        tokio::select! {
+            n = rx.recv_many(batch, MAX_GROUP - before) => {
+                if n == 0 || waited_on(&batch[before..]) {
+                    return;
+                }
+            }
+            () = tokio::time::sleep_until(deadline) => return,
+        }
     }
 }
 
