@@ -186,7 +186,7 @@ fn x509_usage_observer(
             let previous = sent.get(&id.entry_id);
             let delivery = Delivery {
                 fetch: previous.is_none(),
-                svids: u64::from(!previous.is_some_and(|p| p.as_ptr() == Arc::as_ptr(&id.svid))),
+                svids: u64::from(previous.is_none_or(|p| p.as_ptr() != Arc::as_ptr(&id.svid))),
             };
             usage.record(&id.entry_id, &workload, delivery, now);
             now_sent.insert(id.entry_id.clone(), Arc::downgrade(&id.svid));

@@ -592,7 +592,7 @@ async fn linger(rx: &mut mpsc::Receiver<Pending>, batch: &mut Vec<Pending>) {
         let before = batch.len();
         tokio::select! {
             n = rx.recv_many(batch, MAX_GROUP - before) => {
-                if n == 0 || waited_on(&batch[before..]) {
+                if n == 0 || batch.get(before..).is_some_and(waited_on) {
                     return;
                 }
             }
@@ -657,15 +657,16 @@ async fn append(inner: &Inner, batch: &mut Vec<Pending>) -> Option<(u64, String)
 /// Most items a list detail keeps when aggregated events are merged.
 pub const MAX_MERGED_ITEMS: usize = 32;
 
+/// Actor, action, target and outcome.
+type GroupKey = (String, String, String, &'static str);
+/// Index in the batch's events, merged details, events merged.
+type Group = (usize, serde_json::Map<String, serde_json::Value>, u64);
+
 /// Aggregated events of one writer batch, merged by actor, action, target and outcome: each
 /// group's record takes the place (and time) of its first event.
 #[derive(Default)]
 struct Merged {
-    /// Group key → (index in the batch's events, merged details, events merged).
-    groups: std::collections::HashMap<
-        (String, String, String, &'static str),
-        (usize, serde_json::Map<String, serde_json::Value>, u64),
-    >,
+    groups: std::collections::HashMap<GroupKey, Group>,
 }
 
 impl Merged {
