@@ -10,6 +10,8 @@ use crate::query::{encode_pairs, for_each_pair, set_once, truncate};
 
 /// Most records in one page of `GET /api/v1/audit`.
 pub const MAX_AUDIT_PAGE: u32 = 1000;
+// The `page_size` pattern of the document spells 1 to 1000 out.
+const _: () = assert!(MAX_AUDIT_PAGE == 1000);
 /// Records in a page when `page_size` is absent.
 pub const DEFAULT_AUDIT_PAGE: u32 = 100;
 
@@ -145,7 +147,7 @@ pub(crate) fn path_items(items: &mut serde_json::Map<String, serde_json::Value>)
                 param("since", "Only records at or after this time, Unix milliseconds", number.clone()),
                 param("until", "Only records before this time, Unix milliseconds", number.clone()),
                 param("after", "Only records after this sequence (`next_after` of the previous page)", number.clone()),
-                param("page_size", "Most records in the page", json!({"type": "string", "pattern": "^[0-9]{1,4}$", "description": format!("1 to {MAX_AUDIT_PAGE}, default {DEFAULT_AUDIT_PAGE}")})),
+                param("page_size", "Most records in the page", json!({"type": "string", "pattern": "^(?:[1-9][0-9]{0,2}|1000)$", "description": format!("1 to {MAX_AUDIT_PAGE}, default {DEFAULT_AUDIT_PAGE}")})),
             ],
             "responses": {
                 "200": ok("One page of records", "AuditRecordList"),

@@ -146,7 +146,7 @@ pub(crate) async fn list(
 }
 
 /// A SPIFFE ID prefix filter: any text, as long as a SPIFFE ID could be.
-fn parse_prefix(raw: Option<String>) -> Result<Option<String>, ApiError> {
+pub(crate) fn parse_prefix(raw: Option<String>) -> Result<Option<String>, ApiError> {
     match raw {
         Some(prefix) if prefix.chars().count() > MAX_SPIFFE_ID_BYTES => Err(ApiError::invalid(
             format!("invalid spiffe_id_prefix: longer than {MAX_SPIFFE_ID_BYTES} characters"),

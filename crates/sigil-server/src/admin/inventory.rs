@@ -18,7 +18,7 @@ use sigil_store::{EntryFilter, EntryReview, EntryUsage};
 
 use super::AdminState;
 use super::api_error::{ApiError, quote};
-use super::entries::to_wire;
+use super::entries::{parse_prefix, to_wire};
 use super::paging::PageRequest;
 use crate::governance::findings::is_missing_owner;
 use crate::governance::{
@@ -92,11 +92,12 @@ pub(crate) async fn list_owners(
     RawQuery(query): RawQuery,
 ) -> Result<Json<OwnerList>, ApiError> {
     let query = OwnerQuery::parse(query.as_deref().unwrap_or_default())?;
+    let only = owner_filter(query.owner)?;
     let ctx = &state.governance;
     let snap = snapshot::load(ctx, ctx.clock.unix_secs()).await?;
     let found = findings(&snap, &ctx.config);
     Ok(Json(OwnerList {
-        owners: owners(&snap, &found, query.owner.as_deref()),
+        owners: owners(&snap, &found, only.as_deref()),
     }))
 }
 
@@ -152,14 +153,9 @@ pub(crate) async fn list_entries(
                 .map_err(|e| ApiError::invalid_value("unused_for", raw, e))
         })
         .transpose()?;
-    if let Some(owner) = &query.owner
-        && owner.is_empty()
-    {
-        return Err(ApiError::invalid_value("owner", owner, "must not be empty"));
-    }
     let filter = EntryFilter {
-        owner: query.owner.clone(),
-        spiffe_id_prefix: query.spiffe_id_prefix.clone(),
+        owner: owner_filter(query.owner.clone())?,
+        spiffe_id_prefix: parse_prefix(query.spiffe_id_prefix.clone())?,
         ..EntryFilter::default()
     };
     let now = state.clock.unix_secs();
@@ -290,6 +286,7 @@ pub(crate) async fn report(
     RawQuery(query): RawQuery,
 ) -> Result<Json<FindingReport>, ApiError> {
     let query = FindingQuery::parse(query.as_deref().unwrap_or_default())?;
+    let owner = owner_filter(query.owner.clone())?;
     let severity = query
         .severity
         .as_deref()
@@ -336,7 +333,7 @@ pub(crate) async fn report(
         .filter(|f| severity.is_none_or(|s| f.severity() >= s))
         .filter(|f| category.is_none_or(|c| f.category() == c))
         .filter(|f| kind.is_none_or(|k| f.kind == k))
-        .filter(|f| query.owner.as_deref().is_none_or(|o| f.owner == o))
+        .filter(|f| owner.as_deref().is_none_or(|o| f.owner == o))
         .map(|f| to_wire_finding(&f))
         .collect();
     Ok(Json(FindingReport {
@@ -361,6 +358,19 @@ pub(crate) fn to_wire_finding(finding: &Finding) -> sigil_api::Finding {
         },
         detail: finding.detail.clone(),
         remediation: finding.remediation.clone(),
+    }
+}
+
+/// An `owner` filter: at most as long as an owner can be (the document's `maxLength`).
+fn owner_filter(raw: Option<String>) -> Result<Option<String>, ApiError> {
+    match raw {
+        Some(owner) if owner.chars().count() > sigil_api::entries::MAX_OWNER_CHARS => {
+            Err(ApiError::invalid(format!(
+                "invalid owner: longer than {} characters",
+                sigil_api::entries::MAX_OWNER_CHARS
+            )))
+        }
+        other => Ok(other),
     }
 }
 

@@ -328,6 +328,7 @@ async fn report_filters_narrow_the_findings_and_bad_filters_are_refused() {
         ("kind=entry_unloved", "kind"),
         ("colour=red", "colour"),
         ("kind=a&kind=b", "kind"),
+        (&format!("owner={}", "o".repeat(65)), "owner"),
     ] {
         let (status, body) = h
             .call(
@@ -343,7 +344,14 @@ async fn report_filters_narrow_the_findings_and_bad_filters_are_refused() {
             "{query}: {body}"
         );
     }
-    for query in ["unused_for=forever", "page_size=0", "owner="] {
+    let long_owner = format!("owner={}", "o".repeat(65));
+    let long_prefix = format!("spiffe_id_prefix={}", "p".repeat(2049));
+    for query in [
+        "unused_for=forever",
+        "page_size=0",
+        &long_owner,
+        &long_prefix,
+    ] {
         let (status, body) = h
             .call(
                 Method::GET,
