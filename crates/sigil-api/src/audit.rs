@@ -102,6 +102,25 @@ pub struct AuditVerification {
 }
 
 /// The audit keys registered by the server replicas: pin them to verify an export offline.
+impl AuditVerification {
+    /// The answer for a chain that verifies; `what` names it in the message ("the audit chain",
+    /// "the export").
+    pub fn verified(summary: &sigil_audit::Summary, what: &str) -> Self {
+        Self {
+            verified: true,
+            records: summary.records,
+            last_seq: summary.last_seq,
+            signed_through: summary.signed_through,
+            checkpoints: summary.checkpoints,
+            break_at: None,
+            message: format!(
+                "{what} verifies: {} records, signed through seq {} by {} checkpoints",
+                summary.records, summary.signed_through, summary.checkpoints
+            ),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditKeyList {
     pub keys: Vec<AuditKey>,

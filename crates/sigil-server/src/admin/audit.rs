@@ -163,18 +163,7 @@ pub(crate) async fn verify(
     require_empty(body)?;
     let verdict = state.audit.verify().await.map_err(unavailable)?;
     Ok(Json(match verdict {
-        Ok(summary) => AuditVerification {
-            verified: true,
-            records: summary.records,
-            last_seq: summary.last_seq,
-            signed_through: summary.signed_through,
-            checkpoints: summary.checkpoints,
-            break_at: None,
-            message: format!(
-                "the audit chain verifies: {} records, signed through seq {} by {} checkpoints",
-                summary.records, summary.signed_through, summary.checkpoints
-            ),
-        },
+        Ok(summary) => AuditVerification::verified(&summary, "the audit chain"),
         Err(broken) => AuditVerification {
             verified: false,
             records: broken.position.saturating_sub(1),

@@ -227,18 +227,7 @@ async fn verify(args: VerifyArgs) -> anyhow::Result<()> {
     let reader = File::open(file)
         .map_err(|e| anyhow!("cannot open {}: {}", file.display(), describe_io_error(&e)))?;
     let verdict = match verify_export(BufReader::new(reader), keys) {
-        Ok(summary) => AuditVerification {
-            verified: true,
-            records: summary.records,
-            last_seq: summary.last_seq,
-            signed_through: summary.signed_through,
-            checkpoints: summary.checkpoints,
-            break_at: None,
-            message: format!(
-                "the export verifies: {} records, signed through seq {} by {} checkpoints",
-                summary.records, summary.signed_through, summary.checkpoints
-            ),
-        },
+        Ok(summary) => AuditVerification::verified(&summary, "the export"),
         Err(ExportError::Read(e)) => {
             bail!("cannot read {}: {}", file.display(), describe_io_error(&e))
         }
