@@ -1,7 +1,7 @@
 //! Agent composition: [`start`] locks the data directory, makes sure the Workload API socket is
 //! free, resumes or attests the agent's identity, binds the socket, and runs the session loop,
-//! the Workload API and the usage reporter as owned tasks behind an [`AgentHandle`] that stops
-//! them together.
+//! the Workload API (with the credentials service on its socket) and the usage reporter as owned
+//! tasks behind an [`AgentHandle`] that stops them together.
 
 use std::os::unix::fs::DirBuilderExt as _;
 use std::path::{Path, PathBuf};
@@ -12,7 +12,7 @@ use sigil_spiffe::{Clock, SpiffeId};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::attestor::{UnixAttestor, UnixAttestorConfig};
+use crate::attestor::{UnixAttestor, UnixAttestorConfig, WorkloadAttestor};
 use crate::config::AgentConfig;
 use crate::data_dir_lock::DataDirLock;
 use crate::error::AgentError;
@@ -21,7 +21,7 @@ use crate::node_attestation::load_or_attest;
 use crate::session::Session;
 use crate::snapshot::WorkloadApiContext;
 use crate::usage::{UsageCounter, report_periodically};
-use crate::workload::{self, ServeOptions, WorkloadApi};
+use crate::workload::{self, CredentialsApi, ServeOptions, ServerCredentialForwarder, WorkloadApi};
 
 /// Mode of directories the agent creates for its data.
 const DATA_DIR_MODE: u32 = 0o700;
@@ -103,6 +103,12 @@ pub async fn start(config: AgentConfig, clock: Arc<dyn Clock>) -> Result<AgentHa
     });
     let session = Session::new(config, clock.clone(), identity, first_server)?;
     let spiffe_id = session.spiffe_id().clone();
+    let attestor: Arc<dyn WorkloadAttestor> = Arc::new(attestor);
+    let credentials = CredentialsApi::new(
+        session.snapshots(),
+        attestor.clone(),
+        Arc::new(ServerCredentialForwarder::new(session.client_slot())),
+    );
     let context = WorkloadApiContext {
         snapshots: session.snapshots(),
         jwt: Arc::new(ServerJwtMinter::new(
@@ -115,7 +121,7 @@ pub async fn start(config: AgentConfig, clock: Arc<dyn Clock>) -> Result<AgentHa
     };
     let usage = Arc::new(UsageCounter::new());
     let client = session.client_slot();
-    let api = WorkloadApi::with_attestor(context, Arc::new(attestor)).with_usage(usage.clone());
+    let api = WorkloadApi::with_attestor(context, attestor).with_usage(usage.clone());
 
     // Again right before binding: attestation may have taken a while.
     remove_stale_socket(&socket_path)?;
@@ -130,9 +136,16 @@ pub async fn start(config: AgentConfig, clock: Arc<dyn Clock>) -> Result<AgentHa
             let stopped = async move {
                 let _ = stop.changed().await;
             };
-            workload::serve_listener(listener, &path, api, ServeOptions::default(), stopped)
-                .await
-                .map_err(AgentError::from)
+            workload::serve_listener_with_credentials(
+                listener,
+                &path,
+                api,
+                credentials,
+                ServeOptions::default(),
+                stopped,
+            )
+            .await
+            .map_err(AgentError::from)
         });
     }
     tasks.spawn(report_periodically(

@@ -279,6 +279,27 @@ impl AgentService for FakeAgentApi {
             dropped: 0,
         }))
     }
+
+    async fn new_credential(
+        &self,
+        _: Request<pb::NewCredentialRequest>,
+    ) -> Result<Response<sigil_proto::creds::v1::Credential>, Status> {
+        Err(Status::unimplemented("fake server"))
+    }
+
+    async fn renew_credential_lease(
+        &self,
+        _: Request<pb::RenewCredentialLeaseRequest>,
+    ) -> Result<Response<sigil_proto::creds::v1::Lease>, Status> {
+        Err(Status::unimplemented("fake server"))
+    }
+
+    async fn revoke_credential_lease(
+        &self,
+        _: Request<pb::RevokeCredentialLeaseRequest>,
+    ) -> Result<Response<sigil_proto::creds::v1::Lease>, Status> {
+        Err(Status::unimplemented("fake server"))
+    }
 }
 
 /// A fake agent API on a loopback port. Dropping it without [`FakeServer::stop`] leaves its

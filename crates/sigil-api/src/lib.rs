@@ -13,6 +13,7 @@
 pub mod agents;
 pub mod audit;
 pub mod authorities;
+pub mod credentials;
 pub mod entries;
 pub mod error;
 pub mod federations;
@@ -33,6 +34,11 @@ pub use audit::{
     AuditKeyList, AuditQuery, AuditRecordList, AuditVerification, EntryReview, EntryReviewRequest,
 };
 pub use authorities::{Authority, AuthorityList, PrepareAuthorityRequest};
+pub use credentials::{
+    CredentialRequest, CredentialTarget, CredentialTargetList, DatabaseAddress, IssuedCredential,
+    Lease, LeaseFailure, LeaseList, LeaseRenewed, LeasesRevoked, RenewLeaseRequest,
+    RevokeLeasesRequest, RoleSpec, RootRotated, TargetSpec, TargetUpdateRequest,
+};
 pub use entries::{Entry, EntryBatch, EntryBatchRequest, EntryList, EntryRequest, MAX_ENTRY_BATCH};
 pub use error::{ErrorBody, ErrorCode, ErrorDetail, WireError};
 pub use federations::{

@@ -447,6 +447,7 @@ fn path_items() -> Value {
     );
     crate::audit::path_items(&mut items);
     crate::inventory::path_items(&mut items);
+    crate::credentials::path_items(&mut items);
     Value::Object(items)
 }
 
@@ -498,6 +499,22 @@ fn error_responses() -> Value {
         (
             "PolicyUnavailable",
             "unavailable: this server holds no policy set",
+        ),
+        (
+            "TargetConflict",
+            "already_exists: a target with that name exists (in the configuration file or stored); or conflict: the target is defined in the configuration file, the revision does not match, it still has active leases, or its password comes from an environment variable (a root rotation needs `password_file`); nothing changed",
+        ),
+        (
+            "LeaseConflict",
+            "conflict: the lease is not active (revoked, being revoked, or expired); nothing changed",
+        ),
+        (
+            "DatabaseFailed",
+            "upstream_failed: the target database refused the statements (the message says why)",
+        ),
+        (
+            "CredentialsUnavailable",
+            "unavailable: this server brokers no database credentials, the target's administrative password cannot be read, its database cannot be reached, or the audit log cannot record the change",
         ),
         (
             "PayloadTooLarge",
@@ -916,6 +933,151 @@ mod tests {
             "PolicyReloaded",
             &crate::PolicyReloaded { hash: "h".into() },
         );
+    }
+
+    #[test]
+    fn credential_schemas_list_exactly_the_fields_of_the_wire_types() {
+        use crate::credentials::{
+            CredentialTarget, CredentialTargetList, Lease, LeaseFailure, LeaseList, LeasesRevoked,
+            RenewLeaseRequest, RevokeLeasesRequest, RoleSpec, RootRotated, TargetSpec,
+            TargetUpdateRequest,
+        };
+        let doc = openapi_document(&td());
+        let role = RoleSpec {
+            name: "ro".into(),
+            creation_statements: vec!["CREATE".into()],
+            revocation_statements: Some(vec![]),
+            renewal_statements: Some(vec![]),
+            default_ttl: Some(TtlValue::Seconds(1)),
+            max_ttl: Some(TtlValue::Text("1h".into())),
+        };
+        assert_schema_matches(&doc, "RoleSpec", &role);
+        let spec = TargetSpec {
+            name: "pg".into(),
+            kind: "postgresql".into(),
+            url: "postgres://a@h/d".into(),
+            password_file: Some("/f".into()),
+            password_env: Some("E".into()),
+            owner: "team".into(),
+            default_ttl: Some(TtlValue::Seconds(1)),
+            max_ttl: Some(TtlValue::Seconds(2)),
+            roles: vec![role],
+        };
+        assert_schema_matches(&doc, "TargetSpec", &spec);
+        assert_schema_matches(
+            &doc,
+            "TargetUpdateRequest",
+            &TargetUpdateRequest {
+                spec: spec.clone(),
+                revision: 1,
+            },
+        );
+        let target = CredentialTarget {
+            spec,
+            source: "api".into(),
+            revision: 1,
+        };
+        assert_schema_matches(&doc, "CredentialTarget", &target);
+        assert_schema_matches(
+            &doc,
+            "CredentialTargetList",
+            &CredentialTargetList {
+                targets: vec![target],
+            },
+        );
+        assert_schema_matches(
+            &doc,
+            "RootRotated",
+            &RootRotated {
+                target: "pg".into(),
+                rotated_at: 1,
+            },
+        );
+        let lease = Lease {
+            id: "lease_0".into(),
+            target: "pg".into(),
+            role: "ro".into(),
+            spiffe_id: "spiffe://td/a".into(),
+            entry_id: Some("e".into()),
+            agent_id: Some("spiffe://td/sigil/agent/x".into()),
+            username: "u".into(),
+            owner: "team".into(),
+            created_at: 1,
+            expires_at: 2,
+            max_expires_at: 3,
+            renewed_at: Some(2),
+            state: "revoked".into(),
+            revoked_at: Some(3),
+            revoke_reason: Some("r".into()),
+        };
+        assert_schema_matches(&doc, "Lease", &lease);
+        assert_schema_matches(
+            &doc,
+            "LeaseList",
+            &LeaseList {
+                leases: vec![lease],
+                next_page_token: Some("x".into()),
+            },
+        );
+        assert_schema_matches(
+            &doc,
+            "RenewLeaseRequest",
+            &RenewLeaseRequest {
+                increment: Some(TtlValue::Seconds(5)),
+            },
+        );
+        assert_schema_matches(
+            &doc,
+            "RevokeLeasesRequest",
+            &RevokeLeasesRequest {
+                spiffe_id: Some("s".into()),
+                entry_id: Some("e".into()),
+                target: Some("t".into()),
+                agent_id: Some("a".into()),
+            },
+        );
+        let failure = LeaseFailure {
+            lease_id: "l".into(),
+            error: "e".into(),
+        };
+        assert_schema_matches(&doc, "LeaseFailure", &failure);
+        assert_schema_matches(
+            &doc,
+            "LeasesRevoked",
+            &LeasesRevoked {
+                revoked: vec!["l".into()],
+                failed: vec![failure],
+            },
+        );
+    }
+
+    #[test]
+    fn lease_list_parameters_match_the_query_encoding() {
+        let doc = openapi_document(&td());
+        let documented: BTreeSet<String> = doc["paths"][paths::LEASES]["get"]["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["name"].as_str().unwrap().to_owned())
+            .collect();
+        let query = crate::credentials::LeaseQuery {
+            target: Some("a".into()),
+            role: Some("b".into()),
+            spiffe_id: Some("c".into()),
+            entry_id: Some("d".into()),
+            agent_id: Some("e".into()),
+            state: Some("f".into()),
+            page: PageQuery {
+                page_size: Some("1".into()),
+                page_token: Some("h".into()),
+            },
+        }
+        .to_query_string();
+        let encoded: BTreeSet<String> = query
+            .split('&')
+            .map(|p| p.split_once('=').unwrap().0.to_owned())
+            .collect();
+        assert_eq!(documented, encoded);
     }
 
     #[test]

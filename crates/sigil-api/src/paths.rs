@@ -73,6 +73,22 @@ pub const INVENTORY_OWNERS: &str = "/api/v1/inventory/owners";
 pub const INVENTORY_REPORT: &str = "/api/v1/inventory/report";
 /// `GET`: liveness and trust domain.
 pub const HEALTH: &str = "/api/v1/health";
+/// `GET`: list the credential targets (configured and stored); `POST`: create one.
+pub const CREDENTIAL_TARGETS: &str = "/api/v1/credential-targets";
+/// `GET`, `PUT`, `DELETE`: one credential target by name.
+pub const CREDENTIAL_TARGET: &str = "/api/v1/credential-targets/{name}";
+/// `POST`: change a target's administrative password to a new one only Sigil knows.
+pub const CREDENTIAL_TARGET_ROTATE_ROOT: &str = "/api/v1/credential-targets/{name}/rotate-root";
+/// `GET`: list the leases of brokered database credentials (paged, filtered).
+pub const LEASES: &str = "/api/v1/leases";
+/// `POST`: revoke every active lease matching the fields given.
+pub const LEASES_REVOKE: &str = "/api/v1/leases/revoke";
+/// `GET`: one lease by id.
+pub const LEASE: &str = "/api/v1/leases/{id}";
+/// `POST`: renew one lease.
+pub const ADMIN_LEASE_RENEW: &str = "/api/v1/leases/{id}/renew";
+/// `POST`: revoke one lease.
+pub const ADMIN_LEASE_REVOKE: &str = "/api/v1/leases/{id}/revoke";
 
 /// Bytes escaped in a path segment: everything but RFC 3986 unreserved characters.
 const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
@@ -131,6 +147,31 @@ pub fn inventory_entry(id: &str) -> String {
     format!("{INVENTORY_ENTRIES}/{}", encode_segment(id))
 }
 
+/// The path of credential target `name` (percent-encoded as one segment).
+pub fn credential_target(name: &str) -> String {
+    CREDENTIAL_TARGET.replace("{name}", &encode_segment(name))
+}
+
+/// The root rotation path of credential target `name`.
+pub fn credential_target_rotate_root(name: &str) -> String {
+    CREDENTIAL_TARGET_ROTATE_ROOT.replace("{name}", &encode_segment(name))
+}
+
+/// The path of lease `id` (percent-encoded as one segment).
+pub fn lease(id: &str) -> String {
+    LEASE.replace("{id}", &encode_segment(id))
+}
+
+/// The renewal path of lease `id`.
+pub fn lease_renew(id: &str) -> String {
+    ADMIN_LEASE_RENEW.replace("{id}", &encode_segment(id))
+}
+
+/// The revocation path of lease `id`.
+pub fn lease_revoke(id: &str) -> String {
+    ADMIN_LEASE_REVOKE.replace("{id}", &encode_segment(id))
+}
+
 /// `value` percent-encoded so that it is exactly one path segment.
 pub fn encode_segment(value: &str) -> String {
     utf8_percent_encode(value, SEGMENT).to_string()
@@ -175,6 +216,18 @@ mod tests {
             federation_refresh("spiffe://p.org"),
             "/api/v1/federations/spiffe%3A%2F%2Fp.org/refresh"
         );
+    }
+
+    #[test]
+    fn credential_paths_keep_their_parameter_in_one_segment() {
+        assert_eq!(credential_target("pg"), "/api/v1/credential-targets/pg");
+        assert_eq!(
+            credential_target_rotate_root("a/b"),
+            "/api/v1/credential-targets/a%2Fb/rotate-root"
+        );
+        assert_eq!(lease("lease_0a"), "/api/v1/leases/lease_0a");
+        assert_eq!(lease_renew("x"), "/api/v1/leases/x/renew");
+        assert_eq!(lease_revoke("x"), "/api/v1/leases/x/revoke");
     }
 
     #[test]

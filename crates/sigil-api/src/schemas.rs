@@ -288,6 +288,11 @@ pub(crate) fn schemas(td: &str) -> Value {
     {
         all.extend(inventory);
     }
+    if let (Some(all), Value::Object(credentials)) =
+        (all.as_object_mut(), crate::credentials::schemas())
+    {
+        all.extend(credentials);
+    }
     all
 }
 

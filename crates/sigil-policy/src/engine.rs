@@ -435,6 +435,7 @@ mod tests {
             ("IssueX509Svid", ["workload", "agent"]),
             ("IssueJwtSvid", ["workload", "agent"]),
             ("Exchange", ["workload", "external"]),
+            ("RequestCredential", ["workload", "workload"]),
         ] {
             let proof = loaded.actions.get(action).unwrap().shapes;
             for shape in RequestShape::all() {

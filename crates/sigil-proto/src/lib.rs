@@ -1,5 +1,5 @@
-//! Generated protocol code: the SPIFFE Workload API (`workload`) and Sigil's agent API
-//! (`agent::v1`), and the codec the generated services use ([`codec`]). Nothing else lives here.
+//! Generated protocol code: the SPIFFE Workload API (`workload`), Sigil's agent API
+//! (`agent::v1`) and its credentials service (`creds::v1`), and the codec the generated services use ([`codec`]). Nothing else lives here.
 
 pub mod codec;
 
@@ -16,6 +16,31 @@ pub mod agent {
     #[allow(clippy::all, reason = "generated code")]
     pub mod v1 {
         include!(concat!(env!("OUT_DIR"), "/sigil.agent.v1.rs"));
+    }
+}
+
+/// Sigil's credentials service, served by the agent on the Workload API socket.
+pub mod creds {
+    /// Version 1.
+    #[allow(clippy::all, reason = "generated code")]
+    pub mod v1 {
+        include!(concat!(env!("OUT_DIR"), "/sigil.creds.v1.rs"));
+
+        /// Never prints the password.
+        impl std::fmt::Debug for Credential {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_struct("Credential")
+                    .field("lease_id", &self.lease_id)
+                    .field("target", &self.target)
+                    .field("role", &self.role)
+                    .field("username", &self.username)
+                    .field("password", &"<redacted>")
+                    .field("expires_at", &self.expires_at)
+                    .field("max_expires_at", &self.max_expires_at)
+                    .field("database", &self.database)
+                    .finish()
+            }
+        }
     }
 }
 

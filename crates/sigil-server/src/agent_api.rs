@@ -1,7 +1,8 @@
 //! The agent API (`sigil.agent.v1.AgentService`): join-token node attestation, agent SVID
 //! renewal, the pushed stream of authorized entries, batch X509-SVID signing, JWT-SVID
-//! minting, and workload usage reports (checked in [`crate::usage`]). Every credential comes
-//! from the [`Issuer`]; this module only speaks the protocol.
+//! minting, workload usage reports (checked in [`crate::usage`]), and database credentials for
+//! the workloads an agent serves (through [`Credentials`], when targets are configured). Every
+//! SVID comes from the [`Issuer`]; this module only speaks the protocol.
 //!
 //! Every call but `AttestAgent` is authenticated by the agent's X509-SVID: the TLS layer has
 //! already verified the chain against the trust bundle; here the SPIFFE ID must name a known,
@@ -17,6 +18,7 @@ use std::time::Duration;
 use futures::Stream;
 use sigil_proto::agent::v1 as pb;
 use sigil_proto::agent::v1::agent_service_server::AgentService;
+use sigil_proto::creds::v1 as creds_pb;
 use sigil_spiffe::{Clock, SpiffeId, TrustBundle};
 use sigil_store::{AttestedAgent, CredentialKind, Datastore, Entry, Outcome, StoreError};
 use tokio::sync::watch;
@@ -24,6 +26,7 @@ use tonic::{Request, Response, Status};
 
 use crate::agent_index::{AgentIndex, AgentView, AgentWatch};
 use crate::agent_listener::AgentPeer;
+use crate::credentials::{Credentials, CredentialsError, Issued, Requester, Via};
 use crate::entry_index::{EntryAccess, EntryIndex};
 use crate::federation::{BundleMap, ForeignBundles};
 pub use crate::issuer::IssuanceDefaults;
@@ -49,6 +52,9 @@ pub struct AgentApi {
     shutdown: Option<watch::Receiver<bool>>,
     /// The federated trust domains' bundles, pushed with every trust message.
     foreign: Option<Arc<ForeignBundles>>,
+    /// Database credentials for the agents' workloads; `None`: the credential RPCs are
+    /// `Unimplemented`.
+    credentials: Option<Arc<Credentials>>,
 }
 
 /// A caller that passed agent authentication.
@@ -160,6 +166,85 @@ fn to_pb_entry(e: &Entry) -> pb::Entry {
     }
 }
 
+/// The gRPC status of a credentials failure: the codes the public endpoint's HTTP statuses
+/// ([`crate::credentials::http::status_of`]) stand for. Internal causes are logged, not sent.
+fn credentials_status(e: &CredentialsError) -> Status {
+    use axum::http::StatusCode;
+    let (status, _) = crate::credentials::http::status_of(e);
+    match status {
+        StatusCode::NOT_FOUND => Status::not_found(e.to_string()),
+        StatusCode::BAD_REQUEST => Status::invalid_argument(e.to_string()),
+        StatusCode::FORBIDDEN => Status::permission_denied(e.to_string()),
+        StatusCode::CONFLICT => Status::failed_precondition(e.to_string()),
+        StatusCode::SERVICE_UNAVAILABLE | StatusCode::BAD_GATEWAY => {
+            Status::unavailable(e.to_string())
+        }
+        _ => {
+            tracing::warn!(error = %e, "credentials request failed");
+            Status::internal("internal error; see the server log")
+        }
+    }
+}
+
+/// The wire form of a freshly created credential.
+fn to_pb_credential(issued: &Issued, now: i64) -> creds_pb::Credential {
+    let wire = issued.to_wire(now);
+    creds_pb::Credential {
+        lease_id: wire.lease_id,
+        target: wire.target,
+        role: wire.role,
+        username: wire.username,
+        password: wire.password,
+        expires_at: wire.expires_at,
+        max_expires_at: wire.max_expires_at,
+        database: Some(creds_pb::Database {
+            r#type: wire.database.kind,
+            host: wire.database.host,
+            port: u32::from(wire.database.port),
+            database: wire.database.database.unwrap_or_default(),
+        }),
+    }
+}
+
+/// The wire form of a lease after a renewal or a revocation.
+fn to_pb_lease(lease: &sigil_store::Lease) -> creds_pb::Lease {
+    creds_pb::Lease {
+        lease_id: lease.id.clone(),
+        expires_at: lease.expires_at,
+        max_expires_at: lease.max_expires_at,
+        state: lease.state.as_str().to_owned(),
+    }
+}
+
+/// `0` on the wire: the role's default.
+fn nonzero(seconds: u64) -> Option<u64> {
+    (seconds != 0).then_some(seconds)
+}
+
+/// The workload asking through `agent` under `entry`, as [`Credentials`] sees it.
+fn requester_of(entry: &Entry, agent: &AgentView, source_address: Option<String>) -> Requester {
+    Requester {
+        spiffe_id: entry.spec.spiffe_id.clone(),
+        entry_id: Some(entry.id.clone()),
+        owner: entry.spec.owner.clone(),
+        selectors: entry
+            .spec
+            .selectors
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
+        agent: Some(sigil_policy::AgentRef {
+            spiffe_id: agent.spiffe_id.clone(),
+            attestation_type: naming::agent_attestor(&agent.spiffe_id)
+                .unwrap_or_default()
+                .to_owned(),
+            node_selectors: agent.selectors.iter().map(ToString::to_string).collect(),
+        }),
+        source_address,
+        via: Via::Agent,
+    }
+}
+
 impl AgentApi {
     /// A service issuing through `issuer`, authenticating agents with `agents` and serving the
     /// entries of `entries`; `store` takes the writes (attestation, renewal, `last_seen`).
@@ -178,7 +263,15 @@ impl AgentApi {
             clock,
             shutdown: None,
             foreign: None,
+            credentials: None,
         }
+    }
+
+    /// The same service, answering the credential RPCs (`NewCredential`,
+    /// `RenewCredentialLease`, `RevokeCredentialLease`) with `credentials`.
+    pub fn with_credentials(mut self, credentials: Arc<Credentials>) -> Self {
+        self.credentials = Some(credentials);
+        self
     }
 
     /// The same service, pushing `foreign` (the federated bundles) to every agent with the trust
@@ -268,6 +361,26 @@ impl AgentApi {
             .revocations()
             .list
             .is_revoked(CredentialKind::X509Svid, serial, now)
+    }
+
+    /// The credentials service, or `Unimplemented` when no targets are configured.
+    fn credentials(&self) -> Result<&Arc<Credentials>, Status> {
+        self.credentials
+            .as_ref()
+            .ok_or_else(|| Status::unimplemented("no credential targets are configured"))
+    }
+
+    /// Entry `entry_id` if `agent` may serve it now (as for SVIDs), else `PermissionDenied`.
+    fn served_entry(&self, agent: &AgentView, entry_id: &str) -> Result<Arc<Entry>, Status> {
+        self.entries
+            .authorized_entry(&agent.spiffe_id, &agent.selectors, entry_id)
+            .ok_or_else(|| {
+                // The id is the caller's input: echo a bounded prefix only.
+                Status::permission_denied(format!(
+                    "entry `{}` is not authorized for this agent",
+                    entry_id.chars().take(64).collect::<String>()
+                ))
+            })
     }
 
     /// The entries `agent` is authorized to serve, as the index holds them (shared, not copied).
@@ -605,6 +718,76 @@ impl AgentService for AgentApi {
             dropped: u32::try_from(dropped).unwrap_or(u32::MAX),
         }))
     }
+
+    /// Creates a credential for the workload the agent serves under `entry_id`: the entry must
+    /// be one the agent may serve; the server's policy decides on the entry's identity.
+    async fn new_credential(
+        &self,
+        request: Request<pb::NewCredentialRequest>,
+    ) -> Result<Response<creds_pb::Credential>, Status> {
+        let agent = self.authenticate(&request).await?;
+        let credentials = self.credentials()?;
+        let source = request
+            .extensions()
+            .get::<AgentPeer>()
+            .map(|peer| peer.remote.ip().to_string());
+        let req = request.into_inner();
+        let entry = self.served_entry(&agent.view, &req.entry_id)?;
+        let requester = requester_of(&entry, &agent.view, source);
+        let issued = credentials
+            .issue(&requester, &req.target, &req.role, nonzero(req.ttl))
+            .await
+            .map_err(|e| credentials_status(&e))?;
+        Ok(Response::new(to_pb_credential(
+            &issued,
+            self.clock.unix_secs(),
+        )))
+    }
+
+    /// Renews a lease held by the identity of `entry_id` (another identity's lease is not
+    /// found).
+    async fn renew_credential_lease(
+        &self,
+        request: Request<pb::RenewCredentialLeaseRequest>,
+    ) -> Result<Response<creds_pb::Lease>, Status> {
+        let agent = self.authenticate(&request).await?;
+        let credentials = self.credentials()?;
+        let req = request.into_inner();
+        let entry = self.served_entry(&agent.view, &req.entry_id)?;
+        let holder = &entry.spec.spiffe_id;
+        let lease = credentials
+            .renew(
+                &req.lease_id,
+                nonzero(req.increment),
+                Some(holder),
+                holder.as_str(),
+            )
+            .await
+            .map_err(|e| credentials_status(&e))?;
+        Ok(Response::new(to_pb_lease(&lease)))
+    }
+
+    /// Revokes a lease held by the identity of `entry_id`.
+    async fn revoke_credential_lease(
+        &self,
+        request: Request<pb::RevokeCredentialLeaseRequest>,
+    ) -> Result<Response<creds_pb::Lease>, Status> {
+        let agent = self.authenticate(&request).await?;
+        let credentials = self.credentials()?;
+        let req = request.into_inner();
+        let entry = self.served_entry(&agent.view, &req.entry_id)?;
+        let holder = &entry.spec.spiffe_id;
+        let lease = credentials
+            .revoke(
+                &req.lease_id,
+                &format!("revoked by {holder} through agent {}", agent.view.spiffe_id),
+                Some(holder),
+                holder.as_str(),
+            )
+            .await
+            .map_err(|e| credentials_status(&e))?;
+        Ok(Response::new(to_pb_lease(&lease)))
+    }
 }
 
 /// The sync stream: a full snapshot now, then one whenever something this agent gets may have
@@ -818,5 +1001,69 @@ async fn server_stopping(shutdown: Option<&mut watch::Receiver<bool>>) {
             let _ = rx.wait_for(|stopping| *stopping).await;
         }
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tonic::Code;
+
+    use super::*;
+
+    #[test]
+    fn credentials_errors_map_to_the_codes_of_their_http_statuses() {
+        let cases = [
+            (CredentialsError::UnknownTarget("t".into()), Code::NotFound),
+            (
+                CredentialsError::UnknownRole {
+                    target: "t".into(),
+                    role: "r".into(),
+                },
+                Code::NotFound,
+            ),
+            (CredentialsError::UnknownLease("l".into()), Code::NotFound),
+            (
+                CredentialsError::TtlTooLong {
+                    requested: 10,
+                    max: 5,
+                },
+                Code::InvalidArgument,
+            ),
+            (
+                CredentialsError::Denied {
+                    target: "t".into(),
+                    role: "r".into(),
+                    policies: Vec::new(),
+                    errors: Vec::new(),
+                },
+                Code::PermissionDenied,
+            ),
+            (
+                CredentialsError::LeaseNotActive {
+                    id: "l".into(),
+                    state: "revoked",
+                },
+                Code::FailedPrecondition,
+            ),
+            (
+                CredentialsError::AdminPassword {
+                    target: "t".into(),
+                    reason: "x".into(),
+                },
+                Code::Unavailable,
+            ),
+            (CredentialsError::Audit("x".into()), Code::Unavailable),
+        ];
+        for (error, code) in cases {
+            let status = credentials_status(&error);
+            assert_eq!(status.code(), code, "{error}");
+            assert_eq!(status.message(), error.to_string());
+        }
+    }
+
+    #[test]
+    fn zero_seconds_is_the_roles_default() {
+        assert_eq!(nonzero(0), None);
+        assert_eq!(nonzero(90), Some(90));
     }
 }

@@ -20,6 +20,7 @@ pub mod agent_listener;
 pub mod applied;
 pub mod audit;
 pub mod ca;
+pub mod credentials;
 pub mod entry_index;
 pub mod federation;
 pub mod feed;

@@ -70,6 +70,9 @@ pub struct ServerConfig {
     pub audit: crate::audit::AuditConfig,
     /// The inventory's finding thresholds and usage retention (`[inventory]`).
     pub inventory: crate::governance::InventoryConfig,
+    /// Brokered database credentials: the targets of the configuration file and the password
+    /// rules (`[credentials]`). Targets created through the admin API live in the datastore.
+    pub credentials: crate::credentials::CredentialsConfig,
 }
 
 /// What went wrong starting the server.
@@ -90,6 +93,8 @@ pub enum ServerError {
     Tls(#[from] sigil_tls::TlsError),
     #[error("admin API: {0}")]
     Admin(String),
+    #[error("credentials: {0}")]
+    Credentials(String),
     #[error("policy: {0}")]
     Policy(#[from] sigil_policy::PolicyError),
     #[error(
@@ -284,6 +289,21 @@ pub async fn start(
     }
     policies.set_audit(audit.clone());
 
+    // Brokered database credentials: the targets, and the task that revokes leases when they
+    // expire (its first pass revokes those that expired while the server was down).
+    let credentials = Arc::new(
+        crate::credentials::Credentials::new(
+            config.credentials.clone(),
+            store.clone(),
+            clock.clone(),
+            policies.clone(),
+            audit.clone(),
+            config.replica_id.clone(),
+        )
+        .map_err(|e| ServerError::Credentials(e.to_string()))?,
+    );
+    tasks.spawn(credentials.clone().run_expiry(shutdown_rx.clone()));
+
     // Federation: the relationships of the configuration, the foreign bundles held, and the
     // refresher that keeps them fresh.
     for configured in &config.federations {
@@ -445,9 +465,9 @@ pub async fn start(
     // Public listener.
     let (public_addr, public_issuer) = match &config.public {
         Some(public) => {
-            // Clients may authenticate with an X509-SVID of this trust domain (OAuth mutual TLS)
-            // when token exchange is on.
-            let client_verifier = config.oauth.as_ref().map(|_| verifier.clone());
+            // Clients may authenticate with an X509-SVID of this trust domain (OAuth mutual TLS,
+            // and workloads asking for database credentials).
+            let client_verifier = Some(verifier.clone());
             let listener = crate::public::bind(public.bind_address)
                 .await
                 .map_err(|source| ServerError::Bind {
@@ -521,6 +541,16 @@ pub async fn start(
                 oauth,
                 policies: policies.clone(),
                 audit: audit.clone(),
+                credentials: Some(crate::credentials::http::CredsState {
+                    credentials: credentials.clone(),
+                    auth: crate::credentials::caller::CallerAuth::new(
+                        ca.clone(),
+                        td.clone(),
+                        issuer.as_deref(),
+                    ),
+                    store: store.clone(),
+                    clock: clock.clone(),
+                }),
             };
             let mut stop = shutdown_rx.clone();
             tasks.spawn(async move {
@@ -554,6 +584,7 @@ pub async fn start(
         )
         .with_shutdown(shutdown_rx.clone())
         .with_foreign_bundles(foreign.clone());
+        // LEAD: .with_credentials(credentials.clone()) once agent_api has it
         let (incoming, accept_task) = agent_listener::accept_tls(listener, acceptor);
         let mut stop = shutdown_rx.clone();
         tasks.spawn(async move {
@@ -585,6 +616,7 @@ pub async fn start(
             policies: Some(policies.clone()),
             audit: audit.clone(),
             governance,
+            credentials: Some(credentials.clone()),
         };
         let mut stop = shutdown_rx.clone();
         let path = config.admin_socket.clone();

@@ -30,6 +30,7 @@ mod entries;
 mod entry_batches;
 mod federations;
 mod governance;
+mod leases;
 mod paging;
 mod records;
 mod revocations;
@@ -79,6 +80,12 @@ pub use governance::{
     audit_appends_continue_one_chain_across_calls, audit_checkpoints_and_keys_round_trip,
     audit_event, entry_reviews_keep_the_latest_and_go_with_the_entry,
     list_audit_applies_every_filter, workload_usage_merges_sums_and_prunes,
+};
+pub use leases::{
+    claim_is_a_compare_and_swap, concurrent_claims_of_one_lease_one_wins,
+    credential_targets_crud_with_revision_cas, due_leases_next_due_and_prune, lease,
+    lease_create_get_and_duplicate, lease_pages_are_capped, list_leases_filters_and_pages,
+    renewal_stays_within_bounds_and_state,
 };
 pub use paging::{
     agent_pages_cover_everything_once_in_id_order, entry_page_filters_combine,
@@ -186,6 +193,14 @@ macro_rules! datastore_conformance_tests {
             audit_checkpoints_and_keys_round_trip,
             workload_usage_merges_sums_and_prunes,
             entry_reviews_keep_the_latest_and_go_with_the_entry,
+            lease_create_get_and_duplicate,
+            list_leases_filters_and_pages,
+            lease_pages_are_capped,
+            renewal_stays_within_bounds_and_state,
+            claim_is_a_compare_and_swap,
+            concurrent_claims_of_one_lease_one_wins,
+            due_leases_next_due_and_prune,
+            credential_targets_crud_with_revision_cas,
         );
     };
     (@cases required $fixture:expr; $($case:ident),+ $(,)?) => {

@@ -410,6 +410,83 @@ pub trait Datastore: Send + Sync + 'static {
         limit: u32,
     ) -> StoreResult<Vec<IssuedCredential>>;
 
+    // --- brokered database credentials (model::leases) ---
+
+    /// Stores a new lease. `AlreadyExists` if its id is taken; `Invalid` for an empty or
+    /// over-long id, target, role, SPIFFE ID or user name, or `expires_at` past
+    /// `max_expires_at`.
+    async fn create_lease(&self, lease: Lease) -> StoreResult<()>;
+
+    /// The lease `id`, `None` if there is none.
+    async fn get_lease(&self, id: &str) -> StoreResult<Option<Lease>>;
+
+    /// Leases matching `filter`, ordered by id, at most `filter.limit` (capped).
+    async fn list_leases(&self, filter: &LeaseFilter) -> StoreResult<Vec<Lease>>;
+
+    /// Moves an active lease's `expires_at` to `expires_at` (one column update) and sets
+    /// `renewed_at = now`; returns the updated lease. `NotFound` for no lease;
+    /// `Invalid { field: "expires_at" }` past its `max_expires_at`; `Invalid { field: "state" }`
+    /// when it is not active or has already expired at `now`.
+    async fn renew_lease(&self, id: &str, expires_at: i64, now: i64) -> StoreResult<Lease>;
+
+    /// Claims the lease `id` for revocation until `claim_until`, in one compare-and-swap: an
+    /// active lease, or a revoking one whose claim ended before `now`, becomes revoking with
+    /// that claim; `reason` is kept if none was recorded before. Returns the claimed lease, or
+    /// `None` when it is revoked already or another claim holds it. `NotFound` for no lease.
+    async fn claim_lease_revocation(
+        &self,
+        id: &str,
+        reason: &str,
+        now: i64,
+        claim_until: i64,
+    ) -> StoreResult<Option<Lease>>;
+
+    /// Marks a revoking lease revoked at `now` and drops its claim. `NotFound` for no lease;
+    /// revoked leases are left as they are (finishing twice is not an error).
+    async fn finish_lease_revocation(&self, id: &str, now: i64) -> StoreResult<()>;
+
+    /// Leases due for revocation at `now`, soonest first, at most `limit` (capped): active ones
+    /// with `expires_at <= now`, and revoking ones whose claim ended before `now`.
+    async fn due_leases(&self, now: i64, limit: u32) -> StoreResult<Vec<Lease>>;
+
+    /// The earliest time a lease falls due: the least `expires_at` of active leases and
+    /// `claim_until` of revoking ones; `None` when there are none.
+    async fn next_lease_due(&self) -> StoreResult<Option<i64>>;
+
+    /// Deletes revoked leases revoked before `before`; returns how many.
+    async fn prune_leases(&self, before: i64) -> StoreResult<u64>;
+
+    /// Stores a target created through the admin API, at revision 1 with both timestamps `now`.
+    /// `AlreadyExists` when the name is taken; `Invalid` for an empty or over-long name, an
+    /// empty owner or a spec past [`MAX_TARGET_SPEC_BYTES`].
+    async fn create_credential_target(
+        &self,
+        name: &str,
+        owner: &str,
+        spec: &str,
+        now: i64,
+    ) -> StoreResult<StoredCredentialTarget>;
+
+    /// The stored target `name`, `None` if there is none.
+    async fn get_credential_target(&self, name: &str) -> StoreResult<Option<StoredCredentialTarget>>;
+
+    /// Every stored target, by name.
+    async fn list_credential_targets(&self) -> StoreResult<Vec<StoredCredentialTarget>>;
+
+    /// Replaces the owner and spec of target `name` when its revision is `expected_revision`
+    /// (compare-and-swap); the revision grows by 1. `NotFound`, `RevisionConflict`, `Invalid`.
+    async fn update_credential_target(
+        &self,
+        name: &str,
+        owner: &str,
+        spec: &str,
+        expected_revision: i64,
+        now: i64,
+    ) -> StoreResult<StoredCredentialTarget>;
+
+    /// Deletes the stored target `name` and returns it. `NotFound` if there is none.
+    async fn delete_credential_target(&self, name: &str) -> StoreResult<StoredCredentialTarget>;
+
     // ---- change feed ----
 
     /// Events with sequence greater than `after`, oldest first, at most `limit`.

@@ -12,6 +12,7 @@ use crate::{StoreError, StoreResult};
 
 mod federation;
 mod governance;
+mod leases;
 
 pub(crate) use federation::profile_rule_violation;
 pub use federation::{
@@ -20,6 +21,10 @@ pub use federation::{
 };
 pub(crate) use governance::{
     ActionMatch, check_audit_batch, check_audit_key, check_checkpoint, check_usage_batch,
+};
+pub use leases::{
+    Lease, LeaseFilter, LeaseState, MAX_LEASE_NAME_BYTES, MAX_LEASE_PAGE, MAX_REVOKE_REASON_BYTES,
+    MAX_TARGET_SPEC_BYTES, StoredCredentialTarget,
 };
 pub use governance::{
     AuditFilter, EntryReview, EntryUsage, MAX_AUDIT_BATCH, MAX_AUDIT_KEY_ID_BYTES,

@@ -22,6 +22,7 @@ mod entries;
 mod federations;
 mod governance;
 mod join_tokens;
+mod leases;
 mod listener;
 mod migrate;
 
@@ -48,8 +49,9 @@ use crate::rows::corrupt;
 use crate::{
     AttestedAgent, AuditEvent, AuditFilter, AuditKey, AuditRecord, AuthorityRecord, AuthorityState,
     Change, ChangeEvent, Checkpoint, CredentialKind, Datastore, Entry, EntryFilter, EntryReview,
-    EntryUsage, FederationRelationship, FederationUpdate, IssuedCredential, JoinToken, NewEntry,
-    NewFederationRelationship, Revocation, StoreError, StoreResult, StoredBundle, WorkloadUsage,
+    EntryUsage, FederationRelationship, FederationUpdate, IssuedCredential, JoinToken, Lease,
+    LeaseFilter, NewEntry, NewFederationRelationship, Revocation, StoreError, StoreResult,
+    StoredBundle, StoredCredentialTarget, WorkloadUsage,
 };
 
 pub use migrate::LATEST_SCHEMA_VERSION;
@@ -732,6 +734,105 @@ impl Datastore for PostgresStore {
         check_page_limit(limit)?;
         let conn = self.conn().await?;
         credentials::list_issued_for(&conn, spiffe_id.as_str(), limit).await
+    }
+
+    // Leases and targets: each write is one statement and appends no event, so none needs a
+    // transaction of its own.
+
+    async fn create_lease(&self, lease: Lease) -> StoreResult<()> {
+        lease.validate()?;
+        let conn = self.conn().await?;
+        leases::create(&conn, &lease).await
+    }
+
+    async fn get_lease(&self, id: &str) -> StoreResult<Option<Lease>> {
+        let conn = self.conn().await?;
+        leases::get(&conn, id).await
+    }
+
+    async fn list_leases(&self, filter: &LeaseFilter) -> StoreResult<Vec<Lease>> {
+        let conn = self.conn().await?;
+        leases::list(&conn, filter).await
+    }
+
+    async fn renew_lease(&self, id: &str, expires_at: i64, now: i64) -> StoreResult<Lease> {
+        let conn = self.conn().await?;
+        leases::renew(&conn, id, expires_at, now).await
+    }
+
+    async fn claim_lease_revocation(
+        &self,
+        id: &str,
+        reason: &str,
+        now: i64,
+        claim_until: i64,
+    ) -> StoreResult<Option<Lease>> {
+        let reason = Lease::stored_reason(reason)?;
+        let conn = self.conn().await?;
+        leases::claim(&conn, id, reason, now, claim_until).await
+    }
+
+    async fn finish_lease_revocation(&self, id: &str, now: i64) -> StoreResult<()> {
+        let conn = self.conn().await?;
+        leases::finish(&conn, id, now).await
+    }
+
+    async fn due_leases(&self, now: i64, limit: u32) -> StoreResult<Vec<Lease>> {
+        let conn = self.conn().await?;
+        leases::due(&conn, now, limit).await
+    }
+
+    async fn next_lease_due(&self) -> StoreResult<Option<i64>> {
+        let conn = self.conn().await?;
+        leases::next_due(&conn).await
+    }
+
+    async fn prune_leases(&self, before: i64) -> StoreResult<u64> {
+        let conn = self.conn().await?;
+        leases::prune(&conn, before).await
+    }
+
+    async fn create_credential_target(
+        &self,
+        name: &str,
+        owner: &str,
+        spec: &str,
+        now: i64,
+    ) -> StoreResult<StoredCredentialTarget> {
+        StoredCredentialTarget::validate_fields(name, owner, spec)?;
+        let conn = self.conn().await?;
+        leases::create_target(&conn, name, owner, spec, now).await
+    }
+
+    async fn get_credential_target(
+        &self,
+        name: &str,
+    ) -> StoreResult<Option<StoredCredentialTarget>> {
+        let conn = self.conn().await?;
+        leases::get_target(&conn, name).await
+    }
+
+    async fn list_credential_targets(&self) -> StoreResult<Vec<StoredCredentialTarget>> {
+        let conn = self.conn().await?;
+        leases::list_targets(&conn).await
+    }
+
+    async fn update_credential_target(
+        &self,
+        name: &str,
+        owner: &str,
+        spec: &str,
+        expected_revision: i64,
+        now: i64,
+    ) -> StoreResult<StoredCredentialTarget> {
+        StoredCredentialTarget::validate_fields(name, owner, spec)?;
+        let conn = self.conn().await?;
+        leases::update_target(&conn, name, owner, spec, expected_revision, now).await
+    }
+
+    async fn delete_credential_target(&self, name: &str) -> StoreResult<StoredCredentialTarget> {
+        let conn = self.conn().await?;
+        leases::delete_target(&conn, name).await
     }
 
     async fn changes_since(&self, after: u64, limit: u32) -> StoreResult<Vec<ChangeEvent>> {

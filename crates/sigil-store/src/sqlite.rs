@@ -14,6 +14,7 @@ mod entries;
 mod federations;
 mod governance;
 mod join_tokens;
+mod leases;
 mod migrate;
 
 use std::path::Path;
@@ -32,8 +33,9 @@ use crate::rows::corrupt;
 use crate::{
     AttestedAgent, AuditEvent, AuditFilter, AuditKey, AuditRecord, AuthorityRecord, AuthorityState,
     ChangeEvent, Checkpoint, CredentialKind, Datastore, Entry, EntryFilter, EntryReview,
-    EntryUsage, FederationRelationship, FederationUpdate, IssuedCredential, JoinToken, NewEntry,
-    NewFederationRelationship, Revocation, StoreError, StoreResult, StoredBundle, WorkloadUsage,
+    EntryUsage, FederationRelationship, FederationUpdate, IssuedCredential, JoinToken, Lease,
+    LeaseFilter, NewEntry, NewFederationRelationship, Revocation, StoreError, StoreResult,
+    StoredBundle, StoredCredentialTarget, WorkloadUsage,
 };
 
 pub use migrate::LATEST_SCHEMA_VERSION;
@@ -543,6 +545,103 @@ impl Datastore for SqliteStore {
         let spiffe_id = spiffe_id.as_str().to_owned();
         self.read(move |conn| credentials::list_issued_for(conn, &spiffe_id, limit))
             .await
+    }
+
+    async fn create_lease(&self, lease: Lease) -> StoreResult<()> {
+        lease.validate()?;
+        self.write(move |tx| leases::create(tx, &lease)).await
+    }
+
+    async fn get_lease(&self, id: &str) -> StoreResult<Option<Lease>> {
+        let id = id.to_owned();
+        self.read(move |conn| leases::get(conn, &id)).await
+    }
+
+    async fn list_leases(&self, filter: &LeaseFilter) -> StoreResult<Vec<Lease>> {
+        let filter = filter.clone();
+        self.read(move |conn| leases::list(conn, &filter)).await
+    }
+
+    async fn renew_lease(&self, id: &str, expires_at: i64, now: i64) -> StoreResult<Lease> {
+        let id = id.to_owned();
+        self.write(move |tx| leases::renew(tx, &id, expires_at, now))
+            .await
+    }
+
+    async fn claim_lease_revocation(
+        &self,
+        id: &str,
+        reason: &str,
+        now: i64,
+        claim_until: i64,
+    ) -> StoreResult<Option<Lease>> {
+        let reason = Lease::stored_reason(reason)?.to_owned();
+        let id = id.to_owned();
+        self.write(move |tx| leases::claim(tx, &id, &reason, now, claim_until))
+            .await
+    }
+
+    async fn finish_lease_revocation(&self, id: &str, now: i64) -> StoreResult<()> {
+        let id = id.to_owned();
+        self.write(move |tx| leases::finish(tx, &id, now)).await
+    }
+
+    async fn due_leases(&self, now: i64, limit: u32) -> StoreResult<Vec<Lease>> {
+        self.read(move |conn| leases::due(conn, now, limit)).await
+    }
+
+    async fn next_lease_due(&self) -> StoreResult<Option<i64>> {
+        self.read(leases::next_due).await
+    }
+
+    async fn prune_leases(&self, before: i64) -> StoreResult<u64> {
+        self.write(move |tx| leases::prune(tx, before)).await
+    }
+
+    async fn create_credential_target(
+        &self,
+        name: &str,
+        owner: &str,
+        spec: &str,
+        now: i64,
+    ) -> StoreResult<StoredCredentialTarget> {
+        StoredCredentialTarget::validate_fields(name, owner, spec)?;
+        let (name, owner, spec) = (name.to_owned(), owner.to_owned(), spec.to_owned());
+        self.write(move |tx| leases::create_target(tx, &name, &owner, &spec, now))
+            .await
+    }
+
+    async fn get_credential_target(
+        &self,
+        name: &str,
+    ) -> StoreResult<Option<StoredCredentialTarget>> {
+        let name = name.to_owned();
+        self.read(move |conn| leases::get_target(conn, &name)).await
+    }
+
+    async fn list_credential_targets(&self) -> StoreResult<Vec<StoredCredentialTarget>> {
+        self.read(leases::list_targets).await
+    }
+
+    async fn update_credential_target(
+        &self,
+        name: &str,
+        owner: &str,
+        spec: &str,
+        expected_revision: i64,
+        now: i64,
+    ) -> StoreResult<StoredCredentialTarget> {
+        StoredCredentialTarget::validate_fields(name, owner, spec)?;
+        let (name, owner, spec) = (name.to_owned(), owner.to_owned(), spec.to_owned());
+        self.write(move |tx| {
+            leases::update_target(tx, &name, &owner, &spec, expected_revision, now)
+        })
+        .await
+    }
+
+    async fn delete_credential_target(&self, name: &str) -> StoreResult<StoredCredentialTarget> {
+        let name = name.to_owned();
+        self.write(move |tx| leases::delete_target(tx, &name)).await
     }
 
     async fn changes_since(&self, after: u64, limit: u32) -> StoreResult<Vec<ChangeEvent>> {

@@ -119,6 +119,7 @@ pub async fn run(opts: DevOptions) -> anyhow::Result<()> {
             federation_web_roots: None,
             policy_dir: None,
             inventory: sigil_server::governance::InventoryConfig::default(),
+            credentials: sigil_server::credentials::CredentialsConfig::default(),
             audit: sigil_server::audit::AuditConfig {
                 head_file: Some(layout.server_dir.join("audit-head.json")),
                 ..sigil_server::audit::AuditConfig::default()

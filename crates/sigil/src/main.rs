@@ -4,6 +4,8 @@
 
 mod admin_cli;
 mod agent_cmd;
+mod credentials_config;
+mod creds_cmd;
 mod dev;
 mod exchange_cmd;
 mod governance_config;
@@ -22,12 +24,14 @@ use tracing_subscriber::EnvFilter;
 use crate::admin_cli::{
     agent, audit, authority, bundle, entry, federation, inventory, policy, svid, token,
 };
+use crate::admin_cli::leases;
 
 /// `--output` of list/show/create/fetch commands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum OutputFormat {
     /// Aligned `Key : value` blocks for people.
     #[default]
+    #[value(alias = "table")]
     Text,
     /// The API's JSON, pretty-printed.
     Json,
@@ -88,6 +92,13 @@ enum Command {
     /// Read, export and verify the tamper-evident audit log.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// List, show, renew and revoke the leases of brokered database credentials.
+    #[command(subcommand)]
+    Lease(leases::LeaseCommand),
+    /// Database credentials: fetch one through the agent (as a workload) and run a command with
+    /// it.
+    #[command(subcommand)]
+    Creds(creds_cmd::CredsCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -252,6 +263,8 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Policy(cmd) => policy::run(cmd).await,
         Command::Inventory(cmd) => inventory::run(cmd).await,
         Command::Audit(cmd) => audit::run(cmd).await,
+        Command::Lease(cmd) => leases::run(cmd).await,
+        Command::Creds(cmd) => creds_cmd::run(cmd).await,
     }
 }
 

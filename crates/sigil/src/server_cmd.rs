@@ -36,6 +36,8 @@ struct RawServerFile {
     audit: crate::governance_config::RawAudit,
     #[serde(default)]
     inventory: crate::governance_config::RawInventory,
+    #[serde(default)]
+    credentials: crate::credentials_config::RawCredentials,
 }
 
 /// `[policy]`: Cedar policies deciding issuance, token exchange and `/authz/v1/decide`.
@@ -635,6 +637,7 @@ pub fn parse_server_config(text: &str) -> anyhow::Result<LoadedServerConfig> {
     }
     let audit = raw.audit.into_config(&data_dir)?;
     let inventory = raw.inventory.into_config()?;
+    let credentials = raw.credentials.into_config()?;
     Ok(LoadedServerConfig {
         server: ServerConfig {
             trust_domain,
@@ -654,6 +657,7 @@ pub fn parse_server_config(text: &str) -> anyhow::Result<LoadedServerConfig> {
             policy_dir: raw.policy.map(|p| p.dir),
             audit,
             inventory,
+            credentials,
             oauth: None,
             public: None,
         },

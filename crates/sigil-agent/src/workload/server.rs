@@ -3,7 +3,8 @@
 //! [`ServeOptions::max_connections`] connections are served at once (more are closed as soon as
 //! they are accepted), and each accepted connection has its peer pinned ([`ConnectionPeer`])
 //! and carried into the handlers and, by default, goes through [`AuthorityRewrite`] so grpcio
-//! clients are understood.
+//! clients are understood. Sigil's credentials service ([`CredentialsApi`]) may share the
+//! socket; it is routed by its own gRPC path and leaves `SpiffeWorkloadAPI` as it is.
 
 use std::future::Future;
 use std::io;
@@ -15,6 +16,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures::Stream;
+use sigil_proto::creds::v1::credentials_server::CredentialsServer;
 use sigil_proto::workload::spiffe_workload_api_server::SpiffeWorkloadApiServer;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{UnixListener, UnixStream};
@@ -22,6 +24,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tonic::transport::server::Connected;
 
 use super::authority::{AuthorityRewrite, MAX_HEADER_LIST_BYTES};
+use super::credentials::CredentialsApi;
 use super::peer::ConnectionPeer;
 use super::service::{DEFAULT_MAX_CONCURRENT_ATTESTATIONS, WorkloadApi};
 use crate::attestor::CallerInfo;
@@ -119,21 +122,46 @@ pub async fn serve_listener(
     options: ServeOptions,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), WorkloadServerError> {
+    serve_services(listener, path, api, None, options, shutdown).await
+}
+
+/// As [`serve_listener`], with Sigil's credentials service `credentials` on the same socket
+/// (its callers attested as the Workload API's are).
+pub async fn serve_listener_with_credentials(
+    listener: UnixListener,
+    path: &Path,
+    api: WorkloadApi,
+    credentials: CredentialsApi,
+    options: ServeOptions,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), WorkloadServerError> {
+    serve_services(listener, path, api, Some(credentials), options, shutdown).await
+}
+
+async fn serve_services(
+    listener: UnixListener,
+    path: &Path,
+    api: WorkloadApi,
+    credentials: Option<CredentialsApi>,
+    options: ServeOptions,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), WorkloadServerError> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let api = api
         .with_stop_signal(stop_rx)
         .with_attestation_limit(options.max_concurrent_attestations);
+    let credentials = credentials.map(|c| {
+        CredentialsServer::new(c.with_attestation_limit(options.max_concurrent_attestations))
+    });
     let signal = async move {
         shutdown.await;
         stop_tx.send_replace(true);
     };
     let result = tonic::transport::Server::builder()
         .http2_max_header_list_size(u32::try_from(MAX_HEADER_LIST_BYTES).unwrap_or(u32::MAX))
-        .serve_with_incoming_shutdown(
-            SpiffeWorkloadApiServer::new(api),
-            connections(listener, options),
-            signal,
-        )
+        .add_service(SpiffeWorkloadApiServer::new(api))
+        .add_optional_service(credentials)
+        .serve_with_incoming_shutdown(connections(listener, options), signal)
         .await;
     if let Err(e) = std::fs::remove_file(path)
         && e.kind() != io::ErrorKind::NotFound

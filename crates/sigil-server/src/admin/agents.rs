@@ -63,6 +63,7 @@ pub(crate) async fn ban(
         index.catch_up_with(state.store.as_ref()).await;
     }
     tracing::info!(agent = %id, "agent banned");
+    revoke_agent_leases(&state, &id, "banned");
     // Read after the write only to answer; evicted in between, it is gone.
     Ok(Json(to_wire(&stored_agent(&state, &id).await?)))
 }
@@ -79,7 +80,21 @@ pub(crate) async fn evict(
         index.catch_up_with(state.store.as_ref()).await;
     }
     tracing::info!(agent = %id, "agent evicted");
+    revoke_agent_leases(&state, &id, "evicted");
     Ok(Json(to_wire(&agent)))
+}
+
+/// Revokes, in the background, the database credentials the agent's workloads hold.
+fn revoke_agent_leases(state: &AdminState, id: &SpiffeId, what: &str) {
+    if let Some(credentials) = &state.credentials {
+        credentials.revoke_in_background(
+            sigil_store::LeaseFilter {
+                agent_id: Some(id.to_string()),
+                ..sigil_store::LeaseFilter::default()
+            },
+            format!("agent {id} {what}"),
+        );
+    }
 }
 
 /// The `{spiffe_id}` path parameter, parsed; a 400 naming `spiffe_id` when it is not a SPIFFE ID.

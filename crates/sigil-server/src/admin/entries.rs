@@ -197,6 +197,16 @@ pub(crate) async fn delete(
     let id = entry_id(id)?;
     let entry = state.store.delete_entry(&id).await?;
     tracing::info!(entry_id = %entry.id, "entry deleted");
+    // The database credentials its workloads hold go with it.
+    if let Some(credentials) = &state.credentials {
+        credentials.revoke_in_background(
+            sigil_store::LeaseFilter {
+                entry_id: Some(entry.id.clone()),
+                ..sigil_store::LeaseFilter::default()
+            },
+            format!("entry {} deleted", entry.id),
+        );
+    }
     Ok(Json(to_wire(&entry)))
 }
 

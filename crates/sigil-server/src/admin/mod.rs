@@ -11,6 +11,7 @@ mod audit_layer;
 mod authorities;
 mod body;
 mod bundle;
+mod credentials;
 mod entries;
 mod entry_fields;
 mod federations;
@@ -64,6 +65,10 @@ pub struct AdminState {
     pub audit: crate::audit::AuditLog,
     /// What the inventory routes read: thresholds, external issuers, federation refreshes.
     pub governance: Arc<crate::governance::GovernanceContext>,
+    /// Brokered database credentials: targets and leases (`/api/v1/credential-targets`,
+    /// `/api/v1/leases`); deleting an entry or banning an agent revokes its leases. `None`
+    /// answers those routes 503.
+    pub credentials: Option<Arc<crate::credentials::Credentials>>,
 }
 
 /// Why the admin API could not be served.

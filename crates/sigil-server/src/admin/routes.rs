@@ -17,6 +17,7 @@ use sigil_api::{ErrorCode, Health, MAX_REQUEST_BODY_BYTES, paths};
 
 use super::api_error::{ApiError, quote};
 use super::audit_layer::{AuditedRoutes, record_changes};
+use super::credentials;
 use super::{
     AdminState, agents, audit, authorities, bundle, entries, federations, inventory, join_tokens,
     policy, revocations,
@@ -107,6 +108,24 @@ pub(crate) fn route_table() -> Vec<Route> {
         get(paths::INVENTORY_ENTRY, inventory::show_entry),
         get(paths::INVENTORY_OWNERS, inventory::list_owners),
         get(paths::INVENTORY_REPORT, inventory::report),
+        get(paths::CREDENTIAL_TARGETS, credentials::list_targets),
+        post(paths::CREDENTIAL_TARGETS, credentials::create_target)
+            .audited("credential_target.create"),
+        get(paths::CREDENTIAL_TARGET, credentials::show_target),
+        put(paths::CREDENTIAL_TARGET, credentials::update_target)
+            .audited("credential_target.update"),
+        delete(paths::CREDENTIAL_TARGET, credentials::delete_target)
+            .audited("credential_target.delete"),
+        post(
+            paths::CREDENTIAL_TARGET_ROTATE_ROOT,
+            credentials::rotate_root,
+        )
+        .audited("credential_target.rotate_root"),
+        get(paths::LEASES, credentials::list_leases),
+        post(paths::LEASES_REVOKE, credentials::revoke_matching).audited("lease.revoke_matching"),
+        get(paths::LEASE, credentials::show_lease),
+        post(paths::ADMIN_LEASE_RENEW, credentials::renew_lease).audited("lease.renew"),
+        post(paths::ADMIN_LEASE_REVOKE, credentials::revoke_lease).audited("lease.revoke"),
     ]
 }
 

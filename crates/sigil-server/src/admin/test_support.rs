@@ -63,6 +63,15 @@ pub(crate) async fn state_and_clock() -> (AdminState, FakeClock) {
         Vec::new(),
         None,
     ));
+    let credentials = crate::credentials::Credentials::new(
+        crate::credentials::CredentialsConfig::default(),
+        store.clone(),
+        Arc::new(clock.clone()),
+        policies(None),
+        crate::audit::AuditLog::disabled(),
+        String::new(),
+    )
+    .unwrap();
     let state = AdminState {
         store,
         trust_domain,
@@ -74,6 +83,7 @@ pub(crate) async fn state_and_clock() -> (AdminState, FakeClock) {
         policies: Some(policies(None)),
         audit: crate::audit::AuditLog::disabled(),
         governance,
+        credentials: Some(Arc::new(credentials)),
     };
     (state, clock)
 }

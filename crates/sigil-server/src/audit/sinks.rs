@@ -888,7 +888,7 @@ fn cut(text: &str, max: usize) -> &str {
 
 /// `unix_millis` as an RFC 3339 UTC time with milliseconds; `-` (syslog's nil value) outside
 /// the years 0 to 9999.
-fn rfc3339_millis(unix_millis: i64) -> String {
+pub(crate) fn rfc3339_millis(unix_millis: i64) -> String {
     let seconds = unix_millis.div_euclid(1000);
     let millis = unix_millis.rem_euclid(1000);
     let of_day = seconds.rem_euclid(86_400);

@@ -94,11 +94,17 @@ pub(crate) struct PublicState {
     /// The audit log: its problems are warnings on `/readyz` (a failing sink or store never
     /// makes the server unready: serving is not blocked by auditing).
     pub(crate) audit: crate::audit::AuditLog,
+    /// `/creds/v1`: brokered database credentials for workloads.
+    pub(crate) credentials: Option<crate::credentials::http::CredsState>,
 }
 
 /// Every route of the public listener.
 pub(crate) fn router(state: PublicState) -> Router {
     let oauth = state.oauth.clone().map(crate::oauth::router);
+    let credentials = state
+        .credentials
+        .clone()
+        .map(crate::credentials::http::router);
     let router = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -112,8 +118,12 @@ pub(crate) fn router(state: PublicState) -> Router {
         .route("/keys", get(discovery::keys))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state);
-    match oauth {
+    let router = match oauth {
         Some(oauth) => router.merge(oauth),
+        None => router,
+    };
+    match credentials {
+        Some(credentials) => router.merge(credentials),
         None => router,
     }
     .fallback(not_found)

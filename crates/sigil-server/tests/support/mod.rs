@@ -159,6 +159,7 @@ impl TestServer {
             federations: Vec::new(),
             audit,
             inventory: sigil_server::governance::InventoryConfig::default(),
+            credentials: sigil_server::credentials::CredentialsConfig::default(),
             federation_web_roots: None,
             policy_dir,
             oauth,

@@ -48,10 +48,15 @@ const MIGRATIONS: &[Migration] = &[
         name: "governance",
         sql: include_str!("../migrations/postgres/0005_governance.sql"),
     },
+    Migration {
+        version: 6,
+        name: "credentials",
+        sql: include_str!("../migrations/postgres/0006_credentials.sql"),
+    },
 ];
 
 /// The schema version a database has once every known migration is applied.
-pub const LATEST_SCHEMA_VERSION: i64 = 5;
+pub const LATEST_SCHEMA_VERSION: i64 = 6;
 
 const CREATE_MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (
     version BIGINT PRIMARY KEY,

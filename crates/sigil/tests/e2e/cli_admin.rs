@@ -62,6 +62,7 @@ impl AdminServer {
                 Vec::new(),
                 None,
             )),
+            credentials: None,
         };
         let (stop, stopped) = oneshot::channel::<()>();
         let path = socket.clone();

@@ -17,6 +17,7 @@ mod authority_rotation;
 mod ban_evict;
 mod cli_admin;
 mod core_path;
+mod creds;
 mod expiry;
 mod failover;
 mod federation;
