@@ -583,8 +583,8 @@ pub async fn start(
             clock.clone(),
         )
         .with_shutdown(shutdown_rx.clone())
-        .with_foreign_bundles(foreign.clone());
-        // LEAD: .with_credentials(credentials.clone()) once agent_api has it
+        .with_foreign_bundles(foreign.clone())
+        .with_credentials(credentials.clone());
         let (incoming, accept_task) = agent_listener::accept_tls(listener, acceptor);
         let mut stop = shutdown_rx.clone();
         tasks.spawn(async move {

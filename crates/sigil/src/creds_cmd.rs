@@ -27,6 +27,11 @@ pub enum CredsCommand {
     /// Fetch a database credential through the agent (as a workload), print it or run a command
     /// with it.
     Fetch(FetchArgs),
+    /// Manage credential targets through the admin API (operator side).
+    #[command(subcommand)]
+    Target(crate::admin_cli::credential_targets::TargetCommand),
+    /// Replace a target's administrative password with one only Sigil knows (operator side).
+    RotateRoot(crate::admin_cli::credential_targets::RotateRootArgs),
 }
 
 /// How `sigil creds fetch` prints the credential.
@@ -72,6 +77,12 @@ pub struct FetchArgs {
 pub async fn run(cmd: CredsCommand) -> anyhow::Result<()> {
     match cmd {
         CredsCommand::Fetch(args) => fetch(args).await,
+        CredsCommand::Target(command) => {
+            crate::admin_cli::credential_targets::run_target(command).await
+        }
+        CredsCommand::RotateRoot(args) => {
+            crate::admin_cli::credential_targets::rotate_root(args).await
+        }
     }
 }
 

@@ -115,7 +115,7 @@ struct Presented {
     source_address: Option<String>,
 }
 
-fn presented(request: &Request) -> Result<Presented, Response> {
+fn presented(request: &Request) -> Result<Presented, &'static str> {
     let peer = request.extensions().get::<ConnectInfo<PeerInfo>>();
     let bearer = match request.headers().get(header::AUTHORIZATION) {
         None => None,
@@ -125,13 +125,7 @@ fn presented(request: &Request) -> Result<Presented, Response> {
                 .ok()
                 .and_then(|v| v.strip_prefix("Bearer "))
                 .map(str::to_owned)
-                .ok_or_else(|| {
-                    error(
-                        StatusCode::UNAUTHORIZED,
-                        "invalid_client",
-                        "the Authorization header must be `Bearer <JWT-SVID>`",
-                    )
-                })?,
+                .ok_or("the Authorization header must be `Bearer <JWT-SVID>`")?,
         ),
     };
     Ok(Presented {
@@ -215,7 +209,7 @@ async fn body<T: DeserializeOwned>(request: Request, default: Option<T>) -> Resu
 async fn create(State(state): State<CredsState>, request: Request) -> Response {
     let presented = match presented(&request) {
         Ok(p) => p,
-        Err(response) => return response,
+        Err(e) => return error(StatusCode::UNAUTHORIZED, "invalid_client", e),
     };
     let caller = match authenticate_presented(&state, presented).await {
         Ok(caller) => caller,
@@ -251,7 +245,7 @@ async fn renew(
 ) -> Response {
     let presented = match presented(&request) {
         Ok(p) => p,
-        Err(response) => return response,
+        Err(e) => return error(StatusCode::UNAUTHORIZED, "invalid_client", e),
     };
     let caller = match authenticate_presented(&state, presented).await {
         Ok(caller) => caller,
@@ -292,7 +286,7 @@ async fn revoke(
 ) -> Response {
     let presented = match presented(&request) {
         Ok(p) => p,
-        Err(response) => return response,
+        Err(e) => return error(StatusCode::UNAUTHORIZED, "invalid_client", e),
     };
     let caller = match authenticate_presented(&state, presented).await {
         Ok(caller) => caller,

@@ -4,12 +4,6 @@
 //! [`rotate_root`] run them. The server checks every definition; these commands read the file
 //! and shape the request.
 
-// LEAD: remove once `creds_cmd.rs` mounts `TargetCommand` and `RotateRootArgs`.
-#![allow(
-    dead_code,
-    reason = "mounted by the `creds` command, which is wired up separately"
-)]
-
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, anyhow};
