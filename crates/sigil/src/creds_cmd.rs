@@ -551,7 +551,9 @@ mod tests {
             "select 1", "--format", "json",
         ])
         .unwrap();
-        let CredsCommand::Fetch(args) = cli.command;
+        let CredsCommand::Fetch(args) = cli.command else {
+            panic!("not a fetch");
+        };
         assert_eq!(
             (args.target.as_str(), args.role.as_str()),
             ("orders", "reader")

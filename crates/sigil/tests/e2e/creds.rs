@@ -14,11 +14,11 @@ use serde_json::Value;
 
 use crate::harness::*;
 
-const ALLOWED: &str = "spiffe://example.org/creds/orders";
-const INTRUDER: &str = "spiffe://example.org/creds/intruder";
+pub(crate) const ALLOWED: &str = "spiffe://example.org/creds/orders";
+pub(crate) const INTRUDER: &str = "spiffe://example.org/creds/intruder";
 
 /// Whether the command-line clients are installed; in CI they must be.
-fn clients_present() -> bool {
+pub(crate) fn clients_present() -> bool {
     let present = |bin: &str| {
         Command::new(bin)
             .arg("--version")
@@ -114,16 +114,16 @@ creation_statements = ["CREATE USER '{{{{name}}}}'@'%' IDENTIFIED BY '{{{{passwo
 
 /// A server with the targets and the policy, an agent, and entries for the allowed workload and
 /// the intruder (both this test's uid); returns them with the issuer URL and the web PKI CA.
-struct Setup {
+pub(crate) struct Setup {
     _tmp: tempfile::TempDir,
-    server: TestServer,
+    pub(crate) server: TestServer,
     _agent: Daemon,
-    socket: PathBuf,
+    pub(crate) socket: PathBuf,
     issuer: String,
     ca: PathBuf,
 }
 
-fn setup(role: &str) -> Setup {
+pub(crate) fn setup(role: &str) -> Setup {
     let tmp = tempfile::tempdir().unwrap();
     let (ca, cert, key) = crate::oidc::web_pki(&tmp.path().join("pki"));
     let policies = policies(tmp.path());
@@ -206,7 +206,7 @@ impl Setup {
     }
 }
 
-fn psql(credential: &Value, sql: &str) -> Command {
+pub(crate) fn psql(credential: &Value, sql: &str) -> Command {
     let mut c = Command::new("psql");
     c.env("PGPASSWORD", credential["password"].as_str().unwrap())
         .env("PGCONNECT_TIMEOUT", "5")
@@ -216,7 +216,7 @@ fn psql(credential: &Value, sql: &str) -> Command {
     c
 }
 
-fn mariadb(credential: &Value, sql: &str) -> Command {
+pub(crate) fn mariadb(credential: &Value, sql: &str) -> Command {
     let mut c = Command::new("mariadb");
     c.args(["-h", "127.0.0.1", "-P", "3306", "--connect-timeout=5", "-N", "-B", "-u"])
         .arg(credential["username"].as_str().unwrap())
@@ -226,7 +226,7 @@ fn mariadb(credential: &Value, sql: &str) -> Command {
 }
 
 /// The admin's view: a query as `postgres` or MariaDB's root.
-fn pg_admin(sql: &str) -> String {
+pub(crate) fn pg_admin(sql: &str) -> String {
     let o = Command::new("psql")
         .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-X", "-tAc", sql])
         .output()
@@ -244,28 +244,28 @@ fn maria_admin(sql: &str) -> String {
     stdout(&o).trim().to_owned()
 }
 
-fn pg_role_exists(name: &str) -> bool {
+pub(crate) fn pg_role_exists(name: &str) -> bool {
     pg_admin(&format!("SELECT count(*) FROM pg_roles WHERE rolname = '{name}'")) != "0"
 }
 
-fn maria_user_exists(name: &str) -> bool {
+pub(crate) fn maria_user_exists(name: &str) -> bool {
     maria_admin(&format!("SELECT count(*) FROM mysql.user WHERE user = '{name}'")) != "0"
 }
 
-fn pg_roles_like(prefix: &str) -> String {
+pub(crate) fn pg_roles_like(prefix: &str) -> String {
     pg_admin(&format!(
         "SELECT count(*) FROM pg_roles WHERE rolname LIKE '{prefix}%'"
     ))
 }
 
-fn maria_users_like(prefix: &str) -> String {
+pub(crate) fn maria_users_like(prefix: &str) -> String {
     maria_admin(&format!(
         "SELECT count(*) FROM mysql.user WHERE user LIKE '{prefix}%'"
     ))
 }
 
 /// A session held open by `command` (a long sleep), once the database shows it.
-fn open_session(mut command: Command, visible: impl Fn() -> bool) -> Child {
+pub(crate) fn open_session(mut command: Command, visible: impl Fn() -> bool) -> Child {
     let child = command
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -278,12 +278,12 @@ fn open_session(mut command: Command, visible: impl Fn() -> bool) -> Child {
 }
 
 /// Waits for a held session to be ended by the server (not by its own sleep running out).
-fn assert_terminated(mut child: Child, what: &str) {
+pub(crate) fn assert_terminated(mut child: Child, what: &str) {
     let status = wait_for(Duration::from_secs(20), what, || child.try_wait().unwrap());
     assert!(!status.success(), "{what}: the session ended normally");
 }
 
-fn output(mut c: Command) -> Output {
+pub(crate) fn output(mut c: Command) -> Output {
     c.output().unwrap()
 }
 
