@@ -1,6 +1,7 @@
 //! The inventory and its findings on the wire: `GET /api/v1/inventory` (counts and owners),
 //! `GET /api/v1/inventory/entries` (paged, filtered by owner, SPIFFE ID prefix and idle time),
-//! `GET /api/v1/inventory/entries/{id}` (usage rows and recent credentials),
+//! `GET /api/v1/inventory/entries/{id}` (usage rows, recent credentials and database-credential
+//! leases),
 //! `GET /api/v1/inventory/owners` and `GET /api/v1/inventory/report` (the findings), with their
 //! query strings, the names a finding may carry, and their part of the OpenAPI document.
 
@@ -52,6 +53,9 @@ pub const SUBJECT_KINDS: [&str; 5] = ["entry", "agent", "join_token", "federatio
 pub const MAX_WORKLOADS_SHOWN: u32 = 500;
 /// Most credentials `GET /api/v1/inventory/entries/{id}` answers, newest first.
 pub const MAX_CREDENTIALS_SHOWN: u32 = 50;
+/// Most database-credential leases `GET /api/v1/inventory/entries/{id}` answers, ordered by id
+/// (the same bound as the credentials).
+pub const MAX_LEASES_SHOWN: u32 = MAX_CREDENTIALS_SHOWN;
 
 /// Answer of `GET /api/v1/inventory`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -198,6 +202,31 @@ pub struct InventoryCredential {
     pub revoked_at: Option<i64>,
 }
 
+/// A database credential brokered for a workload served under an entry: its lease.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InventoryLease {
+    /// `lease_` and 32 lowercase hex digits.
+    pub id: String,
+    /// The credential target's name.
+    pub target: String,
+    /// The role of the target the credential was created for.
+    pub role: String,
+    /// The database user name.
+    pub username: String,
+    /// `active`, `revoking` or `revoked`.
+    pub state: String,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds: the credential stops working at this time.
+    pub expires_at: i64,
+    /// Unix seconds; absent unless revoked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_at: Option<i64>,
+    /// Why it was revoked (`expired`, `entry deleted`, ...); absent until a revocation starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoke_reason: Option<String>,
+}
+
 /// Answer of `GET /api/v1/inventory/entries/{id}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InventoryEntryDetail {
@@ -212,6 +241,11 @@ pub struct InventoryEntryDetail {
     pub credentials: Vec<InventoryCredential>,
     /// Whether there are more credentials than shown.
     pub credentials_truncated: bool,
+    /// The database credentials served under the entry: at most [`MAX_LEASES_SHOWN`] leases,
+    /// ordered by id.
+    pub leases: Vec<InventoryLease>,
+    /// Whether there are more leases than shown.
+    pub leases_truncated: bool,
 }
 
 /// One finding.
@@ -416,7 +450,7 @@ pub(crate) fn path_items(items: &mut Map<String, Value>) {
         }],
         "get": {
             "operationId": "getInventoryEntry",
-            "summary": format!("One entry with its workloads' usage (at most {MAX_WORKLOADS_SHOWN} rows) and the credentials recently issued under its SPIFFE ID (at most {MAX_CREDENTIALS_SHOWN}, newest first, token-exchange results included)"),
+            "summary": format!("One entry with its workloads' usage (at most {MAX_WORKLOADS_SHOWN} rows), the credentials recently issued under its SPIFFE ID (at most {MAX_CREDENTIALS_SHOWN}, newest first, token-exchange results included) and the database credentials served under it (at most {MAX_LEASES_SHOWN} leases, ordered by id)"),
             "responses": {
                 "200": ok_json("The entry's inventory", schema_ref("InventoryEntryDetail")),
                 "400": error_ref("InvalidArgument"),
@@ -583,10 +617,26 @@ pub(crate) fn schemas() -> Value {
                 "revoked_at": {"type": ["integer", "null"], "description": "Unix seconds; null unless revoked"},
             },
         },
+        "InventoryLease": {
+            "type": "object",
+            "description": "A database credential brokered for a workload served under the entry: its lease",
+            "required": ["id", "target", "role", "username", "state", "created_at", "expires_at"],
+            "properties": {
+                "id": {"type": "string"},
+                "target": {"type": "string", "description": "The credential target's name"},
+                "role": {"type": "string", "description": "The target's role the credential was created for"},
+                "username": {"type": "string", "description": "The database user"},
+                "state": schema_ref("LeaseState"),
+                "created_at": time,
+                "expires_at": {"type": "integer", "description": "Unix seconds: the credential stops working at this time"},
+                "revoked_at": {"type": "integer", "description": "Unix seconds; absent unless revoked"},
+                "revoke_reason": {"type": "string", "description": "Why it was revoked; absent until a revocation starts"},
+            },
+        },
         "InventoryEntryDetail": {
             "type": "object",
             "required": ["entry", "usage", "last_review", "workloads", "workloads_truncated",
-                         "credentials", "credentials_truncated"],
+                         "credentials", "credentials_truncated", "leases", "leases_truncated"],
             "properties": {
                 "entry": schema_ref("Entry"),
                 "usage": nullable("UsageSummary"),
@@ -595,6 +645,8 @@ pub(crate) fn schemas() -> Value {
                 "workloads_truncated": {"type": "boolean"},
                 "credentials": {"type": "array", "maxItems": MAX_CREDENTIALS_SHOWN, "items": schema_ref("InventoryCredential")},
                 "credentials_truncated": {"type": "boolean"},
+                "leases": {"type": "array", "maxItems": MAX_LEASES_SHOWN, "items": schema_ref("InventoryLease")},
+                "leases_truncated": {"type": "boolean"},
             },
         },
         "Finding": {
@@ -748,6 +800,35 @@ mod tests {
             revoked_at: Some(2),
         };
         assert_schema_matches("InventoryCredential", &credential);
+        let lease = InventoryLease {
+            id: format!("lease_{}", "0".repeat(32)),
+            target: "pg".into(),
+            role: "ro".into(),
+            username: "v_ro_1".into(),
+            state: "revoked".into(),
+            created_at: 1,
+            expires_at: 2,
+            revoked_at: Some(2),
+            revoke_reason: Some("expired".into()),
+        };
+        assert_schema_matches("InventoryLease", &lease);
+        // The optional fields are absent, never null.
+        let active = serde_json::to_value(InventoryLease {
+            state: "active".into(),
+            revoked_at: None,
+            revoke_reason: None,
+            ..lease.clone()
+        })
+        .unwrap();
+        assert!(active.get("revoked_at").is_none(), "{active}");
+        assert!(active.get("revoke_reason").is_none(), "{active}");
+        let lease_schema = &schemas()["InventoryLease"];
+        for required in lease_schema["required"].as_array().unwrap() {
+            assert!(
+                active.get(required.as_str().unwrap()).is_some(),
+                "{required}"
+            );
+        }
         let sample_entry: Entry = serde_json::from_value(json!({
             "id": "e", "spiffe_id": "spiffe://td/a", "parent_id": "spiffe://td/p",
             "selectors": ["unix:uid:1"], "x509_svid_ttl": 0, "jwt_svid_ttl": 0, "dns_names": [],
@@ -765,6 +846,8 @@ mod tests {
                 workloads_truncated: false,
                 credentials: vec![credential],
                 credentials_truncated: true,
+                leases: vec![lease],
+                leases_truncated: false,
             },
         );
         let finding = Finding {

@@ -4,7 +4,6 @@
 //! runs the command with the credential in its environment, renews the lease while the command
 //! runs, and revokes it when the command exits (exiting with the command's status).
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -14,8 +13,7 @@ use sigil_proto::creds::v1 as pb;
 use sigil_proto::creds::v1::credentials_client::CredentialsClient;
 use sigil_spiffe::time::SystemClock;
 use sigil_spiffe::{Clock, Ttl};
-use tokio::net::UnixStream;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use zeroize::Zeroizing;
 
 /// Shortest wait between two renewals, and before retrying a failed one.
@@ -375,50 +373,10 @@ fn shell_quote(s: &str) -> Zeroizing<String> {
     }
 }
 
-/// The socket path from `--socket` or `SPIFFE_ENDPOINT_SOCKET` (`unix:///path` or a path).
-fn socket_path(socket: Option<String>) -> anyhow::Result<PathBuf> {
-    let raw = match socket {
-        Some(s) if !s.is_empty() => s,
-        _ => bail!("no Workload API socket: set SPIFFE_ENDPOINT_SOCKET or pass --socket"),
-    };
-    let path = if let Some(rest) = raw.strip_prefix("unix://") {
-        rest
-    } else if let Some(rest) = raw.strip_prefix("unix:") {
-        rest
-    } else if raw.contains("://") {
-        bail!("unsupported Workload API address `{raw}` (expected unix:///path)");
-    } else {
-        raw.as_str()
-    };
-    if !path.starts_with('/') {
-        bail!("Workload API socket `{raw}` must be an absolute unix:///path");
-    }
-    Ok(PathBuf::from(path))
-}
-
 async fn connect(socket: Option<String>) -> anyhow::Result<CredentialsClient<Channel>> {
-    let path = socket_path(socket)?;
-    let target = path.clone();
-    let connector = tower::service_fn(move |_uri: http::Uri| {
-        let target = target.clone();
-        async move {
-            let stream = UnixStream::connect(&target).await?;
-            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
-        }
-    });
-    let channel = Endpoint::from_static("http://localhost")
-        .connect_with_connector(connector)
-        .await
-        .map_err(|e| {
-            let cause = std::error::Error::source(&e)
-                .map(ToString::to_string)
-                .unwrap_or_else(|| e.to_string());
-            anyhow::anyhow!(
-                "cannot reach the agent at unix://{}: {cause} (is the agent running?)",
-                path.display()
-            )
-        })?;
-    Ok(CredentialsClient::new(channel))
+    Ok(CredentialsClient::new(
+        crate::workload_cmd::agent_channel(socket).await?,
+    ))
 }
 
 fn request<T>(msg: T) -> tonic::Request<T> {
@@ -564,16 +522,5 @@ mod tests {
             ["psql", "-c", "select 1", "--format", "json"]
         );
         assert_eq!(args.format, CredsFormat::Env);
-    }
-
-    #[test]
-    fn the_socket_comes_from_the_flag_or_the_environment() {
-        assert_eq!(
-            socket_path(Some("unix:///run/sigil/agent.sock".into())).unwrap(),
-            PathBuf::from("/run/sigil/agent.sock")
-        );
-        assert!(socket_path(None).is_err());
-        assert!(socket_path(Some("tcp://x:1".into())).is_err());
-        assert!(socket_path(Some("rel/path".into())).is_err());
     }
 }

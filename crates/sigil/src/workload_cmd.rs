@@ -39,6 +39,13 @@ fn socket_path(socket: Option<String>) -> anyhow::Result<PathBuf> {
 }
 
 async fn connect(socket: Option<String>) -> anyhow::Result<SpiffeWorkloadApiClient<Channel>> {
+    let channel = agent_channel(socket).await?;
+    Ok(SpiffeWorkloadApiClient::new(channel).max_decoding_message_size(16 * 1024 * 1024))
+}
+
+/// A gRPC channel to the agent's socket from `--socket` or `SPIFFE_ENDPOINT_SOCKET`: the
+/// Workload API and Sigil's own services on it (`sigil creds fetch`).
+pub(crate) async fn agent_channel(socket: Option<String>) -> anyhow::Result<Channel> {
     let path = socket_path(socket)?;
     let target = path.clone();
     let connector = tower::service_fn(move |_uri: http::Uri| {
@@ -48,7 +55,7 @@ async fn connect(socket: Option<String>) -> anyhow::Result<SpiffeWorkloadApiClie
             Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
         }
     });
-    let channel = Endpoint::from_static("http://localhost")
+    Endpoint::from_static("http://localhost")
         .connect_with_connector(connector)
         .await
         .map_err(|e| {
@@ -59,8 +66,7 @@ async fn connect(socket: Option<String>) -> anyhow::Result<SpiffeWorkloadApiClie
                 "cannot reach the Workload API at unix://{}: {cause} (is the agent running?)",
                 path.display()
             )
-        })?;
-    Ok(SpiffeWorkloadApiClient::new(channel).max_decoding_message_size(16 * 1024 * 1024))
+        })
 }
 
 fn request<T>(msg: T) -> tonic::Request<T> {

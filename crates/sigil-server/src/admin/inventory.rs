@@ -1,6 +1,6 @@
 //! The inventory routes: counts and owners (`/api/v1/inventory`), entries with their usage and
-//! last review (`/inventory/entries`), one entry with its workloads and the credentials issued
-//! under it (`/inventory/entries/{id}`), owners (`/inventory/owners`) and the findings
+//! last review (`/inventory/entries`), one entry with its workloads, the credentials issued
+//! under it and the database credentials served under it (`/inventory/entries/{id}`), owners (`/inventory/owners`) and the findings
 //! (`/inventory/report`). Everything is read from the store at the time of the call through the
 //! server's [`GovernanceContext`]; nothing here writes.
 
@@ -8,13 +8,15 @@ use std::collections::{BTreeMap, HashMap};
 
 use axum::Json;
 use axum::extract::{Path, RawQuery, State};
-use sigil_api::inventory::{MAX_CREDENTIALS_SHOWN, MAX_WORKLOADS_SHOWN};
+use sigil_api::inventory::{
+    InventoryLease, MAX_CREDENTIALS_SHOWN, MAX_LEASES_SHOWN, MAX_WORKLOADS_SHOWN,
+};
 use sigil_api::{
     FindingCounts, FindingQuery, FindingReport, InventoryCredential, InventoryEntry,
     InventoryEntryDetail, InventoryEntryList, InventoryEntryQuery, InventorySummary, LastReview,
     OwnerList, OwnerQuery, OwnerSummary, UsageSummary,
 };
-use sigil_store::{EntryFilter, EntryReview, EntryUsage};
+use sigil_store::{EntryFilter, EntryReview, EntryUsage, Lease, LeaseFilter};
 
 use super::AdminState;
 use super::api_error::{ApiError, quote};
@@ -232,6 +234,15 @@ pub(crate) async fn show_entry(
         .filter(|r| r.spiffe_id == entry.spec.spiffe_id)
         .map(|r| ((r.kind, r.id), r.revoked_at))
         .collect();
+    let mut leases = store
+        .list_leases(&LeaseFilter {
+            entry_id: Some(id.clone()),
+            limit: MAX_LEASES_SHOWN + 1,
+            ..LeaseFilter::default()
+        })
+        .await?;
+    let leases_truncated = leases.len() > MAX_LEASES_SHOWN as usize;
+    leases.truncate(MAX_LEASES_SHOWN as usize);
     let usage = store
         .usage_by_entry()
         .await?
@@ -277,7 +288,25 @@ pub(crate) async fn show_entry(
             })
             .collect(),
         credentials_truncated,
+        leases: leases.into_iter().map(inventory_lease).collect(),
+        leases_truncated,
     }))
+}
+
+/// The inventory's view of a lease: what it is and where it is in its life, without the
+/// holder (the entry's SPIFFE ID) or the agent.
+fn inventory_lease(lease: Lease) -> InventoryLease {
+    InventoryLease {
+        id: lease.id,
+        target: lease.target,
+        role: lease.role,
+        username: lease.username,
+        state: lease.state.as_str().to_owned(),
+        created_at: lease.created_at,
+        expires_at: lease.expires_at,
+        revoked_at: lease.revoked_at,
+        revoke_reason: lease.revoke_reason,
+    }
 }
 
 /// `GET /api/v1/inventory/report`.

@@ -20,7 +20,8 @@ pub enum InventoryCommand {
     Summary(SummaryArgs),
     /// Entries with their owner, usage and last review.
     Entries(EntriesArgs),
-    /// One entry with the workloads seen using it and the credentials issued under it.
+    /// One entry with the workloads seen using it, the credentials issued under it and the
+    /// database credentials served under it.
     Show(ShowArgs),
     /// Owners and what each owns.
     Owners(OwnersArgs),
@@ -335,7 +336,43 @@ fn detail_text(d: &InventoryEntryDetail) -> String {
     if d.credentials_truncated {
         out.push_str("(more credentials than shown)\n");
     }
+    out.push_str(&format!("\nDatabase credentials ({}):\n", d.leases.len()));
+    if !d.leases.is_empty() {
+        out.push_str(&table(
+            &[
+                "LEASE", "TARGET", "ROLE", "USER", "STATE", "CREATED", "EXPIRES", "REVOKED",
+            ],
+            d.leases
+                .iter()
+                .map(|l| {
+                    vec![
+                        l.id.clone(),
+                        l.target.clone(),
+                        l.role.clone(),
+                        l.username.clone(),
+                        l.state.clone(),
+                        format_time(l.created_at),
+                        format_time(l.expires_at),
+                        revoked_text(l.revoked_at, l.revoke_reason.as_deref()),
+                    ]
+                })
+                .collect(),
+        ));
+    }
+    if d.leases_truncated {
+        out.push_str("(more database credentials than shown)\n");
+    }
     out
+}
+
+/// The REVOKED cell of a lease: `no`, the time, and the reason when there is one.
+fn revoked_text(revoked_at: Option<i64>, reason: Option<&str>) -> String {
+    match (revoked_at, reason) {
+        (None, None) => "no".to_owned(),
+        (None, Some(reason)) => format!("in progress ({reason})"),
+        (Some(at), None) => format_time(at),
+        (Some(at), Some(reason)) => format!("{} ({reason})", format_time(at)),
+    }
 }
 
 fn owner_block(o: &OwnerSummary) -> Block {
@@ -493,6 +530,64 @@ mod tests {
         assert_eq!(bars, 8, "{row}");
         assert!(row.contains("NHI1:2025 Improper Offboarding"));
         assert!(row.contains("(none)"));
+    }
+
+    #[test]
+    fn detail_shows_the_database_credentials_block() {
+        use sigil_api::inventory::InventoryLease;
+
+        let entry = serde_json::from_value(serde_json::json!({
+            "id": "e1", "spiffe_id": "spiffe://td/a", "parent_id": "spiffe://td/p",
+            "selectors": ["unix:uid:1"], "x509_svid_ttl": 0, "jwt_svid_ttl": 0, "dns_names": [],
+            "federates_with": [], "admin": false, "downstream": false, "hint": "", "owner": "t",
+            "description": "", "expires_at": null, "revision": 1, "created_at": 0, "updated_at": 0,
+        }))
+        .expect("an entry");
+        let lease = |n: u32, revoked: bool| InventoryLease {
+            id: format!("lease_{n:032x}"),
+            target: "orders-db".to_owned(),
+            role: "readonly".to_owned(),
+            username: format!("v_readonly_{n}"),
+            state: if revoked { "revoked" } else { "active" }.to_owned(),
+            created_at: 0,
+            expires_at: 3600,
+            revoked_at: revoked.then_some(60),
+            revoke_reason: revoked.then(|| "expired".to_owned()),
+        };
+        let mut detail = InventoryEntryDetail {
+            entry,
+            usage: None,
+            last_review: None,
+            workloads: Vec::new(),
+            workloads_truncated: false,
+            credentials: Vec::new(),
+            credentials_truncated: false,
+            leases: vec![lease(1, false), lease(2, true)],
+            leases_truncated: true,
+        };
+        let text = detail_text(&detail);
+        let block = text
+            .split_once("Database credentials (2):\n")
+            .expect("the block")
+            .1;
+        let mut lines = block.lines();
+        let header = lines.next().expect("a header");
+        assert!(header.starts_with("LEASE"), "{text}");
+        assert!(header.contains("REVOKED"), "{text}");
+        let active = lines.next().expect("a row");
+        assert!(active.contains("v_readonly_1"), "{active}");
+        assert!(active.ends_with("no"), "{active}");
+        let revoked = lines.next().expect("a row");
+        assert!(
+            revoked.ends_with("1970-01-01T00:01:00Z (expired)"),
+            "{revoked}"
+        );
+        assert_eq!(lines.next(), Some("(more database credentials than shown)"));
+
+        detail.leases.clear();
+        detail.leases_truncated = false;
+        let text = detail_text(&detail);
+        assert!(text.ends_with("\nDatabase credentials (0):\n"), "{text}");
     }
 
     #[test]

@@ -18,6 +18,7 @@ mod ban_evict;
 mod cli_admin;
 mod core_path;
 mod creds;
+mod creds_agent;
 mod expiry;
 mod failover;
 mod federation;

@@ -430,3 +430,101 @@ async fn routes_answer_503_without_a_credentials_service() {
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{answer}");
     assert_eq!(answer["error"]["code"], "unavailable");
 }
+
+/// Waits (bounded) for the background revocation of `id` to finish.
+async fn wait_revoked(h: &Harness, id: &str) -> Lease {
+    for _ in 0..200 {
+        let lease = h.store.get_lease(id).await.unwrap().unwrap();
+        if lease.state == LeaseState::Revoked {
+            return lease;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    panic!("lease {id} was not revoked");
+}
+
+#[tokio::test]
+async fn banning_an_agent_or_deleting_an_entry_revokes_their_workloads_leases() {
+    use sigil_spiffe::{Selector, SpiffeId};
+    use sigil_store::AttestedAgent;
+
+    let h = Harness::new().await;
+    let file = password_file();
+    let (status, _) = h
+        .call(
+            Method::POST,
+            "/api/v1/credential-targets",
+            Some(spec("orders", &path_of(&file))),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let agent_id = "spiffe://example.org/sigil/agent/join_token/leaseholder";
+    h.store
+        .create_agent(AttestedAgent {
+            spiffe_id: SpiffeId::parse(agent_id).unwrap(),
+            attestation_type: "join_token".into(),
+            selectors: vec![Selector::parse("join_token:id:leaseholder").unwrap()],
+            serial: "0a".into(),
+            new_serial: None,
+            expires_at: START + 3600,
+            banned: false,
+            can_reattest: false,
+            created_at: START,
+            last_seen: START,
+        })
+        .await
+        .unwrap();
+    let (status, entry) = h
+        .call(
+            Method::POST,
+            "/api/v1/entries",
+            Some(crate::admin::test_support::entry_body("holder")),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{entry}");
+    let entry_id = entry["id"].as_str().unwrap().to_owned();
+
+    let through_agent = Lease {
+        agent_id: Some(agent_id.to_owned()),
+        entry_id: None,
+        ..lease(0x31, "orders", LeaseState::Active)
+    };
+    let of_entry = Lease {
+        entry_id: Some(entry_id.clone()),
+        ..lease(0x32, "orders", LeaseState::Active)
+    };
+    let bystander = Lease {
+        entry_id: Some("another-entry".to_owned()),
+        ..lease(0x33, "orders", LeaseState::Active)
+    };
+    for l in [&through_agent, &of_entry, &bystander] {
+        h.store.create_lease(l.clone()).await.unwrap();
+    }
+
+    let (status, banned) = h
+        .call(
+            Method::POST,
+            &sigil_api::paths::agent_ban(agent_id),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{banned}");
+    let revoked = wait_revoked(&h, &through_agent.id).await;
+    assert_eq!(
+        revoked.revoke_reason.as_deref(),
+        Some(format!("agent {agent_id} banned").as_str())
+    );
+
+    let (status, _) = h
+        .call(Method::DELETE, &sigil_api::paths::entry(&entry_id), None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let revoked = wait_revoked(&h, &of_entry.id).await;
+    assert_eq!(
+        revoked.revoke_reason.as_deref(),
+        Some(format!("entry {entry_id} deleted").as_str())
+    );
+    // A lease of neither stays.
+    let untouched = h.store.get_lease(&bystander.id).await.unwrap().unwrap();
+    assert_eq!(untouched.state, LeaseState::Active);
+}

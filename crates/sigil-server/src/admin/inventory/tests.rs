@@ -1,5 +1,6 @@
 //! The report over a seeded store: one case of each finding, and exactly those findings; the
-//! other inventory routes over the same store; bad filters refused.
+//! other inventory routes over the same store; an entry's database-credential leases in its
+//! detail; bad filters refused.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -8,7 +9,7 @@ use axum::http::{Method, StatusCode};
 use serde_json::Value;
 use sigil_spiffe::{Selector, SpiffeId, TrustDomain};
 use sigil_store::{
-    AttestedAgent, BundleEndpointProfile, EntryReview, JoinToken, NewEntry,
+    AttestedAgent, BundleEndpointProfile, EntryReview, JoinToken, Lease, LeaseState, NewEntry,
     NewFederationRelationship, WorkloadUsage,
 };
 
@@ -453,4 +454,129 @@ async fn summary_entries_owners_and_one_entry_read_the_same_store() {
         .call(Method::GET, "/api/v1/inventory/entries/nope", None)
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{missing}");
+}
+
+/// An active lease `n` of `target`/`role` served under entry `entry_id` to `spiffe_id`, created
+/// an hour before `START`.
+fn lease(n: u32, entry_id: &str, spiffe_id: &str) -> Lease {
+    Lease {
+        id: format!("lease_{n:032x}"),
+        target: "orders-db".to_owned(),
+        role: "readonly".to_owned(),
+        spiffe_id: spiffe_id.to_owned(),
+        entry_id: Some(entry_id.to_owned()),
+        agent_id: Some(LIVE_AGENT.to_owned()),
+        username: format!("v_readonly_{n}"),
+        created_at: START - 3600,
+        expires_at: START + 3600,
+        max_expires_at: START + DAY,
+        renewed_at: None,
+        state: LeaseState::Active,
+        claim_until: None,
+        revoked_at: None,
+        revoke_reason: None,
+        replica: "r1".to_owned(),
+    }
+}
+
+#[tokio::test]
+async fn entry_detail_lists_the_leases_served_under_the_entry_and_no_others() {
+    let seeded = seeded().await;
+    let h = &seeded.harness;
+    let clean = &seeded.entries[0].1;
+    let other = &seeded.entries[1].1;
+    let clean_id = "spiffe://example.org/clean";
+    let mut revoked = lease(2, clean, clean_id);
+    revoked.state = LeaseState::Revoked;
+    revoked.expires_at = START - 60;
+    revoked.revoked_at = Some(START - 60);
+    revoked.revoke_reason = Some("expired".to_owned());
+    for l in [
+        lease(1, clean, clean_id),
+        revoked,
+        lease(3, other, "spiffe://example.org/never-used"),
+    ] {
+        h.store.create_lease(l).await.unwrap();
+    }
+
+    let (status, detail) = h
+        .call(
+            Method::GET,
+            &format!("/api/v1/inventory/entries/{clean}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{detail}");
+    assert_eq!(detail["leases_truncated"], false, "{detail}");
+    let leases = detail["leases"].as_array().unwrap();
+    let ids: Vec<&str> = leases.iter().map(|l| l["id"].as_str().unwrap()).collect();
+    assert_eq!(
+        ids,
+        [format!("lease_{:032x}", 1), format!("lease_{:032x}", 2)]
+    );
+    let active = &leases[0];
+    assert_eq!(active["target"], "orders-db");
+    assert_eq!(active["role"], "readonly");
+    assert_eq!(active["username"], "v_readonly_1");
+    assert_eq!(active["state"], "active");
+    assert_eq!(active["created_at"], START - 3600);
+    assert_eq!(active["expires_at"], START + 3600);
+    // Absent, never null, until revoked.
+    assert!(active.get("revoked_at").is_none(), "{active}");
+    assert!(active.get("revoke_reason").is_none(), "{active}");
+    let gone = &leases[1];
+    assert_eq!(gone["state"], "revoked");
+    assert_eq!(gone["revoked_at"], START - 60);
+    assert_eq!(gone["revoke_reason"], "expired");
+    // The served detail reads back into the wire type the CLI uses.
+    let wire: sigil_api::InventoryEntryDetail = serde_json::from_value(detail.clone()).unwrap();
+    assert_eq!(wire.leases.len(), 2);
+
+    // The other entry has its own one; an entry without leases has none.
+    let (_, detail) = h
+        .call(
+            Method::GET,
+            &format!("/api/v1/inventory/entries/{other}"),
+            None,
+        )
+        .await;
+    assert_eq!(detail["leases"].as_array().unwrap().len(), 1, "{detail}");
+    let third = &seeded.entries[2].1;
+    let (_, detail) = h
+        .call(
+            Method::GET,
+            &format!("/api/v1/inventory/entries/{third}"),
+            None,
+        )
+        .await;
+    assert_eq!(detail["leases"], serde_json::json!([]), "{detail}");
+    assert_eq!(detail["leases_truncated"], false);
+}
+
+#[tokio::test]
+async fn entry_detail_bounds_its_leases_and_says_so() {
+    let seeded = seeded().await;
+    let h = &seeded.harness;
+    let clean = &seeded.entries[0].1;
+    let shown = sigil_api::inventory::MAX_LEASES_SHOWN;
+    for n in 0..=shown {
+        h.store
+            .create_lease(lease(n, clean, "spiffe://example.org/clean"))
+            .await
+            .unwrap();
+    }
+    let (status, detail) = h
+        .call(
+            Method::GET,
+            &format!("/api/v1/inventory/entries/{clean}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{detail}");
+    assert_eq!(
+        detail["leases"].as_array().unwrap().len(),
+        shown as usize,
+        "{detail}"
+    );
+    assert_eq!(detail["leases_truncated"], true);
 }
