@@ -35,6 +35,8 @@
 mod bare;
 #[path = "credentials/openbao.rs"]
 mod openbao;
+#[path = "shared/openbao_dev.rs"]
+mod openbao_dev;
 
 use std::time::Instant;
 

@@ -47,6 +47,8 @@
 mod cpu;
 #[path = "load/openbao.rs"]
 mod openbao;
+#[path = "shared/openbao_dev.rs"]
+mod openbao_dev;
 #[path = "../tests/support/mod.rs"]
 mod support;
 

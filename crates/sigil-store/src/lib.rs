@@ -468,7 +468,10 @@ pub trait Datastore: Send + Sync + 'static {
     ) -> StoreResult<StoredCredentialTarget>;
 
     /// The stored target `name`, `None` if there is none.
-    async fn get_credential_target(&self, name: &str) -> StoreResult<Option<StoredCredentialTarget>>;
+    async fn get_credential_target(
+        &self,
+        name: &str,
+    ) -> StoreResult<Option<StoredCredentialTarget>>;
 
     /// Every stored target, by name.
     async fn list_credential_targets(&self) -> StoreResult<Vec<StoredCredentialTarget>>;

@@ -22,14 +22,14 @@ pub use federation::{
 pub(crate) use governance::{
     ActionMatch, check_audit_batch, check_audit_key, check_checkpoint, check_usage_batch,
 };
-pub use leases::{
-    Lease, LeaseFilter, LeaseState, MAX_LEASE_NAME_BYTES, MAX_LEASE_PAGE, MAX_REVOKE_REASON_BYTES,
-    MAX_TARGET_SPEC_BYTES, StoredCredentialTarget,
-};
 pub use governance::{
     AuditFilter, EntryReview, EntryUsage, MAX_AUDIT_BATCH, MAX_AUDIT_KEY_ID_BYTES,
     MAX_AUDIT_PUBLIC_KEY_BYTES, MAX_BINARY_PATH_BYTES, MAX_CHECKPOINT_SIGNATURE_BYTES,
     MAX_ENTRY_ID_BYTES, MAX_REVIEW_NOTE_BYTES, MAX_STORED_COUNT, MAX_USAGE_BATCH, WorkloadUsage,
+};
+pub use leases::{
+    Lease, LeaseFilter, LeaseState, MAX_LEASE_NAME_BYTES, MAX_LEASE_PAGE, MAX_REVOKE_REASON_BYTES,
+    MAX_TARGET_SPEC_BYTES, StoredCredentialTarget,
 };
 
 /// Longest `owner` accepted, in bytes.

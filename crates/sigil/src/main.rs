@@ -21,10 +21,10 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
+use crate::admin_cli::leases;
 use crate::admin_cli::{
     agent, audit, authority, bundle, entry, federation, inventory, policy, svid, token,
 };
-use crate::admin_cli::leases;
 
 /// `--output` of list/show/create/fetch commands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]

@@ -15,21 +15,16 @@
 //! and `lease_id`), then `PUT /v1/sys/leases/revoke` with the lease (a 204: OpenBao revokes
 //! synchronously). Anything else fails the bench. The child is killed on drop.
 
-use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{Request, StatusCode, header};
-use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
+use http::StatusCode;
 use serde_json::{Value, json};
-use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 
 use super::{CREATION_STATEMENTS, REVOCATION_STATEMENT, ROLE_PREFIX, connect as pg_connect};
+use crate::openbao_dev::{self, Conn};
 
 /// The dev server's root token, given to it on the command line.
 const ROOT_TOKEN: &str = "sigil-credentials-bench";
@@ -37,75 +32,30 @@ const ROLE: &str = "bench";
 const CONNECTION: &str = "bench-pg";
 const CREDS_PATH: &str = "/v1/database/creds/bench";
 const REVOKE_PATH: &str = "/v1/sys/leases/revoke";
-/// Longest the bench waits for the dev server to answer; only ever a failure bound.
-const START_PATIENCE: Duration = Duration::from_secs(60);
 
 /// A configured `bao server -dev` child on a free 127.0.0.1 port, killed on drop.
 pub struct DevServer {
-    child: Child,
-    addr: SocketAddr,
+    bao: openbao_dev::DevServer,
     /// OpenBao's version, from `sys/health`.
     pub version: String,
-    /// Holds the child's log.
-    dir: tempfile::TempDir,
 }
 
 impl DevServer {
     /// Starts the dev server, waits until it answers `sys/health` as unsealed, configures the
     /// `database` engine for `callers` callers and checks one cycle against `pg_roles`.
     pub async fn start(binary: &Path, callers: usize) -> Self {
-        let addr = free_port();
-        let dir = tempfile::tempdir().unwrap();
-        let log = std::fs::File::create(dir.path().join("bao.log")).unwrap();
-        let child = Command::new(binary)
-            .args([
-                "server",
-                "-dev",
-                "-dev-no-store-token",
-                &format!("-dev-root-token-id={ROOT_TOKEN}"),
-                &format!("-dev-listen-address={addr}"),
-            ])
-            // The token helper and any other per-user state stay out of the caller's home.
-            .env("HOME", dir.path())
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run `{}`: {e}", binary.display()));
         let mut server = Self {
-            child,
-            addr,
+            bao: openbao_dev::DevServer::start(binary, ROOT_TOKEN).await,
             version: String::new(),
-            dir,
         };
-        let started = Instant::now();
-        loop {
-            if let Some(status) = server.child.try_wait().unwrap() {
-                panic!("`bao server -dev` exited ({status}):\n{}", server.log());
-            }
-            if healthy(addr).await {
-                break;
-            }
-            if started.elapsed() > START_PATIENCE {
-                panic!(
-                    "`bao server -dev` did not answer on {addr}:\n{}",
-                    server.log()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
         server.version = server.setup(callers).await;
         server.check_one_cycle().await;
         server
     }
 
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("bao.log")).unwrap_or_default()
-    }
-
     /// Mounts `database`, configures the connection and the role; returns OpenBao's version.
     async fn setup(&self, callers: usize) -> String {
-        let mut conn = connect(self.addr).await.unwrap();
+        let mut conn = self.bao.connect().await.unwrap();
         let steps = [
             ("/v1/sys/mounts/database", json!({ "type": "database" })),
             (
@@ -136,20 +86,14 @@ impl DevServer {
             ),
         ];
         for (path, body) in steps {
-            let (status, response) = call(&mut conn, "POST", path, Some(&body)).await.unwrap();
+            let (status, response) = conn.call("POST", path, Some(&body)).await.unwrap();
             assert!(
                 status.is_success(),
                 "OpenBao `{path}`: {status} {response}\n{}",
-                self.log()
+                self.bao.log()
             );
         }
-        let (_, health) = call(&mut conn, "GET", "/v1/sys/health", None)
-            .await
-            .unwrap();
-        health["version"]
-            .as_str()
-            .unwrap_or("(unknown version)")
-            .to_owned()
+        conn.version().await
     }
 
     /// One cycle whose role is looked up in `pg_roles` after the issue and after the revoke.
@@ -161,7 +105,7 @@ impl DevServer {
                 .unwrap()
                 .is_some()
         };
-        let mut conn = connect(self.addr).await.unwrap();
+        let mut conn = self.bao.connect().await.unwrap();
         let (username, lease_id) = issue(&mut conn).await;
         assert!(
             exists(&username).await,
@@ -179,7 +123,7 @@ impl DevServer {
     pub async fn cycles(&self, callers: usize, secs: u64) -> u64 {
         let mut conns = Vec::with_capacity(callers);
         for _ in 0..callers {
-            conns.push(connect(self.addr).await.unwrap());
+            conns.push(self.bao.connect().await.unwrap());
         }
         let deadline = Instant::now() + Duration::from_secs(secs);
         let mut tasks = JoinSet::new();
@@ -195,13 +139,6 @@ impl DevServer {
             });
         }
         tasks.join_all().await.into_iter().sum()
-    }
-}
-
-impl Drop for DevServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -235,87 +172,4 @@ async fn revoke(conn: &mut Conn, lease_id: &str) {
         StatusCode::NO_CONTENT,
         "OpenBao `PUT {REVOKE_PATH}` of `{lease_id}`: {response}"
     );
-}
-
-/// One keep-alive HTTP/1.1 connection to the dev server; its driver task ends with it.
-struct Conn {
-    sender: SendRequest<Full<Bytes>>,
-    host: String,
-    driver: tokio::task::JoinHandle<()>,
-}
-
-impl Conn {
-    async fn request(
-        &mut self,
-        method: &str,
-        path: &str,
-        body: Bytes,
-    ) -> Result<(StatusCode, Value), hyper::Error> {
-        let request = Request::builder()
-            .method(method)
-            .uri(path)
-            .header(header::HOST, &self.host)
-            .header(header::CONTENT_TYPE, "application/json")
-            .header("X-Vault-Token", ROOT_TOKEN)
-            .body(Full::new(body))
-            .unwrap();
-        self.sender.ready().await?;
-        let response = self.sender.send_request(request).await?;
-        let status = response.status();
-        let bytes = response.into_body().collect().await?.to_bytes();
-        let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        Ok((status, json))
-    }
-}
-
-impl Drop for Conn {
-    fn drop(&mut self) {
-        self.driver.abort();
-    }
-}
-
-async fn connect(addr: SocketAddr) -> std::io::Result<Conn> {
-    let stream = TcpStream::connect(addr).await?;
-    stream.set_nodelay(true)?;
-    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(std::io::Error::other)?;
-    let driver = tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    Ok(Conn {
-        sender,
-        host: addr.to_string(),
-        driver,
-    })
-}
-
-async fn call(
-    conn: &mut Conn,
-    method: &str,
-    path: &str,
-    body: Option<&Value>,
-) -> Result<(StatusCode, Value), hyper::Error> {
-    let body = body.map_or_else(Bytes::new, |b| Bytes::from(serde_json::to_vec(b).unwrap()));
-    conn.request(method, path, body).await
-}
-
-/// Whether the dev server at `addr` answers `sys/health` with a 200 (initialised, unsealed,
-/// active).
-async fn healthy(addr: SocketAddr) -> bool {
-    let Ok(mut conn) = connect(addr).await else {
-        return false;
-    };
-    matches!(
-        call(&mut conn, "GET", "/v1/sys/health", None).await,
-        Ok((StatusCode::OK, _))
-    )
-}
-
-/// A 127.0.0.1 address nothing listens on (the port is free when this returns).
-fn free_port() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
 }

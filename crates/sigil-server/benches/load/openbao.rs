@@ -14,29 +14,23 @@
 //! Every response must be a 200 whose body carries a PEM certificate. The child is killed when
 //! the phase ends or panics.
 
-use std::net::{SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use bytes::Bytes;
-use http::{Request, StatusCode, header};
-use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
+use http::StatusCode;
 use serde_json::{Value, json};
 use sigil_keys::PrivateKey;
-use tokio::net::TcpStream;
 use tokio::task::JoinSet;
+
+use crate::openbao_dev::DevServer;
 
 /// The dev server's root token, given to it on the command line.
 const ROOT_TOKEN: &str = "sigil-load-bench";
 const ROLE: &str = "svid";
 /// The SPIFFE ID that `issue` puts in the URI SAN, as Sigil's agent API does.
 const SPIFFE_ID: &str = "spiffe://example.org/a0/w0";
-/// Longest the bench waits for the dev server to answer; only ever a failure bound.
-const START_PATIENCE: Duration = Duration::from_secs(60);
 
 /// Sigil's figures from the same run, to print beside OpenBao's.
 pub struct Sigil {
@@ -59,28 +53,28 @@ pub async fn compare(secs: u64, callers: usize, cores: usize, sigil: &Sigil) {
         );
         return;
     };
-    let server = DevServer::start(&binary).await;
-    let version = server.setup().await;
+    let server = DevServer::start(&binary, ROOT_TOKEN).await;
+    let version = setup(&server).await;
     let duration = Duration::from_secs(secs);
 
     let issue_body = json!({ "uri_sans": SPIFFE_ID, "ttl": "1h" });
-    let (issue_rate, issue_per_cpu) = server
-        .hammer(
-            &format!("/v1/pki/issue/{ROLE}"),
-            &issue_body,
-            callers,
-            duration,
-        )
-        .await;
+    let (issue_rate, issue_per_cpu) = hammer(
+        &server,
+        &format!("/v1/pki/issue/{ROLE}"),
+        &issue_body,
+        callers,
+        duration,
+    )
+    .await;
     let sign_body = json!({ "csr": csr_pem(), "ttl": "1h" });
-    let (sign_rate, sign_per_cpu) = server
-        .hammer(
-            &format!("/v1/pki/sign/{ROLE}"),
-            &sign_body,
-            callers,
-            duration,
-        )
-        .await;
+    let (sign_rate, sign_per_cpu) = hammer(
+        &server,
+        &format!("/v1/pki/sign/{ROLE}"),
+        &sign_body,
+        callers,
+        duration,
+    )
+    .await;
     drop(server);
 
     let per_core = |rate: f64| rate / cores as f64;
@@ -116,236 +110,84 @@ pub async fn compare(secs: u64, callers: usize, cores: usize, sigil: &Sigil) {
     );
 }
 
-/// A `bao server -dev` child on a free 127.0.0.1 port, killed on drop.
-struct DevServer {
-    child: Child,
-    addr: SocketAddr,
-    /// Holds the child's log.
-    dir: tempfile::TempDir,
-}
-
-impl DevServer {
-    /// Starts the dev server and waits until it answers `sys/health` as unsealed.
-    async fn start(binary: &Path) -> Self {
-        let addr = free_port();
-        let dir = tempfile::tempdir().unwrap();
-        let log = std::fs::File::create(dir.path().join("bao.log")).unwrap();
-        let child = Command::new(binary)
-            .args([
-                "server",
-                "-dev",
-                "-dev-no-store-token",
-                &format!("-dev-root-token-id={ROOT_TOKEN}"),
-                &format!("-dev-listen-address={addr}"),
-            ])
-            // The token helper and any other per-user state stay out of the caller's home.
-            .env("HOME", dir.path())
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run `{}`: {e}", binary.display()));
-        let mut server = Self { child, addr, dir };
-        let started = Instant::now();
-        loop {
-            if let Some(status) = server.child.try_wait().unwrap() {
-                panic!("`bao server -dev` exited ({status}):\n{}", server.log());
-            }
-            if healthy(addr).await {
-                return server;
-            }
-            if started.elapsed() > START_PATIENCE {
-                panic!(
-                    "`bao server -dev` did not answer on {addr}:\n{}",
-                    server.log()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("bao.log")).unwrap_or_default()
-    }
-
-    /// Mounts `pki`, generates the EC P-256 root and creates the role; returns OpenBao's version.
-    async fn setup(&self) -> String {
-        let mut conn = connect(self.addr).await.unwrap();
-        let steps = [
-            ("/v1/sys/mounts/pki", json!({ "type": "pki" })),
-            (
-                "/v1/pki/root/generate/internal",
-                json!({
-                    "common_name": "sigil load bench root",
-                    "key_type": "ec",
-                    "key_bits": 256,
-                    "ttl": "24h",
-                }),
-            ),
-            (
-                &format!("/v1/pki/roles/{ROLE}"),
-                json!({
-                    "key_type": "ec",
-                    "key_bits": 256,
-                    "no_store": true,
-                    "allow_any_name": true,
-                    "require_cn": false,
-                    "allowed_uri_sans": "spiffe://example.org/*",
-                    "ttl": "1h",
-                    "max_ttl": "1h",
-                }),
-            ),
-        ];
-        for (path, body) in steps {
-            let (status, response) = call(&mut conn, "POST", path, Some(&body)).await.unwrap();
-            assert!(status.is_success(), "OpenBao `{path}`: {status} {response}");
-        }
-        let (_, health) = call(&mut conn, "GET", "/v1/sys/health", None)
-            .await
-            .unwrap();
-        health["version"]
-            .as_str()
-            .unwrap_or("(unknown version)")
-            .to_owned()
-    }
-
-    /// Certificates per second that `callers` connections obtain from `POST path` in `duration`,
-    /// each call checked for a 200 and a PEM certificate, and certificates per CPU-second of the
-    /// `bao` process.
-    async fn hammer(
-        &self,
-        path: &str,
-        body: &Value,
-        callers: usize,
-        duration: Duration,
-    ) -> (f64, f64) {
-        let body = Bytes::from(serde_json::to_vec(body).unwrap());
-        let mut conns = Vec::with_capacity(callers);
-        for _ in 0..callers {
-            conns.push(connect(self.addr).await.unwrap());
-        }
-        let pid = self.child.id().to_string();
-        let cpu_start = crate::cpu::process_secs(&pid);
-        let start = Instant::now();
-        let deadline = start + duration;
-        let mut tasks = JoinSet::new();
-        for mut conn in conns {
-            let (path, body) = (path.to_owned(), body.clone());
-            tasks.spawn(async move {
-                let mut issued = 0_u64;
-                while Instant::now() < deadline {
-                    let (status, response) = conn.send(&path, body.clone()).await;
-                    assert_eq!(status, StatusCode::OK, "OpenBao `{path}`: {response}");
-                    let certificate = response["data"]["certificate"].as_str().unwrap_or("");
-                    assert!(
-                        certificate.starts_with("-----BEGIN CERTIFICATE-----"),
-                        "OpenBao `{path}` returned no certificate: {response}"
-                    );
-                    issued += 1;
-                }
-                issued
-            });
-        }
-        let issued: u64 = tasks.join_all().await.into_iter().sum();
-        let cpu = crate::cpu::process_secs(&pid) - cpu_start;
+/// Mounts `pki`, generates the EC P-256 root and creates the role; returns OpenBao's version.
+async fn setup(server: &DevServer) -> String {
+    let mut conn = server.connect().await.unwrap();
+    let steps = [
+        ("/v1/sys/mounts/pki", json!({ "type": "pki" })),
         (
-            issued as f64 / start.elapsed().as_secs_f64(),
-            issued as f64 / cpu,
-        )
+            "/v1/pki/root/generate/internal",
+            json!({
+                "common_name": "sigil load bench root",
+                "key_type": "ec",
+                "key_bits": 256,
+                "ttl": "24h",
+            }),
+        ),
+        (
+            &format!("/v1/pki/roles/{ROLE}"),
+            json!({
+                "key_type": "ec",
+                "key_bits": 256,
+                "no_store": true,
+                "allow_any_name": true,
+                "require_cn": false,
+                "allowed_uri_sans": "spiffe://example.org/*",
+                "ttl": "1h",
+                "max_ttl": "1h",
+            }),
+        ),
+    ];
+    for (path, body) in steps {
+        let (status, response) = conn.call("POST", path, Some(&body)).await.unwrap();
+        assert!(status.is_success(), "OpenBao `{path}`: {status} {response}");
     }
+    conn.version().await
 }
 
-impl Drop for DevServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// One keep-alive HTTP/1.1 connection to the dev server; its driver task ends with it.
-struct Conn {
-    sender: SendRequest<Full<Bytes>>,
-    host: String,
-    driver: tokio::task::JoinHandle<()>,
-}
-
-impl Conn {
-    async fn send(&mut self, path: &str, body: Bytes) -> (StatusCode, Value) {
-        self.request("POST", path, body).await.unwrap()
-    }
-
-    async fn request(
-        &mut self,
-        method: &str,
-        path: &str,
-        body: Bytes,
-    ) -> Result<(StatusCode, Value), hyper::Error> {
-        let request = Request::builder()
-            .method(method)
-            .uri(path)
-            .header(header::HOST, &self.host)
-            .header(header::CONTENT_TYPE, "application/json")
-            .header("X-Vault-Token", ROOT_TOKEN)
-            .body(Full::new(body))
-            .unwrap();
-        self.sender.ready().await?;
-        let response = self.sender.send_request(request).await?;
-        let status = response.status();
-        let bytes = response.into_body().collect().await?.to_bytes();
-        let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        Ok((status, json))
-    }
-}
-
-impl Drop for Conn {
-    fn drop(&mut self) {
-        self.driver.abort();
-    }
-}
-
-async fn connect(addr: SocketAddr) -> std::io::Result<Conn> {
-    let stream = TcpStream::connect(addr).await?;
-    stream.set_nodelay(true)?;
-    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(std::io::Error::other)?;
-    let driver = tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    Ok(Conn {
-        sender,
-        host: addr.to_string(),
-        driver,
-    })
-}
-
-async fn call(
-    conn: &mut Conn,
-    method: &str,
+/// Certificates per second that `callers` connections obtain from `POST path` in `duration`,
+/// each call checked for a 200 and a PEM certificate, and certificates per CPU-second of the
+/// `bao` process.
+async fn hammer(
+    server: &DevServer,
     path: &str,
-    body: Option<&Value>,
-) -> Result<(StatusCode, Value), hyper::Error> {
-    let body = body.map_or_else(Bytes::new, |b| Bytes::from(serde_json::to_vec(b).unwrap()));
-    conn.request(method, path, body).await
-}
-
-/// Whether the dev server at `addr` answers `sys/health` with a 200 (initialised, unsealed, active).
-async fn healthy(addr: SocketAddr) -> bool {
-    let Ok(mut conn) = connect(addr).await else {
-        return false;
-    };
-    matches!(
-        call(&mut conn, "GET", "/v1/sys/health", None).await,
-        Ok((StatusCode::OK, _))
+    body: &Value,
+    callers: usize,
+    duration: Duration,
+) -> (f64, f64) {
+    let body = Bytes::from(serde_json::to_vec(body).unwrap());
+    let mut conns = Vec::with_capacity(callers);
+    for _ in 0..callers {
+        conns.push(server.connect().await.unwrap());
+    }
+    let pid = server.pid().to_string();
+    let cpu_start = crate::cpu::process_secs(&pid);
+    let start = Instant::now();
+    let deadline = start + duration;
+    let mut tasks = JoinSet::new();
+    for mut conn in conns {
+        let (path, body) = (path.to_owned(), body.clone());
+        tasks.spawn(async move {
+            let mut issued = 0_u64;
+            while Instant::now() < deadline {
+                let (status, response) = conn.request("POST", &path, body.clone()).await.unwrap();
+                assert_eq!(status, StatusCode::OK, "OpenBao `{path}`: {response}");
+                let certificate = response["data"]["certificate"].as_str().unwrap_or("");
+                assert!(
+                    certificate.starts_with("-----BEGIN CERTIFICATE-----"),
+                    "OpenBao `{path}` returned no certificate: {response}"
+                );
+                issued += 1;
+            }
+            issued
+        });
+    }
+    let issued: u64 = tasks.join_all().await.into_iter().sum();
+    let cpu = crate::cpu::process_secs(&pid) - cpu_start;
+    (
+        issued as f64 / start.elapsed().as_secs_f64(),
+        issued as f64 / cpu,
     )
-}
-
-/// A 127.0.0.1 address nothing listens on (the port is free when this returns).
-fn free_port() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
 }
 
 /// A CSR for an EC P-256 key with a SPIFFE URI SAN, PEM-encoded as OpenBao's `sign` takes it.

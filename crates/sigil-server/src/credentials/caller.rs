@@ -52,7 +52,9 @@ impl CallerAuth {
         now: i64,
     ) -> Result<(SpiffeId, Via), String> {
         match (bearer, tls_client) {
-            (Some(token), _) => self.verify_jwt_svid(token, now).map(|id| (id, Via::JwtSvid)),
+            (Some(token), _) => self
+                .verify_jwt_svid(token, now)
+                .map(|id| (id, Via::JwtSvid)),
             (None, Some(id)) if id.trust_domain() == self.trust_domain => {
                 Ok((id.clone(), Via::MutualTls))
             }
@@ -69,11 +71,16 @@ impl CallerAuth {
 
     fn verify_jwt_svid(&self, token: &str, now: i64) -> Result<SpiffeId, String> {
         if token.len() > MAX_BEARER_BYTES {
-            return Err(format!("the bearer token is longer than {MAX_BEARER_BYTES} bytes"));
+            return Err(format!(
+                "the bearer token is longer than {MAX_BEARER_BYTES} bytes"
+            ));
         }
         let bundle = self.ca.bundle();
         let verified = jose::verify(token, &JWT_SVID_ALGORITHMS, |kid, alg| {
-            let authority = bundle.jwt_authorities.iter().find(|a| Some(a.kid.as_str()) == kid)?;
+            let authority = bundle
+                .jwt_authorities
+                .iter()
+                .find(|a| Some(a.kid.as_str()) == kid)?;
             let public = sigil_keys::PublicKey::from_spki_der(&authority.public_key_der).ok()?;
             let jwk = serde_json::to_value(public.to_jwk(kid, "sig")).ok()?;
             let key = VerifyingKey::from_jwk(&jwk).ok()?;

@@ -295,7 +295,12 @@ async fn revoke(
     let actor = caller.spiffe_id.to_string();
     match state
         .credentials
-        .revoke(&id, &format!("revoked by {actor}"), Some(&caller.spiffe_id), &actor)
+        .revoke(
+            &id,
+            &format!("revoked by {actor}"),
+            Some(&caller.spiffe_id),
+            &actor,
+        )
         .await
     {
         Ok(_) => StatusCode::NO_CONTENT.into_response(),

@@ -210,12 +210,14 @@ impl Credentials {
         ttl: Option<u64>,
     ) -> Result<Issued, CredentialsError> {
         let live = self.registry.get(target_name).await?;
-        let role = live.target.roles.get(role_name).ok_or_else(|| {
-            CredentialsError::UnknownRole {
-                target: target_name.to_owned(),
-                role: role_name.to_owned(),
-            }
-        })?;
+        let role =
+            live.target
+                .roles
+                .get(role_name)
+                .ok_or_else(|| CredentialsError::UnknownRole {
+                    target: target_name.to_owned(),
+                    role: role_name.to_owned(),
+                })?;
         let ttl = match ttl {
             None | Some(0) => role.default_ttl,
             Some(t) if t > role.max_ttl => {
@@ -471,7 +473,11 @@ impl Credentials {
         });
     }
 
-    async fn lease_of(&self, id: &str, holder: Option<&SpiffeId>) -> Result<Lease, CredentialsError> {
+    async fn lease_of(
+        &self,
+        id: &str,
+        holder: Option<&SpiffeId>,
+    ) -> Result<Lease, CredentialsError> {
         let lease = self
             .store
             .get_lease(id)
@@ -512,7 +518,9 @@ impl Credentials {
         let result = self.drop_user(&claimed).await;
         match &result {
             Ok(()) => {
-                self.store.finish_lease_revocation(&claimed.id, self.clock.unix_secs()).await?;
+                self.store
+                    .finish_lease_revocation(&claimed.id, self.clock.unix_secs())
+                    .await?;
                 self.audit.record_detached(
                     self.audit
                         .event(actor, "credential.revoke", &claimed.id, Outcome::Success)
@@ -537,11 +545,20 @@ impl Credentials {
 
     /// Marks `lease` revoked without touching the database: for a lease whose user was never
     /// created.
-    async fn close_unused_lease(&self, lease: &Lease, reason: &str) -> Result<(), CredentialsError> {
+    async fn close_unused_lease(
+        &self,
+        lease: &Lease,
+        reason: &str,
+    ) -> Result<(), CredentialsError> {
         let now = self.clock.unix_secs();
         if self
             .store
-            .claim_lease_revocation(&lease.id, reason, now, now.saturating_add(REVOCATION_CLAIM_SECS))
+            .claim_lease_revocation(
+                &lease.id,
+                reason,
+                now,
+                now.saturating_add(REVOCATION_CLAIM_SECS),
+            )
             .await?
             .is_some()
         {
@@ -598,7 +615,9 @@ impl Credentials {
                         done += 1;
                         progressed = true;
                     }
-                    Err(e) => tracing::warn!(lease = %lease.id, error = %e, "cannot revoke an expired lease"),
+                    Err(e) => {
+                        tracing::warn!(lease = %lease.id, error = %e, "cannot revoke an expired lease")
+                    }
                 }
             }
             if !full || !progressed {
@@ -661,15 +680,21 @@ impl Credentials {
                 source: e,
             });
         }
-        staged.commit().map_err(|e| CredentialsError::AdminPassword {
-            target: name.to_owned(),
-            reason: format!("the database now has the new password but it could not be saved: {e}"),
-        })?;
+        staged
+            .commit()
+            .map_err(|e| CredentialsError::AdminPassword {
+                target: name.to_owned(),
+                reason: format!(
+                    "the database now has the new password but it could not be saved: {e}"
+                ),
+            })?;
         let now = self.clock.unix_secs();
-        self.audit.record_detached(
-            self.audit
-                .event(actor, "credential.rotate_root", name, Outcome::Success),
-        );
+        self.audit.record_detached(self.audit.event(
+            actor,
+            "credential.rotate_root",
+            name,
+            Outcome::Success,
+        ));
         Ok(now)
     }
 }

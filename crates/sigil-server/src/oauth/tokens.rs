@@ -20,7 +20,8 @@ use super::mapping::{AttrValue, Attributes};
 
 /// The algorithms JWT-SVIDs may be signed with (Sigil signs ES256; other SPIFFE servers may use
 /// ES384).
-pub(crate) const JWT_SVID_ALGORITHMS: [JwsAlgorithm; 2] = [JwsAlgorithm::Es256, JwsAlgorithm::Es384];
+pub(crate) const JWT_SVID_ALGORITHMS: [JwsAlgorithm; 2] =
+    [JwsAlgorithm::Es256, JwsAlgorithm::Es384];
 /// Most cached verification keys of JWT-SVID authorities.
 const MAX_CACHED_KEYS: usize = 256;
 

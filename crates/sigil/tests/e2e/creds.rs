@@ -161,7 +161,14 @@ impl Setup {
     fn jwt(&self, spiffe_id: &str) -> String {
         let o = workload(
             &self.socket,
-            &["jwt", "fetch", "--audience", &self.issuer, "--spiffe-id", spiffe_id],
+            &[
+                "jwt",
+                "fetch",
+                "--audience",
+                &self.issuer,
+                "--spiffe-id",
+                spiffe_id,
+            ],
         );
         assert!(o.status.success(), "jwt fetch: {}", stderr(&o));
         stdout(&o).trim().to_owned()
@@ -218,17 +225,36 @@ pub(crate) fn psql(credential: &Value, sql: &str) -> Command {
 
 pub(crate) fn mariadb(credential: &Value, sql: &str) -> Command {
     let mut c = Command::new("mariadb");
-    c.args(["-h", "127.0.0.1", "-P", "3306", "--connect-timeout=5", "-N", "-B", "-u"])
-        .arg(credential["username"].as_str().unwrap())
-        .arg(format!("-p{}", credential["password"].as_str().unwrap()))
-        .args(["-e", sql]);
+    c.args([
+        "-h",
+        "127.0.0.1",
+        "-P",
+        "3306",
+        "--connect-timeout=5",
+        "-N",
+        "-B",
+        "-u",
+    ])
+    .arg(credential["username"].as_str().unwrap())
+    .arg(format!("-p{}", credential["password"].as_str().unwrap()))
+    .args(["-e", sql]);
     c
 }
 
 /// The admin's view: a query as `postgres` or MariaDB's root.
 pub(crate) fn pg_admin(sql: &str) -> String {
     let o = Command::new("psql")
-        .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-X", "-tAc", sql])
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-d",
+            "test",
+            "-X",
+            "-tAc",
+            sql,
+        ])
         .output()
         .unwrap();
     assert!(o.status.success(), "psql: {}", stderr(&o));
@@ -245,11 +271,15 @@ fn maria_admin(sql: &str) -> String {
 }
 
 pub(crate) fn pg_role_exists(name: &str) -> bool {
-    pg_admin(&format!("SELECT count(*) FROM pg_roles WHERE rolname = '{name}'")) != "0"
+    pg_admin(&format!(
+        "SELECT count(*) FROM pg_roles WHERE rolname = '{name}'"
+    )) != "0"
 }
 
 pub(crate) fn maria_user_exists(name: &str) -> bool {
-    maria_admin(&format!("SELECT count(*) FROM mysql.user WHERE user = '{name}'")) != "0"
+    maria_admin(&format!(
+        "SELECT count(*) FROM mysql.user WHERE user = '{name}'"
+    )) != "0"
 }
 
 pub(crate) fn pg_roles_like(prefix: &str) -> String {
@@ -379,7 +409,9 @@ fn a_workload_gets_database_users_by_policy_and_loses_them_on_revoke_and_expiry(
         before
     );
     // Every lease of the test is revoked, none left active.
-    let o = s.server.admin(&["lease", "list", "--state", "active", "--output", "json"]);
+    let o = s
+        .server
+        .admin(&["lease", "list", "--state", "active", "--output", "json"]);
     assert!(o.status.success(), "lease list: {}", stderr(&o));
     let listed: Value = serde_json::from_str(stdout(&o).trim()).unwrap();
     assert_eq!(listed.as_array().map_or(0, Vec::len), 0, "{listed}");
@@ -396,19 +428,64 @@ fn bad_requests_and_failing_targets_get_clear_errors_and_leave_no_user() {
     assert_eq!(code, 201, "{ok}");
 
     let cases: [(&str, &str, &str, u16, &str, &str); 6] = [
-        ("nosuch", "checker", "1m", 404, "not_found", "no credential target `nosuch`"),
-        ("pg", "nosuch", "1m", 404, "not_found", "has no role `nosuch`"),
-        ("pg", "checker", "11m", 400, "invalid_request", "longer than the role's maximum"),
-        ("pg", "broken", "1m", 502, "bad_gateway", "rejected statement 2"),
-        ("down", "checker", "1m", 503, "temporarily_unavailable", "cannot reach the database at `127.0.0.1:1`"),
-        ("maria-wrong-password", "checker", "1m", 502, "bad_gateway", "refused the login of `root`"),
+        (
+            "nosuch",
+            "checker",
+            "1m",
+            404,
+            "not_found",
+            "no credential target `nosuch`",
+        ),
+        (
+            "pg",
+            "nosuch",
+            "1m",
+            404,
+            "not_found",
+            "has no role `nosuch`",
+        ),
+        (
+            "pg",
+            "checker",
+            "11m",
+            400,
+            "invalid_request",
+            "longer than the role's maximum",
+        ),
+        (
+            "pg",
+            "broken",
+            "1m",
+            502,
+            "bad_gateway",
+            "rejected statement 2",
+        ),
+        (
+            "down",
+            "checker",
+            "1m",
+            503,
+            "temporarily_unavailable",
+            "cannot reach the database at `127.0.0.1:1`",
+        ),
+        (
+            "maria-wrong-password",
+            "checker",
+            "1m",
+            502,
+            "bad_gateway",
+            "refused the login of `root`",
+        ),
     ];
     for (target, role, ttl, status, error, words) in cases {
         let (code, body) = s.fetch(ALLOWED, target, role, ttl);
         assert_eq!(code, status, "{target}/{role}: {body}");
         assert_eq!(body["error"], error, "{body}");
         let description = body["error_description"].as_str().unwrap();
-        assert!(description.contains(words), "{target}/{role}: {description}");
+        assert!(
+            description.contains(words),
+            "{target}/{role}: {description}"
+        );
     }
     // MariaDB commits the first statement before the second fails: the user it made is dropped.
     let (code, body) = s.fetch(ALLOWED, "maria", "broken", "1m");
@@ -484,16 +561,20 @@ fn leases_live_through_kill_9_and_are_revoked_at_their_expiry() {
     // Down past the first expiry: the user is still there, nobody revoked it.
     assert!(pg_role_exists(&early_user));
     s.server.respawn();
-    wait_for(Duration::from_secs(15), "the lease that expired while down to be revoked", || {
-        (!pg_role_exists(&early_user)).then_some(())
-    });
+    wait_for(
+        Duration::from_secs(15),
+        "the lease that expired while down to be revoked",
+        || (!pg_role_exists(&early_user)).then_some(()),
+    );
     // The others still live until their own expiry, then go, with their session.
     assert!(maria_user_exists(&late_user));
     assert!(pg_role_exists(&late_pg_user));
     assert_terminated(session, "the session to end at the lease's expiry");
-    wait_for(Duration::from_secs(20), "the remaining users to be dropped", || {
-        (!maria_user_exists(&late_user) && !pg_role_exists(&late_pg_user)).then_some(())
-    });
+    wait_for(
+        Duration::from_secs(20),
+        "the remaining users to be dropped",
+        || (!maria_user_exists(&late_user) && !pg_role_exists(&late_pg_user)).then_some(()),
+    );
     assert_eq!(pg_roles_like("v_survivor_"), "0");
     assert_eq!(maria_users_like("v_survivor_"), "0");
 }

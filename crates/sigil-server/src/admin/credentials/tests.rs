@@ -502,11 +502,7 @@ async fn banning_an_agent_or_deleting_an_entry_revokes_their_workloads_leases() 
     }
 
     let (status, banned) = h
-        .call(
-            Method::POST,
-            &sigil_api::paths::agent_ban(agent_id),
-            None,
-        )
+        .call(Method::POST, &sigil_api::paths::agent_ban(agent_id), None)
         .await;
     assert_eq!(status, StatusCode::OK, "{banned}");
     let revoked = wait_revoked(&h, &through_agent.id).await;
