@@ -87,9 +87,8 @@ async fn sigil_cycles(callers: usize, secs: u64) -> u64 {
         Arc::new(sigil_store::SqliteStore::open_in_memory().unwrap());
     let clock: Arc<dyn sigil_spiffe::Clock> = Arc::new(SystemClock);
     let metrics = Arc::new(sigil_server::metrics::Metrics::new());
-    let policies = Arc::new(
-        sigil_server::policy::Policies::load(Some(dir.path()), metrics.clone()).unwrap(),
-    );
+    let policies =
+        Arc::new(sigil_server::policy::Policies::load(Some(dir.path()), metrics.clone()).unwrap());
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let (audit, tasks) = AuditLog::start(
         AuditSetup {
