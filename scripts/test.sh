@@ -18,6 +18,10 @@ fi
 # PostgreSQL on 127.0.0.1:5432 for the datastore conformance suite: started where it is
 # installed but stopped, installed (Debian's package) where it is missing.
 ./scripts/postgres.sh
+# MariaDB on 127.0.0.1:3306 (root, empty password) for the brokered-credential tests, started
+# or installed the same way; its `mariadb` client and PostgreSQL's `psql` are the clients those
+# tests log in with.
+./scripts/mariadb.sh
 
 ./interop/python/setup.sh
 ./interop/schemathesis/setup.sh
