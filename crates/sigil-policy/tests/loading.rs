@@ -53,7 +53,12 @@ fn empty_directory_gets_the_default_set() {
     assert_eq!(loaded.ids(), ["default:exchange", "default:issue"]);
     assert_eq!(
         loaded.action_names(),
-        ["Exchange", "IssueJwtSvid", "IssueX509Svid"]
+        [
+            "Exchange",
+            "IssueJwtSvid",
+            "IssueX509Svid",
+            "RequestCredential"
+        ]
     );
 }
 
