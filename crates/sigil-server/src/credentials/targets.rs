@@ -311,13 +311,10 @@ impl TargetRegistry {
     }
 }
 
+/// The name rule of targets and roles, as the admin API document states it
+/// ([`sigil_api::credentials::is_valid_name`]).
 fn check_name(name: &str) -> Result<(), String> {
-    let ok = (1..=64).contains(&name.len())
-        && name.starts_with(|c: char| c.is_ascii_lowercase())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
-    if ok {
+    if sigil_api::credentials::is_valid_name(name) {
         Ok(())
     } else {
         Err(format!(
