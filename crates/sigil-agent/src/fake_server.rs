@@ -1,7 +1,8 @@
 //! Test only: a stand-in for the server's agent API over mutual TLS on a loopback port (it
-//! attests any join token, if given a CA to sign with; its sync stream sends one message, then
-//! stays open until the server stops), the test PKI it and the agent use (a root for
-//! `example.org`, X509-SVIDs under it), and a TCP listener that only counts connection attempts.
+//! attests any join token, if given a CA to sign with; its sync stream sends one message, or a
+//! given sequence such as the parts of one set, then stays open until the server stops), the
+//! test PKI it and the agent use (a root for `example.org`, X509-SVIDs under it), and a TCP
+//! listener that only counts connection attempts.
 //! Enough to drive the agent's connections for real.
 
 use std::pin::Pin;
@@ -170,6 +171,8 @@ impl AsyncWrite for Conn {
 struct Seen {
     /// The client leaf of every sync stream opened.
     syncs: Mutex<Vec<Option<Vec<u8>>>>,
+    /// The request of every sync stream opened.
+    sync_requests: Mutex<Vec<pb::SyncAuthorizedEntriesRequest>>,
     /// Join tokens attested.
     attestations: Mutex<Vec<Vec<u8>>>,
     /// The rows of every usage report accepted, one list per report.
@@ -182,7 +185,8 @@ struct Seen {
 struct FakeAgentApi {
     /// Signs agent SVIDs at attestation; without it attestation is `Unimplemented`.
     attest_with: Option<Arc<TestCa>>,
-    first_message: pb::SyncAuthorizedEntriesResponse,
+    /// What each sync stream sends first, in order.
+    first_messages: Vec<pb::SyncAuthorizedEntriesResponse>,
     seen: Arc<Seen>,
     stop: watch::Receiver<bool>,
 }
@@ -241,7 +245,12 @@ impl AgentService for FakeAgentApi {
             .get::<ClientLeaf>()
             .and_then(|l| l.0.clone());
         self.seen.syncs.lock().unwrap().push(leaf);
-        let first = futures::stream::once(std::future::ready(Ok(self.first_message.clone())));
+        self.seen
+            .sync_requests
+            .lock()
+            .unwrap()
+            .push(*request.get_ref());
+        let first = futures::stream::iter(self.first_messages.clone().into_iter().map(Ok));
         let mut stop = self.stop.clone();
         let end = futures::stream::once(async move {
             let _ = stop.wait_for(|stopped| *stopped).await;
@@ -321,7 +330,17 @@ impl FakeServer {
         client_roots: &[Vec<u8>],
         first_message: pb::SyncAuthorizedEntriesResponse,
     ) -> Self {
-        Self::start_with(server_svid, client_roots, first_message, None).await
+        Self::start_with(server_svid, client_roots, vec![first_message], None).await
+    }
+
+    /// As [`FakeServer::start`], but each sync stream sends `first_messages` in order (for
+    /// instance the parts of one authorized set).
+    pub(crate) async fn start_sending(
+        server_svid: (Vec<Vec<u8>>, PrivateKey),
+        client_roots: &[Vec<u8>],
+        first_messages: Vec<pb::SyncAuthorizedEntriesResponse>,
+    ) -> Self {
+        Self::start_with(server_svid, client_roots, first_messages, None).await
     }
 
     /// A server of `ca` (its SVID, trusting its root) that also attests any join token with an
@@ -329,13 +348,13 @@ impl FakeServer {
     pub(crate) async fn start_attesting(ca: Arc<TestCa>) -> Self {
         let svid = ca.svid(SERVER_ID);
         let roots = [ca.root()];
-        Self::start_with(svid, &roots, Default::default(), Some(ca)).await
+        Self::start_with(svid, &roots, vec![Default::default()], Some(ca)).await
     }
 
     async fn start_with(
         server_svid: (Vec<Vec<u8>>, PrivateKey),
         client_roots: &[Vec<u8>],
-        first_message: pb::SyncAuthorizedEntriesResponse,
+        first_messages: Vec<pb::SyncAuthorizedEntriesResponse>,
         attest_with: Option<Arc<TestCa>>,
     ) -> Self {
         sigil_tls::install_default_provider();
@@ -378,7 +397,7 @@ impl FakeServer {
         let (stop, stop_rx) = watch::channel(false);
         let api = FakeAgentApi {
             attest_with,
-            first_message,
+            first_messages,
             seen: seen.clone(),
             stop: stop_rx.clone(),
         };
@@ -411,6 +430,11 @@ impl FakeServer {
     /// The client leaf (DER) of every sync stream opened so far.
     pub(crate) fn syncs(&self) -> Vec<Option<Vec<u8>>> {
         self.seen.syncs.lock().unwrap().clone()
+    }
+
+    /// The request of every sync stream opened so far.
+    pub(crate) fn sync_requests(&self) -> Vec<pb::SyncAuthorizedEntriesRequest> {
+        self.seen.sync_requests.lock().unwrap().clone()
     }
 
     /// The join tokens attested so far.

@@ -13,6 +13,9 @@ use tonic::transport::{Channel, Endpoint};
 /// A connected agent API client; cheap to clone (clones share the channel).
 pub type Client = AgentServiceClient<Channel>;
 
+/// Largest message the agent decodes from the server (a sync message carrying a large set).
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
 /// What went wrong connecting to the server.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
@@ -64,5 +67,5 @@ pub async fn connect(
             addr: addr.to_owned(),
             source,
         })?;
-    Ok(AgentServiceClient::new(channel).max_decoding_message_size(64 * 1024 * 1024))
+    Ok(AgentServiceClient::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES))
 }

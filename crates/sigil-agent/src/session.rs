@@ -90,6 +90,87 @@ type FederatedBundles = std::collections::BTreeMap<TrustDomain, Arc<TrustBundle>
 /// Most federated bundles one sync message may carry.
 const MAX_FEDERATED_BUNDLES: usize = 256;
 
+/// Most bytes the parts of one authorized set may hold before its last part arrives: the size
+/// limit of one sync message ([`server_client::MAX_MESSAGE_BYTES`]), so a set sent in parts may
+/// be as large as one sent whole and no larger. Each held entry counts its encoded size plus its
+/// in-memory size, so even empty entries use the budget up.
+const MAX_PENDING_PART_BYTES: usize = server_client::MAX_MESSAGE_BYTES;
+
+/// The parts of one authorized set sent over several sync messages (see `entries_continue` in
+/// `agent.proto`), held until the last one, bounded.
+struct EntryParts {
+    /// The entries of the parts received so far; `None` between sets.
+    entries: Option<Vec<pb::Entry>>,
+    /// What `entries` count against `max_bytes`: encoded and in-memory size of each.
+    bytes: usize,
+    max_bytes: usize,
+}
+
+/// How a server broke the protocol of a set sent in parts.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+enum PartsError {
+    #[error(
+        "the server sent a sync message with `entries_continue` that carries more than `entries`"
+    )]
+    NotEntriesOnly,
+    #[error("the parts of one authorized set exceed {max} bytes")]
+    TooLarge { max: usize },
+    #[error("the server sent `entries_unchanged` as the last part of an authorized set")]
+    UnchangedAfterParts,
+}
+
+impl EntryParts {
+    /// No parts held; parts holding more than `max_bytes` are refused.
+    fn new(max_bytes: usize) -> Self {
+        Self {
+            entries: None,
+            bytes: 0,
+            max_bytes,
+        }
+    }
+
+    /// Takes one sync message. A part (`entries_continue`) is held and `None` returned; any other
+    /// message is returned to be applied, with the entries of the parts held before it ahead of
+    /// its own, and the parts are forgotten.
+    fn take(
+        &mut self,
+        mut msg: pb::SyncAuthorizedEntriesResponse,
+    ) -> Result<Option<pb::SyncAuthorizedEntriesResponse>, PartsError> {
+        if msg.entries_continue {
+            let entries = std::mem::take(&mut msg.entries);
+            let entries_only = pb::SyncAuthorizedEntriesResponse {
+                entries_continue: true,
+                ..Default::default()
+            };
+            if msg != entries_only {
+                return Err(PartsError::NotEntriesOnly);
+            }
+            let bytes = entries.iter().fold(self.bytes, |sum, e| {
+                sum.saturating_add(prost::Message::encoded_len(e))
+                    .saturating_add(std::mem::size_of::<pb::Entry>())
+            });
+            if bytes > self.max_bytes {
+                return Err(PartsError::TooLarge {
+                    max: self.max_bytes,
+                });
+            }
+            self.bytes = bytes;
+            self.entries.get_or_insert_default().extend(entries);
+            return Ok(None);
+        }
+        let Some(mut entries) = self.entries.take() else {
+            return Ok(Some(msg));
+        };
+        self.bytes = 0;
+        if msg.entries_unchanged {
+            return Err(PartsError::UnchangedAfterParts);
+        }
+        entries.append(&mut msg.entries);
+        msg.entries = entries;
+        Ok(Some(msg))
+    }
+}
+
 /// How one connection to the server ended without an error.
 enum SessionEnd {
     Shutdown,
@@ -244,12 +325,15 @@ impl Session {
         let mut stream = client
             .sync_authorized_entries(pb::SyncAuthorizedEntriesRequest {
                 omit_unchanged_entries: true,
+                accept_entry_parts: true,
             })
             .await
             .map_err(classify)?
             .into_inner();
         self.servers.connected();
         tracing::info!(%server, "sync stream open");
+        // The parts of an authorized set received so far; a broken connection drops them.
+        let mut parts = EntryParts::new(MAX_PENDING_PART_BYTES);
         loop {
             let now = self.clock.unix_secs();
             let next = self
@@ -262,7 +346,7 @@ impl Session {
                 msg = stream.message() => match msg {
                     Ok(Some(m)) => {
                         self.servers.served();
-                        self.apply(&mut client, m).await?;
+                        self.receive(&mut client, &mut parts, m).await?;
                     }
                     Ok(None) => return Err(SessionError::Retry("the server closed the sync stream".into())),
                     Err(status) => return Err(classify(status)),
@@ -280,6 +364,22 @@ impl Session {
                 }
                 _ = shutdown.changed() => return Ok(SessionEnd::Shutdown),
             }
+        }
+    }
+
+    /// Takes one sync message: a part of an authorized set is held in `parts`, anything else is
+    /// applied (a last part with the entries of the parts before it). A malformed part, or parts
+    /// beyond their budget, end the stream (the server breaks the protocol).
+    async fn receive(
+        &mut self,
+        client: &mut Client,
+        parts: &mut EntryParts,
+        msg: pb::SyncAuthorizedEntriesResponse,
+    ) -> Result<(), SessionError> {
+        match parts.take(msg) {
+            Ok(Some(whole)) => self.apply(client, whole).await,
+            Ok(None) => Ok(()),
+            Err(e) => Err(SessionError::Retry(e.to_string())),
         }
     }
 
@@ -652,6 +752,135 @@ pub(crate) mod tests {
         let empty = pb::SyncAuthorizedEntriesResponse::default();
         assert!(session.apply(&mut client, empty).await.is_ok());
         assert!(served(&session).is_empty(), "an empty set is an empty set");
+    }
+
+    /// Six entries `e-0`..`e-5` and the messages that send them as one set: two parts of two
+    /// entries, then a last message with the last two and `crl` (its trust part).
+    fn set_in_three_parts(crl: u8) -> (Vec<pb::Entry>, Vec<pb::SyncAuthorizedEntriesResponse>) {
+        let entries: Vec<pb::Entry> = (0..6)
+            .map(|i| entry(&format!("e-{i}"), &format!("spiffe://example.org/w{i}"), 1))
+            .collect();
+        let part = |chunk: &[pb::Entry]| pb::SyncAuthorizedEntriesResponse {
+            entries: chunk.to_vec(),
+            entries_continue: true,
+            ..Default::default()
+        };
+        let last = pb::SyncAuthorizedEntriesResponse {
+            entries: entries[4..].to_vec(),
+            entries_unchanged: false,
+            ..marked_message(crl)
+        };
+        let messages = vec![part(&entries[..2]), part(&entries[2..4]), last];
+        (entries, messages)
+    }
+
+    #[tokio::test]
+    async fn a_set_sent_in_parts_is_applied_once_whole_with_the_trust_part_of_the_last() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut session, _clock) = resumed_session(dir.path());
+        let mut client = unreachable_client(&session);
+        let (entries, messages) = set_in_three_parts(9);
+        // Every entry of the set has a current SVID (so applying it needs no server call), and
+        // one more entry the set no longer has.
+        for e in &entries {
+            hold(&mut session, e.clone());
+        }
+        hold(&mut session, entry("e-old", "spiffe://example.org/old", 1));
+        session.publish();
+        let before = served(&session);
+        assert_eq!(before.len(), 7);
+
+        let mut parts = EntryParts::new(MAX_PENDING_PART_BYTES);
+        let [first, second, last] = <[_; 3]>::try_from(messages).unwrap();
+        for part in [first, second] {
+            assert!(session.receive(&mut client, &mut parts, part).await.is_ok());
+            assert_eq!(
+                served(&session),
+                before,
+                "nothing applied before the last part"
+            );
+            assert_eq!(session.cache.entries().len(), 7);
+            assert!(session.crls.is_empty());
+        }
+        assert!(session.receive(&mut client, &mut parts, last).await.is_ok());
+        let ids: Vec<String> = entries.iter().map(|e| e.id.clone()).collect();
+        assert_eq!(served(&session), ids, "the union of the parts, and only it");
+        assert_eq!(session.cache.entries(), entries.as_slice());
+        assert_eq!(*session.crls, [vec![0x30, 0x03, 0x02, 0x01, 9]]);
+        assert!(
+            parts.entries.is_none(),
+            "the parts are forgotten once applied"
+        );
+    }
+
+    #[test]
+    fn a_part_with_anything_but_entries_is_refused() {
+        let e = entry("e-a", "spiffe://example.org/a", 1);
+        let part = pb::SyncAuthorizedEntriesResponse {
+            entries: vec![e.clone()],
+            entries_continue: true,
+            ..Default::default()
+        };
+        let mut parts = EntryParts::new(MAX_PENDING_PART_BYTES);
+        assert_eq!(parts.take(part.clone()), Ok(None), "entries only: held");
+        let with_trust = [
+            pb::SyncAuthorizedEntriesResponse {
+                bundle: Some(pb::Bundle::default()),
+                ..part.clone()
+            },
+            pb::SyncAuthorizedEntriesResponse {
+                crls: vec![vec![1]],
+                ..part.clone()
+            },
+            pb::SyncAuthorizedEntriesResponse {
+                policy_hash: "h".into(),
+                ..part.clone()
+            },
+            pb::SyncAuthorizedEntriesResponse {
+                entries_unchanged: true,
+                ..part.clone()
+            },
+        ];
+        for bad in with_trust {
+            let mut parts = EntryParts::new(MAX_PENDING_PART_BYTES);
+            assert_eq!(parts.take(bad), Err(PartsError::NotEntriesOnly));
+        }
+    }
+
+    #[test]
+    fn parts_beyond_their_budget_are_refused() {
+        let part = |id: &str| pb::SyncAuthorizedEntriesResponse {
+            entries: vec![entry(id, "spiffe://example.org/a", 1)],
+            entries_continue: true,
+            ..Default::default()
+        };
+        let one =
+            prost::Message::encoded_len(&part("e-0").entries[0]) + std::mem::size_of::<pb::Entry>();
+        let mut parts = EntryParts::new(2 * one);
+        assert_eq!(parts.take(part("e-0")), Ok(None));
+        assert_eq!(parts.take(part("e-1")), Ok(None), "exactly the budget");
+        assert_eq!(
+            parts.take(part("e-2")),
+            Err(PartsError::TooLarge { max: 2 * one })
+        );
+    }
+
+    #[test]
+    fn a_last_part_saying_unchanged_is_refused_and_a_whole_set_passes_through() {
+        let part = pb::SyncAuthorizedEntriesResponse {
+            entries: vec![entry("e-0", "spiffe://example.org/a", 1)],
+            entries_continue: true,
+            ..Default::default()
+        };
+        let unchanged = marked_message(1);
+        let mut parts = EntryParts::new(MAX_PENDING_PART_BYTES);
+        assert_eq!(
+            parts.take(unchanged.clone()),
+            Ok(Some(unchanged.clone())),
+            "without parts before it, a message is applied as it is"
+        );
+        assert_eq!(parts.take(part), Ok(None));
+        assert_eq!(parts.take(unchanged), Err(PartsError::UnchangedAfterParts));
     }
 
     #[tokio::test]
@@ -1099,6 +1328,40 @@ pub(crate) mod tests {
             result.unwrap().unwrap().is_ok(),
             "shutdown ends the backoff"
         );
+    }
+
+    #[tokio::test]
+    async fn the_agent_asks_for_parts_and_applies_a_set_sent_in_parts_over_the_wire() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = TestCa::new("example.org");
+        let (entries, messages) = set_in_three_parts(5);
+        let server = FakeServer::start_sending(ca.svid(SERVER_ID), &[ca.root()], messages).await;
+        let mut session = failover_session(dir.path(), &ca, &[server.addr()]);
+        for e in &entries {
+            hold(&mut session, e.clone());
+        }
+        hold(&mut session, entry("e-old", "spiffe://example.org/old", 1));
+        let mut rx = session.snapshots();
+        let (stop, stop_rx) = watch::channel(false);
+        let running = tokio::spawn(session.run(stop_rx));
+
+        wait_for_crl(&mut rx, 5).await;
+        let serving: Vec<String> = rx
+            .borrow()
+            .identities
+            .iter()
+            .map(|i| i.entry_id.clone())
+            .collect();
+        let ids: Vec<String> = entries.iter().map(|e| e.id.clone()).collect();
+        assert_eq!(serving, ids);
+        let requests = server.sync_requests();
+        assert_eq!(requests.len(), 1, "one stream: the parts broke nothing");
+        assert!(requests[0].accept_entry_parts);
+        assert!(requests[0].omit_unchanged_entries);
+        stop.send(true).unwrap();
+        let result = tokio::time::timeout(Duration::from_secs(5), running).await;
+        assert!(result.unwrap().unwrap().is_ok());
+        server.stop().await;
     }
 
     #[tokio::test]

@@ -2,6 +2,8 @@
 //! `PUT /api/v1/entries/{id}`, the entry as answered, the list answer, and the request and
 //! answer of a batch create.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::TtlValue;
@@ -22,6 +24,13 @@ pub const MAX_OWNER_CHARS: usize = 64;
 pub const MAX_ENTRY_BATCH: usize = 1000;
 /// Longest `description`, in characters (a quarter of the datastore's byte limit, as for owner).
 pub const MAX_DESCRIPTION_CHARS: usize = 1024;
+/// Most labels one entry may have (the datastore's own bound).
+pub const MAX_ENTRY_LABELS: usize = 32;
+/// Longest label key, in characters: lowercase ASCII letters, digits, `.`, `_`, `/` and `-`,
+/// starting and ending with a letter or digit (the datastore's rule).
+pub const MAX_LABEL_KEY_CHARS: usize = 63;
+/// Longest label value, in characters: printable ASCII, `=` included (the datastore's rule).
+pub const MAX_LABEL_VALUE_CHARS: usize = 128;
 
 /// Body of entry create (`POST`) and full replacement (`PUT`). Every field is raw: the server
 /// parses each one and answers 400 naming the field when it is missing or invalid. Unknown fields
@@ -80,6 +89,10 @@ pub struct EntryRequest {
     pub owner: Option<String>,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub description: String,
+    /// `key: value` labels that policy reads as the workload's `labels` (`"key=value"`); at most
+    /// [`MAX_ENTRY_LABELS`]. A replacement replaces them whole; absent = none.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
     /// Unix seconds after which the entry is no longer served; absent = never.
     #[serde(
         default,
@@ -114,6 +127,9 @@ pub struct Entry {
     pub hint: String,
     pub owner: String,
     pub description: String,
+    /// The entry's labels, by key; absent from an answer of a server that predates them.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
     /// Unix seconds, or `null` for never.
     pub expires_at: Option<i64>,
     /// Starts at 1, +1 on every update.
@@ -165,6 +181,7 @@ impl Entry {
             hint: self.hint.clone(),
             owner: Some(self.owner.clone()),
             description: self.description.clone(),
+            labels: self.labels.clone(),
             expires_at: self.expires_at,
             revision: Some(self.revision),
         }
@@ -239,6 +256,7 @@ mod tests {
             hint: String::new(),
             owner: "team".into(),
             description: "d".into(),
+            labels: BTreeMap::from([("tier".to_owned(), "web".to_owned())]),
             expires_at: None,
             revision: 4,
             created_at: 1,
@@ -249,5 +267,17 @@ mod tests {
         assert_eq!(req.x509_svid_ttl, Some(TtlValue::Seconds(0)));
         assert_eq!(req.jwt_svid_ttl, Some(TtlValue::Seconds(300)));
         assert!(req.admin);
+        assert_eq!(req.labels, entry.labels);
+    }
+
+    #[test]
+    fn labels_are_an_object_of_strings_and_optional() {
+        let req: EntryRequest =
+            serde_json::from_str(r#"{"labels": {"tier": "web", "x": "a=b"}}"#).unwrap();
+        assert_eq!(req.labels.get("x").map(String::as_str), Some("a=b"));
+        assert!(serde_json::from_str::<EntryRequest>(r#"{"labels": ["tier=web"]}"#).is_err());
+        assert!(serde_json::from_str::<EntryRequest>(r#"{"labels": {"tier": 1}}"#).is_err());
+        let empty = serde_json::to_value(EntryRequest::default()).unwrap();
+        assert!(empty.get("labels").is_none(), "no labels, no field");
     }
 }

@@ -613,6 +613,7 @@ mod tests {
             hint: "h".into(),
             owner: "team".into(),
             description: "d".into(),
+            labels: [("tier".to_owned(), "web".to_owned())].into(),
             expires_at: Some(5),
             revision: 1,
             created_at: 1,
@@ -648,6 +649,7 @@ mod tests {
             hint: "h".into(),
             owner: Some("o".into()),
             description: "d".into(),
+            labels: [("tier".to_owned(), "web".to_owned())].into(),
             expires_at: Some(1),
             revision: Some(1),
         }

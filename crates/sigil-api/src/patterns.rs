@@ -3,6 +3,7 @@
 //! below check them against `sigil-spiffe`), and is written in the subset shared by ECMA-262
 //! (JSON Schema), Python `re` and Rust `regex`: no lookaround, no `\d`/`\s`, `\uXXXX` escapes.
 
+use crate::entries::MAX_LABEL_KEY_CHARS;
 use crate::revocations::MAX_JTI_CHARS;
 use sigil_spiffe::{
     MAX_AUTHORITY_ID_CHARS, MAX_SELECTOR_TYPE_BYTES, MAX_SELECTOR_VALUE_CHARS, UNIX_SELECTOR_TYPE,
@@ -144,6 +145,20 @@ pub(crate) fn single_line() -> String {
 /// Text without control characters that is not blank.
 pub(crate) fn single_line_not_blank() -> String {
     format!("^[^{CONTROL}]*[^{CONTROL}{WHITESPACE}][^{CONTROL}]*$")
+}
+
+/// An entry label key: lowercase ASCII letters, digits, `.`, `_`, `/` and `-`, starting and
+/// ending with a letter or digit, at most `MAX_LABEL_KEY_CHARS` long (the datastore's rule).
+pub(crate) fn label_key() -> String {
+    format!(
+        "^[a-z0-9](?:[a-z0-9._/-]{{0,{}}}[a-z0-9])?$",
+        MAX_LABEL_KEY_CHARS - 2
+    )
+}
+
+/// An entry label value: printable ASCII, `=` included (pair it with `maxLength`).
+pub(crate) fn label_value() -> &'static str {
+    r"^[\u0020-\u007E]*$"
 }
 
 /// A `u32` in canonical decimal: `0`, or no leading zero and at most 4294967295.
@@ -394,6 +409,43 @@ mod tests {
         assert!(not_blank.is_match(" team "));
         assert!(!not_blank.is_match("   "));
         assert!(!not_blank.is_match(""));
+    }
+
+    #[test]
+    fn label_patterns_hold_their_edges() {
+        let key = full(&label_key());
+        let longest = "a".repeat(MAX_LABEL_KEY_CHARS);
+        for ok in [
+            "a",
+            "0",
+            "tier",
+            "app.kubernetes.io/name",
+            "a-b_c",
+            longest.as_str(),
+        ] {
+            assert!(key.is_match(ok), "{ok}");
+        }
+        let too_long = "a".repeat(MAX_LABEL_KEY_CHARS + 1);
+        for bad in [
+            "",
+            "A",
+            "a=b",
+            "-a",
+            "a/",
+            ".",
+            "a b",
+            "é",
+            too_long.as_str(),
+        ] {
+            assert!(!key.is_match(bad), "{bad}");
+        }
+        let value = full(label_value());
+        for ok in ["", "web", "a=b ~!"] {
+            assert!(value.is_match(ok), "{ok}");
+        }
+        for bad in ["a\nb", "\t", "é", "\u{7f}"] {
+            assert!(!value.is_match(bad), "{bad:?}");
+        }
     }
 
     #[test]

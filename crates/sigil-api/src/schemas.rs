@@ -8,7 +8,8 @@ use sigil_spiffe::{AuthorityKind, AuthorityState, MAX_AUTHORITY_ID_CHARS};
 
 use crate::entries::{
     MAX_DESCRIPTION_CHARS, MAX_ENTRY_BATCH, MAX_ENTRY_DNS_NAMES, MAX_ENTRY_FEDERATES_WITH,
-    MAX_ENTRY_SELECTORS, MAX_HINT_CHARS, MAX_OWNER_CHARS,
+    MAX_ENTRY_LABELS, MAX_ENTRY_SELECTORS, MAX_HINT_CHARS, MAX_LABEL_KEY_CHARS,
+    MAX_LABEL_VALUE_CHARS, MAX_OWNER_CHARS,
 };
 use crate::join_tokens::{DEFAULT_JOIN_TOKEN_TTL_SECS, MAX_JOIN_TOKEN_TTL_SECS};
 use crate::revocations::{MAX_JTI_CHARS, MAX_REVOCATION_REASON_CHARS, MAX_SERIAL_TEXT_CHARS};
@@ -68,31 +69,7 @@ pub(crate) fn schemas(td: &str) -> Value {
                 "entries": {"type": "array", "items": schema_ref("Entry"), "description": "The stored entries, in the request's order"},
             },
         },
-        "Entry": {
-            "type": "object",
-            "required": ["id", "spiffe_id", "parent_id", "selectors", "x509_svid_ttl", "jwt_svid_ttl",
-                         "dns_names", "federates_with", "admin", "downstream", "hint", "owner",
-                         "description", "expires_at", "revision", "created_at", "updated_at"],
-            "properties": {
-                "id": {"type": "string"},
-                "spiffe_id": {"type": "string"},
-                "parent_id": {"type": "string"},
-                "selectors": string_array,
-                "x509_svid_ttl": {"type": "integer", "minimum": 0, "description": "Seconds; 0 = server default"},
-                "jwt_svid_ttl": {"type": "integer", "minimum": 0, "description": "Seconds; 0 = server default"},
-                "dns_names": string_array,
-                "federates_with": string_array,
-                "admin": {"type": "boolean"},
-                "downstream": {"type": "boolean"},
-                "hint": {"type": "string"},
-                "owner": {"type": "string"},
-                "description": {"type": "string"},
-                "expires_at": {"type": ["integer", "null"], "description": "Unix seconds; null = never"},
-                "revision": {"type": "integer", "minimum": 1},
-                "created_at": {"type": "integer", "description": "Unix seconds"},
-                "updated_at": {"type": "integer", "description": "Unix seconds"},
-            },
-        },
+        "Entry": entry(),
         "EntryList": {
             "type": "object",
             "required": ["entries"],
@@ -417,6 +394,53 @@ fn selector() -> Value {
     })
 }
 
+/// An entry as the API answers it.
+fn entry() -> Value {
+    let string_array = json!({"type": "array", "items": {"type": "string"}});
+    json!({
+        "type": "object",
+        "required": ["id", "spiffe_id", "parent_id", "selectors", "x509_svid_ttl", "jwt_svid_ttl",
+                     "dns_names", "federates_with", "admin", "downstream", "hint", "owner",
+                     "description", "labels", "expires_at", "revision", "created_at", "updated_at"],
+        "properties": {
+            "id": {"type": "string"},
+            "spiffe_id": {"type": "string"},
+            "parent_id": {"type": "string"},
+            "selectors": string_array,
+            "x509_svid_ttl": {"type": "integer", "minimum": 0, "description": "Seconds; 0 = server default"},
+            "jwt_svid_ttl": {"type": "integer", "minimum": 0, "description": "Seconds; 0 = server default"},
+            "dns_names": string_array,
+            "federates_with": string_array,
+            "admin": {"type": "boolean"},
+            "downstream": {"type": "boolean"},
+            "hint": {"type": "string"},
+            "owner": {"type": "string"},
+            "description": {"type": "string"},
+            "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+            "expires_at": {"type": ["integer", "null"], "description": "Unix seconds; null = never"},
+            "revision": {"type": "integer", "minimum": 1},
+            "created_at": {"type": "integer", "description": "Unix seconds"},
+            "updated_at": {"type": "integer", "description": "Unix seconds"},
+        },
+    })
+}
+
+/// The labels of an entry request: an object of at most `MAX_ENTRY_LABELS` string values
+/// under keys the datastore accepts.
+fn entry_labels() -> Value {
+    json!({
+        "type": "object",
+        "description": "Labels by key, which policy reads as the workload's `labels` (`\"key=value\"`); a replacement replaces them whole",
+        "maxProperties": MAX_ENTRY_LABELS,
+        "propertyNames": {"pattern": patterns::label_key(), "maxLength": MAX_LABEL_KEY_CHARS},
+        "additionalProperties": {
+            "type": "string",
+            "pattern": patterns::label_value(),
+            "maxLength": MAX_LABEL_VALUE_CHARS,
+        },
+    })
+}
+
 /// The body of `POST` (`replace` false) or `PUT` (`replace` true) on entries, for trust domain
 /// `td`.
 fn entry_request(td: &str, replace: bool) -> Value {
@@ -468,6 +492,7 @@ fn entry_request(td: &str, replace: bool) -> Value {
             "description": "Team or contact accountable for this identity",
         },
         "description": {"type": "string", "maxLength": MAX_DESCRIPTION_CHARS, "pattern": patterns::single_line()},
+        "labels": entry_labels(),
         "expires_at": {
             "type": "integer",
             "minimum": 1,

@@ -1,5 +1,6 @@
 //! Decision latency (p50/p99, in process) for 10, 100 and 1,000 generated policies; prints a
-//! table. Run: `cargo bench -p sigil-policy --bench decide`.
+//! table. Run: `cargo bench -p sigil-policy --bench decide` (`SIGIL_DECIDE_ONLY=scoped` or `worst`:
+//! only that shape's rows).
 //!
 //! The deployment shape ("scoped"): the policies spread over 10 operator actions; 90 % are one
 //! workload's or one service's rules (`principal == Sigil::Workload::"…"` or
@@ -157,6 +158,16 @@ fn request() -> DecisionRequest {
     }
 }
 
+/// `req` with one more selector, `unix:pid:<i>`: the same policies apply, but the principal is
+/// another one for the entity cache.
+fn distinct_request(req: &DecisionRequest, i: usize) -> DecisionRequest {
+    let mut req = req.clone();
+    if let Principal::Workload { selectors, .. } = &mut req.principal {
+        selectors.push(format!("unix:pid:{i}"));
+    }
+    req
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[index]
@@ -171,38 +182,58 @@ fn main() {
         "scoped: 10 actions; 90 % of policies name one workload or one resource, 10 % only a `when`"
     );
     println!("worst case: every policy on the decided action, none naming an entity");
-    println!("| policies | shape      | evaluated | p50 (µs) | p99 (µs) | allowed |");
-    println!("|---------:|------------|----------:|---------:|---------:|---------|");
+    println!("| policies | shape            | evaluated | p50 (µs) | p99 (µs) | allowed |");
+    println!("|---------:|------------------|----------:|---------:|---------:|---------|");
+    // `false`: the same request every time (its entity store is built once and then taken from
+    // the set's cache, as for a workload renewing its SVIDs); `true`: every decision's principal
+    // differs from the last 8,192 (one more selector each), so every store is built anew.
     let rows = [
-        (10, Shape::Scoped),
-        (100, Shape::Scoped),
-        (1_000, Shape::Scoped),
-        (1_000, Shape::WorstCase),
+        (10, Shape::Scoped, false),
+        (100, Shape::Scoped, false),
+        (1_000, Shape::Scoped, false),
+        (1_000, Shape::Scoped, true),
+        (1_000, Shape::WorstCase, false),
     ];
-    for (n, shape) in rows {
+    // `SIGIL_DECIDE_ONLY=scoped` (or `worst`) runs one shape's rows, e.g. to profile them.
+    let only = std::env::var("SIGIL_DECIDE_ONLY").ok();
+    for (n, shape, distinct) in rows {
+        let name = match shape {
+            Shape::Scoped => "scoped",
+            Shape::WorstCase => "worst",
+        };
+        if only.as_deref().is_some_and(|o| o != name) {
+            continue;
+        }
         let (text, evaluated) = policies(n, shape);
         let dir = policy_dir(&text);
         let loaded = load_dir(dir.path()).unwrap();
         let engine = PolicyEngine::new(loaded);
         let first = engine.decide(&req, now);
         assert!(first.errors.is_empty(), "{first:?}");
-        for _ in 0..WARMUP {
-            std::hint::black_box(engine.decide(&req, now));
+        let requests: Vec<DecisionRequest> = if distinct {
+            (0..8_192).map(|i| distinct_request(&req, i)).collect()
+        } else {
+            vec![req.clone()]
+        };
+        for i in 0..WARMUP {
+            std::hint::black_box(engine.decide(&requests[i % requests.len()], now));
         }
         let mut samples = Vec::with_capacity(SAMPLES);
-        for _ in 0..SAMPLES {
+        for i in 0..SAMPLES {
+            let req = &requests[i % requests.len()];
             let start = Instant::now();
-            let d = engine.decide(std::hint::black_box(&req), now);
+            let d = engine.decide(std::hint::black_box(req), now);
             samples.push(start.elapsed());
             std::hint::black_box(d);
         }
         samples.sort_unstable();
         println!(
-            "| {:>8} | {:<10} | {evaluated:>9} | {:>8.1} | {:>8.1} | {:<7} |",
+            "| {:>8} | {:<16} | {evaluated:>9} | {:>8.1} | {:>8.1} | {:<7} |",
             engine.current().len(),
-            match shape {
-                Shape::Scoped => "scoped",
-                Shape::WorstCase => "worst case",
+            match (shape, distinct) {
+                (Shape::Scoped, false) => "scoped",
+                (Shape::Scoped, true) => "scoped, distinct",
+                (Shape::WorstCase, _) => "worst case",
             },
             percentile(&samples, 0.50).as_nanos() as f64 / 1_000.0,
             percentile(&samples, 0.99).as_nanos() as f64 / 1_000.0,

@@ -198,6 +198,12 @@ mod tests {
   action "app:read", "app:write" in ["app:group"]
     appliesTo { principal: Workload, resource: Resource, context: Context };
 }"#;
+    /// The same actions without the group: a set whose action entities are left out of the
+    /// decisions' entity stores.
+    const FLAT_SCHEMA: &str = r#"namespace Sigil {
+  action "app:read", "app:write"
+    appliesTo { principal: Workload, resource: Resource, context: Context };
+}"#;
     const ACTIONS: [&str; 6] = [
         "IssueX509Svid",
         "IssueJwtSvid",
@@ -215,7 +221,7 @@ mod tests {
         format!("spiffe://acme.org/sigil/agent/a{i}")
     }
 
-    fn random_policy(rng: &mut Rng, n: usize) -> String {
+    fn random_policy(rng: &mut Rng, n: usize, grouped: bool) -> String {
         let k = rng.below(K);
         let principal = match rng.below(11) {
             0..=2 => "principal".to_owned(),
@@ -236,7 +242,8 @@ mod tests {
             2 => "action == Sigil::Action::\"IssueX509Svid\"".to_owned(),
             3 => "action in [Sigil::Action::\"IssueJwtSvid\", Sigil::Action::\"app:read\"]"
                 .to_owned(),
-            4 => "action in Sigil::Action::\"app:group\"".to_owned(),
+            4 if grouped => "action in Sigil::Action::\"app:group\"".to_owned(),
+            4 => "action in [Sigil::Action::\"app:read\", Sigil::Action::\"app:write\"]".to_owned(),
             _ => "action == Sigil::Action::\"Exchange\"".to_owned(),
         };
         let r = rng.below(K);
@@ -374,13 +381,22 @@ mod tests {
         for seed in 0..40 {
             let mut rng = Rng(seed);
             let dir = tempfile::tempdir().unwrap();
-            std::fs::write(dir.path().join("app.cedarschema"), SCHEMA).unwrap();
+            // Odd seeds: no action groups, so no action entities in the decisions.
+            let grouped = seed % 2 == 0;
+            let schema = if grouped { SCHEMA } else { FLAT_SCHEMA };
+            std::fs::write(dir.path().join("app.cedarschema"), schema).unwrap();
             let n = 5 + rng.below(60);
-            let text: String = (0..n).map(|i| random_policy(&mut rng, i)).collect();
+            let text: String = (0..n)
+                .map(|i| random_policy(&mut rng, i, grouped))
+                .collect();
             std::fs::write(dir.path().join("p.cedar"), &text).unwrap();
             let loaded = load_dir(dir.path()).unwrap_or_else(|e| panic!("{e}\n{text}"));
+            assert_eq!(loaded.action_entities.is_some(), grouped, "seed {seed}");
             for _ in 0..150 {
-                let req = random_request(&mut rng);
+                let mut req = random_request(&mut rng);
+                if !grouped && req.action == "app:group" {
+                    req.action = "app:read".to_owned();
+                }
                 // Any time of day, and now = 0 (where the overflowing condition does not error).
                 let now = if rng.chance(10) {
                     0

@@ -187,7 +187,11 @@ impl ShapeProof {
 }
 
 /// Builds the cedar request and entity store for `req`; with [`Checking::Validated`], checked
-/// against the schema (a principal type the action does not apply to is an error here).
+/// against the schema (a principal type the action does not apply to is an error here). A
+/// request of a proven shape takes its entity store from the set's [`EntityCache`] when the same
+/// principal and resource were decided before.
+///
+/// [`EntityCache`]: crate::cache::EntityCache
 pub(crate) fn to_cedar(
     loaded: &LoadedPolicies,
     action: &ActionPolicies,
@@ -195,9 +199,54 @@ pub(crate) fn to_cedar(
     now: i64,
     checking: Checking,
 ) -> Result<CedarRequest, PolicyError> {
+    let schema = match checking {
+        Checking::Validated => Some(&loaded.schema),
+        Checking::ProvenShape => None,
+    };
+    let principal = principal_uid(loaded, &req.principal);
+    let resource = uid(&loaded.names.resource, &req.resource.id);
+    let context = context(&req.context, now)?;
+    let request =
+        Request::new(principal, action.uid.clone(), resource, context, schema).map_err(|e| {
+            PolicyError::Request {
+                message: e.to_string(),
+            }
+        })?;
+    let entities = match checking {
+        Checking::Validated => entities(loaded, req, schema)?,
+        Checking::ProvenShape => {
+            loaded
+                .entity_cache
+                .get_or_build(&req.principal, &req.resource, || {
+                    entities(loaded, req, None)
+                })?
+        }
+    };
+    Ok(CedarRequest { request, entities })
+}
+
+/// The entity uid of a request's principal.
+fn principal_uid(loaded: &LoadedPolicies, principal: &Principal) -> EntityUid {
     let names = &loaded.names;
+    match principal {
+        Principal::Workload { spiffe_id, .. } => uid(&names.workload, spiffe_id.as_str()),
+        Principal::Agent(agent) => uid(&names.agent, agent.spiffe_id.as_str()),
+        Principal::External {
+            issuer, subject, ..
+        } => uid(&names.external, &format!("{issuer}#{subject}")),
+    }
+}
+
+/// The entity store of `req`: its principal (with its agent) and its resource, and the action
+/// entities when actions have groups; checked against `schema` when one is given.
+fn entities(
+    loaded: &LoadedPolicies,
+    req: &DecisionRequest,
+    schema: Option<&cedar_policy::Schema>,
+) -> Result<Entities, PolicyError> {
     let mut entities = Vec::with_capacity(3);
-    let principal = match &req.principal {
+    let principal = principal_uid(loaded, &req.principal);
+    match &req.principal {
         Principal::Workload {
             spiffe_id,
             selectors,
@@ -205,7 +254,6 @@ pub(crate) fn to_cedar(
             labels,
             agent,
         } => {
-            let uid = uid(&names.workload, spiffe_id.as_str());
             let segments = spiffe_id.path().split('/').filter(|s| !s.is_empty());
             let parent = match agent {
                 Some(agent) => {
@@ -224,22 +272,15 @@ pub(crate) fn to_cedar(
                 ("owner", string(owner)),
                 ("labels", set(labels)),
             ];
-            entities.push(entity(uid.clone(), attrs, parent)?);
-            uid
+            entities.push(entity(principal, attrs, parent)?);
         }
-        Principal::Agent(agent) => {
-            let agent = agent_entity(loaded, agent)?;
-            let uid = agent.uid();
-            entities.push(agent);
-            uid
-        }
+        Principal::Agent(agent) => entities.push(agent_entity(loaded, agent)?),
         Principal::External {
             issuer,
             subject,
             spiffe_id,
             attributes,
         } => {
-            let uid = uid(&names.external, &format!("{issuer}#{subject}"));
             let attrs = [
                 ("issuer", string(issuer)),
                 ("subject", string(subject)),
@@ -251,36 +292,25 @@ pub(crate) fn to_cedar(
             let mapped = spiffe_id
                 .as_ref()
                 .map(|id| ("spiffe_id", string(id.as_str())));
-            entities.push(entity(uid.clone(), attrs.into_iter().chain(mapped), None)?);
-            uid
+            entities.push(entity(principal, attrs.into_iter().chain(mapped), None)?);
         }
-    };
-    let resource = uid(&names.resource, &req.resource.id);
+    }
     let attrs = [
         ("id", string(&req.resource.id)),
         ("kind", string(&req.resource.kind)),
     ];
-    entities.push(entity(resource.clone(), attrs, None)?);
-
-    let context = context(&req.context, now)?;
-    let schema = match checking {
-        Checking::Validated => Some(&loaded.schema),
-        Checking::ProvenShape => None,
-    };
-    let request =
-        Request::new(principal, action.uid.clone(), resource, context, schema).map_err(|e| {
-            PolicyError::Request {
-                message: e.to_string(),
-            }
-        })?;
-    let entities = loaded
-        .action_entities
-        .clone()
-        .add_entities(entities, schema)
-        .map_err(|e| PolicyError::Request {
-            message: e.to_string(),
-        })?;
-    Ok(CedarRequest { request, entities })
+    entities.push(entity(
+        uid(&loaded.names.resource, &req.resource.id),
+        attrs,
+        None,
+    )?);
+    match &loaded.action_entities {
+        Some(actions) => actions.clone().add_entities(entities, schema),
+        None => Entities::from_entities(entities, schema),
+    }
+    .map_err(|e| PolicyError::Request {
+        message: e.to_string(),
+    })
 }
 
 fn agent_entity(loaded: &LoadedPolicies, agent: &AgentRef) -> Result<Entity, PolicyError> {

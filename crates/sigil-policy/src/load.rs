@@ -12,6 +12,7 @@ use cedar_policy::{
 };
 use miette::Diagnostic;
 
+use crate::cache::EntityCache;
 use crate::entities::ShapeProof;
 use crate::error::{PolicyError, SourceLocation};
 use crate::index::ScopeIndex;
@@ -60,8 +61,15 @@ pub struct LoadedPolicies {
     /// indexed by principal and resource scope: a decision evaluates only the policies whose
     /// scope can match, which gives the same answer as the whole set.
     pub(crate) actions: HashMap<String, ActionPolicies>,
-    pub(crate) action_entities: Entities,
+    /// The schema's action entities, put in every decision's entity store, or `None` when no
+    /// action is in a group. Then they are not needed: cedar answers `action in X` for an action
+    /// missing from the store by equality, which is the answer an action without groups gives,
+    /// and actions have no attributes; leaving them out saves copying them and closing their
+    /// ancestry in every decision.
+    pub(crate) action_entities: Option<Entities>,
     pub(crate) names: EntityNames,
+    /// Entity stores of recent decisions (see [`EntityCache`]).
+    pub(crate) entity_cache: EntityCache,
 }
 
 /// One action's entity uid, the policies that can apply to it, and the request shapes proven to
@@ -410,14 +418,20 @@ fn build(
             },
         );
     }
+    let grouped = schema.actions().any(|uid| {
+        action_entities
+            .ancestors(uid)
+            .is_some_and(|mut a| a.next().is_some())
+    });
     let mut loaded = LoadedPolicies {
         hash,
         ids,
         all: set,
         schema,
         actions,
-        action_entities,
+        action_entities: grouped.then_some(action_entities),
         names: EntityNames::new()?,
+        entity_cache: EntityCache::default(),
     };
     let proofs: Vec<(String, ShapeProof)> = loaded
         .actions

@@ -32,7 +32,7 @@ pub struct DecisionRequest {
 }
 
 /// The principal of a decision. JSON: an object with `"type": "workload" | "agent" | "external"`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Principal {
     /// A workload, as attested (entity `Sigil::Workload`, child of its agent).
@@ -70,7 +70,7 @@ pub enum Principal {
 }
 
 /// A node agent as a principal or as a workload's parent.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AgentRef {
     /// The agent's SPIFFE ID (the entity id).
@@ -84,7 +84,7 @@ pub struct AgentRef {
 }
 
 /// The resource of a decision (entity `Sigil::Resource`, id = `id`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ResourceRef {
     /// What it is called: a SPIFFE ID, a URL, a database name.

@@ -12,6 +12,21 @@ use tonic::Status;
 use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder};
 use tonic_prost::ProstEncoder;
 
+/// Initial size of the buffer each stream encodes into and decodes from, in bytes. Small on
+/// purpose: a server holds one encode buffer per open stream for the stream's life, so with
+/// thousands of agents on sync streams tonic's default (8 KiB) would be megabytes of mostly
+/// empty buffers. A larger message grows the buffer as it needs.
+pub const CODEC_BUFFER_BYTES: usize = 1024;
+/// Encoded bytes after which the encoder hands what it holds to the transport instead of
+/// encoding more ready messages into the same buffer; bounds how far a stream's buffer grows
+/// when several messages are queued (tonic's default is 32 KiB).
+pub const CODEC_YIELD_THRESHOLD_BYTES: usize = 4 * 1024;
+
+/// The buffer settings of every encoder and decoder of this codec.
+fn buffer_settings() -> BufferSettings {
+    BufferSettings::new(CODEC_BUFFER_BYTES, CODEC_YIELD_THRESHOLD_BYTES)
+}
+
 /// `application/grpc+proto` through prost, with undecodable messages refused as
 /// `INVALID_ARGUMENT`. Named by `build.rs` as the codec of every service.
 #[derive(Debug, Clone)]
@@ -36,7 +51,7 @@ where
     type Decoder = StrictProstDecoder<U>;
 
     fn encoder(&mut self) -> Self::Encoder {
-        ProstEncoder::new(BufferSettings::default())
+        ProstEncoder::new(buffer_settings())
     }
 
     fn decoder(&mut self) -> Self::Decoder {
@@ -57,6 +72,10 @@ impl<U: Message + Default> Decoder for StrictProstDecoder<U> {
     fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<U>, Status> {
         decode_message(buf).map(Some)
     }
+
+    fn buffer_settings(&self) -> BufferSettings {
+        buffer_settings()
+    }
 }
 
 /// `U` from `buf`, or `INVALID_ARGUMENT` naming what prost could not decode.
@@ -69,6 +88,18 @@ fn decode_message<U: Message + Default>(buf: impl prost::bytes::Buf) -> Result<U
 mod tests {
     use super::*;
     use crate::agent::v1::AttestAgentRequest;
+
+    #[test]
+    fn encoder_and_decoder_use_the_small_buffers() {
+        use tonic::codec::Encoder as _;
+        // `BufferSettings` has no accessors; its `Debug` shows both sizes.
+        let want = format!("{:?}", buffer_settings());
+        assert!(want.contains("buffer_size: 1024"), "{want}");
+        assert!(want.contains("yield_threshold: 4096"), "{want}");
+        let mut codec = StrictProstCodec::<AttestAgentRequest, AttestAgentRequest>::default();
+        assert_eq!(format!("{:?}", codec.encoder().buffer_settings()), want);
+        assert_eq!(format!("{:?}", codec.decoder().buffer_settings()), want);
+    }
 
     #[test]
     fn a_valid_message_decodes() {

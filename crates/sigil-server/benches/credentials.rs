@@ -139,6 +139,7 @@ async fn sigil_cycles(callers: usize, secs: u64) -> u64 {
         entry_id: None,
         owner: "bench".to_owned(),
         selectors: Vec::new(),
+        labels: Vec::new(),
         agent: None,
         source_address: None,
         via: Via::MutualTls,

@@ -107,7 +107,6 @@ fn main() {
             attributes: AttributeMapping::new([("repo".to_owned(), "repository_id".to_owned())])
                 .unwrap(),
             spiffe_id: SpiffeIdTemplate::parse("spiffe://example.org/ci/{repo}", &td).unwrap(),
-            condition: None,
             scopes: None,
             refresh_interval: sigil_server::oauth::external::DEFAULT_REFRESH_INTERVAL,
         }],

@@ -351,20 +351,26 @@ fn follow(server: Arc<Target>, svid: Arc<AgentSvid>, connects: Arc<Semaphore>) -
         // The server is stopped at the end, which needs every other reference gone.
         drop(server);
         let mut stream = client
-            // As the agent asks: a push of trust alone comes without the unchanged entries.
+            // As the agent asks: a push of trust alone comes without the unchanged entries, and
+            // a large set comes in parts.
             .sync_authorized_entries(pb::SyncAuthorizedEntriesRequest {
                 omit_unchanged_entries: true,
+                accept_entry_parts: true,
             })
             .await
             .unwrap()
             .into_inner();
+        let mut ids = HashSet::new();
         while let Some(Ok(msg)) = stream.next().await {
             let now = Instant::now();
             if msg.entries_unchanged {
                 continue;
             }
-            let ids = msg.entries.into_iter().map(|e| e.id).collect();
-            if tx.send((now, ids)).is_err() {
+            ids.extend(msg.entries.into_iter().map(|e| e.id));
+            if msg.entries_continue {
+                continue;
+            }
+            if tx.send((now, std::mem::take(&mut ids))).is_err() {
                 return;
             }
         }

@@ -101,6 +101,7 @@ async fn follow(
         // As the agent asks: a push of trust alone comes without the unchanged entries.
         .sync_authorized_entries(pb::SyncAuthorizedEntriesRequest {
             omit_unchanged_entries: true,
+            accept_entry_parts: true,
         })
         .await
         .unwrap()
@@ -109,13 +110,18 @@ async fn follow(
     tokio::spawn(async move {
         let _client = client;
         let mut entries: Arc<HashSet<String>> = Arc::default();
+        let mut parts: HashSet<String> = HashSet::new();
         while let Some(item) = stream.next().await {
             let now = Instant::now();
             match item {
+                Ok(msg) if msg.entries_continue => {
+                    parts.extend(msg.entries.into_iter().map(|e| e.id));
+                }
                 Ok(msg) => {
                     delivered.fetch_add(1, Ordering::Relaxed);
                     if !msg.entries_unchanged {
-                        entries = Arc::new(msg.entries.into_iter().map(|e| e.id).collect());
+                        parts.extend(msg.entries.into_iter().map(|e| e.id));
+                        entries = Arc::new(std::mem::take(&mut parts));
                     }
                     let event = Event::Message {
                         entries: Arc::clone(&entries),

@@ -38,6 +38,10 @@ use crate::usage::{EntryServed, accept_report};
 const MAX_BATCH: usize = 1000;
 /// `last_seen` is written at most this often per agent, in seconds.
 const LAST_SEEN_GRANULARITY: i64 = 60;
+/// Most encoded entry bytes in one part of an authorized set sent in parts (to an agent that
+/// accepts them; a lone entry larger than this is a part of its own). Small, so the gRPC encode
+/// buffer each open stream keeps for its life stays small (see `sigil_proto::codec`).
+const ENTRY_PART_BYTES: usize = 4 * 1024;
 
 /// The agent API service.
 #[derive(Clone)]
@@ -233,6 +237,7 @@ fn requester_of(entry: &Entry, agent: &AgentView, source_address: Option<String>
             .iter()
             .map(ToString::to_string)
             .collect(),
+        labels: sigil_store::label_strings(&entry.spec.labels),
         agent: Some(sigil_policy::AgentRef {
             spiffe_id: agent.spiffe_id.clone(),
             attestation_type: naming::agent_attestor(&agent.spiffe_id)
@@ -430,6 +435,7 @@ impl AgentApi {
             crls: revocations.crls.clone(),
             policy_hash: sources.policies.hash().to_owned(),
             entries_unchanged: false,
+            entries_continue: false,
         }
     }
 }
@@ -597,8 +603,8 @@ impl AgentService for AgentApi {
             serial: agent.serial,
             not_after: agent.not_after,
         };
-        let omit_unchanged = request.get_ref().omit_unchanged_entries;
-        let stream = async_stream_sync(self.clone(), agent_id, credential, watch, omit_unchanged);
+        let asked = *request.get_ref();
+        let stream = async_stream_sync(self.clone(), agent_id, credential, watch, asked);
         Ok(Response::new(Box::pin(stream)))
     }
 
@@ -795,12 +801,16 @@ impl AgentService for AgentApi {
 /// changed; changes for other agents do not wake it), the CA's bundle or tainted set changed, or
 /// this agent's own record changed. A ban, an eviction or the retirement of the SVID the stream was
 /// opened with ends it at once. Nothing here reads the store.
+///
+/// `asked` is what the agent asked for: `omit_unchanged_entries` (a push of trust alone leaves
+/// the entries out) and `accept_entry_parts` (a set larger than [`ENTRY_PART_BYTES`] is sent in
+/// parts, see [`send_leading_parts`]).
 fn async_stream_sync(
     api: AgentApi,
     agent_id: SpiffeId,
     credential: PresentedSvid,
     mut agent: AgentWatch,
-    omit_unchanged: bool,
+    asked: pb::SyncAuthorizedEntriesRequest,
 ) -> impl Stream<Item = Result<pb::SyncAuthorizedEntriesResponse, Status>> + Send + 'static {
     // Boxed: a bounded channel allocates its slots in blocks of 32, and with a message and a
     // `Status` inline each stream would hold about 8 KiB of empty slots.
@@ -886,15 +896,21 @@ fn async_stream_sync(
             }
             let trust_now = api.trust_sources();
             if entries_changed || !sent_trust.as_ref().is_some_and(|t| t.same(&trust_now)) {
-                let mut msg = api.trust_message(&trust_now);
-                if entries_changed || !omit_unchanged {
-                    msg.entries = sent_entries
-                        .iter()
-                        .flatten()
-                        .map(|e| to_pb_entry(e))
-                        .collect();
+                let entries = sent_entries.as_deref().unwrap_or_default();
+                let last_part = if !entries_changed && asked.omit_unchanged_entries {
+                    None
+                } else if asked.accept_entry_parts {
+                    match send_leading_parts(&tx, entries).await {
+                        Ok(rest) => Some(rest),
+                        Err(()) => return,
+                    }
                 } else {
-                    msg.entries_unchanged = true;
+                    Some(entries.iter().map(|e| to_pb_entry(e)).collect())
+                };
+                let mut msg = api.trust_message(&trust_now);
+                match last_part {
+                    Some(entries) => msg.entries = entries,
+                    None => msg.entries_unchanged = true,
                 }
                 if tx.send_boxed(Ok(msg)).await.is_err() {
                     return;
@@ -940,6 +956,41 @@ fn async_stream_sync(
     futures::StreamExt::map(tokio_stream::wrappers::ReceiverStream::new(rx), |item| {
         *item
     })
+}
+
+/// Sends `entries` but the last part as parts of an authorized set (entries only,
+/// `entries_continue`), each of at most [`ENTRY_PART_BYTES`] encoded entries (a larger entry
+/// alone), and returns the last part, which goes with the trust part in the final message. When
+/// they all fit in one part, sends nothing and returns them all: the set goes in one message.
+/// Each part is built as it is sent, never all of them at once. `Err` when the stream is gone.
+async fn send_leading_parts(
+    tx: &tokio::sync::mpsc::Sender<Box<SyncItem>>,
+    entries: &[Arc<Entry>],
+) -> Result<Vec<pb::Entry>, ()> {
+    let mut part = Vec::new();
+    let mut part_bytes = 0_usize;
+    for entry in entries {
+        let entry = to_pb_entry(entry);
+        let bytes = entry_field_len(&entry);
+        if !part.is_empty() && part_bytes.saturating_add(bytes) > ENTRY_PART_BYTES {
+            let msg = pb::SyncAuthorizedEntriesResponse {
+                entries: std::mem::take(&mut part),
+                entries_continue: true,
+                ..Default::default()
+            };
+            tx.send_boxed(Ok(msg)).await?;
+            part_bytes = 0;
+        }
+        part_bytes = part_bytes.saturating_add(bytes);
+        part.push(entry);
+    }
+    Ok(part)
+}
+
+/// The encoded size of `entry` as an element of a message's `entries`: tag, length, entry.
+fn entry_field_len(entry: &pb::Entry) -> usize {
+    let len = prost::Message::encoded_len(entry);
+    1 + prost::length_delimiter_len(len) + len
 }
 
 /// One item of a sync stream.

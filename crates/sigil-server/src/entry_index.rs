@@ -53,8 +53,10 @@ struct IndexState {
     /// Every entry, found by its id.
     entries: HashSet<ById>,
     by_parent: HashMap<SpiffeId, Group>,
-    /// Entries by the SPIFFE ID they issue, to walk from a parent ID up to its own parents.
-    by_spiffe_id: HashMap<SpiffeId, Group>,
+    /// Entries by the SPIFFE ID they issue, to walk from a parent ID up to its own parents: a set
+    /// keyed through its entries, so no slot holds a second copy of the ID (at 1M entries the
+    /// table is most of the index's own memory).
+    by_spiffe_id: HashSet<SpiffeGroup>,
     /// Every entry that expires, by `expires_at`, soonest first.
     expiries: BTreeMap<i64, Group>,
 }
@@ -140,6 +142,67 @@ impl Group {
     }
 }
 
+/// The entries that issue one SPIFFE ID: never empty, hashed and compared as that ID, so a set of
+/// them is a map from the ID that holds the ID only inside its entries.
+#[derive(Debug, Clone)]
+struct SpiffeGroup {
+    first: Arc<Entry>,
+    rest: Vec<Arc<Entry>>,
+}
+
+impl SpiffeGroup {
+    fn key(&self) -> &SpiffeId {
+        &self.first.spec.spiffe_id
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Arc<Entry>> {
+        std::iter::once(&self.first).chain(&self.rest)
+    }
+
+    /// Removes the entry with `id`, if there; `None` when the group is then empty.
+    fn without(mut self, id: &str) -> Option<Self> {
+        if self.first.id == id {
+            let first = self.rest.pop()?;
+            self.first = first;
+        } else {
+            self.rest.retain(|entry| entry.id != id);
+        }
+        if self.rest.capacity() > 4 * self.rest.len().max(1) {
+            self.rest.shrink_to(2 * self.rest.len());
+        }
+        Some(self)
+    }
+}
+
+impl PartialEq for SpiffeGroup {
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key()
+    }
+}
+
+impl Eq for SpiffeGroup {}
+
+impl Hash for SpiffeGroup {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        // As the ID hashes: `Borrow<SpiffeId>` requires the same hash for the same ID.
+        self.key().hash(state);
+    }
+}
+
+impl Borrow<SpiffeId> for SpiffeGroup {
+    fn borrow(&self) -> &SpiffeId {
+        self.key()
+    }
+}
+
+/// The entries that issue `id`.
+fn issuing<'a>(
+    set: &'a HashSet<SpiffeGroup>,
+    id: &SpiffeId,
+) -> impl Iterator<Item = &'a Arc<Entry>> {
+    set.get(id).into_iter().flat_map(SpiffeGroup::iter)
+}
+
 /// The entries under `key` in `map`.
 fn group<'a>(map: &'a HashMap<SpiffeId, Group>, key: &SpiffeId) -> &'a [Arc<Entry>] {
     map.get(key).map(Group::as_slice).unwrap_or_default()
@@ -220,7 +283,17 @@ impl IndexState {
             }
         }
         push(&mut self.by_parent, entry.spec.parent_id.clone(), &entry);
-        push(&mut self.by_spiffe_id, entry.spec.spiffe_id.clone(), &entry);
+        let issuers = match self.by_spiffe_id.take(&entry.spec.spiffe_id) {
+            Some(mut group) => {
+                group.rest.push(Arc::clone(&entry));
+                group
+            }
+            None => SpiffeGroup {
+                first: Arc::clone(&entry),
+                rest: Vec::new(),
+            },
+        };
+        self.by_spiffe_id.insert(issuers);
         self.entries.insert(ById(entry));
     }
 
@@ -228,8 +301,9 @@ impl IndexState {
     fn shared_id(&self, id: SpiffeId) -> SpiffeId {
         self.by_parent
             .get_key_value(&id)
-            .or_else(|| self.by_spiffe_id.get_key_value(&id))
-            .map_or(id, |(held, _)| held.clone())
+            .map(|(held, _)| held)
+            .or_else(|| self.by_spiffe_id.get(&id).map(SpiffeGroup::key))
+            .map_or(id, Clone::clone)
     }
 
     /// Removes the entry with `id`; returns it if it was there.
@@ -244,16 +318,19 @@ impl IndexState {
             self.expiries.remove(&at);
         }
         remove_from(&mut self.by_parent, &old.spec.parent_id, id);
-        remove_from(&mut self.by_spiffe_id, &old.spec.spiffe_id, id);
+        if let Some(rest) = self
+            .by_spiffe_id
+            .take(&old.spec.spiffe_id)
+            .and_then(|group| group.without(id))
+        {
+            self.by_spiffe_id.insert(rest);
+        }
         Some(old)
     }
 
     /// Drops the spare capacity that building the index left in its lists.
     fn shrink(&mut self) {
         for group in self.by_parent.values_mut() {
-            group.shrink();
-        }
-        for group in self.by_spiffe_id.values_mut() {
             group.shrink();
         }
         for group in self.expiries.values_mut() {
@@ -302,7 +379,7 @@ impl IndexState {
             if naming::is_agent_id(parent) {
                 out.agents.insert(parent.clone());
             }
-            for above in group(&self.by_spiffe_id, parent) {
+            for above in issuing(&self.by_spiffe_id, parent) {
                 stack.push((&above.spec.parent_id, &above.spec.selectors));
             }
         }
@@ -534,7 +611,7 @@ impl EntryIndex {
             if seen.len() > MAX_ANCESTRY {
                 return None;
             }
-            for holder in group(&state.by_spiffe_id, id) {
+            for holder in issuing(&state.by_spiffe_id, id) {
                 if holder.spec.expires_at.is_some_and(|at| at <= now) {
                     continue;
                 }
@@ -579,6 +656,19 @@ impl EntryIndex {
             EntryAccess::Authorized(entry) => Some(entry),
             EntryAccess::Expired { .. } | EntryAccess::NotAuthorized => None,
         }
+    }
+
+    /// The unexpired entries (on the index's clock) that issue `spiffe_id`, ordered by entry
+    /// id; empty when none does.
+    pub fn entries_with_spiffe_id(&self, spiffe_id: &SpiffeId) -> Vec<Arc<Entry>> {
+        let state = self.read();
+        let now = self.clock.unix_secs();
+        let mut out: Vec<Arc<Entry>> = issuing(&state.by_spiffe_id, spiffe_id)
+            .filter(|entry| entry.spec.expires_at.is_none_or(|at| at > now))
+            .cloned()
+            .collect();
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        out
     }
 
     /// The earliest entry expiry strictly after `after` (Unix seconds), if any.

@@ -19,7 +19,7 @@ use sigil_store::{CredentialKind, Datastore, IssuedCredential, Outcome};
 use x509_parser::extensions::ParsedExtension;
 use x509_parser::prelude::FromDer;
 
-use crate::agent_index::AgentView;
+use crate::agent_index::{AgentIndex, AgentView};
 use crate::audit::AuditLog;
 use crate::ca::{CaManager, Revocations};
 use crate::entry_index::{EntryAccess, EntryIndex};
@@ -157,6 +157,9 @@ struct Grant {
     /// The entry's selectors and owner (empty for an agent's own SVID), for the policy.
     selectors: Vec<sigil_spiffe::Selector>,
     owner: String,
+    /// The entry granted (`None` for an agent's own SVID), shared with the index rather than
+    /// copied: the policy reads its labels only when it is consulted.
+    entry: Option<Arc<sigil_store::Entry>>,
     /// Latest the credential may expire (the entry's expiry), Unix seconds.
     not_after: Option<i64>,
     x509_ttl: u64,
@@ -173,6 +176,9 @@ pub struct Issuer {
     metrics: Arc<Metrics>,
     policies: Arc<Policies>,
     audit: AuditLog,
+    /// The attested agents, when the server shares them: what describes a workload's agent to
+    /// a policy decision asked about by SPIFFE ID alone.
+    agents: Option<Arc<AgentIndex>>,
 }
 
 impl std::fmt::Debug for Issuer {
@@ -205,7 +211,26 @@ impl Issuer {
             metrics,
             policies,
             audit: AuditLog::disabled(),
+            agents: None,
         }
+    }
+
+    /// Looks agents up in `agents` when describing a workload named by SPIFFE ID alone
+    /// ([`Issuer::agent`]).
+    pub fn with_agents(mut self, agents: Arc<AgentIndex>) -> Self {
+        self.agents = Some(agents);
+        self
+    }
+
+    /// The live entries that issue `spiffe_id` (unexpired, ordered by id), from the entry index.
+    pub fn entries_with_spiffe_id(&self, spiffe_id: &SpiffeId) -> Vec<Arc<sigil_store::Entry>> {
+        self.entries.entries_with_spiffe_id(spiffe_id)
+    }
+
+    /// The attested agent `spiffe_id`, if it is one and the agents are shared
+    /// ([`Issuer::with_agents`]).
+    pub fn agent(&self, spiffe_id: &SpiffeId) -> Option<Arc<AgentView>> {
+        self.agents.as_ref()?.get(spiffe_id)
     }
 
     /// Records what this issuer issues in `audit`: one record per call (a batch of workload
@@ -557,6 +582,7 @@ impl Issuer {
             selectors: entry.spec.selectors.clone(),
             owner: entry.spec.owner.clone(),
             not_after: entry.spec.expires_at,
+            entry: Some(Arc::clone(&entry)),
             x509_ttl: or_default(entry.spec.x509_svid_ttl, self.defaults.x509_svid_ttl),
             jwt_ttl: or_default(entry.spec.jwt_svid_ttl, self.defaults.jwt_svid_ttl),
         })
@@ -579,7 +605,11 @@ impl Issuer {
                 spiffe_id: grant.spiffe_id.clone(),
                 selectors: grant.selectors.iter().map(ToString::to_string).collect(),
                 owner: grant.owner.clone(),
-                labels: Vec::new(),
+                labels: grant
+                    .entry
+                    .as_ref()
+                    .map(|entry| sigil_store::label_strings(&entry.spec.labels))
+                    .unwrap_or_default(),
                 agent: Some(AgentRef {
                     spiffe_id: agent.spiffe_id.clone(),
                     attestation_type: crate::naming::agent_attestor(&agent.spiffe_id)
@@ -616,6 +646,7 @@ impl Issuer {
             dns_names: Vec::new(),
             selectors: Vec::new(),
             owner: String::new(),
+            entry: None,
             not_after: None,
             x509_ttl: self.defaults.agent_svid_ttl,
             jwt_ttl: 0,

@@ -331,19 +331,22 @@ pub async fn start(
     tasks.spawn(refresher);
 
     // Governance: what the inventory routes and gauges read, and the usage rows' retention.
-    let governance = Arc::new(crate::governance::GovernanceContext::new(
-        store.clone(),
-        clock.clone(),
-        td.clone(),
-        config.inventory,
-        config
-            .oauth
-            .iter()
-            .flat_map(|oauth| oauth.issuers.iter())
-            .map(crate::governance::IssuerFacts::from)
-            .collect(),
-        Some(federation.statuses()),
-    ));
+    let governance = Arc::new(
+        crate::governance::GovernanceContext::new(
+            store.clone(),
+            clock.clone(),
+            td.clone(),
+            config.inventory,
+            config
+                .oauth
+                .iter()
+                .flat_map(|oauth| oauth.issuers.iter())
+                .map(crate::governance::IssuerFacts::from)
+                .collect(),
+            Some(federation.statuses()),
+        )
+        .with_policies(policies.clone()),
+    );
     metrics.attach_inventory(governance.clone());
     tasks.spawn(crate::usage::prune_usage_periodically(
         store.clone(),
@@ -453,7 +456,8 @@ pub async fn start(
             metrics.clone(),
             policies.clone(),
         )
-        .with_audit(audit.clone()),
+        .with_audit(audit.clone())
+        .with_agents(agents.clone()),
     );
     if policies.dir().is_some() {
         tasks.spawn(crate::policy::watch_dir(

@@ -872,6 +872,7 @@ async fn trust_only_pushes_omit_unchanged_entries_for_agents_that_ask() {
             client
                 .sync_authorized_entries(pb::SyncAuthorizedEntriesRequest {
                     omit_unchanged_entries: omit,
+                    ..Default::default()
                 })
                 .await
                 .unwrap()
@@ -912,6 +913,87 @@ async fn trust_only_pushes_omit_unchanged_entries_for_agents_that_ask() {
     let pushed = next_message_where(&mut terse, |m| m.entries.len() == 2).await;
     assert!(!pushed.entries_unchanged);
     assert!(pushed.entries.iter().any(|e| e.id == second.id));
+    server.stop().await;
+}
+
+/// A large authorized set goes in parts of entries only to an agent that accepts parts, the
+/// trust part in the last; their union is the set. An agent that did not ask gets one message.
+#[tokio::test]
+async fn a_large_set_is_sent_in_parts_only_to_an_agent_that_accepts_them() {
+    let server = TestServer::start().await;
+    let agent = server.attest().await;
+    let mut expected = Vec::new();
+    for i in 0..300 {
+        let entry = server
+            .create_entry(&format!("spiffe://example.org/workload-{i:03}"), &agent.id)
+            .await;
+        expected.push(entry.id);
+    }
+    for id in &expected {
+        wait_indexed(&server, id, true).await;
+    }
+    expected.sort();
+    let mut client = server.client(&agent).await;
+    let mut open = async |accept_entry_parts: bool| {
+        client
+            .sync_authorized_entries(pb::SyncAuthorizedEntriesRequest {
+                omit_unchanged_entries: true,
+                accept_entry_parts,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+    };
+    let next = async |stream: &mut tonic::Streaming<pb::SyncAuthorizedEntriesResponse>| {
+        tokio::time::timeout(PATIENCE, stream.message())
+            .await
+            .expect("no sync message in time")
+            .unwrap()
+            .expect("sync stream ended")
+    };
+
+    let mut parts = open(true).await;
+    let mut got = Vec::new();
+    let mut leading = 0;
+    let last = loop {
+        let msg = next(&mut parts).await;
+        if !msg.entries_continue {
+            break msg;
+        }
+        leading += 1;
+        let encoded = prost::Message::encoded_len(&msg);
+        // About 4 KiB of entries each (a part may exceed it by less than one entry).
+        assert!(encoded <= 5 * 1024, "a part of {encoded} bytes");
+        got.extend(msg.entries.iter().map(|e| e.id.clone()));
+        let entries_only = pb::SyncAuthorizedEntriesResponse {
+            entries: msg.entries.clone(),
+            entries_continue: true,
+            ..Default::default()
+        };
+        assert_eq!(msg, entries_only, "a part carries entries only");
+        assert!(!msg.entries.is_empty());
+    };
+    assert!(leading >= 2, "300 entries in {} messages", leading + 1);
+    assert!(
+        last.bundle.is_some(),
+        "the last part carries the trust part"
+    );
+    assert!(!last.entries_unchanged);
+    assert!(!last.policy_hash.is_empty());
+    got.extend(last.entries.iter().map(|e| e.id.clone()));
+    got.sort();
+    assert_eq!(
+        got, expected,
+        "the union of the parts is the set, each entry once"
+    );
+
+    let mut whole = open(false).await;
+    let msg = next(&mut whole).await;
+    assert!(!msg.entries_continue);
+    assert!(msg.bundle.is_some());
+    let mut ids: Vec<String> = msg.entries.iter().map(|e| e.id.clone()).collect();
+    ids.sort();
+    assert_eq!(ids, expected, "one message with the whole set");
     server.stop().await;
 }
 

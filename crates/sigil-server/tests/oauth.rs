@@ -1,6 +1,6 @@
 //! Token exchange on an in-process server's public listener (plain HTTP on loopback): a test
-//! OIDC issuer (its own RS256 and ES256 keys, CI-style claims) whose tokens are exchanged only when
-//! the condition holds; JWT-SVIDs as subject, actor and client assertion; introspection and
+//! OIDC issuer (its own RS256 and ES256 keys, CI-style claims) whose tokens the Cedar policy lets
+//! be exchanged only from the main branch; JWT-SVIDs as subject, actor and client assertion; introspection and
 //! revocation; and the refusal matrix, each case failing with the error code RFC 6749 §5.2 and
 //! RFC 8693 §2.2.2 name and a description of exactly what was wrong.
 
@@ -20,7 +20,6 @@ use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use sigil_keys::jose::{JwsAlgorithm, KeySet};
 use sigil_keys::test_issuer::{TestSigningKey, alg_none, sign_hs256};
-use sigil_server::oauth::condition::Condition;
 use sigil_server::oauth::mapping::{AttributeMapping, SpiffeIdTemplate};
 use sigil_server::oauth::{ExternalIssuerConfig, KeySource, OAuthConfig};
 use sigil_server::public::{PublicConfig, PublicTls};
@@ -33,6 +32,15 @@ const EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 const JWT: &str = "urn:ietf:params:oauth:token-type:jwt";
 const JWT_SPIFFE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-spiffe";
 const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+/// The fixture's policies: everything permitted, but an external subject is exchanged only when
+/// its mapped `git_ref` is the main branch.
+const POLICIES: &str = r#"@id("all")
+permit (principal, action, resource);
+
+@id("ci-main-only")
+forbid (principal is Sigil::ExternalSubject, action == Sigil::Action::"Exchange", resource)
+unless { principal.attributes.contains("git_ref=refs/heads/main") };
+"#;
 
 struct Fixture {
     server: TestServer,
@@ -43,6 +51,8 @@ struct Fixture {
     svc: String,
     ai: String,
     issuer: String,
+    /// The policy directory the server reads.
+    _policies: tempfile::TempDir,
 }
 
 async fn fixture() -> Fixture {
@@ -81,7 +91,6 @@ async fn fixture_with(
             .unwrap(),
             spiffe_id: SpiffeIdTemplate::parse("spiffe://example.org/ci/{owner_id}/{repo_id}", &td)
                 .unwrap(),
-            condition: Some(Condition::parse(r#"git_ref == "refs/heads/main""#).unwrap()),
             scopes: Some(vec!["deploy".to_owned()]),
             refresh_interval: sigil_server::oauth::external::DEFAULT_REFRESH_INTERVAL,
         }],
@@ -89,15 +98,19 @@ async fn fixture_with(
     };
     let mut oauth = oauth;
     tweak(&mut oauth);
-    let server = TestServer::start_oauth(
+    let policies = tempfile::tempdir().unwrap();
+    std::fs::write(policies.path().join("exchange.cedar"), POLICIES).unwrap();
+    let server = TestServer::try_start_with_policies(
         PublicConfig {
             bind_address: "127.0.0.1:0".parse().unwrap(),
             tls,
             issuer: issuer.map(str::to_owned),
         },
         oauth,
+        policies.path(),
     )
-    .await;
+    .await
+    .unwrap();
     let issuer = server.handle.issuer.clone().unwrap();
     let agent = server.attest().await;
     let svc = server
@@ -117,6 +130,7 @@ async fn fixture_with(
         svc,
         ai,
         issuer,
+        _policies: policies,
     }
 }
 
@@ -385,9 +399,18 @@ async fn the_refusal_matrix_gets_the_right_error_codes() {
             "signature does not verify",
         ),
         (
-            "condition false",
+            "another branch, denied by policy",
             f.ci_token(&f.rsa, "rsa-1", &with(json!({"ref": "refs/heads/feature"}))),
-            "condition",
+            "denied by policy [ci-main-only]",
+        ),
+        (
+            "no ref claim, denied by policy",
+            f.ci_token(&f.rsa, "rsa-1", &{
+                let mut claims = good.clone();
+                claims.as_object_mut().unwrap().remove("ref");
+                claims
+            }),
+            "denied by policy [ci-main-only]",
         ),
         (
             "over 16 KiB",

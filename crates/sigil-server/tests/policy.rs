@@ -16,6 +16,7 @@ mod support;
 
 use serde_json::{Value, json};
 use sigil_server::oauth::OAuthConfig;
+use sigil_spiffe::Clock;
 use support::TestServer;
 use tokio::net::TcpStream;
 
@@ -228,6 +229,102 @@ async fn each_enforcement_point_decides_by_the_policy_set() {
         (status, body["error"].as_str()),
         (400, Some("invalid_request")),
         "{body}"
+    );
+    server.stop().await;
+}
+
+const LABEL_POLICIES: &str = r#"@id("issue")
+permit (
+  principal,
+  action in [Sigil::Action::"IssueX509Svid", Sigil::Action::"IssueJwtSvid"],
+  resource
+);
+
+@id("web-tier")
+permit (principal, action == Sigil::Action::"http:GET", resource)
+when { principal.owner == "team-web" && principal.labels.contains("tier=web") };
+"#;
+
+const LABEL_SCHEMA: &str = r#"namespace Sigil {
+  action "http:GET" appliesTo { principal: [Workload], resource: Resource, context: Context };
+}
+"#;
+
+/// `POST /authz/v1/decide` describes a principal named by SPIFFE ID alone (the caller, a
+/// received token's subject) from its registration entries: their owner when they agree, and
+/// their labels, so a policy on `principal.owner` and `principal.labels` decides.
+#[tokio::test]
+async fn decide_describes_the_caller_and_a_token_subject_by_their_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("sigil.cedar"), LABEL_POLICIES).unwrap();
+    std::fs::write(dir.path().join("actions.cedarschema"), LABEL_SCHEMA).unwrap();
+    let server = TestServer::try_start_with_policies(
+        support::plain_loopback_public(),
+        OAuthConfig::default(),
+        dir.path(),
+    )
+    .await
+    .unwrap();
+    let issuer = server.handle.issuer.clone().unwrap();
+    let agent = server.attest().await;
+    let register = |spiffe_id: &str, uid: u32, owner: &str, tier: &str| {
+        let mut spec = support::new_entry(spiffe_id, &agent.id);
+        spec.selectors = vec![sigil_spiffe::Selector::parse(&format!("unix:uid:{uid}")).unwrap()];
+        spec.owner = owner.to_owned();
+        spec.labels = [("tier".to_owned(), tier.to_owned())].into();
+        let store = server.handle.store.clone();
+        let now = server.clock.unix_secs();
+        async move { store.create_entry(spec, now).await.unwrap().id }
+    };
+    let web = register("spiffe://example.org/web", 1, "team-web", "web").await;
+    let api = register("spiffe://example.org/api", 2, "team-web", "api").await;
+    // One SPIFFE ID registered by two teams: its owner is nobody's.
+    let mixed = register("spiffe://example.org/mixed", 3, "team-web", "web").await;
+    register("spiffe://example.org/mixed", 4, "team-other", "web").await;
+    server.agents_caught_up().await;
+    let web_caller = server.jwt_svid(&agent, &web, &issuer).await.unwrap();
+    let api_caller = server.jwt_svid(&agent, &api, &issuer).await.unwrap();
+    let mixed_caller = server.jwt_svid(&agent, &mixed, &issuer).await.unwrap();
+    let web_for_api = server
+        .jwt_svid(&agent, &web, "spiffe://example.org/api")
+        .await
+        .unwrap();
+
+    let decide = |bearer: String, token: Option<String>| {
+        let mut request =
+            json!({"action": "http:GET", "resource": {"id": "shop", "kind": "endpoint"}});
+        if let Some(token) = token {
+            request["token"] = json!(token);
+        }
+        let server = &server;
+        async move {
+            let (status, body) = post(
+                server,
+                "/authz/v1/decide",
+                "application/json",
+                request.to_string(),
+                Some(&bearer),
+            )
+            .await;
+            assert_eq!(status, 200, "{body}");
+            body["decision"].as_str().unwrap().to_owned()
+        }
+    };
+    assert_eq!(
+        decide(web_caller, None).await,
+        "allow",
+        "owner and label match"
+    );
+    assert_eq!(
+        decide(api_caller.clone(), None).await,
+        "deny",
+        "label `tier=api`"
+    );
+    assert_eq!(decide(mixed_caller, None).await, "deny", "owners differ");
+    assert_eq!(
+        decide(api_caller, Some(web_for_api)).await,
+        "allow",
+        "the subject of the token api received is web"
     );
     server.stop().await;
 }

@@ -60,10 +60,10 @@ pub use change_feed::{
 };
 pub use entries::{
     duplicate_entry_is_rejected_and_nothing_stored, entry_crud_round_trips,
-    entry_is_stored_normalised, invalid_entry_is_rejected_and_nothing_stored,
-    list_entries_applies_every_filter, missing_entry_is_not_found,
-    stale_revision_is_rejected_and_entry_unchanged, update_bumps_revision_and_replaces_selectors,
-    update_into_existing_identity_is_rejected,
+    entry_is_stored_normalised, entry_labels_round_trip_and_bad_keys_are_refused,
+    invalid_entry_is_rejected_and_nothing_stored, list_entries_applies_every_filter,
+    missing_entry_is_not_found, stale_revision_is_rejected_and_entry_unchanged,
+    update_bumps_revision_and_replaces_selectors, update_into_existing_identity_is_rejected,
 };
 pub use entry_batches::{
     concurrent_entry_batches_keep_the_feed_gap_free, entry_batch_lands_whole_with_events_in_order,
@@ -132,6 +132,7 @@ macro_rules! datastore_conformance_tests {
             entry_is_stored_normalised,
             duplicate_entry_is_rejected_and_nothing_stored,
             invalid_entry_is_rejected_and_nothing_stored,
+            entry_labels_round_trip_and_bad_keys_are_refused,
             list_entries_applies_every_filter,
             entry_pages_cover_everything_once_in_id_order,
             entry_page_filters_combine,

@@ -2,6 +2,8 @@
 //! `sigil-spiffe`, so a stored record is valid by construction; the backends re-parse on load and
 //! report `StoreError::Corrupt` if the bytes on disk no longer parse.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use sigil_spiffe::bundle::MAX_BUNDLE_DOCUMENT_BYTES;
 use sigil_spiffe::ttl::MAX_TTL_SECS;
@@ -12,6 +14,7 @@ use crate::{StoreError, StoreResult};
 
 mod federation;
 mod governance;
+mod labels;
 mod leases;
 
 pub(crate) use federation::profile_rule_violation;
@@ -26,6 +29,10 @@ pub use governance::{
     AuditFilter, EntryReview, EntryUsage, MAX_AUDIT_BATCH, MAX_AUDIT_KEY_ID_BYTES,
     MAX_AUDIT_PUBLIC_KEY_BYTES, MAX_BINARY_PATH_BYTES, MAX_CHECKPOINT_SIGNATURE_BYTES,
     MAX_ENTRY_ID_BYTES, MAX_REVIEW_NOTE_BYTES, MAX_STORED_COUNT, MAX_USAGE_BATCH, WorkloadUsage,
+};
+pub use labels::{
+    MAX_ENTRY_LABELS, MAX_LABEL_KEY_BYTES, MAX_LABEL_VALUE_BYTES, check_labels, label_key_problem,
+    label_strings, label_value_problem,
 };
 pub use leases::{
     Lease, LeaseFilter, LeaseState, MAX_LEASE_NAME_BYTES, MAX_LEASE_PAGE, MAX_REVOKE_REASON_BYTES,
@@ -80,6 +87,11 @@ pub struct NewEntry {
     pub description: String,
     /// Unix seconds after which the entry is no longer served; `None` = never.
     pub expires_at: Option<i64>,
+    /// Operator-chosen `key=value` labels, which policy reads as the workload's `labels`; at
+    /// most [`MAX_ENTRY_LABELS`], bounded as [`check_labels`] states. Absent in JSON written
+    /// before labels existed, which reads as none.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
 }
 
 /// Which entries [`crate::Datastore::list_entries`] and
@@ -361,6 +373,7 @@ impl NewEntry {
             owner: owner.into(),
             description: String::new(),
             expires_at: None,
+            labels: BTreeMap::new(),
         }
     }
 
@@ -370,7 +383,7 @@ impl NewEntry {
     ///
     /// Fails with [`StoreError::Invalid`] when the owner is blank or longer than
     /// [`MAX_OWNER_BYTES`], the description is longer than [`MAX_DESCRIPTION_BYTES`], there is no
-    /// selector, or a TTL is above [`MAX_TTL_SECS`].
+    /// selector, a TTL is above [`MAX_TTL_SECS`], or a label is out of bounds ([`check_labels`]).
     pub fn normalized(mut self) -> StoreResult<Self> {
         if self.owner.trim().is_empty() {
             return Err(invalid("owner", "must not be empty"));
@@ -387,6 +400,7 @@ impl NewEntry {
                 format!("is longer than {MAX_DESCRIPTION_BYTES} bytes"),
             ));
         }
+        check_labels(&self.labels)?;
         if self.selectors.is_empty() {
             return Err(invalid("selectors", "at least one selector is required"));
         }
@@ -583,6 +597,7 @@ mod tests {
             owner: "team-web".to_owned(),
             description: String::new(),
             expires_at: None,
+            labels: BTreeMap::new(),
         }
     }
 
@@ -642,6 +657,23 @@ mod tests {
         let mut entry = spec(&["unix:uid:1"]);
         entry.description = "d".repeat(MAX_DESCRIPTION_BYTES + 1);
         assert_eq!(invalid_field(entry.normalized()), "description");
+    }
+
+    #[test]
+    fn rejects_bad_label_key_and_accepts_good_labels() {
+        let mut entry = spec(&["unix:uid:1"]);
+        entry.labels.insert("tier".to_owned(), "web=1".to_owned());
+        assert!(entry.clone().normalized().is_ok());
+        entry.labels.insert("Bad".to_owned(), "x".to_owned());
+        assert_eq!(invalid_field(entry.normalized()), "labels");
+    }
+
+    #[test]
+    fn entry_json_without_labels_reads_as_no_labels() {
+        let mut json = serde_json::to_value(spec(&["unix:uid:1"])).unwrap();
+        assert!(json.as_object_mut().unwrap().remove("labels").is_some());
+        let back: NewEntry = serde_json::from_value(json).unwrap();
+        assert!(back.labels.is_empty());
     }
 
     #[test]

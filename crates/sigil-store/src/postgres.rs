@@ -25,6 +25,7 @@ mod join_tokens;
 mod leases;
 mod listener;
 mod migrate;
+mod tls;
 
 use std::fmt;
 use std::str::FromStr;
@@ -37,7 +38,6 @@ use deadpool_postgres::{
 };
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tokio_postgres::NoTls;
 use tokio_postgres::config::Host;
 use tokio_postgres::error::SqlState;
 
@@ -69,7 +69,8 @@ pub const MAX_POOL_SIZE: usize = 256;
 #[derive(Clone)]
 pub struct PostgresConfig {
     /// A libpq-style connection string: `postgres://user@host:port/db?options=...` or
-    /// `host=... user=... dbname=...`.
+    /// `host=... user=... dbname=...`. TLS as libpq's `sslmode` and `sslrootcert` say (default
+    /// `prefer`; see the `tls` module).
     pub url: String,
     /// The password, when it is not in `url` (it overrides one that is).
     pub password: Option<PostgresPassword>,
@@ -142,15 +143,17 @@ impl PostgresStore {
     /// lock, so servers starting together migrate once), and starts listening for changes.
     ///
     /// Fails with [`StoreError::Invalid`] (field `url` or `pool_size`) for a malformed
-    /// configuration, [`StoreError::SchemaTooNew`] when the database was migrated by a newer
-    /// build, and [`StoreError::Backend`] naming `host:port` when the database cannot be reached
-    /// or refuses the login.
+    /// configuration (an `sslrootcert` that cannot be read or holds no certificate included),
+    /// [`StoreError::SchemaTooNew`] when the database was migrated by a newer build, and
+    /// [`StoreError::Backend`] naming `host:port` when the database cannot be reached, refuses
+    /// the login or presents a certificate that does not verify.
     pub async fn connect(config: &PostgresConfig) -> StoreResult<Self> {
-        let pg = pg_config(config)?;
+        let (pg, tls) = pg_config(config)?;
+        let tls = tls::PostgresTls::load(&tls).await?;
         let target: Arc<str> = describe_target(&pg).into();
         let manager = Manager::from_config(
             pg.clone(),
-            NoTls,
+            tls.clone(),
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -180,6 +183,7 @@ impl PostgresStore {
         let latest = Arc::new(sender);
         let listener = listener::start(
             pg,
+            tls,
             feed.channel().to_owned(),
             Arc::clone(&latest),
             Arc::clone(&target),
@@ -868,8 +872,9 @@ enum PostgresError {
     NoSchema { search_path: String },
 }
 
-/// The tokio-postgres configuration for `config`, with the separate password applied.
-fn pg_config(config: &PostgresConfig) -> StoreResult<tokio_postgres::Config> {
+/// The tokio-postgres configuration for `config`, with the separate password applied, and the
+/// TLS settings (`sslmode`, `sslrootcert`) taken out of its URL.
+fn pg_config(config: &PostgresConfig) -> StoreResult<(tokio_postgres::Config, tls::TlsParams)> {
     if config.pool_size == 0 || config.pool_size > MAX_POOL_SIZE {
         return Err(StoreError::Invalid {
             field: "pool_size",
@@ -879,12 +884,13 @@ fn pg_config(config: &PostgresConfig) -> StoreResult<tokio_postgres::Config> {
             ),
         });
     }
+    let (url, tls) = tls::split_tls_params(&config.url)?;
     // The parser's messages name the offending option, never its value.
-    let mut pg =
-        tokio_postgres::Config::from_str(&config.url).map_err(|e| StoreError::Invalid {
-            field: "url",
-            reason: format!("not a PostgreSQL connection string: {}", describe(&e)),
-        })?;
+    let mut pg = tokio_postgres::Config::from_str(&url).map_err(|e| StoreError::Invalid {
+        field: "url",
+        reason: format!("not a PostgreSQL connection string: {}", describe(&e)),
+    })?;
+    pg.ssl_mode(tls.mode.wire());
     if let Some(password) = &config.password {
         pg.password(password.expose());
     }
@@ -892,7 +898,7 @@ fn pg_config(config: &PostgresConfig) -> StoreResult<tokio_postgres::Config> {
         pg.application_name("sigil");
     }
     pg.connect_timeout(config.connect_timeout);
-    Ok(pg)
+    Ok((pg, tls))
 }
 
 /// `host:port` (comma-separated when there are several hosts) for error messages.

@@ -8,6 +8,7 @@
 
 #![forbid(unsafe_code)]
 
+mod database;
 mod live;
 mod verify;
 
@@ -17,6 +18,7 @@ use rustls::crypto::aws_lc_rs::kx_group;
 use rustls::crypto::{CryptoProvider, SupportedKxGroup};
 use rustls::{ClientConfig, NamedGroup, ServerConfig};
 
+pub use database::{DatabaseServerAuth, database_client_config};
 pub use live::{LiveRoots, LiveSvid};
 pub use verify::{SpiffeClientVerifier, SpiffeServerVerifier, peer_spiffe_id};
 

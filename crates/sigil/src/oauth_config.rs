@@ -1,6 +1,8 @@
 //! `[oauth]` of the server file: token exchange on the public listener. Raw TOML is validated
-//! when the file is parsed (templates, conditions, algorithms, TTLs); the files it names (JWK
-//! Sets, CA certificates) are read at start.
+//! when the file is parsed (templates, algorithms, TTLs); the files it names (JWK Sets, CA
+//! certificates) are read at start. Which tokens may be exchanged, and for what, the Cedar
+//! policies decide (action `Exchange`); the `condition` key of the retired condition language is
+//! refused with a pointer to them.
 //!
 //! ```toml
 //! [oauth]
@@ -19,7 +21,6 @@
 //! algorithms = ["RS256"]           # default: RS256, PS256, ES256, ES384, EdDSA
 //! attributes = { owner_id = "repository_owner_id", repo_id = "repository_id", ref = "ref" }
 //! spiffe_id = "spiffe://example.org/ci/{owner_id}/{repo_id}"
-//! condition = "owner_id == '1234' && ref == 'refs/heads/main'"
 //! scopes = ["deploy"]
 //! key_refresh_interval = "30s"     # an unknown kid refetches keys at most this often
 //!
@@ -33,7 +34,6 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use serde::Deserialize;
 use sigil_keys::jose::{JwsAlgorithm, KeySet};
-use sigil_server::oauth::condition::Condition;
 use sigil_server::oauth::mapping::{AttributeMapping, SpiffeIdTemplate};
 use sigil_server::oauth::{ExternalIssuerConfig, FederatedSubjects, KeySource, OAuthConfig};
 use sigil_spiffe::{TrustDomain, Ttl};
@@ -77,7 +77,8 @@ struct RawIssuer {
     #[serde(default)]
     attributes: std::collections::BTreeMap<String, String>,
     spiffe_id: String,
-    condition: Option<String>,
+    /// Refused (the retired condition language); read only to say what replaced it.
+    condition: Option<serde::de::IgnoredAny>,
     scopes: Option<Vec<String>>,
     /// Shortest time between two fetches of its keys (an unknown `kid` fetches them again).
     key_refresh_interval: Option<String>,
@@ -88,8 +89,23 @@ struct RawIssuer {
 struct RawFederated {
     trust_domain: String,
     spiffe_id: Option<String>,
-    condition: Option<String>,
+    /// Refused, as in [`RawIssuer`].
+    condition: Option<serde::de::IgnoredAny>,
     scopes: Option<Vec<String>>,
+}
+
+/// Refuses a `condition` key in table `table`: Cedar policies replaced the condition language.
+fn refuse_condition(table: &str, condition: Option<serde::de::IgnoredAny>) -> anyhow::Result<()> {
+    if condition.is_some() {
+        bail!(
+            "{table} condition: the condition language was replaced by Cedar policies; remove \
+             it and restrict action Exchange in the [policy] dir instead, e.g. `forbid (principal \
+             is Sigil::ExternalSubject, action == Sigil::Action::\"Exchange\", resource) unless \
+             {{ principal.attributes.contains(\"ref=refs/heads/main\") }};` over the issuer's \
+             mapped attributes (see policies/examples/ci-exchange-main-branch)"
+        );
+    }
+    Ok(())
 }
 
 fn default_ttl() -> String {
@@ -141,6 +157,7 @@ impl OAuthFiles {
         for raw_issuer in raw.issuer {
             let name = raw_issuer.issuer.clone();
             let field = |f: &str| format!("oauth.issuer `{name}` {f}");
+            refuse_condition(&format!("oauth.issuer `{name}`"), raw_issuer.condition)?;
             https_url("oauth.issuer.issuer", &raw_issuer.issuer)?;
             if issuers
                 .iter()
@@ -198,12 +215,6 @@ impl OAuthFiles {
                 .map_err(|e| anyhow::anyhow!("{}: {e}", field("attributes")))?;
             let spiffe_id = SpiffeIdTemplate::parse(&raw_issuer.spiffe_id, own)
                 .map_err(|e| anyhow::anyhow!("{}: {e}", field("spiffe_id")))?;
-            let condition = raw_issuer
-                .condition
-                .as_deref()
-                .map(Condition::parse)
-                .transpose()
-                .map_err(|e| anyhow::anyhow!("{}: {e}", field("condition")))?;
             let refresh_interval = match raw_issuer.key_refresh_interval.as_deref() {
                 None => sigil_server::oauth::external::DEFAULT_REFRESH_INTERVAL,
                 Some(v) => std::time::Duration::from_secs(
@@ -225,7 +236,6 @@ impl OAuthFiles {
                 algorithms,
                 attributes,
                 spiffe_id,
-                condition,
                 scopes: raw_issuer.scopes,
                 refresh_interval,
             });
@@ -233,6 +243,10 @@ impl OAuthFiles {
         }
         let mut federated = Vec::new();
         for raw_fed in raw.federated {
+            refuse_condition(
+                &format!("oauth.federated `{}`", raw_fed.trust_domain),
+                raw_fed.condition,
+            )?;
             let td = TrustDomain::parse(&raw_fed.trust_domain).map_err(|e| {
                 anyhow::anyhow!(
                     "invalid oauth.federated.trust_domain `{}`: {e}",
@@ -250,12 +264,6 @@ impl OAuthFiles {
                     .map(|t| SpiffeIdTemplate::parse(t, own))
                     .transpose()
                     .map_err(|e| anyhow::anyhow!("{}: {e}", field("spiffe_id")))?,
-                condition: raw_fed
-                    .condition
-                    .as_deref()
-                    .map(Condition::parse)
-                    .transpose()
-                    .map_err(|e| anyhow::anyhow!("{}: {e}", field("condition")))?,
                 scopes: raw_fed.scopes,
                 trust_domain: td,
             });

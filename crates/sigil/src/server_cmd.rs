@@ -822,7 +822,7 @@ mod tests {
     #[test]
     fn oauth_takes_issuers_and_federated_domains_and_needs_an_issuer_url() {
         let public = "[public]\nbind_address = \"127.0.0.1:8443\"\ntls = \"svid\"\nissuer = \"https://sigil.example.org\"\n";
-        let issuer = "[[oauth.issuer]]\nissuer = \"https://ci.example\"\nowner = \"team-ci\"\naudiences = [\"https://sigil.example.org\"]\nattributes = { repo = \"repository_id\" }\nspiffe_id = \"spiffe://td/ci/{repo}\"\ncondition = \"repo == '1'\"\nalgorithms = [\"RS256\"]\n";
+        let issuer = "[[oauth.issuer]]\nissuer = \"https://ci.example\"\nowner = \"team-ci\"\naudiences = [\"https://sigil.example.org\"]\nattributes = { repo = \"repository_id\" }\nspiffe_id = \"spiffe://td/ci/{repo}\"\nalgorithms = [\"RS256\"]\n";
         let c = parse_server_config(&format!(
             "{SERVER}{public}[oauth]\nscopes = [\"read\"]\naccess_token_ttl = \"2m\"\n{issuer}[[oauth.federated]]\ntrust_domain = \"partner.example\"\n"
         ))
@@ -854,13 +854,6 @@ mod tests {
                 "`HS256` is not accepted",
             ),
             (
-                format!(
-                    "{SERVER}{public}[oauth]\n{}",
-                    issuer.replace("repo == '1'", "repo ==")
-                ),
-                "condition",
-            ),
-            (
                 format!("{SERVER}{public}[oauth]\naccess_token_ttl = \"48h\"\n"),
                 "longer than 24h",
             ),
@@ -871,6 +864,46 @@ mod tests {
         ] {
             let err = parse_server_config(&text).unwrap_err().to_string();
             assert!(err.contains(needle), "`{err}` lacks `{needle}`");
+        }
+    }
+
+    #[test]
+    fn a_condition_is_refused_with_a_pointer_to_the_cedar_policies_that_replaced_it() {
+        let public = "[public]\nbind_address = \"127.0.0.1:8443\"\ntls = \"svid\"\nissuer = \"https://sigil.example.org\"\n";
+        let issuer = "[[oauth.issuer]]\nissuer = \"https://ci.example\"\nowner = \"team-ci\"\naudiences = [\"https://sigil.example.org\"]\nattributes = { git_ref = \"ref\" }\nspiffe_id = \"spiffe://td/ci\"\n";
+        let federated = "[[oauth.federated]]\ntrust_domain = \"partner.example\"\n";
+        // The positive path: the same tables without a condition parse.
+        let c =
+            parse_server_config(&format!("{SERVER}{public}[oauth]\n{issuer}{federated}")).unwrap();
+        let oauth = c.oauth.unwrap().load().unwrap();
+        assert_eq!((oauth.issuers.len(), oauth.federated.len()), (1, 1));
+
+        let condition = "condition = \"git_ref == 'refs/heads/main'\"\n";
+        for (text, table) in [
+            (
+                format!("{SERVER}{public}[oauth]\n{issuer}{condition}"),
+                "oauth.issuer `https://ci.example` condition",
+            ),
+            (
+                format!("{SERVER}{public}[oauth]\n{federated}{condition}"),
+                "oauth.federated `partner.example` condition",
+            ),
+            // Whatever its value: the key itself is refused.
+            (
+                format!("{SERVER}{public}[oauth]\n{issuer}condition = true\n"),
+                "oauth.issuer `https://ci.example` condition",
+            ),
+        ] {
+            let err = format!("{:#}", parse_server_config(&text).unwrap_err());
+            assert_eq!(err.lines().count(), 1, "{err}");
+            assert!(err.starts_with(table), "`{err}` does not name `{table}`");
+            for needle in [
+                "replaced by Cedar policies",
+                "Sigil::Action::\"Exchange\"",
+                "policies/examples/ci-exchange-main-branch",
+            ] {
+                assert!(err.contains(needle), "`{err}` lacks `{needle}`");
+            }
         }
     }
 

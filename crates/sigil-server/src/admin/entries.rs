@@ -231,6 +231,7 @@ pub(crate) fn to_wire(entry: &Entry) -> sigil_api::Entry {
         hint: spec.hint.clone(),
         owner: spec.owner.clone(),
         description: spec.description.clone(),
+        labels: spec.labels.clone(),
         expires_at: spec.expires_at,
         revision: entry.revision,
         created_at: entry.created_at,

@@ -2,10 +2,12 @@
 //! `sigil-spiffe` type, and the first problem is answered as a 400 naming the field, the value
 //! and the reason. Nothing reaches the datastore unless the whole request is valid.
 
+use std::collections::BTreeMap;
+
 use sigil_api::ErrorCode;
 use sigil_api::entries::{
-    MAX_DESCRIPTION_CHARS, MAX_ENTRY_DNS_NAMES, MAX_ENTRY_FEDERATES_WITH, MAX_ENTRY_SELECTORS,
-    MAX_HINT_CHARS, MAX_OWNER_CHARS,
+    MAX_DESCRIPTION_CHARS, MAX_ENTRY_DNS_NAMES, MAX_ENTRY_FEDERATES_WITH, MAX_ENTRY_LABELS,
+    MAX_ENTRY_SELECTORS, MAX_HINT_CHARS, MAX_OWNER_CHARS,
 };
 use sigil_api::schemas::MAX_DNS_NAME_BYTES;
 use sigil_api::{EntryRequest, TtlValue};
@@ -71,6 +73,7 @@ pub(crate) fn parse_entry_request(
     let hint = parse_text("hint", req.hint, MAX_HINT_CHARS)?;
     let owner = parse_owner(req.owner)?;
     let description = parse_text("description", req.description, MAX_DESCRIPTION_CHARS)?;
+    let labels = parse_labels(req.labels)?;
     let expires_at = parse_expires_at(req.expires_at, now, mode)?;
     let revision = match (mode, req.revision) {
         (Mode::Create, Some(_)) => {
@@ -102,6 +105,7 @@ pub(crate) fn parse_entry_request(
             owner,
             description,
             expires_at,
+            labels,
         },
         revision,
     })
@@ -303,6 +307,27 @@ fn parse_text(field: &str, value: String, max_chars: usize) -> Result<String, Ap
         ));
     }
     Ok(value)
+}
+
+/// At most [`MAX_ENTRY_LABELS`] labels, each key and value as the datastore accepts them
+/// ([`sigil_store::label_key_problem`], [`sigil_store::label_value_problem`]); a bad one is named
+/// by its key.
+fn parse_labels(raw: BTreeMap<String, String>) -> Result<BTreeMap<String, String>, ApiError> {
+    if raw.len() > MAX_ENTRY_LABELS {
+        return Err(ApiError::invalid(format!(
+            "too many labels: {}, at most {MAX_ENTRY_LABELS}",
+            raw.len()
+        )));
+    }
+    for (key, value) in &raw {
+        if let Some(problem) = sigil_store::label_key_problem(key) {
+            return Err(ApiError::invalid_value("labels", key, problem));
+        }
+        if let Some(problem) = sigil_store::label_value_problem(value) {
+            return Err(ApiError::invalid_value("labels", key, problem));
+        }
+    }
+    Ok(raw)
 }
 
 fn parse_expires_at(raw: Option<i64>, now: i64, mode: Mode) -> Result<Option<i64>, ApiError> {
@@ -622,6 +647,54 @@ mod tests {
         let mut req = request();
         req.x509_svid_ttl = Some(TtlValue::Text("10m".into()));
         assert!(parse_entry_request(req, &td(), NOW, Mode::Create).is_ok());
+    }
+
+    #[test]
+    fn labels_are_kept_and_bad_ones_are_named_by_key() {
+        let mut req = request();
+        req.labels = [("tier", "web"), ("app.kubernetes.io/name", "a=b c")]
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .into();
+        let valid = parse_entry_request(req.clone(), &td(), NOW, Mode::Create).unwrap();
+        assert_eq!(valid.spec.labels, req.labels);
+        assert!(valid.spec.normalized().is_ok());
+
+        let mut bad_key = req.clone();
+        bad_key.labels.insert("Tier".to_owned(), "web".to_owned());
+        let msg = error_of(bad_key, Mode::Create);
+        assert!(
+            msg.starts_with("invalid labels `Tier`: a label key"),
+            "{msg}"
+        );
+        let mut bad_value = req.clone();
+        bad_value.labels.insert(
+            "tier".to_owned(),
+            "v".repeat(sigil_store::MAX_LABEL_VALUE_BYTES + 1),
+        );
+        let msg = error_of(bad_value, Mode::Replace);
+        assert!(
+            msg.starts_with("invalid labels `tier`: a label value"),
+            "{msg}"
+        );
+        let mut many = req;
+        many.labels = (0..=MAX_ENTRY_LABELS)
+            .map(|i| (format!("k{i}"), String::new()))
+            .collect();
+        assert!(error_of(many, Mode::Create).starts_with("too many labels: 33, at most 32"));
+    }
+
+    #[test]
+    fn label_limits_of_the_api_are_the_datastores() {
+        // Labels are ASCII, so characters and bytes agree.
+        assert_eq!(MAX_ENTRY_LABELS, sigil_store::MAX_ENTRY_LABELS);
+        assert_eq!(
+            sigil_api::entries::MAX_LABEL_KEY_CHARS,
+            sigil_store::MAX_LABEL_KEY_BYTES
+        );
+        assert_eq!(
+            sigil_api::entries::MAX_LABEL_VALUE_CHARS,
+            sigil_store::MAX_LABEL_VALUE_BYTES
+        );
     }
 
     #[test]

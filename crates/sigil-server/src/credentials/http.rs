@@ -171,6 +171,12 @@ async fn authenticate_presented(
         entry_id: (entries.len() == 1).then(|| entry.id.clone()),
         owner: entry.spec.owner.clone(),
         selectors: Vec::new(),
+        // Only when the entry is the one with this SPIFFE ID: another's labels would not be its.
+        labels: if entries.len() == 1 {
+            sigil_store::label_strings(&entry.spec.labels)
+        } else {
+            Vec::new()
+        },
         agent: None,
         source_address,
         via,

@@ -79,6 +79,8 @@ pub struct Requester {
     pub owner: String,
     /// Attested selectors, `type:value` (empty through the public endpoint).
     pub selectors: Vec<String>,
+    /// The entry's labels, `key=value` (empty when the entry is not known).
+    pub labels: Vec<String>,
     /// The agent it came through.
     pub agent: Option<AgentRef>,
     pub source_address: Option<String>,
@@ -331,7 +333,7 @@ impl Credentials {
                 spiffe_id: requester.spiffe_id.clone(),
                 selectors: requester.selectors.clone(),
                 owner: requester.owner.clone(),
-                labels: Vec::new(),
+                labels: requester.labels.clone(),
                 agent: requester.agent.clone(),
             },
             action: REQUEST_CREDENTIAL_ACTION.to_owned(),

@@ -180,11 +180,13 @@ pub fn findings(snapshot: &Snapshot, config: &InventoryConfig) -> Vec<Finding> {
                 subject_kind: SubjectKind::Issuer,
                 subject_id: issuer.issuer.clone(),
                 owner: issuer.owner.clone(),
-                detail: "every token of this issuer with a listed audience is exchanged, \
-                         whoever it was issued to"
+                detail: "the policies in force exchange a token of this issuer with a listed \
+                         audience whatever its claims, whoever it was issued to"
                     .to_owned(),
-                remediation: "add a `condition` on its claims (repository, branch, namespace…) \
-                              to its `[[oauth.issuer]]` table"
+                remediation: "restrict action Exchange on its mapped attributes (repository, \
+                              branch, namespace…) with a Cedar policy, e.g. `forbid … unless { \
+                              principal.attributes.contains(\"ref=refs/heads/main\") }` (see \
+                              policies/examples/ci-exchange-main-branch)"
                     .to_owned(),
             });
         }

@@ -73,7 +73,10 @@ pub struct IssuerFacts {
     pub issuer: String,
     /// The team or contact accountable for trusting it.
     pub owner: String,
-    /// Whether a condition restricts which of its tokens are exchanged.
+    /// Whether the policies in force restrict which of its tokens are exchanged: a token of this
+    /// issuer that carries none of its mapped attributes is denied `Exchange`. The configuration
+    /// cannot tell (Cedar policies replaced its `condition`), so it starts `false` and each
+    /// snapshot asks the policies ([`GovernanceContext::with_policies`]).
     pub has_condition: bool,
 }
 
@@ -82,8 +85,32 @@ impl From<&ExternalIssuerConfig> for IssuerFacts {
         Self {
             issuer: config.issuer.clone(),
             owner: config.owner.clone(),
-            has_condition: config.condition.is_some(),
+            has_condition: false,
         }
+    }
+}
+
+impl IssuerFacts {
+    /// Whether `policies` deny `Exchange` (for audience `""`, at `now`) to a subject of this
+    /// issuer without mapped attributes, subject or SPIFFE ID: then some claim must be present
+    /// for its tokens to be exchanged. A policy that limits only the audiences does not count.
+    pub fn restricted_by(&self, policies: &crate::policy::Policies, now: i64) -> bool {
+        let probe = sigil_policy::DecisionRequest {
+            principal: sigil_policy::Principal::External {
+                issuer: self.issuer.clone(),
+                subject: String::new(),
+                spiffe_id: None,
+                attributes: Vec::new(),
+            },
+            action: "Exchange".to_owned(),
+            resource: sigil_policy::ResourceRef {
+                id: String::new(),
+                kind: "audience".to_owned(),
+            },
+            context: sigil_policy::ContextInput::default(),
+        };
+        // The set itself, not `Policies::decide`: a probe is no decision to audit or count.
+        !policies.current().decide(&probe, now).allowed
     }
 }
 
@@ -99,6 +126,9 @@ pub struct GovernanceContext {
     /// The federation refresher's view of each relationship's refreshes; `None` when no
     /// refresher runs (then no `federation_refresh_failing` finding is made).
     pub federation: Option<RefreshStatuses>,
+    /// The policies in force, which decide whether an issuer's exchanges are restricted; `None`:
+    /// the issuers' facts are taken as given.
+    pub policies: Option<Arc<crate::policy::Policies>>,
     /// Unix seconds the gauges were last computed, held while computing them.
     gauges_at: tokio::sync::Mutex<Option<i64>>,
 }
@@ -120,8 +150,15 @@ impl GovernanceContext {
             config,
             issuers,
             federation,
+            policies: None,
             gauges_at: tokio::sync::Mutex::new(None),
         }
+    }
+
+    /// This context, asking `policies` at each snapshot whether each issuer is restricted.
+    pub fn with_policies(mut self, policies: Arc<crate::policy::Policies>) -> Self {
+        self.policies = Some(policies);
+        self
     }
 }
 
@@ -133,5 +170,51 @@ impl std::fmt::Debug for GovernanceContext {
             .field("issuers", &self.issuers)
             .field("federation", &self.federation.is_some())
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::Metrics;
+    use crate::policy::Policies;
+
+    fn policies(cedar: Option<&str>) -> (Policies, Option<tempfile::TempDir>) {
+        let dir = cedar.map(|text| {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(dir.path().join("exchange.cedar"), text).unwrap();
+            dir
+        });
+        let loaded =
+            Policies::load(dir.as_ref().map(|d| d.path()), Arc::new(Metrics::new())).unwrap();
+        (loaded, dir)
+    }
+
+    fn facts(issuer: &str) -> IssuerFacts {
+        IssuerFacts {
+            issuer: issuer.to_owned(),
+            owner: "team-ci".to_owned(),
+            has_condition: false,
+        }
+    }
+
+    #[test]
+    fn an_issuer_is_restricted_only_when_the_policies_look_at_its_tokens_claims() {
+        let ci = facts("https://ci.example");
+        let other = facts("https://other.example");
+        // The built-in default and a blanket permit exchange every token.
+        let (default, _) = policies(None);
+        assert!(!ci.restricted_by(&default, 0));
+        let (open, _dir) = policies(Some("permit (principal, action, resource);"));
+        assert!(!ci.restricted_by(&open, 0));
+        // A forbid unless a mapped attribute is present restricts the issuer it names only.
+        let (main_only, _dir) = policies(Some(
+            r#"permit (principal, action, resource);
+forbid (principal is Sigil::ExternalSubject, action == Sigil::Action::"Exchange", resource)
+unless { principal.issuer != "https://ci.example" ||
+         principal.attributes.contains("git_ref=refs/heads/main") };"#,
+        ));
+        assert!(ci.restricted_by(&main_only, 0));
+        assert!(!other.restricted_by(&main_only, 0));
     }
 }

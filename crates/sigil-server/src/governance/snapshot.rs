@@ -1,12 +1,12 @@
 //! Reads a [`Snapshot`] for the findings from the store: every entry and agent (in pages, so no
 //! single query returns the whole table), the usage summed per entry, the latest reviews, the
 //! join tokens and the federation relationships, plus what the context holds (external issuers,
-//! the refresher's status).
+//! whether the policies in force restrict each, the refresher's status).
 
 use sigil_store::{Datastore, EntryFilter, StoreResult};
 
-use super::GovernanceContext;
 use super::findings::Snapshot;
+use super::{GovernanceContext, IssuerFacts};
 
 /// Entries and agents read per store call.
 const PAGE: u32 = 1000;
@@ -53,6 +53,16 @@ pub async fn load(ctx: &GovernanceContext, now: i64) -> StoreResult<Snapshot> {
             .as_ref()
             .map(|statuses| statuses.snapshot())
             .unwrap_or_default(),
-        issuers: ctx.issuers.clone(),
+        issuers: ctx
+            .issuers
+            .iter()
+            .map(|facts| IssuerFacts {
+                has_condition: match &ctx.policies {
+                    Some(policies) => facts.restricted_by(policies, now),
+                    None => facts.has_condition,
+                },
+                ..facts.clone()
+            })
+            .collect(),
     })
 }

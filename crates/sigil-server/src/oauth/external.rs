@@ -13,7 +13,6 @@ use sigil_keys::jose::{JwsAlgorithm, KeySet, VerifyingKey};
 use sigil_tls::{HttpsServerAuth, TlsPolicy};
 use tokio::sync::Mutex;
 
-use super::condition::Condition;
 use super::mapping::{AttributeMapping, SpiffeIdTemplate};
 use crate::federation::fetch::{self, EndpointUrl, FetchError};
 
@@ -57,8 +56,6 @@ pub struct ExternalIssuerConfig {
     pub attributes: AttributeMapping,
     /// The SPIFFE ID its tokens are exchanged for.
     pub spiffe_id: SpiffeIdTemplate,
-    /// Must hold for a token to be exchanged; `None`: always.
-    pub condition: Option<Condition>,
     /// Scopes its subjects may be granted; `None`: the `[oauth]` scopes.
     pub scopes: Option<Vec<String>>,
     /// Shortest time between two fetches of its keys.

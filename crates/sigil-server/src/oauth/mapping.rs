@@ -50,8 +50,6 @@ pub const MAX_SEGMENT_VALUE_BYTES: usize = 255;
 const SCHEME_PREFIX: &str = "spiffe://";
 /// A segment-safe value that stands in for every placeholder when a template is checked.
 const DUMMY_VALUE: &str = "x";
-/// Words of the condition language that can therefore not name an attribute.
-const RESERVED_WORDS: [&str; 3] = ["in", "true", "false"];
 
 /// An attribute value taken from a token claim.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,7 +90,7 @@ pub struct SpiffeIdTemplate {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MappingError {
     #[error(
-        "attribute name `{name}` is invalid: expected a lowercase letter or `_`, then up to 63 lowercase letters, digits or `_`, and not `in`, `true` or `false`"
+        "attribute name `{name}` is invalid: expected a lowercase letter or `_`, then up to 63 lowercase letters, digits or `_`"
     )]
     InvalidAttributeName { name: String },
     #[error("attribute `{name}` is mapped more than once")]
@@ -173,10 +171,9 @@ enum TemplatePart {
 impl AttributeMapping {
     /// Builds a mapping from `(attribute name, claim path)` pairs.
     ///
-    /// Fails when an attribute name is invalid (`[a-z_][a-z0-9_]{0,63}`, not a word of the
-    /// condition language) or repeated, when there are more than [`MAX_MAPPINGS`] pairs, or when a
-    /// claim path is empty, too long, has more than [`MAX_CLAIM_PATH_KEYS`] keys or does not
-    /// follow the claim path syntax (module docs).
+    /// Fails when an attribute name is invalid (`[a-z_][a-z0-9_]{0,63}`) or repeated, when there
+    /// are more than [`MAX_MAPPINGS`] pairs, or when a claim path is empty, too long, has more
+    /// than [`MAX_CLAIM_PATH_KEYS`] keys or does not follow the claim path syntax (module docs).
     pub fn new(pairs: impl IntoIterator<Item = (String, String)>) -> Result<Self, MappingError> {
         let mut by_name = BTreeMap::new();
         for (name, path) in pairs {
@@ -487,8 +484,9 @@ impl ClaimPath {
     }
 }
 
-/// Whether `name` can name an attribute: `[a-z_][a-z0-9_]{0,63}` and not a word of the
-/// condition language (`in`, `true`, `false`).
+/// Whether `name` can name an attribute: `[a-z_][a-z0-9_]{0,63}`. Never a `=`, so the
+/// `"name=value"` strings policies see of an external subject's attributes split at their first
+/// `=` unambiguously.
 pub(crate) fn is_valid_attribute_name(name: &str) -> bool {
     let mut bytes = name.bytes();
     let Some(first) = bytes.next() else {
@@ -497,7 +495,6 @@ pub(crate) fn is_valid_attribute_name(name: &str) -> bool {
     name.len() <= MAX_ATTRIBUTE_NAME_BYTES
         && (first.is_ascii_lowercase() || first == b'_')
         && bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-        && !RESERVED_WORDS.contains(&name)
 }
 
 /// Whether `value` can stand for a placeholder: 1 to 255 bytes of `[A-Za-z0-9._-]`, not `.`/`..`.
@@ -792,9 +789,8 @@ mod tests {
             "Owner",
             "1st",
             "a-b",
-            "in",
-            "true",
-            "false",
+            "a=b",
+            "ref=refs/heads/main",
             "a".repeat(65).as_str(),
         ] {
             assert_eq!(
@@ -804,6 +800,8 @@ mod tests {
             );
         }
         assert!(mapping(&[(&"a".repeat(64), "sub"), ("_x9", "sub")]).is_ok());
+        // Words the retired condition language reserved are ordinary names now.
+        assert!(mapping(&[("in", "sub"), ("true", "iss"), ("false", "aud")]).is_ok());
     }
 
     #[test]

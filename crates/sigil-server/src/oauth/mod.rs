@@ -7,13 +7,13 @@
 //!   [`introspect`]; `POST /authz/v1/decide` (policy decisions for any service): [`authz`]. Bodies are forms of at most [`MAX_BODY_BYTES`]; every token in them at
 //!   most 16 KiB; every error is the protocol's JSON error body ([`error`]).
 //! - Who the presented tokens speak for: [`tokens`] (with [`external`] issuers' keys, and
-//!   [`mapping`] and [`condition`] for their claims); who the client is: [`client_auth`].
+//!   [`mapping`] for their claims); who the client is: [`client_auth`]. Which of them may be
+//!   exchanged, and for what, the Cedar policies decide (action `Exchange`, in [`token`]).
 //! - What is issued goes through the server's one issuance choke point,
 //!   [`crate::issuer::Issuer::exchanged_token`], so the inventory (and with it revocation) sees it.
 
 pub mod authz;
 pub mod client_auth;
-pub mod condition;
 pub mod error;
 pub mod external;
 pub mod form;
@@ -72,7 +72,6 @@ pub struct FederatedSubjects {
     /// `trust_domain`, `path`, `spiffe_id` and the token's string claims); `None`: they keep
     /// their own SPIFFE ID, which only access tokens can carry.
     pub spiffe_id: Option<mapping::SpiffeIdTemplate>,
-    pub condition: Option<condition::Condition>,
     /// Scopes its subjects may be granted; `None`: the `[oauth]` scopes.
     pub scopes: Option<Vec<String>>,
 }

@@ -247,7 +247,10 @@ fn authorize_by_policy(
             spiffe_id: Some(subject.spiffe_id.clone()),
             attributes: subject.attributes.clone(),
         },
-        Source::OwnDomain | Source::Federated(_) => PolicyPrincipal::Workload {
+        // A workload of this trust domain is described by its registration entries (selectors,
+        // owner, labels), as at issuance; a federated one has no entry here.
+        Source::OwnDomain => super::authz::registered_workload(oauth, subject.spiffe_id.clone()),
+        Source::Federated(_) => PolicyPrincipal::Workload {
             spiffe_id: subject.spiffe_id.clone(),
             selectors: Vec::new(),
             owner: String::new(),

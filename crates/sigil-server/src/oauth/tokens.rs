@@ -2,8 +2,9 @@
 //! [`Principal`]: who the token speaks for, as a SPIFFE ID Sigil can issue for.
 //!
 //! A token is routed by its unverified `iss` and `sub`: an `iss` of a configured external issuer
-//! is verified with that issuer's keys, its claims mapped to attributes, its condition checked
-//! and its SPIFFE ID rendered from the template; otherwise a `sub` that is a SPIFFE ID makes it a
+//! is verified with that issuer's keys, its claims mapped to attributes and its SPIFFE ID
+//! rendered from the template (which of its tokens may be exchanged, the Cedar policies decide
+//! on those attributes at the endpoint); otherwise a `sub` that is a SPIFFE ID makes it a
 //! JWT-SVID, verified with the bundle of the SPIFFE ID's trust domain (this server's own, or a
 //! federated one's held bundle). Anything else is refused. Every refusal says why in words the
 //! client can act on; the endpoint maps it to the protocol's error code.
@@ -100,8 +101,6 @@ pub enum TokenRefusal {
     Revoked,
     #[error("the token's claims cannot be mapped: {0}")]
     Mapping(String),
-    #[error("the token does not meet the condition of its issuer")]
-    Condition,
     #[error("{0}")]
     Keys(String),
 }
@@ -216,7 +215,7 @@ impl OAuth {
     }
 
     /// A federated JWT-SVID's identity: its own SPIFFE ID, or the one its trust domain's
-    /// template renders, once the condition holds.
+    /// template renders.
     fn map_federated(
         &self,
         td: &TrustDomain,
@@ -242,11 +241,6 @@ impl OAuth {
             {
                 attrs.insert(name.clone(), AttrValue::Str(s.clone()));
             }
-        }
-        if let Some(condition) = &accepted.condition
-            && !condition.evaluate(&attrs)
-        {
-            return Err(TokenRefusal::Condition);
         }
         match &accepted.spiffe_id {
             Some(template) => template
@@ -291,11 +285,6 @@ impl OAuth {
             .attributes
             .apply(&claims)
             .map_err(|e| TokenRefusal::Mapping(e.to_string()))?;
-        if let Some(condition) = &config.condition
-            && !condition.evaluate(&attrs)
-        {
-            return Err(TokenRefusal::Condition);
-        }
         let spiffe_id = config
             .spiffe_id
             .render(&attrs)

@@ -1,10 +1,15 @@
 //! Conformance cases for registration entries: CRUD, normalisation, uniqueness, validation,
 //! filters and optimistic concurrency.
 
+use std::collections::BTreeMap;
+
 use sigil_spiffe::TrustDomain;
 
 use super::{NOW, latest, new_entry, spiffe_id_of};
-use crate::{Datastore, Entry, EntryFilter, MAX_DESCRIPTION_BYTES, MAX_OWNER_BYTES, StoreError};
+use crate::{
+    Datastore, Entry, EntryFilter, MAX_DESCRIPTION_BYTES, MAX_LABEL_VALUE_BYTES, MAX_OWNER_BYTES,
+    StoreError,
+};
 
 const WEB: &str = "spiffe://example.org/web";
 const DB: &str = "spiffe://example.org/db";
@@ -184,6 +189,94 @@ pub async fn invalid_entry_is_rejected_and_nothing_stored<S: Datastore>(store: S
     }
     let got = store.get_entry(&stored.id).await.expect("get");
     assert_eq!(got, Some(stored));
+}
+
+/// Labels come back as written from create, batch create and update (an update replaces them
+/// whole); a bad key is refused on each path, naming `labels` and the key, and nothing changes.
+pub async fn entry_labels_round_trip_and_bad_keys_are_refused<S: Datastore>(store: S) {
+    let labels = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    };
+    // Quotes and backslashes are escaped in the stored JSON; the value is still 128 bytes.
+    let value_at_limit = format!("{}abc", "\"\\= ~".repeat(25));
+    assert_eq!(value_at_limit.len(), MAX_LABEL_VALUE_BYTES);
+    let mut spec = new_entry(WEB, AGENT_1, &["unix:uid:1"]);
+    spec.labels = labels(&[
+        ("tier", "web"),
+        ("app.kubernetes.io/name", "shop=eu"),
+        ("empty", ""),
+        ("quoted", &value_at_limit),
+    ]);
+    let created = store.create_entry(spec.clone(), NOW).await.expect("create");
+    assert_eq!(created.spec.labels, spec.labels);
+    let got = store.get_entry(&created.id).await.expect("get");
+    assert_eq!(got.as_ref(), Some(&created));
+
+    let mut first = new_entry(DB, AGENT_1, &["unix:uid:2"]);
+    first.labels = labels(&[("tier", "db")]);
+    let second = new_entry(DB, AGENT_2, &["unix:uid:2"]);
+    let batch = store
+        .create_entries(vec![first.clone(), second], NOW)
+        .await
+        .expect("batch create");
+    let [stored_first, stored_second] = batch.as_slice() else {
+        panic!("two entries stored: {batch:?}");
+    };
+    assert_eq!(stored_first.spec.labels, first.labels);
+    assert!(stored_second.spec.labels.is_empty());
+    for stored in &batch {
+        let got = store.get_entry(&stored.id).await.expect("get");
+        assert_eq!(got.as_ref(), Some(stored));
+    }
+
+    let mut changed = spec.clone();
+    changed.labels = labels(&[("tier", "api")]);
+    let updated = store
+        .update_entry(&created.id, changed.clone(), None, NOW + 1)
+        .await
+        .expect("update");
+    assert_eq!(
+        updated.spec.labels, changed.labels,
+        "an update replaces the labels"
+    );
+    let got = store.get_entry(&created.id).await.expect("get");
+    assert_eq!(got.as_ref(), Some(&updated));
+
+    let before = latest(&store).await;
+    let mut bad = new_entry(WEB, AGENT_2, &["unix:uid:3"]);
+    bad.labels = labels(&[("tier", "web"), ("Tier", "web")]);
+    let refused = |result: &crate::StoreResult<_>| {
+        matches!(
+            result.as_ref().map_err(StoreError::cause),
+            Err(StoreError::Invalid { field: "labels", reason }) if reason.contains("`Tier`")
+        )
+    };
+    let result = store.create_entry(bad.clone(), NOW).await.map(|_| ());
+    assert!(refused(&result), "create: {result:?}");
+    let result = store
+        .create_entries(
+            vec![new_entry(WEB, AGENT_2, &["unix:uid:4"]), bad.clone()],
+            NOW,
+        )
+        .await
+        .map(|_| ());
+    assert!(refused(&result), "batch create: {result:?}");
+    let result = store
+        .update_entry(&created.id, bad, None, NOW + 2)
+        .await
+        .map(|_| ());
+    assert!(refused(&result), "update: {result:?}");
+    assert_eq!(latest(&store).await, before, "nothing was written");
+    let all = store
+        .list_entries(&EntryFilter::default())
+        .await
+        .expect("list");
+    assert_eq!(all.len(), 3);
+    let got = store.get_entry(&created.id).await.expect("get");
+    assert_eq!(got.as_ref(), Some(&updated));
 }
 
 /// Each filter field narrows the result; set fields combine with AND; results are ordered by id.

@@ -2,6 +2,8 @@
 //! under a GIN index, uniqueness on a digest of the identity), and the filters of
 //! [`EntryFilter`].
 
+use std::collections::BTreeMap;
+
 use deadpool_postgres::GenericClient;
 use sigil_spiffe::{Selector, SpiffeId, TrustDomain};
 use tokio_postgres::Row;
@@ -16,7 +18,7 @@ use crate::{Change, Entry, EntryFilter, NewEntry, StoreError, StoreResult};
 const KIND: &str = "entry";
 
 const COLUMNS: &str = "id, spiffe_id, parent_id, selectors, x509_svid_ttl, jwt_svid_ttl, \
-    dns_names, federates_with, admin, downstream, hint, owner, description, expires_at, \
+    dns_names, federates_with, admin, downstream, hint, owner, description, expires_at, labels, \
     revision, created_at, updated_at";
 
 /// Stores a normalised entry with a fresh random id and revision 1, in one round trip.
@@ -54,7 +56,7 @@ pub(super) async fn create_many(
     Ok(created)
 }
 
-/// The INSERT of one new entry: `$1`..`$13` the spec's columns, `$14` the time, `$15` the
+/// The INSERT of one new entry: `$1`..`$14` the spec's columns, `$15` the time, `$16` the
 /// identity digest input; the id (128 bits from the database's strong random source) is drawn
 /// by the statement and returned.
 fn insert_sql() -> String {
@@ -62,7 +64,8 @@ fn insert_sql() -> String {
         "INSERT INTO entries ({COLUMNS}, identity_digest) \
          VALUES (left(encode(sha256(uuid_send(gen_random_uuid()) || \
              uuid_send(gen_random_uuid())), 'hex'), 32), \
-           $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 1, $14, $14, sha256($15)) \
+           $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, 1, $15, $15, \
+           sha256($16)) \
          RETURNING id"
     )
 }
@@ -203,8 +206,8 @@ pub(super) async fn update(
         tx.db(),
         "UPDATE entries SET spiffe_id = $2, parent_id = $3, selectors = $4, x509_svid_ttl = $5, \
            jwt_svid_ttl = $6, dns_names = $7, federates_with = $8, admin = $9, downstream = $10, \
-           hint = $11, owner = $12, description = $13, expires_at = $14, revision = $15, \
-           updated_at = $16, identity_digest = sha256($17) \
+           hint = $11, owner = $12, description = $13, expires_at = $14, labels = $15, \
+           revision = $16, updated_at = $17, identity_digest = sha256($18) \
          WHERE id = $1",
         &columns.params(&id, &[&revision, &now]),
     )
@@ -273,6 +276,8 @@ struct EncodedSpec<'a> {
     owner: &'a str,
     description: &'a str,
     expires_at: Option<i64>,
+    /// The labels as one JSON object.
+    labels: String,
     /// `spiffe_id \n parent_id \n selector \n selector...`, hashed by the database into
     /// `identity_digest`. None of the parts holds a newline, so equal inputs mean equal
     /// identities.
@@ -310,11 +315,13 @@ impl<'a> EncodedSpec<'a> {
             owner: &spec.owner,
             description: &spec.description,
             expires_at: spec.expires_at,
+            labels: serde_json::to_string(&spec.labels)
+                .map_err(|e| StoreError::Backend(e.into()))?,
             identity,
         })
     }
 
-    /// `$1` = `id`, `$2`..`$14` = the spec's columns in table order, then `extra`, then the
+    /// `$1` = `id`, `$2`..`$15` = the spec's columns in table order, then `extra`, then the
     /// identity digest input.
     fn params<'s>(
         &'s self,
@@ -328,7 +335,7 @@ impl<'a> EncodedSpec<'a> {
         params
     }
 
-    /// The spec's columns in table order (13 of them, `spiffe_id` to `expires_at`).
+    /// The spec's columns in table order (14 of them, `spiffe_id` to `labels`).
     fn spec_params(&self) -> Vec<&(dyn ToSql + Sync)> {
         vec![
             &self.spiffe_id,
@@ -344,6 +351,7 @@ impl<'a> EncodedSpec<'a> {
             &self.owner,
             &self.description,
             &self.expires_at,
+            &self.labels,
         ]
     }
 }
@@ -364,6 +372,7 @@ struct EntryRow {
     owner: String,
     description: String,
     expires_at: Option<i64>,
+    labels: String,
     revision: i64,
     created_at: i64,
     updated_at: i64,
@@ -387,9 +396,10 @@ impl EntryRow {
             owner: column(row, 11)?,
             description: column(row, 12)?,
             expires_at: column(row, 13)?,
-            revision: column(row, 14)?,
-            created_at: column(row, 15)?,
-            updated_at: column(row, 16)?,
+            labels: column(row, 14)?,
+            revision: column(row, 15)?,
+            created_at: column(row, 16)?,
+            updated_at: column(row, 17)?,
         })
     }
 
@@ -413,6 +423,8 @@ impl EntryRow {
             .map(|td| TrustDomain::parse(td))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| bad("federates_with", &e))?;
+        let labels: BTreeMap<String, String> =
+            serde_json::from_str(&self.labels).map_err(|e| bad("labels", &e))?;
         let spec = NewEntry {
             spiffe_id,
             parent_id,
@@ -427,6 +439,7 @@ impl EntryRow {
             owner: self.owner,
             description: self.description,
             expires_at: self.expires_at,
+            labels,
         };
         Ok(Entry {
             id,

@@ -14,8 +14,9 @@ use std::time::Duration;
 
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::AsyncMessage;
 
+use super::tls::PostgresTls;
 use super::{PostgresError, advance, backend, describe};
 use crate::{StoreError, StoreResult};
 
@@ -25,11 +26,12 @@ const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// How often the listener checks that its connection still answers.
 const LIVENESS_INTERVAL: Duration = Duration::from_secs(30);
 
-/// Connects, LISTENs on `channel` and reads the newest sequence, then keeps doing so in a task
-/// of its own. Returns once the first connection listens, so the watch is live (and current)
+/// Connects (with the pool's TLS settings, `tls`), LISTENs on `channel` and reads the newest
+/// sequence, then keeps doing so in a task of its own. Returns once the first connection listens, so the watch is live (and current)
 /// when the store is handed out; fails if that first connection cannot be made.
 pub(super) async fn start(
     mut pg: tokio_postgres::Config,
+    tls: PostgresTls,
     channel: String,
     latest: Arc<watch::Sender<u64>>,
     target: Arc<str>,
@@ -44,6 +46,7 @@ pub(super) async fn start(
     let (ready_tx, ready_rx) = oneshot::channel();
     let listener = Listener {
         pg,
+        tls,
         channel,
         latest,
         target,
@@ -67,6 +70,7 @@ pub(super) async fn start(
 
 struct Listener {
     pg: tokio_postgres::Config,
+    tls: PostgresTls,
     channel: String,
     latest: Arc<watch::Sender<u64>>,
     target: Arc<str>,
@@ -107,7 +111,7 @@ impl Listener {
         ready: &mut Option<oneshot::Sender<StoreResult<()>>>,
         listening: &mut bool,
     ) -> StoreError {
-        let (client, mut connection) = match self.pg.connect(NoTls).await {
+        let (client, mut connection) = match self.pg.connect(self.tls.clone()).await {
             Ok(pair) => pair,
             Err(e) => {
                 return StoreError::Backend(Box::new(PostgresError::Unreachable {

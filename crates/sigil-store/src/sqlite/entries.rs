@@ -1,6 +1,8 @@
 //! Registration entries in SQLite: the `entries` row, its `entry_selectors` index rows, and the
 //! filters of [`EntryFilter`].
 
+use std::collections::BTreeMap;
+
 use rusqlite::types::Value;
 use rusqlite::{
     Connection, OptionalExtension, ParamsFromIter, Row, ToSql, params, params_from_iter,
@@ -15,7 +17,7 @@ use crate::{Change, Entry, EntryFilter, NewEntry, StoreError, StoreResult};
 const KIND: &str = "entry";
 
 const COLUMNS: &str = "id, spiffe_id, parent_id, selectors, x509_svid_ttl, jwt_svid_ttl, \
-    dns_names, federates_with, admin, downstream, hint, owner, description, expires_at, \
+    dns_names, federates_with, admin, downstream, hint, owner, description, expires_at, labels, \
     revision, created_at, updated_at";
 
 /// Stores a normalised entry with a fresh random id and revision 1. Its statements are cached
@@ -28,7 +30,7 @@ pub(super) fn create(conn: &Connection, spec: NewEntry, now: i64) -> StoreResult
         .map_err(backend)?;
     conn.prepare_cached(&format!(
         "INSERT INTO entries ({COLUMNS}) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, 1, ?15, ?15)"
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, 1, ?16, ?16)"
     ))
     .and_then(|mut stmt| stmt.execute(columns.values(&id, &spec, [Box::new(now)])))
     .map_err(|e| duplicate_or_backend(e, &spec))?;
@@ -174,8 +176,8 @@ pub(super) fn update(
     conn.execute(
         "UPDATE entries SET spiffe_id = ?2, parent_id = ?3, selectors = ?4, x509_svid_ttl = ?5, \
            jwt_svid_ttl = ?6, dns_names = ?7, federates_with = ?8, admin = ?9, downstream = ?10, \
-           hint = ?11, owner = ?12, description = ?13, expires_at = ?14, revision = ?15, \
-           updated_at = ?16 \
+           hint = ?11, owner = ?12, description = ?13, expires_at = ?14, labels = ?15, \
+           revision = ?16, updated_at = ?17 \
          WHERE id = ?1",
         columns.values(&id, &spec, [Box::new(revision), Box::new(now)]),
     )
@@ -243,10 +245,11 @@ struct EncodedSpec {
     jwt_svid_ttl: i64,
     dns_names: String,
     federates_with: String,
+    labels: String,
 }
 
 impl EncodedSpec {
-    /// `?1` = `id`, `?2`..`?14` = the spec's columns in table order, then `extra`.
+    /// `?1` = `id`, `?2`..`?15` = the spec's columns in table order, then `extra`.
     fn values<'a, const N: usize>(
         &'a self,
         id: &'a str,
@@ -268,6 +271,7 @@ impl EncodedSpec {
             Box::new(spec.owner.as_str()),
             Box::new(spec.description.as_str()),
             Box::new(spec.expires_at),
+            Box::new(self.labels.as_str()),
         ];
         values.extend(extra);
         params_from_iter(values)
@@ -280,6 +284,7 @@ impl EncodedSpec {
             jwt_svid_ttl: to_sql_int("jwt_svid_ttl", spec.jwt_svid_ttl)?,
             dns_names: to_json(&spec.dns_names)?,
             federates_with: to_json(&spec.federates_with)?,
+            labels: to_json(&spec.labels)?,
         })
     }
 }
@@ -310,6 +315,7 @@ struct EntryRow {
     owner: String,
     description: String,
     expires_at: Option<i64>,
+    labels: String,
     revision: i64,
     created_at: i64,
     updated_at: i64,
@@ -332,9 +338,10 @@ impl EntryRow {
             owner: row.get(11)?,
             description: row.get(12)?,
             expires_at: row.get(13)?,
-            revision: row.get(14)?,
-            created_at: row.get(15)?,
-            updated_at: row.get(16)?,
+            labels: row.get(14)?,
+            revision: row.get(15)?,
+            created_at: row.get(16)?,
+            updated_at: row.get(17)?,
         })
     }
 
@@ -356,6 +363,8 @@ impl EntryRow {
             serde_json::from_str(&self.dns_names).map_err(|e| bad("dns_names", &e))?;
         let federates_with: Vec<TrustDomain> =
             serde_json::from_str(&self.federates_with).map_err(|e| bad("federates_with", &e))?;
+        let labels: BTreeMap<String, String> =
+            serde_json::from_str(&self.labels).map_err(|e| bad("labels", &e))?;
         let spec = NewEntry {
             spiffe_id,
             parent_id,
@@ -370,6 +379,7 @@ impl EntryRow {
             owner: self.owner,
             description: self.description,
             expires_at: self.expires_at,
+            labels,
         };
         Ok(Entry {
             id,

@@ -45,10 +45,15 @@ const MIGRATIONS: &[Migration] = &[
         name: "credentials",
         sql: include_str!("../migrations/0006_credentials.sql"),
     },
+    Migration {
+        version: 7,
+        name: "entry_labels",
+        sql: include_str!("../migrations/0007_entry_labels.sql"),
+    },
 ];
 
 /// The schema version a database has once every known migration is applied.
-pub const LATEST_SCHEMA_VERSION: i64 = 6;
+pub const LATEST_SCHEMA_VERSION: i64 = 7;
 
 const CREATE_MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (
     version INTEGER PRIMARY KEY NOT NULL,

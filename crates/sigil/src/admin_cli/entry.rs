@@ -96,6 +96,10 @@ pub struct EntryFields {
     /// Free-text description.
     #[arg(long, value_name = "TEXT")]
     pub description: Option<String>,
+    /// Label `key=value` that policy reads as the workload's `labels` (repeat for several; on
+    /// update they replace the entry's labels whole).
+    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
+    pub labels: Vec<(String, String)>,
     /// When the entry stops being served: Unix seconds, or `never`.
     #[arg(long, value_name = "WHEN", value_parser = parse_expires_at)]
     pub expires_at: Option<Expiry>,
@@ -106,6 +110,15 @@ pub struct EntryFields {
 pub enum Expiry {
     Never,
     At(i64),
+}
+
+/// `--label`: split at the first `=` (a key never holds one; a value may). The server checks the
+/// key and value themselves.
+fn parse_label(value: &str) -> Result<(String, String), String> {
+    match value.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
+        _ => Err(format!("`{value}` is not KEY=VALUE")),
+    }
 }
 
 fn parse_expires_at(value: &str) -> Result<Expiry, String> {
@@ -127,7 +140,8 @@ pub struct CreateArgs {
     /// Newline-delimited JSON: one entry per line, a JSON object with the fields of the admin
     /// API's entry create body (`spiffe_id`, `parent_id`, `selectors` as a list of `type:value`,
     /// `owner`, and optionally `x509_svid_ttl`, `jwt_svid_ttl`, `dns_names`, `federates_with`,
-    /// `admin`, `downstream`, `hint`, `description`, `expires_at`); blank lines are skipped.
+    /// `admin`, `downstream`, `hint`, `description`, `labels` as an object of strings,
+    /// `expires_at`); blank lines are skipped.
     /// Sent in batches of up to 1000 entries, each created all or nothing: the first refused
     /// entry (named by its line) stops the command, the batches before it stay created and
     /// nothing after it is.
@@ -506,6 +520,9 @@ impl EntryFields {
         if let Some(v) = self.description {
             request.description = v;
         }
+        if !self.labels.is_empty() {
+            request.labels = self.labels.into_iter().collect();
+        }
         match self.expires_at {
             Some(Expiry::Never) => request.expires_at = None,
             Some(Expiry::At(t)) => request.expires_at = Some(t),
@@ -547,6 +564,7 @@ fn entry_block(e: &Entry) -> Block {
         .line("Downstream", yes_no(e.downstream))
         .optional("Hint", &e.hint)
         .optional("Description", &e.description)
+        .lines("Label", e.labels.iter().map(|(k, v)| format!("{k}={v}")))
         .line(
             "Expires at",
             e.expires_at.map_or_else(|| "never".to_owned(), format_time),
@@ -574,6 +592,7 @@ mod tests {
             hint: String::new(),
             owner: "team-web".into(),
             description: "old".into(),
+            labels: [("tier".to_owned(), "web".to_owned())].into(),
             expires_at: None,
             revision: 2,
             created_at: 0,
@@ -599,6 +618,39 @@ mod tests {
         assert_eq!(req.x509_svid_ttl, Some(TtlValue::Seconds(3600)));
         assert_eq!(req.dns_names, ["web.example"]);
         assert_eq!(req.owner.as_deref(), Some("team-web"));
+        assert_eq!(req.labels, stored().labels, "labels not given are kept");
+    }
+
+    #[test]
+    fn labels_given_replace_the_entrys_labels() {
+        let fields = EntryFields {
+            labels: vec![
+                ("zone".into(), "eu=1".into()),
+                ("app".into(), String::new()),
+            ],
+            ..EntryFields::default()
+        };
+        let req = fields.apply_to(stored().to_update_request());
+        let labels: Vec<(&str, &str)> = req
+            .labels
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(labels, [("app", ""), ("zone", "eu=1")]);
+    }
+
+    #[test]
+    fn label_flag_is_key_equals_value() {
+        assert_eq!(
+            parse_label("tier=web=1"),
+            Ok(("tier".to_owned(), "web=1".to_owned()))
+        );
+        assert_eq!(parse_label("tier="), Ok(("tier".to_owned(), String::new())));
+        assert_eq!(
+            parse_label("tier"),
+            Err("`tier` is not KEY=VALUE".to_owned())
+        );
+        assert!(parse_label("=web").is_err());
     }
 
     #[test]
@@ -636,5 +688,6 @@ mod tests {
         assert!(text.contains("X509-SVID TTL : 1h\n"), "{text}");
         assert!(text.contains("Expires at    : never\n"), "{text}");
         assert!(!text.contains("Hint"), "{text}");
+        assert!(text.contains("Label         : tier=web\n"), "{text}");
     }
 }

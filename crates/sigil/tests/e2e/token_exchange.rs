@@ -1,8 +1,8 @@
 //! Token exchange with real processes and clients nobody here wrote: a test OIDC issuer
 //! (`interop/python/oidc_issuer.py`: PyJWT and cryptography, its own RS256 and ES256 keys, a
 //! discovery document over HTTPS) mints CI-style tokens that the server, which found the
-//! issuer's keys through discovery, exchanges for the mapped SPIFFE ID only when the condition
-//! holds. Authlib exchanges them authenticating with a JWT-SVID fetched through py-spiffe, and
+//! issuer's keys through discovery, exchanges for the mapped SPIFFE ID only when its Cedar policy
+//! allows (the main branch). Authlib exchanges them authenticating with a JWT-SVID fetched through py-spiffe, and
 //! introspects and revokes what it got; openid-client exchanges a JWT-SVID authenticating with
 //! the X509-SVID over mutual TLS; `sigil exchange` does both from the command line.
 
@@ -101,7 +101,18 @@ fn third_party_clients_exchange_tokens() {
     };
 
     // The server: public listener with the web certificate, token exchange trusting the CI
-    // issuer through discovery, with its CA.
+    // issuer through discovery, with its CA; a policy that permits everything but exchanges a
+    // CI token only when its mapped `git_ref` is the main branch.
+    let policies = tmp.path().join("policies");
+    std::fs::create_dir_all(&policies).unwrap();
+    std::fs::write(
+        policies.join("exchange.cedar"),
+        "@id(\"all\")\npermit (principal, action, resource);\n\n\
+         @id(\"ci-main-only\")\n\
+         forbid (principal is Sigil::ExternalSubject, action == Sigil::Action::\"Exchange\", resource)\n\
+         unless { principal.attributes.contains(\"git_ref=refs/heads/main\") };\n",
+    )
+    .unwrap();
     let port = free_port();
     let issuer = format!("https://localhost:{port}");
     let server = TestServer::start_with(
@@ -114,11 +125,12 @@ fn third_party_clients_exchange_tokens() {
              max_token_age = \"10m\"\nalgorithms = [\"RS256\", \"ES256\"]\n\
              attributes = {{ owner_id = \"repository_owner_id\", repo_id = \"repository_id\", git_ref = \"ref\" }}\n\
              spiffe_id = \"spiffe://example.org/ci/{{owner_id}}/{{repo_id}}\"\n\
-             condition = \"git_ref == 'refs/heads/main'\"\nscopes = [\"deploy\"]\n\
-             key_refresh_interval = \"5s\"\n",
+             scopes = [\"deploy\"]\nkey_refresh_interval = \"5s\"\n\
+             [policy]\ndir = \"{policies}\"\n",
             cert = cert.display(),
             key = key.display(),
             ca = ca.display(),
+            policies = policies.display(),
         ),
     );
     let (token, agent_id) = server.join_token("10m");
@@ -247,7 +259,7 @@ fn third_party_clients_exchange_tokens() {
         "one refetch for three unknown key ids within the refresh interval"
     );
 
-    // The condition decides: another branch is refused with invalid_request.
+    // The policy decides: another branch is refused with invalid_request, naming the forbid.
     let feature = token_file(
         "ci-feature",
         &ci.mint("RS256", &ci_claims("refs/heads/feature")),
@@ -266,7 +278,7 @@ fn third_party_clients_exchange_tokens() {
         body["error_description"]
             .as_str()
             .unwrap()
-            .contains("condition"),
+            .contains("denied by policy [ci-main-only]"),
         "{body}"
     );
 
