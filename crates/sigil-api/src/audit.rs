@@ -290,8 +290,9 @@ pub(crate) fn schemas() -> serde_json::Value {
             "additionalProperties": false,
             "required": ["reviewed_by"],
             "properties": {
-                "reviewed_by": {"type": "string", "minLength": 1, "maxLength": 1024},
-                "note": {"type": "string", "maxLength": 1024},
+                // The store keeps text without NUL characters and refuses one.
+                "reviewed_by": {"type": "string", "minLength": 1, "maxLength": 1024, "pattern": "^[^\\u0000]*$"},
+                "note": {"type": "string", "maxLength": 1024, "pattern": "^[^\\u0000]*$"},
             },
         },
         "EntryReview": {
