@@ -45,6 +45,22 @@ const SCHEMA: &str = r#"namespace Sigil {
 }
 "#;
 
+/// A server on the plain loopback public listener deciding with `policies` and the operator
+/// schema fragment `schema`; the directory lives as long as the returned guard.
+async fn start_with_policies(policies: &str, schema: &str) -> (TestServer, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("sigil.cedar"), policies).unwrap();
+    std::fs::write(dir.path().join("actions.cedarschema"), schema).unwrap();
+    let server = TestServer::try_start_with_policies(
+        support::plain_loopback_public(),
+        OAuthConfig::default(),
+        dir.path(),
+    )
+    .await
+    .unwrap();
+    (server, dir)
+}
+
 async fn post(
     server: &TestServer,
     path: &str,
@@ -61,16 +77,7 @@ async fn post(
 
 #[tokio::test]
 async fn each_enforcement_point_decides_by_the_policy_set() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("sigil.cedar"), POLICIES).unwrap();
-    std::fs::write(dir.path().join("actions.cedarschema"), SCHEMA).unwrap();
-    let server = TestServer::try_start_with_policies(
-        support::plain_loopback_public(),
-        OAuthConfig::default(),
-        dir.path(),
-    )
-    .await
-    .unwrap();
+    let (server, _dir) = start_with_policies(POLICIES, SCHEMA).await;
     let issuer = server.handle.issuer.clone().unwrap();
     let agent = server.attest().await;
     let svc = server
@@ -255,16 +262,7 @@ const LABEL_SCHEMA: &str = r#"namespace Sigil {
 /// their labels, so a policy on `principal.owner` and `principal.labels` decides.
 #[tokio::test]
 async fn decide_describes_the_caller_and_a_token_subject_by_their_entries() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("sigil.cedar"), LABEL_POLICIES).unwrap();
-    std::fs::write(dir.path().join("actions.cedarschema"), LABEL_SCHEMA).unwrap();
-    let server = TestServer::try_start_with_policies(
-        support::plain_loopback_public(),
-        OAuthConfig::default(),
-        dir.path(),
-    )
-    .await
-    .unwrap();
+    let (server, _dir) = start_with_policies(LABEL_POLICIES, LABEL_SCHEMA).await;
     let issuer = server.handle.issuer.clone().unwrap();
     let agent = server.attest().await;
     let register = |spiffe_id: &str, uid: u32, owner: &str, tier: &str| {

@@ -32,8 +32,9 @@ use crate::{StoreError, StoreResult};
 
 /// The ALPN protocol PostgreSQL 17 and later expect (older servers ignore ALPN).
 const ALPN: &[u8] = b"postgresql";
-/// Largest `sslrootcert` file read, in bytes (a full system CA bundle is about 200 KiB).
-const MAX_ROOT_CERT_BYTES: u64 = 1024 * 1024;
+/// Largest `sslrootcert` file read, in bytes: the PEM decoder's own bound (a full system CA
+/// bundle is about 200 KiB).
+const MAX_ROOT_CERT_BYTES: u64 = sigil_keys::pem::MAX_PEM_BYTES as u64;
 /// Longest `sslmode` or `sslrootcert` value accepted.
 const MAX_VALUE_LEN: usize = 4096;
 
@@ -298,13 +299,10 @@ async fn read_root_certs(path: &str) -> StoreResult<Vec<Vec<u8>>> {
             "sslrootcert `{shown}` is larger than {MAX_ROOT_CERT_BYTES} bytes"
         )));
     }
-    let blocks = pem::parse_many(&pem)
+    let text = String::from_utf8(pem)
+        .map_err(|_| invalid(format!("sslrootcert `{shown}` is not PEM: not UTF-8 text")))?;
+    let certs = sigil_keys::pem::decode_all(sigil_keys::pem::CERTIFICATE_LABEL, &text)
         .map_err(|e| invalid(format!("sslrootcert `{shown}` is not PEM: {e}")))?;
-    let certs: Vec<Vec<u8>> = blocks
-        .into_iter()
-        .filter(|block| block.tag() == "CERTIFICATE")
-        .map(pem::Pem::into_contents)
-        .collect();
     if certs.is_empty() {
         return Err(invalid(format!(
             "sslrootcert `{shown}` holds no PEM CERTIFICATE block"
@@ -590,17 +588,9 @@ mod tests {
         )
         .unwrap();
         let key_only = dir.path().join("key.pem");
-        std::fs::write(
-            &key_only,
-            pem::encode(&pem::Pem::new("PRIVATE KEY", vec![1])),
-        )
-        .unwrap();
+        std::fs::write(&key_only, sigil_keys::pem::encode("PRIVATE KEY", &[1])).unwrap();
         let bad_der = dir.path().join("bad-der.pem");
-        std::fs::write(
-            &bad_der,
-            pem::encode(&pem::Pem::new("CERTIFICATE", vec![1])),
-        )
-        .unwrap();
+        std::fs::write(&bad_der, sigil_keys::pem::encode("CERTIFICATE", &[1])).unwrap();
         let huge = dir.path().join("huge.pem");
         let mut big = other_ca_pem();
         while (big.len() as u64) <= MAX_ROOT_CERT_BYTES {
