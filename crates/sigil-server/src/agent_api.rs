@@ -20,14 +20,14 @@ use sigil_proto::agent::v1 as pb;
 use sigil_proto::agent::v1::agent_service_server::AgentService;
 use sigil_proto::creds::v1 as creds_pb;
 use sigil_spiffe::{Clock, SpiffeId, TrustBundle};
-use sigil_store::{AttestedAgent, CredentialKind, Datastore, Entry, Outcome, StoreError};
+use sigil_store::{AttestedAgent, CredentialKind, Datastore, Outcome, StoreError};
 use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 
 use crate::agent_index::{AgentIndex, AgentView, AgentWatch};
 use crate::agent_listener::AgentPeer;
 use crate::credentials::{Credentials, CredentialsError, Issued, Requester, Via};
-use crate::entry_index::{EntryAccess, EntryIndex};
+use crate::entry_index::{EntryAccess, EntryIndex, IndexedEntry};
 use crate::federation::{BundleMap, ForeignBundles};
 pub use crate::issuer::IssuanceDefaults;
 use crate::issuer::{IssuedX509, Issuer, Refusal};
@@ -139,34 +139,28 @@ pub fn to_pb_bundle(b: &TrustBundle) -> pb::Bundle {
     }
 }
 
-fn to_pb_entry(e: &Entry) -> pb::Entry {
+fn to_pb_entry(e: &IndexedEntry) -> pb::Entry {
     pb::Entry {
-        id: e.id.clone(),
-        spiffe_id: e.spec.spiffe_id.to_string(),
-        parent_id: e.spec.parent_id.to_string(),
+        id: e.id().to_owned(),
+        spiffe_id: e.spiffe_id().to_string(),
+        parent_id: e.parent_id().to_string(),
         selectors: e
-            .spec
-            .selectors
+            .selectors()
             .iter()
             .map(|s| pb::Selector {
                 r#type: s.kind().to_owned(),
                 value: s.value().to_owned(),
             })
             .collect(),
-        x509_svid_ttl: i64::try_from(e.spec.x509_svid_ttl).unwrap_or(i64::MAX),
-        jwt_svid_ttl: i64::try_from(e.spec.jwt_svid_ttl).unwrap_or(i64::MAX),
-        dns_names: e.spec.dns_names.clone(),
-        federates_with: e
-            .spec
-            .federates_with
-            .iter()
-            .map(ToString::to_string)
-            .collect(),
-        admin: e.spec.admin,
-        downstream: e.spec.downstream,
-        hint: e.spec.hint.clone(),
-        revision: e.revision,
-        expires_at: e.spec.expires_at.unwrap_or(0),
+        x509_svid_ttl: i64::try_from(e.x509_svid_ttl()).unwrap_or(i64::MAX),
+        jwt_svid_ttl: i64::try_from(e.jwt_svid_ttl()).unwrap_or(i64::MAX),
+        dns_names: e.dns_names().to_vec(),
+        federates_with: e.federates_with().iter().map(ToString::to_string).collect(),
+        admin: e.admin(),
+        downstream: e.downstream(),
+        hint: e.hint().to_owned(),
+        revision: e.revision(),
+        expires_at: e.expires_at().unwrap_or(0),
     }
 }
 
@@ -226,18 +220,17 @@ fn nonzero(seconds: u64) -> Option<u64> {
 }
 
 /// The workload asking through `agent` under `entry`, as [`Credentials`] sees it.
-fn requester_of(entry: &Entry, agent: &AgentView, source_address: Option<String>) -> Requester {
+fn requester_of(
+    entry: &IndexedEntry,
+    agent: &AgentView,
+    source_address: Option<String>,
+) -> Requester {
     Requester {
-        spiffe_id: entry.spec.spiffe_id.clone(),
-        entry_id: Some(entry.id.clone()),
-        owner: entry.spec.owner.clone(),
-        selectors: entry
-            .spec
-            .selectors
-            .iter()
-            .map(ToString::to_string)
-            .collect(),
-        labels: sigil_store::label_strings(&entry.spec.labels),
+        spiffe_id: entry.spiffe_id().clone(),
+        entry_id: Some(entry.id().to_owned()),
+        owner: entry.owner().to_owned(),
+        selectors: entry.selectors().iter().map(ToString::to_string).collect(),
+        labels: sigil_store::label_strings(entry.labels()),
         agent: Some(sigil_policy::AgentRef {
             spiffe_id: agent.spiffe_id.clone(),
             attestation_type: naming::agent_attestor(&agent.spiffe_id)
@@ -376,7 +369,7 @@ impl AgentApi {
     }
 
     /// Entry `entry_id` if `agent` may serve it now (as for SVIDs), else `PermissionDenied`.
-    fn served_entry(&self, agent: &AgentView, entry_id: &str) -> Result<Arc<Entry>, Status> {
+    fn served_entry(&self, agent: &AgentView, entry_id: &str) -> Result<Arc<IndexedEntry>, Status> {
         self.entries
             .authorized_entry(&agent.spiffe_id, &agent.selectors, entry_id)
             .ok_or_else(|| {
@@ -389,7 +382,7 @@ impl AgentApi {
     }
 
     /// The entries `agent` is authorized to serve, as the index holds them (shared, not copied).
-    fn authorized_entries(&self, agent: &AgentView) -> Vec<Arc<Entry>> {
+    fn authorized_entries(&self, agent: &AgentView) -> Vec<Arc<IndexedEntry>> {
         self.entries
             .authorized_entries(&agent.spiffe_id, &agent.selectors)
     }
@@ -760,7 +753,7 @@ impl AgentService for AgentApi {
         let credentials = self.credentials()?;
         let req = request.into_inner();
         let entry = self.served_entry(&agent.view, &req.entry_id)?;
-        let holder = &entry.spec.spiffe_id;
+        let holder = &entry.spiffe_id();
         let lease = credentials
             .renew(
                 &req.lease_id,
@@ -782,7 +775,7 @@ impl AgentService for AgentApi {
         let credentials = self.credentials()?;
         let req = request.into_inner();
         let entry = self.served_entry(&agent.view, &req.entry_id)?;
-        let holder = &entry.spec.spiffe_id;
+        let holder = &entry.spiffe_id();
         let lease = credentials
             .revoke(
                 &req.lease_id,
@@ -842,7 +835,7 @@ fn async_stream_sync(
         // or the agent's record woke the stream, so a push of trust alone (a revocation, a new
         // bundle: every agent at once) costs no entry lookup and, for an agent that asked, sends
         // no entries.
-        let mut sent_entries: Option<Vec<Arc<Entry>>> = None;
+        let mut sent_entries: Option<Vec<Arc<IndexedEntry>>> = None;
         let mut sent_trust: Option<TrustSources> = None;
         let mut entries_dirty = true;
         loop {
@@ -965,7 +958,7 @@ fn async_stream_sync(
 /// Each part is built as it is sent, never all of them at once. `Err` when the stream is gone.
 async fn send_leading_parts(
     tx: &tokio::sync::mpsc::Sender<Box<SyncItem>>,
-    entries: &[Arc<Entry>],
+    entries: &[Arc<IndexedEntry>],
 ) -> Result<Vec<pb::Entry>, ()> {
     let mut part = Vec::new();
     let mut part_bytes = 0_usize;
@@ -1035,7 +1028,7 @@ impl TrustSources {
 
 /// Whether two authorized-entry lists (both sorted by id, as the index returns them) are the
 /// same: the same shared entries, or equal ones.
-fn same_entries(a: &[Arc<Entry>], b: &[Arc<Entry>]) -> bool {
+fn same_entries(a: &[Arc<IndexedEntry>], b: &[Arc<IndexedEntry>]) -> bool {
     a.len() == b.len() && a.iter().zip(b).all(|(x, y)| Arc::ptr_eq(x, y) || x == y)
 }
 

@@ -31,6 +31,11 @@ use tokio::sync::watch;
 
 use crate::naming;
 
+mod record;
+
+pub use record::IndexedEntry;
+use record::Owners;
+
 /// Changes read from the feed per call.
 pub(crate) const FEED_BATCH: u32 = 1000;
 /// Entries read from the store per page while loading: the whole list never sits in memory
@@ -59,16 +64,18 @@ struct IndexState {
     by_spiffe_id: HashSet<SpiffeGroup>,
     /// Every entry that expires, by `expires_at`, soonest first.
     expiries: BTreeMap<i64, Group>,
+    /// The entries' owner names, each held once.
+    owners: Owners,
 }
 
 /// An entry in a set that compares and hashes it by its id, so the set is a map from id to
 /// entry that holds no second copy of the id.
 #[derive(Debug, Clone)]
-struct ById(Arc<Entry>);
+struct ById(Arc<IndexedEntry>);
 
 impl PartialEq for ById {
     fn eq(&self, other: &Self) -> bool {
-        self.0.id == other.0.id
+        self.0.id() == other.0.id()
     }
 }
 
@@ -77,32 +84,32 @@ impl Eq for ById {}
 impl Hash for ById {
     fn hash<H: Hasher>(&self, state: &mut H) {
         // As `str` hashes: `Borrow<str>` requires the same hash for the same id.
-        self.0.id.as_str().hash(state);
+        self.0.id().hash(state);
     }
 }
 
 impl Borrow<str> for ById {
     fn borrow(&self) -> &str {
-        &self.0.id
+        self.0.id()
     }
 }
 
 /// The entries under one key: most SPIFFE IDs and expiry times have one, held without a `Vec`.
 #[derive(Debug, Clone)]
 enum Group {
-    One(Arc<Entry>),
-    Many(Vec<Arc<Entry>>),
+    One(Arc<IndexedEntry>),
+    Many(Vec<Arc<IndexedEntry>>),
 }
 
 impl Group {
-    fn as_slice(&self) -> &[Arc<Entry>] {
+    fn as_slice(&self) -> &[Arc<IndexedEntry>] {
         match self {
             Self::One(entry) => std::slice::from_ref(entry),
             Self::Many(list) => list,
         }
     }
 
-    fn push(&mut self, entry: Arc<Entry>) {
+    fn push(&mut self, entry: Arc<IndexedEntry>) {
         match self {
             Self::Many(list) => list.push(entry),
             Self::One(first) => {
@@ -115,10 +122,10 @@ impl Group {
     /// Removes the entry with `id`, if there; returns whether the group is now empty.
     fn remove(&mut self, id: &str) -> bool {
         let list = match self {
-            Self::One(entry) => return entry.id == id,
+            Self::One(entry) => return entry.id() == id,
             Self::Many(list) => list,
         };
-        list.retain(|entry| entry.id != id);
+        list.retain(|entry| entry.id() != id);
         if list.len() > 1 {
             if list.capacity() > 4 * list.len() {
                 list.shrink_to(2 * list.len());
@@ -143,32 +150,49 @@ impl Group {
 }
 
 /// The entries that issue one SPIFFE ID: never empty, hashed and compared as that ID, so a set of
-/// them is a map from the ID that holds the ID only inside its entries.
+/// them is a map from the ID that holds the ID only inside its entries. Most IDs have one entry,
+/// so the others sit behind a box that is absent then (a slot of the set is two pointers).
 #[derive(Debug, Clone)]
 struct SpiffeGroup {
-    first: Arc<Entry>,
-    rest: Vec<Arc<Entry>>,
+    first: Arc<IndexedEntry>,
+    rest: Option<Box<Vec<Arc<IndexedEntry>>>>,
 }
 
 impl SpiffeGroup {
-    fn key(&self) -> &SpiffeId {
-        &self.first.spec.spiffe_id
+    fn new(entry: Arc<IndexedEntry>) -> Self {
+        Self {
+            first: entry,
+            rest: None,
+        }
     }
 
-    fn iter(&self) -> impl Iterator<Item = &Arc<Entry>> {
-        std::iter::once(&self.first).chain(&self.rest)
+    fn key(&self) -> &SpiffeId {
+        self.first.spiffe_id()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Arc<IndexedEntry>> {
+        std::iter::once(&self.first).chain(self.rest.iter().flat_map(|rest| rest.iter()))
+    }
+
+    fn push(&mut self, entry: Arc<IndexedEntry>) {
+        self.rest.get_or_insert_with(Box::default).push(entry);
     }
 
     /// Removes the entry with `id`, if there; `None` when the group is then empty.
     fn without(mut self, id: &str) -> Option<Self> {
-        if self.first.id == id {
-            let first = self.rest.pop()?;
-            self.first = first;
+        let Some(mut rest) = self.rest.take() else {
+            return (self.first.id() != id).then_some(self);
+        };
+        if self.first.id() == id {
+            self.first = rest.pop()?;
         } else {
-            self.rest.retain(|entry| entry.id != id);
+            rest.retain(|entry| entry.id() != id);
         }
-        if self.rest.capacity() > 4 * self.rest.len().max(1) {
-            self.rest.shrink_to(2 * self.rest.len());
+        if !rest.is_empty() {
+            if rest.capacity() > 4 * rest.len() {
+                rest.shrink_to(2 * rest.len());
+            }
+            self.rest = Some(rest);
         }
         Some(self)
     }
@@ -199,12 +223,12 @@ impl Borrow<SpiffeId> for SpiffeGroup {
 fn issuing<'a>(
     set: &'a HashSet<SpiffeGroup>,
     id: &SpiffeId,
-) -> impl Iterator<Item = &'a Arc<Entry>> {
+) -> impl Iterator<Item = &'a Arc<IndexedEntry>> {
     set.get(id).into_iter().flat_map(SpiffeGroup::iter)
 }
 
 /// The entries under `key` in `map`.
-fn group<'a>(map: &'a HashMap<SpiffeId, Group>, key: &SpiffeId) -> &'a [Arc<Entry>] {
+fn group<'a>(map: &'a HashMap<SpiffeId, Group>, key: &SpiffeId) -> &'a [Arc<IndexedEntry>] {
     map.get(key).map(Group::as_slice).unwrap_or_default()
 }
 
@@ -212,7 +236,7 @@ fn group<'a>(map: &'a HashMap<SpiffeId, Group>, key: &SpiffeId) -> &'a [Arc<Entr
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EntryAccess {
     /// The entry is in the agent's authorized set now.
-    Authorized(Arc<Entry>),
+    Authorized(Arc<IndexedEntry>),
     /// The entry hangs in the agent's tree but expired at this time (Unix seconds).
     Expired { expired_at: i64 },
     /// The entry is not in the agent's tree (or does not exist).
@@ -246,7 +270,7 @@ impl Concerned {
     }
 }
 
-fn push<K: Eq + Hash>(map: &mut HashMap<K, Group>, key: K, entry: &Arc<Entry>) {
+fn push<K: Eq + Hash>(map: &mut HashMap<K, Group>, key: K, entry: &Arc<IndexedEntry>) {
     match map.entry(key) {
         std::collections::hash_map::Entry::Occupied(mut group) => {
             group.get_mut().push(Arc::clone(entry));
@@ -270,9 +294,8 @@ impl IndexState {
         // entry that issues it, when nested), a SPIFFE ID with the entries it parents.
         entry.spec.parent_id = self.shared_id(entry.spec.parent_id);
         entry.spec.spiffe_id = self.shared_id(entry.spec.spiffe_id);
-        entry.spec.selectors.shrink_to_fit();
-        let entry = Arc::new(entry);
-        if let Some(at) = entry.spec.expires_at {
+        let entry = Arc::new(IndexedEntry::from_entry(entry, &mut self.owners));
+        if let Some(at) = entry.expires_at() {
             match self.expiries.entry(at) {
                 std::collections::btree_map::Entry::Occupied(mut group) => {
                     group.get_mut().push(Arc::clone(&entry));
@@ -282,16 +305,13 @@ impl IndexState {
                 }
             }
         }
-        push(&mut self.by_parent, entry.spec.parent_id.clone(), &entry);
-        let issuers = match self.by_spiffe_id.take(&entry.spec.spiffe_id) {
+        push(&mut self.by_parent, entry.parent_id().clone(), &entry);
+        let issuers = match self.by_spiffe_id.take(entry.spiffe_id()) {
             Some(mut group) => {
-                group.rest.push(Arc::clone(&entry));
+                group.push(Arc::clone(&entry));
                 group
             }
-            None => SpiffeGroup {
-                first: Arc::clone(&entry),
-                rest: Vec::new(),
-            },
+            None => SpiffeGroup::new(Arc::clone(&entry)),
         };
         self.by_spiffe_id.insert(issuers);
         self.entries.insert(ById(entry));
@@ -307,9 +327,10 @@ impl IndexState {
     }
 
     /// Removes the entry with `id`; returns it if it was there.
-    fn remove(&mut self, id: &str) -> Option<Arc<Entry>> {
+    fn remove(&mut self, id: &str) -> Option<Arc<IndexedEntry>> {
         let ById(old) = self.entries.take(id)?;
-        if let Some(at) = old.spec.expires_at
+        self.owners.release(&old);
+        if let Some(at) = old.expires_at()
             && self
                 .expiries
                 .get_mut(&at)
@@ -317,10 +338,10 @@ impl IndexState {
         {
             self.expiries.remove(&at);
         }
-        remove_from(&mut self.by_parent, &old.spec.parent_id, id);
+        remove_from(&mut self.by_parent, &old.parent_id(), id);
         if let Some(rest) = self
             .by_spiffe_id
-            .take(&old.spec.spiffe_id)
+            .take(old.spiffe_id())
             .and_then(|group| group.without(id))
         {
             self.by_spiffe_id.insert(rest);
@@ -338,7 +359,7 @@ impl IndexState {
         }
     }
 
-    fn get(&self, id: &str) -> Option<&Arc<Entry>> {
+    fn get(&self, id: &str) -> Option<&Arc<IndexedEntry>> {
         self.entries.get(id).map(|ById(entry)| entry)
     }
 
@@ -350,19 +371,19 @@ impl IndexState {
             .map(|(at, _)| *at)
     }
 
-    fn children(&self, parent: &SpiffeId) -> impl Iterator<Item = &Arc<Entry>> {
+    fn children(&self, parent: &SpiffeId) -> impl Iterator<Item = &Arc<IndexedEntry>> {
         group(&self.by_parent, parent).iter()
     }
 
     /// Adds to `out` the agents whose authorized set `entry` (as it is or was) belongs to: the
     /// tops of its ancestry, found by walking up from its parent.
-    fn concerned_by(&self, entry: &Entry, server_id: &SpiffeId, out: &mut Concerned) {
+    fn concerned_by(&self, entry: &IndexedEntry, server_id: &SpiffeId, out: &mut Concerned) {
         if out.all {
             return;
         }
         let mut seen: HashSet<&SpiffeId> = HashSet::new();
         let mut stack: Vec<(&SpiffeId, &[Selector])> =
-            vec![(&entry.spec.parent_id, &entry.spec.selectors)];
+            vec![(&entry.parent_id(), &entry.selectors())];
         while let Some((parent, selectors)) = stack.pop() {
             if !seen.insert(parent) {
                 continue;
@@ -380,7 +401,7 @@ impl IndexState {
                 out.agents.insert(parent.clone());
             }
             for above in issuing(&self.by_spiffe_id, parent) {
-                stack.push((&above.spec.parent_id, &above.spec.selectors));
+                stack.push((&above.parent_id(), &above.selectors()));
             }
         }
     }
@@ -529,7 +550,7 @@ impl EntryIndex {
     }
 
     /// The entry with `id`.
-    pub fn get(&self, id: &str) -> Option<Arc<Entry>> {
+    pub fn get(&self, id: &str) -> Option<Arc<IndexedEntry>> {
         self.read().get(id).cloned()
     }
 
@@ -548,14 +569,16 @@ impl EntryIndex {
         &self,
         agent_id: &SpiffeId,
         selectors: &[Selector],
-    ) -> Vec<Arc<Entry>> {
-        let mut out: BTreeMap<String, Arc<Entry>> = BTreeMap::new();
+    ) -> Vec<Arc<IndexedEntry>> {
+        let mut out: Vec<Arc<IndexedEntry>> = Vec::new();
         self.walk(agent_id, selectors, |entry, expired| {
             if !expired {
-                out.insert(entry.id.clone(), entry.clone());
+                out.push(Arc::clone(entry));
             }
         });
-        out.into_values().collect()
+        // The walk visits each entry once.
+        out.sort_unstable_by(|a, b| a.id().cmp(b.id()));
+        out
     }
 
     /// Whether the agent may be issued an SVID for entry `entry_id` now: the entry if so, or
@@ -573,8 +596,8 @@ impl EntryIndex {
             return EntryAccess::NotAuthorized;
         };
         let now = self.clock.unix_secs();
-        match self.in_agent_tree(&state, &entry.spec.parent_id, agent_id, selectors, now) {
-            Some(true) => match entry.spec.expires_at {
+        match self.in_agent_tree(&state, &entry.parent_id(), agent_id, selectors, now) {
+            Some(true) => match entry.expires_at() {
                 Some(expired_at) if expired_at <= now => EntryAccess::Expired { expired_at },
                 _ => EntryAccess::Authorized(entry.clone()),
             },
@@ -612,15 +635,15 @@ impl EntryIndex {
                 return None;
             }
             for holder in issuing(&state.by_spiffe_id, id) {
-                if holder.spec.expires_at.is_some_and(|at| at <= now) {
+                if holder.expires_at().is_some_and(|at| at <= now) {
                     continue;
                 }
-                if holder.spec.parent_id == self.server_id
-                    && holder.spec.selectors.iter().all(|s| selectors.contains(s))
+                if *holder.parent_id() == self.server_id
+                    && holder.selectors().iter().all(|s| selectors.contains(s))
                 {
                     return Some(true);
                 }
-                pending.push(&holder.spec.parent_id);
+                pending.push(&holder.parent_id());
             }
         }
         Some(false)
@@ -635,8 +658,8 @@ impl EntryIndex {
     ) -> EntryAccess {
         let mut access = EntryAccess::NotAuthorized;
         self.walk(agent_id, selectors, |entry, expired| {
-            if entry.id == entry_id {
-                access = match (expired, entry.spec.expires_at) {
+            if entry.id() == entry_id {
+                access = match (expired, entry.expires_at()) {
                     (true, Some(expired_at)) => EntryAccess::Expired { expired_at },
                     _ => EntryAccess::Authorized(entry.clone()),
                 };
@@ -651,7 +674,7 @@ impl EntryIndex {
         agent_id: &SpiffeId,
         selectors: &[Selector],
         entry_id: &str,
-    ) -> Option<Arc<Entry>> {
+    ) -> Option<Arc<IndexedEntry>> {
         match self.entry_access(agent_id, selectors, entry_id) {
             EntryAccess::Authorized(entry) => Some(entry),
             EntryAccess::Expired { .. } | EntryAccess::NotAuthorized => None,
@@ -660,14 +683,14 @@ impl EntryIndex {
 
     /// The unexpired entries (on the index's clock) that issue `spiffe_id`, ordered by entry
     /// id; empty when none does.
-    pub fn entries_with_spiffe_id(&self, spiffe_id: &SpiffeId) -> Vec<Arc<Entry>> {
+    pub fn entries_with_spiffe_id(&self, spiffe_id: &SpiffeId) -> Vec<Arc<IndexedEntry>> {
         let state = self.read();
         let now = self.clock.unix_secs();
-        let mut out: Vec<Arc<Entry>> = issuing(&state.by_spiffe_id, spiffe_id)
-            .filter(|entry| entry.spec.expires_at.is_none_or(|at| at > now))
+        let mut out: Vec<Arc<IndexedEntry>> = issuing(&state.by_spiffe_id, spiffe_id)
+            .filter(|entry| entry.expires_at().is_none_or(|at| at > now))
             .cloned()
             .collect();
-        out.sort_by(|a, b| a.id.cmp(&b.id));
+        out.sort_by(|a, b| a.id().cmp(b.id()));
         out
     }
 
@@ -682,18 +705,18 @@ impl EntryIndex {
         &self,
         agent_id: &SpiffeId,
         selectors: &[Selector],
-        mut visit: impl FnMut(&Arc<Entry>, bool),
+        mut visit: impl FnMut(&Arc<IndexedEntry>, bool),
     ) {
         let state = self.read();
         let now = self.clock.unix_secs();
-        let expired = |entry: &Entry| entry.spec.expires_at.is_some_and(|e| e <= now);
+        let expired = |entry: &IndexedEntry| entry.expires_at().is_some_and(|e| e <= now);
         let mut roots: Vec<SpiffeId> = vec![agent_id.clone()];
         roots.extend(
             state
                 .children(&self.server_id)
-                .filter(|alias| alias.spec.selectors.iter().all(|s| selectors.contains(s)))
+                .filter(|alias| alias.selectors().iter().all(|s| selectors.contains(s)))
                 .filter(|alias| !expired(alias))
-                .map(|alias| alias.spec.spiffe_id.clone()),
+                .map(|alias| alias.spiffe_id().clone()),
         );
         let mut seen_entries: HashSet<&str> = HashSet::new();
         let mut seen_parents: HashSet<SpiffeId> = HashSet::new();
@@ -703,13 +726,13 @@ impl EntryIndex {
                 continue;
             }
             for entry in state.children(&parent) {
-                if !seen_entries.insert(entry.id.as_str()) {
+                if !seen_entries.insert(entry.id()) {
                     continue;
                 }
                 let gone = expired(entry);
                 visit(entry, gone);
                 if !gone {
-                    queue.push_back(entry.spec.spiffe_id.clone());
+                    queue.push_back(entry.spiffe_id().clone());
                 }
             }
         }
@@ -894,11 +917,8 @@ mod tests {
         }
     }
 
-    fn ids(entries: &[Arc<Entry>]) -> Vec<String> {
-        let mut ids: Vec<String> = entries
-            .iter()
-            .map(|e| e.spec.spiffe_id.to_string())
-            .collect();
+    fn ids(entries: &[Arc<IndexedEntry>]) -> Vec<String> {
+        let mut ids: Vec<String> = entries.iter().map(|e| e.spiffe_id().to_string()).collect();
         ids.sort();
         ids
     }
@@ -1036,7 +1056,7 @@ mod tests {
                 "spiffe://example.org/b"
             ]
         );
-        let mut entry_ids: Vec<&str> = got.iter().map(|e| e.id.as_str()).collect();
+        let mut entry_ids: Vec<&str> = got.iter().map(|e| e.id()).collect();
         entry_ids.dedup();
         assert_eq!(entry_ids.len(), 3, "entries are listed once each");
     }
@@ -1112,7 +1132,7 @@ mod tests {
                 .is_some()
         );
         assert_eq!(
-            index.get(&created.id).unwrap().revision,
+            index.get(&created.id).unwrap().revision(),
             created.revision + 1
         );
 
@@ -1436,7 +1456,10 @@ mod tests {
         let (index, position) = f.index().await;
         assert_eq!(position, f.store.latest_change().await.unwrap());
         assert_eq!(index.len(), 1);
-        assert_eq!(index.get(&entry.id).as_deref(), Some(&entry));
+        assert_eq!(
+            index.get(&entry.id).as_deref(),
+            Some(&IndexedEntry::from(entry.clone()))
+        );
     }
 
     /// The upward check agrees with the walk from the top on every (agent, entry) pair of a

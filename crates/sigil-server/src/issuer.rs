@@ -22,7 +22,7 @@ use x509_parser::prelude::FromDer;
 use crate::agent_index::{AgentIndex, AgentView};
 use crate::audit::AuditLog;
 use crate::ca::{CaManager, Revocations};
-use crate::entry_index::{EntryAccess, EntryIndex};
+use crate::entry_index::{EntryAccess, EntryIndex, IndexedEntry};
 use crate::inventory::InventoryWriter;
 use crate::metrics::Metrics;
 use crate::policy::Policies;
@@ -159,7 +159,7 @@ struct Grant {
     owner: String,
     /// The entry granted (`None` for an agent's own SVID), shared with the index rather than
     /// copied: the policy reads its labels only when it is consulted.
-    entry: Option<Arc<sigil_store::Entry>>,
+    entry: Option<Arc<IndexedEntry>>,
     /// Latest the credential may expire (the entry's expiry), Unix seconds.
     not_after: Option<i64>,
     x509_ttl: u64,
@@ -223,7 +223,7 @@ impl Issuer {
     }
 
     /// The live entries that issue `spiffe_id` (unexpired, ordered by id), from the entry index.
-    pub fn entries_with_spiffe_id(&self, spiffe_id: &SpiffeId) -> Vec<Arc<sigil_store::Entry>> {
+    pub fn entries_with_spiffe_id(&self, spiffe_id: &SpiffeId) -> Vec<Arc<IndexedEntry>> {
         self.entries.entries_with_spiffe_id(spiffe_id)
     }
 
@@ -566,8 +566,7 @@ impl Issuer {
         // The index already leaves expired entries out; checked again against this decision's
         // own clock reading so nothing is issued for an entry past its expiry.
         if let Some(expired_at) = entry
-            .spec
-            .expires_at
+            .expires_at()
             .filter(|at| *at <= self.clock.unix_secs())
         {
             return Err(Refusal::EntryExpired {
@@ -577,14 +576,14 @@ impl Issuer {
         }
         let or_default = |ttl: u64, default: u64| if ttl == 0 { default } else { ttl };
         Ok(Grant {
-            spiffe_id: entry.spec.spiffe_id.clone(),
-            dns_names: entry.spec.dns_names.clone(),
-            selectors: entry.spec.selectors.clone(),
-            owner: entry.spec.owner.clone(),
-            not_after: entry.spec.expires_at,
+            spiffe_id: entry.spiffe_id().clone(),
+            dns_names: entry.dns_names().to_vec(),
+            selectors: entry.selectors().to_vec(),
+            owner: entry.owner().to_owned(),
+            not_after: entry.expires_at(),
             entry: Some(Arc::clone(&entry)),
-            x509_ttl: or_default(entry.spec.x509_svid_ttl, self.defaults.x509_svid_ttl),
-            jwt_ttl: or_default(entry.spec.jwt_svid_ttl, self.defaults.jwt_svid_ttl),
+            x509_ttl: or_default(entry.x509_svid_ttl(), self.defaults.x509_svid_ttl),
+            jwt_ttl: or_default(entry.jwt_svid_ttl(), self.defaults.jwt_svid_ttl),
         })
     }
 
@@ -608,7 +607,7 @@ impl Issuer {
                 labels: grant
                     .entry
                     .as_ref()
-                    .map(|entry| sigil_store::label_strings(&entry.spec.labels))
+                    .map(|entry| sigil_store::label_strings(entry.labels()))
                     .unwrap_or_default(),
                 agent: Some(AgentRef {
                     spiffe_id: agent.spiffe_id.clone(),

@@ -17,6 +17,7 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use crate::entry_index::IndexedEntry;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
@@ -26,7 +27,6 @@ use sigil_policy::{
     AgentRef, ContextInput, DecisionRequest, Principal as PolicyPrincipal, ResourceRef,
 };
 use sigil_spiffe::SpiffeId;
-use sigil_store::Entry;
 
 use super::OAuth;
 use super::error::OAuthError;
@@ -150,30 +150,26 @@ pub(super) fn registered_workload(oauth: &OAuth, spiffe_id: SpiffeId) -> PolicyP
 /// it as an attested, unbanned agent. With no entry, the workload is bare: its SPIFFE ID alone.
 fn describe_workload(
     spiffe_id: SpiffeId,
-    entries: &[Arc<Entry>],
+    entries: &[Arc<IndexedEntry>],
     agent_of: impl Fn(&SpiffeId) -> Option<Arc<AgentView>>,
 ) -> PolicyPrincipal {
     let selectors: BTreeSet<String> = entries
         .iter()
-        .flat_map(|entry| entry.spec.selectors.iter().map(ToString::to_string))
+        .flat_map(|entry| entry.selectors().iter().map(ToString::to_string))
         .collect();
     let labels: BTreeSet<String> = entries
         .iter()
-        .flat_map(|entry| sigil_store::label_strings(&entry.spec.labels))
+        .flat_map(|entry| sigil_store::label_strings(entry.labels()))
         .collect();
     let owner = match entries.split_first() {
-        Some((first, rest)) if rest.iter().all(|e| e.spec.owner == first.spec.owner) => {
-            first.spec.owner.clone()
+        Some((first, rest)) if rest.iter().all(|e| e.owner() == first.owner()) => {
+            first.owner().to_owned()
         }
         _ => String::new(),
     };
     let agent = match entries.split_first() {
-        Some((first, rest))
-            if rest
-                .iter()
-                .all(|e| e.spec.parent_id == first.spec.parent_id) =>
-        {
-            agent_of(&first.spec.parent_id)
+        Some((first, rest)) if rest.iter().all(|e| e.parent_id() == first.parent_id()) => {
+            agent_of(&first.parent_id())
                 .filter(|agent| !agent.banned)
                 .map(|agent| AgentRef {
                     spiffe_id: agent.spiffe_id.clone(),
@@ -227,7 +223,7 @@ fn received_token_subject(
 #[cfg(test)]
 mod tests {
     use sigil_spiffe::Selector;
-    use sigil_store::NewEntry;
+    use sigil_store::{Entry, NewEntry};
 
     use super::*;
 
@@ -237,7 +233,7 @@ mod tests {
         SpiffeId::parse(s).unwrap()
     }
 
-    fn entry(n: u32, parent: &str, owner: &str, labels: &[(&str, &str)]) -> Arc<Entry> {
+    fn entry(n: u32, parent: &str, owner: &str, labels: &[(&str, &str)]) -> Arc<IndexedEntry> {
         let mut spec = NewEntry::new(
             id("spiffe://example.org/web"),
             id(parent),
@@ -248,13 +244,13 @@ mod tests {
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
-        Arc::new(Entry {
+        Arc::new(IndexedEntry::from(Entry {
             id: format!("e{n}"),
             spec,
             revision: 1,
             created_at: 0,
             updated_at: 0,
-        })
+        }))
     }
 
     fn agents(banned: bool) -> impl Fn(&SpiffeId) -> Option<Arc<AgentView>> {
