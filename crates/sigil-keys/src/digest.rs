@@ -1,4 +1,5 @@
-//! SHA-256 digests and their lowercase hex form (fingerprints, key identifiers, audit chains).
+//! SHA-256 digests and their lowercase hex form (fingerprints, key identifiers, audit chains),
+//! and SHA-384 and SHA-512 for the TLS channel bindings that name them (RFC 5929).
 
 use aws_lc_rs::digest;
 
@@ -8,6 +9,30 @@ pub fn sha256(data: &[u8]) -> [u8; 32] {
     let mut out = [0u8; 32];
     // SHA-256 output is always 32 bytes; `zip` keeps this free of length assumptions.
     for (dst, src) in out.iter_mut().zip(digest.as_ref()) {
+        *dst = *src;
+    }
+    out
+}
+
+/// The SHA-384 digest of `data`.
+pub fn sha384(data: &[u8]) -> [u8; 48] {
+    let mut out = [0u8; 48];
+    for (dst, src) in out
+        .iter_mut()
+        .zip(digest::digest(&digest::SHA384, data).as_ref())
+    {
+        *dst = *src;
+    }
+    out
+}
+
+/// The SHA-512 digest of `data`.
+pub fn sha512(data: &[u8]) -> [u8; 64] {
+    let mut out = [0u8; 64];
+    for (dst, src) in out
+        .iter_mut()
+        .zip(digest::digest(&digest::SHA512, data).as_ref())
+    {
         *dst = *src;
     }
     out
@@ -76,6 +101,20 @@ mod tests {
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
         assert_eq!(sha256(b"abc")[0], 0xba);
+    }
+
+    #[test]
+    fn sha384_and_sha512_match_the_standard_test_vectors() {
+        assert_eq!(
+            hex(&sha384(b"abc")),
+            "cb00753f45a35e8bb5a03d699ac65007272c32ab0eded1631a8b605a43ff5bed\
+             8086072ba1e7cc2358baeca134c825a7"
+        );
+        assert_eq!(
+            hex(&sha512(b"abc")),
+            "ddaf35a193617abacc417349ae20413112e6fa4e89a97ea20a9eeee64b55d39a\
+             2192992a274fc1a836ba3c23a3feebbd454d4423643ce80e2a9ac94fa54ca49f"
+        );
     }
 
     #[test]

@@ -69,8 +69,8 @@ pub const MAX_POOL_SIZE: usize = 256;
 #[derive(Clone)]
 pub struct PostgresConfig {
     /// A libpq-style connection string: `postgres://user@host:port/db?options=...` or
-    /// `host=... user=... dbname=...`. TLS as libpq's `sslmode` and `sslrootcert` say (default
-    /// `prefer`; see the `tls` module).
+    /// `host=... user=... dbname=...`. TLS as libpq's `sslmode`, `sslrootcert`, `sslcert`,
+    /// `sslkey` and `channel_binding` say (default `prefer`; see the `tls` module).
     pub url: String,
     /// The password, when it is not in `url` (it overrides one that is).
     pub password: Option<PostgresPassword>,
@@ -873,7 +873,7 @@ enum PostgresError {
 }
 
 /// The tokio-postgres configuration for `config`, with the separate password applied, and the
-/// TLS settings (`sslmode`, `sslrootcert`) taken out of its URL.
+/// TLS settings (`sslmode`, `sslrootcert`, `sslcert`, `sslkey`) taken out of its URL.
 fn pg_config(config: &PostgresConfig) -> StoreResult<(tokio_postgres::Config, tls::TlsParams)> {
     if config.pool_size == 0 || config.pool_size > MAX_POOL_SIZE {
         return Err(StoreError::Invalid {
@@ -891,6 +891,7 @@ fn pg_config(config: &PostgresConfig) -> StoreResult<(tokio_postgres::Config, tl
         reason: format!("not a PostgreSQL connection string: {}", describe(&e)),
     })?;
     pg.ssl_mode(tls.mode.wire());
+    tls::check_channel_binding(tls.mode, pg.get_channel_binding())?;
     if let Some(password) = &config.password {
         pg.password(password.expose());
     }

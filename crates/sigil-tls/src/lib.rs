@@ -18,7 +18,10 @@ use rustls::crypto::aws_lc_rs::kx_group;
 use rustls::crypto::{CryptoProvider, SupportedKxGroup};
 use rustls::{ClientConfig, NamedGroup, ServerConfig};
 
-pub use database::{DatabaseServerAuth, database_client_config};
+pub use database::{
+    DatabaseClientCert, DatabaseClientKeyFormat, DatabaseServerAuth, database_client_config,
+    tls_server_end_point,
+};
 pub use live::{LiveRoots, LiveSvid};
 pub use verify::{SpiffeClientVerifier, SpiffeServerVerifier, peer_spiffe_id};
 
@@ -41,6 +44,8 @@ pub enum TlsError {
     NotAnSvid(String),
     #[error("no usable trust anchor to verify the server with")]
     NoRoots,
+    #[error("the private key does not belong to the certificate")]
+    KeyMismatch,
 }
 
 /// The part of the TLS policy an operator may change (`[tls]` in the server and agent

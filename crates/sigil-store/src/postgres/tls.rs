@@ -1,7 +1,8 @@
-//! TLS to PostgreSQL as libpq does it: `sslmode` and `sslrootcert` in the connection string,
-//! taken out before tokio-postgres parses it (it knows neither `verify-ca`, `verify-full` nor
-//! `sslrootcert`), and the tokio-postgres connector over sigil-tls' rustls configuration that
-//! both the pool and the LISTEN connection use.
+//! TLS to PostgreSQL as libpq does it: `sslmode`, `sslrootcert`, `sslcert` and `sslkey` in the
+//! connection string, taken out before tokio-postgres parses it (it knows neither `verify-ca`,
+//! `verify-full` nor the file parameters), and the tokio-postgres connector over sigil-tls'
+//! rustls configuration that both the pool and the LISTEN connection use, with the
+//! `tls-server-end-point` channel binding SCRAM needs for libpq's `channel_binding`.
 //!
 //! | `sslmode`           | TLS                  | server certificate                                   |
 //! |---------------------|----------------------|------------------------------------------------------|
@@ -16,6 +17,24 @@
 //! it (any publicly trusted certificate would pass the weaker checks), and for the same reason
 //! `verify-ca` requires a `sslrootcert` file. Over Unix-domain sockets PostgreSQL never offers
 //! TLS, so `prefer` connects in plaintext there.
+//!
+//! `sslcert` and `sslkey` name the client certificate (PEM, chain after it allowed) and its
+//! private key (PEM `PRIVATE KEY`, `RSA PRIVATE KEY` or `EC PRIVATE KEY`, unencrypted), which the
+//! client presents when the server asks for one (pg_hba's `cert` method, or `clientcert=`). Both
+//! or neither: there is no default `~/.postgresql/postgresql.crt`. As libpq does, the key file
+//! is refused when group or others can access it (more than 0600 when owned by the user running
+//! Sigil; more than 0640 when owned by root), and both files are read at connect, bounded in
+//! size; `sslmode=disable` reads neither.
+//!
+//! `channel_binding` (`disable`, `prefer` (default), `require`) is tokio-postgres' own; this
+//! module supplies the binding data. Over TLS, SCRAM logins use `SCRAM-SHA-256-PLUS` bound to the
+//! hash of the certificate the server presented (RFC 5929 `tls-server-end-point`), so a man in the
+//! middle that terminates TLS (under `sslmode=require` without `sslrootcert` any certificate
+//! passes) cannot relay the login to the real server. `require` also refuses every login that is
+//! not so bound: no TLS, or a server that asks for trust, a password or a certificate instead of
+//! SCRAM (tokio-postgres: "server did not use channel binding"). `require` with `sslmode=disable`
+//! is refused before connecting. Channel binding does not authenticate the server: only
+//! `verify-ca` and `verify-full` do.
 
 use std::fmt;
 use std::future::Future;
@@ -24,19 +43,27 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use sigil_tls::{DatabaseServerAuth, ServerName, TlsConnector, TlsPolicy};
+use sigil_tls::{
+    DatabaseClientCert, DatabaseClientKeyFormat, DatabaseServerAuth, ServerName, TlsConnector,
+    TlsError, TlsPolicy,
+};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio_postgres::tls::{ChannelBinding, MakeTlsConnect, TlsConnect, TlsStream};
+use zeroize::Zeroizing;
 
 use crate::{StoreError, StoreResult};
 
 /// The ALPN protocol PostgreSQL 17 and later expect (older servers ignore ALPN).
 const ALPN: &[u8] = b"postgresql";
-/// Largest `sslrootcert` file read, in bytes: the PEM decoder's own bound (a full system CA
-/// bundle is about 200 KiB).
+/// Largest `sslrootcert` or `sslcert` file read, in bytes: the PEM decoder's own bound (a full
+/// system CA bundle is about 200 KiB).
 const MAX_ROOT_CERT_BYTES: u64 = sigil_keys::pem::MAX_PEM_BYTES as u64;
-/// Longest `sslmode` or `sslrootcert` value accepted.
+/// Largest `sslkey` file read, in bytes (an 8192-bit RSA key in PEM is about 6.5 KiB).
+const MAX_CLIENT_KEY_BYTES: u64 = 64 * 1024;
+/// Longest `sslmode`, `sslrootcert`, `sslcert` or `sslkey` value accepted.
 const MAX_VALUE_LEN: usize = 4096;
+/// The parameters taken out of the connection string.
+const TLS_KEYS: [&str; 4] = ["sslmode", "sslrootcert", "sslcert", "sslkey"];
 
 /// libpq's `sslmode`, minus `allow` (plaintext first, TLS on refusal), which tokio-postgres
 /// cannot do.
@@ -102,25 +129,40 @@ pub(super) struct TlsParams {
     pub(super) mode: SslMode,
     /// `sslrootcert`: a PEM file of trust anchors, or `system`.
     pub(super) root_cert: Option<String>,
+    /// `sslcert` and `sslkey`: the PEM files of the client certificate and its private key,
+    /// both or neither.
+    pub(super) client_cert: Option<ClientCertFiles>,
 }
 
-/// Splits `sslmode` and `sslrootcert` off `url` (URL or `key=value` form; the last occurrence
-/// wins, as in libpq): returns the rest, for tokio-postgres, and the settings.
+/// Where the client certificate and its key are (`sslcert`, `sslkey`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct ClientCertFiles {
+    pub(super) cert: String,
+    pub(super) key: String,
+}
+
+/// Splits `sslmode`, `sslrootcert`, `sslcert` and `sslkey` off `url` (URL or `key=value` form;
+/// the last occurrence wins, as in libpq): returns the rest, for tokio-postgres, and the
+/// settings. `sslcert` without `sslkey`, or the other way round, is refused.
 pub(super) fn split_tls_params(url: &str) -> StoreResult<(String, TlsParams)> {
     let mut params = TlsParams::default();
-    let mut take = |key: &str, value: String| -> StoreResult<bool> {
-        if !matches!(key, "sslmode" | "sslrootcert") {
+    let mut cert = None;
+    let mut key = None;
+    let mut take = |name: &str, value: String| -> StoreResult<bool> {
+        if !TLS_KEYS.contains(&name) {
             return Ok(false);
         }
         if value.len() > MAX_VALUE_LEN {
             return Err(invalid(format!(
-                "{key} is longer than {MAX_VALUE_LEN} bytes"
+                "{name} is longer than {MAX_VALUE_LEN} bytes"
             )));
         }
-        if key == "sslmode" {
-            params.mode = SslMode::parse(&value)?;
-        } else {
-            params.root_cert = (!value.is_empty()).then_some(value);
+        let path = (!value.is_empty()).then_some(value);
+        match name {
+            "sslmode" => params.mode = SslMode::parse(path.as_deref().unwrap_or_default())?,
+            "sslrootcert" => params.root_cert = path,
+            "sslcert" => cert = path,
+            _ => key = path,
         }
         Ok(true)
     };
@@ -129,7 +171,40 @@ pub(super) fn split_tls_params(url: &str) -> StoreResult<(String, TlsParams)> {
     } else {
         split_keywords(url, &mut take)?
     };
+    params.client_cert = match (cert, key) {
+        (Some(cert), Some(key)) => Some(ClientCertFiles { cert, key }),
+        (None, None) => None,
+        (Some(_), None) => {
+            return Err(invalid(
+                "sslcert is set but sslkey is not: give the client certificate's private key \
+                 too, or neither"
+                    .to_owned(),
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(invalid(
+                "sslkey is set but sslcert is not: give the client certificate too, or neither"
+                    .to_owned(),
+            ));
+        }
+    };
     Ok((rest, params))
+}
+
+/// Refuses `channel_binding=require` (tokio-postgres parses `channel_binding` itself) with
+/// `sslmode=disable`: no binding without TLS, so no login could succeed.
+pub(super) fn check_channel_binding(
+    mode: SslMode,
+    binding: tokio_postgres::config::ChannelBinding,
+) -> StoreResult<()> {
+    if mode == SslMode::Disable && binding == tokio_postgres::config::ChannelBinding::Require {
+        return Err(invalid(
+            "channel_binding=require needs TLS, but sslmode=disable: channel binding ties the \
+             login to the TLS session"
+                .to_owned(),
+        ));
+    }
+    Ok(())
 }
 
 /// The URL form: drops the query parameters `take` claims.
@@ -237,9 +312,10 @@ impl fmt::Debug for PostgresTls {
 }
 
 impl PostgresTls {
-    /// Reads the trust anchors `params` names and builds the client configuration. A missing,
-    /// oversized or unparsable `sslrootcert`, or a combination libpq refuses, is
-    /// [`StoreError::Invalid`] for the field `url`.
+    /// Reads the trust anchors and the client certificate `params` names and builds the client
+    /// configuration. A missing, oversized or unparsable `sslrootcert`, `sslcert` or `sslkey`, a
+    /// key file others may read, a key that is not the certificate's, or a combination libpq
+    /// refuses, is [`StoreError::Invalid`] for the field `url`.
     pub(super) async fn load(params: &TlsParams) -> StoreResult<Self> {
         let auth = match (params.mode, params.root_cert.as_deref()) {
             (SslMode::Disable, _) => {
@@ -265,17 +341,35 @@ impl PostgresTls {
             }
             (SslMode::Prefer | SslMode::Require, None) => DatabaseServerAuth::Unverified,
             (SslMode::VerifyFull, Some(path)) => {
-                DatabaseServerAuth::ChainAndName(read_root_certs(path).await?)
+                DatabaseServerAuth::ChainAndName(read_pem_certs("sslrootcert", path).await?)
             }
             (SslMode::Prefer | SslMode::Require | SslMode::VerifyCa, Some(path)) => {
-                DatabaseServerAuth::Chain(read_root_certs(path).await?)
+                DatabaseServerAuth::Chain(read_pem_certs("sslrootcert", path).await?)
             }
         };
-        let config =
-            sigil_tls::database_client_config(&auth, ALPN, TlsPolicy::default()).map_err(|e| {
+        let client_cert = match &params.client_cert {
+            Some(files) => Some(read_client_cert(files).await?),
+            None => None,
+        };
+        let config = sigil_tls::database_client_config(
+            &auth,
+            client_cert.as_ref(),
+            ALPN,
+            TlsPolicy::default(),
+        )
+        .map_err(|e| match (&e, &params.client_cert) {
+            (TlsError::EmptyChain | TlsError::BadKey(_) | TlsError::KeyMismatch, Some(files)) => {
+                invalid(format!(
+                    "sslcert `{}` and sslkey `{}`: {e}",
+                    files.cert.escape_debug(),
+                    files.key.escape_debug()
+                ))
+            }
+            _ => {
                 let roots = params.root_cert.as_deref().unwrap_or("system");
                 invalid(format!("sslrootcert `{roots}`: {e}"))
-            })?;
+            }
+        })?;
         Ok(Self {
             mode: params.mode,
             connector: Some(TlsConnector::from(Arc::new(config))),
@@ -283,32 +377,148 @@ impl PostgresTls {
     }
 }
 
-/// The DER certificates of the PEM file at `path`, read with a size limit.
-async fn read_root_certs(path: &str) -> StoreResult<Vec<Vec<u8>>> {
+/// The DER certificates of the PEM file at `path` (the parameter `field` names it), read with a
+/// size limit.
+async fn read_pem_certs(field: &str, path: &str) -> StoreResult<Vec<Vec<u8>>> {
     let shown = path.escape_debug();
     let file = tokio::fs::File::open(path)
         .await
-        .map_err(|e| invalid(format!("sslrootcert `{shown}`: cannot open: {e}")))?;
+        .map_err(|e| invalid(format!("{field} `{shown}`: cannot open: {e}")))?;
     let mut pem = Vec::new();
     file.take(MAX_ROOT_CERT_BYTES + 1)
         .read_to_end(&mut pem)
         .await
-        .map_err(|e| invalid(format!("sslrootcert `{shown}`: cannot read: {e}")))?;
+        .map_err(|e| invalid(format!("{field} `{shown}`: cannot read: {e}")))?;
     if u64::try_from(pem.len()).unwrap_or(u64::MAX) > MAX_ROOT_CERT_BYTES {
         return Err(invalid(format!(
-            "sslrootcert `{shown}` is larger than {MAX_ROOT_CERT_BYTES} bytes"
+            "{field} `{shown}` is larger than {MAX_ROOT_CERT_BYTES} bytes"
         )));
     }
     let text = String::from_utf8(pem)
-        .map_err(|_| invalid(format!("sslrootcert `{shown}` is not PEM: not UTF-8 text")))?;
+        .map_err(|_| invalid(format!("{field} `{shown}` is not PEM: not UTF-8 text")))?;
     let certs = sigil_keys::pem::decode_all(sigil_keys::pem::CERTIFICATE_LABEL, &text)
-        .map_err(|e| invalid(format!("sslrootcert `{shown}` is not PEM: {e}")))?;
+        .map_err(|e| invalid(format!("{field} `{shown}` is not PEM: {e}")))?;
     if certs.is_empty() {
         return Err(invalid(format!(
-            "sslrootcert `{shown}` holds no PEM CERTIFICATE block"
+            "{field} `{shown}` holds no PEM CERTIFICATE block"
         )));
     }
     Ok(certs)
+}
+
+/// The client certificate chain (`sslcert`) and its private key (`sslkey`).
+async fn read_client_cert(files: &ClientCertFiles) -> StoreResult<DatabaseClientCert> {
+    let chain = read_pem_certs("sslcert", &files.cert).await?;
+    let (format, key) = read_client_key(&files.key).await?;
+    Ok(DatabaseClientCert::new(chain, format, key))
+}
+
+/// The private key of the PEM file at `path`, refused, as libpq does, when it is no regular
+/// file or others may access it. The file's bytes and the decoded key stay in zeroising
+/// buffers, read in one go into a buffer sized for them (no reallocation leaves a copy behind).
+async fn read_client_key(path: &str) -> StoreResult<(DatabaseClientKeyFormat, Zeroizing<Vec<u8>>)> {
+    let shown = path.escape_debug();
+    let cannot = |what: &str, e: io::Error| invalid(format!("sslkey `{shown}`: {what}: {e}"));
+    // Checked before opening too, so that a FIFO is never opened (it would block).
+    let before = tokio::fs::metadata(path)
+        .await
+        .map_err(|e| cannot("cannot open", e))?;
+    check_key_file(&shown.to_string(), &before)?;
+    let mut file = tokio::fs::File::open(path)
+        .await
+        .map_err(|e| cannot("cannot open", e))?;
+    let meta = file
+        .metadata()
+        .await
+        .map_err(|e| cannot("cannot read", e))?;
+    check_key_file(&shown.to_string(), &meta)?;
+    if meta.len() > MAX_CLIENT_KEY_BYTES {
+        return Err(invalid(format!(
+            "sslkey `{shown}` is larger than {MAX_CLIENT_KEY_BYTES} bytes"
+        )));
+    }
+    let len = usize::try_from(meta.len()).map_err(|_| {
+        invalid(format!(
+            "sslkey `{shown}` is larger than {MAX_CLIENT_KEY_BYTES} bytes"
+        ))
+    })?;
+    let mut pem = Zeroizing::new(vec![0u8; len]);
+    file.read_exact(&mut pem)
+        .await
+        .map_err(|e| cannot("cannot read", e))?;
+    let mut more = [0u8; 1];
+    if file
+        .read(&mut more)
+        .await
+        .map_err(|e| cannot("cannot read", e))?
+        != 0
+    {
+        return Err(invalid(format!(
+            "sslkey `{shown}` changed while it was read"
+        )));
+    }
+    let text = std::str::from_utf8(&pem)
+        .map_err(|_| invalid(format!("sslkey `{shown}` is not PEM: not UTF-8 text")))?;
+    decode_client_key(text).map_err(|reason| invalid(format!("sslkey `{shown}` {reason}")))
+}
+
+/// The one private key of `text`, by its PEM label; the error completes "sslkey `path` ...".
+/// Never shows the text.
+fn decode_client_key(text: &str) -> Result<(DatabaseClientKeyFormat, Zeroizing<Vec<u8>>), String> {
+    if text.contains("-----BEGIN ENCRYPTED PRIVATE KEY-----")
+        || text.contains("Proc-Type: 4,ENCRYPTED")
+    {
+        return Err(
+            "is encrypted, and sslpassword is not supported: give the key unencrypted, mode 0600"
+                .to_owned(),
+        );
+    }
+    for (label, format) in [
+        (
+            sigil_keys::pem::PRIVATE_KEY_LABEL,
+            DatabaseClientKeyFormat::Pkcs8,
+        ),
+        ("RSA PRIVATE KEY", DatabaseClientKeyFormat::Pkcs1),
+        ("EC PRIVATE KEY", DatabaseClientKeyFormat::Sec1),
+    ] {
+        if text.contains(&format!("-----BEGIN {label}-----")) {
+            return sigil_keys::pem::decode_secret(label, text)
+                .map(|der| (format, der))
+                .map_err(|e| format!("is not PEM: {e}"));
+        }
+    }
+    Err("holds no PEM PRIVATE KEY, RSA PRIVATE KEY or EC PRIVATE KEY block".to_owned())
+}
+
+/// libpq's checks of a private key file (`fe-secure-openssl.c`): a regular file, with no group or
+/// world access when owned by the user running this process, and none but group read when
+/// owned by root. A file of another owner is left for the open to refuse or allow.
+fn check_key_file(shown: &str, meta: &std::fs::Metadata) -> StoreResult<()> {
+    if !meta.is_file() {
+        return Err(invalid(format!("sslkey `{shown}` is not a regular file")));
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt as _;
+
+        let mode = meta.mode() & 0o777;
+        let owner = meta.uid();
+        let too_open = if owner == nix::unistd::geteuid().as_raw() {
+            mode & 0o077 != 0
+        } else if owner == 0 {
+            mode & 0o037 != 0
+        } else {
+            false
+        };
+        if too_open {
+            return Err(invalid(format!(
+                "sslkey `{shown}` has group or world access (mode {mode:04o}): it must be u=rw \
+                 (0600) or less when owned by the current user, or u=rw,g=r (0640) or less when \
+                 owned by root"
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn invalid(reason: String) -> StoreError {
@@ -366,11 +576,12 @@ where
                     host.escape_debug()
                 ))
             })?;
-            connector
+            let stream = connector
                 .connect(server, stream)
                 .await
-                .map(PostgresTlsStream)
-                .map_err(|e: io::Error| fail(e.to_string()))
+                .map_err(|e: io::Error| fail(e.to_string()))?;
+            let end_point = sigil_tls::tls_server_end_point(&stream);
+            Ok(PostgresTlsStream { stream, end_point })
         })
     }
 }
@@ -395,8 +606,13 @@ impl fmt::Display for HandshakeError {
 
 impl std::error::Error for HandshakeError {}
 
-/// A TLS session to the database.
-pub(super) struct PostgresTlsStream<S>(sigil_tls::client::TlsStream<S>);
+/// A TLS session to the database, with its `tls-server-end-point` channel binding data.
+pub(super) struct PostgresTlsStream<S> {
+    stream: sigil_tls::client::TlsStream<S>,
+    /// `None` when the server's certificate allows no binding (see
+    /// [`sigil_tls::tls_server_end_point`]).
+    end_point: Option<Vec<u8>>,
+}
 
 impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for PostgresTlsStream<S> {
     fn poll_read(
@@ -404,7 +620,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for PostgresTlsStream<S> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_read(cx, buf)
+        Pin::new(&mut self.stream).poll_read(cx, buf)
     }
 }
 
@@ -414,7 +630,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for PostgresTlsStream<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write(cx, buf)
+        Pin::new(&mut self.stream).poll_write(cx, buf)
     }
 
     fn poll_write_vectored(
@@ -422,27 +638,30 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for PostgresTlsStream<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.0.is_write_vectored()
+        self.stream.is_write_vectored()
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_flush(cx)
+        Pin::new(&mut self.stream).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_shutdown(cx)
+        Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> TlsStream for PostgresTlsStream<S> {
-    /// No `tls-server-end-point` binding yet, so SCRAM runs without channel binding (what
-    /// tokio-postgres' default `channel_binding=prefer` does when TLS offers none).
+    /// The `tls-server-end-point` binding, which SCRAM-SHA-256-PLUS ties the login to; none
+    /// when the certificate allows none (then `channel_binding=require` fails the login).
     fn channel_binding(&self) -> ChannelBinding {
-        ChannelBinding::none()
+        match &self.end_point {
+            Some(hash) => ChannelBinding::tls_server_end_point(hash.clone()),
+            None => ChannelBinding::none(),
+        }
     }
 }
 
@@ -463,6 +682,7 @@ mod tests {
         TlsParams {
             mode,
             root_cert: root_cert.map(str::to_owned),
+            client_cert: None,
         }
     }
 
@@ -550,6 +770,183 @@ mod tests {
         assert_eq!(tls, params(SslMode::VerifyFull, Some("/ca.pem")));
         let (pg, _) = pg_config(&PostgresConfig::new("host=h user=u sslmode=disable")).unwrap();
         assert_eq!(pg.get_ssl_mode(), tokio_postgres::config::SslMode::Disable);
+    }
+
+    fn files(cert: &str, key: &str) -> Option<ClientCertFiles> {
+        Some(ClientCertFiles {
+            cert: cert.to_owned(),
+            key: key.to_owned(),
+        })
+    }
+
+    #[test]
+    fn splits_client_certificate_files_off_both_forms() {
+        let (rest, tls) = split(
+            "postgres://u@h/db?sslcert=%2Fa%2Fc.pem&application_name=x&sslkey=/a/k.pem\
+             &channel_binding=require",
+        );
+        assert_eq!(
+            rest,
+            "postgres://u@h/db?application_name=x&channel_binding=require"
+        );
+        assert_eq!(tls.client_cert, files("/a/c.pem", "/a/k.pem"));
+        let (rest, tls) = split("host=h sslkey='/k 1.pem' sslcert=/c.pem user=u");
+        assert_eq!(rest, "host=h user=u");
+        assert_eq!(tls.client_cert, files("/c.pem", "/k 1.pem"));
+    }
+
+    #[test]
+    fn refuses_a_client_certificate_without_its_key_and_the_other_way_round() {
+        for (url, missing) in [
+            ("postgres://h/db?sslcert=/c.pem", "sslkey is not"),
+            ("host=h sslkey=/k.pem", "sslcert is not"),
+            // An empty value is no value.
+            ("postgres://h/db?sslcert=/c.pem&sslkey=", "sslkey is not"),
+        ] {
+            let err = split_tls_params(url).unwrap_err();
+            assert!(
+                matches!(&err, StoreError::Invalid { field: "url", reason } if reason.contains(missing)),
+                "{url}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn refuses_channel_binding_require_without_tls_before_connecting() {
+        let err = pg_config(&PostgresConfig::new(
+            "postgres://u@h/db?sslmode=disable&channel_binding=require",
+        ))
+        .unwrap_err();
+        assert!(
+            matches!(&err, StoreError::Invalid { field: "url", reason } if reason.contains("channel_binding=require needs TLS")),
+            "{err}"
+        );
+        // tokio-postgres takes the parameter itself, and what needs no check passes.
+        for url in [
+            "postgres://u@h/db?sslmode=require&channel_binding=require",
+            "host=h sslmode=disable channel_binding=prefer",
+            "postgres://u@h/db?channel_binding=require",
+        ] {
+            let (pg, _) = pg_config(&PostgresConfig::new(url)).unwrap();
+            assert_ne!(
+                pg.get_channel_binding(),
+                tokio_postgres::config::ChannelBinding::Disable,
+                "{url}"
+            );
+        }
+    }
+
+    /// A self-signed certificate and its PKCS#8 key, in PEM files under `dir`, the key `mode`.
+    fn client_files(dir: &std::path::Path, mode: u32) -> ClientCertFiles {
+        use std::os::unix::fs::PermissionsExt as _;
+
+        let certified = rcgen::generate_simple_self_signed(vec!["client".to_owned()]).unwrap();
+        let cert = dir.join("client.pem");
+        let key = dir.join("client.key");
+        std::fs::write(&cert, certified.cert.pem()).unwrap();
+        std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(mode)).unwrap();
+        ClientCertFiles {
+            cert: cert.to_str().unwrap().to_owned(),
+            key: key.to_str().unwrap().to_owned(),
+        }
+    }
+
+    fn with_client(mode: SslMode, client_cert: &ClientCertFiles) -> TlsParams {
+        TlsParams {
+            mode,
+            root_cert: None,
+            client_cert: Some(client_cert.clone()),
+        }
+    }
+
+    #[tokio::test]
+    async fn loads_a_client_key_only_when_others_cannot_read_it() {
+        use std::os::unix::fs::PermissionsExt as _;
+
+        let dir = tempfile::tempdir().unwrap();
+        let files = client_files(dir.path(), 0o600);
+        // The positive case first.
+        PostgresTls::load(&with_client(SslMode::Require, &files))
+            .await
+            .unwrap();
+        for mode in [0o644, 0o640, 0o604, 0o660] {
+            std::fs::set_permissions(&files.key, std::fs::Permissions::from_mode(mode)).unwrap();
+            let reason =
+                invalid_reason(PostgresTls::load(&with_client(SslMode::Require, &files)).await);
+            assert!(
+                reason.contains(&files.key)
+                    && reason.contains(&format!("mode {mode:04o}"))
+                    && reason.contains("group or world access"),
+                "{reason}"
+            );
+        }
+        // sslmode=disable reads neither file, as in libpq.
+        PostgresTls::load(&with_client(SslMode::Disable, &files))
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn refuses_client_keys_that_are_missing_encrypted_oversized_or_not_the_certificates() {
+        use std::os::unix::fs::PermissionsExt as _;
+
+        let dir = tempfile::tempdir().unwrap();
+        let good = client_files(dir.path(), 0o600);
+        let write_key = |name: &str, text: &str| -> ClientCertFiles {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+            ClientCertFiles {
+                cert: good.cert.clone(),
+                key: path.to_str().unwrap().to_owned(),
+            }
+        };
+        let other = rcgen::KeyPair::generate().unwrap().serialize_pem();
+        let encrypted = sigil_keys::pem::encode("ENCRYPTED PRIVATE KEY", &[1, 2, 3]);
+        let certificate_only = std::fs::read_to_string(&good.cert).unwrap();
+        let huge = "x".repeat(usize::try_from(MAX_CLIENT_KEY_BYTES).unwrap() + 1);
+        let sec1_garbage = "-----BEGIN EC PRIVATE KEY-----\n!!\n-----END EC PRIVATE KEY-----\n";
+        let cases = [
+            (
+                write_key("other.key", &other),
+                "does not belong to the certificate",
+            ),
+            (write_key("enc.key", &encrypted), "is encrypted"),
+            (
+                write_key("cert.key", &certificate_only),
+                "holds no PEM PRIVATE KEY",
+            ),
+            (write_key("huge.key", &huge), "is larger than"),
+            (write_key("sec1.key", sec1_garbage), "is not PEM"),
+            (
+                ClientCertFiles {
+                    cert: good.cert.clone(),
+                    key: dir.path().join("missing.key").to_str().unwrap().to_owned(),
+                },
+                "cannot open",
+            ),
+            (
+                ClientCertFiles {
+                    cert: good.cert.clone(),
+                    key: dir.path().to_str().unwrap().to_owned(),
+                },
+                "is not a regular file",
+            ),
+            (
+                ClientCertFiles {
+                    cert: dir.path().join("missing.pem").to_str().unwrap().to_owned(),
+                    key: good.key.clone(),
+                },
+                "sslcert",
+            ),
+        ];
+        for (files, says) in cases {
+            let reason =
+                invalid_reason(PostgresTls::load(&with_client(SslMode::VerifyFull, &files)).await);
+            assert!(reason.contains(says), "{says}: {reason}");
+            assert!(!reason.contains("BEGIN"), "{reason}");
+        }
     }
 
     fn other_ca_pem() -> String {
