@@ -75,9 +75,9 @@ pub async fn catch_up(
             followers.authorities.notify_one();
         }
         if batch.iter().any(|event| match &event.change {
-            Change::CrlChanged(id) | Change::AuthorityChanged(id) | Change::AuthorityDeleted(id) => {
-                !followers.ca.holds_authority(id)
-            }
+            Change::CrlChanged(id)
+            | Change::AuthorityChanged(id)
+            | Change::AuthorityDeleted(id) => !followers.ca.holds_authority(id),
             _ => false,
         }) {
             followers.replica_crls.notify_one();

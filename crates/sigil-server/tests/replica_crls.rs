@@ -51,7 +51,9 @@ impl TestSchema {
             Ok(client) => client,
             Err(e) => {
                 if std::env::var_os("CI").is_some_and(|ci| !ci.is_empty()) {
-                    panic!("PostgreSQL (SIGIL_TEST_POSTGRES_URL) is unreachable and CI is set: {e}");
+                    panic!(
+                        "PostgreSQL (SIGIL_TEST_POSTGRES_URL) is unreachable and CI is set: {e}"
+                    );
                 }
                 let _ = writeln!(
                     std::io::stderr(),
@@ -330,10 +332,13 @@ async fn a_replica_serves_the_crl_of_another_replicas_intermediate() {
         .await
         .unwrap();
 
-    wait_for("A's /crl to list the SVID under B's intermediate", || async {
-        serials_signed_by(&a.crl_endpoint().await, &b_intermediate)
-            == Some(vec![serial.clone()])
-    })
+    wait_for(
+        "A's /crl to list the SVID under B's intermediate",
+        || async {
+            serials_signed_by(&a.crl_endpoint().await, &b_intermediate)
+                == Some(vec![serial.clone()])
+        },
+    )
     .await;
     // A's own intermediate's CRL is there too, listing nothing.
     let a_intermediate = a

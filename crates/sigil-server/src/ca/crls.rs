@@ -173,8 +173,8 @@ pub(super) fn verify_stored(
         .cert_der
         .as_deref()
         .ok_or(CrlRefused::NoCertificate)?;
-    let (_, cert) = X509Certificate::from_der(cert_der)
-        .map_err(|e| CrlRefused::Certificate(e.to_string()))?;
+    let (_, cert) =
+        X509Certificate::from_der(cert_der).map_err(|e| CrlRefused::Certificate(e.to_string()))?;
     let key = PublicKey::from_spki_der(cert.public_key().raw).map_err(CrlRefused::Key)?;
     let (rest, parsed) = CertificateRevocationList::from_der(&crl.der)
         .map_err(|e| CrlRefused::Malformed(e.to_string()))?;
@@ -187,11 +187,8 @@ pub(super) fn verify_stored(
     if parsed.issuer().as_raw() != cert.subject().as_raw() {
         return Err(CrlRefused::Issuer);
     }
-    key.verify_x509(
-        parsed.tbs_cert_list.as_ref(),
-        &parsed.signature_value.data,
-    )
-    .map_err(|_| CrlRefused::Signature)?;
+    key.verify_x509(parsed.tbs_cert_list.as_ref(), &parsed.signature_value.data)
+        .map_err(|_| CrlRefused::Signature)?;
     let found = parsed.crl_number();
     if found.and_then(|n| u64::try_from(n).ok()) != Some(crl.number) {
         return Err(CrlRefused::Number {

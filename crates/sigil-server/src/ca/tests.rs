@@ -886,9 +886,16 @@ async fn replicas_serve_each_others_crls_once_verified() {
     let mut trust = a.subscribe_trust();
     trust.mark_unchanged();
     assert!(a.refresh_replica_crls().await.unwrap());
-    assert!(trust.has_changed().unwrap(), "serving B's CRLs wakes the pushers");
+    assert!(
+        trust.has_changed().unwrap(),
+        "serving B's CRLs wakes the pushers"
+    );
     let served = a.revocations();
-    assert_eq!(served.crls.len(), 4, "both replicas' roots and intermediates");
+    assert_eq!(
+        served.crls.len(),
+        4,
+        "both replicas' roots and intermediates"
+    );
     assert_eq!(serials_signed_by(&served.crls, &b_cert), Some(vec![serial]));
     assert!(served.list.is_revoked(
         CredentialKind::X509Svid,
@@ -940,7 +947,10 @@ async fn replicas_serve_each_others_crls_once_verified() {
     assert!(f.store.put_crl(forged.clone()).await.unwrap());
     assert!(a.refresh_replica_crls().await.unwrap());
     let served = a.revocations();
-    assert!(!served.crls.contains(&forged.der), "the forged CRL is not served");
+    assert!(
+        !served.crls.contains(&forged.der),
+        "the forged CRL is not served"
+    );
     assert_eq!(serials_signed_by(&served.crls, &b_cert), None);
     assert_eq!(served.crls.len(), 3, "B's intermediate's CRL went with it");
 }
@@ -965,11 +975,23 @@ async fn stored_crls_that_do_not_check_out_are_refused() {
         .unwrap();
     crls::verify_stored(&good, &record, START).unwrap();
     assert_eq!(
-        crls::replica_crls(std::slice::from_ref(&good), &[record.clone()], "a", START).len(),
+        crls::replica_crls(
+            std::slice::from_ref(&good),
+            std::slice::from_ref(&record),
+            "a",
+            START
+        )
+        .len(),
         1
     );
     assert!(
-        crls::replica_crls(std::slice::from_ref(&good), &[record.clone()], "b", START).is_empty(),
+        crls::replica_crls(
+            std::slice::from_ref(&good),
+            std::slice::from_ref(&record),
+            "b",
+            START
+        )
+        .is_empty(),
         "a replica's own CRLs are not read back"
     );
 
@@ -997,8 +1019,13 @@ async fn stored_crls_that_do_not_check_out_are_refused() {
             "{what} is refused"
         );
         assert!(
-            crls::replica_crls(std::slice::from_ref(bad), &[record.clone()], "a", START)
-                .is_empty(),
+            crls::replica_crls(
+                std::slice::from_ref(bad),
+                std::slice::from_ref(&record),
+                "a",
+                START
+            )
+            .is_empty(),
             "{what} is not served"
         );
     }
