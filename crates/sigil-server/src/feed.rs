@@ -1,7 +1,8 @@
 //! The one reader of the datastore's change feed: each batch is applied to the entry index, the
 //! agent index and the revocation index, in that order, so all follow the store without rescans; a batch that
 //! changes authorities (an operator command here or on another replica) also wakes the CA's
-//! rotation task at once.
+//! rotation task at once, and one that changes the CRL or the record of an authority another
+//! replica holds wakes the task that serves the other replicas' CRLs.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,6 +11,7 @@ use sigil_store::{Change, Datastore, StoreError};
 use tokio::sync::{Notify, watch};
 
 use crate::agent_index::AgentIndex;
+use crate::ca::CaManager;
 use crate::entry_index::{EntryIndex, FEED_BATCH};
 use crate::federation::ForeignBundles;
 use crate::revocation::RevocationIndex;
@@ -17,8 +19,8 @@ use crate::revocation::RevocationIndex;
 /// Pause before reading the feed again after a store failure.
 const RETRY_AFTER: Duration = Duration::from_millis(500);
 
-/// Everything that follows the feed: the three indexes, and the CA's rotation task, woken when
-/// an authority changed.
+/// Everything that follows the feed: the three indexes, the CA's rotation task, woken when an
+/// authority changed, and the CA's task serving the other replicas' CRLs.
 #[derive(Clone)]
 pub struct Followers {
     pub entries: Arc<EntryIndex>,
@@ -29,10 +31,16 @@ pub struct Followers {
     pub foreign: Option<Arc<ForeignBundles>>,
     /// Woken when a federation relationship changed (the refresher reloads them).
     pub federations: Arc<Notify>,
+    /// The CA, which says which authorities are this replica's.
+    pub ca: Arc<CaManager>,
+    /// Woken when the CRL or the record of an authority the CA does not hold changed (the CA
+    /// then reads the CRLs other replicas stored: [`CaManager::refresh_replica_crls`]).
+    pub replica_crls: Arc<Notify>,
 }
 
-/// Applies every change after `position` to the indexes, and notifies `authorities` when an
-/// authority changed; returns the new position.
+/// Applies every change after `position` to the indexes, notifies `authorities` when an
+/// authority changed and `replica_crls` when another replica's CRL or authority did; returns the
+/// new position.
 pub async fn catch_up(
     store: &dyn Datastore,
     followers: &Followers,
@@ -65,6 +73,14 @@ pub async fn catch_up(
             )
         }) {
             followers.authorities.notify_one();
+        }
+        if batch.iter().any(|event| match &event.change {
+            Change::CrlChanged(id)
+            | Change::AuthorityChanged(id)
+            | Change::AuthorityDeleted(id) => !followers.ca.holds_authority(id),
+            _ => false,
+        }) {
+            followers.replica_crls.notify_one();
         }
         position = last_seq;
         if batch.len() < FEED_BATCH as usize {

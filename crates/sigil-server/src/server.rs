@@ -30,6 +30,8 @@ const SERVER_SVID_TTL: u64 = 3600;
 const ROTATION_CHECK: Duration = Duration::from_secs(10);
 /// How often expired credentials are pruned from the inventory and the deny-list.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
+/// Pause before reading the other replicas' CRLs again after a store failure.
+const REPLICA_CRLS_RETRY: Duration = Duration::from_secs(1);
 /// How long after its expiry a credential is kept on record.
 const PRUNE_GRACE_SECS: i64 = 300;
 
@@ -182,6 +184,29 @@ async fn publish_revocations(
     }
 }
 
+/// Serves the CRLs other replicas stored for their authorities, read again whenever the feed
+/// shows one of them (or one of their authorities) changed.
+async fn publish_replica_crls(
+    ca: Arc<CaManager>,
+    changed: Arc<tokio::sync::Notify>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            () = changed.notified() => {}
+            _ = stop.changed() => return,
+        }
+        // The feed does not say it again: a failed read is retried until it succeeds.
+        while let Err(e) = ca.refresh_replica_crls().await {
+            tracing::error!(error = %e, "cannot read the other replicas' CRLs; retrying");
+            tokio::select! {
+                () = tokio::time::sleep(REPLICA_CRLS_RETRY) => {}
+                _ = stop.changed() => return,
+            }
+        }
+    }
+}
+
 /// Forgets, every [`PRUNE_EVERY`], issued credentials and revocations whose credential expired
 /// more than [`PRUNE_GRACE_SECS`] ago (a margin for clocks that disagree).
 async fn prune_credentials(
@@ -237,6 +262,8 @@ pub async fn start(
     let (agents, agents_position) = AgentIndex::load(store.as_ref()).await?;
     let (revocations, revocations_position) = RevocationIndex::load(store.as_ref()).await?;
     ca.set_revocations(revocations.snapshot()).await?;
+    // The CRLs the other replicas stored; later ones arrive through the feed.
+    ca.refresh_replica_crls().await?;
     // Re-applying a change is idempotent, so the feed is followed from the oldest position.
     let position = entries_position
         .min(agents_position)
@@ -358,6 +385,7 @@ pub async fn start(
     // Change feed -> entry, agent and revocation indexes, foreign bundles, federation
     // relationships; entry expiry -> entry index version.
     let authorities_changed = Arc::new(tokio::sync::Notify::new());
+    let replica_crls_changed = Arc::new(tokio::sync::Notify::new());
     tasks.spawn(feed::follow(
         store.clone(),
         feed::Followers {
@@ -367,17 +395,25 @@ pub async fn start(
             authorities: authorities_changed.clone(),
             foreign: Some(foreign.clone()),
             federations: federations_changed,
+            ca: ca.clone(),
+            replica_crls: replica_crls_changed.clone(),
         },
         position,
         shutdown_rx.clone(),
     ));
     tasks.spawn(index.clone().run_expiry(shutdown_rx.clone()));
 
-    // Deny-list -> CRLs signed again and pushed with it; expired credentials pruned from the
-    // inventory and the deny-list.
+    // Deny-list -> CRLs signed again and pushed with it (and stored for the other replicas);
+    // the other replicas' stored CRLs -> pushed next to ours; expired credentials pruned from
+    // the inventory and the deny-list.
     tasks.spawn(publish_revocations(
         revocations.clone(),
         ca.clone(),
+        shutdown_rx.clone(),
+    ));
+    tasks.spawn(publish_replica_crls(
+        ca.clone(),
+        replica_crls_changed,
         shutdown_rx.clone(),
     ));
     tasks.spawn(prune_credentials(

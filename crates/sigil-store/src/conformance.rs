@@ -26,6 +26,7 @@
 mod agent_writes;
 mod authorities;
 mod change_feed;
+mod crls;
 mod entries;
 mod entry_batches;
 mod federations;
@@ -57,6 +58,10 @@ pub use change_feed::{
     changes_since_paginates_with_limit, concurrent_consumers_of_one_join_token_one_wins,
     concurrent_creates_of_one_entry_one_wins, each_mutation_appends_one_event_in_order,
     failed_mutations_append_no_event, watch_changes_sees_each_new_sequence,
+};
+pub use crls::{
+    a_crl_goes_with_its_authority, concurrent_crl_writes_keep_the_highest_number,
+    crls_are_replaced_only_by_higher_numbers, invalid_crls_are_refused_and_nothing_stored,
 };
 pub use entries::{
     duplicate_entry_is_rejected_and_nothing_stored, entry_crud_round_trips,
@@ -172,6 +177,10 @@ macro_rules! datastore_conformance_tests {
             invalid_federation_is_refused_and_nothing_stored,
             put_bundle_if_newer_writes_only_higher_sequences,
             concurrent_bundle_writes_keep_the_highest_sequence,
+            crls_are_replaced_only_by_higher_numbers,
+            invalid_crls_are_refused_and_nothing_stored,
+            a_crl_goes_with_its_authority,
+            concurrent_crl_writes_keep_the_highest_number,
             concurrent_updates_of_different_columns_lose_nothing,
             issued_credentials_round_trip_without_events,
             duplicate_issued_credential_rejects_the_whole_batch,

@@ -303,6 +303,19 @@ pub trait Datastore: Send + Sync + 'static {
     /// `Invalid` as for [`Datastore::put_bundle`].
     async fn put_bundle_if_newer(&self, bundle: StoredBundle) -> StoreResult<bool>;
 
+    // ---- signed CRLs (model::crls) ----
+
+    /// Stores `crl` as its authority's CRL when none is stored or the stored one has a lower
+    /// number, in one conditional statement, so of two concurrent writers the higher number
+    /// wins whatever the commit order. Returns whether it wrote; appends a `CrlChanged` event
+    /// (keyed by the authority id) only then. A CRL with an equal or lower number changes
+    /// nothing and returns `false`. `Invalid` when [`StoredCrl::validate`] refuses it;
+    /// `NotFound` (kind `authority`) when its authority does not exist. The row is deleted with
+    /// its authority, without an event of its own (the `AuthorityDeleted` says it).
+    async fn put_crl(&self, crl: StoredCrl) -> StoreResult<bool>;
+    /// Every stored CRL, ordered by authority id (bytewise).
+    async fn list_crls(&self) -> StoreResult<Vec<StoredCrl>>;
+
     // ---- federation relationships ----
 
     // Several writers (admin commands, replicas) may change one relationship, so an update

@@ -12,11 +12,13 @@ use sigil_spiffe::{Selector, SpiffeId, TrustDomain};
 
 use crate::{StoreError, StoreResult};
 
+mod crls;
 mod federation;
 mod governance;
 mod labels;
 mod leases;
 
+pub use crls::{MAX_CRL_DER_BYTES, StoredCrl};
 pub(crate) use federation::profile_rule_violation;
 pub use federation::{
     BundleEndpointProfile, FederationRelationship, FederationUpdate, MAX_BUNDLE_ENDPOINT_URL_BYTES,
@@ -348,6 +350,8 @@ pub enum Change {
     RevocationAdded(String),
     /// A revocation whose credential expired was pruned; the key is [`Revocation::feed_key`].
     RevocationDeleted(String),
+    /// A newer CRL of an X.509 authority was stored; the key is the authority id.
+    CrlChanged(String),
 }
 
 impl NewEntry {
@@ -488,11 +492,13 @@ impl Change {
             Self::JoinTokenChanged(_) => "join_token_changed",
             Self::RevocationAdded(_) => "revocation_added",
             Self::RevocationDeleted(_) => "revocation_deleted",
+            Self::CrlChanged(_) => "crl_changed",
         }
     }
 
-    /// The key of the changed record (entry id, agent SPIFFE ID, authority id, trust domain of
-    /// a bundle or federation relationship, join token id, or [`Revocation::feed_key`]).
+    /// The key of the changed record (entry id, agent SPIFFE ID, authority id (also of a CRL),
+    /// trust domain of a bundle or federation relationship, join token id, or
+    /// [`Revocation::feed_key`]).
     pub fn key(&self) -> &str {
         match self {
             Self::EntryCreated(key)
@@ -508,7 +514,8 @@ impl Change {
             | Self::FederationDeleted(key)
             | Self::JoinTokenChanged(key)
             | Self::RevocationAdded(key)
-            | Self::RevocationDeleted(key) => key,
+            | Self::RevocationDeleted(key)
+            | Self::CrlChanged(key) => key,
         }
     }
 
@@ -530,6 +537,7 @@ impl Change {
             "join_token_changed" => Self::JoinTokenChanged,
             "revocation_added" => Self::RevocationAdded,
             "revocation_deleted" => Self::RevocationDeleted,
+            "crl_changed" => Self::CrlChanged,
             _ => return None,
         };
         Some(build(key))
@@ -705,6 +713,7 @@ mod tests {
             Change::JoinTokenChanged("t".into()),
             Change::RevocationAdded("x509_svid:0a".into()),
             Change::RevocationDeleted("jwt_svid:j".into()),
+            Change::CrlChanged("0a1b".into()),
         ];
         for change in changes {
             let back = Change::from_kind_and_key(change.kind(), change.key().to_owned());

@@ -18,6 +18,7 @@ mod authorities;
 mod bundles;
 mod change_feed;
 mod credentials;
+mod crls;
 mod entries;
 mod federations;
 mod governance;
@@ -51,7 +52,7 @@ use crate::{
     Change, ChangeEvent, Checkpoint, CredentialKind, Datastore, Entry, EntryFilter, EntryReview,
     EntryUsage, FederationRelationship, FederationUpdate, IssuedCredential, JoinToken, Lease,
     LeaseFilter, NewEntry, NewFederationRelationship, Revocation, StoreError, StoreResult,
-    StoredBundle, StoredCredentialTarget, WorkloadUsage,
+    StoredBundle, StoredCredentialTarget, StoredCrl, WorkloadUsage,
 };
 
 pub use migrate::LATEST_SCHEMA_VERSION;
@@ -582,6 +583,20 @@ impl Datastore for PostgresStore {
         let written = bundles::put_if_newer(&mut tx, &bundle).await?;
         self.commit(tx).await?;
         Ok(written)
+    }
+
+    async fn put_crl(&self, crl: StoredCrl) -> StoreResult<bool> {
+        crl.validate()?;
+        let mut conn = self.conn().await?;
+        let mut tx = WriteTx::begin(&mut conn).await?;
+        let written = crls::put(&mut tx, &crl).await?;
+        self.commit(tx).await?;
+        Ok(written)
+    }
+
+    async fn list_crls(&self) -> StoreResult<Vec<StoredCrl>> {
+        let conn = self.conn().await?;
+        crls::list(&conn).await
     }
 
     async fn create_federation(

@@ -10,6 +10,7 @@ mod authorities;
 mod bundles;
 mod change_feed;
 mod credentials;
+mod crls;
 mod entries;
 mod federations;
 mod governance;
@@ -35,7 +36,7 @@ use crate::{
     ChangeEvent, Checkpoint, CredentialKind, Datastore, Entry, EntryFilter, EntryReview,
     EntryUsage, FederationRelationship, FederationUpdate, IssuedCredential, JoinToken, Lease,
     LeaseFilter, NewEntry, NewFederationRelationship, Revocation, StoreError, StoreResult,
-    StoredBundle, StoredCredentialTarget, WorkloadUsage,
+    StoredBundle, StoredCredentialTarget, StoredCrl, WorkloadUsage,
 };
 
 pub use migrate::LATEST_SCHEMA_VERSION;
@@ -403,6 +404,15 @@ impl Datastore for SqliteStore {
         bundle.validate()?;
         self.write(move |tx| bundles::put_if_newer(tx, &bundle))
             .await
+    }
+
+    async fn put_crl(&self, crl: StoredCrl) -> StoreResult<bool> {
+        crl.validate()?;
+        self.write(move |tx| crls::put(tx, &crl)).await
+    }
+
+    async fn list_crls(&self) -> StoreResult<Vec<StoredCrl>> {
+        self.read(crls::list).await
     }
 
     async fn create_federation(

@@ -167,6 +167,11 @@ impl LifecycleDriver {
         })
     }
 
+    /// This server replica, as its authority records name it.
+    pub(super) fn replica(&self) -> &str {
+        &self.replica
+    }
+
     /// This replica's authorities among `records`.
     pub(super) fn mine(&self, records: &[AuthorityRecord]) -> Vec<AuthorityRecord> {
         records
@@ -187,12 +192,10 @@ impl LifecycleDriver {
     ) -> Vec<(AuthorityRecord, X509Authority)> {
         let mut loaded = self.loaded.lock().await;
         let mut signers = Vec::new();
-        for record in records.iter().filter(|r| {
-            r.replica == self.replica
-                && r.kind != AuthorityKind::Jwt
-                && r.state != AuthorityState::Revoked
-                && r.not_after > now
-        }) {
+        for record in records
+            .iter()
+            .filter(|r| r.replica == self.replica && super::crls::signs_crls(r, now))
+        {
             match self.x509_authority(record, records, &mut loaded) {
                 Ok(authority) => signers.push((record.clone(), authority)),
                 Err(e) => {

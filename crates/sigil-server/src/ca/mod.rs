@@ -12,7 +12,9 @@
 //!   store;
 //! - [`bundle`] builds the trust bundle and moves its sequence only when its content changes;
 //! - [`crls`] decides what each X.509 authority's CRL lists; the CRLs are signed again whenever
-//!   the deny-list or the authorities change.
+//!   the deny-list or the authorities change, and stored, so that every replica serves, next to
+//!   its own, the verified CRLs of the other replicas' authorities
+//!   ([`CaManager::refresh_replica_crls`], when the change feed shows one changed).
 
 mod bundle;
 mod crls;
@@ -22,7 +24,7 @@ mod signing;
 mod tests;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use arc_swap::ArcSwap;
 use sigil_ca::MintedJwt;
@@ -30,7 +32,7 @@ pub use sigil_ca::UpstreamAuthority;
 pub use sigil_ca::operator::{Command, CommandError};
 use sigil_keys::{KeyManager, PublicKey};
 use sigil_spiffe::{AuthorityKind, AuthorityState, Clock, SpiffeId, TrustBundle, TrustDomain};
-use sigil_store::{AuthorityRecord, CredentialKind, Datastore};
+use sigil_store::{AuthorityRecord, CredentialKind, Datastore, StoreError, StoredCrl};
 
 use crate::revocation::DenyList;
 use tokio::sync::watch;
@@ -101,6 +103,16 @@ pub struct CaManager {
     tainted: ArcSwap<Vec<String>>,
     /// The deny-list the CRLs were signed from, and the CRLs (DER), pushed together.
     revocations: ArcSwap<Revocations>,
+    /// The CRLs this replica signed last, as published in `revocations` (first).
+    own_crls: ArcSwap<Vec<Vec<u8>>>,
+    /// The verified CRLs of other replicas' authorities, as published in `revocations` (after
+    /// the own ones).
+    replica_crls: ArcSwap<Vec<crls::ReplicaCrl>>,
+    /// The number of the CRLs signed last ([`crls::next_number`]).
+    crl_number: AtomicU64,
+    /// Ids of this replica's authorities among the records read last, sorted: the change feed
+    /// asks [`CaManager::holds_authority`] so that this replica's own CRL writes wake nobody.
+    own_ids: ArcSwap<Vec<String>>,
     /// [`CaManager::next_transition`], from the records the last rotation read.
     next_transition: AtomicI64,
     /// Bumped whenever the bundle or the tainted set changes, for whoever pushes them.
@@ -118,7 +130,9 @@ pub struct CaManager {
 #[derive(Debug, Default)]
 pub struct Revocations {
     pub list: Arc<DenyList>,
-    /// DER CRLs, one per X.509 authority that signs one.
+    /// DER CRLs, one per X.509 authority that signs one: first this replica's own, signed from
+    /// `list`, then those other replicas signed for theirs (from the same deny-list once their
+    /// CRLs reach the store).
     pub crls: Vec<Vec<u8>>,
 }
 
@@ -134,6 +148,17 @@ fn next_transition_of(records: &[AuthorityRecord], now: i64) -> i64 {
         .map(|r| driver::status(r, true))
         .collect();
     sigil_ca::next_transition(&statuses, now).unwrap_or(NO_TRANSITION)
+}
+
+/// Ids of `replica`'s authorities among `records`, sorted.
+fn own_ids(records: &[AuthorityRecord], replica: &str) -> Vec<String> {
+    let mut ids: Vec<String> = records
+        .iter()
+        .filter(|r| r.replica == replica)
+        .map(|r| r.id.clone())
+        .collect();
+    ids.sort();
+    ids
 }
 
 /// Ids of the tainted authorities among `records`, sorted.
@@ -189,12 +214,20 @@ impl CaManager {
             .await?;
         let next = next_transition_of(&driver.mine(&records), clock.unix_secs());
         let list = Arc::new(DenyList::default());
-        let crls = crls::sign_all(
+        let crl_number = crls::next_number(0, clock.now());
+        // Not stored: signed from an empty deny-list, these would replace, for the other
+        // replicas, CRLs that list what is revoked. The first `set_revocations` stores them.
+        let crls: Vec<Vec<u8>> = crls::sign_all(
             &driver.crl_signers(&records, clock.unix_secs()).await,
             &records,
             &list,
+            crl_number,
             clock.now(),
-        );
+        )
+        .into_iter()
+        .map(|crl| crl.der)
+        .collect();
+        let own = own_ids(&records, replica);
         Ok(Arc::new(Self {
             trust_domain,
             store,
@@ -204,7 +237,14 @@ impl CaManager {
             signing: ArcSwap::from_pointee(signing),
             bundle: ArcSwap::new(bundle),
             tainted: ArcSwap::from_pointee(tainted_ids(&records)),
-            revocations: ArcSwap::from_pointee(Revocations { list, crls }),
+            revocations: ArcSwap::from_pointee(Revocations {
+                list,
+                crls: crls.clone(),
+            }),
+            own_crls: ArcSwap::from_pointee(crls),
+            replica_crls: ArcSwap::from_pointee(Vec::new()),
+            crl_number: AtomicU64::new(crl_number),
+            own_ids: ArcSwap::from_pointee(own),
             next_transition: AtomicI64::new(next),
             trust_version: watch::channel(0).0,
             jwt_issuer: std::sync::OnceLock::new(),
@@ -259,8 +299,10 @@ impl CaManager {
         Ok(changed)
     }
 
-    /// Takes a new deny-list (from the revocation index): signs every X.509 authority's CRL
-    /// again and publishes both, waking whoever pushes them. Serialised with rotations.
+    /// Takes a new deny-list (from the revocation index): signs the CRL of every X.509
+    /// authority this replica holds again, publishes both (with the other replicas' CRLs held),
+    /// waking whoever pushes them, and stores the new CRLs for the other replicas. Serialised
+    /// with rotations.
     pub async fn set_revocations(&self, list: Arc<DenyList>) -> Result<(), CaManagerError> {
         let _rotation = self.rotation.lock().await;
         let records = self.store.list_authorities().await?;
@@ -299,13 +341,102 @@ impl CaManager {
         self.revocations.load_full()
     }
 
-    /// Signs the CRLs of `records`' authorities from `list` and publishes them with it.
+    /// Reads the CRLs stored by every replica and publishes, next to this replica's own, those
+    /// of other replicas' X.509 authorities that still sign one, each verified against its
+    /// authority's certificate ([`crls::replica_crls`]; a CRL that fails is left out with a
+    /// warning). Wakes whoever pushes the revocations only when what is served changed; returns
+    /// whether it did. Serialised with rotations. The change feed calls for it when the CRL or
+    /// the record of an authority this replica does not hold changed.
+    pub async fn refresh_replica_crls(&self) -> Result<bool, CaManagerError> {
+        let _rotation = self.rotation.lock().await;
+        let records = self.store.list_authorities().await?;
+        let stored = self.store.list_crls().await?;
+        let others = crls::replica_crls(
+            &stored,
+            &records,
+            self.driver.replica(),
+            self.clock.unix_secs(),
+        );
+        if **self.replica_crls.load() == others {
+            return Ok(false);
+        }
+        self.replica_crls.store(Arc::new(others));
+        let list = self.revocations.load().list.clone();
+        self.publish_crls(list);
+        Ok(true)
+    }
+
+    /// Whether authority `id` is one of this replica's, among the records read last.
+    pub fn holds_authority(&self, id: &str) -> bool {
+        self.own_ids
+            .load()
+            .binary_search_by(|own| own.as_str().cmp(id))
+            .is_ok()
+    }
+
+    /// Signs the CRLs of this replica's authorities among `records` from `list`, publishes them
+    /// with it (and with the other replicas' CRLs whose authorities still sign one), then
+    /// stores them for the other replicas. A CRL the store refuses is still served here, with a
+    /// warning; the next signing stores it again.
     async fn sign_crls(&self, records: &[AuthorityRecord], list: Arc<DenyList>) {
-        let signers = self
-            .driver
-            .crl_signers(records, self.clock.unix_secs())
-            .await;
-        let crls = crls::sign_all(&signers, records, &list, self.clock.now());
+        let now = self.clock.unix_secs();
+        let signers = self.driver.crl_signers(records, now).await;
+        let number = crls::next_number(self.crl_number.load(Ordering::Relaxed), self.clock.now());
+        self.crl_number.store(number, Ordering::Relaxed);
+        let signed = crls::sign_all(&signers, records, &list, number, self.clock.now());
+        self.own_ids
+            .store(Arc::new(own_ids(records, self.driver.replica())));
+        self.own_crls
+            .store(Arc::new(signed.iter().map(|crl| crl.der.clone()).collect()));
+        // Other replicas' authorities that were revoked, expired or pruned since: their CRLs go.
+        let others = self.replica_crls.load();
+        let kept: Vec<crls::ReplicaCrl> = others
+            .iter()
+            .filter(|crl| {
+                records.iter().any(|r| {
+                    r.id == crl.authority_id
+                        && r.replica != self.driver.replica()
+                        && crls::signs_crls(r, now)
+                })
+            })
+            .cloned()
+            .collect();
+        if kept.len() != others.len() {
+            self.replica_crls.store(Arc::new(kept));
+        }
+        self.publish_crls(list);
+        for crl in signed {
+            let authority = crl.authority_id.clone();
+            let stored = StoredCrl {
+                authority_id: crl.authority_id,
+                replica: self.driver.replica().to_owned(),
+                number,
+                der: crl.der,
+                next_update: crl.next_update,
+            };
+            match self.store.put_crl(stored).await {
+                Ok(_) => {}
+                // Pruned meanwhile: nothing to serve it for.
+                Err(StoreError::NotFound { .. }) => {
+                    tracing::debug!(%authority, "authority gone before its CRL was stored");
+                }
+                Err(e) => {
+                    tracing::warn!(%authority, error = %e, "cannot store the CRL for the other replicas");
+                }
+            }
+        }
+    }
+
+    /// Publishes `list` with this replica's CRLs and the other replicas' held, waking whoever
+    /// pushes them.
+    fn publish_crls(&self, list: Arc<DenyList>) {
+        let crls = self
+            .own_crls
+            .load()
+            .iter()
+            .cloned()
+            .chain(self.replica_crls.load().iter().map(|crl| crl.der.clone()))
+            .collect();
         self.revocations.store(Arc::new(Revocations { list, crls }));
         self.trust_version.send_modify(|v| *v = v.wrapping_add(1));
     }

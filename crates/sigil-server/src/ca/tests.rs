@@ -801,3 +801,254 @@ async fn a_replica_without_the_upstream_still_trusts_one_under_it() {
     assert_eq!(from_plain.len(), 2);
     verify(&from_plain, &under.bundle().x509_authorities, f.now()).unwrap();
 }
+
+/// Hex serials listed by the CRL in `crls` whose signature verifies under the key of
+/// `issuer_der` (replicas' authorities share their subject names, so the name alone does not
+/// tell them apart); `None` when no CRL does.
+fn serials_signed_by(crls: &[Vec<u8>], issuer_der: &[u8]) -> Option<Vec<String>> {
+    let (_, issuer) = X509Certificate::from_der(issuer_der).unwrap();
+    let key = sigil_keys::PublicKey::from_spki_der(issuer.public_key().raw).unwrap();
+    crls.iter()
+        .map(|der| {
+            x509_parser::revocation_list::CertificateRevocationList::from_der(der)
+                .unwrap()
+                .1
+        })
+        .find(|crl| {
+            crl.issuer() == issuer.subject()
+                && key
+                    .verify_x509(crl.tbs_cert_list.as_ref(), &crl.signature_value.data)
+                    .is_ok()
+        })
+        .map(|crl| {
+            crl.iter_revoked_certificates()
+                .map(|r| hex(r.raw_serial()))
+                .collect()
+        })
+}
+
+/// The active intermediate of `replica`.
+async fn intermediate_of(f: &Fixture, replica: &str) -> AuthorityRecord {
+    f.active(AuthorityKind::X509Intermediate)
+        .await
+        .into_iter()
+        .find(|r| r.replica == replica)
+        .unwrap()
+}
+
+/// Two replicas on one store: each stores the CRLs it signs, and each serves, next to its own,
+/// the other's: an X509-SVID replica B issued and revoked is listed, as replica A serves it, by
+/// B's intermediate's CRL, signed by B's intermediate. Reading the same CRLs again wakes nobody.
+/// A CRL stored for B's intermediate with the same subject and a higher number but signed by
+/// another key is not served, and B's CRL goes with it.
+#[tokio::test]
+async fn replicas_serve_each_others_crls_once_verified() {
+    let f = Fixture::new();
+    let a = f.replica("a", Arc::new(MemoryKeyManager::new())).await;
+    let b = f.replica("b", Arc::new(MemoryKeyManager::new())).await;
+    a.rotate_if_due().await.unwrap();
+    let b_intermediate = intermediate_of(&f, "b").await;
+    let b_cert = b_intermediate.cert_der.clone().unwrap();
+
+    // B issues an X509-SVID, which is then revoked.
+    let key = PrivateKey::generate().unwrap();
+    let csr = key.csr_der(&workload_id()).unwrap();
+    let chain = b.sign_x509_svid(&csr, &workload_id(), 600, &[]).unwrap();
+    let serial = sigil_keys::cert_ids::serial_hex(&chain[0]).unwrap();
+    f.store
+        .record_issued(vec![sigil_store::IssuedCredential {
+            kind: CredentialKind::X509Svid,
+            id: serial.clone(),
+            spiffe_id: workload_id(),
+            authority_id: b_intermediate.id.clone(),
+            issued_to: SpiffeId::parse("spiffe://example.org/sigil/agent/x").unwrap(),
+            issued_at: START,
+            expires_at: START + 600,
+        }])
+        .await
+        .unwrap();
+    f.store
+        .revoke_credential(CredentialKind::X509Svid, &serial, "leaked", START)
+        .await
+        .unwrap();
+    let (index, _) = crate::revocation::RevocationIndex::load(f.store.as_ref())
+        .await
+        .unwrap();
+    b.set_revocations(index.snapshot()).await.unwrap();
+    a.set_revocations(index.snapshot()).await.unwrap();
+    assert_eq!(
+        a.revocations().crls.len(),
+        2,
+        "A's own root and intermediate, until it reads the store"
+    );
+    assert_eq!(serials_signed_by(&a.revocations().crls, &b_cert), None);
+
+    let mut trust = a.subscribe_trust();
+    trust.mark_unchanged();
+    assert!(a.refresh_replica_crls().await.unwrap());
+    assert!(
+        trust.has_changed().unwrap(),
+        "serving B's CRLs wakes the pushers"
+    );
+    let served = a.revocations();
+    assert_eq!(
+        served.crls.len(),
+        4,
+        "both replicas' roots and intermediates"
+    );
+    assert_eq!(serials_signed_by(&served.crls, &b_cert), Some(vec![serial]));
+    assert!(served.list.is_revoked(
+        CredentialKind::X509Svid,
+        &sigil_keys::cert_ids::serial_hex(&chain[0]).unwrap(),
+        START
+    ));
+    trust.mark_unchanged();
+    assert!(!a.refresh_replica_crls().await.unwrap());
+    assert!(!trust.has_changed().unwrap(), "nothing new, nobody woken");
+    // B holds its own CRLs: it serves them as it signed them, not from the store.
+    assert!(b.holds_authority(&b_intermediate.id));
+    assert!(!a.holds_authority(&b_intermediate.id));
+
+    // A forger with an intermediate of the same subject but its own key.
+    let forger_root = sigil_ca::self_signed_root(
+        &td(),
+        Arc::new(PrivateKey::generate().unwrap()),
+        3600,
+        f.clock.now(),
+    )
+    .unwrap();
+    let forger = sigil_ca::intermediate(
+        &td(),
+        Arc::new(PrivateKey::generate().unwrap()),
+        &forger_root,
+        600,
+        f.clock.now(),
+    )
+    .unwrap();
+    let stored = f
+        .store
+        .list_crls()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|crl| crl.authority_id == b_intermediate.id)
+        .unwrap();
+    let forged = StoredCrl {
+        number: stored.number + 1,
+        der: forger
+            .sign_crl(&[], stored.number + 1, f.clock.now())
+            .unwrap(),
+        ..stored
+    };
+    assert!(matches!(
+        crls::verify_stored(&forged, &b_intermediate, START),
+        Err(crls::CrlRefused::Signature)
+    ));
+    assert!(f.store.put_crl(forged.clone()).await.unwrap());
+    assert!(a.refresh_replica_crls().await.unwrap());
+    let served = a.revocations();
+    assert!(
+        !served.crls.contains(&forged.der),
+        "the forged CRL is not served"
+    );
+    assert_eq!(serials_signed_by(&served.crls, &b_cert), None);
+    assert_eq!(served.crls.len(), 3, "B's intermediate's CRL went with it");
+}
+
+/// A stored CRL is refused when it does not parse, has bytes after it, names another number
+/// than the stored one, was stored under another replica, or has passed its `nextUpdate`.
+#[tokio::test]
+async fn stored_crls_that_do_not_check_out_are_refused() {
+    let f = Fixture::new();
+    let b = f.replica("b", Arc::new(MemoryKeyManager::new())).await;
+    b.set_revocations(Arc::new(DenyList::default()))
+        .await
+        .unwrap();
+    let record = intermediate_of(&f, "b").await;
+    let good = f
+        .store
+        .list_crls()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|crl| crl.authority_id == record.id)
+        .unwrap();
+    crls::verify_stored(&good, &record, START).unwrap();
+    assert_eq!(
+        crls::replica_crls(
+            std::slice::from_ref(&good),
+            std::slice::from_ref(&record),
+            "a",
+            START
+        )
+        .len(),
+        1
+    );
+    assert!(
+        crls::replica_crls(
+            std::slice::from_ref(&good),
+            std::slice::from_ref(&record),
+            "b",
+            START
+        )
+        .is_empty(),
+        "a replica's own CRLs are not read back"
+    );
+
+    let mut trailing = good.clone();
+    trailing.der.push(0);
+    let mut renumbered = good.clone();
+    renumbered.number += 1;
+    let mut elsewhere = good.clone();
+    elsewhere.replica = "c".to_owned();
+    let mut garbage = good.clone();
+    garbage.der = b"not a CRL".to_vec();
+    let mut tampered = good.clone();
+    if let Some(last) = tampered.der.last_mut() {
+        *last ^= 1;
+    }
+    for (bad, what) in [
+        (&trailing, "trailing bytes"),
+        (&renumbered, "another number"),
+        (&elsewhere, "another replica"),
+        (&garbage, "not DER"),
+        (&tampered, "a changed signature"),
+    ] {
+        assert!(
+            crls::verify_stored(bad, &record, START).is_err(),
+            "{what} is refused"
+        );
+        assert!(
+            crls::replica_crls(
+                std::slice::from_ref(bad),
+                std::slice::from_ref(&record),
+                "a",
+                START
+            )
+            .is_empty(),
+            "{what} is not served"
+        );
+    }
+    let expired = crls::verify_stored(&good, &record, record.not_after);
+    assert!(
+        matches!(expired, Err(crls::CrlRefused::Expired { .. })),
+        "{expired:?}"
+    );
+}
+
+#[test]
+fn crl_numbers_grow_even_when_the_clock_does_not() {
+    let at = from_unix_secs(START);
+    let first = crls::next_number(0, at);
+    assert_eq!(first, u64::try_from(START).unwrap() * 1000);
+    assert_eq!(crls::next_number(first, at), first + 1);
+    assert_eq!(
+        crls::next_number(first + 5, from_unix_secs(START - 10)),
+        first + 6,
+        "a clock stepped back"
+    );
+    assert_eq!(
+        crls::next_number(first, from_unix_secs(START + 1)),
+        first + 1000
+    );
+}

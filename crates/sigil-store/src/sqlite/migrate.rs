@@ -50,10 +50,15 @@ const MIGRATIONS: &[Migration] = &[
         name: "entry_labels",
         sql: include_str!("../migrations/0007_entry_labels.sql"),
     },
+    Migration {
+        version: 8,
+        name: "crls",
+        sql: include_str!("../migrations/0008_crls.sql"),
+    },
 ];
 
 /// The schema version a database has once every known migration is applied.
-pub const LATEST_SCHEMA_VERSION: i64 = 7;
+pub const LATEST_SCHEMA_VERSION: i64 = 8;
 
 const CREATE_MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (
     version INTEGER PRIMARY KEY NOT NULL,
