@@ -169,7 +169,7 @@ fn describe_workload(
     };
     let agent = match entries.split_first() {
         Some((first, rest)) if rest.iter().all(|e| e.parent_id() == first.parent_id()) => {
-            agent_of(&first.parent_id())
+            agent_of(first.parent_id())
                 .filter(|agent| !agent.banned)
                 .map(|agent| AgentRef {
                     spiffe_id: agent.spiffe_id.clone(),
