@@ -638,7 +638,7 @@ impl EntryIndex {
                 return None;
             }
             for holder in issuing(&state.by_spiffe_id, id) {
-                if holder.expires_at().is_some_and(|at| at <= now) {
+                if holder.expired_at(now) {
                     continue;
                 }
                 if *holder.parent_id() == self.server_id
@@ -712,7 +712,7 @@ impl EntryIndex {
     ) {
         let state = self.read();
         let now = self.clock.unix_secs();
-        let expired = |entry: &IndexedEntry| entry.expires_at().is_some_and(|e| e <= now);
+        let expired = |entry: &IndexedEntry| entry.expired_at(now);
         let mut roots: Vec<SpiffeId> = vec![agent_id.clone()];
         roots.extend(
             state
